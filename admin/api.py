@@ -1,0 +1,192 @@
+"""Admin JSON API: config status, reload, and write-back edits of the timeout tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import orjson
+from quart import Blueprint, Response, current_app, request
+
+from admin.access import authenticate_admin, check_origin
+from gateway.config.compile import Runtime
+from gateway.config.issues import ConfigError
+from gateway.config.model import TimeoutTier
+from gateway.config.writeback import Edit, StaleVersion, WriteBackError, apply_edits
+from gateway.errors import (
+    BadRequest,
+    ConfigRejected,
+    FieldError,
+    InvalidRequest,
+    PreconditionRequired,
+    StaleConfigVersion,
+    UnsupportedMediaType,
+    WriteBackDisabled,
+)
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("admin_api", __name__, url_prefix="/admin/api")
+
+_TIER_FIELDS = ("total", "connect", "first_byte")
+_TIERS = ("chat", "completions", "embeddings")
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def _etag(version: str) -> str:
+    return f'"{version}"'
+
+
+@blueprint.before_request
+async def require_admin() -> None:
+    authenticate_admin(current_app.live.current)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        check_origin()
+
+
+def _tier(tier: TimeoutTier) -> dict[str, float]:
+    return {"total": tier.total, "connect": tier.connect, "first_byte": tier.first_byte}
+
+
+def _timeouts(runtime: Runtime) -> dict[str, dict[str, float]]:
+    return {kind: _tier(runtime.timeouts.for_kind(kind)) for kind in _TIERS}
+
+
+@blueprint.get("/config")
+async def config_status() -> Response:
+    live = current_app.live
+    runtime = live.current
+    config = runtime.config
+    body = {
+        "version": runtime.version,
+        "loaded_at": runtime.loaded_at.isoformat(),
+        "source": runtime.source,
+        "path": str(live.path.absolute()),
+        "worker_pid": os.getpid(),
+        "write_back": config.admin.write_back,
+        "last_error": live.last_error.as_dict() if live.last_error else None,
+        "history": [event.as_dict() for event in reversed(live.history)],
+        "timeouts": _timeouts(runtime),
+        "backends": [
+            {"name": b.name, "type": b.type, "enabled": b.enabled, "disabled_reason": b.disabled_reason}
+            for b in config.backends
+        ],
+        "models": [
+            {
+                "name": route.name,
+                "aliases": list(route.config.aliases),
+                "available": route.available,
+                "chain": [{"backend": s.target.backend, "model": s.target.model} for s in route.chain],
+            }
+            for route in runtime.models
+        ],
+    }
+    return _json(body, headers={"etag": _etag(runtime.version)})
+
+
+@blueprint.get("/config/file")
+async def config_file() -> Response:
+    """The config file as it is on disk now, with its version as the ETag (for editors and diffs)."""
+    from gateway.config.load import config_version
+
+    raw = await asyncio.to_thread(current_app.live.path.read_bytes)
+    return Response(
+        raw, content_type="application/yaml; charset=utf-8", headers={"etag": _etag(config_version(raw))}
+    )
+
+
+@blueprint.post("/config/reload")
+async def reload_config() -> Response:
+    event = await current_app.live.reload("api")
+    if event.outcome == "rejected":
+        raise ConfigRejected(
+            f"the config file was not applied ({len(event.issues)} error(s)); version "
+            f"{event.previous_version} is still serving: " + "; ".join(str(i) for i in event.issues[:5]),
+            errors=[issue.as_dict() for issue in event.issues],
+        )
+    return _json(event.as_dict())
+
+
+@blueprint.get("/config/timeouts")
+async def get_timeouts() -> Response:
+    runtime = current_app.live.current
+    return _json(
+        {"version": runtime.version, "units": "seconds", "timeouts": _timeouts(runtime)},
+        headers={"etag": _etag(runtime.version)},
+    )
+
+
+def _parse_timeout_edits(body: Any) -> list[Edit]:
+    if not isinstance(body, dict) or not body:
+        raise BadRequest('send a JSON object such as {"chat": {"total": 600}}')
+    edits = []
+    for kind, fields in body.items():
+        if kind not in _TIERS:
+            raise FieldError(kind, f"unknown timeout tier; use one of {', '.join(_TIERS)}")
+        if not isinstance(fields, dict) or not fields:
+            raise FieldError(kind, 'expected an object such as {"total": 600}')
+        for name, value in fields.items():
+            if name not in _TIER_FIELDS:
+                raise FieldError(f"{kind}.{name}", f"unknown field; use one of {', '.join(_TIER_FIELDS)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise FieldError(f"{kind}.{name}", "expected a number of seconds greater than 0")
+            edits.append(Edit(("timeouts", kind, name), value))
+    return edits
+
+
+@blueprint.patch("/config/timeouts")
+async def patch_timeouts() -> Response:
+    """Change timeout tiers in gateway.yaml itself. Requires `If-Match: "<version>"` (the ETag read)."""
+    live = current_app.live
+    if not request.is_json:
+        raise UnsupportedMediaType("send the edit as application/json")
+    if_match = request.headers.get("if-match")
+    if not if_match:
+        raise PreconditionRequired(
+            "send If-Match with the config version you edited (the ETag of GET /admin/api/config)"
+        )
+    expected = if_match.strip().removeprefix("W/").strip('"')
+    body = await request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the request body is not valid JSON")
+    edits = _parse_timeout_edits(body)
+    write = live.current.config.admin.write_back
+    try:
+        result = await asyncio.to_thread(apply_edits, live.path, edits, expected, write=write, env=live.env)
+    except StaleVersion as stale:
+        raise StaleConfigVersion(
+            f"gateway.yaml changed since you read it (you edited {expected}, it is now "
+            f"{stale.current_version}); reload the values and edit again",
+            current_version=stale.current_version,
+            headers={"etag": _etag(stale.current_version)},
+        ) from None
+    except ConfigError as error:
+        raise ConfigRejected(
+            "the edit would make the config invalid, so the file was not changed: "
+            + "; ".join(str(i) for i in error.issues[:5]),
+            errors=[issue.as_dict() for issue in error.issues],
+        ) from None
+    except WriteBackError as error:
+        raise InvalidRequest(str(error)) from None
+    if not write:
+        raise WriteBackDisabled(
+            "admin.write_back is false: commit this patch to gateway.yaml instead",
+            patch=result.diff,
+            version=result.previous_version,
+        )
+    event = await live.reload("ui" if request.headers.get("x-gateway-client") == "admin-ui" else "api")
+    return _json(
+        {
+            "previous_version": result.previous_version,
+            "version": result.version,
+            "diff": result.diff,
+            "written": result.written,
+            "reload": event.as_dict(),
+            "timeouts": _timeouts(live.current),
+        },
+        headers={"etag": _etag(live.current.version)},
+    )

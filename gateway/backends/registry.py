@@ -1,0 +1,16 @@
+"""Build the backend object for a `BackendConfig`, by type."""
+
+from __future__ import annotations
+
+from gateway.backends.base import Backend
+from gateway.backends.http import HTTPBackend
+from gateway.backends.local import LocalModelBackend
+from gateway.config.model import BackendConfig
+
+__all__ = ["build_backend"]
+
+
+def build_backend(config: BackendConfig) -> Backend:
+    if config.type == "mlx":
+        return LocalModelBackend(config)
+    return HTTPBackend(config)

@@ -1,0 +1,136 @@
+"""The `gateway` command: serve, check, schema, key."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from gateway.config.issues import ConfigError
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "gateway.yaml"
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.config.load import exposure_issue, load_config
+
+    failed = 0
+    for name in args.files or [DEFAULT_CONFIG]:
+        try:
+            config = load_config(name, strict_env=not args.no_env)
+        except ConfigError as error:
+            failed += 1
+            if args.format == "json":
+                print(
+                    json.dumps({"file": name, "valid": False, "errors": [i.as_dict() for i in error.issues]})
+                )
+            else:
+                for issue in error.issues:
+                    print(issue, file=sys.stderr)
+                print(f"{name}: {len(error.issues)} error(s)", file=sys.stderr)
+            continue
+        warnings = _warnings(config)
+        exposure = exposure_issue(config, config.server.host)
+        if exposure:
+            warnings.append(f"server.host: {exposure}")
+        if args.format == "json":
+            print(json.dumps({"file": name, "valid": True, "version": config.version, "warnings": warnings}))
+        else:
+            for warning in warnings:
+                print(f"{name}: warning: {warning}", file=sys.stderr)
+            models = len(config.models)
+            print(
+                f"{name}: valid (version {config.version}, "
+                f"{len(config.backends)} backend(s), {models} model(s))"
+            )
+    return 1 if failed else 0
+
+
+def _warnings(config: object) -> list[str]:
+    from gateway.config.model import Config
+
+    assert isinstance(config, Config)
+    found = []
+    if config.unset_env:
+        found.append("unset environment variables (checked as empty): " + ", ".join(sorted(config.unset_env)))
+    enabled = {b.name for b in config.backends if b.enabled}
+    for model in config.models:
+        if not any(t.backend in enabled for t in model.chain):
+            reasons = "; ".join(
+                f"{b.name}: {b.disabled_reason}"
+                for b in config.backends
+                if b.name in {t.backend for t in model.chain}
+            )
+            found.append(f"models.{model.name}: no enabled target, clients get 503 ({reasons})")
+    return found
+
+
+def _schema(_args: argparse.Namespace) -> int:
+    from gateway.config.schema import SCHEMA_PATH
+
+    sys.stdout.write(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+
+
+def _key_hash(args: argparse.Namespace) -> int:
+    key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
+    if not key:
+        print("gateway key hash: no key given", file=sys.stderr)
+        return 2
+    print(hashlib.sha256(key.encode()).hexdigest())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="A declarative, config-driven LLM gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, type=Path, help="config file (default: gateway.yaml)"
+    )
+    serve.add_argument("--host", help="address to bind (overrides server.host for this run)")
+    serve.add_argument("--port", type=int, help="port to bind (overrides server.port; 0 picks a free one)")
+    serve.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("check", help="validate config files; exit 1 if any is invalid")
+    check.add_argument("files", nargs="*", help="files to check (default: gateway.yaml)")
+    check.add_argument(
+        "--no-env",
+        action="store_true",
+        help="treat unset ${VAR} references as empty instead of as errors (for CI without secrets)",
+    )
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(handler=_check)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of gateway.yaml")
+    schema.set_defaults(handler=_schema)
+
+    key = commands.add_parser("key", help="API key helpers")
+    key_commands = key.add_subparsers(dest="key_command", required=True)
+    key_hash = key_commands.add_parser(
+        "hash", help="print a key's SHA-256, for key_sha256 (reads stdin if no KEY)"
+    )
+    key_hash.add_argument("key", nargs="?")
+    key_hash.set_defaults(handler=_key_hash)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

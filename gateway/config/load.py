@@ -1,0 +1,299 @@
+"""Load gateway.yaml: YAML → `${VAR}` → JSON Schema → cross-field checks → a frozen `Config`.
+
+Every problem is collected (not just the first) and located as `file:line:col: path: message`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.config.issues import ConfigError, ConfigIssue, Location
+from gateway.config.model import (
+    AdminConfig,
+    AdminKey,
+    AuditConfig,
+    AuthConfig,
+    BackendConfig,
+    CircuitBreakerPolicy,
+    ClientKey,
+    Config,
+    FailoverPolicy,
+    LocalModelsConfig,
+    LogfireConfig,
+    LoggingConfig,
+    ModelConfig,
+    PrometheusConfig,
+    ReloadConfig,
+    Secret,
+    ServerConfig,
+    Target,
+    TelemetryConfig,
+    TimeoutTier,
+    TimeoutTiers,
+)
+from gateway.config.schema import apply_defaults, validate
+from gateway.config.yamlsource import LocatedDocument, parse_yaml
+
+__all__ = ["config_version", "exposure_issue", "is_loopback", "load_config", "parse_config"]
+
+_CLOUD_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def config_version(raw: bytes) -> str:
+    """The version of a config file: a hash of its exact bytes (16 hex digits)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_config(
+    path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, strict_env: bool = True
+) -> Config:
+    """Read and load the file at `path`. Raises `ConfigError` with every issue found."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(
+            [ConfigIssue(str(file), Location(1, 1), "", f"cannot read file: {reason}")]
+        ) from None
+    return parse_config(raw, file, env=env, strict_env=strict_env)
+
+
+def parse_config(
+    raw: bytes,
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    strict_env: bool = True,
+) -> Config:
+    """Load config file content `raw` as if read from `path` (relative paths resolve from its directory)."""
+    file = Path(path)
+    name = str(path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            [ConfigIssue(name, Location(1, 1), "", f"the file is not UTF-8 text ({error.reason})")]
+        ) from None
+    doc, issues = parse_yaml(text, name, env, strict_env=strict_env)
+    if doc is None:
+        raise ConfigError(issues)
+    if not isinstance(doc.data, dict):
+        issues.append(
+            ConfigIssue(name, Location(1, 1), "", "the file must be a mapping of settings (key: value)")
+        )
+        raise ConfigError(issues)
+    issues.extend(_drop_unset_env_issues(validate(doc, name), doc))
+    if issues:
+        # Report cross-field problems too, as far as the invalid document allows: all errors at once.
+        with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError):
+            issues.extend(_cross_field_issues(apply_defaults(doc.data), doc, name))
+        raise ConfigError(issues)
+    data = apply_defaults(doc.data)
+    issues.extend(_cross_field_issues(data, doc, name))
+    if issues:
+        raise ConfigError(issues)
+    return _build(data, doc, file, config_version(raw))
+
+
+def _drop_unset_env_issues(issues: list[ConfigIssue], doc: LocatedDocument) -> list[ConfigIssue]:
+    """With `strict_env=False`, a value built from an unset variable is unknown, not wrong."""
+    if not doc.unset:
+        return issues
+    unknown = {ConfigIssue.format_path(p) for p, names in doc.from_env.items() if doc.unset & set(names)}
+    return [issue for issue in issues if issue.path not in unknown]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_issue(config: Config, host: str) -> str | None:
+    """Why serving `config` on `host` would be unsafe, or None: no keys on a non-loopback bind."""
+    if is_loopback(host) or config.auth.client_keys or config.auth.allow_unauthenticated:
+        return None
+    return (
+        f"binding {host} serves anyone who can reach it, and no client keys are configured: add "
+        "auth.client_keys, bind 127.0.0.1, or set auth.allow_unauthenticated: true to accept this"
+    )
+
+
+def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -> list[ConfigIssue]:
+    """What the schema cannot express: references between sections, unique names, secrets in the open."""
+    issues: list[ConfigIssue] = []
+
+    def issue(path: tuple, message: str, *, on_key: bool = False) -> None:
+        where = doc.key_location(path) if on_key else doc.location(path)
+        issues.append(ConfigIssue(name, where, ConfigIssue.format_path(path), message))
+
+    backends = data["backends"]
+    names_in_use: dict[str, str] = {}
+    for model_name, model in data["models"].items():
+        for i, target in enumerate(model["chain"]):
+            if target["backend"] not in backends:
+                known = ", ".join(sorted(backends)) or "none are defined"
+                issue(
+                    ("models", model_name, "chain", i, "backend"),
+                    f"no backend named '{target['backend']}' (backends: {known})",
+                )
+        for j, public in enumerate([model_name, *model["aliases"]]):
+            owner = names_in_use.get(public)
+            if owner is not None:
+                path = ("models", model_name) if j == 0 else ("models", model_name, "aliases", j - 1)
+                issue(path, f"the public name '{public}' is already used by model '{owner}'", on_key=j == 0)
+            else:
+                names_in_use[public] = model_name
+
+    seen_hashes: dict[str, str] = {}
+    for section in ("client_keys", "admin_keys"):
+        seen_names: set[str] = set()
+        for i, entry in enumerate(data["auth"][section]):
+            path = ("auth", section, i)
+            if entry["name"] in seen_names:
+                issue((*path, "name"), f"another key in auth.{section} is already named '{entry['name']}'")
+            seen_names.add(entry["name"])
+            if "key" in entry:
+                if (*path, "key") not in doc.from_env:
+                    issue(
+                        (*path, "key"),
+                        "a literal key is refused: reference the environment (key: ${MY_KEY}) "
+                        "or store its hash (key_sha256)",
+                    )
+                    continue
+                if not entry["key"] and not doc.unset:
+                    issue((*path, "key"), "the key is empty")
+                    continue
+            digest = _key_hash(entry)
+            other = seen_hashes.get(digest)
+            if other is not None and digest:
+                issue(path, f"the same key is also configured as {other}; every key must be distinct")
+            seen_hashes[digest] = f"auth.{section}[{i}]"
+    return issues
+
+
+def _key_hash(entry: dict[str, Any]) -> str:
+    if "key_sha256" in entry:
+        return entry["key_sha256"].lower()
+    return hashlib.sha256(entry["key"].encode()).hexdigest() if entry["key"] else ""
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _database_url(base: Path, url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if scheme != "sqlite" or rest == ":memory:" or rest.startswith("/"):
+        return url
+    return f"sqlite://{_resolve_path(base, rest)}"
+
+
+def _backend(name: str, raw: dict[str, Any], base: Path, doc: LocatedDocument) -> BackendConfig:
+    kind = raw["type"]
+    enabled = raw["enabled"]
+    reason = "" if enabled else "enabled: false"
+    common: dict[str, Any] = {
+        "name": name,
+        "type": kind,
+        "max_concurrency": raw["max_concurrency"],
+        "max_queue": raw["max_queue"],
+    }
+    if kind == "mlx":
+        return BackendConfig(
+            **common,
+            enabled=enabled,
+            disabled_reason=reason,
+            path=_resolve_path(base, raw["path"]) if "path" in raw else None,
+            hf_repo=raw.get("hf_repo"),
+            create_preset=raw.get("create_preset"),
+            load=raw["load"],
+            batching=raw["batching"],
+            max_batch_size=raw["max_batch_size"],
+            default_max_tokens=raw["default_max_tokens"],
+        )
+    api_key = raw.get("api_key", "")
+    if enabled and kind in _CLOUD_KEY_ENV and not api_key:
+        variables = doc.from_env.get(("backends", name, "api_key")) or (_CLOUD_KEY_ENV[kind],)
+        enabled, reason = False, f"api_key is empty (set {' or '.join(variables)} to enable it)"
+    return BackendConfig(
+        **common,
+        enabled=enabled,
+        disabled_reason=reason,
+        base_url=raw["base_url"].rstrip("/"),
+        api_key=Secret(api_key),
+        headers=tuple((k, Secret(v)) for k, v in sorted(raw["headers"].items())),
+        max_connections=raw["max_connections"],
+        anthropic_version=raw.get("anthropic_version"),
+        organization=raw.get("organization"),
+    )
+
+
+def _tier(kind: str, raw: dict[str, Any]) -> TimeoutTier:
+    return TimeoutTier(kind=kind, total=raw["total"], connect=raw["connect"], first_byte=raw["first_byte"])  # type: ignore[arg-type]
+
+
+def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str) -> Config:
+    base = file.parent.resolve()
+    auth = data["auth"]
+    telemetry = data["telemetry"]
+    failover = data["failover"]
+    audit = data["audit"]
+    return Config(
+        path=file,
+        version=version,
+        server=ServerConfig(**data["server"]),
+        auth=AuthConfig(
+            client_keys=tuple(
+                ClientKey(name=k["name"], key_sha256=_key_hash(k), models=tuple(k["models"]))
+                for k in auth["client_keys"]
+            ),
+            admin_keys=tuple(AdminKey(name=k["name"], key_sha256=_key_hash(k)) for k in auth["admin_keys"]),
+            allow_unauthenticated=auth["allow_unauthenticated"],
+        ),
+        backends=tuple(_backend(name, raw, base, doc) for name, raw in data["backends"].items()),
+        models=tuple(
+            ModelConfig(
+                name=name,
+                description=raw.get("description", ""),
+                aliases=tuple(raw["aliases"]),
+                chain=tuple(Target(backend=t["backend"], model=t.get("model", name)) for t in raw["chain"]),
+            )
+            for name, raw in data["models"].items()
+        ),
+        timeouts=TimeoutTiers(**{kind: _tier(kind, raw) for kind, raw in data["timeouts"].items()}),
+        failover=FailoverPolicy(
+            retry_on=frozenset(failover["retry_on"]),
+            max_attempts=failover["max_attempts"],
+            circuit_breaker=CircuitBreakerPolicy(**failover["circuit_breaker"]),
+        ),
+        local_models=LocalModelsConfig(**data["local_models"]),
+        audit=AuditConfig(
+            enabled=audit["enabled"],
+            database_url=_database_url(base, audit["database_url"]),
+            retention_days=audit["retention_days"],
+            buffer_records=audit["buffer_records"],
+            batch_size=audit["batch_size"],
+            flush_interval_ms=audit["flush_interval_ms"],
+            spill_path=_resolve_path(base, audit["spill_path"]),
+        ),
+        telemetry=TelemetryConfig(
+            logfire=LogfireConfig(**telemetry["logfire"]),
+            prometheus=PrometheusConfig(**telemetry["prometheus"]),
+            logging=LoggingConfig(**telemetry["logging"]),
+        ),
+        admin=AdminConfig(**data["admin"]),
+        reload=ReloadConfig(**data["reload"]),
+        unset_env=frozenset(doc.unset),
+    )

@@ -1,0 +1,252 @@
+"""Typed, frozen configuration objects, built once per load from the schema-validated document.
+
+They compare by value, which is how a reload decides what it must rebuild (a backend whose
+`BackendConfig` is equal to the live one is carried over as the same object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "AdminConfig",
+    "AdminKey",
+    "AuditConfig",
+    "AuthConfig",
+    "BackendConfig",
+    "CircuitBreakerPolicy",
+    "ClientKey",
+    "Config",
+    "FailoverPolicy",
+    "LocalModelsConfig",
+    "LogfireConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "PrometheusConfig",
+    "ReloadConfig",
+    "Secret",
+    "ServerConfig",
+    "Target",
+    "TelemetryConfig",
+    "TimeoutTier",
+    "TimeoutTiers",
+]
+
+BackendType = Literal["mlx", "openai", "anthropic", "openai_compatible"]
+EndpointKind = Literal["chat", "completions", "embeddings"]
+
+
+class Secret:
+    """A secret value (API key). Its repr and str never show it; `reveal()` does, on purpose."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str
+    port: int
+    workers: int
+    max_body_bytes: int
+    graceful_shutdown_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    name: str
+    key_sha256: str = field(repr=False)
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminKey:
+    name: str
+    key_sha256: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    client_keys: tuple[ClientKey, ...]
+    admin_keys: tuple[AdminKey, ...]
+    allow_unauthenticated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One backend. Settings of other backend types are None."""
+
+    name: str
+    type: BackendType
+    enabled: bool
+    #: Why the backend is off, in words ("api_key is empty"), or "" when enabled.
+    disabled_reason: str
+    max_concurrency: int
+    max_queue: int
+    # HTTP backends (openai, anthropic, openai_compatible)
+    base_url: str | None = None
+    api_key: Secret | None = None
+    headers: tuple[tuple[str, Secret], ...] = ()
+    max_connections: int | None = None
+    anthropic_version: str | None = None
+    organization: str | None = None
+    # mlx
+    path: Path | None = None
+    hf_repo: str | None = None
+    create_preset: str | None = None
+    load: str | None = None
+    batching: bool | None = None
+    max_batch_size: int | None = None
+    default_max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    backend: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    description: str
+    aliases: tuple[str, ...]
+    chain: tuple[Target, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutTier:
+    kind: EndpointKind
+    total: float
+    connect: float
+    first_byte: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutTiers:
+    chat: TimeoutTier
+    completions: TimeoutTier
+    embeddings: TimeoutTier
+
+    def for_kind(self, kind: EndpointKind) -> TimeoutTier:
+        return getattr(self, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerPolicy:
+    enabled: bool
+    failure_threshold: int
+    cooldown_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverPolicy:
+    retry_on: frozenset[str]
+    max_attempts: int
+    circuit_breaker: CircuitBreakerPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class LocalModelsConfig:
+    memory_budget_gb: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    enabled: bool
+    #: As written, with a relative SQLite path made absolute (relative to the config file's directory).
+    database_url: str = field(repr=False)
+    retention_days: int
+    buffer_records: int
+    batch_size: int
+    flush_interval_ms: int
+    spill_path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class LogfireConfig:
+    enabled: bool
+    service_name: str
+    environment: str
+    project_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusConfig:
+    enabled: bool
+    path: str
+    require_admin_key: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    logfire: LogfireConfig
+    prometheus: PrometheusConfig
+    logging: LoggingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    enabled: bool
+    write_back: bool
+    session_hours: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadConfig:
+    watch: bool
+    debounce_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole of gateway.yaml, resolved: defaults filled, `${VAR}`s substituted, paths made absolute."""
+
+    path: Path
+    version: str
+    server: ServerConfig
+    auth: AuthConfig
+    backends: tuple[BackendConfig, ...]
+    models: tuple[ModelConfig, ...]
+    timeouts: TimeoutTiers
+    failover: FailoverPolicy
+    local_models: LocalModelsConfig
+    audit: AuditConfig
+    telemetry: TelemetryConfig
+    admin: AdminConfig
+    reload: ReloadConfig
+    #: Environment variables referenced but unset (only with `gateway check --no-env`).
+    unset_env: frozenset[str] = frozenset()
+
+    def backend(self, name: str) -> BackendConfig | None:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        return None

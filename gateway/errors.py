@@ -1,0 +1,188 @@
+"""The gateway's failure kinds: one exception hierarchy, each class knowing its RFC 9457 problem type.
+
+Handlers raise these; one encoder (`problem_body`) turns them into `application/problem+json`, so no
+handler builds an error body by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "PROBLEM_CONTENT_TYPE",
+    "BadRequest",
+    "ConfigRejected",
+    "FieldError",
+    "Forbidden",
+    "GatewayError",
+    "GatewayTimeout",
+    "InternalError",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "ModelNotFound",
+    "NotFound",
+    "PayloadTooLarge",
+    "PreconditionRequired",
+    "RateLimited",
+    "ServiceUnavailable",
+    "StaleConfigVersion",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpstreamError",
+    "WriteBackDisabled",
+    "problem_body",
+]
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class GatewayError(Exception):
+    """Base of every failure a client may see. Subclasses set `status`, `slug` and `title`."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+    #: The error type name the OpenAI and Anthropic SDKs show; see `problem_body`.
+    openai_type: str = "server_error"
+    anthropic_type: str = "api_error"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+    @property
+    def type_uri(self) -> str:
+        return f"/problems/{self.slug}"
+
+
+class BadRequest(GatewayError):
+    status, slug, title = 400, "bad-request", "Bad request"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class FieldError(BadRequest):
+    """A request body member is missing or has the wrong type or value; `field` names it."""
+
+    status, slug, title = 400, "invalid-field", "Invalid request field"
+
+    def __init__(self, field: str, detail: str, **extensions: Any) -> None:
+        super().__init__(f"{field}: {detail}", field=field, **extensions)
+        self.field = field
+
+
+class InvalidRequest(GatewayError):
+    """The body parsed but cannot be processed (e.g. a config edit that would break the schema)."""
+
+    status, slug, title = 422, "unprocessable", "Unprocessable request"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class ConfigRejected(InvalidRequest):
+    slug, title = "config-rejected", "Configuration rejected"
+
+
+class Unauthorized(GatewayError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+    openai_type, anthropic_type = "invalid_request_error", "authentication_error"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail, headers={"www-authenticate": 'Bearer realm="gateway"'}, **extensions)
+
+
+class Forbidden(GatewayError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+    openai_type, anthropic_type = "invalid_request_error", "permission_error"
+
+
+class NotFound(GatewayError):
+    status, slug, title = 404, "not-found", "Not found"
+    openai_type, anthropic_type = "invalid_request_error", "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    slug, title = "model-not-found", "Model not found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class StaleConfigVersion(GatewayError):
+    """An edit was made against a config version that is no longer the file on disk."""
+
+    status, slug, title = 409, "stale-config-version", "Configuration changed since it was read"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class WriteBackDisabled(GatewayError):
+    """`admin.write_back: false`: the edit is valid but must be committed to git by a person."""
+
+    status, slug, title = 409, "write-back-disabled", "Write-back is disabled"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class PayloadTooLarge(GatewayError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+    openai_type, anthropic_type = "invalid_request_error", "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class PreconditionRequired(GatewayError):
+    status, slug, title = 428, "precondition-required", "If-Match header required"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class RateLimited(GatewayError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+    openai_type, anthropic_type = "rate_limit_error", "rate_limit_error"
+
+
+class InternalError(GatewayError):
+    """A bug in the gateway. The detail never carries a stack trace; the logs do."""
+
+
+class UpstreamError(GatewayError):
+    status, slug, title = 502, "upstream-error", "Upstream backend failed"
+    openai_type, anthropic_type = "server_error", "api_error"
+
+
+class ServiceUnavailable(GatewayError):
+    status, slug, title = 503, "service-unavailable", "Service unavailable"
+    openai_type, anthropic_type = "server_error", "overloaded_error"
+
+
+class GatewayTimeout(GatewayError):
+    status, slug, title = 504, "timeout", "Deadline exceeded"
+    openai_type, anthropic_type = "timeout", "timeout_error"
+
+
+def problem_body(error: GatewayError, *, request_id: str, instance: str) -> dict[str, Any]:
+    """The RFC 9457 body for `error`.
+
+    Besides the standard members it carries `request_id` and an `error` object: the member the official
+    OpenAI and Anthropic SDKs read their exception message from (both read `error.message`), so a client
+    using either SDK sees our detail in its usual exception.
+    """
+    body: dict[str, Any] = {
+        "type": error.type_uri,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    body.update(error.extensions)
+    body["error"] = {
+        "message": error.detail,
+        "type": error.openai_type,
+        "code": error.slug,
+        "request_id": request_id,
+    }
+    return body

@@ -1,0 +1,90 @@
+"""Every failure leaves the gateway as `application/problem+json` with the request's id."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+import orjson
+from quart import Quart, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    problem_body,
+)
+
+__all__ = ["install_problem_handlers", "problem_response", "request_id"]
+
+log = logging.getLogger("gateway.http")
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id() -> str:
+    """This request's id: the client's `x-request-id` when well-formed, else a new one."""
+    rid = getattr(g, "request_id", None)
+    if rid is None:
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if _CLIENT_REQUEST_ID.match(incoming) else f"req_{secrets.token_hex(12)}"
+        g.request_id = rid
+    return rid
+
+
+def problem_response(error: GatewayError) -> Response:
+    rid = request_id()
+    body = problem_body(error, request_id=rid, instance=request.path)
+    response = Response(orjson.dumps(body), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+_HTTP_TO_PROBLEM = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}
+
+
+def install_problem_handlers(app: Quart) -> None:
+    @app.before_request
+    async def assign_request_id() -> None:
+        request_id()
+
+    @app.after_request
+    async def add_request_id(response: Response) -> Response:
+        response.headers["x-request-id"] = request_id()
+        return response
+
+    @app.errorhandler(GatewayError)
+    async def gateway_error(error: GatewayError) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        kind = _HTTP_TO_PROBLEM.get(error.code or 500)
+        if kind is NotFound:
+            return problem_response(NotFound(f"no route for {request.method} {request.path}"))
+        if kind is MethodNotAllowed:
+            allowed = ", ".join(sorted(getattr(error, "valid_methods", None) or []))
+            problem = MethodNotAllowed(f"{request.method} is not allowed on {request.path}; use {allowed}")
+            if allowed:
+                problem.headers["allow"] = allowed
+            return problem_response(problem)
+        if kind is PayloadTooLarge:
+            return problem_response(PayloadTooLarge("the request body exceeds server.max_body_bytes"))
+        if kind is not None:
+            return problem_response(kind(error.description or error.name))
+        problem = GatewayError(error.description or error.name)
+        problem.status = error.code or 500
+        return problem_response(problem)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.error("unhandled error", exc_info=error, extra={"request_id": request_id()})
+        return problem_response(
+            InternalError(f"the gateway failed unexpectedly; quote request id {request_id()}")
+        )

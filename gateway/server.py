@@ -1,0 +1,173 @@
+"""`gateway serve`: Hypercorn underneath, one process per worker, signals handled by us.
+
+Each worker process builds its own app (own Runtime, own watcher) on sockets the supervisor opened,
+so all workers share the port. SIGHUP reloads the config in every worker; SIGTERM drains and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
+
+from gateway.config.issues import ConfigError
+from gateway.config.load import exposure_issue, load_config
+from gateway.telemetry.logging import configure_logging
+
+__all__ = ["ServeOptions", "serve"]
+
+log = logging.getLogger("gateway.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    config_path: Path
+    host: str
+    port: int
+    workers: int
+    graceful_seconds: float
+    log_level: str
+    log_format: str
+
+
+def serve(
+    config_path: str | os.PathLike[str], *, host: str | None, port: int | None, workers: int | None
+) -> int:
+    """Run the gateway until SIGTERM/SIGINT. Returns the process exit code."""
+    path = Path(config_path)
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(f"gateway: {path} is not valid; not starting.", file=sys.stderr)
+        for issue in error.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    options = ServeOptions(
+        config_path=path,
+        host=host or config.server.host,
+        port=port if port is not None else config.server.port,
+        workers=workers or config.server.workers,
+        graceful_seconds=config.server.graceful_shutdown_seconds,
+        log_level=config.telemetry.logging.level,
+        log_format=config.telemetry.logging.format,
+    )
+    problem = exposure_issue(config, options.host)
+    if problem:
+        print(f"gateway: not starting: {problem}", file=sys.stderr)
+        return 1
+    configure_logging(options.log_level, options.log_format)
+    hypercorn = _hypercorn_config(options)
+    sockets = hypercorn.create_sockets()
+    bound = sockets.insecure_sockets[0].getsockname()
+    log.info(
+        "gateway listening on http://%s:%s (%d worker(s), config %s)",
+        bound[0],
+        bound[1],
+        options.workers,
+        config.version,
+        extra={"event": "listening", "host": bound[0], "port": bound[1], "workers": options.workers},
+    )
+    if options.workers == 1:
+        return _run_worker(options, hypercorn, sockets)
+    return _supervise(options, hypercorn, sockets)
+
+
+def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
+    config = HypercornConfig()
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    config.bind = [f"{host}:{options.port}"]
+    config.graceful_timeout = options.graceful_seconds
+    config.accesslog = None
+    config.errorlog = None
+    config.keep_alive_timeout = 75
+    config.workers = 1
+    return config
+
+
+def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
+    """One worker: build the app, serve on `sockets` until told to stop."""
+    from gateway.app import create_app
+
+    configure_logging(options.log_level, options.log_format)
+
+    async def main() -> None:
+        app = create_app(options.config_path, host=options.host)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.live.reload("signal")))
+        await worker_serve(wrap_app(app, 0, "asgi"), hypercorn, sockets=sockets, shutdown_trigger=stop.wait)
+
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        # The file changed between the supervisor's check and this worker's start.
+        for issue in error.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _worker_entry(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
+    sys.exit(_run_worker(options, hypercorn, sockets))
+
+
+def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
+    """Start N worker processes, forward SIGHUP/SIGTERM to them, restart one that dies unexpectedly."""
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def spawn() -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker_entry, args=(options, hypercorn, sockets), daemon=False)
+        process.start()
+        return process
+
+    workers = [spawn() for _ in range(options.workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+            signum = signal.SIGTERM
+        for process in workers:
+            if process.pid and process.is_alive():
+                os.kill(process.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+
+    exit_code = 0
+    while workers:
+        multiprocessing.connection.wait([p.sentinel for p in workers], timeout=1.0)
+        for index, process in enumerate(list(workers)):
+            if process.is_alive():
+                continue
+            process.join()
+            if stopping:
+                workers.remove(process)
+                exit_code = exit_code or (process.exitcode or 0)
+            else:
+                log.error(
+                    "worker %s exited with %s; starting a new one",
+                    process.pid,
+                    process.exitcode,
+                    extra={"event": "worker_restart"},
+                )
+                time.sleep(0.5)
+                workers[index] = spawn()
+    for sock in sockets.insecure_sockets:
+        sock.close()
+    return exit_code

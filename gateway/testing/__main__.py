@@ -1,0 +1,65 @@
+"""CLI: run a fake provider in its own process (for benchmarks), until SIGTERM or SIGINT.
+
+    python -m gateway.testing openai|anthropic --host 127.0.0.1 --port 0 [--latency-ms X ...]
+
+Prints `listening on http://HOST:PORT` (the real port when 0 was asked) once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from gateway.testing.behaviour import Behaviour, FakeServer
+from gateway.testing.fake_anthropic import FakeAnthropic
+from gateway.testing.fake_openai import FakeOpenAI
+
+FAKES: dict[str, type[FakeServer]] = {"openai": FakeOpenAI, "anthropic": FakeAnthropic}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m gateway.testing", description="Run a fake OpenAI or Anthropic API server."
+    )
+    p.add_argument("provider", choices=sorted(FAKES))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay before the response headers")
+    p.add_argument("--token-delay-ms", type=float, default=0.0, help="delay before each streamed token")
+    p.add_argument("--reply-tokens", type=int, default=16, help="words in a generated reply")
+    p.add_argument("--status", type=int, default=None, help="fail every request with this HTTP status")
+    p.add_argument("--fail-first-n", type=int, default=0, help="fail only the first N requests")
+    p.add_argument("--hang", action="store_true", help="accept requests and never answer")
+    p.add_argument("--drop-after-chunks", type=int, default=None, help="cut streams after N SSE frames")
+    p.add_argument("--malformed", action="store_true", help="answer 200 with a broken body")
+    p.add_argument("--api-key", default=None, help="require this API key")
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    fields = vars(args).copy()
+    provider, host, port = fields.pop("provider"), fields.pop("host"), fields.pop("port")
+    server = FAKES[provider](Behaviour(**fields), host=host, port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(f"listening on {server.url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except ValueError as exc:  # a bad behaviour value
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""A fake Anthropic Messages API server (messages, streaming, count_tokens) on loopback, with
+deterministic replies and the fault injection of `Behaviour`, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+
+from gateway.testing.behaviour import (
+    TOOL_TOKENS,
+    Behaviour,
+    FakeError,
+    FakeServer,
+    Handler,
+    count_tokens,
+    plan_text,
+    reply_words,
+    split_fragments,
+    tool_arguments,
+)
+
+__all__ = ["FakeAnthropic"]
+
+_STOP_REASONS = {"end": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def _text(content: Any) -> str:
+    """The text of a content value: a string, or the text blocks (and tool results) of a block list."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    parts = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            parts.append(_text(block.get("content")))
+    return " ".join(parts)
+
+
+def _tool_result(message: dict[str, Any]) -> dict[str, Any] | None:
+    content = message.get("content")
+    if message.get("role") != "user" or not isinstance(content, list):
+        return None
+    return next((b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"), None)
+
+
+def _pick_tool(tools: Any, choice: Any) -> dict[str, Any] | None:
+    """The tool to call: the one `tool_choice` names, else the first; None if tool_choice is "none"."""
+    if not isinstance(tools, list) or (isinstance(choice, dict) and choice.get("type") == "none"):
+        return None
+    named = [t for t in tools if isinstance(t, dict) and t.get("name")]
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        for tool in named:
+            if tool["name"] == choice.get("name"):
+                return tool
+    return named[0] if named else None
+
+
+def _event(name: str, obj: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+class FakeAnthropic(FakeServer):
+    """Fake Anthropic API. `base_url` has no /v1, as the Anthropic SDK expects."""
+
+    provider: ClassVar[str] = "anthropic"
+    request_id_header: ClassVar[str] = "request-id"
+    request_id_prefix: ClassVar[str] = "req_011C"
+
+    def api_routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("POST", "/v1/messages", self._messages),
+            ("POST", "/v1/messages/count_tokens", self._count_tokens),
+        ]
+
+    def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
+        if behaviour.api_key is None:
+            return None
+        key = request.headers.get("x-api-key")
+        if key is None:
+            # anthropic SDK 2.x sends the API key as a bearer token; the gateway sends x-api-key.
+            bearer = request.headers.get("Authorization", "")
+            if not bearer.startswith("Bearer "):
+                return self.error_response(401, "x-api-key header is required")
+            key = bearer.removeprefix("Bearer ")
+        if key != behaviour.api_key:
+            return self.error_response(401, "invalid x-api-key")
+        return None
+
+    def error_response(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> web.Response:
+        kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        request_id = self.new_request_id()
+        body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+        return self.make_response(body, status, request_id=request_id)
+
+    async def _read(self, request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+        """Validate the parts shared by messages and count_tokens; return body, messages, prompt tokens."""
+        if not request.headers.get("anthropic-version"):
+            raise FakeError(400, "anthropic-version: header is required")
+        body = await self.read_json(request)
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise FakeError(400, "model: Field required")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise FakeError(400, "messages: Field required")
+        tools = body.get("tools") or []
+        tokens = count_tokens(_text(body.get("system")))
+        tokens += sum(count_tokens(_text(m.get("content"))) for m in messages)
+        tokens += TOOL_TOKENS * (len(tools) if isinstance(tools, list) else 0)
+        return body, messages, tokens
+
+    async def _count_tokens(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        _, _, tokens = await self._read(request)
+        return self.json_response({"input_tokens": tokens}, behaviour)
+
+    async def _messages(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        body, messages, input_tokens = await self._read(request)
+        max_tokens = body.get("max_tokens")
+        if max_tokens is None:
+            raise FakeError(400, "max_tokens: Field required")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise FakeError(400, "max_tokens: Input should be greater than or equal to 1")
+        stops = body.get("stop_sequences") or []
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise FakeError(400, "stop_sequences: Input should be a valid list of strings")
+        last = messages[-1]
+        result = _tool_result(last)
+        tool = None
+        if result is None and last.get("role") == "user":
+            tool = _pick_tool(body.get("tools"), body.get("tool_choice"))
+
+        block: dict[str, Any]
+        if tool is not None:
+            args = tool_arguments(tool.get("input_schema"))
+            fragments = split_fragments(orjson.dumps(args).decode())
+            block = {"type": "tool_use", "id": "toolu_" + secrets.token_hex(12), "name": tool["name"]}
+            start_block = {**block, "input": {}}
+            block["input"] = args
+            deltas = [{"type": "input_json_delta", "partial_json": f} for f in fragments]
+            output_tokens, stop_reason, stop_sequence = len(fragments), "tool_use", None
+        else:
+            if result is not None:
+                words = f"Tool result received: {_text(result.get('content'))[:20]}".split()
+            else:
+                seed = next(
+                    (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+                )
+                words = reply_words(seed, behaviour.reply_tokens)
+            plan = plan_text(words, max_tokens, stops)
+            block = {"type": "text", "text": plan.text}
+            start_block = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in plan.pieces]
+            output_tokens, stop_sequence = plan.tokens, plan.stop_sequence
+            stop_reason = _STOP_REASONS[plan.finish]
+
+        message = {
+            "id": "msg_" + secrets.token_hex(12),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [block],
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        }
+        if body.get("stream") is not True:
+            return self.json_response(message, behaviour)
+
+        # output_tokens 1 in message_start mirrors the real API; message_delta carries the final count.
+        started = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+        started["usage"] = {"input_tokens": input_tokens, "output_tokens": 1}
+        head = [
+            _event("message_start", {"type": "message_start", "message": started}),
+            _event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": start_block},
+            ),
+            _event("ping", {"type": "ping"}),
+        ]
+        tokens = [
+            _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": d})
+            for d in deltas
+        ]
+        final_delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+        tail = [
+            _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _event(
+                "message_delta",
+                {"type": "message_delta", "delta": final_delta, "usage": {"output_tokens": output_tokens}},
+            ),
+            _event("message_stop", {"type": "message_stop"}),
+        ]
+        return await self.send_sse(request, behaviour, head, tokens, tail)

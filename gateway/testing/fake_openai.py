@@ -1,0 +1,309 @@
+"""A fake OpenAI API server (chat completions, legacy completions, embeddings, models) on loopback,
+with deterministic replies and the fault injection of `Behaviour`, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import secrets
+import struct
+import time
+from typing import Any, ClassVar
+
+import orjson
+from aiohttp import web
+
+from gateway.testing.behaviour import (
+    TOOL_TOKENS,
+    Behaviour,
+    FakeError,
+    FakeServer,
+    Handler,
+    TextPlan,
+    count_tokens,
+    plan_text,
+    reply_words,
+    split_fragments,
+    tool_arguments,
+)
+
+__all__ = ["FakeOpenAI"]
+
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large")
+_FINISH = {"end": "stop", "stop_sequence": "stop", "length": "length"}
+_ERROR_TYPES = {429: "requests", 401: "invalid_request_error", 403: "invalid_request_error"}
+_ERROR_CODES = {429: "rate_limit_exceeded", 401: "invalid_api_key"}
+
+
+def _text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a content-part list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _stops(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return stop
+    raise FakeError(400, "Invalid type for 'stop': expected a string or an array of strings.", param="stop")
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FakeError(400, f"Invalid '{name}': integer below minimum value 1.", param=name)
+        return value
+    return None
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _pick_tool(tools: Any, choice: Any) -> dict[str, Any] | None:
+    """The function tool to call: the one `tool_choice` names, else the first; None if choice is "none"."""
+    if not isinstance(tools, list) or choice == "none":
+        return None
+    functions = [t["function"] for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        for fn in functions:
+            if fn.get("name") == wanted:
+                return fn
+    return functions[0] if functions else None
+
+
+def embedding(key: bytes, dims: int) -> list[float]:
+    """A unit-length vector derived from a hash of `key`, with float32-exact components."""
+    raw = struct.unpack(f"<{dims}I", hashlib.shake_256(key).digest(4 * dims))
+    vec = [x / 2147483647.5 - 1.0 for x in raw]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    # Round-trip through float32 so the float and base64 encodings carry the same numbers.
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in vec))))
+
+
+class FakeOpenAI(FakeServer):
+    """Fake OpenAI API. `base_url` ends in /v1, as the OpenAI SDK expects."""
+
+    provider: ClassVar[str] = "openai"
+    request_id_header: ClassVar[str] = "x-request-id"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def api_routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("POST", "/v1/chat/completions", self._chat),
+            ("POST", "/v1/completions", self._completions),
+            ("POST", "/v1/embeddings", self._embeddings),
+            ("GET", "/v1/models", self._models),
+            ("GET", "/v1/models/{model}", self._model),
+        ]
+
+    def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
+        if behaviour.api_key is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return self.error_response(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an Authorization header.",
+            )
+        if header != f"Bearer {behaviour.api_key}":
+            return self.error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+        return None
+
+    def error_response(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> web.Response:
+        kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        error = {"message": message, "type": kind, "param": param, "code": code or _ERROR_CODES.get(status)}
+        return self.make_response({"error": error}, status)
+
+    # -- chat completions
+
+    async def _chat(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        body = await self.read_json(request)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise FakeError(400, "you must provide a model parameter")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise FakeError(
+                400,
+                "Missing required parameter: 'messages'.",
+                param="messages",
+                code="missing_required_parameter",
+            )
+        max_tokens, stops = _max_tokens(body), _stops(body)
+        tools = body.get("tools") or []
+        prompt_tokens = sum(count_tokens(_text(m.get("content"))) for m in messages)
+        prompt_tokens += TOOL_TOKENS * (len(tools) if isinstance(tools, list) else 0)
+        last = messages[-1]
+        tool = _pick_tool(tools, body.get("tool_choice")) if last.get("role") == "user" else None
+
+        plan: TextPlan | None = None
+        call: dict[str, Any] | None = None
+        fragments: list[str] = []
+        if tool is not None:
+            arguments = orjson.dumps(tool_arguments(tool.get("parameters"))).decode()
+            call = {"id": "call_" + secrets.token_hex(12), "type": "function"}
+            call["function"] = {"name": tool.get("name", ""), "arguments": arguments}
+            fragments = split_fragments(arguments)
+            completion_tokens, finish = len(fragments), "tool_calls"
+        else:
+            if last.get("role") == "tool":
+                words = f"Tool result received: {_text(last.get('content'))[:20]}".split()
+            else:
+                seed = next(
+                    (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+                )
+                words = reply_words(seed, behaviour.reply_tokens)
+            plan = plan_text(words, max_tokens, stops)
+            completion_tokens, finish = plan.tokens, _FINISH[plan.finish]
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
+
+        if body.get("stream") is not True:
+            message: dict[str, Any] = {"role": "assistant", "content": plan.text if plan else None}
+            if call is not None:
+                message["tool_calls"] = [call]
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            obj = {"id": cid, "object": "chat.completion", "created": created, "model": model}
+            obj.update(choices=[choice], usage=usage)
+            return self.json_response(obj, behaviour)
+
+        include_usage = _include_usage(body)
+        prefix = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            obj = {
+                **prefix,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+            if include_usage:
+                obj["usage"] = None  # as OpenAI does: null on every chunk but the last
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        if call is not None:
+            first = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+            head = [chunk({"role": "assistant", "content": None, "tool_calls": [first]})]
+            tokens = [chunk({"tool_calls": [{"index": 0, "function": {"arguments": f}}]}) for f in fragments]
+        else:
+            assert plan is not None
+            head = [chunk({"role": "assistant", "content": ""})]
+            tokens = [chunk({"content": piece}) for piece in plan.pieces]
+        tail = [chunk({}, finish)]
+        if include_usage:
+            tail.append(b"data: " + orjson.dumps({**prefix, "choices": [], "usage": usage}) + b"\n\n")
+        tail.append(b"data: [DONE]\n\n")
+        return await self.send_sse(request, behaviour, head, tokens, tail)
+
+    # -- legacy completions
+
+    async def _completions(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        body = await self.read_json(request)
+        model, prompt = body.get("model"), body.get("prompt")
+        if not isinstance(model, str) or not model:
+            raise FakeError(400, "you must provide a model parameter")
+        if isinstance(prompt, str):
+            prompts: list[Any] = [prompt]
+        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            prompts = [prompt]  # one prompt given as token ids
+        elif isinstance(prompt, list) and prompt:
+            prompts = prompt
+        else:
+            raise FakeError(400, "Missing required parameter: 'prompt'.", param="prompt")
+        prompt_tokens = sum(count_tokens(p) if isinstance(p, str) else len(p) for p in prompts)
+        seed = prompts[0] if isinstance(prompts[0], str) else str(prompts[0])
+        plan = plan_text(reply_words(seed, behaviour.reply_tokens), _max_tokens(body), _stops(body))
+        finish = _FINISH[plan.finish]
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": plan.tokens,
+            "total_tokens": prompt_tokens + plan.tokens,
+        }
+        prefix = {
+            "id": "cmpl-" + secrets.token_hex(12),
+            "object": "text_completion",
+            "created": int(time.time()),
+        }
+        prefix["model"] = model
+
+        def choice(text: str, finish_reason: str | None) -> dict[str, Any]:
+            return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+        if body.get("stream") is not True:
+            return self.json_response(
+                {**prefix, "choices": [choice(plan.text, finish)], "usage": usage}, behaviour
+            )
+
+        include_usage = _include_usage(body)
+
+        def chunk(text: str, finish_reason: str | None = None) -> bytes:
+            obj = {**prefix, "choices": [choice(text, finish_reason)]}
+            if include_usage:
+                obj["usage"] = None
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        tail = [chunk("", finish)]
+        if include_usage:
+            tail.append(b"data: " + orjson.dumps({**prefix, "choices": [], "usage": usage}) + b"\n\n")
+        tail.append(b"data: [DONE]\n\n")
+        return await self.send_sse(request, behaviour, [], [chunk(p) for p in plan.pieces], tail)
+
+    # -- embeddings and models
+
+    async def _embeddings(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        body = await self.read_json(request)
+        model, raw = body.get("model"), body.get("input")
+        if not isinstance(model, str) or not model:
+            raise FakeError(400, "you must provide a model parameter")
+        if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw)):
+            inputs: list[Any] = [raw]
+        elif isinstance(raw, list) and raw and all(isinstance(i, str | list) for i in raw):
+            inputs = raw
+        else:
+            raise FakeError(400, "'input' must be a non-empty string or array.", param="input")
+        dims = body.get("dimensions", 16)
+        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 8192:
+            raise FakeError(400, "'dimensions' must be an integer between 1 and 8192.", param="dimensions")
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise FakeError(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+        data = []
+        for i, item in enumerate(inputs):
+            vec = embedding(item.encode() if isinstance(item, str) else orjson.dumps(item), dims)
+            value: Any = vec if fmt == "float" else base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        tokens = sum(count_tokens(i) if isinstance(i, str) else len(i) for i in inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return self.json_response({"object": "list", "data": data, "model": model, "usage": usage}, behaviour)
+
+    @staticmethod
+    def _model_obj(model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": 1700000000, "owned_by": "openai"}
+
+    async def _models(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        return self.json_response({"object": "list", "data": [self._model_obj(m) for m in MODELS]}, behaviour)
+
+    async def _model(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        return self.json_response(self._model_obj(request.match_info["model"]), behaviour)

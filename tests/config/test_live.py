@@ -1,0 +1,141 @@
+"""Reload semantics without a server: prepare/swap, reuse of unchanged backends, release of old ones."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.config.issues import ConfigError
+from gateway.config.live import LiveRuntime
+from gateway.config.watch import watch_config
+
+BASE = """
+backends:
+  a: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+  b: {type: openai_compatible, base_url: "http://127.0.0.1:10/v1"}
+  local: {type: mlx, path: models/tiny}
+models:
+  m1: {chain: [{backend: a}, {backend: local}]}
+  m2: {aliases: [two], chain: [{backend: b}]}
+"""
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(BASE)
+    return path
+
+
+async def test_start_refuses_an_invalid_file(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("server: {port: nope}\n")
+    with pytest.raises(ConfigError):
+        await LiveRuntime(path).start()
+
+
+async def test_unchanged_backends_are_the_same_objects(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    config_path.write_text(BASE.replace("http://127.0.0.1:10/v1", "http://127.0.0.1:11/v1"))
+    event = await live.reload("api")
+    second = live.current
+    assert event.outcome == "applied" and event.rebuilt_backends == ("b",)
+    assert second.backends["a"] is first.backends["a"]
+    assert second.backends["local"] is first.backends["local"]
+    assert second.backends["b"] is not first.backends["b"]
+    # The replaced backend is closed once the old Runtime is idle; the kept ones stay open.
+    await asyncio.sleep(0.05)
+    assert first.backends["b"].session is None
+    assert second.backends["a"].session is not None
+    await live.close()
+
+
+async def test_old_backends_close_only_after_in_flight_requests_finish(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    old_b = first.backends["b"]
+    with first.lease():
+        config_path.write_text(BASE.replace("10/v1", "12/v1"))
+        await live.reload("api")
+        await asyncio.sleep(0.05)
+        assert old_b.session is not None, "closed while a request still used it"
+    await asyncio.sleep(0.05)
+    assert old_b.session is None
+    await live.close()
+
+
+async def test_invalid_edit_keeps_serving_and_records_the_error(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    config_path.write_text(BASE + "  m3: {chain: [{backend: missing}]}\n")
+    event = await live.reload("file")
+    assert event.outcome == "rejected"
+    assert live.current is first
+    assert live.last_error is event
+    assert str(event.issues[0]).endswith(
+        "models.m3.chain[0].backend: no backend named 'missing' (backends: a, b, local)"
+    )
+    # Putting the file back clears the error without a rebuild.
+    config_path.write_text(BASE)
+    assert (await live.reload("file")).outcome == "unchanged"
+    assert live.last_error is None and live.current is first
+    await live.close()
+
+
+async def test_same_bytes_is_a_no_op(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    config_path.write_text(BASE)
+    assert (await live.reload("signal")).outcome == "unchanged"
+    assert live.current is first
+    assert [e.outcome for e in live.history] == ["applied"]
+    await live.close()
+
+
+async def test_routes_include_aliases(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    runtime = await live.start()
+    assert runtime.routes["two"] is runtime.routes["m2"]
+    assert [t.backend.name for t in runtime.routes["m1"].chain] == ["a", "local"]
+    await live.close()
+
+
+async def test_history_records_source_and_versions(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    config_path.write_text(BASE.replace("m2:", "m9:"))
+    await live.reload("ui")
+    applied = live.history[-1]
+    assert (applied.source, applied.previous_version, applied.version) == (
+        "ui",
+        first.version,
+        live.current.version,
+    )
+    await live.close()
+
+
+async def test_exposure_check_applies_to_reloads(config_path: Path) -> None:
+    live = LiveRuntime(config_path, host="0.0.0.0")
+    with pytest.raises(ConfigError, match="no client keys"):
+        await live.start()
+
+
+async def test_watcher_applies_a_save(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    await live.start()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_config(live, stop, debounce_ms=50))
+    await asyncio.sleep(0.3)  # let the watch start
+    config_path.write_text(BASE.replace("m2:", "renamed:"))
+    for _ in range(100):
+        if "renamed" in live.current.routes:
+            break
+        await asyncio.sleep(0.02)
+    assert "renamed" in live.current.routes
+    assert live.current.source == "file"
+    stop.set()
+    await asyncio.wait_for(watcher, 5)
+    await live.close()

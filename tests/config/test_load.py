@@ -1,0 +1,202 @@
+"""Loading gateway.yaml: interpolation, defaults from the schema, typed config, located errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.config.issues import ConfigError
+from gateway.config.load import config_version, exposure_issue, load_config, parse_config
+from gateway.config.model import Secret
+
+BROKEN = Path(__file__).parent / "broken"
+EXPECT = re.compile(r"^# expect: (\d+):(\d+) (?:(\S.*?) )?:: (.+)$", re.MULTILINE)
+
+
+def load(text: str, env: dict[str, str] | None = None, name: str = "gateway.yaml"):
+    return parse_config(text.encode(), Path("/srv/gw") / name, env=env or {})
+
+
+def test_empty_file_is_all_defaults() -> None:
+    config = load("")
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8080
+    assert (
+        config.timeouts.chat.total,
+        config.timeouts.completions.total,
+        config.timeouts.embeddings.total,
+    ) == (
+        900,
+        600,
+        120,
+    )
+    assert config.timeouts.chat.connect == 10
+    assert config.audit.retention_days == 30
+    assert config.audit.database_url == "sqlite:///srv/gw/gateway-audit.sqlite3"
+    assert config.failover.circuit_breaker.failure_threshold == 5
+    assert config.admin.write_back is True
+
+
+def test_partial_tier_keeps_its_own_default_total() -> None:
+    config = load("timeouts:\n  embeddings:\n    connect: 3\n")
+    assert config.timeouts.embeddings.total == 120
+    assert config.timeouts.embeddings.connect == 3
+    assert config.timeouts.chat.total == 900
+
+
+def test_env_interpolation_types_and_defaults() -> None:
+    text = """
+server:
+  port: ${PORT:-9000}
+  host: "${HOST:-127.0.0.1}"
+backends:
+  up:
+    type: openai_compatible
+    base_url: http://${UP_HOST}:${UP_PORT-8000}/v1
+    api_key: ${UP_KEY:-}
+    headers:
+      x-tenant: "$${NOT_A_REFERENCE}"
+models:
+  m: {chain: [{backend: up, model: "${MODEL_NAME:-llama}"}]}
+"""
+    config = load(text, env={"UP_HOST": "127.0.0.2", "PORT": "9100"})
+    assert config.server.port == 9100 and isinstance(config.server.port, int)
+    assert config.backend("up").base_url == "http://127.0.0.2:8000/v1"
+    assert config.backend("up").api_key == Secret("")
+    assert dict(config.backend("up").headers)["x-tenant"].reveal() == "${NOT_A_REFERENCE}"
+    assert config.models[0].chain[0].model == "llama"
+    # `:-` also replaces an empty value; `-` only an unset one.
+    config = load(text, env={"UP_HOST": "h", "PORT": "", "UP_PORT": ""})
+    assert config.server.port == 9000
+    assert config.backend("up").base_url == "http://h:/v1"
+
+
+def test_cloud_backend_without_key_is_disabled_with_the_variable_named() -> None:
+    text = "backends:\n  oa:\n    type: openai\n    api_key: ${MY_OPENAI:-}\n"
+    disabled = load(text).backend("oa")
+    assert not disabled.enabled
+    assert "MY_OPENAI" in disabled.disabled_reason
+    enabled = load(text, env={"MY_OPENAI": "sk-test"}).backend("oa")
+    assert enabled.enabled and enabled.api_key.reveal() == "sk-test"
+    assert enabled.base_url == "https://api.openai.com/v1"
+
+
+def test_secrets_never_show_in_repr() -> None:
+    text = """
+backends:
+  oa: {type: openai, api_key: "${K}"}
+auth:
+  client_keys: [{name: ci, key: "${CK}"}]
+"""
+    config = load(text, env={"K": "sk-supersecret-value", "CK": "client-secret-value"})
+    assert "sk-supersecret-value" not in repr(config)
+    assert "client-secret-value" not in repr(config)
+
+
+def test_relative_paths_resolve_from_the_config_directory() -> None:
+    config = load("backends:\n  local: {type: mlx, path: models/tiny}\naudit: {spill_path: spill/a.jsonl}\n")
+    assert config.backend("local").path == Path("/srv/gw/models/tiny")
+    assert config.audit.spill_path == Path("/srv/gw/spill/a.jsonl")
+
+
+def test_key_hashes_and_allowlists() -> None:
+    text = """
+auth:
+  client_keys:
+    - {name: ci, key: "${CI_KEY}", models: ["gpt-*"]}
+    - {name: hashed, key_sha256: 5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8}
+  admin_keys:
+    - {name: ops, key: "${OPS_KEY}"}
+"""
+    config = load(text, env={"CI_KEY": "ci-secret", "OPS_KEY": "ops-secret"})
+    assert config.auth.client_keys[0].models == ("gpt-*",)
+    assert (
+        config.auth.client_keys[1].key_sha256
+        == "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+    )
+    assert config.auth.client_keys[1].models == ("*",)
+
+
+def test_same_key_for_client_and_admin_is_refused() -> None:
+    text = """
+auth:
+  client_keys: [{name: a, key: "${K1}"}]
+  admin_keys: [{name: b, key: "${K2}"}]
+"""
+    with pytest.raises(ConfigError) as raised:
+        load(text, env={"K1": "same", "K2": "same"})
+    assert "every key must be distinct" in str(raised.value)
+
+
+def test_version_is_a_hash_of_the_bytes() -> None:
+    assert load("server: {port: 1}\n").version == config_version(b"server: {port: 1}\n")
+    assert load("server: {port: 1}\n").version != load("server: {port: 1} \n").version
+
+
+def test_no_env_mode_reports_unset_variables_instead_of_failing() -> None:
+    text = "backends:\n  up: {type: openai_compatible, base_url: 'http://${UP}/v1', api_key: '${UP_KEY}'}\n"
+    with pytest.raises(ConfigError):
+        parse_config(text.encode(), "g.yaml", env={})
+    config = parse_config(text.encode(), "g.yaml", env={}, strict_env=False)
+    assert config.unset_env == {"UP", "UP_KEY"}
+
+
+def test_merge_keys_and_anchors() -> None:
+    text = """
+backends:
+  base: &common {type: openai_compatible, base_url: "http://127.0.0.1:1/v1", max_queue: 5}
+  other:
+    <<: *common
+    max_queue: 9
+"""
+    config = load(text)
+    assert config.backend("other").max_queue == 9
+    assert config.backend("other").base_url == "http://127.0.0.1:1/v1"
+
+
+def test_exposure_needs_keys_or_explicit_opt_in() -> None:
+    assert exposure_issue(load(""), "127.0.0.1") is None
+    assert exposure_issue(load(""), "::1") is None
+    assert "client keys" in exposure_issue(load(""), "0.0.0.0")
+    assert exposure_issue(load("auth: {allow_unauthenticated: true}\n"), "0.0.0.0") is None
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path / "missing.yaml")
+    assert "cannot read file" in str(raised.value)
+
+
+def test_non_utf8_file_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(b"server:\n  host: \xff\xfe\n", "g.yaml")
+    assert "not UTF-8" in str(raised.value)
+
+
+def _broken_files() -> list[Path]:
+    return sorted(BROKEN.glob("*.yaml"))
+
+
+def test_the_broken_corpus_is_large_enough() -> None:
+    assert len(_broken_files()) >= 15
+
+
+@pytest.mark.parametrize("path", _broken_files(), ids=lambda p: p.stem)
+def test_broken_file_names_line_column_and_path(path: Path) -> None:
+    expected = EXPECT.findall(path.read_text())
+    assert expected, f"{path.name} has no '# expect:' line"
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    issues = raised.value.issues
+    for line, column, json_path, message in expected:
+        matching = [
+            i
+            for i in issues
+            if (i.location.line, i.location.column, i.path) == (int(line), int(column), json_path or "")
+            and message in i.message
+        ]
+        assert matching, f"expected {line}:{column} {json_path}: {message}\ngot:\n{raised.value}"
+    assert len(issues) == len(expected), f"unexpected extra errors:\n{raised.value}"
+    assert all(str(i).startswith(f"{path}:") for i in issues)

@@ -1,0 +1,41 @@
+"""Shared fixtures: config files in a temp dir and the real server in a subprocess."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.testing.process import GatewayProcess, start_gateway
+
+__all__ = ["start_gateway", "wait_until"]
+
+
+@pytest.fixture
+def gateway_server(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Factory: `gateway_server(config_text)` writes the config and starts the server; stopped afterwards."""
+    started: list[GatewayProcess] = []
+
+    def start(config_text: str, *, name: str = "gateway.yaml", **kwargs: object) -> GatewayProcess:
+        path = tmp_path / name
+        path.write_text(config_text)
+        gateway = start_gateway(path, **kwargs)  # type: ignore[arg-type]
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> float:
+    """Poll until `predicate()` is true; return the seconds it took. Fails the test on timeout."""
+    started = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(interval)
