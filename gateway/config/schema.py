@@ -22,7 +22,8 @@ from gateway.config.yamlsource import LocatedDocument
 
 __all__ = ["SCHEMA_PATH", "apply_defaults", "load_schema", "validate"]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "gateway.schema.json"
+# A symlink to schema/gateway.schema.json, so the file also ships inside the wheel.
+SCHEMA_PATH = Path(__file__).with_name("gateway.schema.json")
 
 _TYPE_NAMES = {
     "object": "a mapping",
