@@ -1,0 +1,67 @@
+"""Client and backend wire protocols (OpenAI, Anthropic) and the canonical form that joins them.
+
+Protocol functions live in `gateway.protocol.openai` and `gateway.protocol.anthropic`; this package
+re-exports the canonical types and the SSE parser.
+"""
+
+from gateway.protocol.canonical import (
+    ChatRequest,
+    ChatResponse,
+    CompletionRequest,
+    EmbeddingRequest,
+    FinishReason,
+    ImagePart,
+    Message,
+    Part,
+    Protocol,
+    RawPart,
+    Role,
+    StreamEnd,
+    StreamError,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    ToolChoice,
+    ToolResultPart,
+    UpstreamProtocolError,
+    Usage,
+    UsageEvent,
+    join_text,
+)
+from gateway.protocol.sse import iter_sse_events
+
+__all__ = [
+    "ChatRequest",
+    "ChatResponse",
+    "CompletionRequest",
+    "EmbeddingRequest",
+    "FinishReason",
+    "ImagePart",
+    "Message",
+    "Part",
+    "Protocol",
+    "RawPart",
+    "Role",
+    "StreamEnd",
+    "StreamError",
+    "StreamEvent",
+    "StreamStart",
+    "TextDelta",
+    "TextPart",
+    "Tool",
+    "ToolCallDelta",
+    "ToolCallPart",
+    "ToolCallStart",
+    "ToolChoice",
+    "ToolResultPart",
+    "UpstreamProtocolError",
+    "Usage",
+    "UsageEvent",
+    "iter_sse_events",
+    "join_text",
+]

@@ -1,0 +1,51 @@
+"""OpenAI Chat Completions ⇄ canonical form: request parsing and validation, backend request bodies and
+non-streaming responses. Streaming is in `openai_stream`, legacy completions and embeddings in
+`openai_legacy`; all of it is re-exported here.
+
+Mapping rules (the Anthropic half is in `gateway.protocol.anthropic`):
+
+* Leading `system`/`developer` messages become `ChatRequest.system` (joined by a blank line); later ones stay
+  in place as role "system" messages (an Anthropic backend hoists them into its top-level `system`).
+  Going out, `system` becomes one leading `system` message.
+* `max_tokens` / `max_completion_tokens` ⇄ `max_tokens`; the spelling is remembered so OpenAI pass-through
+  keeps it (reasoning models take only `max_completion_tokens`); other requests go out as `max_tokens`
+  unless the caller passes `max_tokens_key`.
+* `stop` (a string or ≤4 strings) ⇄ `stop`; `user`, `seed`, `parallel_tool_calls` map one to one;
+  `stream_options.include_usage` ⇄ `include_usage`, other `stream_options` members ride in `extra`.
+* `tool_choice`: "auto" / "required" / "none" ⇄ the same modes; `{"type": "function", "function":
+  {"name"}}` ⇄ mode "tool". Other forms (allowed_tools, custom) are kept in `extra` for OpenAI only.
+* An assistant message's `tool_calls` ⇄ `ToolCallPart`s (arguments stay JSON text); a `role: tool` message
+  ⇄ a "tool" message holding one `ToolResultPart`. Going out, tool results inside a user message (the
+  Anthropic form) become `tool` messages placed before that message's other content. `is_error` and
+  images inside a tool result have no OpenAI form and are dropped (the result's text is kept).
+* `image_url` parts: `data:...;base64,` URLs ⇄ inline `ImagePart(data, media_type)`; other URLs stay URLs.
+* Unknown content part types (input_audio, file, refusal) ⇄ `RawPart`; unknown top-level members ⇄
+  `extra`. Both are dropped when the backend speaks Anthropic.
+* Finish reasons: `function_call` reads as `tool_calls`, an unknown or missing one as `stop`; canonical
+  `error` is written as `stop` (the error itself travels separately). vLLM's `choices[].stop_reason`
+  string is read as the matched stop sequence.
+* Usage: `prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens` ⇄ the canonical three.
+"""
+
+from gateway.protocol.openai_legacy import (
+    completion_request_to_body,
+    embedding_request_to_body,
+    parse_completion_request,
+    parse_embedding_request,
+)
+from gateway.protocol.openai_request import chat_request_to_body, parse_chat_request
+from gateway.protocol.openai_response import encode_chat_response, parse_chat_response
+from gateway.protocol.openai_stream import OpenAIStreamDecoder, OpenAIStreamEncoder
+
+__all__ = [
+    "OpenAIStreamDecoder",
+    "OpenAIStreamEncoder",
+    "chat_request_to_body",
+    "completion_request_to_body",
+    "embedding_request_to_body",
+    "encode_chat_response",
+    "parse_chat_request",
+    "parse_chat_response",
+    "parse_completion_request",
+    "parse_embedding_request",
+]

@@ -1,0 +1,172 @@
+"""OpenAI legacy `/v1/completions` and `/v1/embeddings` requests ⇄ canonical form. Both only ever reach
+OpenAI-compatible backends, so the prompt and input are validated but kept as sent, and unknown members
+ride in `extra`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.protocol._fields import (
+    FieldError,
+    opt_bool,
+    opt_dict,
+    opt_int,
+    opt_number,
+    opt_str,
+    req_dict,
+    req_str,
+    stop_list,
+)
+from gateway.protocol.canonical import CompletionRequest, EmbeddingRequest
+
+__all__ = [
+    "completion_request_to_body",
+    "embedding_request_to_body",
+    "parse_completion_request",
+    "parse_embedding_request",
+]
+
+_COMPLETION_KNOWN = frozenset(
+    {
+        "model",
+        "prompt",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "stream_options",
+        "seed",
+        "user",
+    }
+)
+_EMBEDDING_KNOWN = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+_PROMPT_SHAPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
+
+
+def _check_items(items: list[Any], path: str, wanted: type, what: str) -> None:
+    # map(type) runs in C, so a long token array costs microseconds; find the culprit only on failure.
+    if set(map(type, items)) != {wanted}:
+        for i, item in enumerate(items):
+            if type(item) is not wanted:
+                raise FieldError(f"{path}[{i}]", f"must be {what}")
+
+
+def _prompt(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        raise FieldError(path, "is required")
+    if not isinstance(value, list):
+        raise FieldError(path, f"must be {_PROMPT_SHAPES}")
+    if not value:
+        raise FieldError(path, "must not be empty")
+    first = type(value[0])
+    if first is str:
+        _check_items(value, path, str, "a string like the other items")
+    elif first is int:
+        _check_items(value, path, int, "a token id (an integer) like the other items")
+    elif first is list:
+        _check_items(value, path, list, "an array of token ids like the other items")
+        for i, tokens in enumerate(value):
+            if not tokens:
+                raise FieldError(f"{path}[{i}]", "must not be empty")
+            _check_items(tokens, f"{path}[{i}]", int, "a token id (an integer)")
+    else:
+        raise FieldError(
+            f"{path}[0]",
+            f"must be a string, a token id or a token-id array ({path} must be {_PROMPT_SHAPES})",
+        )
+    return value
+
+
+def _include_usage(body: dict[str, Any], extra: dict[str, Any]) -> bool:
+    options = opt_dict(body, "stream_options")
+    if not options:
+        return False
+    rest = {k: v for k, v in options.items() if k != "include_usage"}
+    if rest:
+        extra["stream_options"] = rest
+    return bool(opt_bool(options, "include_usage", "stream_options"))
+
+
+def parse_completion_request(body: Any) -> CompletionRequest:
+    """Validate a legacy `/v1/completions` body; raises `FieldError`."""
+    body = req_dict(body, "body")
+    model = req_str(body, "model")
+    prompt = _prompt(body.get("prompt"), "prompt")
+    extra = {k: v for k, v in body.items() if k not in _COMPLETION_KNOWN}
+    include_usage = _include_usage(body, extra)
+    return CompletionRequest(
+        model=model,
+        prompt=prompt,
+        # 0 is legal here: echo + logprobs with no new tokens scores a prompt (evaluation harnesses do this).
+        max_tokens=opt_int(body, "max_tokens", minimum=0),
+        temperature=opt_number(body, "temperature", "", 0.0, 2.0),
+        top_p=opt_number(body, "top_p", "", 0.0, 1.0),
+        stop=stop_list(body.get("stop"), "stop", max_items=4),
+        stream=bool(opt_bool(body, "stream")),
+        include_usage=include_usage,
+        seed=opt_int(body, "seed"),
+        user=opt_str(body, "user"),
+        extra=extra,
+    )
+
+
+def completion_request_to_body(req: CompletionRequest, upstream_model: str) -> dict[str, Any]:
+    """The `/v1/completions` body to send an OpenAI-compatible backend."""
+    body: dict[str, Any] = dict(req.extra)
+    body["model"] = upstream_model
+    body["prompt"] = req.prompt
+    for key, value in (
+        ("max_tokens", req.max_tokens),
+        ("temperature", req.temperature),
+        ("top_p", req.top_p),
+        ("seed", req.seed),
+        ("user", req.user),
+    ):
+        if value is not None:
+            body[key] = value
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.stream:
+        body["stream"] = True
+        if req.include_usage:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return body
+
+
+def parse_embedding_request(body: Any) -> EmbeddingRequest:
+    """Validate an `/v1/embeddings` body; raises `FieldError`."""
+    body = req_dict(body, "body")
+    model = req_str(body, "model")
+    value = body.get("input")
+    if value == "":
+        raise FieldError("input", "must not be an empty string")
+    value = _prompt(value, "input")
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise FieldError("encoding_format", f"must be 'float' or 'base64', got {encoding!r}")
+    return EmbeddingRequest(
+        model=model,
+        input=value,
+        dimensions=opt_int(body, "dimensions", minimum=1),
+        encoding_format=encoding,
+        user=opt_str(body, "user"),
+        extra={k: v for k, v in body.items() if k not in _EMBEDDING_KNOWN},
+    )
+
+
+def embedding_request_to_body(req: EmbeddingRequest, upstream_model: str) -> dict[str, Any]:
+    """The `/v1/embeddings` body to send an OpenAI-compatible backend."""
+    body: dict[str, Any] = dict(req.extra)
+    body["model"] = upstream_model
+    body["input"] = req.input
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    if req.encoding_format is not None:
+        body["encoding_format"] = req.encoding_format
+    if req.user is not None:
+        body["user"] = req.user
+    return body

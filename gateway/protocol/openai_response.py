@@ -1,0 +1,101 @@
+"""OpenAI non-streaming chat completions: reading a backend's body and writing one for an OpenAI client."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.protocol._maps import (
+    finish_from_openai,
+    finish_to_openai,
+    new_id,
+    usage_from_openai,
+    usage_to_openai,
+)
+from gateway.protocol.canonical import (
+    ChatResponse,
+    Part,
+    TextPart,
+    ToolCallPart,
+    UpstreamProtocolError,
+)
+
+__all__ = ["encode_chat_response", "parse_chat_response"]
+
+
+def _encode_call(part: ToolCallPart) -> dict[str, Any]:
+    return {"id": part.id, "type": "function", "function": {"name": part.name, "arguments": part.arguments}}
+
+
+def parse_chat_response(body: Any) -> ChatResponse:
+    """Read a backend's non-streaming chat completion; raises `UpstreamProtocolError` when malformed."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise UpstreamProtocolError(f"backend returned an error body: {body['error'].get('message')!r}")
+    try:
+        choice = body["choices"][0]
+        msg = choice["message"]
+        parts: list[Part] = []
+        content = msg.get("content")
+        if isinstance(content, str):
+            if content:
+                parts.append(TextPart(content))
+        elif isinstance(content, list):
+            parts.extend(TextPart(c["text"]) for c in content if c.get("type") == "text")
+        elif content is not None:
+            raise TypeError(f"message.content is {type(content).__name__}")
+        for i, call in enumerate(msg.get("tool_calls") or ()):
+            fn = call["function"]
+            args = fn.get("arguments") or ""
+            if not isinstance(args, str):
+                args = orjson.dumps(args).decode()
+            parts.append(ToolCallPart(call.get("id") or f"call_{i}", fn["name"], args))
+        stop_reason = choice.get("stop_reason")
+        return ChatResponse(
+            id=body.get("id") or "",
+            model=body.get("model") or "",
+            content=tuple(parts),
+            finish_reason=finish_from_openai(choice.get("finish_reason")),
+            usage=usage_from_openai(body.get("usage")),
+            stop_sequence=stop_reason if isinstance(stop_reason, str) else None,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise UpstreamProtocolError(
+            f"malformed OpenAI chat completion from the backend ({type(e).__name__}: {e})"
+        ) from e
+
+
+def encode_chat_response(resp: ChatResponse, model: str) -> dict[str, Any]:
+    """The `chat.completion` body for an OpenAI client; `model` is the name the client asked for."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in resp.content:
+        if type(part) is TextPart:
+            texts.append(part.text)
+        elif type(part) is ToolCallPart:
+            calls.append(_encode_call(part))
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts else (None if calls else ""),
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    body: dict[str, Any] = {
+        "id": resp.id or new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_to_openai(resp.finish_reason),
+            }
+        ],
+    }
+    if resp.usage is not None:
+        body["usage"] = usage_to_openai(resp.usage)
+    return body

@@ -1,0 +1,253 @@
+"""OpenAI `chat.completion.chunk` streams ⇄ canonical stream events: a decoder for backend streams and an
+encoder that writes `data: ...` SSE bytes for OpenAI clients.
+
+Only choice 0 is translated (canonical responses have one choice). The decoder holds `StreamEnd` back
+until `[DONE]` or the end of the stream, because with `stream_options.include_usage` the usage chunk
+(`choices: []`) comes after the chunk carrying `finish_reason`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from gateway.protocol._maps import (
+    error_type_to_openai,
+    finish_from_openai,
+    finish_to_openai,
+    new_id,
+    usage_from_openai,
+    usage_to_openai,
+)
+from gateway.protocol.canonical import (
+    FinishReason,
+    StreamEnd,
+    StreamError,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UpstreamProtocolError,
+    Usage,
+    UsageEvent,
+)
+
+__all__ = ["OpenAIStreamDecoder", "OpenAIStreamEncoder"]
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class OpenAIStreamDecoder:
+    """Turns the parsed JSON of each upstream `data:` chunk into canonical events.
+
+    Call `feed(chunk)` per chunk (or `feed_data(text)`, which also understands `[DONE]`), then `finish()`
+    when the upstream body ends. `finish()` raises `UpstreamProtocolError` if the stream was cut short.
+    """
+
+    __slots__ = ("_done", "_finish", "_started", "_stop_sequence", "_tools")
+
+    def __init__(self) -> None:
+        self._started = False
+        self._done = False
+        self._finish: FinishReason | None = None
+        self._stop_sequence: str | None = None
+        self._tools: set[int] = set()
+
+    def feed_data(self, data: str, event: str | None = None) -> list[StreamEvent]:
+        """Decode one SSE `data` payload: JSON text, or the `[DONE]` sentinel.
+
+        OpenAI names no events, so `event` is ignored; it is accepted so that both decoders take exactly
+        what `iter_sse_events` yields.
+        """
+        if data == "[DONE]" or data.strip() == "[DONE]":
+            return self._end(complete=True)
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise UpstreamProtocolError(f"backend stream chunk is not JSON: {data[:200]!r}") from e
+        return self.feed(chunk)
+
+    def feed(self, chunk: Any) -> list[StreamEvent]:
+        if self._done:
+            return []
+        try:
+            return self._feed(chunk)
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise UpstreamProtocolError(
+                f"malformed OpenAI stream chunk from the backend ({type(e).__name__}: {e})"
+            ) from e
+
+    def _feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        error = chunk.get("error")
+        if error is not None:
+            self._done = True
+            if isinstance(error, dict):
+                return [
+                    StreamError(
+                        str(error.get("message") or "upstream error"),
+                        str(error.get("type") or "server_error"),
+                    )
+                ]
+            return [StreamError(str(error), "server_error")]
+        out: list[StreamEvent] = []
+        if not self._started:
+            self._started = True
+            out.append(StreamStart(chunk.get("id") or "", chunk.get("model") or ""))
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if text:
+                    out.append(TextDelta(text))
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_deltas(calls, out)
+            reason = choice.get("finish_reason")
+            if reason:
+                self._finish = finish_from_openai(reason)
+                stop = choice.get("stop_reason")
+                if isinstance(stop, str):
+                    self._stop_sequence = stop
+        usage = chunk.get("usage")
+        if usage:
+            parsed = usage_from_openai(usage)
+            if parsed is not None:
+                out.append(UsageEvent(parsed))
+        return out
+
+    def _tool_deltas(self, calls: list[dict[str, Any]], out: list[StreamEvent]) -> None:
+        for position, call in enumerate(calls):
+            index = call.get("index")
+            if type(index) is not int:  # some OpenAI-compatible servers omit it
+                index = position
+            fn = call.get("function") or {}
+            if index not in self._tools:
+                self._tools.add(index)
+                out.append(ToolCallStart(index, call.get("id") or new_id("call_"), fn.get("name") or ""))
+            # Some backends (vLLM, Ollama) send a whole call, arguments included, in its first delta.
+            args = fn.get("arguments")
+            if args:
+                out.append(ToolCallDelta(index, args))
+
+    def finish(self) -> list[StreamEvent]:
+        """The upstream body ended; returns the final events, or raises if the stream was truncated."""
+        return self._end(complete=False)
+
+    def _end(self, *, complete: bool) -> list[StreamEvent]:
+        if self._done:
+            return []
+        self._done = True
+        if not self._started:
+            raise UpstreamProtocolError("backend stream ended before any chunk")
+        if self._finish is None and not complete:
+            raise UpstreamProtocolError("backend stream ended without a finish_reason or [DONE]")
+        return [StreamEnd(self._finish or "stop", self._stop_sequence)]
+
+
+class OpenAIStreamEncoder:
+    """Writes canonical events as OpenAI `chat.completion.chunk` SSE bytes.
+
+    `model` is the name the client asked for. Output: a role chunk at `StreamStart`, content chunks, a
+    finish chunk, a usage chunk (`choices: []`) when `include_usage`, then `data: [DONE]`. `error()` ends
+    the stream with an error chunk and no `[DONE]`, which the OpenAI SDK raises as an APIError.
+    """
+
+    __slots__ = ("_closed", "_created", "_head", "_id", "_include_usage", "_model", "_tail", "_usage")
+
+    def __init__(
+        self, model: str, *, include_usage: bool = False, id: str | None = None, created: int | None = None
+    ) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        self._id = id
+        self._created = created
+        self._head = b""
+        self._tail = b""
+        self._usage: Usage | None = None
+        self._closed = False
+
+    def _start(self, upstream_id: str) -> bytes:
+        # Every chunk shares one prefix and suffix; build them once and splice each delta in between.
+        chunk_id = self._id or upstream_id or new_id("chatcmpl-")
+        created = self._created if self._created is not None else int(time.time())
+        self._id, self._created = chunk_id, created
+        self._head = (
+            b'data: {"id":'
+            + orjson.dumps(chunk_id)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(created).encode()
+            + b',"model":'
+            + orjson.dumps(self._model)
+            + b',"choices":[{"index":0,"delta":'
+        )
+        self._tail = b',"logprobs":null,"finish_reason":null}]' + (
+            b',"usage":null}\n\n' if self._include_usage else b"}\n\n"
+        )
+        return self._head + b'{"role":"assistant","content":""}' + self._tail
+
+    def encode(self, event: StreamEvent) -> bytes:
+        """SSE bytes for one event (b"" when the event produces nothing)."""
+        if self._closed:
+            return b""
+        kind = type(event)
+        prefix = b""
+        if not self._head:
+            prefix = self._start(event.id if kind is StreamStart else "")
+            if kind is StreamStart:
+                return prefix
+        if kind is TextDelta:
+            if not event.text:
+                return prefix
+            return prefix + self._head + orjson.dumps({"content": event.text}) + self._tail
+        if kind is ToolCallDelta:
+            delta = {"tool_calls": [{"index": event.index, "function": {"arguments": event.arguments}}]}
+            return prefix + self._head + orjson.dumps(delta) + self._tail
+        if kind is ToolCallStart:
+            call = {
+                "index": event.index,
+                "id": event.id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return prefix + self._head + orjson.dumps({"tool_calls": [call]}) + self._tail
+        if kind is UsageEvent:
+            self._usage = event.usage
+            return prefix
+        if kind is StreamEnd:
+            return prefix + self._end(event.finish_reason)
+        if kind is StreamError:
+            return prefix + self.error(event.message, event.type)
+        return prefix
+
+    def encode_all(self, events: list[StreamEvent]) -> bytes:
+        return b"".join([self.encode(e) for e in events])
+
+    def _end(self, finish_reason: FinishReason) -> bytes:
+        self._closed = True
+        reason = orjson.dumps(finish_to_openai(finish_reason))
+        tail = b',"usage":null}\n\n' if self._include_usage else b"}\n\n"
+        out = self._head + b'{},"logprobs":null,"finish_reason":' + reason + b"}]" + tail
+        if self._include_usage and self._usage is not None:
+            usage_chunk = {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": usage_to_openai(self._usage),
+            }
+            out += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+        return out + _DONE
+
+    def error(self, message: str, type: str = "server_error") -> bytes:
+        """An error chunk that ends the stream (no `[DONE]` follows)."""
+        self._closed = True
+        error = {
+            "error": {"message": message, "type": error_type_to_openai(type), "param": None, "code": None}
+        }
+        return b"data: " + orjson.dumps(error) + b"\n\n"
