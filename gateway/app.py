@@ -17,7 +17,7 @@ from admin.api import blueprint as admin_api
 from gateway.config.live import LiveRuntime
 from gateway.config.watch import watch_config
 from gateway.problems import install_problem_handlers
-from gateway.surfaces.openai import blueprint as openai_surface
+from gateway.surfaces.model_api import ModelAPI
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -25,6 +25,8 @@ log = logging.getLogger("gateway")
 
 
 class GatewayApp(Quart):
+    """The Quart side: admin API, lifespan, problem+json for unknown routes."""
+
     live: LiveRuntime
 
 
@@ -34,8 +36,11 @@ def create_app(
     host: str | None = None,
     env: Mapping[str, str] | None = None,
     watch: bool | None = None,
-) -> GatewayApp:
-    """The gateway for the config file at `config_path`.
+) -> ModelAPI:
+    """The gateway (an ASGI app) for the config file at `config_path`.
+
+    The model API is answered by `ModelAPI` directly; everything else, lifespan included, by Quart
+    (reachable as `.fallback`).
 
     `host` is the address actually bound (for the keys-required check); `watch` overrides
     `reload.watch` from the file.
@@ -43,7 +48,6 @@ def create_app(
     app = GatewayApp(__name__)
     app.live = LiveRuntime(config_path, host=host, env=env)
     install_problem_handlers(app)
-    app.register_blueprint(openai_surface)
     app.register_blueprint(admin_api)
     stop_watching = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
@@ -75,4 +79,4 @@ def create_app(
         tasks.clear()
         await app.live.close()
 
-    return app
+    return ModelAPI(app.live, app)

@@ -163,12 +163,14 @@ class GatewayTimeout(GatewayError):
     openai_type, anthropic_type = "timeout", "timeout_error"
 
 
-def problem_body(error: GatewayError, *, request_id: str, instance: str) -> dict[str, Any]:
+def problem_body(
+    error: GatewayError, *, request_id: str, instance: str, protocol: str = "openai"
+) -> dict[str, Any]:
     """The RFC 9457 body for `error`.
 
     Besides the standard members it carries `request_id` and an `error` object: the member the official
-    OpenAI and Anthropic SDKs read their exception message from (both read `error.message`), so a client
-    using either SDK sees our detail in its usual exception.
+    OpenAI and Anthropic SDKs read their exception message from (both read `error.message`; the type
+    name is the one the client's SDK knows), so either SDK shows our detail in its usual exception.
     """
     body: dict[str, Any] = {
         "type": error.type_uri,
@@ -181,8 +183,9 @@ def problem_body(error: GatewayError, *, request_id: str, instance: str) -> dict
     body.update(error.extensions)
     body["error"] = {
         "message": error.detail,
-        "type": error.openai_type,
+        "type": error.anthropic_type if protocol == "anthropic" else error.openai_type,
         "code": error.slug,
+        "param": error.extensions.get("field"),
         "request_id": request_id,
     }
     return body

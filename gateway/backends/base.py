@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall
 from gateway.config.model import BackendConfig
+from gateway.routing.breaker import CircuitBreaker
 
 __all__ = ["Backend"]
 
@@ -17,12 +19,18 @@ __all__ = ["Backend"]
 @runtime_checkable
 class Backend(Protocol):
     config: BackendConfig
+    #: Lives with the backend object, so its state survives reloads that keep the backend.
+    breaker: CircuitBreaker
 
     @property
     def name(self) -> str: ...
 
     async def start(self) -> None:
         """Open what the backend needs (connection pool, model weights). Called once, before first use."""
+
+    async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
+        """Make one attempt. Returns a whole Reply, or a Stream whose first event has arrived;
+        raises UpstreamFailure for a failure before that point."""
 
     async def close(self) -> None:
         """Release everything `start` opened. Called once, after the last request using it has finished."""

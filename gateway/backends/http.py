@@ -1,27 +1,42 @@
-"""What the HTTP backends (openai, anthropic, openai_compatible) share: one aiohttp pool per backend."""
+"""What the HTTP backends (openai, anthropic, openai_compatible) share: one aiohttp pool per backend,
+the attempt limits applied to a request, failure classification, and SSE event framing."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import aiohttp
+import orjson
 
+from gateway.backends.upstream import AttemptLimits, UpstreamFailure
 from gateway.config.model import BackendConfig
+from gateway.routing.breaker import CircuitBreaker
 
-__all__ = ["HTTPBackend"]
+__all__ = ["HTTPBackend", "sse_events", "sse_fields"]
+
+_ERROR_BODY_LIMIT = 64 * 1024
 
 
 class HTTPBackend:
     """A remote backend reached over HTTP. The pool opens in `start` and lives until `close`."""
 
+    protocol: str = ""
+
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.session: aiohttp.ClientSession | None = None
+        self.breaker = CircuitBreaker()
 
     @property
     def name(self) -> str:
         return self.config.name
 
     def default_headers(self) -> dict[str, str]:
-        return {name: value.reveal() for name, value in self.config.headers}
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        headers.update({name: value.reveal() for name, value in self.config.headers})
+        return headers
 
     async def start(self) -> None:
         if self.session is not None:
@@ -37,6 +52,7 @@ class HTTPBackend:
             # Deadlines are set per request from the timeout tier; the session has none of its own.
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
+            json_serialize=lambda value: orjson.dumps(value).decode(),
         )
 
     async def close(self) -> None:
@@ -44,5 +60,122 @@ class HTTPBackend:
             await self.session.close()
             self.session = None
 
+    async def post(self, path: str, body: bytes, limits: AttemptLimits) -> aiohttp.ClientResponse:
+        """POST and return the response once its headers arrived with a 2xx status.
+
+        Raises UpstreamFailure: connect errors, no headers within the first-byte limit, error statuses.
+        """
+        if self.session is None:
+            await self.start()
+        assert self.session is not None
+        wait = limits.until_first_byte()
+        timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect, sock_connect=limits.connect)
+        try:
+            async with asyncio.timeout(wait):
+                response = await self.session.post(self.config.base_url + path, data=body, timeout=timeout)
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamFailure(
+                "connect_error", f"could not connect within {limits.connect:g} s (connect limit)"
+            ) from None
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"no response within {wait:g} s (first-byte limit)") from None
+        except aiohttp.ClientConnectorError as error:
+            reason = error.strerror or type(error.os_error).__name__
+            raise UpstreamFailure("connect_error", f"connection failed: {reason}") from None
+        except aiohttp.ClientError as error:
+            raise UpstreamFailure("connect_error", f"connection failed: {type(error).__name__}") from None
+        if response.status >= 400:
+            raise await self._status_failure(response)
+        return response
+
+    async def _status_failure(self, response: aiohttp.ClientResponse) -> UpstreamFailure:
+        status = response.status
+        try:
+            async with asyncio.timeout(5):
+                raw = await response.content.read(_ERROR_BODY_LIMIT)
+        except (TimeoutError, aiohttp.ClientError):
+            raw = b""
+        finally:
+            response.release()
+        message, error_type = _error_message(raw)
+        retry_after = response.headers.get("retry-after")
+        detail = f"HTTP {status}" + (f": {message}" if message else "")
+        if status == 429:
+            return UpstreamFailure("http_429", detail, status=status, retry_after=retry_after)
+        if status == 529 or error_type == "overloaded_error":
+            return UpstreamFailure("overloaded", detail, status=status, retry_after=retry_after)
+        if status >= 500:
+            return UpstreamFailure("http_5xx", detail, status=status)
+        if status in (401, 403):
+            return UpstreamFailure(
+                "auth", f"the backend refused the gateway's credentials ({detail})", status=status
+            )
+        if status in (404, 405, 501):
+            return UpstreamFailure("unsupported", detail, status=status)
+        if status == 408:
+            return UpstreamFailure("timeout", detail, status=status)
+        return UpstreamFailure("client_error", message or detail, status=status, error_type=error_type)
+
+    async def read_json(self, response: aiohttp.ClientResponse, limits: AttemptLimits) -> tuple[bytes, Any]:
+        """The whole response body, and its JSON, within the request's deadline."""
+        try:
+            async with asyncio.timeout_at(limits.deadline):
+                raw = await response.read()
+        except TimeoutError:
+            raise UpstreamFailure("timeout", "the response body did not arrive before the deadline") from None
+        except aiohttp.ClientError as error:
+            raise UpstreamFailure("http_5xx", f"the response was cut off: {type(error).__name__}") from None
+        finally:
+            response.release()
+        try:
+            return raw, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure("http_5xx", "the backend answered with invalid JSON") from None
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.config.name} {self.config.base_url}>"
+        return f"<{type(self).__name__} {self.config.name}>"
+
+
+def _error_message(raw: bytes) -> tuple[str, str | None]:
+    """The message and type from an OpenAI or Anthropic error body, without anything else from it."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "", None
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", None
+    message = error.get("message")
+    kind = error.get("type")
+    return (str(message)[:500] if message else ""), (kind if isinstance(kind, str) else None)
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The raw bytes of each SSE event (ending in a blank line), however the network split them."""
+    buffer = b""
+    async for chunk in response.content.iter_any():
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        buffer += chunk
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            yield buffer[start : end + 2]
+            start = end + 2
+        buffer = buffer[start:]
+    if buffer.strip():
+        yield buffer + b"\n\n"
+
+
+def sse_fields(event: bytes) -> tuple[bytes | None, bytes]:
+    """`(event name or None, data)` of one raw SSE event. Comment lines are ignored."""
+    name = None
+    data: list[bytes] = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    return name, b"\n".join(data)

@@ -6,7 +6,9 @@ the engine thread with continuous batching are the local-inference work that bui
 
 from __future__ import annotations
 
+from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.model import BackendConfig
+from gateway.routing.breaker import CircuitBreaker
 
 __all__ = ["LocalModelBackend"]
 
@@ -15,6 +17,7 @@ class LocalModelBackend:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.loaded = False
+        self.breaker = CircuitBreaker()
 
     @property
     def name(self) -> str:
@@ -22,6 +25,10 @@ class LocalModelBackend:
 
     async def start(self) -> None:
         """Weights load here once the engine exists; until then there is nothing to open."""
+
+    async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
+        # Not a backend fault: the chain moves on to its next target with this reason.
+        raise UpstreamFailure("unsupported", "local inference (type: mlx) is not available in this build yet")
 
     async def close(self) -> None:
         self.loaded = False

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from gateway.backends.anthropic import AnthropicBackend
 from gateway.backends.base import Backend
-from gateway.backends.http import HTTPBackend
 from gateway.backends.local import LocalModelBackend
+from gateway.backends.openai import OpenAIBackend
 from gateway.config.model import BackendConfig
 
 __all__ = ["build_backend"]
@@ -13,4 +14,6 @@ __all__ = ["build_backend"]
 def build_backend(config: BackendConfig) -> Backend:
     if config.type == "mlx":
         return LocalModelBackend(config)
-    return HTTPBackend(config)
+    if config.type == "anthropic":
+        return AnthropicBackend(config)
+    return OpenAIBackend(config)

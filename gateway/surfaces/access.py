@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from quart import request
-
-from gateway.auth import ANONYMOUS, Principal, presented_key
-from gateway.config.compile import Runtime
+from gateway.auth import ANONYMOUS, KeyTable, Principal, presented_key
 from gateway.errors import Forbidden, Unauthorized
 
 __all__ = ["authenticate_client"]
 
 
-def authenticate_client(runtime: Runtime) -> Principal:
-    keys = runtime.keys
-    key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
+def authenticate_client(keys: KeyTable, authorization: str | None, x_api_key: str | None) -> Principal:
+    """The caller's principal. Without configured client keys every caller is `anonymous` (loopback-only
+    binds, or `auth.allow_unauthenticated`)."""
     if keys.clients_open:
         return ANONYMOUS
+    key = presented_key(authorization, x_api_key)
     if key is None:
         raise Unauthorized("an API key is required: send Authorization: Bearer <key> or x-api-key: <key>")
     principal = keys.lookup(key)

@@ -1,0 +1,178 @@
+"""Failover along a model's chain: targets in order, under one deadline for the whole request.
+
+A connect error, a timeout before the first byte, 429, 5xx and overload move to the next target when
+the config's `failover.retry_on` lists them; a backend that refuses the gateway's credentials or
+cannot serve the endpoint always does; a client error (the request itself is wrong) never does.
+Once `execute` returns, the first byte can go to the client and there is no more failover.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from gateway.backends.upstream import (
+    ALWAYS_NEXT,
+    BACKEND_FAULTS,
+    AttemptLimits,
+    Reply,
+    Stream,
+    UpstreamCall,
+    UpstreamFailure,
+)
+from gateway.config.compile import ModelRoute, RouteTarget
+from gateway.config.model import FailoverPolicy, TimeoutTier
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    GatewayTimeout,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+)
+
+__all__ = ["Attempt", "Served", "deadline_exceeded", "execute"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One step of the chain: tried (with its outcome) or skipped (disabled, circuit open)."""
+
+    backend: str
+    model: str
+    outcome: str  # "ok", a failure kind, "disabled" or "circuit_open"
+    status: int | None = None
+    duration_ms: float = 0.0
+    detail: str = ""
+
+    @property
+    def tried(self) -> bool:
+        return self.outcome not in ("disabled", "circuit_open")
+
+
+@dataclass(slots=True)
+class Served:
+    result: Reply | Stream
+    target: RouteTarget
+    attempts: list[Attempt]
+
+
+def deadline_exceeded(tier: TimeoutTier) -> GatewayTimeout:
+    return GatewayTimeout(
+        f"the request exceeded the {tier.kind} timeout tier (total {tier.total:g} s); if such requests "
+        f"legitimately take longer, raise timeouts.{tier.kind}.total in gateway.yaml",
+        tier=tier.kind,
+        limit_seconds=tier.total,
+    )
+
+
+async def execute(
+    route: ModelRoute, call: UpstreamCall, tier: TimeoutTier, policy: FailoverPolicy, deadline: float
+) -> Served:
+    """Try the chain's targets in order until one answers. Raises a GatewayError if none does."""
+    attempts: list[Attempt] = []
+    breaker_policy = policy.circuit_breaker
+    tried = 0
+    for step in route.chain:
+        backend = step.backend
+        if not step.config.enabled:
+            attempts.append(
+                Attempt(backend.name, step.target.model, "disabled", detail=step.config.disabled_reason)
+            )
+            continue
+        if policy.max_attempts and tried >= policy.max_attempts:
+            break
+        breaker = backend.breaker
+        if not breaker.allow(breaker_policy):
+            wait = breaker.retry_in(breaker_policy)
+            attempts.append(
+                Attempt(backend.name, step.target.model, "circuit_open", detail=f"retry in {wait:.0f} s")
+            )
+            continue
+        if time.monotonic() >= deadline:
+            breaker.release_probe()
+            raise deadline_exceeded(tier)
+        tried += 1
+        limits = AttemptLimits(connect=tier.connect, first_byte=tier.first_byte, deadline=deadline)
+        started = time.monotonic()
+        try:
+            result = await backend.send(call, step.target.model, limits)
+        except UpstreamFailure as failure:
+            elapsed = (time.monotonic() - started) * 1000
+            attempts.append(
+                Attempt(
+                    backend.name, step.target.model, failure.kind, failure.status, elapsed, failure.detail
+                )
+            )
+            if failure.kind in BACKEND_FAULTS:
+                breaker.record_failure(breaker_policy)
+            else:
+                breaker.release_probe()
+            if failure.kind == "client_error":
+                raise _client_error(failure) from None
+            if failure.kind in ALWAYS_NEXT or failure.kind in policy.retry_on:
+                continue
+            raise _final_error(route, attempts, tier, deadline, last=failure) from None
+        except BaseException:
+            breaker.release_probe()
+            raise
+        breaker.record_success()
+        elapsed = (time.monotonic() - started) * 1000
+        attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed))
+        return Served(result, step, attempts)
+    raise _final_error(route, attempts, tier, deadline, last=None)
+
+
+def _client_error(failure: UpstreamFailure) -> GatewayError:
+    """The backend said the request itself is wrong: tell the client, with the backend's status."""
+    error = BadRequest(failure.detail, upstream_status=failure.status)
+    if failure.status and 400 <= failure.status < 500:
+        error.status = failure.status
+    if failure.error_type:
+        error.openai_type = error.anthropic_type = failure.error_type
+    return error
+
+
+def _final_error(
+    route: ModelRoute,
+    attempts: list[Attempt],
+    tier: TimeoutTier,
+    deadline: float,
+    last: UpstreamFailure | None,
+) -> GatewayError:
+    summary = "; ".join(
+        f"{a.backend}: {a.detail or a.outcome}" + (f" (HTTP {a.status})" if a.status else "")
+        for a in attempts
+    )
+    path = [
+        {"backend": a.backend, "model": a.model, "outcome": a.outcome, "status": a.status} for a in attempts
+    ]
+    tried = [a for a in attempts if a.tried]
+    if time.monotonic() >= deadline:
+        error: GatewayError = deadline_exceeded(tier)
+        error.extensions["attempts"] = path
+        return error
+    if not tried:
+        return ServiceUnavailable(
+            f"no backend is available for model '{route.name}': {summary}",
+            attempts=path,
+            headers=_retry_after(attempts),
+        )
+    if all(a.outcome in ("http_429", "overloaded") for a in tried):
+        retry = last.retry_after if last and last.retry_after else "1"
+        return RateLimited(
+            f"every backend for model '{route.name}' is rate-limited or overloaded: {summary}",
+            attempts=path,
+            headers={"retry-after": retry},
+        )
+    if all(a.outcome == "timeout" for a in tried):
+        return GatewayTimeout(
+            f"no backend for model '{route.name}' answered in time ({tier.kind} tier: connect "
+            f"{tier.connect:g} s, first byte {tier.first_byte:g} s): {summary}",
+            attempts=path,
+        )
+    return UpstreamError(f"every backend for model '{route.name}' failed: {summary}", attempts=path)
+
+
+def _retry_after(attempts: list[Attempt]) -> dict[str, str]:
+    return {"retry-after": "1"} if any(a.outcome == "circuit_open" for a in attempts) else {}

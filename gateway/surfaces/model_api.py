@@ -1,0 +1,225 @@
+"""The model API (OpenAI and Anthropic surfaces) as one ASGI app in front of Quart.
+
+Routes: OpenAI `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `GET /v1/models`;
+Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`. Any other path goes to Quart (admin API,
+problem+json 404s). A request reads the live Runtime once and holds it until its answer is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.backends.upstream import Endpoint, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.config.compile import Runtime
+from gateway.config.live import LiveRuntime
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    InternalError,
+    MethodNotAllowed,
+    ModelNotFound,
+)
+from gateway.protocol import anthropic as anthropic_protocol
+from gateway.protocol import openai as openai_protocol
+from gateway.protocol import openai_legacy
+from gateway.routing.failover import Served, deadline_exceeded, execute
+from gateway.surfaces.access import authenticate_client
+from gateway.surfaces.http import ClientDisconnected, ModelRequest, Receive, Scope, Send
+
+__all__ = ["ModelAPI"]
+
+log = logging.getLogger("gateway.request")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    protocol: str
+    endpoint: Endpoint | None  # None: the models list
+    parse: Callable[[Any], Any] | None
+
+
+ROUTES: dict[str, Route] = {
+    "/v1/chat/completions": Route("POST", "openai", "chat", openai_protocol.parse_chat_request),
+    "/v1/completions": Route("POST", "openai", "completions", openai_legacy.parse_completion_request),
+    "/v1/embeddings": Route("POST", "openai", "embeddings", openai_legacy.parse_embedding_request),
+    "/v1/models": Route("GET", "openai", None, None),
+    "/v1/messages": Route("POST", "anthropic", "chat", anthropic_protocol.parse_messages_request),
+    "/v1/messages/count_tokens": Route(
+        "POST", "anthropic", "count_tokens", anthropic_protocol.parse_count_tokens_request
+    ),
+}
+_TIER = {"chat": "chat", "count_tokens": "chat", "completions": "completions", "embeddings": "embeddings"}
+
+
+def stream_error(protocol: str, message: str, error_type: str) -> bytes:
+    """The protocol's in-stream error event. No completion marker follows it."""
+    if protocol == "anthropic":
+        payload = {"type": "error", "error": {"type": error_type, "message": message}}
+        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    payload = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class ModelAPI:
+    def __init__(self, live: LiveRuntime, fallback: Callable[[Scope, Receive, Send], Any]) -> None:
+        self.live = live
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.fallback(scope, receive, send)
+            return
+        request = ModelRequest(scope, receive, send, route.protocol)
+        runtime = self.live.current
+        if runtime is None:  # only before startup finished
+            await self.fallback(scope, receive, send)
+            return
+        with runtime.lease():
+            try:
+                if request.method != route.method:
+                    raise MethodNotAllowed(
+                        f"{request.method} is not allowed on {request.path}; use {route.method}",
+                        headers={"allow": route.method},
+                    )
+                if route.endpoint is None:
+                    await self._models(request, runtime)
+                else:
+                    await self._serve(request, runtime, route)
+            except GatewayError as error:
+                if not request.started_response:
+                    await request.problem(error)
+            except ClientDisconnected:
+                pass
+            except Exception:
+                log.exception("model API request failed", extra={"request_id": request.request_id})
+                if not request.started_response:
+                    await request.problem(
+                        InternalError(
+                            f"the gateway failed unexpectedly; quote request id {request.request_id}"
+                        )
+                    )
+
+    async def _models(self, request: ModelRequest, runtime: Runtime) -> None:
+        principal = authenticate_client(
+            runtime.keys, request.header(b"authorization"), request.header(b"x-api-key")
+        )
+        created = int(runtime.loaded_at.timestamp())
+        data = [
+            {"id": public, "object": "model", "created": created, "owned_by": "gateway"}
+            for route in runtime.models
+            if route.available
+            for public in (route.name, *route.config.aliases)
+            if principal.may_use(public)
+        ]
+        body = orjson.dumps({"object": "list", "data": data})
+        await request.respond(200, body, extra=[(b"x-config-version", runtime.version.encode())])
+
+    async def _serve(self, request: ModelRequest, runtime: Runtime, route: Route) -> None:
+        config = runtime.config
+        principal = authenticate_client(
+            runtime.keys, request.header(b"authorization"), request.header(b"x-api-key")
+        )
+        raw = await request.body(config.server.max_body_bytes)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise BadRequest(f"the request body is not valid JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        assert route.parse is not None and route.endpoint is not None
+        parsed = route.parse(body)
+        model: str = parsed.model
+        model_route = runtime.routes.get(model)
+        if model_route is None or not principal.may_use(model):
+            if model_route is not None:
+                raise Forbidden(f"this API key ({principal.name}) may not use model '{model}'")
+            available = [
+                name
+                for r in runtime.models
+                for name in (r.name, *r.config.aliases)
+                if principal.may_use(name) and r.available
+            ]
+            raise ModelNotFound(
+                f"Model '{model}' not found; available: {', '.join(available) or 'none'}", model=model
+            )
+        tier = runtime.timeouts.for_kind(_TIER[route.endpoint])  # type: ignore[arg-type]
+        deadline = time.monotonic() + tier.total
+        call = UpstreamCall(
+            endpoint=route.endpoint,
+            protocol=route.protocol,  # type: ignore[arg-type]
+            body=body,
+            request=parsed,
+            stream=bool(getattr(parsed, "stream", False)),
+            request_id=request.request_id,
+            public_model=model,
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                served = await execute(model_route, call, tier, config.failover, deadline)
+        except TimeoutError:
+            raise deadline_exceeded(tier) from None
+        tried = sum(1 for a in served.attempts if a.tried)
+        headers = [
+            (b"x-gateway-backend", served.target.backend.name.encode()),
+            (b"x-gateway-attempts", str(tried).encode()),
+            (b"x-config-version", runtime.version.encode()),
+        ]
+        result = served.result
+        if isinstance(result, Reply):
+            await request.respond(result.status, result.body, result.content_type.encode(), headers)
+            return
+        await self._stream(request, served, result, deadline, tier, headers)
+
+    async def _stream(
+        self,
+        request: ModelRequest,
+        served: Served,
+        stream: Stream,
+        deadline: float,
+        tier: Any,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        protocol = request.protocol
+        backend = served.target.backend.name
+
+        async def pump() -> None:
+            await request.start_stream(headers)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await request.stream_chunk(stream.first)
+                    async for chunk in stream.rest:
+                        await request.stream_chunk(chunk)
+            except TimeoutError:
+                message = f"{deadline_exceeded(tier).detail} (request {request.request_id})"
+                error_type = "timeout_error" if protocol == "anthropic" else "timeout"
+                await request.stream_chunk(stream_error(protocol, message, error_type))
+            except UpstreamFailure as failure:
+                message = (
+                    f"backend '{backend}' failed mid-stream: {failure.detail} (request {request.request_id})"
+                )
+                error_type = "api_error" if protocol == "anthropic" else "server_error"
+                await request.stream_chunk(stream_error(protocol, message, error_type))
+            await request.end_stream()
+
+        pumping = asyncio.ensure_future(pump())
+        disconnect = asyncio.ensure_future(request.wait_disconnect())
+        try:
+            done, _ = await asyncio.wait((pumping, disconnect), return_when=asyncio.FIRST_COMPLETED)
+            if pumping in done:
+                pumping.result()
+        finally:
+            for task in (pumping, disconnect):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(pumping, disconnect, return_exceptions=True)
+            await stream.aclose()
