@@ -39,3 +39,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() - started > timeout:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def gateway_server_module(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """Like `gateway_server`, shared by the tests of one module."""
+    started: list[GatewayProcess] = []
+    directory = tmp_path_factory.mktemp("gateway")
+
+    def start(config_text: str, *, name: str = "gateway.yaml", **kwargs: object) -> GatewayProcess:
+        path = directory / name
+        path.write_text(config_text)
+        gateway = start_gateway(path, **kwargs)  # type: ignore[arg-type]
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()

@@ -1,0 +1,59 @@
+"""`gateway serve` itself: refusing unsafe binds, warning when open on purpose, clean shutdown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from gateway.testing.process import free_port, start_gateway
+
+
+def serve(config: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_non_loopback_bind_without_keys_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server: {port: 1}\n")
+    result = serve(config, "--host", "0.0.0.0", "--port", str(free_port()))
+    assert result.returncode == 1
+    assert "no client keys are configured" in result.stderr
+    assert "allow_unauthenticated" in result.stderr
+
+
+def test_invalid_config_is_refused_at_start_with_every_error(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server:\n  port: x\nmodels:\n  m: {chain: [{backend: nope}]}\n")
+    result = serve(config)
+    assert result.returncode == 1
+    assert "gateway.yaml:2:9: server.port" in result.stderr
+    assert "models.m.chain[0].backend: no backend named 'nope'" in result.stderr
+
+
+def test_open_access_on_purpose_logs_a_warning(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("auth: {allow_unauthenticated: true}\n")
+    gateway = start_gateway(config)
+    try:
+        assert requests.get(gateway.url("/v1/models"), timeout=5).status_code == 200
+    finally:
+        assert gateway.stop(signal.SIGTERM) == 0
+    assert "serving clients without API keys" in gateway.log()
+
+
+def test_unknown_route_is_a_problem_not_html(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("{}\n")
+    gateway = start_gateway(config)
+    try:
+        response = requests.get(gateway.url("/v2/whatever"), timeout=5)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+    finally:
+        gateway.stop()
