@@ -158,6 +158,9 @@ def _final_error(
             attempts=path,
             headers=_retry_after(attempts),
         )
+    if all(a.outcome == "unsupported" and a.status is None for a in tried):
+        # Not a failure of anything: no backend of this model can do what was asked.
+        return BadRequest(f"model '{route.name}' cannot serve this request: {summary}", attempts=path)
     if all(a.outcome in ("http_429", "overloaded") for a in tried):
         retry = last.retry_after if last and last.retry_after else "1"
         return RateLimited(
