@@ -39,7 +39,9 @@ def request_id() -> str:
 
 def problem_response(error: GatewayError) -> Response:
     rid = request_id()
-    body = problem_body(error, request_id=rid, instance=request.path)
+    # Paths under the Anthropic surface get Anthropic's error type names (what its SDK expects).
+    protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+    body = problem_body(error, request_id=rid, instance=request.path, protocol=protocol)
     response = Response(orjson.dumps(body), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -57,6 +59,7 @@ def install_problem_handlers(app: Quart) -> None:
     @app.after_request
     async def add_request_id(response: Response) -> Response:
         response.headers["x-request-id"] = request_id()
+        response.headers["request-id"] = request_id()  # the Anthropic SDK reads this one
         return response
 
     @app.errorhandler(GatewayError)

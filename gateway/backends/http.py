@@ -97,7 +97,7 @@ class HTTPBackend:
             raw = b""
         finally:
             response.release()
-        message, error_type = _error_message(raw)
+        message, error_type, param = _error_message(raw)
         retry_after = response.headers.get("retry-after")
         detail = f"HTTP {status}" + (f": {message}" if message else "")
         if status == 429:
@@ -114,7 +114,9 @@ class HTTPBackend:
             return UpstreamFailure("unsupported", detail, status=status)
         if status == 408:
             return UpstreamFailure("timeout", detail, status=status)
-        return UpstreamFailure("client_error", message or detail, status=status, error_type=error_type)
+        return UpstreamFailure(
+            "client_error", message or detail, status=status, error_type=error_type, param=param
+        )
 
     async def read_json(self, response: aiohttp.ClientResponse, limits: AttemptLimits) -> tuple[bytes, Any]:
         """The whole response body, and its JSON, within the request's deadline."""
@@ -136,18 +138,23 @@ class HTTPBackend:
         return f"<{type(self).__name__} {self.config.name}>"
 
 
-def _error_message(raw: bytes) -> tuple[str, str | None]:
-    """The message and type from an OpenAI or Anthropic error body, without anything else from it."""
+def _error_message(raw: bytes) -> tuple[str, str | None, str | None]:
+    """Message, type and param of an OpenAI or Anthropic error body, and nothing else from it."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return "", None
+        return "", None, None
     error = body.get("error", body) if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        return "", None
+        return "", None, None
     message = error.get("message")
     kind = error.get("type")
-    return (str(message)[:500] if message else ""), (kind if isinstance(kind, str) else None)
+    param = error.get("param")
+    return (
+        str(message)[:500] if message else "",
+        kind if isinstance(kind, str) else None,
+        param if isinstance(param, str) else None,
+    )
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -77,6 +77,7 @@ class UpstreamFailure(Exception):
         status: int | None = None,
         retry_after: str | None = None,
         error_type: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.kind = kind
@@ -85,6 +86,8 @@ class UpstreamFailure(Exception):
         self.retry_after = retry_after
         #: The upstream's own error type (e.g. "invalid_request_error"), relayed for client errors.
         self.error_type = error_type
+        #: The request member the upstream blamed, relayed for client errors.
+        self.param = param
 
 
 @dataclass(slots=True)

@@ -47,6 +47,9 @@ class Attempt:
 
     @property
     def tried(self) -> bool:
+        """Whether the backend was contacted (not skipped, and not refused before any request)."""
+        if self.outcome == "unsupported" and self.status is None:
+            return False
         return self.outcome not in ("disabled", "circuit_open")
 
 
@@ -126,6 +129,8 @@ async def execute(
 def _client_error(failure: UpstreamFailure) -> GatewayError:
     """The backend said the request itself is wrong: tell the client, with the backend's status."""
     error = BadRequest(failure.detail, upstream_status=failure.status)
+    if failure.param:
+        error.extensions["field"] = failure.param
     if failure.status and 400 <= failure.status < 500:
         error.status = failure.status
     if failure.error_type:
@@ -152,15 +157,17 @@ def _final_error(
         error: GatewayError = deadline_exceeded(tier)
         error.extensions["attempts"] = path
         return error
+    unable = [a for a in attempts if a.outcome == "unsupported" and a.status is None]
+    if unable and not tried and not any(a.outcome == "circuit_open" for a in attempts):
+        # Not a failure of anything: no enabled backend of this model can do what was asked.
+        return BadRequest(f"model '{route.name}' cannot serve this request: {summary}", attempts=path)
     if not tried:
+        # Skipped: disabled backends and open circuits. Nothing was contacted.
         return ServiceUnavailable(
             f"no backend is available for model '{route.name}': {summary}",
             attempts=path,
             headers=_retry_after(attempts),
         )
-    if all(a.outcome == "unsupported" and a.status is None for a in tried):
-        # Not a failure of anything: no backend of this model can do what was asked.
-        return BadRequest(f"model '{route.name}' cannot serve this request: {summary}", attempts=path)
     if all(a.outcome in ("http_429", "overloaded") for a in tried):
         retry = last.retry_after if last and last.retry_after else "1"
         return RateLimited(
