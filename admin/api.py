@@ -88,6 +88,43 @@ async def config_status() -> Response:
     return _json(body, headers={"etag": _etag(runtime.version)})
 
 
+@blueprint.get("/backends")
+async def backends() -> Response:
+    """Each backend of the live config: enabled, circuit state, and for local models the engine's load."""
+    runtime = current_app.live.current
+    policy = runtime.config.failover.circuit_breaker
+    items = []
+    for name, backend in runtime.backends.items():
+        config = backend.config
+        breaker = backend.breaker
+        item: dict[str, Any] = {
+            "name": name,
+            "type": config.type,
+            "enabled": config.enabled,
+            "disabled_reason": config.disabled_reason,
+            "circuit": {
+                "state": breaker.state,
+                "consecutive_failures": breaker.consecutive_failures,
+                "retry_in_seconds": round(breaker.retry_in(policy), 3),
+            },
+        }
+        if config.type == "mlx":
+            engine = getattr(backend, "engine", None)
+            item["local"] = {
+                "loaded": engine is not None and engine.running,
+                "engine_id": id(engine) if engine is not None else None,
+                "active": engine.active if engine is not None else 0,
+                "queued": engine.queued if engine is not None else 0,
+                "batching": config.batching,
+                "max_batch_size": config.max_batch_size,
+                "loaded_bytes": engine.loaded_bytes if engine is not None else 0,
+                "blas": engine.blas if engine is not None else "",
+                "path": str(config.path) if config.path else config.hf_repo,
+            }
+        items.append(item)
+    return _json({"version": runtime.version, "backends": items})
+
+
 @blueprint.get("/config/file")
 async def config_file() -> Response:
     """The config file as it is on disk now, with its version as the ETag (for editors and diffs)."""

@@ -91,6 +91,12 @@ def _key_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_create(args: argparse.Namespace) -> int:
+    from gateway.backends.mlx.create import run_create
+
+    return run_create(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A declarative, config-driven LLM gateway.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key_hash.add_argument("key", nargs="?")
     key_hash.set_defaults(handler=_key_hash)
+
+    from gateway.backends.mlx.create import add_create_arguments
+
+    model = commands.add_parser("model", help="local model helpers")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    model_create = model_commands.add_parser(
+        "create",
+        help="generate a random-weight model with the shapes of a real one (mlx_lm.load reads it offline)",
+        description="Write a model directory: a BPE tokenizer trained locally and random weights in the "
+        "exact shapes of the chosen size tier. The text is gibberish; the compute per token is real. "
+        "Exit 1 if it would not fit in memory or on disk.",
+    )
+    add_create_arguments(model_create)
+    model_create.set_defaults(handler=_model_create)
     return parser
 
 

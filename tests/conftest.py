@@ -59,3 +59,13 @@ def gateway_server_module(
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated tiny model directory (real tokenizer, random weights), made once per test session."""
+    from gateway.backends.mlx.create import create_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    create_model(path, preset="tiny", seed=0)
+    return path

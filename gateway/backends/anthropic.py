@@ -63,6 +63,4 @@ class AnthropicBackend(HTTPBackend):
             parsed = anthropic_protocol.parse_messages_response(data)
         except UpstreamProtocolError as error:
             raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
-        return Reply(
-            orjson.dumps(openai_protocol.encode_chat_response(parsed, model)), parsed.usage
-        )
+        return Reply(orjson.dumps(openai_protocol.encode_chat_response(parsed, model)), parsed.usage)

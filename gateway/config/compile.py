@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from gateway.auth import KeyTable
 from gateway.backends.base import Backend
+from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.config.model import BackendConfig, Config, ModelConfig, Target, TimeoutTiers
 
@@ -62,6 +63,7 @@ class Runtime:
     #: One entry per public model, in file order (aliases not repeated).
     models: tuple[ModelRoute, ...]
     keys: KeyTable
+    local_models: LocalModelStore = field(compare=False, repr=False)
     usage: _Usage = field(default_factory=_Usage, compare=False, repr=False)
 
     @property
@@ -95,8 +97,13 @@ class Runtime:
             await self.usage.idle.wait()
 
 
-def compile_runtime(config: Config, previous: Runtime | None, source: str) -> tuple[Runtime, list[Backend]]:
+def compile_runtime(
+    config: Config, previous: Runtime | None, source: str, local_models: LocalModelStore | None = None
+) -> tuple[Runtime, list[Backend]]:
     """Build the Runtime for `config`. Returns it and the backends that are new (to be started)."""
+    if local_models is None:
+        local_models = previous.local_models if previous is not None else LocalModelStore()
+    local_models.set_budget(config.local_models.memory_budget_gb)
     reusable: dict[BackendConfig, Backend] = {}
     if previous is not None:
         reusable = {backend.config: backend for backend in previous.backends.values()}
@@ -105,7 +112,7 @@ def compile_runtime(config: Config, previous: Runtime | None, source: str) -> tu
     for backend_config in config.backends:
         backend = reusable.get(backend_config)
         if backend is None:
-            backend = build_backend(backend_config)
+            backend = build_backend(backend_config, local_models)
             created.append(backend)
         backends[backend_config.name] = backend
     models = []
@@ -127,5 +134,6 @@ def compile_runtime(config: Config, previous: Runtime | None, source: str) -> tu
         routes=MappingProxyType(routes),
         models=tuple(models),
         keys=KeyTable(config.auth),
+        local_models=local_models,
     )
     return runtime, created

@@ -20,6 +20,7 @@ from time import perf_counter
 from typing import Any, Literal
 
 from gateway.backends.base import Backend
+from gateway.backends.mlx.store import LocalModelStore
 from gateway.config.compile import Runtime, compile_runtime
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version, exposure_issue, parse_config
@@ -77,6 +78,8 @@ class LiveRuntime:
         self.last_error: ReloadEvent | None = None
         self.listeners: list[Callable[[ReloadEvent], None]] = []
         self._lock = asyncio.Lock()
+        #: Loaded local models, shared by every Runtime of this process.
+        self.local_models = LocalModelStore()
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Runtime:
@@ -134,16 +137,17 @@ class LiveRuntime:
         problem = exposure_issue(config, self.host or config.server.host)
         if problem:
             raise ConfigError([ConfigIssue(str(self.path), Location(1, 1), "auth", problem)])
-        runtime, created = compile_runtime(config, previous, source)
+        runtime, created = compile_runtime(config, previous, source, self.local_models)
         started: list[Backend] = []
+        failing: Backend | None = None
         try:
-            for backend in created:
-                await backend.start()
-                started.append(backend)
+            for failing in created:
+                await failing.start()
+                started.append(failing)
         except Exception as error:
             for backend in started:
                 await backend.close()
-            path = f"backends.{backend.name}"
+            path = f"backends.{failing.name}" if failing is not None else "backends"
             issue = ConfigIssue(str(self.path), Location(1, 1), path, f"backend failed to start: {error}")
             raise ConfigError([issue]) from error
         return runtime, created
@@ -218,3 +222,4 @@ class LiveRuntime:
         if self.current is not None:
             for backend in self.current.backends.values():
                 await backend.close()
+        await self.local_models.close()

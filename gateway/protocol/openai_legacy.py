@@ -4,7 +4,10 @@ ride in `extra`."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import orjson
 
 from gateway.protocol._fields import (
     FieldError,
@@ -17,11 +20,23 @@ from gateway.protocol._fields import (
     req_str,
     stop_list,
 )
-from gateway.protocol.canonical import CompletionRequest, EmbeddingRequest
+from gateway.protocol._maps import finish_to_openai, usage_to_openai
+from gateway.protocol.canonical import (
+    CompletionRequest,
+    EmbeddingRequest,
+    StreamEnd,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    Usage,
+    UsageEvent,
+)
 
 __all__ = [
+    "CompletionStreamEncoder",
     "completion_request_to_body",
     "embedding_request_to_body",
+    "encode_completion_response",
     "parse_completion_request",
     "parse_embedding_request",
 ]
@@ -170,3 +185,71 @@ def embedding_request_to_body(req: EmbeddingRequest, upstream_model: str) -> dic
     if req.user is not None:
         body["user"] = req.user
     return body
+
+
+# --- answers for backends that generate text themselves (local models) ----------------------------------
+
+
+def encode_completion_response(
+    id: str, model: str, text: str, finish_reason: str, usage: Usage | None
+) -> dict[str, Any]:
+    """A `text_completion` object."""
+    body: dict[str, Any] = {
+        "id": id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage_to_openai(usage)
+    return body
+
+
+class CompletionStreamEncoder:
+    """Canonical stream events → `text_completion` SSE chunks, ending with `data: [DONE]`."""
+
+    def __init__(self, model: str, *, include_usage: bool = False) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.id = ""
+        self.created = int(time.time())
+        self.usage: Usage | None = None
+
+    def _chunk(self, text: str, finish_reason: str | None) -> bytes:
+        chunk = {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def encode(self, event: StreamEvent) -> bytes:
+        kind = type(event)
+        if kind is StreamStart:
+            self.id = event.id.replace("chatcmpl-", "cmpl-")
+            return b""
+        if kind is TextDelta:
+            return self._chunk(event.text, None) if event.text else b""
+        if kind is UsageEvent:
+            self.usage = event.usage
+            return b""
+        if kind is StreamEnd:
+            out = self._chunk("", finish_to_openai(event.finish_reason))
+            if self.include_usage and self.usage is not None:
+                usage_chunk = {
+                    "id": self.id,
+                    "object": "text_completion",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": usage_to_openai(self.usage),
+                }
+                out += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+            return out + b"data: [DONE]\n\n"
+        return b""
+
+    def encode_all(self, events: list[StreamEvent]) -> bytes:
+        return b"".join(self.encode(e) for e in events)

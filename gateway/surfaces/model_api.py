@@ -69,6 +69,25 @@ def stream_error(protocol: str, message: str, error_type: str) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+async def _unless_disconnected(request: ModelRequest, work: Any) -> Served:
+    """Await `work`, but cancel it if the client goes away first (a local model then frees its slot
+    and an upstream connection is closed, which stops the upstream's generation too)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(request.wait_disconnect())
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected
+
+
 class ModelAPI:
     def __init__(self, live: LiveRuntime, fallback: Callable[[Scope, Receive, Send], Any]) -> None:
         self.live = live
@@ -165,7 +184,9 @@ class ModelAPI:
         )
         try:
             async with asyncio.timeout_at(deadline):
-                served = await execute(model_route, call, tier, config.failover, deadline)
+                served = await _unless_disconnected(
+                    request, execute(model_route, call, tier, config.failover, deadline)
+                )
         except TimeoutError:
             raise deadline_exceeded(tier) from None
         tried = sum(1 for a in served.attempts if a.tried)

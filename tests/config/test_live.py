@@ -15,7 +15,7 @@ BASE = """
 backends:
   a: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
   b: {type: openai_compatible, base_url: "http://127.0.0.1:10/v1"}
-  local: {type: mlx, path: models/tiny}
+  local: {type: mlx, path: models/tiny, load: first_use}
 models:
   m1: {chain: [{backend: a}, {backend: local}]}
   m2: {aliases: [two], chain: [{backend: b}]}

@@ -1,0 +1,340 @@
+"""The engine thread: one per loaded model, owning mlx-lm's BatchGenerator (continuous batching).
+
+The asyncio side calls `submit` and `cancel` (thread-safe, never blocking the event loop); the
+thread moves jobs into the running batch between decode steps, decodes one step for every active
+sequence, detokenizes (UTF-8 safe across token boundaries), applies text stop sequences, and posts
+each job's events back to its event loop. A cancelled job leaves the batch at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Engine", "EngineOverloaded", "Job", "JobEvent"]
+
+log = logging.getLogger("gateway.mlx")
+
+
+class EngineOverloaded(Exception):
+    """The engine's queue is full."""
+
+
+@dataclass(slots=True)
+class JobEvent:
+    """`kind` is "text" (a delta), "done" (finish_reason, stop_sequence, counts) or "error"."""
+
+    kind: str
+    text: str = ""
+    finish_reason: str | None = None
+    stop_sequence: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(eq=False)
+class Job:
+    prompt: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: tuple[str, ...]
+    loop: asyncio.AbstractEventLoop
+    #: Generate through end-of-sequence tokens (vLLM's `ignore_eos`), e.g. for benchmarks.
+    ignore_eos: bool = False
+    events: asyncio.Queue[JobEvent] = field(default_factory=asyncio.Queue)
+    submitted_at: float = field(default_factory=time.monotonic)
+    # Engine-thread state.
+    uid: int | None = None
+    generated: int = 0
+    held: str = ""
+    detokenizer: Any = None
+    cancelled: bool = False
+
+    def post(self, event: JobEvent) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Engine:
+    """A loaded model and the thread that runs it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batching: bool = True,
+        max_batch_size: int = 16,
+        max_queue: int = 256,
+    ) -> None:
+        self.path = path
+        self.batching = batching
+        self.max_batch_size = max_batch_size if batching else 1
+        self.max_queue = max_queue
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._inbox: queue.SimpleQueue[tuple[str, Job]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._pending: deque[Job] = deque()
+        self._jobs: dict[int, Job] = {}
+        # Submitted but not yet in the batch = submitted - taken; each counter has one writing thread.
+        self._submitted = 0
+        self._taken = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._samplers: dict[tuple[float, float], Callable[[Any], Any]] = {}
+        self.loaded_bytes = 0
+        self.last_used = time.monotonic()
+        self.blas = ""
+
+    # -- asyncio side -----------------------------------------------------------------------------
+
+    @property
+    def active(self) -> int:
+        """Sequences in the running batch (prefilling or decoding)."""
+        return len(self._jobs)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting to join the batch."""
+        return self._submitted - self._taken
+
+    async def start(self) -> None:
+        """Load the model in the engine thread and start its loop; returns once it is ready."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def signal(error: BaseException | None) -> None:
+            if error is None:
+                loop.call_soon_threadsafe(lambda: ready.done() or ready.set_result(None))
+            else:
+                loop.call_soon_threadsafe(lambda: ready.done() or ready.set_exception(error))
+
+        self._thread = threading.Thread(
+            target=self._run, args=(signal,), name=f"mlx-{self.path.name}", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    def submit(self, job: Job) -> None:
+        if self.queued >= self.max_queue:
+            raise EngineOverloaded(f"{self.queued} requests already wait for this model (max_queue)")
+        self._submitted += 1
+        self.last_used = time.monotonic()
+        self._inbox.put(("submit", job))
+        self._wake.set()
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled = True
+        self._inbox.put(("cancel", job))
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # -- engine thread ----------------------------------------------------------------------------
+
+    def _run(self, signal: Callable[[BaseException | None], None]) -> None:
+        try:
+            generator = self._load()
+        except BaseException as error:  # reported to the awaiting start()
+            signal(error)
+            return
+        signal(None)
+        try:
+            self._loop(generator)
+        except BaseException:
+            log.exception("engine for %s stopped on an error", self.path)
+            for job in [*self._jobs.values(), *self._pending]:
+                job.post(JobEvent("error", text="the local engine failed; see the gateway log"))
+        finally:
+            generator.close()
+
+    def _load(self) -> Any:
+        from gateway.backends.mlx.blas import ensure_fast_blas  # before anything imports mlx.core
+
+        self.blas = ensure_fast_blas().description
+        import mlx.core as mx
+        from mlx_lm import load
+        from mlx_lm.generate import BatchGenerator
+
+        started = time.perf_counter()
+        self.model, self.tokenizer = load(str(self.path))
+        from mlx.utils import tree_flatten
+
+        self.loaded_bytes = sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
+        log.info(
+            "loaded local model %s (%.1f MB) in %.2f s on %s",
+            self.path,
+            self.loaded_bytes / 1e6,
+            time.perf_counter() - started,
+            self.blas,
+            extra={"event": "model_loaded", "model_path": str(self.path), "blas": self.blas},
+        )
+        from mlx_lm.generate import StopSequences
+
+        self._mx = mx
+        self._eos_stops = StopSequences([[t] for t in self.tokenizer.eos_token_ids])
+        self._no_stops = StopSequences(None)
+        return BatchGenerator(
+            self.model,
+            stop_tokens=[[t] for t in self.tokenizer.eos_token_ids],
+            completion_batch_size=self.max_batch_size,
+            prefill_batch_size=min(8, self.max_batch_size),
+        )
+
+    def _loop(self, generator: Any) -> None:
+        while not self._stopping:
+            self._drain_inbox(generator)
+            self._admit(generator)
+            if not self._jobs:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            for response in generator.next_generated():
+                job = self._jobs.get(response.uid)
+                if job is not None:
+                    self._on_token(generator, job, response.token, response.finish_reason)
+
+    def _drain_inbox(self, generator: Any) -> None:
+        while True:
+            try:
+                command, job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if command == "submit":
+                if not job.cancelled:
+                    self._pending.append(job)
+                else:
+                    self._taken += 1
+            elif command == "cancel":
+                if job.uid is not None and job.uid in self._jobs:
+                    generator.remove([job.uid])
+                    del self._jobs[job.uid]
+                elif job in self._pending:
+                    self._pending.remove(job)
+                    self._taken += 1
+
+    def _admit(self, generator: Any) -> None:
+        """Move waiting jobs into the batch, up to its size (one at a time without batching)."""
+        room = self.max_batch_size - len(self._jobs)
+        batch: list[Job] = []
+        while room > 0 and self._pending:
+            job = self._pending.popleft()
+            self._taken += 1
+            if job.cancelled:
+                continue
+            batch.append(job)
+            room -= 1
+        if not batch:
+            return
+        uids = generator.insert(
+            [job.prompt for job in batch],
+            max_tokens=[job.max_tokens for job in batch],
+            samplers=[self._sampler(job) for job in batch],
+            stop_sequences=[self._no_stops if job.ignore_eos else self._eos_stops for job in batch],
+        )
+        for uid, job in zip(uids, batch, strict=True):
+            job.uid = uid
+            job.detokenizer = self.tokenizer.detokenizer
+            self._jobs[uid] = job
+
+    def _sampler(self, job: Job) -> Callable[[Any], Any]:
+        from mlx_lm.sample_utils import apply_top_p, make_sampler
+
+        mx = self._mx
+        if job.seed is not None and job.temperature > 0:
+            # Its own PRNG key, so a seeded request is reproducible whatever else is in the batch.
+            key = mx.random.key(job.seed)
+            temperature, top_p = job.temperature, job.top_p
+
+            def seeded(logprobs: Any) -> Any:
+                nonlocal key
+                key, sub = mx.random.split(key)
+                if top_p < 1.0:
+                    logprobs = apply_top_p(logprobs, top_p)
+                return mx.random.categorical(logprobs * (1.0 / temperature), key=sub)
+
+            return seeded
+        # Shared sampler objects let the generator sample the whole batch in one call.
+        setting = (job.temperature, job.top_p if job.temperature > 0 else 1.0)
+        sampler = self._samplers.get(setting)
+        if sampler is None:
+            sampler = make_sampler(temp=setting[0], top_p=setting[1])
+            self._samplers[setting] = sampler
+        return sampler
+
+    def _on_token(self, generator: Any, job: Job, token: int, finish_reason: str | None) -> None:
+        if finish_reason == "stop":  # an end-of-sequence token: not part of the text
+            self._finish(generator, job, "stop", None, remove=False)
+            return
+        job.generated += 1
+        job.detokenizer.add_token(token)
+        text = job.held + job.detokenizer.last_segment
+        if job.stop:
+            for stop in job.stop:
+                at = text.find(stop)
+                if at >= 0:
+                    if at:
+                        job.post(JobEvent("text", text=text[:at]))
+                    job.held = ""
+                    self._finish(generator, job, "stop", stop, remove=True)
+                    return
+            # Hold back a tail that could be the start of a stop sequence split across tokens.
+            keep = _partial_stop_suffix(text, job.stop)
+            job.held = text[len(text) - keep :] if keep else ""
+            text = text[: len(text) - keep] if keep else text
+        if text:
+            job.post(JobEvent("text", text=text))
+        if finish_reason is not None:  # "length"
+            job.detokenizer.finalize()
+            tail = job.held + job.detokenizer.last_segment
+            if tail:
+                job.post(JobEvent("text", text=tail))
+            job.held = ""
+            self._finish(generator, job, "length", None, remove=False)
+
+    def _finish(self, generator: Any, job: Job, reason: str, stop: str | None, *, remove: bool) -> None:
+        if reason == "stop" and stop is None:
+            job.detokenizer.finalize()
+            tail = job.held + job.detokenizer.last_segment
+            if tail:
+                job.post(JobEvent("text", text=tail))
+        if remove:
+            generator.remove([job.uid])
+        self._jobs.pop(job.uid, None)
+        job.post(
+            JobEvent(
+                "done",
+                finish_reason=reason,
+                stop_sequence=stop,
+                prompt_tokens=len(job.prompt),
+                completion_tokens=job.generated,
+            )
+        )
+
+
+def _partial_stop_suffix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that is a proper prefix of some stop sequence."""
+    best = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), best, -1):
+            if stop.startswith(text[-size:]):
+                best = size
+                break
+    return best

@@ -1,0 +1,261 @@
+"""Local inference through the real server: a generated tiny model served by the mlx backend, with
+both SDKs, concurrency, cancellation, a full queue failing over, stop sequences and reloads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+import requests
+
+from gateway.testing import FakeOpenAI
+from tests.conftest import wait_until
+
+MESSAGES = [{"role": "user", "content": "Tell me a story about the sea."}]
+
+
+@pytest.fixture(scope="module")
+def fallback() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI.in_thread() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_server_module, tiny_model: Path, fallback: FakeOpenAI):
+    return gateway_server_module(
+        f"""
+backends:
+  local: {{type: mlx, path: "{tiny_model}", max_batch_size: 16, max_queue: 64}}
+  narrow: {{type: mlx, path: "{tiny_model}", batching: false, max_queue: 1}}
+  cloud: {{type: openai_compatible, base_url: "{fallback.base_url}"}}
+models:
+  tiny: {{chain: [{{backend: local}}]}}
+  narrow: {{chain: [{{backend: narrow}}]}}
+  narrow-or-cloud: {{chain: [{{backend: narrow}}, {{backend: cloud, model: gpt}}]}}
+timeouts:
+  chat: {{total: 120, first_byte: 60}}
+"""
+    )
+
+
+def oai(gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url("/v1"), api_key="x", max_retries=0)
+
+
+def claude(gateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gateway.base_url, api_key="x", max_retries=0)
+
+
+def local_status(gateway, name: str) -> dict:
+    backends = requests.get(gateway.url("/admin/api/backends"), timeout=5).json()["backends"]
+    return next(b for b in backends if b["name"] == name)["local"]
+
+
+def test_openai_sdk_non_stream_and_stream_agree(gateway) -> None:
+    client = oai(gateway)
+    whole = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=24, temperature=0)
+    assert whole.choices[0].finish_reason in ("length", "stop")
+    assert whole.usage.prompt_tokens > 5
+    if whole.choices[0].finish_reason == "length":
+        assert whole.usage.completion_tokens == 24
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_anthropic_sdk_non_stream_and_stream_agree(gateway) -> None:
+    client = claude(gateway)
+    whole = client.messages.create(
+        model="tiny", max_tokens=20, messages=MESSAGES, extra_body={"temperature": 0}
+    )
+    assert whole.stop_reason in ("max_tokens", "end_turn")
+    with client.messages.stream(
+        model="tiny", max_tokens=20, messages=MESSAGES, extra_body={"temperature": 0}
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == (whole.content[0].text if whole.content else "")
+    assert final.usage.output_tokens == whole.usage.output_tokens
+    count = client.messages.count_tokens(model="tiny", messages=MESSAGES)
+    assert count.input_tokens == whole.usage.input_tokens
+
+
+def test_legacy_completions(gateway) -> None:
+    client = oai(gateway)
+    whole = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=10, temperature=0)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model="tiny", prompt="Once upon a time", max_tokens=10, temperature=0, stream=True
+        )
+        if c.choices
+    )
+    assert streamed == whole.choices[0].text
+
+
+def test_seed_makes_sampling_reproducible(gateway) -> None:
+    client = oai(gateway)
+
+    def sample(seed: int) -> str:
+        reply = client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=16, temperature=1.0, seed=seed
+        )
+        return reply.choices[0].message.content
+
+    assert sample(7) == sample(7)
+
+
+def test_sixteen_concurrent_requests_all_complete_with_their_token_counts(gateway) -> None:
+    client = oai(gateway)
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        results[i] = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": f"Request number {i}."}],
+            max_tokens=8 + i,
+            temperature=0,
+        )
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 16
+    for i, reply in results.items():
+        choice = reply.choices[0]
+        if choice.finish_reason == "length":
+            assert reply.usage.completion_tokens == 8 + i
+        else:
+            assert reply.usage.completion_tokens <= 8 + i
+
+
+def test_max_tokens_and_stop_sequences(gateway) -> None:
+    client = oai(gateway)
+    reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=40, temperature=0)
+    text = reply.choices[0].message.content
+    assert len(text) > 10
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    cut = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=40, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == text[: text.index(stop)]
+    assert stop not in cut.choices[0].message.content
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=40, temperature=0, stop=[stop], stream=True
+        )
+        if c.choices
+    )
+    assert streamed == cut.choices[0].message.content
+
+
+def test_client_disconnect_frees_the_slot(gateway) -> None:
+    response = requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": "tiny", "messages": MESSAGES, "max_tokens": 4000, "stream": True, "ignore_eos": True},
+        stream=True,
+        timeout=30,
+    )
+    lines = response.iter_lines()
+    next(line for line in lines if line.startswith(b"data:"))
+    wait_until(lambda: local_status(gateway, "local")["active"] == 1, timeout=10)
+    response.close()  # the client goes away mid-stream
+    wait_until(lambda: local_status(gateway, "local")["active"] == 0, timeout=10)
+
+
+def open_request(gateway, body: dict) -> socket.socket:
+    """Send a request and leave it open without reading (a queued request has no headers yet)."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    return sock
+
+
+def test_full_queue_answers_429_and_the_chain_fails_over(gateway, fallback) -> None:
+    long = {"model": "narrow", "messages": MESSAGES, "max_tokens": 4000, "stream": True, "ignore_eos": True}
+    holders = []
+    try:
+        # `narrow` serves one request at a time and queues one more: two long streams fill it.
+        holders.append(open_request(gateway, long))
+        wait_until(lambda: local_status(gateway, "narrow")["active"] == 1, timeout=10)
+        holders.append(open_request(gateway, long))
+        wait_until(lambda: local_status(gateway, "narrow")["queued"] == 1, timeout=10)
+        full = requests.post(
+            gateway.url("/v1/chat/completions"),
+            json={"model": "narrow", "messages": MESSAGES, "max_tokens": 5},
+            timeout=30,
+        )
+        assert full.status_code == 429
+        assert full.headers["retry-after"] == "1"
+        assert "busy" in full.json()["detail"]
+        moved = requests.post(
+            gateway.url("/v1/chat/completions"),
+            json={"model": "narrow-or-cloud", "messages": MESSAGES, "max_tokens": 5},
+            timeout=30,
+        )
+        assert moved.status_code == 200
+        assert moved.headers["x-gateway-backend"] == "cloud"
+    finally:
+        for sock in holders:
+            sock.close()
+    # Both clients went away: the running one leaves the batch and the queued one the queue.
+    wait_until(lambda: local_status(gateway, "narrow")["active"] == 0, timeout=10)
+    wait_until(lambda: local_status(gateway, "narrow")["queued"] == 0, timeout=10)
+
+
+def test_embeddings_are_a_clear_unsupported_problem(gateway) -> None:
+    response = requests.post(gateway.url("/v1/embeddings"), json={"model": "tiny", "input": "hi"}, timeout=30)
+    assert response.status_code == 400
+    assert "do not serve embeddings" in response.json()["detail"]
+
+
+def test_model_swap_reloads_only_that_model(gateway_server, tiny_model: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tiny-copy"
+    shutil.copytree(tiny_model, copy)
+    text = f"""
+backends:
+  a: {{type: mlx, path: "{tiny_model}"}}
+  b: {{type: mlx, path: "{tiny_model}"}}
+models:
+  a: {{chain: [{{backend: a}}]}}
+  b: {{chain: [{{backend: b}}]}}
+reload: {{debounce_ms: 50}}
+"""
+    gateway = gateway_server(text)
+    before = {name: local_status(gateway, name)["engine_id"] for name in ("a", "b")}
+    assert all(before.values())
+    gateway.config_path.write_text(
+        text.replace(f'b: {{type: mlx, path: "{tiny_model}"}}', f'b: {{type: mlx, path: "{copy}"}}')
+    )
+    wait_until(lambda: local_status(gateway, "b")["path"] == str(copy), timeout=30)
+    after = {name: local_status(gateway, name)["engine_id"] for name in ("a", "b")}
+    assert after["a"] == before["a"], "the unchanged model was reloaded"
+    assert after["b"] != before["b"]
+    history = requests.get(gateway.url("/admin/api/config"), timeout=5).json()["history"]
+    assert history[0]["rebuilt_backends"] == ["b"]
