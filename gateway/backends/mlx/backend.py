@@ -74,7 +74,9 @@ class LocalModelBackend:
             self._loading = asyncio.Lock()
         async with self._loading:
             if self._engine is None or not self._engine.running:
-                self._engine = await self.store.load(self._model_path(), self.config)
+                # Generating a missing model takes from a second (tiny) to minutes: not on the loop.
+                path = await asyncio.to_thread(self._model_path)
+                self._engine = await self.store.load(path, self.config)
             return self._engine
 
     def _model_path(self) -> Path:

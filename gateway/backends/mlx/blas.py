@@ -228,7 +228,8 @@ def mapped_blas_libraries() -> list[str]:
 
 
 def _mapped_openblas() -> str | None:
-    return next((p for p in mapped_blas_libraries() if "openblas" in Path(p).name.lower()), None)
+    # libopenblas*, not numpy's libscipy_openblas64_ (its symbols carry a suffix: mlx cannot use them)
+    return next((p for p in mapped_blas_libraries() if Path(p).name.startswith("libopenblas")), None)
 
 
 def measure_matmul_gflops(n: int = 1024, *, seconds: float = 0.5, repeats: int = 5) -> float:

@@ -657,7 +657,7 @@ class _WeightWriter:
 
     def write_shard(self, path: Path, tensors: tuple[StoredTensor, ...]) -> int:
         header: dict[str, Any] = {"__metadata__": {"format": "mlx"}}
-        offsets: dict[tuple[str, str], tuple[int, StoredTensor]] = {}
+        offsets: dict[tuple[str, str], int] = {}
         position = 0
         for stored in tensors:
             header[stored.name] = {
@@ -665,7 +665,7 @@ class _WeightWriter:
                 "shape": list(stored.shape),
                 "data_offsets": [position, position + stored.nbytes],
             }
-            offsets[(stored.source.name, stored.part)] = (position, stored)
+            offsets[(stored.source.name, stored.part)] = position
             position += stored.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
@@ -680,23 +680,22 @@ class _WeightWriter:
             fd = file.fileno()
             for chunk, values in self._generate(sources):
                 for part, data, row_bytes in self._encode(chunk, values):
-                    start, _ = offsets[(chunk.tensor.name, part)]
-                    _pwrite_all(fd, data, base + start + chunk.row * row_bytes)
+                    start = base + offsets[(chunk.tensor.name, part)]
+                    _pwrite_all(fd, data, start + chunk.row * row_bytes)
         return base + position
 
     def _generate(self, sources: list[TensorShape]) -> Iterator[tuple[_Chunk, Any]]:
         """Chunks with their values, generated `workers` chunks ahead on the thread pool, in order."""
         pending: deque[tuple[_Chunk, Any]] = deque()
         ahead = 2 * self.workers
-        value_dtype = "float32" if self.quantize else self.dtype
         for tensor in sources:
+            # Values to quantize are drawn as float32 and cast (as mlx_lm.convert casts, then quantizes).
+            dtype = "float32" if self.quantize and tensor.quantizable else self.dtype
             for chunk in _chunks(tensor):
                 if tensor.kind == "norm":
                     future = None
                 else:
                     count = chunk.rows * tensor.shape[-1]
-                    quantized = bool(self.quantize and tensor.quantizable)
-                    dtype = value_dtype if quantized else self.dtype
                     future = self.pool.submit(_draw, self.seed, tensor.name, chunk.index, count, dtype)
                 pending.append((chunk, future))
                 while len(pending) > ahead:
@@ -809,14 +808,22 @@ def create_model(
 
     The directory is built under a temporary name next to `path` and renamed into place, so `path`
     is either absent or complete. Raises `FileExistsError` if `path` exists and is not empty (unless
-    `overwrite`), `ModelTooLarge` if the weights would not fit on the disk, or in the available memory
-    (unless `force`), `ValueError` for an unknown preset, dtype or quantization.
+    `overwrite` and it holds a model: only a directory with a config.json is ever replaced),
+    `ModelTooLarge` if the weights would not fit on the disk, or in the available memory (unless
+    `force`), `ValueError` for an unknown preset, dtype or quantization. `cache_dir` is where trained
+    tokenizers are kept (default `$GATEWAY_CACHE_DIR/tokenizers`, else `~/.cache/gateway/tokenizers`).
     """
     started = time.perf_counter()
     path = Path(path)
     plan = plan_model(preset, dtype=dtype, quantize=quantize, max_shard_bytes=max_shard_bytes)
-    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(errno.EEXIST, "already exists (pass overwrite=True / --overwrite)", str(path))
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise FileExistsError(
+                errno.EEXIST, "already exists (pass overwrite=True / --overwrite)", str(path)
+            )
+        if not (path / "config.json").is_file():
+            message = "exists and is not a model directory (no config.json); not replacing it"
+            raise FileExistsError(errno.EEXIST, message, str(path))
     problem = resource_problem(path, plan, force=force)
     if problem:
         raise ModelTooLarge(problem)
@@ -883,7 +890,15 @@ def _move_into_place(building: Path, path: Path, *, overwrite: bool) -> None:
         finally:
             shutil.rmtree(old, ignore_errors=True)
         return
-    os.rename(building, path)  # replaces an empty directory; fails on a non-empty one
+    try:
+        os.rename(building, path)  # replaces an empty directory; fails on a non-empty one
+    except OSError as error:
+        # An empty mount point (a volume mounted at `path`) cannot be replaced: fill it instead.
+        if error.errno not in (errno.EBUSY, errno.EXDEV) or not path.is_dir() or any(path.iterdir()):
+            raise
+        for item in sorted(building.iterdir()):
+            shutil.move(str(item), str(path / item.name))
+        building.rmdir()
 
 
 def ensure_model(path: str | Path, preset: str | Preset = "tiny", **options: Any) -> Path:
@@ -895,6 +910,7 @@ def ensure_model(path: str | Path, preset: str | Preset = "tiny", **options: Any
     path = Path(path)
     if (path / "config.json").exists():
         return path
+    _remove_abandoned(path)
     try:
         create_model(path, preset, **options)
     except OSError as error:
@@ -908,6 +924,20 @@ def ensure_model(path: str | Path, preset: str | Preset = "tiny", **options: Any
             ) from error
         raise
     return path
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Temporary directories that processes which no longer run left next to `path`."""
+    if not path.parent.is_dir():
+        return
+    for item in path.parent.glob(f".{path.name}.creating-*"):
+        try:
+            pid = int(item.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(item, ignore_errors=True)
+        except (ValueError, IndexError, OSError):
+            continue
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -991,7 +1021,7 @@ def run_create(args: argparse.Namespace) -> int:
     quantized = f", 4-bit (group {GROUP_SIZE})" if created.quantize else ""
     shards = sum(1 for f in created.files if f.endswith(".safetensors"))
     print(f"created {created.path}")
-    print(f"  preset      {created.preset.name}: shapes of {created.preset.source}")
+    print(f"  preset      {created.preset.name} ({created.preset.source})")
     print(f"  weights     {created.dtype}{quantized}, random (seed {created.seed})")
     print(f"  parameters  {_count(created.parameters)} ({created.parameters:,})")
     on_disk = _gb(created.disk_bytes)
@@ -1005,7 +1035,7 @@ def _print_plan(path: Path, plan: ModelPlan, problem: str | None) -> None:
     p = plan.preset
     quantized = f", 4-bit (group {GROUP_SIZE})" if plan.quantize else ""
     print(f"dry run: would create {path} (nothing written)")
-    print(f"preset {p.name}: shapes of {p.source}; model_type llama")
+    print(f"preset {p.name} ({p.source}), model_type llama")
     print(
         f"  hidden {p.hidden_size}, {p.num_hidden_layers} layers, {p.num_attention_heads} heads, "
         f"{p.num_key_value_heads} KV heads (head_dim {p.head_dim}), intermediate {p.intermediate_size}, "

@@ -100,7 +100,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
-        source="none (a small Llama 3-style GQA model for tests)",
+        source="no real model: a small Llama 3-style GQA transformer for tests",
         hidden_size=256,
         num_hidden_layers=4,
         num_attention_heads=8,
