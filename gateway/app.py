@@ -7,6 +7,7 @@ Nothing here runs at import time: the config is loaded, backends started and the
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -62,6 +63,9 @@ def create_app(
                 "serving clients without API keys (auth.allow_unauthenticated is true)",
                 extra={"event": "auth_open"},
             )
+        # What startup built lives as long as the process: keep it out of every future collection.
+        gc.collect()
+        gc.freeze()
         if watch if watch is not None else config.reload.watch:
             stop_watching.clear()
             tasks.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,23 +69,34 @@ def stream_error(protocol: str, message: str, error_type: str) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-async def _unless_disconnected(request: ModelRequest, work: Any) -> Served:
-    """Await `work`, but cancel it if the client goes away first (a local model then frees its slot
-    and an upstream connection is closed, which stops the upstream's generation too)."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(request.wait_disconnect())
+async def _unless_disconnected(request: ModelRequest, work: Awaitable[Served]) -> Served:
+    """Await `work`, but stop if the client goes away first (a local model then frees its slot, and
+    closing the upstream connection stops the upstream's generation too).
+
+    One watcher task whose callback cancels this task: cheaper on the hot path than racing two tasks.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if not watcher.cancelled() and watcher.exception() is None:
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(request.wait_disconnect())
+    watcher.add_done_callback(on_disconnect)
     try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if gone:
+            task.uncancel()
+            raise ClientDisconnected from None
         raise
     finally:
-        gone.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    raise ClientDisconnected
+        watcher.remove_done_callback(on_disconnect)
+        watcher.cancel()
 
 
 class ModelAPI:
