@@ -4,6 +4,7 @@ reply generator and token counter, and `FakeServer`, the loopback aiohttp server
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import secrets
@@ -205,7 +206,7 @@ class Stats:
 Handler = Callable[[web.Request, Behaviour], Awaitable[web.StreamResponse]]
 
 
-class FakeServer:
+class FakeServer(abc.ABC):
     """A fake provider API on loopback. Subclasses add routes and the provider's error shape.
 
     Behaviour is changed at run time by assigning `.behaviour` (which restarts fail_first_n's count), or over
@@ -229,16 +230,19 @@ class FakeServer:
 
     # -- subclass hooks
 
+    @abc.abstractmethod
     def api_routes(self) -> list[tuple[str, str, Handler]]:
-        raise NotImplementedError
+        """The provider's API routes: (method, path, handler)."""
 
+    @abc.abstractmethod
     def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
-        raise NotImplementedError
+        """None if the request carries the credential `behaviour` requires, else the provider's 401."""
 
+    @abc.abstractmethod
     def error_response(
         self, status: int, message: str, *, param: str | None = None, code: str | None = None
     ) -> web.Response:
-        raise NotImplementedError
+        """An error in the provider's own shape."""
 
     @property
     def base_url(self) -> str:
