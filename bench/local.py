@@ -1,0 +1,1186 @@
+"""Local inference: the gateway's `mlx` backend against `mlx_lm.server` and a bare `BatchGenerator`
+loop, on the same generated model and machine, at several numbers of concurrent streaming clients.
+
+    python -m bench.local [--quick] [--preset tiny|3b] [--json FILE] [--streams 1,4,16] [--tokens N]
+                          [--rounds R] [--repeat K] [--systems LIST] [--batch-size 16] [--profile DIR]
+                          [--server-args "MORE mlx_lm.server OPTIONS"]
+
+The model is generated once into `$GATEWAY_CACHE_DIR/bench-models/<preset>` (default
+`~/.cache/gateway/bench-models/<preset>`) with `create_model`. The systems, started one at a time
+(the previous one stopped and its memory returned first):
+
+- `gateway`: `gateway serve --workers 1` with one `mlx` backend, `batching: true`,
+  `max_batch_size` = `--batch-size` (16).
+- `gateway_no_batching`: the same with `batching: false` (one request at a time).
+- `mlx_lm_server`: `python -m mlx_lm.server --model PATH --host 127.0.0.1 --port N
+  --decode-concurrency 16 --prompt-concurrency 8 --temp 0`, its batching flags set to the gateway's
+  batch sizes (decode 16 = `max_batch_size`, prefill 8 = what the engine uses). It is started with
+  `LD_PRELOAD` = the OpenBLAS the gateway loads (`ensure_fast_blas`); without it, it would run on the
+  reference BLAS bundled with `mlx[cpu]`. Its default prompt cache stays on; every request's prompt
+  is distinct (below), so it can reuse only the chat template's first tokens (`cached_tokens` is
+  reported).
+- `bare`: mlx-lm's `BatchGenerator` driven by a plain loop in a subprocess (`ensure_fast_blas()`
+  first, as the engine does), with the same batch sizes, prompts and max tokens: the ceiling, with no
+  HTTP, no detokenizing and no threads around it.
+
+The workload, identical for every system: `streams` clients each send `rounds` chat requests one
+after another (a closed loop), streaming, greedy (`temperature: 0`), `max_tokens` = `--tokens`.
+Every request has its own prompt (a hash of the phase and request number, then a fixed sentence), put
+through the model's chat template by each system (the gateway and the bare loop with the
+tokenizer's `apply_chat_template`, mlx_lm.server likewise; prompt token counts are compared). Before
+each measured phase, a warm-up round at the same concurrency with a few tokens and other prompts.
+`--repeat K` cycles K times through all the systems (so a drift of the machine is spread over all
+of them) and reports each phase's median run, with the range of the K runs.
+
+The sentence matters with random weights: greedy decoding soon repeats one token, and when that
+token is a lone space, mlx-lm's streaming detokenizer (used by the gateway and mlx_lm.server alike)
+holds every one of them back until a non-space token comes, so a stream can show no text until its
+end. "Write a poem about the moon." was checked on the tiny and 3b models not to do that to any first
+token; `chunks_per_request` in the result shows it if it happens (chunks well under tokens).
+
+Equal work: the gateway gets `"ignore_eos": true` (vLLM's extension) and the bare loop stops on no
+token, so both generate exactly `max_tokens`. mlx_lm.server has no equivalent (its request fields
+have no `ignore_eos`; `logit_bias` against the end-of-sequence ids would do it, but any logits
+processor switches its batch to a per-sequence Python loop, which would slow it down for our
+convenience), so it runs greedy and the benchmark checks, from the usage it reports, that every
+stream ran to `max_tokens`. Tokens are always counted from each response's usage
+(`stream_options.include_usage`), never assumed, and throughput is divided by the tokens actually
+generated, so an early end-of-sequence could not flatter anyone; the tables say if one happened.
+
+Metrics per phase: aggregate generated tokens/s (every completion token of the phase over the time
+from the first request sent to the last stream done), time to first token p50/p99 (request sent to
+the first chunk with text), per-stream tokens/s (each request's `(tokens - 1) / (last chunk - first
+chunk)`: the decode speed one client sees; p50 over the requests), the CPU the system used (cores),
+the load generator's own CPU share, and CPU used by processes not ours ("foreign", a busy machine;
+a phase disturbed past `FOREIGN_LIMIT` cores is run again, up to `--retries` times).
+
+Placement (the machine this was written for has 2 cores): nothing is pinned. A system under test
+gets both cores (OpenBLAS runs 2 threads in every one of them, mlx's CPU stream and Python threads
+come on top); the load generator (`--client`: one asyncio process, aiohttp, bytes matched with
+regexes, JSON parsed only for the usage chunk) shares them and reports its CPU share, so its cost is
+visible. The bare loop runs with no load generator at all: that difference is part of what it
+measures.
+
+`--profile DIR` samples the gateway with py-spy (all threads, idle included) during one more
+max-streams phase and splits the engine thread's time into `BatchGenerator.next_generated` and the
+rest (detokenizing, stop checks, posting events), and the event loop's into encoding, HTTP, asyncio.
+The exit status is 1 if any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import percentiles
+
+_ROOT = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+SYSTEMS = ("bare", "gateway", "gateway_no_batching", "mlx_lm_server")
+LABELS = {
+    "bare": "bare BatchGenerator loop",
+    "gateway": "gateway, batching on",
+    "gateway_no_batching": "gateway, batching off",
+    "mlx_lm_server": "mlx_lm.server",
+}
+#: Per preset: max tokens, requests per stream, warm-up tokens (a 3b step takes about a second here).
+PRESET_DEFAULTS = {"tiny": (256, 3, 16), "3b": (16, 1, 2)}
+QUICK = {"preset": "tiny", "streams": [1, 4], "tokens": 16, "rounds": 2, "warmup_tokens": 4}
+PARAGRAPH = "Write a poem about the moon."
+WARMUP_TEXT = "Say hi."
+MODEL_NAME = "local"
+#: Cores' worth of CPU that other processes may use during a phase before it is run again.
+FOREIGN_LIMIT = 0.15
+GOAL_VS_BARE = 0.9
+
+
+# ---------------------------------------------------------------- the workload
+
+
+def prompts(label: str, streams: int, rounds: int, body: str = PARAGRAPH) -> list[list[str]]:
+    """The user message of every request: `[stream][round]`, each one distinct from its first word
+    (a hash of the phase and the request), so a prompt cache can reuse no more than the chat
+    template's opening tokens."""
+
+    def text(s: int, r: int) -> str:
+        tag = hashlib.sha256(f"{label}/{s}/{r}".encode()).hexdigest()[:8]
+        return f"{tag}: {body}"
+
+    return [[text(s, r) for r in range(rounds)] for s in range(streams)]
+
+
+def model_dir(preset: str) -> Path:
+    base = Path(os.environ.get("GATEWAY_CACHE_DIR") or Path.home() / ".cache" / "gateway")
+    return base / "bench-models" / preset
+
+
+def ensure_bench_model(preset: str) -> Path:
+    """The generated model for `preset`, created (with `create_model`) when missing."""
+    from gateway.backends.mlx.create import ensure_model
+
+    path = model_dir(preset)
+    if not (path / "config.json").exists():
+        print(f"creating the {preset} model in {path} ...", file=sys.stderr, flush=True)
+        # Creating takes a few hundred MB whatever the size; serving memory is checked per system.
+        ensure_model(path, preset, force=True, progress=lambda m: print("  " + m, file=sys.stderr))
+    return path
+
+
+def _weight_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+# ---------------------------------------------------------------- the load generator (a subprocess)
+
+_CONTENT = re.compile(rb'"content": ?"[^"]')
+_USAGE = re.compile(rb'"usage": ?\{')
+_FINISH = re.compile(rb'"finish_reason": ?"(\w+)"')
+
+
+def _new_record(stream: int, index: int) -> dict[str, Any]:
+    return {
+        "stream": stream,
+        "round": index,
+        "t_start": 0.0,
+        "t_first": None,
+        "t_last": None,
+        "t_done": None,
+        "tokens": 0,
+        "chunks": 0,
+        "prompt_tokens": None,
+        "cached_tokens": None,
+        "finish_reason": None,
+        "error": None,
+    }
+
+
+async def _client_phase(phase: dict[str, Any]) -> dict[str, Any]:
+    """Run one phase: each stream sends its requests one after another; return every request's record."""
+    import aiohttp
+
+    url, base = phase["url"], phase["body"]
+    bodies = [
+        [json.dumps({**base, "messages": [{"role": "user", "content": text}]}).encode() for text in row]
+        for row in phase["prompts"]
+    ]
+    headers = {"content-type": "application/json", "accept": "text/event-stream"}
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
+    records: list[dict[str, Any]] = []
+    clock = time.perf_counter
+
+    async def one(session: aiohttp.ClientSession, record: dict[str, Any], body: bytes) -> None:
+        record["t_start"] = clock() - t0
+        done = False
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                if response.status != 200:
+                    text = (await response.read())[:300].decode(errors="replace")
+                    record["error"] = f"HTTP {response.status}: {text}"
+                    return
+                pending = b""
+                async for data in response.content.iter_any():
+                    now = clock() - t0
+                    pending += data
+                    *events, pending = pending.split(b"\n\n")
+                    for event in events:
+                        if not event.startswith(b"data: "):
+                            continue  # `: keepalive` comments (mlx_lm.server, during prefill)
+                        if event == b"data: [DONE]":
+                            done = True
+                            continue
+                        if _CONTENT.search(event):
+                            record["chunks"] += 1
+                            if record["t_first"] is None:
+                                record["t_first"] = now
+                            record["t_last"] = now
+                        finish = _FINISH.search(event)
+                        if finish:
+                            record["finish_reason"] = finish.group(1).decode()
+                        if _USAGE.search(event):
+                            usage = json.loads(event[6:])["usage"]
+                            record["tokens"] = usage["completion_tokens"]
+                            record["prompt_tokens"] = usage["prompt_tokens"]
+                            details = usage.get("prompt_tokens_details") or {}
+                            record["cached_tokens"] = details.get("cached_tokens")
+            record["t_done"] = clock() - t0
+            if not done:
+                record["error"] = "stream ended without [DONE]"
+            elif record["prompt_tokens"] is None:
+                record["error"] = "no usage chunk in the stream"
+        except (aiohttp.ClientError, OSError, ValueError, KeyError) as error:
+            record["error"] = f"{type(error).__name__}: {error}"
+
+    async def stream(session: aiohttp.ClientSession, s: int) -> None:
+        for r, body in enumerate(bodies[s]):
+            record = _new_record(s, r)
+            records.append(record)
+            await one(session, record, body)
+
+    cpu_before = time.process_time()
+    connector = aiohttp.TCPConnector(limit=0, force_close=phase.get("force_close", False))
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = clock()
+        await asyncio.gather(*(stream(session, s) for s in range(len(bodies))))
+        makespan = clock() - t0
+    cpu = time.process_time() - cpu_before
+    return {"makespan_s": makespan, "cpu_s": cpu, "cpu_share": cpu / makespan, "records": records}
+
+
+def _client_worker() -> int:
+    """`--client`: read phases from stdin (one JSON object a line), write results to stdout."""
+    for line in sys.stdin:
+        if line.strip():
+            result = asyncio.run(_client_phase(json.loads(line)))
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------- the bare loop (a subprocess)
+
+
+def _bare_worker(path: str, batch_size: int) -> int:
+    """`--bare PATH`: load the model as the engine does, then run phases from stdin with a plain loop."""
+    from gateway.backends.mlx.blas import ensure_fast_blas, mapped_blas_libraries
+
+    blas = ensure_fast_blas()  # before mlx.core is imported, as the engine does
+    from mlx_lm import load
+    from mlx_lm.generate import BatchGenerator, StopSequences
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tokenizer = load(path)
+    generator = BatchGenerator(
+        model,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        completion_batch_size=batch_size,
+        prefill_batch_size=min(8, batch_size),
+    )
+    greedy = make_sampler(temp=0.0, top_p=1.0)
+    no_stops = StopSequences(None)
+    eos_stops = StopSequences([[t] for t in tokenizer.eos_token_ids])
+    ready = {"blas": blas.description, "mapped": mapped_blas_libraries()}
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        if line.strip():
+            phase = json.loads(line)
+            stops = no_stops if phase.get("ignore_eos", True) else eos_stops
+            result = _bare_phase(generator, tokenizer, phase, greedy, stops)
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
+    generator.close()
+    return 0
+
+
+def _bare_phase(
+    generator: Any, tokenizer: Any, phase: dict[str, Any], sampler: Any, stops: Any
+) -> dict[str, Any]:
+    """One phase of the bare loop: the same closed loop as the clients', with no server around it."""
+    rows = [
+        [
+            list(tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True))
+            for t in row
+        ]
+        for row in phase["prompts"]
+    ]
+    max_tokens = int(phase["max_tokens"])
+    records: list[dict[str, Any]] = []
+    by_uid: dict[int, dict[str, Any]] = {}
+    clock = time.perf_counter
+    cpu_before = time.process_time()
+    t0 = clock()
+
+    def insert(items: list[tuple[int, int]]) -> None:
+        now = clock() - t0
+        uids = generator.insert(
+            [rows[s][r] for s, r in items],
+            max_tokens=[max_tokens] * len(items),
+            samplers=[sampler] * len(items),
+            stop_sequences=[stops] * len(items),
+        )
+        for uid, (s, r) in zip(uids, items, strict=True):
+            record = _new_record(s, r)
+            record["t_start"] = now
+            record["prompt_tokens"] = len(rows[s][r])
+            records.append(record)
+            by_uid[uid] = record
+
+    insert([(s, 0) for s in range(len(rows))])
+    while by_uid:
+        responses = generator.next_generated()
+        now = clock() - t0
+        follow: list[tuple[int, int]] = []
+        for response in responses:
+            record = by_uid.get(response.uid)
+            if record is None:
+                continue
+            if response.finish_reason != "stop":  # an end-of-sequence token is not counted
+                record["tokens"] += 1
+                record["chunks"] += 1
+                if record["t_first"] is None:
+                    record["t_first"] = now
+                record["t_last"] = now
+            if response.finish_reason is not None:
+                record["finish_reason"] = response.finish_reason
+                record["t_done"] = now
+                del by_uid[response.uid]
+                if record["round"] + 1 < len(rows[record["stream"]]):
+                    follow.append((record["stream"], record["round"] + 1))
+        if follow:
+            insert(follow)
+    makespan = clock() - t0
+    cpu = time.process_time() - cpu_before
+    return {"makespan_s": makespan, "cpu_s": cpu, "cpu_share": cpu / makespan, "records": records}
+
+
+# ---------------------------------------------------------------- processes and CPU accounting
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process."""
+    found: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(task.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return found
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
+def _available_memory() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _mapped_blas(pid: int) -> list[str]:
+    try:
+        text = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    found: list[str] = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) == 6 and re.search(r"(blas|lapack)[^/]*\.so", parts[5]) and parts[5] not in found:
+            found.append(parts[5])
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class JsonWorker:
+    """A child process that answers one JSON line on stdout for each JSON line on stdin."""
+
+    def __init__(self, command: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "wb")  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            text=True,
+            cwd=_ROOT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(f"{self.log.stem} exited with {code}:\n{self.log.read_text(errors='replace')}")
+        return json.loads(line)
+
+    def run(self, phase: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(phase) + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log_file.close()
+
+
+@dataclass
+class System:
+    """A system under test, running: where to send requests (or the bare worker), and its pid."""
+
+    name: str
+    pid: int
+    stop: Any
+    url: str | None = None
+    body: dict[str, Any] | None = None
+    bare: JsonWorker | None = None
+    blas: list[str] | None = None
+
+
+def _gateway_config(path: Path, batching: bool, batch_size: int) -> str:
+    return f"""server: {{host: 127.0.0.1}}
+backends:
+  local:
+    type: mlx
+    path: "{path}"
+    load: startup
+    batching: {str(batching).lower()}
+    max_batch_size: {batch_size}
+    max_queue: 4096
+models:
+  {MODEL_NAME}: {{chain: [{{backend: local}}]}}
+timeouts:
+  chat: {{total: 86400, first_byte: 86400}}
+reload: {{watch: false}}
+"""
+
+
+def _wait_http(url: str, process: subprocess.Popen[Any], log: Path, timeout: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')}")
+
+
+def _stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@contextlib.contextmanager
+def start_system(
+    name: str,
+    model: Path,
+    batch_size: int,
+    workdir: Path,
+    max_tokens: int,
+    openblas: str | None,
+    server_args: tuple[str, ...] = (),
+) -> Iterator[System]:
+    """Start one system and yield it; stop it (and so free its memory) afterwards."""
+    log = workdir / f"{name}.log"
+    load_timeout = 60 + _weight_bytes(model) / 50e6  # generous: 3b fp32 loads in a minute or two here
+    if name == "bare":
+        worker = JsonWorker(
+            [sys.executable, "-m", "bench.local", "--bare", str(model), "--batch-size", str(batch_size)], log
+        )
+        try:
+            ready = worker.read()
+            yield System(name, worker.pid, worker.close, bare=worker, blas=ready["mapped"])
+        finally:
+            worker.close()
+        return
+    if name.startswith("gateway"):
+        config = workdir / f"{name}.yaml"
+        config.write_text(_gateway_config(model, name == "gateway", batch_size))
+        port = _free_port()
+        command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
+        command += ["--workers", "1"]
+        body = {"model": MODEL_NAME, "ignore_eos": True}
+        ready_path = "/v1/models"
+        env = dict(os.environ)
+    else:
+        port = _free_port()
+        command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model), "--host", "127.0.0.1"]
+        command += ["--port", str(port), "--decode-concurrency", str(batch_size)]
+        command += ["--prompt-concurrency", str(min(8, batch_size)), "--temp", "0"]
+        command += ["--max-tokens", str(max_tokens), *server_args]
+        body = {"model": "default_model"}
+        ready_path = "/health"
+        env = dict(os.environ)
+        if openblas:
+            env["LD_PRELOAD"] = openblas
+    body |= {
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}{ready_path}", process, log, load_timeout)
+        yield System(
+            name,
+            process.pid,
+            lambda: _stop_process(process),
+            url=f"http://127.0.0.1:{port}/v1/chat/completions",
+            body=body,
+        )
+    finally:
+        _stop_process(process)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _wait_quiet(pids: list[int], seconds: float) -> float:
+    """Wait (at most `seconds`) until processes not ours use under FOREIGN_LIMIT cores over half a
+    second; return the last reading."""
+    deadline = time.monotonic() + seconds
+    foreign = 0.0
+    while True:
+        ours = sum(map(_cpu_seconds, pids)) + _own_cpu_seconds()
+        busy, started = _machine_busy_seconds(), time.perf_counter()
+        time.sleep(0.5)
+        elapsed = time.perf_counter() - started
+        spent = sum(map(_cpu_seconds, pids)) + _own_cpu_seconds() - ours
+        foreign = max(0.0, _machine_busy_seconds() - busy - spent) / elapsed
+        if foreign <= FOREIGN_LIMIT or time.monotonic() > deadline:
+            return foreign
+
+
+def summarize(records: list[dict[str, Any]], makespan: float, max_tokens: int) -> dict[str, Any]:
+    """The metrics of one phase, computed the same way for every system from its request records."""
+    ok = [r for r in records if not r["error"]]
+    tokens = [r["tokens"] for r in ok]
+    total = sum(tokens)
+    ttft = [(r["t_first"] - r["t_start"]) * 1000 for r in ok if r["t_first"] is not None]
+    rates = [
+        (r["tokens"] - 1) / (r["t_last"] - r["t_first"])
+        for r in ok
+        if r["tokens"] > 1 and r["t_first"] is not None and r["t_last"] > r["t_first"]
+    ]
+    prompt = [r["prompt_tokens"] for r in ok if r["prompt_tokens"] is not None]
+    cached = [r["cached_tokens"] for r in ok if r["cached_tokens"] is not None]
+    return {
+        "requests": len(records),
+        "completed": len(ok),
+        "failed": len(records) - len(ok),
+        "errors": [r["error"] for r in records if r["error"]][:5],
+        "tokens": {
+            "total": total,
+            "per_request_min": min(tokens, default=0),
+            "per_request_max": max(tokens, default=0),
+            "expected_per_request": max_tokens,
+            "all_ran_to_max_tokens": bool(ok) and all(t == max_tokens for t in tokens),
+            "finish_reasons": dict(Counter(str(r["finish_reason"]) for r in ok)),
+        },
+        "chunks_per_request": {
+            "min": min((r["chunks"] for r in ok), default=0),
+            "max": max((r["chunks"] for r in ok), default=0),
+        },
+        "prompt_tokens": {"min": min(prompt, default=0), "max": max(prompt, default=0), "total": sum(prompt)},
+        "cached_prompt_tokens_max": max(cached) if cached else None,
+        "makespan_s": round(makespan, 3),
+        "aggregate_tokens_per_s": round(total / makespan, 2) if makespan > 0 else 0.0,
+        "ttft_ms": percentiles(ttft),
+        "per_stream_tokens_per_s": {
+            "p50": percentiles(rates)["p50"],
+            "min": round(min(rates), 3) if rates else 0.0,
+            "mean": round(sum(rates) / len(rates), 3) if rates else 0.0,
+        },
+    }
+
+
+@dataclass
+class Bench:
+    client: JsonWorker | None
+    workdir: Path
+    max_tokens: int
+    rounds: int
+    warmup_tokens: int
+    retries: int
+    quiet_wait: float
+
+    def phase(
+        self, system: System, streams: int, label: str, max_tokens: int, rounds: int, body: str = PARAGRAPH
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {"prompts": prompts(label, streams, rounds, body), "max_tokens": max_tokens}
+        if system.bare is not None:
+            return system.bare.run(spec | {"ignore_eos": True})
+        assert self.client is not None and system.url is not None and system.body is not None
+        return self.client.run(spec | {"url": system.url, "body": {**system.body, "max_tokens": max_tokens}})
+
+    def measure(self, system: System, streams: int) -> dict[str, Any]:
+        """Warm up at this concurrency, then the measured phase (run again if the machine was busy)."""
+        # Warm-up at the batch shapes the phase will run (one request when the system batches nothing).
+        warm_streams = 1 if system.name == "gateway_no_batching" else streams
+        warm = self.phase(system, warm_streams, f"warm-up {streams}", self.warmup_tokens, 1, WARMUP_TEXT)
+        warm_failed = [r["error"] for r in warm["records"] if r["error"]]
+        ours = [system.pid] + ([self.client.pid] if self.client and system.bare is None else [])
+        attempts = []
+        for attempt in range(1 + self.retries):
+            if self.quiet_wait:
+                _wait_quiet(ours, self.quiet_wait)
+            before = _cpu_seconds(system.pid)
+            threads_before = _thread_cpu_seconds(system.pid)
+            ours_before = sum(map(_cpu_seconds, ours)) + _own_cpu_seconds()
+            machine_before = _machine_busy_seconds()
+            started = time.perf_counter()
+            result = self.phase(
+                system, streams, f"streams {streams} try {attempt}", self.max_tokens, self.rounds
+            )
+            elapsed = time.perf_counter() - started
+            spent = _cpu_seconds(system.pid) - before
+            threads = _thread_cpu_seconds(system.pid)
+            busy_threads = sorted(
+                (
+                    (
+                        "main" if tid == system.pid else "thread",
+                        (cpu - threads_before.get(tid, 0.0)) / elapsed,
+                    )
+                    for tid, cpu in threads.items()
+                ),
+                key=lambda item: -item[1],
+            )
+            ours_spent = sum(map(_cpu_seconds, ours)) + _own_cpu_seconds() - ours_before
+            foreign = max(0.0, _machine_busy_seconds() - machine_before - ours_spent) / elapsed
+            phase = {
+                "system": system.name,
+                "streams": streams,
+                "rounds": self.rounds,
+                **summarize(result["records"], result["makespan_s"], self.max_tokens),
+                "system_cpu_cores": round(spent / elapsed, 3),
+                # Its busiest threads (cores each); "main" is the process's first thread.
+                "system_threads": [
+                    {"thread": name, "cores": round(cores, 3)}
+                    for name, cores in busy_threads[:6]
+                    if cores >= 0.01
+                ],
+                "loadgen_cpu_share": None if system.bare is not None else round(result["cpu_share"], 3),
+                "foreign_cpu_cores": round(foreign, 3),
+                "warmup_failed": len(warm_failed),
+                # Every request, times in seconds from the phase's start (for a closer look).
+                "request_log": [
+                    [r["stream"], r["round"], r["tokens"], *(_round(r[k]) for k in _TIMES)]
+                    for r in result["records"]
+                ],
+            }
+            if warm_failed:
+                phase["errors"] = (phase["errors"] + warm_failed)[:5]
+            attempts.append(phase)
+            _say(phase)
+            if foreign <= FOREIGN_LIMIT:
+                break
+            print(f"    (other processes used {foreign:.2f} cores during that phase)", file=sys.stderr)
+        phase = min(attempts, key=lambda p: p["foreign_cpu_cores"])
+        phase["runs"] = len(attempts)
+        return phase
+
+
+_TIMES = ("t_start", "t_first", "t_last", "t_done")
+REQUEST_LOG_FIELDS = ("stream", "round", "tokens", *_TIMES)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _say(phase: dict[str, Any]) -> None:
+    tokens = phase["tokens"]
+    print(
+        f"  {phase['system']:<20} {phase['streams']:>3} streams:"
+        f" {phase['aggregate_tokens_per_s']:>9.1f} tok/s"
+        f"  TTFT p50 {phase['ttft_ms']['p50']:.0f} ms p99 {phase['ttft_ms']['p99']:.0f} ms"
+        f"  per stream {phase['per_stream_tokens_per_s']['p50']:.1f} tok/s"
+        f"  tokens {tokens['per_request_min']}-{tokens['per_request_max']}/{tokens['expected_per_request']}"
+        + (f"  FAILED {phase['failed']}" if phase["failed"] else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _wait_for_memory(needed: int, timeout: float = 180) -> int:
+    """Wait until `needed` bytes are available (the previous system's memory returned); raise if not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        available = _available_memory()
+        if available >= needed or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if available < needed:
+        raise RuntimeError(
+            f"not enough memory to load the model: {available / 2**30:.1f} GiB available, "
+            f"{needed / 2**30:.1f} GiB needed (stop other processes that hold large models)"
+        )
+    return available
+
+
+# ---------------------------------------------------------------- profiling (py-spy)
+
+#: What the engine thread's samples are in, matched on frames (innermost first).
+ENGINE_PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("detokenizing", ("add_token (mlx_lm/", "finalize (mlx_lm/", "last_segment (mlx_lm/")),
+    ("posting events (call_soon_threadsafe)", ("post (gateway/backends/mlx/engine.py",)),
+    ("stop-sequence checks", ("_partial_stop_suffix (",)),
+    ("admitting and inserting jobs", ("_admit (gateway/", "_drain_inbox (gateway/")),
+    ("BatchGenerator.next_generated (decode and prefill)", ("next_generated (mlx_lm/generate.py",)),
+    ("idle: waiting for work", ("wait (threading.py",)),
+    ("other engine code", ("(gateway/backends/mlx/engine.py",)),
+]
+#: The same for the event-loop thread.
+LOOP_PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("idle: waiting in select()", ("select (selectors.py",)),
+    ("SSE encoding (gateway/protocol)", ("(gateway/protocol/",)),
+    ("Hypercorn/h11 (HTTP)", ("(hypercorn/", "(h11/")),
+    ("our relay and handler (gateway/)", ("(gateway/",)),
+    ("asyncio (callbacks, queues, sockets)", ("(asyncio/", "selectors.py", "socket.py")),
+]
+
+
+def _classify(frames: list[str], parts: list[tuple[str, tuple[str, ...]]]) -> str:
+    """The part of the innermost frame that matches any part (parts are tried in order per frame)."""
+    for frame in reversed(frames):
+        for name, markers in parts:
+            if any(marker in frame for marker in markers):
+                return name
+    return "other"
+
+
+def summarize_profile(raw: Path) -> dict[str, Any]:
+    """Split py-spy `--threads --idle --format raw` samples of the gateway by thread and activity."""
+    parts: dict[str, Counter[str]] = {"engine": Counter(), "event_loop": Counter()}
+    self_time: dict[str, Counter[str]] = {"engine": Counter(), "event_loop": Counter()}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if any("_loop (gateway/backends/mlx/engine.py" in f for f in frames):
+            thread, table = "engine", ENGINE_PARTS
+        elif any("run_forever (asyncio/base_events.py" in f for f in frames):
+            thread, table = "event_loop", LOOP_PARTS
+        else:
+            continue
+        parts[thread][_classify(frames, table)] += int(count)
+        self_time[thread][frames[-1]] += int(count)
+    summary: dict[str, Any] = {}
+    for thread, counter in parts.items():
+        total = sum(counter.values())
+        if total:
+            summary[thread] = {
+                "samples": total,
+                "parts": [
+                    {"name": name, "samples": n, "share": round(n / total, 4)}
+                    for name, n in counter.most_common()
+                ],
+                "top_self": [
+                    {"frame": frame, "share": round(n / total, 4)}
+                    for frame, n in self_time[thread].most_common(12)
+                ],
+            }
+    return summary
+
+
+def _profile(bench: Bench, system: System, streams: int, directory: Path) -> dict[str, Any]:
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    raw = directory / f"{system.name}-{streams}-streams.raw.txt"
+    command = [py_spy, "record", "--pid", str(system.pid), "--rate", "200", "--nonblocking"]
+    command += ["--threads", "--idle", "--format", "raw", "-o", str(raw)]
+    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        result = bench.phase(system, streams, "profile", bench.max_tokens, bench.rounds)
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        _, errors = recorder.communicate(timeout=60)
+    if not raw.exists():
+        raise RuntimeError(f"py-spy wrote nothing: {errors.decode(errors='replace')}")
+    summary = summarize(result["records"], result["makespan_s"], bench.max_tokens)
+    return {
+        "system": system.name,
+        "streams": streams,
+        "file": str(raw),
+        "aggregate_tokens_per_s_while_sampled": summary["aggregate_tokens_per_s"],
+        "threads": summarize_profile(raw),
+    }
+
+
+def _print_profile(profile: dict[str, Any]) -> None:
+    print(
+        f"\nprofile of {profile['system']} at {profile['streams']} streams "
+        f"({profile['aggregate_tokens_per_s_while_sampled']:.0f} tok/s while sampled; {profile['file']})"
+    )
+    for thread, data in profile["threads"].items():
+        print(f"  {thread} thread, {data['samples']} samples:")
+        for part in data["parts"]:
+            print(f"    {part['share'] * 100:5.1f}%  {part['name']}")
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for package in ("mlx", "mlx-lm", "aiohttp", "hypercorn"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    with open("/proc/meminfo") as meminfo:
+        memory = int(meminfo.readline().split()[1]) / 2**20
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The results as a Markdown table (pasted as is into PERFORMANCE.md)."""
+    phases = result["phases"]
+    bare = {p["streams"]: p["aggregate_tokens_per_s"] for p in phases if p["system"] == "bare"}
+    lines = [
+        "| system | streams | tokens / stream | aggregate tok/s | runs | vs bare loop | TTFT p50 (ms) "
+        "| TTFT p99 (ms) | per-stream tok/s p50 | system CPU (cores) | load generator CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for streams in result["streams"]:
+        for name in SYSTEMS:
+            phase = next((p for p in phases if p["system"] == name and p["streams"] == streams), None)
+            if phase is None:
+                continue
+            tokens = phase["tokens"]
+            count = (
+                str(tokens["per_request_min"])
+                if tokens["per_request_min"] == tokens["per_request_max"]
+                else f"{tokens['per_request_min']}–{tokens['per_request_max']}"
+            )
+            if not tokens["all_ran_to_max_tokens"]:
+                count += " (!)"
+            ratio = (
+                f"{phase['aggregate_tokens_per_s'] / bare[streams] * 100:.0f}%" if bare.get(streams) else "–"
+            )
+            loadgen = (
+                "–" if phase["loadgen_cpu_share"] is None else f"{phase['loadgen_cpu_share'] * 100:.0f}%"
+            )
+            repeats = phase.get("repeats") or [phase["aggregate_tokens_per_s"]]
+            spread = f"{min(repeats):,.0f}–{max(repeats):,.0f}" if len(repeats) > 1 else "1 run"
+            lines.append(
+                f"| {LABELS[name]} | {streams} | {count} | {_rate(phase['aggregate_tokens_per_s'])} "
+                f"| {spread} | {ratio} "
+                f"| {phase['ttft_ms']['p50']:,.0f} | {phase['ttft_ms']['p99']:,.0f} "
+                f"| {_rate(phase['per_stream_tokens_per_s']['p50'])} | {phase['system_cpu_cores']:.2f} "
+                f"| {loadgen} |"
+            )
+    lines.append("")
+    for phase in phases:
+        if phase["failed"]:
+            lines.append(f"- FAILED: {phase['system']} at {phase['streams']} streams: {phase['errors']}")
+        if phase["foreign_cpu_cores"] > FOREIGN_LIMIT:
+            lines.append(
+                f"- disturbed: {phase['system']} at {phase['streams']} streams ran while other processes "
+                f"used {phase['foreign_cpu_cores']:.2f} cores (after {phase['runs']} runs)"
+            )
+        if phase["completed"] and not phase["tokens"]["all_ran_to_max_tokens"]:
+            lines.append(
+                f"- (!) {phase['system']} at {phase['streams']} streams: some streams ended before "
+                f"max_tokens ({phase['tokens']['finish_reasons']}); its tok/s counts the tokens generated"
+            )
+    for name, goal in result["goals"].items():
+        state = "met" if goal["met"] else ("NOT met" if goal["met"] is False else "not measured")
+        lines.append(f"- goal {name}: {goal['target']}: {goal['value']} ({state})")
+    return "\n".join(lines)
+
+
+def _goals(phases: list[dict[str, Any]], streams: int) -> dict[str, Any]:
+    def agg(name: str) -> float | None:
+        phase = next((p for p in phases if p["system"] == name and p["streams"] == streams), None)
+        return None if phase is None else phase["aggregate_tokens_per_s"]
+
+    ours, server, bare = agg("gateway"), agg("mlx_lm_server"), agg("bare")
+    return {
+        f"gateway_vs_mlx_lm_server_at_{streams}": {
+            "target": f"gateway (batching) aggregate tok/s >= mlx_lm.server's at {streams} streams",
+            "value": None if ours is None or server is None else round(ours / server, 3),
+            "met": None if ours is None or server is None else ours >= server,
+        },
+        f"gateway_vs_bare_at_{streams}": {
+            "target": (
+                f"gateway (batching) aggregate tok/s >= {GOAL_VS_BARE:.0%} of the bare loop's "
+                f"at {streams} streams"
+            ),
+            "value": None if ours is None or bare is None else round(ours / bare, 3),
+            "met": None if ours is None or bare is None else ours >= GOAL_VS_BARE * bare,
+        },
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def run(
+    *,
+    preset: str,
+    streams: list[int],
+    max_tokens: int,
+    rounds: int,
+    warmup_tokens: int,
+    systems: list[str],
+    batch_size: int,
+    retries: int,
+    quiet_wait: float,
+    repeat: int = 1,
+    profile: Path | None = None,
+    server_args: tuple[str, ...] = (),
+    quick: bool = False,
+    command: str = "python -m bench.local",
+) -> dict[str, Any]:
+    from gateway.backends.mlx.blas import ensure_fast_blas
+
+    model = ensure_bench_model(preset)
+    blas = ensure_fast_blas()  # here only to find the library for mlx_lm.server's LD_PRELOAD
+    weights = _weight_bytes(model)
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    system_info: dict[str, Any] = {}
+    profiles: list[dict[str, Any]] = []
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as directory:
+        workdir = Path(directory)
+        client = JsonWorker([sys.executable, "-m", "bench.local", "--client"], workdir / "client.log")
+        try:
+            bench = Bench(client, workdir, max_tokens, rounds, warmup_tokens, retries, quiet_wait)
+            # Cycles through every system, so a slow drift of the machine spreads over all of them.
+            for cycle in range(repeat):
+                for name in systems:
+                    available = _wait_for_memory(int(weights * 1.1) + (1 << 30))
+                    print(
+                        f"{name}: starting ({available / 2**30:.1f} GiB available, "
+                        f"cycle {cycle + 1} of {repeat})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    t = time.perf_counter()
+                    with start_system(
+                        name, model, batch_size, workdir, max_tokens, blas.library, server_args
+                    ) as system:
+                        load_s = time.perf_counter() - t
+                        for n in streams:
+                            runs.setdefault((name, n), []).append(bench.measure(system, n))
+                        system_info.setdefault(
+                            name,
+                            {
+                                "start_s": round(load_s, 1),
+                                "blas_mapped": system.blas or _mapped_blas(system.pid),
+                                "rss_gib": round(_rss(system.pid) / 2**30, 2),
+                            },
+                        )
+                        if profile is not None and name == "gateway" and not profiles:
+                            profiles.append(_profile(bench, system, max(streams), profile))
+                            _print_profile(profiles[-1])
+        finally:
+            client.close()
+    phases = [_median_run(found) for found in runs.values()]
+    result = {
+        "scenario": "local_inference",
+        "command": command,
+        "quick": quick,
+        "preset": preset,
+        "model": {"path": str(model), "weight_bytes": weights},
+        "streams": streams,
+        "max_tokens": max_tokens,
+        "rounds": rounds,
+        "warmup_tokens": warmup_tokens,
+        "batch_size": batch_size,
+        "mlx_lm_server_extra_args": list(server_args),
+        "sampling": (
+            "greedy (temperature 0); the gateway and the bare loop ignore EOS, "
+            "mlx_lm.server is checked by its usage"
+        ),
+        "blas": blas.description,
+        "systems": system_info,
+        "machine": _machine(),
+        "placement": "nothing pinned: each system alone on both cores; the load generator shares them",
+        "request_log_fields": REQUEST_LOG_FIELDS,
+        "phases": phases,
+        "repeat": repeat,
+        "failed_requests": sum(p["failed"] + p["warmup_failed"] for found in runs.values() for p in found),
+        "goals": _goals(phases, max(streams)),
+        "duration_s": round(time.time() - started, 1),
+    }
+    if profiles:
+        result["profiles"] = profiles
+    return result
+
+
+def _median_run(found: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median aggregate tok/s (the lower middle one of an even count), with the
+    spread of all runs beside it."""
+    ordered = sorted(found, key=lambda p: p["aggregate_tokens_per_s"])
+    phase = dict(ordered[(len(ordered) - 1) // 2])
+    phase["repeats"] = [p["aggregate_tokens_per_s"] for p in found]
+    phase["failed_in_repeats"] = sum(p["failed"] + p["warmup_failed"] for p in found)
+    return phase
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive numbers")
+    return values
+
+
+def _system_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(SYSTEMS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown systems {unknown} (choose from {', '.join(SYSTEMS)})")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--client"]:
+        return _client_worker()
+    if argv[:1] == ["--bare"]:
+        batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 16
+        return _bare_worker(argv[1], batch)
+    parser = argparse.ArgumentParser(prog="python -m bench.local", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny model, 16 tokens, 1 and 4 streams (smoke run)"
+    )
+    parser.add_argument("--preset", choices=sorted(PRESET_DEFAULTS), default="tiny")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument("--streams", type=_int_list, help="concurrent streaming clients (default 1,4,16)")
+    parser.add_argument("--tokens", type=int, help="max_tokens of every request (default: 256 tiny, 32 3b)")
+    parser.add_argument(
+        "--rounds", type=int, help="requests per stream, one after another (default: 3 tiny, 1 3b)"
+    )
+    parser.add_argument("--warmup-tokens", type=int, help="max_tokens of the warm-up requests")
+    parser.add_argument("--systems", type=_system_list, default=list(SYSTEMS), help=", ".join(SYSTEMS))
+    parser.add_argument("--batch-size", type=int, default=16, help="max_batch_size / --decode-concurrency")
+    parser.add_argument(
+        "--repeat", type=int, help="cycles through all systems; the median run is reported (3 tiny, 1 3b)"
+    )
+    parser.add_argument("--retries", type=int, help="re-runs of a phase disturbed by other processes")
+    parser.add_argument("--quiet-wait", type=float, help="seconds to wait for a quiet machine before a phase")
+    parser.add_argument(
+        "--server-args", default="", help="more mlx_lm.server options, e.g. '--prompt-cache-size 0'"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the gateway at the most streams; files go here")
+    args = parser.parse_args(argv)
+    preset = QUICK["preset"] if args.quick else args.preset
+    tokens, rounds, warmup = PRESET_DEFAULTS[preset]
+    if args.quick:
+        tokens, rounds, warmup = QUICK["tokens"], QUICK["rounds"], QUICK["warmup_tokens"]
+    streams = args.streams or (QUICK["streams"] if args.quick else [1, 4, 16])
+    result = run(
+        preset=preset,
+        streams=streams,
+        max_tokens=args.tokens or tokens,
+        rounds=args.rounds or rounds,
+        warmup_tokens=args.warmup_tokens or min(warmup, args.tokens or tokens),
+        systems=args.systems,
+        batch_size=args.batch_size,
+        retries=args.retries if args.retries is not None else (0 if args.quick else 1),
+        quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 60.0),
+        repeat=args.repeat or (1 if args.quick or preset != "tiny" else 3),
+        profile=args.profile,
+        server_args=tuple(shlex.split(args.server_args)),
+        quick=args.quick,
+        command="python -m bench.local " + " ".join(argv),
+    )
+    print(
+        f"\n{preset} model, {result['max_tokens']} tokens per request, {result['rounds']} per stream; "
+        f"{result['blas']}"
+    )
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 1 if result["failed_requests"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
