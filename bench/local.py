@@ -80,7 +80,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -93,9 +92,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import percentiles
+from bench.proc import cpu_seconds, machine_busy_seconds, own_cpu_seconds, thread_cpu_seconds
+from gateway.testing.process import free_port
 
 _ROOT = Path(__file__).resolve().parent.parent
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 SYSTEMS = ("bare", "gateway", "gateway_no_batching", "mlx_lm_server")
 LABELS = {
@@ -357,40 +357,6 @@ def _bare_phase(
 # ---------------------------------------------------------------- processes and CPU accounting
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def _thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of a process."""
-    found: dict[int, float] = {}
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                found[int(task.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    return found
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
-
-
 def _available_memory() -> int:
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
@@ -410,12 +376,6 @@ def _mapped_blas(pid: int) -> list[str]:
         if len(parts) == 6 and re.search(r"(blas|lapack)[^/]*\.so", parts[5]) and parts[5] not in found:
             found.append(parts[5])
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class JsonWorker:
@@ -547,14 +507,14 @@ def start_system(
     if name.startswith("gateway"):
         config = workdir / f"{name}.yaml"
         config.write_text(_gateway_config(model, name == "gateway", batch_size))
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
         command += ["--workers", "1"]
         body = {"model": MODEL_NAME, "ignore_eos": True}
         ready_path = "/v1/models"
         env = dict(os.environ)
     else:
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "mlx_lm.server", "--model", str(model), "--host", "127.0.0.1"]
         command += ["--port", str(port), "--decode-concurrency", str(batch_size)]
         command += ["--prompt-concurrency", str(min(8, batch_size)), "--temp", "0"]
@@ -594,12 +554,12 @@ def _wait_quiet(pids: list[int], seconds: float) -> float:
     deadline = time.monotonic() + seconds
     foreign = 0.0
     while True:
-        ours = sum(map(_cpu_seconds, pids)) + _own_cpu_seconds()
-        busy, started = _machine_busy_seconds(), time.perf_counter()
+        ours = sum(map(cpu_seconds, pids)) + own_cpu_seconds()
+        busy, started = machine_busy_seconds(), time.perf_counter()
         time.sleep(0.5)
         elapsed = time.perf_counter() - started
-        spent = sum(map(_cpu_seconds, pids)) + _own_cpu_seconds() - ours
-        foreign = max(0.0, _machine_busy_seconds() - busy - spent) / elapsed
+        spent = sum(map(cpu_seconds, pids)) + own_cpu_seconds() - ours
+        foreign = max(0.0, machine_busy_seconds() - busy - spent) / elapsed
         if foreign <= FOREIGN_LIMIT or time.monotonic() > deadline:
             return foreign
 
@@ -677,17 +637,17 @@ class Bench:
         for attempt in range(1 + self.retries):
             if self.quiet_wait:
                 _wait_quiet(ours, self.quiet_wait)
-            before = _cpu_seconds(system.pid)
-            threads_before = _thread_cpu_seconds(system.pid)
-            ours_before = sum(map(_cpu_seconds, ours)) + _own_cpu_seconds()
-            machine_before = _machine_busy_seconds()
+            before = cpu_seconds(system.pid)
+            threads_before = thread_cpu_seconds(system.pid)
+            ours_before = sum(map(cpu_seconds, ours)) + own_cpu_seconds()
+            machine_before = machine_busy_seconds()
             started = time.perf_counter()
             result = self.phase(
                 system, streams, f"streams {streams} try {attempt}", self.max_tokens, self.rounds
             )
             elapsed = time.perf_counter() - started
-            spent = _cpu_seconds(system.pid) - before
-            threads = _thread_cpu_seconds(system.pid)
+            spent = cpu_seconds(system.pid) - before
+            threads = thread_cpu_seconds(system.pid)
             busy_threads = sorted(
                 (
                     (
@@ -698,8 +658,8 @@ class Bench:
                 ),
                 key=lambda item: -item[1],
             )
-            ours_spent = sum(map(_cpu_seconds, ours)) + _own_cpu_seconds() - ours_before
-            foreign = max(0.0, _machine_busy_seconds() - machine_before - ours_spent) / elapsed
+            ours_spent = sum(map(cpu_seconds, ours)) + own_cpu_seconds() - ours_before
+            foreign = max(0.0, machine_busy_seconds() - machine_before - ours_spent) / elapsed
             phase = {
                 "system": system.name,
                 "streams": streams,

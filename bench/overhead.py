@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadGenerator
+from bench.proc import cpu_seconds, machine_busy_seconds, own_cpu_seconds
 from gateway.testing.process import start_gateway
 
 MODEL = "gpt-4o-mini"
@@ -66,7 +67,6 @@ TARGETS = {
     "gateway_rps_one_worker": 1500.0,  # at least
 }
 _ROOT = Path(__file__).resolve().parent.parent
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: Responses a phase measures at least (its window is extended for them on a slow machine).
 MIN_REQUESTS = 20
 #: Cores' worth of CPU that other processes may use during a phase before it is run again.
@@ -74,29 +74,6 @@ FOREIGN_LIMIT = 0.1
 
 
 # ---------------------------------------------------------------- processes
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
 
 
 def _pinned(command: list[str], cpu: int | None) -> list[str]:
@@ -327,9 +304,9 @@ class Bench:
     def _foreign_cores(self, seconds: float) -> float:
         """Cores' worth of CPU that processes other than ours used over the next `seconds`."""
         ours = [s.pid for s in self.servers.values()] + [self.loadgen.pid]
-        ours_before, machine_before = sum(map(_cpu_seconds, ours)), _machine_busy_seconds()
+        ours_before, machine_before = sum(map(cpu_seconds, ours)), machine_busy_seconds()
         time.sleep(seconds)
-        spent = _machine_busy_seconds() - machine_before - (sum(map(_cpu_seconds, ours)) - ours_before)
+        spent = machine_busy_seconds() - machine_before - (sum(map(cpu_seconds, ours)) - ours_before)
         return max(0.0, spent) / seconds
 
     def _wait_for_quiet(self) -> None:
@@ -350,9 +327,9 @@ class Bench:
         body = dict(BODY, stream=True) if stream else BODY
         watched = {"server": server} | ({"upstream": upstream} if upstream else {})
         ours = [s.pid for s in self.servers.values()] + [self.loadgen.pid]
-        before = {role: _cpu_seconds(s.pid) for role, s in watched.items()}
-        ours_before = sum(map(_cpu_seconds, ours)) + _own_cpu_seconds()
-        machine_before = _machine_busy_seconds()
+        before = {role: cpu_seconds(s.pid) for role, s in watched.items()}
+        ours_before = sum(map(cpu_seconds, ours)) + own_cpu_seconds()
+        machine_before = machine_busy_seconds()
         started = time.perf_counter()
         result = self.loadgen.run(
             {
@@ -368,12 +345,12 @@ class Bench:
             }
         )
         elapsed = time.perf_counter() - started
-        ours_spent = sum(map(_cpu_seconds, ours)) + _own_cpu_seconds() - ours_before
-        foreign = max(0.0, _machine_busy_seconds() - machine_before - ours_spent) / elapsed
+        ours_spent = sum(map(cpu_seconds, ours)) + own_cpu_seconds() - ours_before
+        foreign = max(0.0, machine_busy_seconds() - machine_before - ours_spent) / elapsed
         answered = max(1, result.get("answered", result["requests"]))
         cpu = {}
         for role, watched_server in watched.items():
-            spent = _cpu_seconds(watched_server.pid) - before[role]
+            spent = cpu_seconds(watched_server.pid) - before[role]
             cpu[role] = {
                 "process": watched_server.name,
                 "busy": round(spent / elapsed, 3),

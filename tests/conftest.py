@@ -13,18 +13,24 @@ from gateway.testing.process import GatewayProcess, start_gateway
 __all__ = ["start_gateway", "wait_until"]
 
 
-@pytest.fixture
-def gateway_server(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
-    """Factory: `gateway_server(config_text)` writes the config and starts the server; stopped afterwards."""
+def _gateway_factory(directory: Path) -> tuple[Callable[..., GatewayProcess], list[GatewayProcess]]:
+    """`start(config_text)` writes the config in `directory` and starts the server; also the started list."""
     started: list[GatewayProcess] = []
 
     def start(config_text: str, *, name: str = "gateway.yaml", **kwargs: object) -> GatewayProcess:
-        path = tmp_path / name
+        path = directory / name
         path.write_text(config_text)
         gateway = start_gateway(path, **kwargs)  # type: ignore[arg-type]
         started.append(gateway)
         return gateway
 
+    return start, started
+
+
+@pytest.fixture
+def gateway_server(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    """Factory: `gateway_server(config_text)` writes the config and starts the server; stopped afterwards."""
+    start, started = _gateway_factory(tmp_path)
     yield start
     for gateway in started:
         gateway.stop()
@@ -46,16 +52,7 @@ def gateway_server_module(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., GatewayProcess]]:
     """Like `gateway_server`, shared by the tests of one module."""
-    started: list[GatewayProcess] = []
-    directory = tmp_path_factory.mktemp("gateway")
-
-    def start(config_text: str, *, name: str = "gateway.yaml", **kwargs: object) -> GatewayProcess:
-        path = directory / name
-        path.write_text(config_text)
-        gateway = start_gateway(path, **kwargs)  # type: ignore[arg-type]
-        started.append(gateway)
-        return gateway
-
+    start, started = _gateway_factory(tmp_path_factory.mktemp("gateway"))
     yield start
     for gateway in started:
         gateway.stop()
