@@ -221,6 +221,7 @@ def _backend(name: str, raw: dict[str, Any], base: Path, doc: LocatedDocument) -
             load=raw["load"],
             batching=raw["batching"],
             max_batch_size=raw["max_batch_size"],
+            prompt_cache_size=raw["prompt_cache_size"],
             default_max_tokens=raw["default_max_tokens"],
         )
     api_key = raw.get("api_key", "")

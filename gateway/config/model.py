@@ -118,6 +118,7 @@ class BackendConfig:
     load: str | None = None
     batching: bool | None = None
     max_batch_size: int | None = None
+    prompt_cache_size: int | None = None
     default_max_tokens: int | None = None
 
 

@@ -34,10 +34,12 @@ def gateway(gateway_server_module, tiny_model: Path, fallback: FakeOpenAI):
 backends:
   local: {{type: mlx, path: "{tiny_model}", max_batch_size: 16, max_queue: 64}}
   narrow: {{type: mlx, path: "{tiny_model}", batching: false, max_queue: 1}}
+  uncached: {{type: mlx, path: "{tiny_model}", prompt_cache_size: 0}}
   cloud: {{type: openai_compatible, base_url: "{fallback.base_url}"}}
 models:
   tiny: {{chain: [{{backend: local}}]}}
   narrow: {{chain: [{{backend: narrow}}]}}
+  uncached: {{chain: [{{backend: uncached}}]}}
   narrow-or-cloud: {{chain: [{{backend: narrow}}, {{backend: cloud, model: gpt}}]}}
 timeouts:
   chat: {{total: 120, first_byte: 60}}
@@ -95,7 +97,9 @@ def test_anthropic_sdk_non_stream_and_stream_agree(gateway) -> None:
     assert text == (whole.content[0].text if whole.content else "")
     assert final.usage.output_tokens == whole.usage.output_tokens
     count = client.messages.count_tokens(model="tiny", messages=MESSAGES)
-    assert count.input_tokens == whole.usage.input_tokens
+    # The same prompt ran before (prompt cache): Anthropic counts cache reads apart from input_tokens.
+    assert count.input_tokens == whole.usage.input_tokens + (whole.usage.cache_read_input_tokens or 0)
+    assert count.input_tokens == final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0)
 
 
 def test_legacy_completions(gateway) -> None:
@@ -227,6 +231,29 @@ def test_full_queue_answers_429_and_the_chain_fails_over(gateway, fallback) -> N
     # Both clients went away: the running one leaves the batch and the queued one the queue.
     wait_until(lambda: local_status(gateway, "narrow")["active"] == 0, timeout=10)
     wait_until(lambda: local_status(gateway, "narrow")["queued"] == 0, timeout=10)
+
+
+def test_shared_prefix_is_read_from_the_prompt_cache(gateway) -> None:
+    """A second request sharing a long system prompt prefills only its own part, reports the cached
+    tokens, and answers exactly as a backend without prompt caching does."""
+    client = oai(gateway)
+    system = {"role": "system", "content": "You are a careful assistant for a shipping company. " * 12}
+
+    def ask(model: str, question: str):
+        messages = [system, {"role": "user", "content": question}]
+        return client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
+
+    first = ask("tiny", "Where is my parcel?")
+    details = first.usage.prompt_tokens_details
+    # Only the chat template's first tokens are shared with earlier tests' prompts.
+    assert details is None or details.cached_tokens < 10
+    second = ask("tiny", "When does the office open?")
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert 100 < cached < second.usage.prompt_tokens
+    reference = ask("uncached", "When does the office open?")
+    assert reference.usage.prompt_tokens_details is None
+    assert second.usage.prompt_tokens == reference.usage.prompt_tokens
+    assert second.choices[0].message.content == reference.choices[0].message.content
 
 
 def test_embeddings_are_a_clear_unsupported_problem(gateway) -> None:

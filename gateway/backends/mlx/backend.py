@@ -174,7 +174,7 @@ class LocalModelBackend:
             raise
         if event.kind == "error":
             raise UpstreamFailure("http_5xx", event.text)
-        usage = Usage(event.prompt_tokens, event.completion_tokens)
+        usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
         text = "".join(parts)
         if call.endpoint == "completions":
             body = openai_legacy.encode_completion_response(
@@ -209,7 +209,7 @@ class LocalModelBackend:
                 return encoder.encode(TextDelta(event.text))
             if event.kind == "done":
                 finished = True
-                usage = Usage(event.prompt_tokens, event.completion_tokens)
+                usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
                 stream.usage = usage
                 return encoder.encode_all(
                     [UsageEvent(usage), StreamEnd(event.finish_reason or "stop", event.stop_sequence)]  # type: ignore[arg-type]

@@ -4,6 +4,15 @@ The asyncio side calls `submit` and `cancel` (thread-safe, never blocking the ev
 thread moves jobs into the running batch between decode steps, decodes one step for every active
 sequence, detokenizes (UTF-8 safe across token boundaries), applies text stop sequences, and posts
 each job's events back to its event loop. A cancelled job leaves the batch at the next step.
+
+Two things keep a burst of requests cheap:
+- prompt caching: the KV cache of every finished sequence goes into an LRU of prompt caches (mlx-lm's
+  `LRUPromptCache`, as in `mlx_lm.server`); a new prompt that shares a prefix with one of them (a
+  system prompt, the chat template's header, an earlier turn of the same conversation) starts from a
+  copy of that cache and prefills only the rest;
+- burst admission: when the batch is empty, arrivals are gathered until the queue has been quiet for
+  `ADMIT_QUIET_S` (at most `ADMIT_WINDOW_S`), so a burst is prefilled together instead of the first
+  request alone and the others behind it.
 """
 
 from __future__ import annotations
@@ -23,6 +32,11 @@ __all__ = ["Engine", "EngineOverloaded", "Job", "JobEvent"]
 
 log = logging.getLogger("gateway.mlx")
 
+#: Burst admission (empty batch only): wait for this much quiet after the last arrival...
+ADMIT_QUIET_S = 0.005
+#: ...but never longer than this after the first.
+ADMIT_WINDOW_S = 0.05
+
 
 class EngineOverloaded(Exception):
     """The engine's queue is full."""
@@ -38,6 +52,8 @@ class JobEvent:
     stop_sequence: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Prompt tokens read from the prompt cache instead of being prefilled.
+    cached_tokens: int = 0
 
 
 @dataclass(eq=False)
@@ -56,6 +72,7 @@ class Job:
     # Engine-thread state.
     uid: int | None = None
     generated: int = 0
+    cached: int = 0
     held: str = ""
     detokenizer: Any = None
     cancelled: bool = False
@@ -74,11 +91,14 @@ class Engine:
         batching: bool = True,
         max_batch_size: int = 16,
         max_queue: int = 256,
+        prompt_cache_size: int = 10,
     ) -> None:
         self.path = path
         self.batching = batching
         self.max_batch_size = max_batch_size if batching else 1
         self.max_queue = max_queue
+        self.prompt_cache_size = prompt_cache_size
+        self._prompt_cache: Any = None
         self.model: Any = None
         self.tokenizer: Any = None
         self._inbox: queue.SimpleQueue[tuple[str, Job]] = queue.SimpleQueue()
@@ -189,6 +209,10 @@ class Engine:
         from mlx_lm.generate import StopSequences
 
         self._mx = mx
+        if self.prompt_cache_size:
+            from mlx_lm.models.cache import LRUPromptCache
+
+            self._prompt_cache = LRUPromptCache(max_size=self.prompt_cache_size)
         self._eos_stops = StopSequences([[t] for t in self.tokenizer.eos_token_ids])
         self._no_stops = StopSequences(None)
         return BatchGenerator(
@@ -201,6 +225,8 @@ class Engine:
     def _loop(self, generator: Any) -> None:
         while not self._stopping:
             self._drain_inbox(generator)
+            if not self._jobs and self._pending and self.batching:
+                self._gather_burst(generator)
             self._admit(generator)
             if not self._jobs:
                 self._wake.wait(timeout=1.0)
@@ -210,6 +236,25 @@ class Engine:
                 job = self._jobs.get(response.uid)
                 if job is not None:
                     self._on_token(generator, job, response.token, response.finish_reason)
+                if response.finish_reason is not None and self._prompt_cache is not None:
+                    self._prompt_cache.insert_cache(None, list(response.all_tokens), response.prompt_cache)
+
+    def _gather_burst(self, generator: Any) -> None:
+        """The batch is empty and requests wait: let the rest of a burst arrive, so it is prefilled as
+        one batch. Returns after `ADMIT_QUIET_S` without an arrival, `ADMIT_WINDOW_S` in all, or
+        when the batch would be full."""
+        started = last = time.monotonic()
+        while len(self._pending) < self.max_batch_size and not self._stopping:
+            now = time.monotonic()
+            wait = min(last + ADMIT_QUIET_S, started + ADMIT_WINDOW_S) - now
+            if wait <= 0:
+                return
+            self._wake.clear()
+            if self._wake.wait(timeout=wait):
+                before = len(self._pending)
+                self._drain_inbox(generator)
+                if len(self._pending) > before:
+                    last = time.monotonic()
 
     def _drain_inbox(self, generator: Any) -> None:
         while True:
@@ -243,8 +288,17 @@ class Engine:
             room -= 1
         if not batch:
             return
+        caches: list[Any] = []
+        rests: list[list[int]] = []
+        for job in batch:
+            cache, rest = self._cached_prefix(job.prompt)
+            job.cached = len(job.prompt) - len(rest)
+            caches.append(cache)
+            rests.append(rest)
         uids = generator.insert(
-            [job.prompt for job in batch],
+            rests,
+            caches=caches,
+            all_tokens=[job.prompt[: job.cached] for job in batch],
             max_tokens=[job.max_tokens for job in batch],
             samplers=[self._sampler(job) for job in batch],
             stop_sequences=[self._no_stops if job.ignore_eos else self._eos_stops for job in batch],
@@ -253,6 +307,24 @@ class Engine:
             job.uid = uid
             job.detokenizer = self.tokenizer.detokenizer
             self._jobs[uid] = job
+
+    def _cached_prefix(self, prompt: list[int]) -> tuple[Any, list[int]]:
+        """The KV cache of the longest cached prefix of `prompt` (a copy) and the tokens still to
+        prefill; (None, prompt) when nothing is cached. At least one token is always left to prefill,
+        since the first sampled token needs its logits."""
+        if self._prompt_cache is None:
+            return None, prompt
+        cache, rest = self._prompt_cache.fetch_nearest_cache(None, prompt)
+        if cache is None:
+            return None, prompt
+        if not rest:
+            from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+            if not can_trim_prompt_cache(cache):
+                return None, prompt
+            trim_prompt_cache(cache, 1)
+            rest = prompt[-1:]
+        return cache, rest
 
     def _sampler(self, job: Job) -> Callable[[Any], Any]:
         from mlx_lm.sample_utils import apply_top_p, make_sampler
@@ -325,6 +397,7 @@ class Engine:
                 stop_sequence=stop,
                 prompt_tokens=len(job.prompt),
                 completion_tokens=job.generated,
+                cached_tokens=job.cached,
             )
         )
 

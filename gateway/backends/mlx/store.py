@@ -49,6 +49,7 @@ class LocalModelStore:
                 batching=bool(config.batching),
                 max_batch_size=config.max_batch_size or 16,
                 max_queue=config.max_queue,
+                prompt_cache_size=config.prompt_cache_size if config.prompt_cache_size is not None else 10,
             )
             await engine.start()
             self.engines.append(engine)
