@@ -1,1 +1,1 @@
-"""The admin web app: JSON API under /admin/api (and, later, the browser panel under /admin)."""
+"""The admin web app: the JSON API under /admin/api and the browser panel under /admin."""

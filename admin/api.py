@@ -13,6 +13,7 @@ from admin.access import authenticate_admin, check_origin
 from gateway.config.compile import Runtime
 from gateway.config.issues import ConfigError
 from gateway.config.model import TimeoutTier
+from gateway.config.schema import load_schema
 from gateway.config.writeback import Edit, StaleVersion, WriteBackError, apply_edits
 from gateway.errors import (
     BadRequest,
@@ -68,6 +69,7 @@ async def config_status() -> Response:
         "path": str(live.path.absolute()),
         "worker_pid": os.getpid(),
         "write_back": config.admin.write_back,
+        "logfire_project_url": config.telemetry.logfire.project_url or None,
         "last_error": live.last_error.as_dict() if live.last_error else None,
         "history": [event.as_dict() for event in reversed(live.history)],
         "timeouts": _timeouts(runtime),
@@ -152,9 +154,28 @@ async def reload_config() -> Response:
 async def get_timeouts() -> Response:
     runtime = current_app.live.current
     return _json(
-        {"version": runtime.version, "units": "seconds", "timeouts": _timeouts(runtime)},
+        {
+            "version": runtime.version,
+            "units": "seconds",
+            "timeouts": _timeouts(runtime),
+            "fields": _tier_fields(),
+            "write_back": runtime.config.admin.write_back,
+        },
         headers={"etag": _etag(runtime.version)},
     )
+
+
+def _tier_fields() -> dict[str, dict[str, Any]]:
+    """Each tier field's description and bounds, from the schema (the settings form checks them)."""
+    properties = load_schema()["$defs"]["timeout_tier"]["properties"]
+    return {
+        name: {
+            key: properties[name][key]
+            for key in ("description", "exclusiveMinimum", "maximum")
+            if key in properties[name]
+        }
+        for name in _TIER_FIELDS
+    }
 
 
 def _parse_timeout_edits(body: Any) -> list[Edit]:

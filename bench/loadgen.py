@@ -13,7 +13,8 @@ For streamed responses (`"stream": true`) it also records the time to the first 
 a token (`"content":"` followed by at least one character) and counts the tokens of each stream.
 
 A phase: `{"host", "port", "path", "body", "stream", "concurrency", "warmup", "duration"}`, and
-optionally `"min_requests"`: the measured window is extended until that many responses are in it.
+optionally `"min_requests"` (the measured window is extended until that many responses are in it)
+and `"headers"` (more request headers, e.g. an API key).
 A result: requests completed in the measured window, req/s and latency (and TTFT) percentiles in ms
 over them; answered (warm-up included); failed over the whole phase (with up to 5 example errors);
 min/max tokens per stream; the load generator's own CPU share and microseconds per request.
@@ -236,10 +237,13 @@ class _Connection(asyncio.Protocol):
             del buffer[: start + size + 2]
 
 
-def _request_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
+def _request_bytes(
+    host: str, port: int, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json, text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Accept: application/json, text/event-stream\r\n{extra}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
@@ -247,7 +251,8 @@ def _request_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
 async def run_phase(phase: dict[str, Any]) -> dict[str, Any]:
     """Run one phase (see the module docstring) in this process and return its result."""
     body = phase["body"].encode() if isinstance(phase["body"], str) else phase["body"]
-    run = _Run(_request_bytes(phase["host"], phase["port"], phase["path"], body), bool(phase["stream"]))
+    request = _request_bytes(phase["host"], phase["port"], phase["path"], body, phase.get("headers"))
+    run = _Run(request, bool(phase["stream"]))
     concurrency = int(phase["concurrency"])
     cpu_before = time.process_time()
     wall_start = time.perf_counter()

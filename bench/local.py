@@ -1,9 +1,15 @@
 """Local inference: the gateway's `mlx` backend against `mlx_lm.server` and a bare `BatchGenerator`
 loop, on the same generated model and machine, at several numbers of concurrent streaming clients.
 
-    python -m bench.local [--quick] [--preset tiny|3b] [--json FILE] [--streams 1,4,16] [--tokens N]
-                          [--rounds R] [--repeat K] [--systems LIST] [--batch-size 16] [--profile DIR]
-                          [--server-args "MORE mlx_lm.server OPTIONS"]
+    gateway bench local [--quick] [--parts servers,two_models,tiers] [--json FILE]
+                        [--preset tiny|3b] [--streams 1,4,16] [--tokens N] [--rounds R] [--repeat K]
+                        [--systems LIST] [--batch-size 16] [--profile DIR]
+                        [--server-args "MORE mlx_lm.server OPTIONS"]
+                        [--two-model-streams 4] [--tiers tiny,3b,7b,14b] [--tier-streams 1,4]
+
+Three parts: `servers` (below: batching on and off, mlx_lm.server, the bare loop), `two_models`
+(`bench/multimodel.py`: one model against two served at once) and `tiers` (`bench/tiers.py`: the
+gateway on 4-bit models of each size tier, as far as the machine's memory allows).
 
 The model is generated once into `$GATEWAY_CACHE_DIR/bench-models/<preset>` (default
 `~/.cache/gateway/bench-models/<preset>`) with `create_model`. The systems, started one at a time
@@ -75,10 +81,8 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -86,13 +90,14 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from importlib import metadata
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import percentiles
 from bench.proc import cpu_seconds, machine_busy_seconds, own_cpu_seconds, thread_cpu_seconds
+from bench.progress import Progress, say
+from bench.report import machine
 from gateway.testing.process import free_port
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -141,13 +146,13 @@ def ensure_bench_model(preset: str) -> Path:
 
     path = model_dir(preset)
     if not (path / "config.json").exists():
-        print(f"creating the {preset} model in {path} ...", file=sys.stderr, flush=True)
+        say(f"creating the {preset} model in {path} ...")
         # Creating takes a few hundred MB whatever the size; serving memory is checked per system.
-        ensure_model(path, preset, force=True, progress=lambda m: print("  " + m, file=sys.stderr))
+        ensure_model(path, preset, force=True, progress=lambda m: say("  " + m))
     return path
 
 
-def _weight_bytes(path: Path) -> int:
+def weight_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.glob("*.safetensors"))
 
 
@@ -158,7 +163,7 @@ _USAGE = re.compile(rb'"usage": ?\{')
 _FINISH = re.compile(rb'"finish_reason": ?"(\w+)"')
 
 
-def _new_record(stream: int, index: int) -> dict[str, Any]:
+def new_record(stream: int, index: int) -> dict[str, Any]:
     return {
         "stream": stream,
         "round": index,
@@ -233,7 +238,7 @@ async def _client_phase(phase: dict[str, Any]) -> dict[str, Any]:
 
     async def stream(session: aiohttp.ClientSession, s: int) -> None:
         for r, body in enumerate(bodies[s]):
-            record = _new_record(s, r)
+            record = new_record(s, r)
             records.append(record)
             await one(session, record, body)
 
@@ -320,7 +325,7 @@ def _bare_phase(
             stop_sequences=[stops] * len(items),
         )
         for uid, (s, r) in zip(uids, items, strict=True):
-            record = _new_record(s, r)
+            record = new_record(s, r)
             record["t_start"] = now
             record["prompt_tokens"] = len(rows[s][r])
             records.append(record)
@@ -357,7 +362,7 @@ def _bare_phase(
 # ---------------------------------------------------------------- processes and CPU accounting
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
             if line.startswith("MemAvailable:"):
@@ -405,10 +410,14 @@ class JsonWorker:
             raise RuntimeError(f"{self.log.stem} exited with {code}:\n{self.log.read_text(errors='replace')}")
         return json.loads(line)
 
-    def run(self, phase: dict[str, Any]) -> dict[str, Any]:
+    def send(self, phase: dict[str, Any]) -> None:
+        """Start a phase; `read()` its result (two workers' phases can run at once this way)."""
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(phase) + "\n")
         self.process.stdin.flush()
+
+    def run(self, phase: dict[str, Any]) -> dict[str, Any]:
+        self.send(phase)
         return self.read()
 
     def close(self) -> None:
@@ -455,7 +464,7 @@ reload: {{watch: false}}
 """
 
 
-def _wait_http(url: str, process: subprocess.Popen[Any], log: Path, timeout: float) -> None:
+def wait_http(url: str, process: subprocess.Popen[Any], log: Path, timeout: float) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
@@ -471,7 +480,7 @@ def _wait_http(url: str, process: subprocess.Popen[Any], log: Path, timeout: flo
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')}")
 
 
-def _stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -493,7 +502,7 @@ def start_system(
 ) -> Iterator[System]:
     """Start one system and yield it; stop it (and so free its memory) afterwards."""
     log = workdir / f"{name}.log"
-    load_timeout = 60 + _weight_bytes(model) / 50e6  # generous: 3b fp32 loads in a minute or two here
+    load_timeout = 60 + weight_bytes(model) / 50e6  # generous: 3b fp32 loads in a minute or two here
     if name == "bare":
         worker = JsonWorker(
             [sys.executable, "-m", "bench.local", "--bare", str(model), "--batch-size", str(batch_size)], log
@@ -533,16 +542,16 @@ def start_system(
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     try:
-        _wait_http(f"http://127.0.0.1:{port}{ready_path}", process, log, load_timeout)
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", process, log, load_timeout)
         yield System(
             name,
             process.pid,
-            lambda: _stop_process(process),
+            lambda: stop_process(process),
             url=f"http://127.0.0.1:{port}/v1/chat/completions",
             body=body,
         )
     finally:
-        _stop_process(process)
+        stop_process(process)
 
 
 # ---------------------------------------------------------------- measuring
@@ -616,6 +625,7 @@ class Bench:
     warmup_tokens: int
     retries: int
     quiet_wait: float
+    progress: Progress | None = field(default=None)
 
     def phase(
         self, system: System, streams: int, label: str, max_tokens: int, rounds: int, body: str = PARAGRAPH
@@ -626,8 +636,13 @@ class Bench:
         assert self.client is not None and system.url is not None and system.body is not None
         return self.client.run(spec | {"url": system.url, "body": {**system.body, "max_tokens": max_tokens}})
 
-    def measure(self, system: System, streams: int) -> dict[str, Any]:
+    def measure(self, system: System, streams: int, label: str | None = None) -> dict[str, Any]:
         """Warm up at this concurrency, then the measured phase (run again if the machine was busy)."""
+        label = f"{label or LABELS.get(system.name, system.name)}, {streams} streams"
+        with self.progress.step(label) if self.progress else contextlib.nullcontext():
+            return self._measure(system, streams)
+
+    def _measure(self, system: System, streams: int) -> dict[str, Any]:
         # Warm-up at the batch shapes the phase will run (one request when the system batches nothing).
         warm_streams = 1 if system.name == "gateway_no_batching" else streams
         warm = self.phase(system, warm_streams, f"warm-up {streams}", self.warmup_tokens, 1, WARMUP_TEXT)
@@ -687,7 +702,7 @@ class Bench:
             _say(phase)
             if foreign <= FOREIGN_LIMIT:
                 break
-            print(f"    (other processes used {foreign:.2f} cores during that phase)", file=sys.stderr)
+            say(f"    (other processes used {foreign:.2f} cores during that phase)")
         phase = min(attempts, key=lambda p: p["foreign_cpu_cores"])
         phase["runs"] = len(attempts)
         return phase
@@ -703,23 +718,21 @@ def _round(value: float | None) -> float | None:
 
 def _say(phase: dict[str, Any]) -> None:
     tokens = phase["tokens"]
-    print(
+    say(
         f"  {phase['system']:<20} {phase['streams']:>3} streams:"
         f" {phase['aggregate_tokens_per_s']:>9.1f} tok/s"
         f"  TTFT p50 {phase['ttft_ms']['p50']:.0f} ms p99 {phase['ttft_ms']['p99']:.0f} ms"
         f"  per stream {phase['per_stream_tokens_per_s']['p50']:.1f} tok/s"
         f"  tokens {tokens['per_request_min']}-{tokens['per_request_max']}/{tokens['expected_per_request']}"
-        + (f"  FAILED {phase['failed']}" if phase["failed"] else ""),
-        file=sys.stderr,
-        flush=True,
+        + (f"  FAILED {phase['failed']}" if phase["failed"] else "")
     )
 
 
-def _wait_for_memory(needed: int, timeout: float = 180) -> int:
+def wait_for_memory(needed: int, timeout: float = 180) -> int:
     """Wait until `needed` bytes are available (the previous system's memory returned); raise if not."""
     deadline = time.monotonic() + timeout
     while True:
-        available = _available_memory()
+        available = available_memory()
         if available >= needed or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -731,142 +744,15 @@ def _wait_for_memory(needed: int, timeout: float = 180) -> int:
     return available
 
 
-# ---------------------------------------------------------------- profiling (py-spy)
-
-#: What the engine thread's samples are in, matched on frames (innermost first).
-ENGINE_PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("detokenizing", ("add_token (mlx_lm/", "finalize (mlx_lm/", "last_segment (mlx_lm/")),
-    ("posting events (call_soon_threadsafe)", ("post (gateway/backends/mlx/engine.py",)),
-    ("stop-sequence checks", ("_partial_stop_suffix (",)),
-    ("admitting and inserting jobs", ("_admit (gateway/", "_drain_inbox (gateway/")),
-    ("BatchGenerator.next_generated (decode and prefill)", ("next_generated (mlx_lm/generate.py",)),
-    ("idle: waiting for work", ("wait (threading.py",)),
-    ("other engine code", ("(gateway/backends/mlx/engine.py",)),
-]
-#: The same for the event-loop thread.
-LOOP_PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("idle: waiting in select()", ("select (selectors.py",)),
-    ("SSE encoding (gateway/protocol)", ("(gateway/protocol/",)),
-    ("Hypercorn/h11 (HTTP)", ("(hypercorn/", "(h11/")),
-    ("our relay and handler (gateway/)", ("(gateway/",)),
-    ("asyncio (callbacks, queues, sockets)", ("(asyncio/", "selectors.py", "socket.py")),
-]
-
-
-def _classify(frames: list[str], parts: list[tuple[str, tuple[str, ...]]]) -> str:
-    """The part of the innermost frame that matches any part (parts are tried in order per frame)."""
-    for frame in reversed(frames):
-        for name, markers in parts:
-            if any(marker in frame for marker in markers):
-                return name
-    return "other"
-
-
-def summarize_profile(raw: Path) -> dict[str, Any]:
-    """Split py-spy `--threads --idle --format raw` samples of the gateway by thread and activity."""
-    parts: dict[str, Counter[str]] = {"engine": Counter(), "event_loop": Counter()}
-    self_time: dict[str, Counter[str]] = {"engine": Counter(), "event_loop": Counter()}
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        if any("_loop (gateway/backends/mlx/engine.py" in f for f in frames):
-            thread, table = "engine", ENGINE_PARTS
-        elif any("run_forever (asyncio/base_events.py" in f for f in frames):
-            thread, table = "event_loop", LOOP_PARTS
-        else:
-            continue
-        parts[thread][_classify(frames, table)] += int(count)
-        self_time[thread][frames[-1]] += int(count)
-    summary: dict[str, Any] = {}
-    for thread, counter in parts.items():
-        total = sum(counter.values())
-        if total:
-            summary[thread] = {
-                "samples": total,
-                "parts": [
-                    {"name": name, "samples": n, "share": round(n / total, 4)}
-                    for name, n in counter.most_common()
-                ],
-                "top_self": [
-                    {"frame": frame, "share": round(n / total, 4)}
-                    for frame, n in self_time[thread].most_common(12)
-                ],
-            }
-    return summary
-
-
-def _profile(bench: Bench, system: System, streams: int, directory: Path) -> dict[str, Any]:
-    py_spy = shutil.which("py-spy")
-    if py_spy is None:
-        raise SystemExit("--profile needs py-spy: pip install py-spy")
-    directory.mkdir(parents=True, exist_ok=True)
-    raw = directory / f"{system.name}-{streams}-streams.raw.txt"
-    command = [py_spy, "record", "--pid", str(system.pid), "--rate", "200", "--nonblocking"]
-    command += ["--threads", "--idle", "--format", "raw", "-o", str(raw)]
-    recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # py-spy attaches
-    try:
-        result = bench.phase(system, streams, "profile", bench.max_tokens, bench.rounds)
-    finally:
-        recorder.send_signal(signal.SIGINT)
-        _, errors = recorder.communicate(timeout=60)
-    if not raw.exists():
-        raise RuntimeError(f"py-spy wrote nothing: {errors.decode(errors='replace')}")
-    summary = summarize(result["records"], result["makespan_s"], bench.max_tokens)
-    return {
-        "system": system.name,
-        "streams": streams,
-        "file": str(raw),
-        "aggregate_tokens_per_s_while_sampled": summary["aggregate_tokens_per_s"],
-        "threads": summarize_profile(raw),
-    }
-
-
-def _print_profile(profile: dict[str, Any]) -> None:
-    print(
-        f"\nprofile of {profile['system']} at {profile['streams']} streams "
-        f"({profile['aggregate_tokens_per_s_while_sampled']:.0f} tok/s while sampled; {profile['file']})"
-    )
-    for thread, data in profile["threads"].items():
-        print(f"  {thread} thread, {data['samples']} samples:")
-        for part in data["parts"]:
-            print(f"    {part['share'] * 100:5.1f}%  {part['name']}")
-
-
 # ---------------------------------------------------------------- the table
-
-
-def _machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for package in ("mlx", "mlx-lm", "aiohttp", "hypercorn"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    with open("/proc/meminfo") as meminfo:
-        memory = int(meminfo.readline().split()[1]) / 2**20
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(memory, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": versions,
-    }
 
 
 def _rate(value: float) -> str:
     return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
 
 
-def table(result: dict[str, Any]) -> str:
-    """The results as a Markdown table (pasted as is into PERFORMANCE.md)."""
+def servers_table(result: dict[str, Any]) -> str:
+    """The `servers` part as a Markdown table (pasted as is into PERFORMANCE.md)."""
     phases = result["phases"]
     bare = {p["streams"]: p["aggregate_tokens_per_s"] for p in phases if p["system"] == "bare"}
     lines = [
@@ -962,14 +848,17 @@ def run(
     repeat: int = 1,
     profile: Path | None = None,
     server_args: tuple[str, ...] = (),
-    quick: bool = False,
-    command: str = "python -m bench.local",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
+    """The `servers` part: every system at every stream count, `repeat` cycles."""
     from gateway.backends.mlx.blas import ensure_fast_blas
+
+    if progress:
+        progress.add(repeat * len(systems) * len(streams) + (1 if profile else 0) - 1)
 
     model = ensure_bench_model(preset)
     blas = ensure_fast_blas()  # here only to find the library for mlx_lm.server's LD_PRELOAD
-    weights = _weight_bytes(model)
+    weights = weight_bytes(model)
     runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     system_info: dict[str, Any] = {}
     profiles: list[dict[str, Any]] = []
@@ -978,16 +867,14 @@ def run(
         workdir = Path(directory)
         client = JsonWorker([sys.executable, "-m", "bench.local", "--client"], workdir / "client.log")
         try:
-            bench = Bench(client, workdir, max_tokens, rounds, warmup_tokens, retries, quiet_wait)
+            bench = Bench(client, workdir, max_tokens, rounds, warmup_tokens, retries, quiet_wait, progress)
             # Cycles through every system, so a slow drift of the machine spreads over all of them.
             for cycle in range(repeat):
                 for name in systems:
-                    available = _wait_for_memory(int(weights * 1.1) + (1 << 30))
-                    print(
+                    available = wait_for_memory(int(weights * 1.1) + (1 << 30))
+                    say(
                         f"{name}: starting ({available / 2**30:.1f} GiB available, "
-                        f"cycle {cycle + 1} of {repeat})",
-                        file=sys.stderr,
-                        flush=True,
+                        f"cycle {cycle + 1} of {repeat})"
                     )
                     t = time.perf_counter()
                     with start_system(
@@ -1001,19 +888,18 @@ def run(
                             {
                                 "start_s": round(load_s, 1),
                                 "blas_mapped": system.blas or _mapped_blas(system.pid),
-                                "rss_gib": round(_rss(system.pid) / 2**30, 2),
+                                "rss_gib": round(rss_bytes(system.pid) / 2**30, 2),
                             },
                         )
                         if profile is not None and name == "gateway" and not profiles:
-                            profiles.append(_profile(bench, system, max(streams), profile))
-                            _print_profile(profiles[-1])
+                            from bench.profiling import print_local_profile, profile_local
+
+                            profiles.append(profile_local(bench, system, max(streams), profile))
+                            print_local_profile(profiles[-1])
         finally:
             client.close()
     phases = [_median_run(found) for found in runs.values()]
     result = {
-        "scenario": "local_inference",
-        "command": command,
-        "quick": quick,
         "preset": preset,
         "model": {"path": str(model), "weight_bytes": weights},
         "streams": streams,
@@ -1028,7 +914,7 @@ def run(
         ),
         "blas": blas.description,
         "systems": system_info,
-        "machine": _machine(),
+        "machine": machine(),
         "placement": "nothing pinned: each system alone on both cores; the load generator shares them",
         "request_log_fields": REQUEST_LOG_FIELDS,
         "phases": phases,
@@ -1052,7 +938,7 @@ def _median_run(found: list[dict[str, Any]]) -> dict[str, Any]:
     return phase
 
 
-def _rss(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -1080,43 +966,55 @@ def _system_list(text: str) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--client"]:
-        return _client_worker()
-    if argv[:1] == ["--bare"]:
-        batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 16
-        return _bare_worker(argv[1], batch)
-    parser = argparse.ArgumentParser(prog="python -m bench.local", description=__doc__.splitlines()[0])
+PARTS = ("servers", "two_models", "tiers")
+
+
+def _part_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(PARTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown parts {unknown} (choose from {', '.join(PARTS)})")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from bench import multimodel, tiers
+
     parser.add_argument(
-        "--quick", action="store_true", help="tiny model, 16 tokens, 1 and 4 streams (smoke run)"
+        "--parts", type=_part_list, default=list(PARTS), help="what to run: " + ", ".join(PARTS)
     )
-    parser.add_argument("--preset", choices=sorted(PRESET_DEFAULTS), default="tiny")
-    parser.add_argument("--json", type=Path, help="write the result here")
-    parser.add_argument("--streams", type=_int_list, help="concurrent streaming clients (default 1,4,16)")
-    parser.add_argument("--tokens", type=int, help="max_tokens of every request (default: 256 tiny, 32 3b)")
-    parser.add_argument(
+    servers = parser.add_argument_group("servers: batching on and off, mlx_lm.server, the bare loop")
+    servers.add_argument("--preset", choices=sorted(PRESET_DEFAULTS), default="tiny")
+    servers.add_argument("--streams", type=_int_list, help="concurrent streaming clients (default 1,4,16)")
+    servers.add_argument("--tokens", type=int, help="max_tokens of every request (default: 256 tiny, 16 3b)")
+    servers.add_argument(
         "--rounds", type=int, help="requests per stream, one after another (default: 3 tiny, 1 3b)"
     )
-    parser.add_argument("--warmup-tokens", type=int, help="max_tokens of the warm-up requests")
-    parser.add_argument("--systems", type=_system_list, default=list(SYSTEMS), help=", ".join(SYSTEMS))
-    parser.add_argument("--batch-size", type=int, default=16, help="max_batch_size / --decode-concurrency")
-    parser.add_argument(
+    servers.add_argument("--warmup-tokens", type=int, help="max_tokens of the warm-up requests")
+    servers.add_argument("--systems", type=_system_list, default=list(SYSTEMS), help=", ".join(SYSTEMS))
+    servers.add_argument("--batch-size", type=int, default=16, help="max_batch_size / --decode-concurrency")
+    servers.add_argument(
         "--repeat", type=int, help="cycles through all systems; the median run is reported (3 tiny, 1 3b)"
     )
-    parser.add_argument("--retries", type=int, help="re-runs of a phase disturbed by other processes")
-    parser.add_argument("--quiet-wait", type=float, help="seconds to wait for a quiet machine before a phase")
-    parser.add_argument(
+    servers.add_argument("--retries", type=int, help="re-runs of a phase disturbed by other processes")
+    servers.add_argument(
+        "--quiet-wait", type=float, help="seconds to wait for a quiet machine before a phase"
+    )
+    servers.add_argument(
         "--server-args", default="", help="more mlx_lm.server options, e.g. '--prompt-cache-size 0'"
     )
-    parser.add_argument("--profile", type=Path, help="py-spy the gateway at the most streams; files go here")
-    args = parser.parse_args(argv)
+    servers.add_argument("--profile", type=Path, help="py-spy the gateway at the most streams; files go here")
+    multimodel.add_arguments(parser.add_argument_group("two_models: one model against two served at once"))
+    tiers.add_arguments(parser.add_argument_group("tiers: 4-bit models of each size tier"))
+
+
+def _servers_part(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     preset = QUICK["preset"] if args.quick else args.preset
     tokens, rounds, warmup = PRESET_DEFAULTS[preset]
     if args.quick:
         tokens, rounds, warmup = QUICK["tokens"], QUICK["rounds"], QUICK["warmup_tokens"]
     streams = args.streams or (QUICK["streams"] if args.quick else [1, 4, 16])
-    result = run(
+    return run(
         preset=preset,
         streams=streams,
         max_tokens=args.tokens or tokens,
@@ -1129,17 +1027,52 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat or (1 if args.quick or preset != "tiny" else 3),
         profile=args.profile,
         server_args=tuple(shlex.split(args.server_args)),
-        quick=args.quick,
-        command="python -m bench.local " + " ".join(argv),
+        progress=progress,
     )
-    print(
-        f"\n{preset} model, {result['max_tokens']} tokens per request, {result['rounds']} per stream; "
-        f"{result['blas']}"
-    )
-    print(table(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if result["failed_requests"] else 0
+
+
+def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from bench import multimodel, tiers
+
+    result: dict[str, Any] = {"parts": args.parts}
+    if "servers" in args.parts:
+        result["servers"] = _servers_part(args, progress)
+    if "two_models" in args.parts:
+        result["two_models"] = multimodel.run_part(args, progress)
+    if "tiers" in args.parts:
+        result["tiers"] = tiers.run_part(args, progress)
+    result["failed_requests"] = sum(result[part]["failed_requests"] for part in args.parts)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    from bench import multimodel, tiers
+
+    sections = []
+    if "servers" in result:
+        servers = result["servers"]
+        sections.append(
+            f"servers: {servers['preset']} model, {servers['max_tokens']} tokens per request, "
+            f"{servers['rounds']} per stream; {servers['blas']}\n\n" + servers_table(servers)
+        )
+    if "two_models" in result:
+        sections.append(multimodel.table(result["two_models"]))
+    if "tiers" in result:
+        sections.append(tiers.table(result["tiers"]))
+    return "\n\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.local ...` is `gateway bench local ...`; `--client` and `--bare` are its workers."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--client"]:
+        return _client_worker()
+    if argv[:1] == ["--bare"]:
+        batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 16
+        return _bare_worker(argv[1], batch)
+    from bench.cli import main as bench_main
+
+    return bench_main(["local", *argv])
 
 
 if __name__ == "__main__":

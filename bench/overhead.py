@@ -1,8 +1,9 @@
 """Gateway overhead: the same small chat completion sent to a fake OpenAI server directly and through
 the gateway, so the difference is what the gateway adds.
 
-    python -m bench.overhead [--quick] [--json FILE] [--duration S] [--warmup S] [--profile DIR]
-                             [--retries N] [--wait-quiet S] [--no-baselines]
+    gateway bench overhead [--quick] [--json FILE] [--clients 1,8,32] [--variants audit_off,2_workers]
+                           [--duration S] [--warmup S] [--profile DIR] [--retries N] [--wait-quiet S]
+                           [--no-baselines]
 
 Layout (the machine this was written for has 2 cores):
 
@@ -13,45 +14,43 @@ Layout (the machine this was written for has 2 cores):
             (`bench.loadgen`: a bare asyncio protocol, closed loop over keep-alive connections)
 
 Scenarios, each measured directly against the fake and then through the gateway, after a warm-up:
-non-streaming latency at 1 and 32 clients; streaming time to first token at 1 and 32 clients (16
-tokens, no token delay); the most non-streaming requests/s (the best of a few client counts). The
-same load against the fake directly is the load generator's ceiling (fake and load generator share
-core 1), printed beside every result; the CPU each server spent per request is read from /proc.
+non-streaming latency and streaming time to first token (16 tokens, no token delay) at 1, 8 and 32
+clients; the most non-streaming requests/s (the best of a few client counts). The same load against
+the fake directly is the load generator's ceiling (fake and load generator share core 1), printed
+beside every result; the CPU each server spent per request is read from /proc (with its worker
+processes).
+
+Variants of the gateway, each started on its own after the default one and measured the same way:
+`audit_off` (`audit: {enabled: false}`; the default writes the SQLite audit log) and `2_workers`
+(`--workers 2`, not pinned: on a 2-core machine the workers share the cores with the fake and the
+load generator, so the ceiling is what bounds them there).
 
 The machine may be shared: each phase waits (up to `--wait-quiet` s) for other processes to leave
 the cores, records the CPU they used meanwhile (`foreign_cpu_cores`), and runs again (`--retries`)
 when that was more than a tenth of a core; the table lists the phases that stayed disturbed.
 
 `--profile DIR` then runs py-spy against the gateway under the 32-client load and prints where its
-samples fall (Hypercorn/h11, our handler, parsing, failover/backend, aiohttp, JSON, asyncio).
-The exit status is 1 if any request failed.
+samples fall (`bench/profiling.py`). The exit status is 1 if any request failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import os
-import platform
-import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadGenerator
-from bench.proc import cpu_seconds, machine_busy_seconds, own_cpu_seconds
+from bench.proc import machine_busy_seconds, own_cpu_seconds, tree_cpu_seconds
+from bench.progress import Progress, say
+from bench.report import markdown_table, ms
+from bench.servers import Server, pinned, start_fake, start_listening, usable_cpus
 from gateway.testing.process import start_gateway
 
 MODEL = "gpt-4o-mini"
@@ -66,204 +65,57 @@ TARGETS = {
     "added_p50_ms_at_1_client": 1.0,  # at most
     "gateway_rps_one_worker": 1500.0,  # at least
 }
-_ROOT = Path(__file__).resolve().parent.parent
 #: Responses a phase measures at least (its window is extended for them on a slow machine).
 MIN_REQUESTS = 20
 #: Cores' worth of CPU that other processes may use during a phase before it is run again.
 FOREIGN_LIMIT = 0.1
+#: The gateway variants: target name → (label, workers, audit log on). "gateway" is the default one.
+VARIANTS: dict[str, tuple[str, int, bool]] = {
+    "gateway": ("1 worker, audit log on (default)", 1, True),
+    "gateway_audit_off": ("1 worker, audit log off", 1, False),
+    "gateway_2_workers": ("2 workers, audit log on", 2, True),
+}
+VARIANT_OPTIONS = {"audit_off": "gateway_audit_off", "2_workers": "gateway_2_workers"}
+QUICK = {"duration": 0.3, "warmup": 0.15, "rps_clients": []}
 
 
-# ---------------------------------------------------------------- processes
-
-
-def _pinned(command: list[str], cpu: int | None) -> list[str]:
-    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
-
-
-def usable_cpus(wanted: dict[str, int | None]) -> dict[str, int | None]:
-    """The cores asked for, less those this machine (or taskset's absence) cannot give: those
-    processes run unpinned, with a warning, and the result file says so."""
-    if shutil.which("taskset") is None:
-        print("warning: taskset (util-linux) not found; nothing is pinned", file=sys.stderr)
-        return dict.fromkeys(wanted)
-    available = os.sched_getaffinity(0)
-    usable: dict[str, int | None] = {}
-    for role, cpu in wanted.items():
-        if cpu is not None and cpu not in available:
-            print(f"warning: no core {cpu} here; the {role} runs unpinned", file=sys.stderr)
-            cpu = None
-        usable[role] = cpu
-    return usable
-
-
-@dataclass
-class Server:
-    """A server process under test: where it listens and its pid (for CPU accounting)."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes] | Any
-    stop_process: Any = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.stop_process is not None:
-            self.stop_process()
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def _start_listening(name: str, command: list[str], log: Path) -> Server:
-    """Start a process that prints `listening on http://HOST:PORT` once it accepts connections."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(log, "wb"), cwd=_ROOT)  # noqa: SIM115
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.search(r"listening on http://[^:]+:(\d+)", line)
-    if not match:
-        process.kill()
-        raise RuntimeError(f"{name} did not start: {line!r}\n{log.read_text(errors='replace')}")
-    port = int(match.group(1))
-    deadline = time.monotonic() + 15
-    while True:  # the line may come just before the server listens (the baselines print it early)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(
-                    f"{name} does not accept connections\n{log.read_text(errors='replace')}"
-                ) from None
-            time.sleep(0.02)
-    return Server(name, port, process)
-
-
-def _start_fake(cpu: int | None, log: Path) -> Server:
-    command = [sys.executable, "-m", "gateway.testing", "openai", "--host", "127.0.0.1", "--port", "0"]
-    command += ["--reply-tokens", str(REPLY_TOKENS)]
-    return _start_listening("fake", _pinned(command, cpu), log)
-
-
-def _start_baseline(kind: str, cpu: int | None, upstream: str, log: Path) -> Server:
-    command = [sys.executable, "-m", "bench.overhead", "--serve-baseline", kind, "--upstream", upstream]
-    return _start_listening(kind, _pinned(command, cpu), log)
-
-
-def _gateway_config(upstream_port: int) -> str:
-    return f"""backends:
+def gateway_config(upstream_port: int, *, audit: bool = True, client_key_env: str | None = None) -> str:
+    """One `openai_compatible` backend on the fake; the audit log as configured by default unless off;
+    with `client_key_env`, one client key read from that variable (requests must carry it)."""
+    text = f"""backends:
   fake: {{type: openai_compatible, base_url: "http://127.0.0.1:{upstream_port}/v1"}}
 models:
   {MODEL}: {{chain: [{{backend: fake, model: {MODEL}}}]}}
 """
+    if client_key_env:
+        text += f'auth: {{client_keys: [{{name: bench, key: "${{{client_key_env}}}"}}]}}\n'
+    return text if audit else text + "audit: {enabled: false}\n"
 
 
-# ---------------------------------------------------------------- the baselines (run in their own process)
-
-_FIXED_REPLY = json.dumps(
-    {
-        "id": "chatcmpl-0123456789abcdef01234567",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": "across ancient hills where old stories wait for curious travellers "
-                    "to find hidden paths toward warm",
-                },
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 6, "completion_tokens": 16, "total_tokens": 22},
-    },
-    separators=(",", ":"),
-).encode()
+def start_baseline(kind: str, cpu: int | None, upstream: str, log: Path) -> Server:
+    command = [sys.executable, "-m", "bench.baselines", kind, "--upstream", upstream]
+    return start_listening(kind, pinned(command, cpu), log, proxies=kind == "proxy")
 
 
-def _baseline_app(kind: str, upstream: str) -> Any:
-    """`trivial`: read the body, answer a fixed chat completion. `proxy`: POST the body to `upstream`
-    with one aiohttp session and relay the answer: the least a Hypercorn + aiohttp gateway must do."""
-    import aiohttp
-
-    state: dict[str, Any] = {}
-
-    async def read_body(receive: Any) -> bytes:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    if kind == "proxy":
-                        state["session"] = aiohttp.ClientSession(
-                            connector=aiohttp.TCPConnector(limit=100),
-                            timeout=aiohttp.ClientTimeout(total=None),
-                        )
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    if "session" in state:
-                        await state["session"].close()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = await read_body(receive)
-        status, content_type, reply = 200, b"application/json", _FIXED_REPLY
-        if kind == "proxy":
-            async with state["session"].post(
-                upstream + scope["path"], data=body, headers={"content-type": "application/json"}
-            ) as response:
-                reply = await response.read()
-                status = response.status
-                content_type = response.headers.get("content-type", "application/json").encode()
-        headers = [(b"content-type", content_type), (b"content-length", str(len(reply)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": reply})
-
-    return app
-
-
-def _serve_baseline(kind: str, upstream: str) -> int:
-    """Serve a baseline app with Hypercorn as `gateway serve` runs it (one worker, no access log)."""
-    from hypercorn.asyncio.run import worker_serve
-    from hypercorn.config import Config
-    from hypercorn.utils import wrap_app
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.keep_alive_timeout = 75
-    sockets = config.create_sockets()
-    port = sockets.insecure_sockets[0].getsockname()[1]
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.call_soon(lambda: print(f"listening on http://127.0.0.1:{port}", flush=True))
-        app = wrap_app(_baseline_app(kind, upstream), 0, "asgi")
-        await worker_serve(app, config, sockets=sockets, shutdown_trigger=stop.wait)
-
-    asyncio.run(main())
-    return 0
+def start_gateway_server(
+    name: str,
+    workdir: Path,
+    upstream_port: int,
+    *,
+    workers: int,
+    audit: bool,
+    cpu: int | None,
+    client_key: str | None = None,
+) -> Server:
+    """`gateway serve` on the fake, in its own directory (its audit database lives next to its config)."""
+    directory = workdir / name
+    directory.mkdir(exist_ok=True)
+    config = directory / "gateway.yaml"
+    key_env = "BENCH_CLIENT_KEY" if client_key else None
+    config.write_text(gateway_config(upstream_port, audit=audit, client_key_env=key_env))
+    env = {"BENCH_CLIENT_KEY": client_key} if client_key else None
+    gateway = start_gateway(config, workers=workers, cpu=cpu, env=env)
+    return Server(name, gateway.port, gateway.process, gateway.stop, proxies=True)
 
 
 # ---------------------------------------------------------------- measuring
@@ -271,6 +123,8 @@ def _serve_baseline(kind: str, upstream: str) -> int:
 
 @dataclass
 class Bench:
+    """Runs phases against the servers by name ("direct" is the fake itself) and keeps them."""
+
     loadgen: LoadGenerator
     servers: dict[str, Server]
     warmup: float
@@ -278,35 +132,41 @@ class Bench:
     retries: int = 2
     wait_quiet: float = 0.0
     phases: list[dict[str, Any]] = field(default_factory=list)
+    progress: Progress | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (an API key)
 
     def measure(self, target: str, stream: bool, clients: int, *, record: bool = True) -> dict[str, Any]:
-        """One phase against `target` (direct, gateway, hypercorn_trivial, minimal_proxy).
+        """One phase against `target` (direct, gateway, a variant, a baseline, a peer).
 
         A phase during which other processes on the machine used more than `FOREIGN_LIMIT` of a core
         (someone's test run, say) is run again, up to `retries` times; the least disturbed is kept."""
-        attempts = []
-        for _ in range(1 + self.retries):
-            self._wait_for_quiet()
-            phase = self._phase(target, stream, clients)
-            attempts.append(phase)
-            if phase["foreign_cpu_cores"] <= FOREIGN_LIMIT:
-                break
-            print(
-                f"  (other processes used {phase['foreign_cpu_cores']:.2f} cores during that phase)",
-                file=sys.stderr,
-            )
+        label = f"{target} {'streaming' if stream else 'non-streaming'}, {clients} clients"
+        step = self.progress.step(label) if self.progress else contextlib.nullcontext()
+        with step:
+            attempts = []
+            for _ in range(1 + self.retries):
+                self._wait_for_quiet()
+                phase = self._phase(target, stream, clients)
+                attempts.append(phase)
+                if phase["foreign_cpu_cores"] <= FOREIGN_LIMIT:
+                    break
+                say(f"  (other processes used {phase['foreign_cpu_cores']:.2f} cores during that phase)")
         phase = min(attempts, key=lambda p: p["foreign_cpu_cores"])
         phase["runs"] = len(attempts)
         if record:
             self.phases.append(phase)
         return phase
 
+    def _ours(self) -> float:
+        return sum(tree_cpu_seconds(s.pid) for s in self.servers.values()) + tree_cpu_seconds(
+            self.loadgen.pid
+        )
+
     def _foreign_cores(self, seconds: float) -> float:
         """Cores' worth of CPU that processes other than ours used over the next `seconds`."""
-        ours = [s.pid for s in self.servers.values()] + [self.loadgen.pid]
-        ours_before, machine_before = sum(map(cpu_seconds, ours)), machine_busy_seconds()
+        ours_before, machine_before = self._ours(), machine_busy_seconds()
         time.sleep(seconds)
-        spent = machine_busy_seconds() - machine_before - (sum(map(cpu_seconds, ours)) - ours_before)
+        spent = machine_busy_seconds() - machine_before - (self._ours() - ours_before)
         return max(0.0, spent) / seconds
 
     def _wait_for_quiet(self) -> None:
@@ -318,17 +178,16 @@ class Bench:
             if foreign <= FOREIGN_LIMIT:
                 return
             if not told:
-                print(f"  (waiting for other processes to go quiet: {foreign:.2f} cores)", file=sys.stderr)
+                say(f"  (waiting for other processes to go quiet: {foreign:.2f} cores)")
                 told = True
 
     def _phase(self, target: str, stream: bool, clients: int) -> dict[str, Any]:
         server = self.servers["fake" if target == "direct" else target]
-        upstream = self.servers["fake"] if target in ("gateway", "minimal_proxy") else None
+        upstream = self.servers["fake"] if server.proxies else None
         body = dict(BODY, stream=True) if stream else BODY
         watched = {"server": server} | ({"upstream": upstream} if upstream else {})
-        ours = [s.pid for s in self.servers.values()] + [self.loadgen.pid]
-        before = {role: cpu_seconds(s.pid) for role, s in watched.items()}
-        ours_before = sum(map(cpu_seconds, ours)) + own_cpu_seconds()
+        before = {role: tree_cpu_seconds(s.pid) for role, s in watched.items()}
+        ours_before = self._ours() + own_cpu_seconds()
         machine_before = machine_busy_seconds()
         started = time.perf_counter()
         result = self.loadgen.run(
@@ -342,15 +201,16 @@ class Bench:
                 "warmup": self.warmup,
                 "duration": self.duration,
                 "min_requests": MIN_REQUESTS,
+                "headers": self.headers,
             }
         )
         elapsed = time.perf_counter() - started
-        ours_spent = sum(map(cpu_seconds, ours)) + own_cpu_seconds() - ours_before
+        ours_spent = self._ours() + own_cpu_seconds() - ours_before
         foreign = max(0.0, machine_busy_seconds() - machine_before - ours_spent) / elapsed
         answered = max(1, result.get("answered", result["requests"]))
         cpu = {}
         for role, watched_server in watched.items():
-            spent = cpu_seconds(watched_server.pid) - before[role]
+            spent = tree_cpu_seconds(watched_server.pid) - before[role]
             cpu[role] = {
                 "process": watched_server.name,
                 "busy": round(spent / elapsed, 3),
@@ -366,28 +226,33 @@ class Bench:
         }
         label = f"{target:<17} {phase['mode']:<13} {clients:>3} clients"
         metric = phase.get("ttft_ms", phase["latency_ms"])
-        print(
+        say(
             f"  {label}: {phase['rps']:>8.0f} req/s  p50 {metric['p50']:.3f} ms  p99 {metric['p99']:.3f} ms"
-            + (f"  FAILED {phase['failed']}" if phase["failed"] else ""),
-            file=sys.stderr,
-            flush=True,
+            + (f"  FAILED {phase['failed']}" if phase["failed"] else "")
         )
         return phase
 
 
-def _summary(phases: list[dict[str, Any]], clients: list[int], baselines: bool) -> dict[str, Any]:
-    def find(target: str, mode: str, n: int) -> dict[str, Any]:
-        return next(p for p in phases if (p["target"], p["mode"], p["clients"]) == (target, mode, n))
+def find_phase(phases: list[dict[str, Any]], target: str, mode: str, clients: int) -> dict[str, Any] | None:
+    return next(
+        (p for p in phases if (p["target"], p["mode"], p["clients"]) == (target, mode, clients)), None
+    )
 
-    def best(target: str, mode: str) -> dict[str, Any] | None:
-        candidates = [p for p in phases if p["target"] == target and p["mode"] == mode]
-        return max(candidates, key=lambda p: p["rps"]) if candidates else None
 
-    ceiling = {mode: best("direct", mode)["rps"] for mode in ("non_streaming", "streaming")}  # type: ignore[index]
+def best_phase(phases: list[dict[str, Any]], target: str, mode: str) -> dict[str, Any] | None:
+    candidates = [p for p in phases if p["target"] == target and p["mode"] == mode]
+    return max(candidates, key=lambda p: p["rps"]) if candidates else None
+
+
+def compare_rows(phases: list[dict[str, Any]], target: str, clients: list[int]) -> list[dict[str, Any]]:
+    """`target` against direct, per mode and client count: percentiles, added ms, req/s, ceiling."""
+    ceiling = {mode: (best_phase(phases, "direct", mode) or {"rps": 0.0})["rps"] for mode in _MODES}
     rows = []
     for mode, metric in (("non_streaming", "latency_ms"), ("streaming", "ttft_ms")):
         for n in clients:
-            direct, gateway = find("direct", mode, n), find("gateway", mode, n)
+            direct, measured = find_phase(phases, "direct", mode, n), find_phase(phases, target, mode, n)
+            if direct is None or measured is None:
+                continue
             rows.append(
                 {
                     "scenario": "latency" if mode == "non_streaming" else "time_to_first_token",
@@ -395,13 +260,29 @@ def _summary(phases: list[dict[str, Any]], clients: list[int], baselines: bool) 
                     "clients": n,
                     "metric": metric,
                     "direct": {k: direct[metric][k] for k in ("p50", "p99")} | {"rps": direct["rps"]},
-                    "gateway": {k: gateway[metric][k] for k in ("p50", "p99")} | {"rps": gateway["rps"]},
-                    "added_ms": {k: round(gateway[metric][k] - direct[metric][k], 3) for k in ("p50", "p99")},
+                    "gateway": {k: measured[metric][k] for k in ("p50", "p99")} | {"rps": measured["rps"]},
+                    "added_ms": {
+                        k: round(measured[metric][k] - direct[metric][k], 3) for k in ("p50", "p99")
+                    },
                     "ceiling_rps": ceiling[mode],
-                    "gateway_cpu_us_per_request": gateway["cpu"]["server"]["us_per_request"],
+                    "gateway_cpu_us_per_request": measured["cpu"]["server"]["us_per_request"],
                 }
             )
-    top_gateway, top_direct = best("gateway", "non_streaming"), best("direct", "non_streaming")
+    return rows
+
+
+_MODES = ("non_streaming", "streaming")
+
+
+def _summary(
+    phases: list[dict[str, Any]], clients: list[int], baselines: bool, variants: list[str]
+) -> dict[str, Any]:
+    ceiling = {mode: (best_phase(phases, "direct", mode) or {"rps": 0.0})["rps"] for mode in _MODES}
+    rows = compare_rows(phases, "gateway", clients)
+    top_gateway, top_direct = (
+        best_phase(phases, "gateway", "non_streaming"),
+        best_phase(phases, "direct", "non_streaming"),
+    )
     assert top_gateway is not None and top_direct is not None
     throughput: dict[str, Any] = {
         "gateway_rps": top_gateway["rps"],
@@ -417,7 +298,7 @@ def _summary(phases: list[dict[str, Any]], clients: list[int], baselines: bool) 
     }
     if baselines:
         for target in ("hypercorn_trivial", "minimal_proxy"):
-            top = best(target, "non_streaming")
+            top = best_phase(phases, target, "non_streaming")
             assert top is not None
             throughput[f"{target}_rps"] = top["rps"]
             throughput[f"{target}_cpu_us_per_request"] = top["cpu"]["server"]["us_per_request"]
@@ -434,285 +315,208 @@ def _summary(phases: list[dict[str, Any]], clients: list[int], baselines: bool) 
             "met": top_gateway["rps"] >= TARGETS["gateway_rps_one_worker"],
         },
     }
-    return {"ceiling_rps": ceiling, "rows": rows, "throughput": throughput, "targets": targets}
-
-
-def _machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory = 0
-    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
-        memory = int(meminfo.readline().split()[1]) // 1024 // 1024
-    versions = {}
-    for package in ("hypercorn", "h11", "quart", "aiohttp", "orjson"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": memory,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": versions,
-    }
-
-
-# ---------------------------------------------------------------- profiling (py-spy)
-
-#: Components, matched on a frame's file. A sample belongs to the innermost frame that matches.
-CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("Hypercorn/h11", ("hypercorn/", "h11/", "wsproto/", "priority/")),
-    ("aiohttp client", ("aiohttp/", "multidict/", "yarl/", "propcache/", "aiohappyeyeballs/", "frozenlist/")),
-    (
-        "our request parsing/validation",
-        ("gateway/protocol/", "gateway/surfaces/access.py", "gateway/auth.py"),
-    ),
-    ("failover/backend code", ("gateway/routing/", "gateway/backends/")),
-    ("our ASGI handler", ("gateway/surfaces/",)),
-    ("other gateway code", ("gateway/", "admin/")),
-    ("Quart/Werkzeug", ("quart/", "werkzeug/")),
-    ("asyncio (event loop, tasks, socket I/O)", ("asyncio/", "selectors.py", "socket.py")),
-]
-JSON = "JSON encode/decode (orjson, json)"
-LOOP = "asyncio event loop itself (polling, scheduling)"
-_FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-_JSON_CALL = re.compile(r"\b(or)?json\.(loads|dumps)\(")
-_ROOT_FRAME = "run_forever (asyncio/base_events.py"
-
-
-def _frame(frame: str) -> tuple[str, str, int]:
-    match = _FRAME.match(frame)
-    if not match:
-        return frame, "", 0
-    return match["name"], match["file"], int(match["line"] or 0)
-
-
-class _Sources:
-    """Source lines of the frames, to see which calls are JSON (`orjson.loads(...)` is C code that
-    py-spy charges to the Python line calling it)."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, list[str]] = {}
-
-    def line(self, file: str, number: int) -> str:
-        if file not in self.files:
-            lines: list[str] = []
-            for base in [_ROOT, *map(Path, sys.path)]:
-                path = base / file
-                if file and path.is_file():
-                    lines = path.read_text(errors="replace").splitlines()
-                    break
-            self.files[file] = lines
-        lines = self.files[file]
-        return lines[number - 1] if 0 < number <= len(lines) else ""
-
-
-def _component(file: str) -> str | None:
-    for name, markers in CATEGORIES:
-        if any(marker in file for marker in markers):
-            return name
-    return None
-
-
-def _categorize(frames: list[str], sources: _Sources) -> tuple[str, str]:
-    """(where the time is: the innermost known component, on whose behalf: the innermost component
-    that is not asyncio). Frames from the event loop's `run_forever` outwards are not looked at."""
-    where = behalf = None
-    leaf = True
-    for frame in reversed(frames):
-        if _ROOT_FRAME in frame:
-            break
-        _, file, number = _frame(frame)
-        component = _component(file)
-        if leaf and ".py" in file:
-            leaf = False
-            if _JSON_CALL.search(sources.line(file, number)):
-                where = JSON
-        if component is None:
-            continue
-        where = where or component
-        if not component.startswith("asyncio"):
-            behalf = component
-            break
-    return where or "other (stdlib, interpreter)", behalf or LOOP
-
-
-def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
-    """Shares of py-spy `--format raw` samples of the event-loop thread, by component and function.
-
-    A function's self time includes the C code it calls (socket syscalls in the transport's `write`,
-    orjson in the line calling it, which counts as JSON)."""
-    where: Counter[str] = Counter()
-    behalf: Counter[str] = Counter()
-    self_time: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    sources = _Sources()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        if not any(_ROOT_FRAME in f for f in frames):
-            continue  # idle helper threads (the default executor, the file watcher)
-        n = int(count)
-        total += n
-        category, caller = _categorize(frames, sources)
-        where[category] += n
-        behalf[caller] += n
-        name, file, _ = _frame(frames[-1])
-        self_time[f"{name} ({file})"] += n
-        for key in {f"{_frame(f)[0]} ({_frame(f)[1]})" for f in frames}:
-            inclusive[key] += n
-
-    def share(counter: Counter[str], limit: int | None = None) -> list[dict[str, Any]]:
-        return [
-            {"name": key, "samples": n, "share": round(n / total, 4) if total else 0.0}
-            for key, n in counter.most_common(limit)
-        ]
-
-    ours = Counter({k: v for k, v in inclusive.items() if "(gateway/" in k and "gateway/cli.py" not in k})
-    ours = Counter({k: v for k, v in ours.items() if "gateway/server.py" not in k})
-    return {
-        "samples": total,
-        "categories": share(where),
-        "categories_by_caller": share(behalf),
-        "top_self": share(self_time, top),
-        "top_inclusive_gateway": share(ours, top),
-    }
-
-
-def _profile(bench: Bench, directory: Path, duration: float) -> dict[str, Any]:
-    """py-spy on the gateway under the 32-client load: non-blocking sampling (the process is not
-    stopped, so it keeps its speed and syscalls are not over-sampled), Python frames only."""
-    py_spy = shutil.which("py-spy")
-    if py_spy is None:
-        raise SystemExit("--profile needs py-spy: pip install py-spy")
-    directory.mkdir(parents=True, exist_ok=True)
-    gateway = bench.servers["gateway"]
-    profiles: dict[str, Any] = {}
-    runs = [("non_streaming", "raw"), ("streaming", "raw"), ("non_streaming", "flamegraph")]
-    for mode, fmt in runs:
-        out = directory / f"gateway-{mode}.{'collapsed.txt' if fmt == 'raw' else 'svg'}"
-        command = [py_spy, "record", "--pid", str(gateway.pid), "--rate", "250", "--nonblocking"]
-        command += ["--duration", str(max(1, round(duration))), "--format", fmt, "-o", str(out)]
-        recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        saved = bench.warmup, bench.duration
-        bench.warmup, bench.duration = 0.5, duration + 1
-        try:
-            phase = bench.measure("gateway", mode == "streaming", 32, record=False)
-        finally:
-            bench.warmup, bench.duration = saved
-        _, errors = recorder.communicate(timeout=60)
-        if recorder.returncode != 0:
-            raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')}")
-        if fmt == "raw":
-            profiles[mode] = {"file": str(out), "rps_while_sampled": phase["rps"], **summarize_profile(out)}
-    return profiles
-
-
-def _print_profile(profiles: dict[str, Any]) -> None:
-    for mode, profile in profiles.items():
-        print(
-            f"\nprofile of the gateway, {mode}, 32 clients: {profile['samples']} samples at "
-            f"{profile['rps_while_sampled']:,.0f} req/s ({profile['file']})"
+    variant_summaries = []
+    for name in ["gateway", *variants]:
+        label, workers, audit = VARIANTS[name]
+        top = best_phase(phases, name, "non_streaming")
+        variant_summaries.append(
+            {
+                "variant": name,
+                "label": label,
+                "workers": workers,
+                "audit": audit,
+                "rows": compare_rows(phases, name, clients),
+                "max_rps": top["rps"] if top else None,
+                "max_rps_clients": top["clients"] if top else None,
+                "cpu_us_per_request_at_max": top["cpu"]["server"]["us_per_request"] if top else None,
+            }
         )
-        print("  where the time is               | on whose behalf (asyncio charged to its caller)")
-        left = [f"{r['share'] * 100:5.1f}%  {r['name']}" for r in profile["categories"]]
-        right = [f"{r['share'] * 100:5.1f}%  {r['name']}" for r in profile["categories_by_caller"]]
-        for i in range(max(len(left), len(right))):
-            print(f"  {left[i] if i < len(left) else '':<46} {right[i] if i < len(right) else ''}")
-        print("  hottest functions (self time):")
-        for row in profile["top_self"][:15]:
-            print(f"  {row['share'] * 100:5.1f}%  {row['name']}")
+    return {
+        "ceiling_rps": ceiling,
+        "rows": rows,
+        "throughput": throughput,
+        "targets": targets,
+        "variants": variant_summaries,
+    }
 
 
-# ---------------------------------------------------------------- the table
-
-
-def _ms(value: float) -> str:
-    return f"{value:.2f}"
+# ---------------------------------------------------------------- the tables
 
 
 def table(result: dict[str, Any]) -> str:
     """The results as Markdown tables (pasted as is into PERFORMANCE.md)."""
     summary = result["summary"]
-    lines = [
-        "| scenario | clients | direct p50 | direct p99 | gateway p50 | gateway p99 | added p50 | added p99 "
-        "| direct req/s | gateway req/s | ceiling req/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    rows = []
     for row in summary["rows"]:
         name = "non-streaming latency (ms)" if row["mode"] == "non_streaming" else "streaming TTFT (ms)"
         direct, gateway, added = row["direct"], row["gateway"], row["added_ms"]
-        lines.append(
-            f"| {name} | {row['clients']} | {_ms(direct['p50'])} | {_ms(direct['p99'])} "
-            f"| {_ms(gateway['p50'])} | {_ms(gateway['p99'])} | {added['p50']:+.2f} | {added['p99']:+.2f} "
-            f"| {direct['rps']:,.0f} | {gateway['rps']:,.0f} | {row['ceiling_rps']:,.0f} |"
+        rows.append(
+            [
+                name,
+                row["clients"],
+                ms(direct["p50"]),
+                ms(direct["p99"]),
+                ms(gateway["p50"]),
+                ms(gateway["p99"]),
+                f"{added['p50']:+.2f}",
+                f"{added['p99']:+.2f}",
+                f"{direct['rps']:,.0f}",
+                f"{gateway['rps']:,.0f}",
+                f"{row['ceiling_rps']:,.0f}",
+            ]
         )
     throughput = summary["throughput"]
-    lines.append(
-        f"| max non-streaming req/s | {throughput['direct_clients']} / {throughput['gateway_clients']} "
-        f"| | | | | | | {throughput['direct_rps']:,.0f} | **{throughput['gateway_rps']:,.0f}** "
-        f"| {throughput['ceiling_rps']:,.0f} |"
+    rows.append(
+        [
+            "max non-streaming req/s",
+            f"{throughput['direct_clients']} / {throughput['gateway_clients']}",
+            *[""] * 6,
+            f"{throughput['direct_rps']:,.0f}",
+            f"**{throughput['gateway_rps']:,.0f}**",
+            f"{throughput['ceiling_rps']:,.0f}",
+        ]
     )
-    lines += [
-        "",
-        "| server (one process, one core) | best req/s | clients | p50 at 1 client (ms) "
-        "| server CPU per request (µs) | its core busy | load generator CPU per request (µs) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    headers = [
+        "scenario",
+        "clients",
+        "direct p50",
+        "direct p99",
+        "gateway p50",
+        "gateway p99",
+        "added p50",
+        "added p99",
+        "direct req/s",
+        "gateway req/s",
+        "ceiling req/s",
     ]
+    parts = [
+        "Default gateway (1 worker pinned to one core, audit log on):",
+        "",
+        markdown_table(headers, rows),
+    ]
+    if len(summary["variants"]) > 1:
+        parts += [
+            "",
+            "Variants (added = the variant's percentile minus direct's):",
+            "",
+            _variants_table(summary),
+        ]
+    parts += ["", _servers_table(result)]
+    notes = []
+    disturbed = [p for p in result["phases"] if p["foreign_cpu_cores"] > FOREIGN_LIMIT]
+    for p in disturbed:
+        notes.append(
+            f"- disturbed: {p['target']} {p['mode']} {p['clients']} clients ran while other processes "
+            f"used {p['foreign_cpu_cores']:.2f} cores (after {p['runs']} runs)"
+        )
+    for name, target in summary["targets"].items():
+        state = "met" if target["met"] else "NOT met"
+        notes.append(f"- target {name} {target['target']}: {target['value']} ({state})")
+    return "\n".join([*parts, "", *notes])
+
+
+def _variants_table(summary: dict[str, Any]) -> str:
+    rows = []
+    for variant in summary["variants"]:
+        for row in variant["rows"]:
+            rows.append(
+                [
+                    variant["label"],
+                    "non-streaming" if row["mode"] == "non_streaming" else "streaming TTFT",
+                    row["clients"],
+                    ms(row["gateway"]["p50"]),
+                    ms(row["gateway"]["p99"]),
+                    f"{row['added_ms']['p50']:+.2f}",
+                    f"{row['added_ms']['p99']:+.2f}",
+                    f"{row['gateway']['rps']:,.0f}",
+                    f"{row['gateway_cpu_us_per_request']:.0f}",
+                    f"{row['ceiling_rps']:,.0f}",
+                ]
+            )
+        if variant["max_rps"] is not None:
+            rows.append(
+                [
+                    variant["label"],
+                    "max non-streaming req/s",
+                    variant["max_rps_clients"],
+                    "",
+                    "",
+                    "",
+                    "",
+                    f"**{variant['max_rps']:,.0f}**",
+                    f"{variant['cpu_us_per_request_at_max']:.0f}",
+                    f"{summary['ceiling_rps']['non_streaming']:,.0f}",
+                ]
+            )
+    headers = [
+        "gateway",
+        "mode",
+        "clients",
+        "p50 (ms)",
+        "p99 (ms)",
+        "added p50",
+        "added p99",
+        "req/s",
+        "CPU µs / request",
+        "ceiling req/s",
+    ]
+    return markdown_table(headers, rows, numeric_from=2)
+
+
+def _servers_table(result: dict[str, Any]) -> str:
     names = {
         "direct": "fake OpenAI server (aiohttp), direct",
         "hypercorn_trivial": "Hypercorn alone, fixed JSON answer",
         "minimal_proxy": "minimal proxy: Hypercorn + aiohttp",
         "gateway": "the gateway",
     }
+    rows = []
     for target, label in names.items():
         phases = [p for p in result["phases"] if p["target"] == target and p["mode"] == "non_streaming"]
         if not phases:
             continue
         top = max(phases, key=lambda p: p["rps"])
         single = next((p for p in phases if p["clients"] == 1), None)
-        p50 = _ms(single["latency_ms"]["p50"]) if single else "–"
         cpu = top["cpu"]["server"]
-        lines.append(
-            f"| {label} | {top['rps']:,.0f} | {top['clients']} | {p50} | {cpu['us_per_request']:.0f} "
-            f"| {cpu['busy'] * 100:.0f}% | {top['loadgen_us_per_request']:.0f} |"
+        rows.append(
+            [
+                label,
+                f"{top['rps']:,.0f}",
+                top["clients"],
+                ms(single["latency_ms"]["p50"]) if single else "–",
+                f"{cpu['us_per_request']:.0f}",
+                f"{cpu['busy'] * 100:.0f}%",
+                f"{top['loadgen_us_per_request']:.0f}",
+            ]
         )
-    lines.append("")
-    disturbed = [p for p in result["phases"] if p["foreign_cpu_cores"] > FOREIGN_LIMIT]
-    for p in disturbed:
-        lines.append(
-            f"- disturbed: {p['target']} {p['mode']} {p['clients']} clients ran while other processes "
-            f"used {p['foreign_cpu_cores']:.2f} cores (after {p['runs']} runs)"
-        )
-    for name, target in summary["targets"].items():
-        state = "met" if target["met"] else "NOT met"
-        lines.append(f"- target {name} {target['target']}: {target['value']} ({state})")
-    return "\n".join(lines)
+    headers = [
+        "server (one process, one core)",
+        "best req/s",
+        "clients",
+        "p50 at 1 client (ms)",
+        "server CPU per request (µs)",
+        "its core busy",
+        "load generator CPU per request (µs)",
+    ]
+    return markdown_table(headers, rows)
 
 
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- running
 
 
 @contextlib.contextmanager
-def _servers(workdir: Path, cpus: dict[str, int | None], baselines: bool) -> Iterator[dict[str, Server]]:
+def _core_servers(workdir: Path, cpus: dict[str, int | None], baselines: bool) -> Iterator[dict[str, Server]]:
+    """The fake, the default gateway and the baselines, stopped afterwards."""
     servers: dict[str, Server] = {}
     try:
-        fake = servers["fake"] = _start_fake(cpus["upstream"], workdir / "fake.log")
-        upstream = f"http://127.0.0.1:{fake.port}"
-        config = workdir / "gateway.yaml"
-        config.write_text(_gateway_config(fake.port))
-        gateway = start_gateway(config, cpu=cpus["gateway"])
-        servers["gateway"] = Server("gateway", gateway.port, gateway.process, gateway.stop)
+        fake = servers["fake"] = start_fake("openai", workdir / "fake.log", cpu=cpus["upstream"])
+        servers["gateway"] = start_gateway_server(
+            "gateway", workdir, fake.port, workers=1, audit=True, cpu=cpus["gateway"]
+        )
         if baselines:
+            upstream = f"http://127.0.0.1:{fake.port}"
             for kind, name in (("trivial", "hypercorn_trivial"), ("proxy", "minimal_proxy")):
-                servers[name] = _start_baseline(kind, cpus["gateway"], upstream, workdir / f"{name}.log")
+                servers[name] = start_baseline(kind, cpus["gateway"], upstream, workdir / f"{name}.log")
                 servers[name].name = name
         yield servers
     finally:
@@ -720,17 +524,21 @@ def _servers(workdir: Path, cpus: dict[str, int | None], baselines: bool) -> Ite
             server.stop()
 
 
-def _check_answers(servers: dict[str, Server]) -> None:
-    """One request each way: the gateway must answer what the fake answers, from the fake."""
+def check_answers(
+    servers: dict[str, Server],
+    names: tuple[str, ...] = ("fake", "gateway"),
+    headers: dict[str, str] | None = None,
+) -> None:
+    """One request each way: every server must answer what the fake answers (the gateway from it)."""
     import requests
 
-    for name in ("fake", "gateway"):
+    for name in names:
         url = f"http://127.0.0.1:{servers[name].port}{PATH}"
-        response = requests.post(url, json=BODY, timeout=10)
+        response = requests.post(url, json=BODY, headers=headers, timeout=60)
         if response.status_code != 200 or response.json().get("object") != "chat.completion":
             raise RuntimeError(f"{name} did not answer the request: {response.status_code} {response.text}")
-        if name == "gateway" and response.headers.get("x-gateway-backend") != "fake":
-            raise RuntimeError("the gateway did not answer from the fake backend")
+        if name.startswith("gateway") and response.headers.get("x-gateway-backend") != "fake":
+            raise RuntimeError(f"{name} did not answer from the fake backend")
 
 
 def run(
@@ -741,49 +549,65 @@ def run(
     rps_clients: list[int],
     baselines: bool,
     cpus: dict[str, int | None],
+    variants: list[str] | None = None,
     profile: Path | None = None,
     retries: int = 2,
     wait_quiet: float = 0.0,
-    quick: bool = False,
-    command: str = "python -m bench.overhead",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
+    variants = list(variants or [])
+    extra = [n for n in rps_clients if n not in clients]
+    if progress:
+        per_target = 2 * len(clients) + len(extra)
+        baseline_phases = 2 * len(sorted({1, *rps_clients, max(clients)})) if baselines else 0
+        progress.add(per_target * (2 + len(variants)) + baseline_phases - 1)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as directory:
         workdir = Path(directory)
-        with _servers(workdir, cpus, baselines) as servers, LoadGenerator(cpus["loadgen"]) as loadgen:
-            _check_answers(servers)
-            bench = Bench(loadgen, servers, warmup, duration, retries, wait_quiet)
-            for stream in (False, True):
-                for n in clients:
-                    for target in ("direct", "gateway"):
-                        bench.measure(target, stream, n)
-            for n in rps_clients:
-                if n not in clients:
-                    for target in ("direct", "gateway"):
-                        bench.measure(target, False, n)
+        with _core_servers(workdir, cpus, baselines) as servers, LoadGenerator(cpus["loadgen"]) as loadgen:
+            check_answers(servers)
+            bench = Bench(loadgen, servers, warmup, duration, retries, wait_quiet, progress=progress)
+            for target in ("direct", "gateway"):
+                _measure_target(bench, target, clients, extra)
+            for name in variants:
+                _label, workers, audit = VARIANTS[name]
+                cpu = cpus["gateway"] if workers == 1 else None
+                servers[name] = start_gateway_server(
+                    name, workdir, servers["fake"].port, workers=workers, audit=audit, cpu=cpu
+                )
+                try:
+                    check_answers(servers, (name,))
+                    _measure_target(bench, name, clients, extra)
+                finally:
+                    servers.pop(name).stop()
             if baselines:
                 for target in ("hypercorn_trivial", "minimal_proxy"):
                     for n in sorted({1, *rps_clients, max(clients)}):
                         bench.measure(target, False, n)
-            profiles = _profile(bench, profile, max(2 * duration, 5)) if profile else None
+            if profile:
+                from bench.profiling import profile_gateway
+
+                profiles = profile_gateway(bench, profile, max(2 * duration, 5))
+            else:
+                profiles = None
     result: dict[str, Any] = {
-        "scenario": "overhead",
-        "quick": quick,
-        "command": command,
-        "machine": _machine(),
         "settings": {
             "duration_s": duration,
             "warmup_s": warmup,
             "clients": clients,
             "rps_clients": rps_clients,
+            "variants": {
+                name: dict(zip(("label", "workers", "audit"), VARIANTS[name], strict=True))
+                for name in ["gateway", *variants]
+            },
             "reply_tokens": REPLY_TOKENS,
             "request": BODY,
-            "cpus": cpus,
+            "cpus": cpus | {"gateway_2_workers": None},
             "retries": retries,
             "wait_quiet_s": wait_quiet,
             "foreign_cpu_limit_cores": FOREIGN_LIMIT,
         },
         "phases": bench.phases,
-        "summary": _summary(bench.phases, clients, baselines),
+        "summary": _summary(bench.phases, clients, baselines, variants),
         "requests": sum(p["requests"] for p in bench.phases),
         "failed_requests": sum(p["failed"] for p in bench.phases),
     }
@@ -792,18 +616,52 @@ def run(
     return result
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+def _measure_target(bench: Bench, target: str, clients: list[int], extra: list[int]) -> None:
+    for stream in (False, True):
+        for n in clients:
+            bench.measure(target, stream, n)
+    for n in extra:
+        bench.measure(target, False, n)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="0.4 s phases, fewer of them (smoke run)")
+# ---------------------------------------------------------------- the command line
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("expected positive numbers")
+    return values
+
+
+def _variant_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip() and v.strip() != "none"]
+    unknown = sorted(set(names) - set(VARIANT_OPTIONS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown variants {unknown} (choose from {', '.join(VARIANT_OPTIONS)})"
+        )
+    return [VARIANT_OPTIONS[n] for n in names]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per phase (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per phase (2)")
-    parser.add_argument("--clients", type=_int_list, default=[1, 32], help="latency client counts (1,32)")
+    parser.add_argument("--clients", type=int_list, default=[1, 8, 32], help="client counts (1,8,32)")
     parser.add_argument(
-        "--rps-clients", type=_int_list, default=[8, 32, 64], help="client counts tried for max req/s"
+        "--rps-clients",
+        type=int_list,
+        default=[8, 32, 64],
+        help="client counts tried for max req/s (8,32,64)",
+    )
+    parser.add_argument(
+        "--variants",
+        type=_variant_list,
+        default=list(VARIANT_OPTIONS.values()),
+        help="gateway variants besides the default: audit_off, 2_workers, or none (both)",
     )
     parser.add_argument(
         "--retries",
@@ -822,39 +680,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-cpu", type=int, default=1, help="core for the fake server (1)")
     parser.add_argument("--loadgen-cpu", type=int, default=1, help="core for the load generator (1)")
     parser.add_argument("--profile", type=Path, help="also profile the gateway with py-spy; files go here")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/overhead.json"), help="result file")
-    parser.add_argument("--serve-baseline", choices=["trivial", "proxy"], help=argparse.SUPPRESS)
-    parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    if args.serve_baseline:
-        return _serve_baseline(args.serve_baseline, args.upstream)
+
+
+def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     duration, warmup, rps_clients = args.duration, args.warmup, args.rps_clients
     if args.quick:
-        duration, warmup, rps_clients = 0.4, 0.2, []
+        duration, warmup, rps_clients = QUICK["duration"], QUICK["warmup"], QUICK["rps_clients"]
     cpus = usable_cpus(
         {"gateway": args.gateway_cpu, "upstream": args.upstream_cpu, "loadgen": args.loadgen_cpu}
     )
-    result = run(
+    return run(
         duration=duration,
         warmup=warmup,
         clients=args.clients,
         rps_clients=rps_clients,
         baselines=not args.no_baselines,
         cpus=cpus,
+        variants=args.variants,
         profile=args.profile,
         retries=0 if args.quick else args.retries,
         wait_quiet=0.0 if args.quick else args.wait_quiet,
-        quick=args.quick,
-        command=" ".join(["python -m bench.overhead", *argv]),
+        progress=progress,
     )
-    print(table(result))
+
+
+def print_extra(result: dict[str, Any]) -> None:
     if "profile" in result:
-        _print_profile(result["profile"])
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nresult: {args.json}", file=sys.stderr)
-    return 1 if result["failed_requests"] else 0
+        from bench.profiling import print_profile
+
+        print_profile(result["profile"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.overhead ...` is `gateway bench overhead ...`."""
+    from bench.cli import main as bench_main
+
+    return bench_main(["overhead", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,15 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["CLOCK_TICKS", "cpu_seconds", "machine_busy_seconds", "own_cpu_seconds", "thread_cpu_seconds"]
+__all__ = [
+    "CLOCK_TICKS",
+    "cpu_seconds",
+    "descendants",
+    "machine_busy_seconds",
+    "own_cpu_seconds",
+    "thread_cpu_seconds",
+    "tree_cpu_seconds",
+]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -20,6 +28,27 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """The running children of a process, their children, and so on (from /proc's children lists)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                    found += children
+                    pending += children
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its running descendants: a server with worker processes
+    (`gateway serve --workers N`) counts as one."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in descendants(pid))
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:

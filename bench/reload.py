@@ -1,6 +1,6 @@
 """Reload scenario: time from a config edit to the new config serving, with requests flowing.
 
-    python -m bench.reload [--reloads 50] [--clients 4] [--quick] [--json results.json]
+    gateway bench reload [--reloads 50] [--clients 4] [--quick] [--json results.json]
 
 Clients call `GET /v1/models` in a loop; each edit renames the public models, and the edit counts
 as live when a client first sees the new names. Failed requests must be zero.
@@ -9,17 +9,22 @@ as live when a client first sees the new names. Failed requests must be zero.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from bench.progress import Progress
+from bench.report import markdown_table
 from gateway.testing.process import start_gateway
+
+DEBOUNCE_MS = 50
 
 
 def _config(tag: str) -> str:
@@ -28,7 +33,7 @@ def _config(tag: str) -> str:
 models:
   {tag}-a: {{chain: [{{backend: up}}]}}
   {tag}-b: {{chain: [{{backend: up}}]}}
-reload: {{watch: true, debounce_ms: 50}}
+reload: {{watch: true, debounce_ms: {DEBOUNCE_MS}}}
 """
 
 
@@ -37,7 +42,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def run(reloads: int, clients: int) -> dict:
+def run(reloads: int, clients: int, progress: Progress | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "gateway.yaml"
         path.write_text(_config("v0"))
@@ -70,28 +75,28 @@ def run(reloads: int, clients: int) -> dict:
         for thread in threads:
             thread.start()
         latencies: list[float] = []
+        if progress:
+            progress.add(reloads - 1)
         try:
             time.sleep(0.5)
             for i in range(1, reloads + 1):
                 tag = f"v{i}"
                 current["tag"] = tag
-                written = time.perf_counter()
-                path.write_text(_config(tag))
-                deadline = written + 10
-                while tag not in seen_at and time.perf_counter() < deadline:
-                    time.sleep(0.001)
+                with progress.step(f"edit {i} of {reloads}") if progress else contextlib.nullcontext():
+                    written = time.perf_counter()
+                    path.write_text(_config(tag))
+                    deadline = written + 10
+                    while tag not in seen_at and time.perf_counter() < deadline:
+                        time.sleep(0.001)
                 if tag not in seen_at:
                     raise RuntimeError(f"edit {tag} was not live after 10 s")
                 latencies.append((seen_at[tag] - written) * 1000)
-                print(f"\rreloads {i}/{reloads}", end="", file=sys.stderr, flush=True)
-            print(file=sys.stderr)
         finally:
             stop.set()
             for thread in threads:
                 thread.join(5)
             gateway.stop()
     return {
-        "scenario": "reload",
         "reloads": reloads,
         "clients": clients,
         "requests": served,
@@ -101,29 +106,43 @@ def run(reloads: int, clients: int) -> dict:
             "p99": round(_percentile(latencies, 99), 1),
             "max": round(max(latencies), 1),
         },
-        "debounce_ms": 50,
+        "debounce_ms": DEBOUNCE_MS,
+        "edit_to_live_ms_each": [round(v, 2) for v in latencies],
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reload", description=__doc__.splitlines()[0])
-    parser.add_argument("--reloads", type=int, default=50)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="5 reloads, 2 clients (smoke run)")
-    parser.add_argument("--json", type=Path, help="write the result here")
-    args = parser.parse_args(argv)
-    reloads, clients = (5, 2) if args.quick else (args.reloads, args.clients)
-    result = run(reloads, clients)
+def table(result: dict[str, Any]) -> str:
     latency = result["edit_to_live_ms"]
-    header = ("reloads", "clients", "requests", "failed", "p50 ms", "p99 ms", "max ms")
-    print(" ".join(f"{h:>8}" for h in header))
-    print(
-        f"{reloads:>8} {clients:>8} {result['requests']:>8} {result['failed_requests']:>8} "
-        f"{latency['p50']:>8} {latency['p99']:>8} {latency['max']:>8}"
+    headers = ("reloads", "clients", "requests", "failed", "edit → live p50", "p99", "max")
+    row = [
+        result["reloads"],
+        result["clients"],
+        f"{result['requests']:,}",
+        result["failed_requests"],
+        f"{latency['p50']} ms",
+        f"{latency['p99']} ms",
+        f"{latency['max']} ms",
+    ]
+    return f"reload.debounce_ms = {result['debounce_ms']}\n\n" + markdown_table(
+        headers, [row], numeric_from=0
     )
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 1 if result["failed_requests"] else 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reloads", type=int, default=50, help="config edits (50)")
+    parser.add_argument("--clients", type=int, default=4, help="clients calling GET /v1/models meanwhile (4)")
+
+
+def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    reloads, clients = (5, 2) if args.quick else (args.reloads, args.clients)
+    return run(reloads, clients, progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.reload ...` is `gateway bench reload ...`."""
+    from bench.cli import main as bench_main
+
+    return bench_main(["reload", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -11,14 +11,24 @@ import gc
 import logging
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from quart import Quart
 
 from admin.api import blueprint as admin_api
-from gateway.config.live import LiveRuntime
+from admin.logs import blueprint as admin_logs
+from admin.panel import install_panel
+from admin.session import AdminSessions
+from gateway.audit.service import AuditService
+from gateway.config.live import LiveRuntime, ReloadEvent
 from gateway.config.watch import watch_config
 from gateway.problems import install_problem_handlers
 from gateway.surfaces.model_api import ModelAPI
+from gateway.telemetry.endpoints import blueprint as telemetry_endpoints
+from gateway.telemetry.service import Telemetry
+
+if TYPE_CHECKING:
+    from logfire import Logfire
 
 __all__ = ["GatewayApp", "create_app"]
 
@@ -29,6 +39,9 @@ class GatewayApp(Quart):
     """The Quart side: admin API, lifespan, problem+json for unknown routes."""
 
     live: LiveRuntime
+    audit: AuditService
+    telemetry: Telemetry
+    admin_sessions: AdminSessions
 
 
 def create_app(
@@ -37,6 +50,7 @@ def create_app(
     host: str | None = None,
     env: Mapping[str, str] | None = None,
     watch: bool | None = None,
+    logfire_instance: Logfire | None = None,
 ) -> ModelAPI:
     """The gateway (an ASGI app) for the config file at `config_path`.
 
@@ -44,19 +58,36 @@ def create_app(
     (reachable as `.fallback`).
 
     `host` is the address actually bound (for the keys-required check); `watch` overrides
-    `reload.watch` from the file.
+    `reload.watch` from the file. `logfire_instance`: trace to this Logfire instance whatever the
+    config and environment say (tests pass the one `capfire` configured).
     """
     app = GatewayApp(__name__)
     app.live = LiveRuntime(config_path, host=host, env=env)
     install_problem_handlers(app)
+    app.audit = AuditService()
     app.register_blueprint(admin_api)
+    app.register_blueprint(admin_logs)
+    install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch
+    app.telemetry = Telemetry(logfire_instance)
+    app.register_blueprint(telemetry_endpoints)
     stop_watching = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
+    applying: set[asyncio.Task[None]] = set()
+
+    def on_reload(event: ReloadEvent) -> None:
+        """A reload may change `audit.*`: the service restarts its writer only if it did."""
+        if event.outcome == "applied" and app.live.current is not None:
+            task = asyncio.create_task(app.audit.apply(app.live.current.config.audit))
+            applying.add(task)
+            task.add_done_callback(applying.discard)
 
     @app.before_serving
     async def startup() -> None:
         runtime = await app.live.start()
         config = runtime.config
+        await app.audit.apply(config.audit)
+        app.live.listeners.append(on_reload)
+        await app.telemetry.start(app.live, app.audit)
         app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
         if config.auth.allow_unauthenticated and not config.auth.client_keys:
             log.warning(
@@ -81,6 +112,10 @@ def create_app(
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         tasks.clear()
+        if applying:
+            await asyncio.gather(*applying, return_exceptions=True)
+        await app.audit.close()  # flushes the buffered records (or spills them if the database is down)
         await app.live.close()
+        await app.telemetry.close()
 
-    return ModelAPI(app.live, app)
+    return ModelAPI(app.live, app, app.audit, app.telemetry.requests)

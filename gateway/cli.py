@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, check, schema, key."""
+"""The `gateway` command: serve, check, schema, key, model, bench."""
 
 from __future__ import annotations
 
@@ -144,10 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_create_arguments(model_create)
     model_create.set_defaults(handler=_model_create)
+
+    # Listed here for `gateway --help`; `main` hands everything after `bench` to bench.cli.
+    bench = commands.add_parser(
+        "bench", help="run a benchmark scenario (gateway bench --help)", add_help=False
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=lambda args: _bench(args.bench_args))
     return parser
 
 
+def _bench(argv: list[str]) -> int:
+    try:
+        from bench.cli import main as bench_main
+    except ImportError:  # an install without the repository's bench/ package
+        print("gateway bench: the bench package is not installed (run it from a checkout)", file=sys.stderr)
+        return 2
+    return bench_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(list(argv[1:]))
     args = build_parser().parse_args(argv)
     return args.handler(args)
 

@@ -7,7 +7,7 @@ import re
 import secrets
 
 import orjson
-from quart import Quart, Response, g, request
+from quart import Quart, Response, g, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
 from gateway.errors import (
@@ -27,11 +27,16 @@ log = logging.getLogger("gateway.http")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def _incoming():
+    """The HTTP request, or the WebSocket handshake when handling one."""
+    return request if has_request_context() else websocket
+
+
 def request_id() -> str:
     """This request's id: the client's `x-request-id` when well-formed, else a new one."""
     rid = getattr(g, "request_id", None)
     if rid is None:
-        incoming = request.headers.get("x-request-id", "")
+        incoming = _incoming().headers.get("x-request-id", "")
         rid = incoming if _CLIENT_REQUEST_ID.match(incoming) else f"req_{secrets.token_hex(12)}"
         g.request_id = rid
     return rid
@@ -40,8 +45,9 @@ def request_id() -> str:
 def problem_response(error: GatewayError) -> Response:
     rid = request_id()
     # Paths under the Anthropic surface get Anthropic's error type names (what its SDK expects).
-    protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
-    body = problem_body(error, request_id=rid, instance=request.path, protocol=protocol)
+    path = _incoming().path
+    protocol = "anthropic" if path.startswith("/v1/messages") else "openai"
+    body = problem_body(error, request_id=rid, instance=path, protocol=protocol)
     response = Response(orjson.dumps(body), status=error.status, content_type=PROBLEM_CONTENT_TYPE)
     for name, value in error.headers.items():
         response.headers[name] = value

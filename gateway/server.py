@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -25,6 +26,11 @@ from hypercorn.utils import wrap_app
 from gateway.config.issues import ConfigError
 from gateway.config.load import exposure_issue, load_config
 from gateway.telemetry.logging import configure_logging
+from gateway.telemetry.metrics import (
+    mark_worker_dead,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+)
 
 __all__ = ["ServeOptions", "serve"]
 
@@ -80,8 +86,11 @@ def serve(
         extra={"event": "listening", "host": bound[0], "port": bound[1], "workers": options.workers},
     )
     if options.workers == 1:
-        return _run_worker(options, hypercorn, sockets)
-    return _supervise(options, hypercorn, sockets)
+        code = _run_worker(options, hypercorn, sockets)
+    else:
+        code = _supervise(options, hypercorn, sockets)
+    log.info("gateway stopped", extra={"event": "stopped", "exit_code": code})
+    return code
 
 
 def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
@@ -110,8 +119,13 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
         app = create_app(options.config_path, host=options.host)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+
+        def begin_stopping() -> None:
+            stop.set()
+            app.fallback.audit.end_live()  # live-tail sockets must not hold the graceful shutdown
+
+        loop.add_signal_handler(signal.SIGTERM, begin_stopping)
+        loop.add_signal_handler(signal.SIGINT, begin_stopping)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.live.reload("signal")))
         await worker_serve(wrap_app(app, 0, "asgi"), hypercorn, sockets=sockets, shutdown_trigger=stop.wait)
 
@@ -131,13 +145,24 @@ def _worker_entry(options: ServeOptions, hypercorn: HypercornConfig, sockets: So
 
 
 def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
-    """Start N worker processes, forward SIGHUP/SIGTERM to them, restart one that dies unexpectedly."""
+    """Start N worker processes, forward SIGHUP/SIGTERM to them, restart one that dies unexpectedly.
+
+    The workers share their Prometheus metrics through a directory made here (before they are
+    spawned, so they inherit PROMETHEUS_MULTIPROC_DIR) and removed when the server stops."""
     context = multiprocessing.get_context("spawn")
     stopping = False
+    metrics_dir, made_metrics_dir = prepare_multiprocess_dir()
+    log.info(
+        "workers share their metrics through %s",
+        metrics_dir,
+        extra={"event": "metrics_directory", "directory": str(metrics_dir)},
+    )
 
     def spawn() -> multiprocessing.process.BaseProcess:
         process = context.Process(target=_worker_entry, args=(options, hypercorn, sockets), daemon=False)
         process.start()
+        started = {"event": "worker_started", "worker_pid": process.pid}
+        log.info("worker %s started", process.pid, extra=started)
         return process
 
     workers = [spawn() for _ in range(options.workers)]
@@ -161,6 +186,8 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
             if process.is_alive():
                 continue
             process.join()
+            if process.pid is not None:
+                mark_worker_dead(process.pid, metrics_dir)
             if stopping:
                 workers.remove(process)
                 exit_code = exit_code or (process.exitcode or 0)
@@ -175,4 +202,6 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
                 workers[index] = spawn()
     for sock in sockets.insecure_sockets:
         sock.close()
+    if made_metrics_dir:
+        remove_multiprocess_dir(metrics_dir)
     return exit_code

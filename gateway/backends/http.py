@@ -9,10 +9,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway.backends.upstream import AttemptLimits, UpstreamFailure
 from gateway.config.model import BackendConfig
 from gateway.routing.breaker import CircuitBreaker
+from gateway.telemetry import tracing
 
 __all__ = ["HTTPBackend", "sse_events", "sse_fields"]
 
@@ -65,6 +67,41 @@ class HTTPBackend:
 
         Raises UpstreamFailure: connect errors, no headers within the first-byte limit, error statuses.
         """
+        if not tracing.enabled():
+            return await self._post(path, body, limits, None)
+        return await self._traced_post(path, body, limits)
+
+    async def _traced_post(self, path: str, body: bytes, limits: AttemptLimits) -> aiohttp.ClientResponse:
+        """`post` inside an HTTP client span (OpenTelemetry semantic conventions), which ends when the
+        response headers arrive; the upstream gets the trace context in `traceparent`."""
+        url = URL(self.config.base_url + path)
+        attributes = {
+            "http.request.method": "POST",
+            "url.full": str(url.with_user(None).with_query(None).with_fragment(None)),
+            "server.address": url.host,
+            "server.port": url.port,
+        }
+        failed: UpstreamFailure | None = None
+        with tracing.span(f"POST {url.path}", **attributes) as client_span:
+            headers: dict[str, str] = {}
+            tracing.inject_context(headers)
+            try:
+                response = await self._post(path, body, limits, headers)
+            except UpstreamFailure as failure:
+                # Kept out of the span: its detail may quote the upstream's error message.
+                client_span.set_attribute("error.type", failure.kind)
+                if failure.status:
+                    client_span.set_attribute("http.response.status_code", failure.status)
+                failed = failure
+            else:
+                client_span.set_attribute("http.response.status_code", response.status)
+        if failed is not None:
+            raise failed
+        return response
+
+    async def _post(
+        self, path: str, body: bytes, limits: AttemptLimits, headers: dict[str, str] | None
+    ) -> aiohttp.ClientResponse:
         if self.session is None:
             await self.start()
         assert self.session is not None
@@ -72,7 +109,9 @@ class HTTPBackend:
         timeout = aiohttp.ClientTimeout(total=None, connect=limits.connect, sock_connect=limits.connect)
         try:
             async with asyncio.timeout(wait):
-                response = await self.session.post(self.config.base_url + path, data=body, timeout=timeout)
+                response = await self.session.post(
+                    self.config.base_url + path, data=body, timeout=timeout, headers=headers
+                )
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamFailure(
                 "connect_error", f"could not connect within {limits.connect:g} s (connect limit)"

@@ -42,6 +42,15 @@ class CircuitBreaker:
         now = time.monotonic() if now is None else now
         return max(0.0, policy.cooldown_seconds - (now - self.opened_at))
 
+    def current_state(self, policy: CircuitBreakerPolicy, now: float | None = None) -> State:
+        """The state as a reader should see it (metrics, readiness): an open circuit whose cooldown is
+        over counts as half-open, since the next request will probe; a disabled breaker is closed."""
+        if not policy.enabled or self.state == "closed":
+            return "closed"
+        if self.state == "open" and self.retry_in(policy, now) == 0:
+            return "half_open"
+        return self.state
+
     def record_success(self) -> None:
         self.state = "closed"
         self.consecutive_failures = 0

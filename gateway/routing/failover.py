@@ -30,8 +30,12 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from gateway.telemetry.tracing import span
 
-__all__ = ["Attempt", "Served", "deadline_exceeded", "execute"]
+__all__ = ["ATTEMPT_SPAN", "Attempt", "Served", "deadline_exceeded", "execute"]
+
+#: The span of one backend attempt, a child of the request's span (tracing on only).
+ATTEMPT_SPAN = "backend attempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +74,19 @@ def deadline_exceeded(tier: TimeoutTier) -> GatewayTimeout:
 
 
 async def execute(
-    route: ModelRoute, call: UpstreamCall, tier: TimeoutTier, policy: FailoverPolicy, deadline: float
+    route: ModelRoute,
+    call: UpstreamCall,
+    tier: TimeoutTier,
+    policy: FailoverPolicy,
+    deadline: float,
+    attempts: list[Attempt] | None = None,
 ) -> Served:
-    """Try the chain's targets in order until one answers. Raises a GatewayError if none does."""
-    attempts: list[Attempt] = []
+    """Try the chain's targets in order until one answers. Raises a GatewayError if none does.
+
+    Each step is appended to `attempts` (a new list when None) as it ends, so a caller holding the
+    list sees the path even when the request fails."""
+    if attempts is None:
+        attempts = []
     breaker_policy = policy.circuit_breaker
     tried = 0
     for step in route.chain:
@@ -98,9 +111,29 @@ async def execute(
         tried += 1
         limits = AttemptLimits(connect=tier.connect, first_byte=tier.first_byte, deadline=deadline)
         started = time.monotonic()
-        try:
-            result = await backend.send(call, step.target.model, limits)
-        except UpstreamFailure as failure:
+        with span(
+            ATTEMPT_SPAN,
+            backend=backend.name,
+            backend_type=step.config.type,
+            upstream_model=step.target.model,
+            attempt=tried,
+        ) as attempt_span:
+            try:
+                result = await backend.send(call, step.target.model, limits)
+            except UpstreamFailure as failure:
+                attempt_span.set_attribute("outcome", failure.kind)
+                if failure.status:
+                    attempt_span.set_attribute("http.response.status_code", failure.status)
+                failed: UpstreamFailure | None = failure
+            except BaseException:
+                attempt_span.set_attribute("outcome", "cancelled")
+                breaker.release_probe()
+                raise
+            else:
+                attempt_span.set_attribute("outcome", "ok")
+                failed = None
+        if failed is not None:
+            failure = failed
             elapsed = (time.monotonic() - started) * 1000
             attempts.append(
                 Attempt(
@@ -116,9 +149,6 @@ async def execute(
             if failure.kind in ALWAYS_NEXT or failure.kind in policy.retry_on:
                 continue
             raise _final_error(route, attempts, tier, deadline, last=failure) from None
-        except BaseException:
-            breaker.release_probe()
-            raise
         breaker.record_success()
         elapsed = (time.monotonic() - started) * 1000
         attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed))

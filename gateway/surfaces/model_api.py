@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -30,11 +30,13 @@ from gateway.errors import (
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
-from gateway.routing.failover import Served, deadline_exceeded, execute
+from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
 from gateway.surfaces.access import authenticate_client
 from gateway.surfaces.http import ClientDisconnected, ModelRequest, Receive, Scope, Send
+from gateway.surfaces.trail import RequestTrail
+from gateway.telemetry.requests import RequestTelemetry
 
-__all__ = ["ModelAPI"]
+__all__ = ["AuditSink", "ModelAPI"]
 
 log = logging.getLogger("gateway.request")
 
@@ -57,6 +59,8 @@ ROUTES: dict[str, Route] = {
         "POST", "anthropic", "count_tokens", anthropic_protocol.parse_count_tokens_request
     ),
 }
+#: The status an audit record gives a request whose client went away (nginx's 499).
+CLIENT_CLOSED = 499
 _TIER = {"chat": "chat", "count_tokens": "chat", "completions": "completions", "embeddings": "embeddings"}
 
 
@@ -99,10 +103,35 @@ async def _unless_disconnected(request: ModelRequest, work: Awaitable[Served]) -
         watcher.cancel()
 
 
+class AuditSink(Protocol):
+    """Where finished requests' trails go (the audit log): `record` must not block or raise."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def record(self, trail: RequestTrail) -> None: ...
+
+
+class _NoAudit:
+    active = False
+
+    def record(self, trail: RequestTrail) -> None:
+        pass
+
+
 class ModelAPI:
-    def __init__(self, live: LiveRuntime, fallback: Callable[[Scope, Receive, Send], Any]) -> None:
+    def __init__(
+        self,
+        live: LiveRuntime,
+        fallback: Callable[[Scope, Receive, Send], Any],
+        audit: AuditSink | None = None,
+        telemetry: RequestTelemetry | None = None,
+    ) -> None:
         self.live = live
         self.fallback = fallback
+        self.audit: AuditSink = audit or _NoAudit()
+        #: Spans, metrics and the per-request log line (None: none of them).
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
@@ -114,6 +143,14 @@ class ModelAPI:
         if runtime is None:  # only before startup finished
             await self.fallback(scope, receive, send)
             return
+        telemetry = self.telemetry
+        trail = (
+            RequestTrail(route.protocol, route.endpoint, request.request_id)
+            if route.endpoint is not None
+            and (self.audit.active or (telemetry is not None and telemetry.active))
+            else None
+        )
+        observation = telemetry.begin(trail) if trail is not None and telemetry is not None else None
         with runtime.lease():
             try:
                 if request.method != route.method:
@@ -124,20 +161,30 @@ class ModelAPI:
                 if route.endpoint is None:
                     await self._models(request, runtime)
                 else:
-                    await self._serve(request, runtime, route)
+                    await self._serve(request, runtime, route, trail)
             except GatewayError as error:
+                if trail is not None:
+                    trail.http_status, trail.error_type = error.status, error.slug
                 if not request.started_response:
                     await request.problem(error)
             except ClientDisconnected:
-                pass
+                if trail is not None:
+                    trail.http_status, trail.error_type = CLIENT_CLOSED, "client-disconnected"
             except Exception:
                 log.exception("model API request failed", extra={"request_id": request.request_id})
+                if trail is not None:
+                    trail.http_status, trail.error_type = 500, "internal-error"
                 if not request.started_response:
                     await request.problem(
                         InternalError(
                             f"the gateway failed unexpectedly; quote request id {request.request_id}"
                         )
                     )
+            finally:
+                if trail is not None:
+                    if observation is not None:
+                        telemetry.end(trail, observation, runtime.routes)  # type: ignore[union-attr]
+                    self.audit.record(trail)
 
     async def _models(self, request: ModelRequest, runtime: Runtime) -> None:
         principal = authenticate_client(
@@ -154,11 +201,17 @@ class ModelAPI:
         body = orjson.dumps({"object": "list", "data": data})
         await request.respond(200, body, extra=[(b"x-config-version", runtime.version.encode())])
 
-    async def _serve(self, request: ModelRequest, runtime: Runtime, route: Route) -> None:
+    async def _serve(
+        self, request: ModelRequest, runtime: Runtime, route: Route, trail: RequestTrail | None
+    ) -> None:
         config = runtime.config
+        if trail is not None:
+            trail.config_version = runtime.version
         principal = authenticate_client(
             runtime.keys, request.header(b"authorization"), request.header(b"x-api-key")
         )
+        if trail is not None:
+            trail.client_key = principal.name
         raw = await request.body(config.server.max_body_bytes)
         try:
             body = orjson.loads(raw)
@@ -169,6 +222,8 @@ class ModelAPI:
         assert route.parse is not None and route.endpoint is not None
         parsed = route.parse(body)
         model: str = parsed.model
+        if trail is not None:
+            trail.model = model
         model_route = runtime.routes.get(model)
         if model_route is None or not principal.may_use(model):
             if model_route is not None:
@@ -193,13 +248,20 @@ class ModelAPI:
             request_id=request.request_id,
             public_model=model,
         )
+        attempts: list[Attempt] = trail.attempts if trail is not None else []
+        if trail is not None:
+            trail.stream = call.stream
         try:
             async with asyncio.timeout_at(deadline):
                 served = await _unless_disconnected(
-                    request, execute(model_route, call, tier, config.failover, deadline)
+                    request, execute(model_route, call, tier, config.failover, deadline, attempts)
                 )
         except TimeoutError:
             raise deadline_exceeded(tier) from None
+        if trail is not None:
+            trail.backend = served.target.backend.name
+            trail.backend_type = served.target.config.type
+            trail.upstream_model = served.target.target.model
         tried = sum(1 for a in served.attempts if a.tried)
         headers = [
             (b"x-gateway-backend", served.target.backend.name.encode()),
@@ -208,9 +270,15 @@ class ModelAPI:
         ]
         result = served.result
         if isinstance(result, Reply):
+            if trail is not None:
+                trail.http_status, trail.usage = result.status, result.usage
+                if result.status >= 400:
+                    trail.error_type = f"http-{result.status}"
             await request.respond(result.status, result.body, result.content_type.encode(), headers)
             return
-        await self._stream(request, served, result, deadline, tier, headers)
+        if trail is not None:
+            trail.http_status, trail.first_byte_at = 200, time.monotonic()
+        await self._stream(request, served, result, deadline, tier, headers, trail)
 
     async def _stream(
         self,
@@ -220,6 +288,7 @@ class ModelAPI:
         deadline: float,
         tier: Any,
         headers: list[tuple[bytes, bytes]],
+        trail: RequestTrail | None,
     ) -> None:
         protocol = request.protocol
         backend = served.target.backend.name
@@ -232,10 +301,14 @@ class ModelAPI:
                     async for chunk in stream.rest:
                         await request.stream_chunk(chunk)
             except TimeoutError:
+                if trail is not None:
+                    trail.timed_out, trail.error_type = True, "timeout"
                 message = f"{deadline_exceeded(tier).detail} (request {request.request_id})"
                 error_type = "timeout_error" if protocol == "anthropic" else "timeout"
                 await request.stream_chunk(stream_error(protocol, message, error_type))
             except UpstreamFailure as failure:
+                if trail is not None:
+                    trail.error_type = "stream-failed"
                 message = (
                     f"backend '{backend}' failed mid-stream: {failure.detail} (request {request.request_id})"
                 )
@@ -249,9 +322,13 @@ class ModelAPI:
             done, _ = await asyncio.wait((pumping, disconnect), return_when=asyncio.FIRST_COMPLETED)
             if pumping in done:
                 pumping.result()
+            elif trail is not None:
+                trail.error_type = "client-disconnected"
         finally:
             for task in (pumping, disconnect):
                 if not task.done():
                     task.cancel()
             await asyncio.gather(pumping, disconnect, return_exceptions=True)
             await stream.aclose()
+            if trail is not None:
+                trail.usage = stream.usage

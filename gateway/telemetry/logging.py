@@ -1,4 +1,9 @@
-"""Log lines: one JSON object per line (or plain text), with secrets redacted wherever they appear."""
+"""Log lines: one JSON object per line (or plain text), with secrets redacted wherever they appear.
+
+Every line is redacted as a whole, after formatting, so a key is caught whichever field carries it
+(message, extra field, exception), in its JSON encoding. Lines logged while a traced request runs
+carry its `trace_id`.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,51 @@ from datetime import UTC, datetime
 
 import orjson
 
-__all__ = ["JSONFormatter", "configure_logging", "redact"]
+from gateway.config.model import LoggingConfig
+from gateway.telemetry import tracing
 
-# Bearer tokens, sk-... style API keys, x-api-key values: never in a log line, whatever logged them.
-_SECRET = re.compile(
-    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}|\b(sk-[A-Za-z0-9_-]{8,})|(x-api-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{8,}"
+__all__ = ["JSONFormatter", "apply_logging", "configure_logging", "redact"]
+
+# Never in a log line, whatever logged them: bearer tokens, sk-... style API keys, Logfire tokens,
+# values of x-api-key / api_key / token / secret / password fields, passwords in URLs. The
+# replacement keeps quotes and separators, so a JSON line stays valid JSON. Each pattern runs only
+# when the line contains a word it could match (scanning a whole line costs tens of µs per pattern).
+_FIELD_END = ('"', "'", ":", "=", " ", "\\")
+#: (pattern, words it could match: a word, or a word and what may follow it).
+_PATTERNS: tuple[tuple[re.Pattern[str], tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
+    (re.compile(r"(?i)(?P<prefix>bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), (("bearer", ()),)),
+    (re.compile(r"(?i)\b(?:sk-|pylf_)[A-Za-z0-9_-]{8,}"), (("sk-", ()), ("pylf_", ()))),
+    (
+        re.compile(
+            r"(?i)(?P<prefix>(?:x-api-key|api[_-]?key|token|secret|password)\\?[\"']?\s*[:=]\s*\\?[\"']?)"
+            r"[^\s\"',}\\]{8,}"
+        ),
+        (("key", _FIELD_END), ("token", _FIELD_END), ("secret", ()), ("password", ())),
+    ),
+    (re.compile(r"(?P<prefix>://[^:/@\s\"']+:)[^@\s/\"']+(?P<at>@)"), (("://", ()),)),
 )
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+#: Marks the handler `configure_logging` installed, so a reload reconfigures only that one.
+_OURS = "_gateway_handler"
 
 
 def redact(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        prefix = match.group(1) or match.group(3) or ""
-        return f"{prefix}[REDACTED]"
+    lowered = text.lower()
+    for pattern, words in _PATTERNS:
+        if any(_has(lowered, word, ends) for word, ends in words):
+            text = pattern.sub(_replace, text)
+    return text
 
-    return _SECRET.sub(replace, text)
+
+def _has(text: str, word: str, ends: tuple[str, ...]) -> bool:
+    if word not in text:
+        return False
+    return not ends or any(word + end in text for end in ends)
+
+
+def _replace(match: re.Match[str]) -> str:
+    groups = match.groupdict()
+    return f"{groups.get('prefix') or ''}[REDACTED]{groups.get('at') or ''}"
 
 
 class JSONFormatter(logging.Formatter):
@@ -32,14 +67,20 @@ class JSONFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "pid": record.process,
+            "message": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+        fields = record.__dict__
+        for key in fields.keys() - _STANDARD:
+            if not key.startswith("_"):
+                line[key] = fields[key]
+        if "trace_id" not in line and tracing.enabled():
+            trace_id = tracing.current_trace_id()
+            if trace_id:
+                line["trace_id"] = trace_id
         if record.exc_info:
-            line["exception"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(line, default=str).decode()
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(orjson.dumps(line, default=str).decode())
 
 
 class _TextFormatter(logging.Formatter):
@@ -49,6 +90,7 @@ class _TextFormatter(logging.Formatter):
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    setattr(handler, _OURS, True)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
@@ -58,3 +100,11 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     for noisy in ("hypercorn.access", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def apply_logging(config: LoggingConfig) -> None:
+    """Apply `telemetry.logging` after a reload, if `configure_logging` set up this process's logging
+    (an embedding application's or a test runner's handlers are left alone)."""
+    root = logging.getLogger()
+    if any(getattr(handler, _OURS, False) for handler in root.handlers):
+        configure_logging(config.level, config.format)

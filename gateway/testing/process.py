@@ -59,12 +59,14 @@ def start_gateway(
     ready_path: str = "/v1/models",
     cpu: int | None = None,
     timeout: float = 30,
+    port: int | None = None,
 ) -> GatewayProcess:
     """Start `gateway serve` for `config_path` on a free port; return once it answers HTTP.
 
-    `cpu` pins the server to one core (taskset), for benchmarks of one worker on one core.
+    `cpu` pins the server to one core (taskset), for benchmarks of one worker on one core. `port`:
+    this one instead of a free one (to restart a gateway where its clients expect it).
     """
-    port = free_port()
+    port = port or free_port()
     log_path = config_path.parent / f"gateway-{port}.log"
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)]
     command += ["--port", str(port), "--workers", str(workers)]

@@ -1,19 +1,17 @@
-"""Smoke run of the local-inference benchmark: the result's structure and sanity (no timing asserted)."""
+"""`gateway bench local --quick` on the tiny model: the result's structure and sanity (no timing
+asserted), and the pieces it is computed from."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from bench.local import SYSTEMS, main, prompts, summarize
+from bench.local import SYSTEMS, prompts, summarize
+from tests.bench.conftest import BenchRun, check_envelope, check_percentiles
 
 pytest.importorskip("mlx_lm")
-
-
-def _check_percentiles(values: dict[str, float]) -> None:
-    assert 0 < values["p50"] <= values["p90"] <= values["p99"] <= values["max"]
 
 
 def test_prompts_are_distinct_and_repeatable() -> None:
@@ -52,49 +50,50 @@ def test_summarize_counts_usage_tokens_not_chunks() -> None:
     assert short["tokens"]["all_ran_to_max_tokens"] is False
 
 
+def _check_generation(phase: dict[str, Any], max_tokens: int, requests: int) -> None:
+    """Every request completed with exactly max_tokens tokens (from usage), with sane rates."""
+    assert phase["failed"] == 0, phase["errors"]
+    assert phase["requests"] == phase["completed"] == requests
+    tokens = phase["tokens"]
+    assert tokens["per_request_min"] == tokens["per_request_max"] == max_tokens
+    assert tokens["all_ran_to_max_tokens"] is True
+    assert tokens["total"] == requests * max_tokens
+    assert phase["aggregate_tokens_per_s"] == pytest.approx(tokens["total"] / phase["makespan_s"], rel=0.01)
+    check_percentiles(phase["ttft_ms"])
+    assert phase["ttft_ms"]["max"] <= phase["makespan_s"] * 1000
+    assert phase["per_stream_tokens_per_s"]["p50"] > 0
+
+
 @pytest.mark.timeout(600)
-def test_local_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "local.json"
-    assert main(["--quick", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "| system | streams |" in printed and "aggregate tok/s" in printed
+def test_local_quick(run_bench: Callable[..., BenchRun]) -> None:
+    run = run_bench("local")
+    assert run.exit_code == 0
+    assert "| system | streams |" in run.stdout and "aggregate tok/s" in run.stdout
+    assert "two models at once" in run.stdout and "4-bit weights" in run.stdout
 
-    result = json.loads(out.read_text())
-    assert result["scenario"] == "local_inference"
-    assert result["quick"] is True and result["preset"] == "tiny"
+    result = run.result
+    check_envelope(result, "local")
+    assert result["parts"] == ["servers", "two_models", "tiers"]
     assert result["failed_requests"] == 0
-    assert result["streams"] == [1, 4]
-    max_tokens, rounds = result["max_tokens"], result["rounds"]
-    assert max_tokens > 1 and rounds >= 1
-    assert result["machine"]["cores"] >= 1 and result["machine"]["python"]
-    assert "BLAS" in result["blas"]
-    assert set(result["systems"]) == set(SYSTEMS)
 
-    phases = result["phases"]
+    # servers: batching on and off, mlx_lm.server and the bare loop, at 1 and 4 streams.
+    servers = result["servers"]
+    assert servers["preset"] == "tiny" and servers["streams"] == [1, 4]
+    assert servers["failed_requests"] == 0
+    max_tokens, rounds = servers["max_tokens"], servers["rounds"]
+    assert max_tokens > 1 and rounds >= 1
+    assert "BLAS" in servers["blas"]
+    assert set(servers["systems"]) == set(SYSTEMS)
+    phases = servers["phases"]
     assert {(p["system"], p["streams"]) for p in phases} == {(s, n) for s in SYSTEMS for n in (1, 4)}
     prompt_sizes: dict[int, set[int]] = {}
     for phase in phases:
-        streams = phase["streams"]
-        # Every stream completed every request, each with exactly max_tokens tokens (from usage).
-        assert phase["failed"] == 0 and phase["warmup_failed"] == 0, phase["errors"]
-        assert phase["requests"] == phase["completed"] == streams * rounds
-        tokens = phase["tokens"]
-        assert tokens["per_request_min"] == tokens["per_request_max"] == max_tokens
-        assert tokens["all_ran_to_max_tokens"] is True
-        assert tokens["total"] == streams * rounds * max_tokens
-        assert tokens["finish_reasons"] == {"length": streams * rounds}
-        assert 1 <= phase["chunks_per_request"]["min"] <= phase["chunks_per_request"]["max"] <= max_tokens
-        prompt_sizes.setdefault(streams, set()).add(phase["prompt_tokens"]["total"])
-        assert phase["aggregate_tokens_per_s"] > 0
-        assert phase["aggregate_tokens_per_s"] == pytest.approx(
-            tokens["total"] / phase["makespan_s"], rel=0.01
-        )
-        _check_percentiles(phase["ttft_ms"])
-        assert phase["ttft_ms"]["max"] <= phase["makespan_s"] * 1000
-        assert phase["per_stream_tokens_per_s"]["p50"] > 0
+        _check_generation(phase, max_tokens, phase["streams"] * rounds)
+        assert phase["warmup_failed"] == 0
+        assert phase["tokens"]["finish_reasons"] == {"length": phase["streams"] * rounds}
+        prompt_sizes.setdefault(phase["streams"], set()).add(phase["prompt_tokens"]["total"])
         assert phase["system_cpu_cores"] >= 0 and phase["foreign_cpu_cores"] >= 0
         assert phase["repeats"] == [phase["aggregate_tokens_per_s"]]  # one cycle in a quick run
-        assert all(t["cores"] > 0 for t in phase["system_threads"])
         assert len(phase["request_log"]) == phase["requests"]
         if phase["system"] == "bare":
             assert phase["loadgen_cpu_share"] is None
@@ -102,8 +101,40 @@ def test_local_bench_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             assert 0 <= phase["loadgen_cpu_share"] <= 1.5
     # The same prompts, through the same chat template, for every system.
     assert all(len(totals) == 1 for totals in prompt_sizes.values()), prompt_sizes
+    assert set(servers["goals"]) == {"gateway_vs_mlx_lm_server_at_4", "gateway_vs_bare_at_4"}
 
-    goals = result["goals"]
-    assert set(goals) == {"gateway_vs_mlx_lm_server_at_4", "gateway_vs_bare_at_4"}
-    for goal in goals.values():
-        assert isinstance(goal["met"], bool) and goal["value"] > 0
+    # two_models: one model at S and 2S streams, then two models at S streams each.
+    two = result["two_models"]
+    assert two["failed_requests"] == 0 and two["model"]["copies_loaded"] == 2
+    s = two["streams"]
+    names = [(p["name"], p["streams_per_model"], p["models_under_load"]) for p in two["phases"]]
+    assert names == [("one_model", s, 1), ("one_model", 2 * s, 1), ("two_models", s, 2)]
+    for phase in two["phases"]:
+        under_load = phase["models_under_load"]
+        _check_generation(phase, two["max_tokens"], phase["streams_per_model"] * under_load * two["rounds"])
+    both = two["phases"][-1]
+    assert set(both["per_model"]) == {"local-a", "local-b"}
+    assert sum(m["tokens"]["total"] for m in both["per_model"].values()) == both["tokens"]["total"]
+
+    # tiers: the tiny tier only in a quick run, 4-bit, checked against the memory available.
+    tiers = result["tiers"]
+    assert tiers["quantize"] == 4 and tiers["failed_requests"] == 0
+    [tiny] = tiers["tiers"]
+    assert tiny["tier"] == "tiny" and tiny["status"] == "measured" and tiny["fits"] is True
+    assert 0 < tiny["weight_bytes"] < tiny["available_memory_bytes"]
+    assert tiny["model_path"].endswith("tiny-q4")
+    for phase in tiny["phases"]:
+        _check_generation(phase, tiers["max_tokens"], phase["streams"] * tiers["rounds"])
+
+
+def test_tier_that_does_not_fit_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tier whose weights exceed the memory available is not loaded, and the result says why."""
+    from gateway.backends.mlx import create
+
+    monkeypatch.setattr(create, "available_memory_bytes", lambda: 4 * 2**30)
+    from bench.tiers import memory_check
+
+    check = memory_check("14b")
+    assert check["fits"] is False
+    assert "9.2 GB" in check["reason"] and "4.3 GB of memory is available" in check["reason"]
+    assert memory_check("tiny")["fits"] is True

@@ -1,19 +1,19 @@
-"""Smoke run of the reload benchmark: the result's structure, and no failed request (no timing asserted)."""
+"""`gateway bench reload --quick`: the result's structure, and no failed request (no timing asserted)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Callable
 
-from bench.reload import main
+from tests.bench.conftest import BenchRun, check_envelope
 
 
-def test_reload_bench_quick(tmp_path: Path) -> None:
-    out = tmp_path / "reload.json"
-    assert main(["--quick", "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["scenario"] == "reload"
-    assert result["reloads"] == 5
+def test_reload_quick(run_bench: Callable[..., BenchRun]) -> None:
+    run = run_bench("reload")
+    assert run.exit_code == 0
+    assert "edit → live p50" in run.stdout
+    result = run.result
+    check_envelope(result, "reload")
+    assert result["reloads"] == 5 and len(result["edit_to_live_ms_each"]) == 5
     assert result["failed_requests"] == 0
     assert result["requests"] > 0
     latency = result["edit_to_live_ms"]

@@ -1,0 +1,144 @@
+// The status page: the config version being served and how it was applied, the last rejected
+// reload with its file:line:col errors, each backend's circuit and recent error rate, and the
+// reload history. Refreshed every few seconds while open.
+
+import { api, ApiError } from "./api.js";
+import { ago, fill, formatTime, h } from "./dom.js";
+
+const REFRESH_MS = 5000;
+const WINDOW_MINUTES = 15;
+
+export function mount(container, context) {
+  let stopped = false;
+  let timer = null;
+  const body = h("div", { id: "status" }, h("p", { class: "muted" }, "Loading…"));
+  const updated = h("span", { class: "muted", id: "updated" });
+  fill(container,
+    h("div", { class: "page-head" },
+      h("div", {}, h("h1", {}, "Status"), h("p", {}, "What this gateway is serving, and how its backends are doing.")),
+      h("span", { class: "spacer" }), updated,
+      h("button", { type: "button", onclick: () => refresh() }, "Refresh")),
+    body);
+
+  async function refresh() {
+    clearTimeout(timer);
+    const [config, backends, outcomes, audit] = await Promise.all([
+      api("/config").then((r) => r.data),
+      api("/backends").then((r) => r.data),
+      api(`/logs/backends?minutes=${WINDOW_MINUTES}`).then((r) => r.data, (error) => error),
+      api("/logs/stats").then((r) => r.data, () => null),
+    ]).catch((error) => [error]);
+    if (stopped) return;
+    if (config instanceof Error) {
+      fill(body, h("p", { class: "alert bad" }, config.message));
+    } else {
+      fill(body, render(config, backends, outcomes, audit));
+      updated.textContent = `Updated ${formatTime(new Date().toISOString())}`;
+    }
+    timer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  refresh();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+function render(config, backends, outcomes, audit) {
+  const rejected = config.last_error || config.history.find((event) => event.outcome === "rejected");
+  return [
+    h("div", { class: "cards" },
+      h("section", { class: "card", id: "config-card" },
+        h("h2", {}, "Config"),
+        h("dl", { class: "fields" },
+          h("dt", {}, "Version"), h("dd", {}, h("code", { id: "config-version" }, config.version)),
+          h("dt", {}, "Applied"), h("dd", {}, `${formatTime(config.loaded_at)} (${ago(config.loaded_at)})`),
+          h("dt", {}, "How"), h("dd", { id: "config-source" }, describeSource(config.source)),
+          h("dt", {}, "File"), h("dd", {}, h("code", {}, config.path)),
+          h("dt", {}, "Write-back"), h("dd", {}, config.write_back ? "on: the panel edits the file" : "off: edits give a patch to commit"),
+          h("dt", {}, "Worker"), h("dd", {}, `pid ${config.worker_pid}`))),
+      h("section", { class: "card", id: "rejected-card" },
+        h("h2", {}, "Last rejected reload"),
+        rejected ? rejectedReload(rejected, Boolean(config.last_error), config.version)
+          : h("p", { class: "muted" }, "None since this worker started."))),
+    h("h2", {}, "Backends"),
+    h("div", { class: "panel-table" }, backendTable(backends.backends, outcomes)),
+    audit && audit.enabled
+      ? h("p", { class: "muted" }, `Audit log: ${audit.written} written, ${audit.buffered} buffered, `
+        + `${audit.spilled} spilled, ${audit.lost} lost; database ${audit.db_up ? "up" : "down"}.`)
+      : null,
+    h("h2", {}, "Reload history"),
+    h("div", { class: "panel-table" }, historyTable(config.history)),
+  ];
+}
+
+function describeSource(source) {
+  return {
+    startup: "loaded at startup",
+    file: "file watch (the file was saved)",
+    signal: "SIGHUP",
+    api: "admin API",
+    ui: "admin panel (settings page)",
+  }[source] || source;
+}
+
+function rejectedReload(event, current, serving) {
+  return h("div", { id: "rejected-reload" },
+    h("p", {}, `${formatTime(event.at)} (${ago(event.at)}), ${describeSource(event.source)}: `,
+      current
+        ? h("strong", {}, `the file on disk is not applied; version ${serving} is still serving.`)
+        : "a later reload succeeded."),
+    h("ul", { class: "error-list" }, (event.errors || []).map((error) => h("li", {}, error.text))));
+}
+
+function backendTable(backends, outcomes) {
+  const recent = outcomes instanceof Error ? null : outcomes.backends;
+  const unavailable = outcomes instanceof ApiError ? outcomes.message : "";
+  return h("table", { class: "grid", id: "backends" },
+    h("thead", {}, h("tr", {},
+      h("th", {}, "Backend"), h("th", {}, "Type"), h("th", {}, "Enabled"), h("th", {}, "Circuit"),
+      h("th", {}, `Errors, last ${WINDOW_MINUTES} min`), h("th", {}, "Attempts by outcome"))),
+    h("tbody", {}, backends.map((backend) => {
+      const circuit = backend.circuit;
+      const stats = recent ? recent[backend.name] : null;
+      return h("tr", { dataset: { backend: backend.name } },
+        h("td", {}, h("strong", {}, backend.name)),
+        h("td", {}, backend.type),
+        h("td", {}, backend.enabled ? "yes" : h("span", { class: "muted", title: backend.disabled_reason || "" },
+          `no: ${backend.disabled_reason || "disabled"}`)),
+        h("td", { class: "circuit" }, h("span", { class: `badge ${circuit.state}` }, circuit.state.replace("_", "-")),
+          circuit.state === "open" && circuit.retry_in_seconds > 0
+            ? h("span", { class: "muted" }, ` retry in ${Math.ceil(circuit.retry_in_seconds)} s`) : null,
+          circuit.consecutive_failures
+            ? h("span", { class: "muted" }, ` · ${circuit.consecutive_failures} failed in a row`) : null),
+        h("td", { class: "error-rate" }, errorRate(stats, recent, unavailable)),
+        h("td", { class: "muted" }, stats ? Object.entries(stats.outcomes).map(([k, v]) => `${k} ${v}`).join(", ") : ""));
+    })));
+}
+
+function errorRate(stats, recent, unavailable) {
+  if (!recent) return h("span", { class: "muted", title: unavailable }, "no data");
+  if (!stats || !stats.attempts) return h("span", { class: "muted" }, "no requests");
+  const percent = Math.round(stats.error_rate * 1000) / 10;
+  const bar = h("i");
+  bar.style.width = `${Math.min(100, percent)}%`; // through CSSOM: the page's CSP forbids style attributes
+  return [h("span", { class: "meter" }, bar), `${percent}% (${stats.failed} of ${stats.attempts})`];
+}
+
+function historyTable(history) {
+  return h("table", { class: "grid", id: "history" },
+    h("thead", {}, h("tr", {},
+      h("th", {}, "When"), h("th", {}, "How"), h("th", {}, "Outcome"), h("th", {}, "Version"),
+      h("th", { class: "num" }, "Took"), h("th", {}, "Rebuilt backends / errors"))),
+    h("tbody", {}, history.map((event) => h("tr", {},
+      h("td", {}, h("time", { datetime: event.at, title: event.at }, formatTime(event.at))),
+      h("td", {}, describeSource(event.source)),
+      h("td", {}, h("span", { class: `badge ${event.outcome === "rejected" ? "rejected-reload" : event.outcome}` },
+        event.outcome)),
+      h("td", {}, event.version ? h("code", {}, event.version) : "–"),
+      h("td", { class: "num" }, `${Math.round(event.duration_ms)} ms`),
+      h("td", {}, event.errors.length
+        ? h("span", { class: "muted" }, event.errors.map((e) => e.text).join("; "))
+        : event.rebuilt_backends.join(", "))))));
+}

@@ -1,0 +1,111 @@
+"""`gateway bench SCENARIO`: every benchmark behind one command, one progress bar, one kind of result.
+
+Each scenario starts what it measures on loopback (the gateway, the fake providers, mlx_lm.server,
+LiteLLM's proxy), stops it afterwards, prints Markdown tables on stdout (what PERFORMANCE.md shows)
+and writes a JSON result file (`--json`, by default `bench/results/<scenario>.json`, or
+`<scenario>-quick.json` for `--quick`). Progress goes to stderr. The exit status is 1 if any request
+failed.
+
+A scenario is a module with `add_arguments(parser)`, `run_scenario(args, progress) -> dict` and
+`table(result) -> str` (and optionally `print_extra(result)`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.progress import Progress, say
+from bench.report import default_result_path, machine, write_result
+
+__all__ = ["SCENARIOS", "build_parser", "main"]
+
+#: name → (module, one line for --help)
+SCENARIOS: dict[str, tuple[str, str]] = {
+    "overhead": (
+        "bench.overhead",
+        "what the gateway adds to a request: vs the fake OpenAI server directly, 1/8/32 clients, "
+        "1 and 2 workers, audit log on and off",
+    ),
+    "peers": ("bench.peers", "the same load through LiteLLM's proxy, as a ratio to the gateway"),
+    "local": (
+        "bench.local",
+        "local inference: batching on/off vs mlx_lm.server, one vs two models, 4-bit size tiers",
+    ),
+    "failover": (
+        "bench.failover",
+        "primary dead, failing, hanging, slow: latency before and after the breaker opens",
+    ),
+    "cloud": (
+        "bench.cloud",
+        "latency and TTFT to OpenAI/Anthropic through the gateway (simulated without keys)",
+    ),
+    "reload": ("bench.reload", "config edit → new config serving, with requests flowing; failed requests"),
+    "telemetry": ("bench.telemetry_cost", "what one request's metrics, log line and spans cost (no network)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway bench",
+        description="Run a benchmark scenario: a table on stdout, a JSON result file, progress on stderr.",
+        epilog="`gateway bench SCENARIO --help` lists a scenario's options. Full runs need a quiet machine.",
+    )
+    scenarios = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for name, (module_name, help_text) in SCENARIOS.items():
+        module = importlib.import_module(module_name)
+        sub = scenarios.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip().split("\n\n")[0],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument(
+            "--quick", action="store_true", help="a short smoke run (tests, CI); numbers mean little"
+        )
+        sub.add_argument(
+            "--json",
+            type=Path,
+            help=f"result file (default: bench/results/{name}.json; {name}-quick.json with --quick)",
+        )
+        sub.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+        module.add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(SCENARIOS[args.scenario][0])
+    command = "gateway bench " + " ".join(shlex.quote(a) for a in argv)
+    progress = Progress(f"bench {args.scenario}", enabled=not args.no_progress)
+    started = time.time()
+    with progress:
+        found: dict[str, Any] = module.run_scenario(args, progress)
+    result = {
+        "scenario": args.scenario,
+        "quick": args.quick,
+        "command": command,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine(),
+        **found,
+    }
+    path = args.json or default_result_path(args.scenario, args.quick)
+    write_result(path, result)
+    print(module.table(result))
+    if hasattr(module, "print_extra"):
+        module.print_extra(result)
+    print(f"\nRerun: `{command}`")
+    say(f"result: {path}")
+    return 1 if result.get("failed_requests") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Servers the benchmarks start on loopback and stop afterwards: the fake providers
+(`python -m gateway.testing`), the gateway, peers (LiteLLM's proxy), each a process of its own,
+optionally pinned to a core with taskset."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.progress import say
+from bench.report import ROOT
+
+__all__ = [
+    "Server",
+    "closed_port",
+    "pinned",
+    "start_fake",
+    "start_http",
+    "start_listening",
+    "usable_cpus",
+]
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def usable_cpus(wanted: dict[str, int | None]) -> dict[str, int | None]:
+    """The cores asked for, less those this machine (or taskset's absence) cannot give: those
+    processes run unpinned, with a warning, and the result file says so."""
+    if shutil.which("taskset") is None:
+        say("warning: taskset (util-linux) not found; nothing is pinned")
+        return dict.fromkeys(wanted)
+    available = os.sched_getaffinity(0)
+    usable: dict[str, int | None] = {}
+    for role, cpu in wanted.items():
+        if cpu is not None and cpu not in available:
+            say(f"warning: no core {cpu} here; the {role} runs unpinned")
+            cpu = None
+        usable[role] = cpu
+    return usable
+
+
+@dataclass
+class Server:
+    """A server process under test: where it listens, its pid (for CPU accounting, with its worker
+    processes), and whether it forwards to the fake upstream (whose CPU is then reported too)."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes] | Any
+    stop_process: Any = None
+    proxies: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.stop_process is not None:
+            self.stop_process()
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_connectable(
+    name: str, port: int, process: subprocess.Popen[Any], log: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(
+                    f"{name} does not accept connections\n{log.read_text(errors='replace')}"
+                ) from None
+            time.sleep(0.02)
+
+
+def start_listening(name: str, command: list[str], log: Path, *, proxies: bool = False) -> Server:
+    """Start a process that prints `listening on http://HOST:PORT` once it accepts connections."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(log, "wb"), cwd=ROOT)  # noqa: SIM115
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    match = re.search(r"listening on http://[^:]+:(\d+)", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"{name} did not start: {line!r}\n{log.read_text(errors='replace')}")
+    port = int(match.group(1))
+    # The line may come just before the server listens (the overhead baselines print it early).
+    _wait_connectable(name, port, process, log, 15)
+    return Server(name, port, process, proxies=proxies)
+
+
+def start_fake(
+    provider: str,
+    log: Path,
+    *,
+    cpu: int | None = None,
+    reply_tokens: int = 16,
+    latency_ms: float = 0.0,
+    token_delay_ms: float = 0.0,
+    name: str = "fake",
+) -> Server:
+    """The project's fake OpenAI or Anthropic server in its own process."""
+    command = [sys.executable, "-m", "gateway.testing", provider, "--host", "127.0.0.1", "--port", "0"]
+    command += ["--reply-tokens", str(reply_tokens)]
+    if latency_ms:
+        command += ["--latency-ms", str(latency_ms)]
+    if token_delay_ms:
+        command += ["--token-delay-ms", str(token_delay_ms)]
+    return start_listening(name, pinned(command, cpu), log)
+
+
+def start_http(
+    name: str,
+    command: list[str],
+    port: int,
+    ready_path: str,
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    proxies: bool = False,
+) -> Server:
+    """Start a server on a known port; return once `GET ready_path` answers 200."""
+    import requests
+
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT
+        )
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}{ready_path}"
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return Server(name, port, process, proxies=proxies)
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            server = Server(name, port, process)
+            server.stop()
+            raise RuntimeError(
+                f"{name} did not answer {url} within {timeout:.0f} s\n{log.read_text(errors='replace')}"
+            )
+        time.sleep(0.2)

@@ -1,0 +1,630 @@
+"""The audit log's database: SQLite (one host) or PostgreSQL (several instances sharing one log).
+
+Tortoise ORM owns the connections (one private `TortoiseContext` per store, connection and app both
+named `gateway_audit`, so a store never touches another Tortoise setup in the process); the
+statements are ours, written once per dialect: a batched insert that ignores duplicate uids and
+returns the new ids, keyset pages, bounded purges. Every operation runs under a timeout, so a
+database that is down or stuck surfaces as an exception instead of a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import asyncpg
+import orjson
+from tortoise.context import TortoiseContext
+
+from gateway.audit.migrations import apply_postgres, apply_sqlite
+from gateway.audit.models import TEXT_LIMITS
+from gateway.audit.query import LogFilter, decode_cursor, encode_cursor
+from gateway.audit.record import ENTRY_FIELDS, AuditEntry, parse_ts
+
+__all__ = ["CHANNEL", "DEFAULT_TIMEOUT", "MAX_PAGE_SIZE", "AuditStore"]
+
+log = logging.getLogger("gateway.audit")
+
+T = TypeVar("T")
+
+#: Name of the Tortoise connection and app of every store (each store has its own context).
+CONNECTION = "gateway_audit"
+#: PostgreSQL channel on which each committed batch's ids are announced.
+CHANNEL = "gateway_audit"
+#: Seconds any single database operation may take before it fails.
+DEFAULT_TIMEOUT = 5.0
+#: Seconds applying migrations may take at open (another instance may hold the lock meanwhile).
+MIGRATE_TIMEOUT = 60.0
+MAX_PAGE_SIZE = 1000
+#: Rows per INSERT statement (x 23 parameters stays under both databases' parameter limits).
+_ROWS_PER_STATEMENT = 500
+#: NOTIFY payloads must stay under 8000 bytes.
+_NOTIFY_BYTES = 7900
+_SQLITE_BUSY_MS = 5000
+
+_COLUMNS = ENTRY_FIELDS  # every column but id, in AuditEntry's order
+_SELECT = 'SELECT "id", ' + ", ".join(f'"{name}"' for name in _COLUMNS) + ' FROM "audit_records"'
+_INT_COLUMNS = frozenset({"http_status", "attempts", "prompt_tokens", "completion_tokens"})
+_FLOAT_COLUMNS = frozenset({"latency_ms", "ttft_ms"})
+_INT_LIMIT = 2**31 - 1
+_BIGINT_LIMIT = 2**63 - 1
+
+
+class AuditStore:
+    """One connection (SQLite) or pool (PostgreSQL) to the audit database. Build with `await open()`."""
+
+    def __init__(
+        self,
+        context: TortoiseContext,
+        client: Any,
+        dialect: str,
+        connect_kwargs: dict[str, Any],
+        timeout: float,
+    ) -> None:
+        self._context = context
+        self._client = client
+        self._dialect = dialect
+        self._connect_kwargs = connect_kwargs
+        self._timeout = timeout
+        self._listeners: set[_Listener] = set()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, database_url: str, *, timeout: float = DEFAULT_TIMEOUT) -> AuditStore:
+        """Connect, create the schema and apply pending migrations. Raises if the database is unreachable.
+
+        `database_url`: `sqlite://ABS_PATH` (or `sqlite://:memory:`, private to this store) or
+        `postgres://user:password@host:port/db` (also `postgresql://`, `asyncpg://`).
+        """
+        dialect, credentials, connect_kwargs = _parse_url(database_url, timeout)
+        if dialect == "sqlite" and credentials["file_path"] != ":memory:":
+            directory = Path(credentials["file_path"]).parent
+            if not directory.is_dir():  # a clearer error than SQLite's "unable to open database file"
+                raise FileNotFoundError(f"the audit database's directory does not exist: {directory}")
+        engine = "tortoise.backends.sqlite" if dialect == "sqlite" else "tortoise.backends.asyncpg"
+        context = TortoiseContext()
+        config = {
+            "connections": {CONNECTION: {"engine": engine, "credentials": credentials}},
+            "apps": {CONNECTION: {"models": ["gateway.audit.models"], "default_connection": CONNECTION}},
+            "use_tz": True,
+            "timezone": "UTC",
+        }
+        # The context is current only while it registers the models (Tortoise needs that); every
+        # operation afterwards goes through this store's own client, never through the contextvar.
+        with context:
+            await context.init(config=config)
+            client = context.connections.get(CONNECTION)
+        store = cls(context, client, dialect, connect_kwargs, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                # Connect now, outside Tortoise's lazy path: a failed SQLite connect there would
+                # leave the client's lock held.
+                await client.create_connection(with_db=True)
+            async with asyncio.timeout(max(timeout, MIGRATE_TIMEOUT)):
+                applied = await store._migrate()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await store.close()
+            raise
+        if applied:
+            log.info(
+                "audit schema migrated to version %d",
+                applied[-1],
+                extra={"event": "audit_migrated", "versions": applied},
+            )
+        return store
+
+    async def _migrate(self) -> list[int]:
+        async with self._client.acquire_connection() as connection:
+            if self._dialect == "sqlite":
+                return await apply_sqlite(connection)
+            return await apply_postgres(connection, MIGRATE_TIMEOUT)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close the listeners and the connections, within `timeout` (default: the store's); past it the
+        PostgreSQL pool is terminated and a stuck SQLite connection is left to close on its own. Safe
+        to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        limit = self._timeout if timeout is None else timeout
+        for listener in list(self._listeners):
+            await listener.close()
+        self._listeners.clear()
+        # Not cancelled on timeout but left to finish: a driver waiting on a stuck database may not
+        # even give up promptly when cancelled (aiosqlite waits for its thread).
+        closing = asyncio.ensure_future(self._context.close_connections())
+        done, _ = await asyncio.wait({closing}, timeout=limit)
+        if closing in done and closing.exception() is None:
+            return
+        log.warning("audit store did not close cleanly within %.1f s", limit, extra={"event": "audit_close"})
+        if closing not in done:
+            closing.add_done_callback(_retrieve)
+        pool = getattr(self._client, "_pool", None)  # the Tortoise client's asyncpg pool
+        if pool is not None:
+            pool.terminate()
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgres`."""
+        return self._dialect
+
+    async def ping(self) -> bool:
+        """Whether the database answers within the timeout (never raises)."""
+        try:
+            await self._run(self._client.execute_query_dict("SELECT 1 AS one"))
+        except Exception:
+            return False
+        return True
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def insert(self, entries: Sequence[AuditEntry]) -> list[int]:
+        """Insert in one transaction; entries whose uid is already stored are skipped. The new ids, sorted."""
+        return sorted((await self.insert_returning(entries)).values())
+
+    async def insert_returning(self, entries: Sequence[AuditEntry]) -> dict[str, int]:
+        """As `insert`, returning uid → id for each row this call created (duplicates are absent).
+
+        On PostgreSQL the same transaction announces the new ids on channel `gateway_audit`
+        (delivered when it commits), so listeners see exactly this batch's rows.
+        """
+        if self._closed:
+            raise RuntimeError("the audit store is closed")
+        if not entries:
+            return {}
+        rows = [self._row(entry) for entry in entries]
+        async with asyncio.timeout(self._timeout):
+            if self._dialect == "sqlite":
+                created = await self._insert_sqlite(rows)
+            else:
+                created = await self._insert_postgres(rows)
+        return {uid: row_id for row_id, uid in created}
+
+    async def _insert_sqlite(self, rows: list[tuple[Any, ...]]) -> list[tuple[int, str]]:
+        created: list[tuple[int, str]] = []
+        async with self._client.acquire_connection() as db:
+            if db.in_transaction:  # left open by an operation cancelled mid-way
+                await db.rollback()
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
+                    params = [value for row in chunk for value in row]
+                    async with db.execute(_insert_sql(self._dialect, len(chunk)), params) as cursor:
+                        created.extend((int(r[0]), str(r[1])) for r in await cursor.fetchall())
+                await db.execute("COMMIT")
+            except BaseException:
+                # Queued behind whatever statement is still running; not waited for long (the next
+                # operation rolls back a transaction it finds open anyway).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(db.rollback(), 0.5)
+                raise
+        return created
+
+    async def _insert_postgres(self, rows: list[tuple[Any, ...]]) -> list[tuple[int, str]]:
+        created: list[tuple[int, str]] = []
+        async with self._client.acquire_connection() as conn, conn.transaction():
+            for chunk in _chunks(rows, _ROWS_PER_STATEMENT):
+                params = [value for row in chunk for value in row]
+                records = await conn.fetch(_insert_sql(self._dialect, len(chunk)), *params)
+                created.extend((int(r["id"]), str(r["uid"])) for r in records)
+            for payload in _notify_payloads(sorted(row_id for row_id, _ in created)):
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        return created
+
+    def _row(self, entry: AuditEntry) -> tuple[Any, ...]:
+        """The entry's column values in `_COLUMNS` order, made safe to store (a long or odd value is
+        cut or clamped rather than failing the whole batch)."""
+        values: list[Any] = []
+        for name in _COLUMNS:
+            value = getattr(entry, name)
+            if name == "ts":
+                value = self._ts_param(value)
+            elif name == "stream":
+                value = bool(value) if self._dialect == "postgres" else int(bool(value))
+            elif name == "failover_path":
+                value = orjson.dumps(value or [], default=str).decode()
+            elif name in _INT_COLUMNS:
+                if value is not None:
+                    limit = _INT_LIMIT if name in ("http_status", "attempts") else _BIGINT_LIMIT
+                    value = max(-limit, min(limit, int(value)))
+            elif name in _FLOAT_COLUMNS:
+                value = None if value is None else float(value)
+            elif value is not None:
+                value = str(value).replace("\x00", "")[: TEXT_LIMITS[name]]
+            values.append(value)
+        return tuple(values)
+
+    def _ts_param(self, ts: datetime) -> Any:
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        ts = ts.astimezone(UTC)
+        if self._dialect == "postgres":
+            return ts
+        # Sortable text, always with microseconds (see migrations.py).
+        return ts.replace(tzinfo=None).isoformat(" ", "microseconds") + "+00:00"
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def page(
+        self, filters: LogFilter, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, `limit` records after `cursor` (None: from the newest), and the next cursor
+        (None when there is no more). Records that arrive meanwhile never shift later pages.
+
+        Raises ValueError for a limit outside 1..MAX_PAGE_SIZE or a cursor this store did not make.
+        """
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be from 1 to {MAX_PAGE_SIZE}")
+        after = decode_cursor(cursor) if cursor else None
+        entries = await self._select(filters, after, limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        next_cursor = None
+        if more:
+            last = entries[-1]
+            next_cursor = encode_cursor(last.ts, last.id or 0)
+        return [entry.to_json() for entry in entries], next_cursor
+
+    async def export(
+        self, filters: LogFilter, *, chunk: int = MAX_PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every matching record, newest first, read `chunk` rows at a time (memory stays bounded)."""
+        after: tuple[datetime, int] | None = None
+        while True:
+            entries = await self._select(filters, after, chunk)
+            for entry in entries:
+                yield entry.to_json()
+            if len(entries) < chunk:
+                return
+            after = (entries[-1].ts, entries[-1].id or 0)
+
+    async def fetch_ids(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The records with these ids (those that exist), in id order."""
+        wanted = sorted({int(i) for i in ids})
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(wanted, _ROWS_PER_STATEMENT):
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._query(f'{_SELECT} WHERE "id" IN ({marks}) ORDER BY "id"', chunk)
+            found.extend(self._entry(row).to_json() for row in rows)
+        return found
+
+    async def after_id(self, last_id: int, limit: int = MAX_PAGE_SIZE) -> list[dict[str, Any]]:
+        """Up to `limit` records with an id above `last_id`, in id order.
+
+        A complete live tail on SQLite (ids are assigned in commit order there); on PostgreSQL ids
+        from concurrent instances commit out of order, so use `listen` there.
+        """
+        rows = await self._query(
+            f'{_SELECT} WHERE "id" > ? ORDER BY "id" LIMIT ?', [int(last_id), int(limit)]
+        )
+        return [self._entry(row).to_json() for row in rows]
+
+    async def last_id(self) -> int:
+        """The highest id stored (0 when empty): where a live tail starts."""
+        rows = await self._query('SELECT COALESCE(MAX("id"), 0) AS "last" FROM "audit_records"', [])
+        return int(rows[0]["last"])
+
+    async def backend_outcomes(self, since: datetime) -> dict[str, dict[str, int]]:
+        """How each backend's attempts ended in records from `since` on: `{backend: {outcome: n}}`.
+
+        Counted over every step of each record's failover path, so a backend that failed and was
+        failed over from counts too (outcomes: `ok`, a failure kind, `disabled`, `circuit_open`).
+        """
+        if self._dialect == "sqlite":
+            steps = (
+                "SELECT json_extract(step.value, '$.backend') AS backend, "
+                "json_extract(step.value, '$.outcome') AS outcome, COUNT(*) AS n "
+                'FROM "audit_records", json_each("audit_records"."failover_path") AS step '
+            )
+        else:
+            steps = (
+                "SELECT step->>'backend' AS backend, step->>'outcome' AS outcome, COUNT(*) AS n "
+                'FROM "audit_records", jsonb_array_elements("failover_path") AS step '
+            )
+        rows = await self._query(steps + 'WHERE "ts" >= ? GROUP BY 1, 2', [self._ts_param(since)])
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            if row["backend"] is not None:
+                counts.setdefault(str(row["backend"]), {})[str(row["outcome"])] = int(row["n"])
+        return counts
+
+    async def _select(
+        self, filters: LogFilter, after: tuple[datetime, int] | None, limit: int
+    ) -> list[AuditEntry]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        for name in ("model", "backend_type", "status", "request_id"):
+            value = getattr(filters, name)
+            if value is not None:
+                conditions.append(f'"{name}" = ?')
+                params.append(value)
+        if filters.since is not None:
+            conditions.append('"ts" >= ?')
+            params.append(self._ts_param(filters.since))
+        if filters.until is not None:
+            conditions.append('"ts" < ?')
+            params.append(self._ts_param(filters.until))
+        if after is not None:
+            conditions.append('("ts", "id") < (?, ?)')
+            params.extend([self._ts_param(after[0]), after[1]])
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        params.append(limit)
+        rows = await self._query(f'{_SELECT}{where} ORDER BY "ts" DESC, "id" DESC LIMIT ?', params)
+        return [self._entry(row) for row in rows]
+
+    def _entry(self, row: Mapping[str, Any]) -> AuditEntry:
+        values = {name: row[name] for name in _COLUMNS}
+        ts = values["ts"]
+        values["ts"] = parse_ts(ts) if isinstance(ts, str) else ts.astimezone(UTC)
+        path = values["failover_path"]
+        values["failover_path"] = orjson.loads(path) if isinstance(path, str | bytes) else path or []
+        values["stream"] = bool(values["stream"])
+        return AuditEntry(id=int(row["id"]), **values)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def purge_older_than(
+        self,
+        cutoff: datetime,
+        batch: int = 5000,
+        *,
+        pause: float = 0.05,
+        progress: Callable[[int], Any] | None = None,
+    ) -> int:
+        """Delete records with ts before `cutoff`, `batch` rows per statement with a short pause
+        between, so a large purge never holds the table for long. `progress(n)` is called after each
+        statement with the rows it deleted. Returns the rows deleted."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        sql = self._sql(
+            'DELETE FROM "audit_records" WHERE "id" IN '
+            '(SELECT "id" FROM "audit_records" WHERE "ts" < ? ORDER BY "ts" LIMIT ?)'
+        )
+        cutoff_param = self._ts_param(cutoff)
+        total = 0
+        while True:
+            deleted, _ = await self._run(self._client.execute_query(sql, [cutoff_param, batch]))
+            total += deleted
+            if progress is not None and deleted:
+                progress(deleted)
+            if deleted < batch:
+                return total
+            await asyncio.sleep(pause)
+
+    # -- live tail (PostgreSQL) ------------------------------------------------------------------
+
+    async def listen(
+        self,
+        callback: Callable[[list[int]], Any],
+        *,
+        on_reconnect: Callable[[], Any] | None = None,
+        heartbeat: float = 10.0,
+    ) -> Callable[[], Awaitable[None]]:
+        """Call `callback(ids)` for each batch any instance commits (PostgreSQL only). Returns an async
+        closer.
+
+        A dedicated connection LISTENs on `gateway_audit`; it is checked every `heartbeat` seconds
+        and re-established with backoff when lost, after which `on_reconnect()` is called: batches
+        committed while it was down were not announced, so a tail should catch up then. Raises if
+        the first connection fails.
+        """
+        if self._dialect != "postgres":
+            raise NotImplementedError("LISTEN/NOTIFY needs PostgreSQL; on SQLite poll after_id()")
+        listener = _Listener(self._connect_kwargs, callback, on_reconnect, heartbeat, self._timeout)
+        await listener.start()
+        self._listeners.add(listener)
+
+        async def close() -> None:
+            self._listeners.discard(listener)
+            await listener.close()
+
+        return close
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        """Our statements are written with `?`; PostgreSQL numbers its parameters."""
+        if self._dialect == "sqlite":
+            return sql
+        parts = sql.split("?")
+        return "".join(part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts))
+
+    async def _query(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        return await self._run(self._client.execute_query_dict(self._sql(sql), params))
+
+    async def _run(self, operation: Awaitable[T]) -> T:
+        if self._closed:
+            raise RuntimeError("the audit store is closed")
+        async with asyncio.timeout(self._timeout):
+            return await operation
+
+
+class _Listener:
+    """One LISTEN connection, kept alive: heartbeat, reconnect with backoff (0.5 s doubling to 10 s)."""
+
+    def __init__(
+        self,
+        connect_kwargs: dict[str, Any],
+        callback: Callable[[list[int]], Any],
+        on_reconnect: Callable[[], Any] | None,
+        heartbeat: float,
+        timeout: float,
+    ) -> None:
+        self._connect_kwargs = connect_kwargs
+        self._callback = callback
+        self._on_reconnect = on_reconnect
+        self._heartbeat = heartbeat
+        self._timeout = timeout
+        self._connection: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._watch(), name="gateway-audit-listen")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        await self._drop()
+
+    async def _connect(self) -> None:
+        connection = await asyncpg.connect(**self._connect_kwargs, timeout=self._timeout)
+        try:
+            self._lost = asyncio.Event()
+            lost = self._lost
+            connection.add_termination_listener(lambda _conn: lost.set())
+            async with asyncio.timeout(self._timeout):
+                await connection.add_listener(CHANNEL, self._notified)
+        except BaseException:
+            connection.terminate()
+            raise
+        self._connection = connection
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await connection.close()
+            except Exception:
+                connection.terminate()
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._heartbeat):
+                    await self._lost.wait()
+            if not self._lost.is_set():
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await self._connection.execute("SELECT 1")  # type: ignore[union-attr]
+                    continue
+                except Exception:
+                    pass
+            log.warning("audit LISTEN connection lost; reconnecting", extra={"event": "audit_listen_lost"})
+            await self._drop()
+            delay = 0.5
+            while True:
+                try:
+                    await self._connect()
+                    break
+                except Exception as error:
+                    log.debug("audit LISTEN reconnect failed: %s", type(error).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            log.info("audit LISTEN connection re-established", extra={"event": "audit_listen_back"})
+            if self._on_reconnect is not None:
+                try:
+                    self._on_reconnect()
+                except Exception:
+                    log.exception("audit on_reconnect callback failed")
+
+    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            ids = orjson.loads(payload)
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                raise ValueError("not a list of ids")
+        except ValueError:
+            log.warning("audit notification ignored: unexpected payload", extra={"event": "audit_listen_bad"})
+            return
+        try:
+            self._callback(ids)
+        except Exception:
+            log.exception("audit listen callback failed")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(dialect: str, count: int) -> str:
+    """INSERT of `count` rows that skips uids already stored and returns (id, uid) of the new ones."""
+    width = len(_COLUMNS)
+    if dialect == "sqlite":
+        groups = ", ".join("(" + ", ".join("?" * width) + ")" for _ in range(count))
+    else:
+        groups = ", ".join(
+            "(" + ", ".join(f"${row * width + col + 1}" for col in range(width)) + ")" for row in range(count)
+        )
+    columns = ", ".join(f'"{name}"' for name in _COLUMNS)
+    return (
+        f'INSERT INTO "audit_records" ({columns}) VALUES {groups} '
+        'ON CONFLICT ("uid") DO NOTHING RETURNING "id", "uid"'
+    )
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume a task's outcome when nobody awaits it, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _notify_payloads(ids: list[int]) -> Iterable[str]:
+    """JSON lists of ids, each under the NOTIFY payload limit."""
+    chunk: list[str] = []
+    size = 2
+    for row_id in ids:
+        text = str(row_id)
+        if chunk and size + len(text) + 1 > _NOTIFY_BYTES:
+            yield "[" + ",".join(chunk) + "]"
+            chunk, size = [], 2
+        chunk.append(text)
+        size += len(text) + 1
+    if chunk:
+        yield "[" + ",".join(chunk) + "]"
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _parse_url(url: str, timeout: float) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(dialect, Tortoise credentials, asyncpg.connect kwargs) for a database URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("database URL must look like sqlite://PATH or postgres://user@host:port/db")
+    if scheme == "sqlite":
+        if not rest:
+            raise ValueError("sqlite:// needs a path (sqlite:///abs/path.sqlite3)")
+        credentials = {
+            "file_path": rest,
+            "journal_mode": "WAL",
+            "synchronous": "NORMAL",
+            "busy_timeout": _SQLITE_BUSY_MS,
+            "journal_size_limit": 16384,
+        }
+        return "sqlite", credentials, {}
+    if scheme not in ("postgres", "postgresql", "asyncpg"):
+        raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgres://")
+    parts = urlsplit(f"postgres://{rest}")
+    connect: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 5432,
+        "user": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "database": unquote(parts.path.lstrip("/")) or None,
+    }
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    if "sslmode" in options:  # libpq's spelling; asyncpg takes the same values as `ssl`
+        options["ssl"] = options.pop("sslmode")
+    credentials = {
+        **connect,
+        "minsize": int(options.pop("minsize", 1)),
+        "maxsize": int(options.pop("maxsize", 5)),
+        "timeout": timeout,  # connect timeout
+        "command_timeout": timeout,
+        **options,
+    }
+    return "postgres", credentials, {**connect, **options}

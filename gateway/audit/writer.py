@@ -1,0 +1,512 @@
+"""The batched audit writer: the request path appends to memory, one background task writes.
+
+A database outage never costs a request: records wait in memory (up to `buffer_records`), then the
+oldest go to this process's spill file; once the database answers again the spill is replayed.
+Every record ends up written, spilled or counted as lost (only when the spill file itself cannot
+be written), and each loss is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import islice
+from typing import Any
+
+import asyncpg
+
+from gateway.audit.record import AuditEntry
+from gateway.audit.spill import SpillFiles, SpillReader
+from gateway.audit.store import AuditStore
+from gateway.config.model import AuditConfig
+from gateway.telemetry.tracing import span
+
+__all__ = ["AuditWriter", "StoreFactory"]
+
+log = logging.getLogger("gateway.audit")
+
+StoreFactory = Callable[[], Awaitable[AuditStore]]
+
+#: Backoff between attempts while the database is down: doubling from the first to the second.
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
+#: Longest `stop()` spends writing to the database before it spills the rest.
+STOP_TIMEOUT_S = 10.0
+#: Longest `stop()` waits for the store's connections to close.
+STORE_CLOSE_TIMEOUT_S = 1.0
+#: Longest an open of the store may take (connect, then migrations that may wait for another instance).
+OPEN_TIMEOUT_S = 90.0
+
+#: Errors that mean the database refused these records (it is up), not that it is unreachable.
+_REJECTED = (
+    ValueError,
+    TypeError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+
+
+class AuditWriter:
+    """Writes `record()`ed entries in batches from a background task (`start()` … `stop()`).
+
+    `store_factory` opens the store (None: `AuditStore.open(config.database_url)`); it is retried with
+    backoff until it succeeds, so the writer may start while the database is down. The writer
+    closes the store it opened at `stop()`.
+    """
+
+    def __init__(
+        self,
+        store_factory: StoreFactory | None,
+        config: AuditConfig,
+        *,
+        on_written: Callable[[list[dict[str, Any]]], None] | None = None,
+        retry_initial: float = RETRY_INITIAL_S,
+        retry_max: float = RETRY_MAX_S,
+        stop_timeout: float = STOP_TIMEOUT_S,
+    ) -> None:
+        self.config = config
+        self._factory: StoreFactory = store_factory or (lambda: AuditStore.open(config.database_url))
+        #: Called with the records (dicts with ids) this process just inserted; the live tail's fast path.
+        self.on_written = on_written
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._stop_timeout = stop_timeout
+        self._batch_size = max(1, config.batch_size)
+        self._limit = max(1, config.buffer_records)
+        self._interval = config.flush_interval_ms / 1000
+        self._buffer: deque[AuditEntry] = deque()
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._spill = SpillFiles(config.spill_path)
+        self._replay: SpillReader | None = None
+        self._replay_chunk: list[AuditEntry] | None = None
+        self._replay_pending = False
+        self._store: AuditStore | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._closed = False
+        self._down_logged = False
+        # Counters, plain ints (see `stats`).
+        self.recorded = 0
+        self.written = 0
+        self.spilled = 0
+        self.replayed = 0
+        self.lost = 0
+        self.failed_batches = 0
+        self.db_up = False
+
+    # -- the request path ------------------------------------------------------------------------
+
+    def record(self, entry: AuditEntry) -> None:
+        """Queue one entry. O(1), no I/O, never blocks, never raises. Call from the event loop's thread."""
+        if self._closed:
+            self.lost += 1
+            if self.lost == 1 or self.lost % 1000 == 0:
+                log.error(
+                    "audit record after the writer stopped: not stored (%d so far)",
+                    self.lost,
+                    extra={"event": "audit_lost", "lost": self.lost},
+                )
+            return
+        buffer = self._buffer
+        buffer.append(entry)
+        self.recorded += 1
+        size = len(buffer)
+        if size == 1 or size == self._batch_size or size > self._limit:
+            self._wake.set()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """`recorded` = `written` + `spilled` + `buffered` + records lost from memory; `replayed`
+        counts spill records (this process's or adopted orphans') stored since."""
+        return {
+            "buffered": len(self._buffer),
+            "recorded": self.recorded,
+            "written": self.written,
+            "spilled": self.spilled,
+            "replayed": self.replayed,
+            "lost": self.lost,
+            "failed_batches": self.failed_batches,
+            "db_up": self.db_up,
+        }
+
+    @property
+    def store(self) -> AuditStore | None:
+        """The store this writer opened (None until the database has answered once)."""
+        return self._store
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background task; returns at once (the database is opened in the background)."""
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name="gateway-audit-writer")
+
+    async def stop(self) -> None:
+        """Write what is in memory (for up to `stop_timeout` s), spill what could not be written, close."""
+        if self._closed:
+            return
+        self._stopping = True
+        self._stop_event.set()
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            # The task drains by itself within stop_timeout; the margin covers the spill write.
+            done, _ = await asyncio.wait({task}, timeout=self._stop_timeout + 5)
+            if not done:
+                log.error("audit writer did not stop in time; cancelling it")
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)
+        await self._finish()
+
+    # -- the background task ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        retry_at = 0.0
+        batch_since: float | None = None
+        while not self._stopping:
+            try:
+                now = loop.time()
+                if self._buffer and batch_since is None:
+                    batch_since = now
+                wait: float | None
+                if now < retry_at:
+                    wait = retry_at - now
+                elif self._store is None or self._replay_pending or len(self._buffer) >= self._batch_size:
+                    wait = 0.0
+                elif batch_since is not None:
+                    wait = batch_since + self._interval - now
+                else:
+                    wait = None
+                if wait is None or wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
+                self._wake.clear()
+                if not self.db_up:
+                    # While the database is down, memory is bounded first. While it is up, a burst
+                    # is written batch by batch, and only what still exceeds the buffer spills.
+                    await self._spill_overflow()
+                if self._stopping:
+                    break
+                now = loop.time()
+                if now < retry_at:
+                    continue
+                if self._buffer and batch_since is None:
+                    batch_since = now
+                due = (
+                    self._store is None
+                    or self._replay_pending
+                    or len(self._buffer) >= self._batch_size
+                    or (batch_since is not None and now >= batch_since + self._interval)
+                )
+                if not due:
+                    continue
+                ok = await self._work()
+                batch_since = loop.time() if self._buffer else None
+                if ok:
+                    delay, retry_at = 0.0, 0.0
+                else:
+                    delay = min(self._retry_max, max(self._retry_initial, delay * 2))
+                    retry_at = loop.time() + delay
+            except Exception:  # a bug, not an outage: keep the task alive
+                log.exception("audit writer loop failed")
+                await asyncio.sleep(self._retry_initial)
+        await self._drain()
+
+    async def _work(self) -> bool:
+        """Open the store if needed, write what is buffered, replay one chunk of spill. False: DB down."""
+        store = self._store
+        if store is None:
+            store = await self._open()
+            if store is None:
+                return False
+        count = len(self._buffer)
+        while count > 0 and self._buffer:
+            batch = list(islice(self._buffer, 0, min(count, self._batch_size)))
+            if not await self._write(store, batch):
+                return False
+            for _ in batch:
+                self._buffer.popleft()
+            count -= len(batch)
+            await self._spill_overflow()
+        if self._replay_pending and not self._stopping:
+            return await self._replay_step(store)
+        return True
+
+    async def _open(self) -> AuditStore | None:
+        """Open the store, unless `stop()` comes first (a connect may take a while to fail)."""
+        opening = asyncio.ensure_future(self._factory())
+        stopped = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {opening, stopped}, timeout=OPEN_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopped.cancel()
+        if opening not in done:
+            opening.cancel()  # AuditStore.open closes what it had opened
+            opening.add_done_callback(_retrieve)
+            await asyncio.wait({opening}, timeout=1)
+            if not self._stopping:
+                self._went_down(f"cannot open the audit database: no answer in {OPEN_TIMEOUT_S:.0f} s")
+            return None
+        try:
+            store = opening.result()
+        except Exception as error:
+            self._went_down(f"cannot open the audit database: {type(error).__name__}: {error}")
+            return None
+        self._store = store
+        self._came_up()
+        try:
+            self._replay_pending = await asyncio.to_thread(self._spill.pending)
+        except OSError as error:
+            log.error("audit spill directory unreadable: %s", error, extra={"event": "audit_spill_error"})
+        return store
+
+    async def _write(self, store: AuditStore, batch: list[AuditEntry]) -> bool:
+        try:
+            created = await self._insert(store, batch)
+        except Exception as error:
+            self.failed_batches += 1
+            self._went_down(f"audit insert failed: {type(error).__name__}")
+            return False
+        self.written += len(batch) - created.rejected
+        self._came_up()
+        self._notify(batch, created.ids)
+        return True
+
+    async def _insert(self, store: AuditStore, batch: Sequence[AuditEntry]) -> _Inserted:
+        """Insert; a batch refused for its content (the database is up) is retried one record at a time
+        and the records still refused are dropped, counted as lost. Raises when the database is down."""
+        try:
+            with span("audit insert", records=len(batch), database=store.dialect):
+                return _Inserted(await store.insert_returning(batch), 0)
+        except _REJECTED as error:
+            if len(batch) == 1:
+                self._reject(batch[0], error)
+                return _Inserted({}, 1)
+            self.failed_batches += 1
+        ids: dict[str, int] = {}
+        rejected = 0
+        for entry in batch:
+            try:
+                ids.update(await store.insert_returning([entry]))
+            except _REJECTED as error:
+                self._reject(entry, error)
+                rejected += 1
+        return _Inserted(ids, rejected)
+
+    def _reject(self, entry: AuditEntry, error: BaseException) -> None:
+        self.lost += 1
+        log.error(
+            "audit record refused by the database (%s): dropped",
+            type(error).__name__,
+            extra={"event": "audit_lost", "uid": entry.uid, "request_id": entry.request_id},
+        )
+
+    def _notify(self, entries: Sequence[AuditEntry], ids: dict[str, int]) -> None:
+        callback = self.on_written
+        if callback is None or not ids:
+            return
+        records = [{"id": ids[entry.uid], **entry.to_json()} for entry in entries if entry.uid in ids]
+        records.sort(key=lambda record: record["id"])
+        try:
+            callback(records)
+        except Exception:
+            log.exception("audit on_written callback failed")
+
+    def _went_down(self, message: str) -> None:
+        was_up = self.db_up
+        self.db_up = False
+        if was_up or not self._down_logged:
+            self._down_logged = True
+            log.warning(
+                "%s; records are buffered (then spilled to %s) and retried",
+                message,
+                self._spill.path,
+                extra={"event": "audit_db_down"},
+            )
+        else:
+            log.debug(message)
+
+    def _came_up(self) -> None:
+        if not self.db_up:
+            if self._down_logged:
+                log.info("audit database reachable again", extra={"event": "audit_db_up"})
+            self.db_up = True
+
+    # -- spill -----------------------------------------------------------------------------------
+
+    async def _spill_overflow(self) -> None:
+        excess = len(self._buffer) - self._limit
+        if excess > 0:
+            await self._spill_entries([self._buffer.popleft() for _ in range(excess)])
+
+    async def _spill_entries(self, entries: list[AuditEntry]) -> None:
+        lines = [entry.to_line() for entry in entries]
+        try:
+            await asyncio.to_thread(self._spill.append, lines)
+        except Exception as error:
+            self.lost += len(entries)
+            log.error(
+                "audit spill to %s failed (%s: %s): %d records lost",
+                self._spill.path,
+                type(error).__name__,
+                error,
+                len(entries),
+                extra={"event": "audit_lost", "lost": len(entries)},
+            )
+            return
+        if self.spilled == 0 or not self.db_up:
+            log.warning(
+                "audit buffer full: %d records spilled to %s",
+                len(entries),
+                self._spill.path,
+                extra={"event": "audit_spilled", "count": len(entries)},
+            )
+        self.spilled += len(entries)
+        self._replay_pending = True
+
+    async def _replay_step(self, store: AuditStore) -> bool:
+        """Store one chunk of a spill file. False: the database failed (the chunk is kept for later)."""
+        if self._replay_chunk is None:
+            try:
+                self._replay_chunk = await self._next_replay_chunk()
+            except OSError as error:
+                # Left for the next start (or the next spill) rather than retried in a tight loop.
+                log.error("audit spill replay failed: %s", error, extra={"event": "audit_spill_error"})
+                self._replay_pending = False
+                if self._replay is not None:
+                    self._replay.close()
+                    self._replay = None
+                return True
+            if self._replay_chunk is None:
+                return True
+        chunk = self._replay_chunk
+        try:
+            created = await self._insert(store, chunk)
+        except Exception as error:
+            self.failed_batches += 1
+            self._went_down(f"audit replay insert failed: {type(error).__name__}")
+            return False
+        self._replay_chunk = None
+        self.replayed += len(chunk) - created.rejected
+        self._came_up()
+        self._notify(chunk, created.ids)
+        return True
+
+    async def _next_replay_chunk(self) -> list[AuditEntry] | None:
+        """The next entries to replay, claiming the next file when one is done; None when all are done."""
+        while True:
+            if self._replay is None:
+                path = await asyncio.to_thread(self._spill.claim_next)
+                if path is None:
+                    self._replay_pending = False
+                    return None
+                log.info("audit replaying spill file %s", path, extra={"event": "audit_replay"})
+                self._replay = await asyncio.to_thread(SpillReader, path)
+            reader = self._replay
+            entries, bad = await asyncio.to_thread(reader.read, self._batch_size)
+            if bad:
+                self.lost += bad
+                log.error(
+                    "audit spill file %s: %d unreadable lines skipped",
+                    reader.path,
+                    bad,
+                    extra={"event": "audit_lost", "lost": bad},
+                )
+            if entries:
+                return entries
+            await asyncio.to_thread(reader.finish)
+            self._replay = None
+            log.info("audit spill file %s replayed", reader.path, extra={"event": "audit_replayed"})
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Write the buffer while the database answers (within stop_timeout), then `_finish`.
+
+        The writes run in a task of their own that is abandoned, not awaited, when time is up: a
+        stuck driver may take a while even to give up. What it had not confirmed is spilled; if it
+        commits a batch after all, the replay of the same records is ignored (uids are unique).
+        """
+        store = self._store
+        if store is not None and self.db_up and self._buffer:
+            pending = list(self._buffer)
+            self._buffer.clear()
+            confirmed = 0
+            abandoned = False
+
+            async def flush() -> None:
+                nonlocal confirmed
+                while confirmed < len(pending):
+                    batch = pending[confirmed : confirmed + self._batch_size]
+                    created = await self._insert(store, batch)
+                    if abandoned:
+                        return
+                    confirmed += len(batch)
+                    self.written += len(batch) - created.rejected
+                    self._notify(batch, created.ids)
+
+            task = asyncio.ensure_future(flush())
+            done, _ = await asyncio.wait({task}, timeout=self._stop_timeout)
+            if not done:
+                abandoned = True
+                task.cancel()
+                task.add_done_callback(_retrieve)
+                self.failed_batches += 1
+                log.warning("audit flush at shutdown timed out; spilling the rest")
+            elif task.exception() is not None:
+                self.failed_batches += 1
+                log.warning(
+                    "audit flush at shutdown failed (%s); spilling the rest", type(task.exception()).__name__
+                )
+            self._buffer.extendleft(reversed(pending[confirmed:]))
+        await self._finish()
+
+    async def _finish(self) -> None:
+        """Spill whatever is still in memory and close. Idempotent."""
+        self._closed = True  # from here on `record()` counts entries as lost
+        while self._buffer:
+            left = list(self._buffer)
+            self._buffer.clear()
+            await self._spill_entries(left)
+        if self._replay is not None:
+            self._replay.close()  # the claimed file stays; the next start resumes it
+            self._replay = None
+        self._replay_chunk = None
+        store, self._store = self._store, None
+        self.db_up = False
+        if store is not None:
+            await store.close(timeout=STORE_CLOSE_TIMEOUT_S)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume an abandoned task's outcome, so asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+class _Inserted:
+    __slots__ = ("ids", "rejected")
+
+    def __init__(self, ids: dict[str, int], rejected: int) -> None:
+        self.ids = ids
+        self.rejected = rejected

@@ -1,0 +1,322 @@
+"""Prometheus metrics: per-request counters and histograms, and gauges of the process's state.
+
+One `GatewayMetrics` per app. With `gateway serve --workers N` the supervisor points
+`PROMETHEUS_MULTIPROC_DIR` at a directory of its own before spawning the workers: every worker then
+writes its values there (prometheus_client's multiprocess mode) and a scrape answered by any worker
+reports the whole process group. Without it, values live in this app's own registry.
+
+Request metrics are updated once, when a request ends (`observe`). Gauges of state that changes
+elsewhere (circuit breakers, local engine queues, the audit writer) are copied in by `sync`: at each
+scrape, and every few seconds in multiprocess mode so the other workers' values stay current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+if TYPE_CHECKING:
+    from gateway.config.compile import Runtime
+    from gateway.config.live import ReloadEvent
+    from gateway.surfaces.trail import RequestTrail
+
+__all__ = [
+    "BREAKER_STATES",
+    "MULTIPROC_ENV",
+    "GatewayMetrics",
+    "mark_worker_dead",
+    "prepare_multiprocess_dir",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Seconds. LLM requests run from milliseconds (errors, cached answers) to many minutes.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: `gateway_circuit_breaker_state` values.
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+#: The `model` label of a request naming no configured model (bounded: clients choose the name).
+UNKNOWN_MODEL = "unknown"
+_AUDIT_COUNTERS = ("written", "spilled", "replayed", "lost")
+
+
+class GatewayMetrics:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        if multiprocess_dir is None:
+            multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        self.multiprocess_dir = multiprocess_dir
+        # `*_created` series (one timestamp per counter child) double the exposition for nothing a
+        # dashboard uses; multiprocess mode has none. (A process-wide switch of prometheus_client.)
+        disable_created_metrics()
+        # In multiprocess mode values go to files, read back at scrape; nothing registers here.
+        registry = None if multiprocess_dir else CollectorRegistry()
+        self.registry = registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Model-API requests finished, by public model, serving backend, surface (openai or "
+            "anthropic), endpoint and status (success, error, timeout, rejected).",
+            ["model", "backend", "surface", "endpoint", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from a request's arrival to its last byte (streams included).",
+            ["model", "backend", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time from a streamed request's arrival to its first event sent to the client.",
+            ["model", "backend"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "gateway_tokens",
+            "Tokens as reported by the backends: direction input (prompt) or output (completion).",
+            ["model", "backend", "direction"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "gateway_failovers",
+            "Backend attempts beyond the first of a request (each one a failover to the next target).",
+            ["model"],
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "gateway_backend_attempts",
+            "Steps of failover chains, by backend and outcome: ok, a failure kind (http_5xx, timeout, "
+            "connect_error, http_429, overloaded, auth, unsupported, client_error), or a skip "
+            "(circuit_open, disabled).",
+            ["backend", "outcome"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests",
+            "Model-API requests being served now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.breaker = Gauge(
+            "gateway_circuit_breaker_state",
+            "Circuit breaker of each backend: 0 closed, 1 half-open (a probe may go), 2 open. With "
+            "several workers, the worst state any worker sees.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.queue_depth = Gauge(
+            "gateway_local_queue_depth",
+            "Requests waiting to join a local model's running batch.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.batch_size = Gauge(
+            "gateway_local_batch_size",
+            "Sequences in a local model's running batch.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.reloads = Counter(
+            "gateway_config_reloads",
+            "Config loads after startup (file watch, SIGHUP, admin API), by outcome: applied, "
+            "rejected, unchanged. Every worker reloads, so N workers count N per change.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.config_info = Gauge(
+            "gateway_config_info",
+            "1 for the config version being served (the hash of gateway.yaml), 0 for earlier ones.",
+            ["version"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.audit_buffered = Gauge(
+            "gateway_audit_buffered_records",
+            "Audit records waiting in memory for the database.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.audit_db_up = Gauge(
+            "gateway_audit_database_up",
+            "1 when the audit database answers (with several workers: every worker's does).",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.audit_records = Counter(
+            "gateway_audit_records",
+            "Audit records by what became of them: written to the database, spilled to disk while it "
+            "was down, replayed from the spill files, lost.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.audit_failed_batches = Counter(
+            "gateway_audit_failed_batches",
+            "Audit batches the database refused or could not take.",
+            registry=registry,
+        )
+        #: Label values → the children they select: `labels()` validates and locks on every call.
+        self._children: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        self._attempt_children: dict[tuple[str, str], Any] = {}
+        self._failover_children: dict[str, Any] = {}
+        self._version: str | None = None
+        self._audit_seen: dict[str, int] = {}
+        self._gauge_backends: set[str] = set()
+
+    # -- the end of a request ------------------------------------------------------------------
+
+    def observe(self, trail: RequestTrail, status: str, latency: float, routes: Mapping[str, Any]) -> None:
+        """Count one finished request (called once, from the end of `ModelAPI.__call__`)."""
+        model = trail.model
+        if model is None:
+            model = ""
+        elif model not in routes:
+            model = UNKNOWN_MODEL
+        backend = trail.backend or ""
+        key = (model, backend, trail.surface, trail.endpoint, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(model, backend, trail.surface, trail.endpoint, status),
+                self.duration.labels(model, backend, status),
+                self.ttft.labels(model, backend),
+                self.tokens.labels(model, backend, "input"),
+                self.tokens.labels(model, backend, "output"),
+            )
+        requests, duration, ttft, tokens_in, tokens_out = children
+        requests.inc()
+        duration.observe(latency)
+        if trail.first_byte_at is not None:
+            ttft.observe(trail.first_byte_at - trail.started)
+        usage = trail.usage
+        if usage is not None:
+            if usage.prompt_tokens:
+                tokens_in.inc(usage.prompt_tokens)
+            if usage.completion_tokens:
+                tokens_out.inc(usage.completion_tokens)
+        attempts = trail.attempts
+        if attempts:
+            tried = 0
+            for attempt in attempts:
+                if attempt.tried:
+                    tried += 1
+                step = (attempt.backend, attempt.outcome)
+                child = self._attempt_children.get(step)
+                if child is None:
+                    child = self._attempt_children[step] = self.attempts.labels(*step)
+                child.inc()
+            if tried > 1:
+                failovers = self._failover_children.get(model)
+                if failovers is None:
+                    failovers = self._failover_children[model] = self.failovers.labels(model)
+                failovers.inc(tried - 1)
+
+    # -- state copied in ---------------------------------------------------------------------------
+
+    def on_reload(self, event: ReloadEvent) -> None:
+        """A `LiveRuntime` listener: count reloads after startup."""
+        self.reloads.labels(event.outcome).inc()
+        if event.outcome == "applied" and event.version:
+            self.set_version(event.version)
+
+    def set_version(self, version: str) -> None:
+        if version == self._version:
+            return
+        if self._version is not None:
+            self.config_info.labels(self._version).set(0)
+        self.config_info.labels(version).set(1)
+        self._version = version
+
+    def sync(self, runtime: Runtime | None, audit_stats: Mapping[str, Any]) -> None:
+        """Copy the state of breakers, local engines and the audit writer into the gauges."""
+        if runtime is not None:
+            self.set_version(runtime.version)
+            policy = runtime.config.failover.circuit_breaker
+            names = set(runtime.backends)
+            for name, backend in runtime.backends.items():
+                self.breaker.labels(name).set(BREAKER_STATES[backend.breaker.current_state(policy)])
+                engine = getattr(backend, "engine", None)
+                if engine is not None or backend.config.type == "mlx":
+                    self.queue_depth.labels(name).set(engine.queued if engine is not None else 0)
+                    self.batch_size.labels(name).set(engine.active if engine is not None else 0)
+            if not self.multiprocess_dir:  # (in multiprocess mode a series cannot be removed)
+                for gone in self._gauge_backends - names:
+                    for gauge in (self.breaker, self.queue_depth, self.batch_size):
+                        with contextlib.suppress(KeyError):
+                            gauge.remove(gone)
+            self._gauge_backends = names
+        self._sync_audit(audit_stats)
+
+    def _sync_audit(self, stats: Mapping[str, Any]) -> None:
+        if not stats.get("enabled"):
+            self.audit_buffered.set(0)
+            return
+        self.audit_buffered.set(stats.get("buffered", 0))
+        self.audit_db_up.set(1 if stats.get("db_up") else 0)
+        seen = self._audit_seen
+        # A writer restarted by a reload starts its counts again from zero.
+        restarted = stats.get("recorded", 0) < seen.get("recorded", 0)
+        for key in (*_AUDIT_COUNTERS, "failed_batches"):
+            value = int(stats.get(key, 0))
+            delta = value if restarted else value - seen.get(key, 0)
+            if delta > 0:
+                if key == "failed_batches":
+                    self.audit_failed_batches.inc(delta)
+                else:
+                    self.audit_records.labels(key).inc(delta)
+            seen[key] = value
+        seen["recorded"] = int(stats.get("recorded", 0))
+
+    # -- exposition --------------------------------------------------------------------------------
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition (Prometheus text, or OpenMetrics if `accept` asks) and its content type."""
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
+        else:
+            assert self.registry is not None
+            registry = self.registry
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(registry), content_type
+
+
+# -- the supervisor's side (gateway serve --workers N) ---------------------------------------------
+
+
+def prepare_multiprocess_dir(run_dir: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """The directory the workers share their metrics through, empty, and whether it was created here
+    (and so is removed at exit). An operator's `PROMETHEUS_MULTIPROC_DIR` is used if set; files a
+    previous server left there are removed, or their counts would be added to this one's."""
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return path, False
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="gateway-metrics-", dir=run_dir))
+    os.environ[MULTIPROC_ENV] = str(path)  # inherited by the workers spawned after this
+    return path, True
+
+
+def mark_worker_dead(pid: int, path: Path) -> None:
+    """Drop a dead worker's live gauges (in-flight, breaker states…); its counters stay counted."""
+    mark_process_dead(pid, str(path))
+
+
+def remove_multiprocess_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

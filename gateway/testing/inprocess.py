@@ -1,0 +1,89 @@
+"""Run the gateway app inside this process (Hypercorn on its own event loop in a thread), for tests
+that need to see what the app does from the inside: spans captured by a test exporter, log records.
+
+Same app and server as `gateway serve` (one worker), on a free loopback port, over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from gateway.app import create_app
+from gateway.surfaces.model_api import ModelAPI
+from gateway.testing.process import free_port
+
+__all__ = ["InProcessGateway", "gateway_in_thread"]
+
+
+@dataclass
+class InProcessGateway:
+    app: ModelAPI
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+@contextlib.contextmanager
+def gateway_in_thread(
+    config_path: Path, *, timeout: float = 30, **app_options: Any
+) -> Iterator[InProcessGateway]:
+    """Serve `create_app(config_path, **app_options)` on 127.0.0.1 until the block ends."""
+    port = free_port()
+    app = create_app(config_path, host="127.0.0.1", **app_options)
+    config = HypercornConfig()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 5
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        except BaseException as error:  # reported to the test below
+            failure.append(error)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=run, name="gateway-in-process", daemon=True)
+    thread.start()
+    gateway = InProcessGateway(app, port)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if failure or not thread.is_alive():
+                raise RuntimeError(
+                    f"the gateway did not start: {failure[0] if failure else 'thread ended'!r}"
+                )
+            try:
+                requests.get(gateway.url("/health"), timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the gateway did not answer within {timeout} s") from None
+                time.sleep(0.02)
+        yield gateway
+    finally:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)

@@ -1,0 +1,329 @@
+"""AuditStore on SQLite and PostgreSQL: schema and migrations, insert and dedup, keyset pages,
+filters, export, purge, and LISTEN/NOTIFY between two instances."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.audit.migrations import MIGRATIONS
+from gateway.audit.models import AuditRecord
+from gateway.audit.query import LogFilter, encode_cursor
+from gateway.audit.store import AuditStore
+
+from .conftest import Outage, make_entries, make_entry, query, uid_counts, wait_for
+
+
+@pytest.fixture
+async def store(database_url: str):
+    opened = await AuditStore.open(database_url)
+    yield opened
+    await opened.close()
+
+
+async def _versions(url: str) -> list[int]:
+    rows = await query(url, 'SELECT "version" FROM "audit_schema_version" ORDER BY "version"')
+    return [int(row["version"]) for row in rows]
+
+
+async def test_schema_created_and_migrations_idempotent(database_url: str, dialect: str) -> None:
+    latest = [step.version for step in MIGRATIONS[dialect]]
+    first = await AuditStore.open(database_url)
+    assert first.dialect == dialect
+    await first.insert([make_entry(1)])
+    await first.close()
+    second = await AuditStore.open(database_url)  # opening again changes nothing
+    await second.close()
+    # Several workers starting at once: each step still applied exactly once, no error.
+    stores = await asyncio.gather(*(AuditStore.open(database_url) for _ in range(4)))
+    for opened in stores:
+        assert await opened.ping()
+    await asyncio.gather(*(opened.close() for opened in stores))
+    assert await _versions(database_url) == latest
+    assert len(await uid_counts(database_url)) == 1
+
+
+async def test_table_matches_model(store: AuditStore, database_url: str, dialect: str) -> None:
+    if dialect == "sqlite":
+        rows = await query(database_url, 'PRAGMA table_info("audit_records")')
+        columns = {row["name"] for row in rows}
+        indexes = {row["name"] for row in await query(database_url, 'PRAGMA index_list("audit_records")')}
+    else:
+        rows = await query(
+            database_url,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_records'",
+        )
+        columns = {row["column_name"] for row in rows}
+        indexes = {
+            row["indexname"]
+            for row in await query(
+                database_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'audit_records'"
+            )
+        }
+    assert columns == set(AuditRecord._meta.fields_db_projection.values())
+    assert {
+        "audit_records_ts_id",
+        "audit_records_model_ts",
+        "audit_records_status_ts",
+        "audit_records_backend_type_ts",
+        "audit_records_request_id",
+    } <= indexes
+
+
+async def test_insert_returns_new_ids_and_ignores_duplicate_uids(
+    store: AuditStore, database_url: str
+) -> None:
+    entries = make_entries(3)
+    ids = await store.insert(entries)
+    assert len(ids) == 3 and ids == sorted(ids)
+    assert await store.insert(entries) == []  # a replayed batch adds nothing
+    newcomer = make_entry(9)
+    again = await store.insert([entries[0], newcomer, newcomer])  # duplicate inside one batch too
+    assert len(again) == 1 and again[0] > ids[-1]
+    assert await uid_counts(database_url) == {e.uid: 1 for e in [*entries, newcomer]}
+    assert await store.insert([]) == []
+    [stored] = await store.fetch_ids([again[0]])
+    assert stored == {"id": again[0], **newcomer.to_json()}
+    assert await store.last_id() == again[0]
+    assert [r["id"] for r in await store.after_id(ids[0], 10)] == [ids[1], ids[2], again[0]]
+
+
+async def test_values_cut_to_fit_never_fail_the_batch(store: AuditStore) -> None:
+    odd = make_entry(1, request_id="r" * 5000, model="m\x00odel", prompt_tokens=10**30, http_status=200)
+    [row_id] = await store.insert([odd])
+    [stored] = await store.fetch_ids([row_id])
+    assert stored["request_id"] == "r" * 200
+    assert stored["model"] == "model"
+    assert stored["prompt_tokens"] == 2**63 - 1
+
+
+async def test_keyset_pages_stable_while_newer_records_arrive(store: AuditStore, database_url: str) -> None:
+    base = datetime.now(UTC) - timedelta(days=1)
+    old = [make_entry(i, ts=base + timedelta(seconds=i // 3)) for i in range(10_000)]  # ts ties: id decides
+    random.Random(7).shuffle(old)  # ids not in ts order
+    for start in range(0, len(old), 2000):
+        await store.insert(old[start : start + 2000])
+    expected = {e.uid for e in old}
+    # The writer of newer records uses another store (another connection/instance).
+    other = await AuditStore.open(database_url)
+    stop = asyncio.Event()
+    inserted_meanwhile = 0
+
+    async def keep_inserting() -> None:
+        nonlocal inserted_meanwhile
+        while not stop.is_set():
+            inserted_meanwhile += len(await other.insert([make_entry(-1), make_entry(-2)]))
+            await asyncio.sleep(0.002)
+
+    writer = asyncio.create_task(keep_inserting())
+    try:
+        await wait_for(lambda: inserted_meanwhile > 0)
+        seen: list[dict] = []
+        cursor = None
+        pages = 0
+        while True:
+            records, cursor = await store.page(LogFilter(), 250, cursor)
+            seen.extend(records)
+            pages += 1
+            if cursor is None:
+                break
+            await asyncio.sleep(0)  # let the other instance insert between pages
+    finally:
+        stop.set()
+        await writer
+        await other.close()
+    assert inserted_meanwhile > 2 and pages >= 40
+    old_seen = [r["uid"] for r in seen if r["uid"] in expected]
+    assert len(old_seen) == len(expected) == len(set(old_seen))  # every old record exactly once
+    keys = [(r["ts"], r["id"]) for r in seen]
+    assert keys == sorted(keys, reverse=True) and len(set(keys)) == len(keys)  # strictly newest first
+
+
+async def test_filters_and_combinations(store: AuditStore) -> None:
+    base = datetime(2025, 3, 1, tzinfo=UTC)
+    entries = []
+    for i in range(120):
+        entries.append(
+            make_entry(
+                i,
+                ts=base + timedelta(minutes=i),
+                model=["small", "large", None][i % 3],
+                status=["success", "error", "timeout", "rejected"][i % 4],
+                backend_type=["mlx", "openai", "anthropic", "openai_compatible", None][i % 5],
+            )
+        )
+    await store.insert(entries)
+    cases = [
+        LogFilter(),
+        LogFilter(model="small"),
+        LogFilter(status="error"),
+        LogFilter(backend_type="openai_compatible"),
+        LogFilter(request_id="req-7"),
+        LogFilter(since=base + timedelta(minutes=30)),
+        LogFilter(until=base + timedelta(minutes=30)),
+        LogFilter(since=base + timedelta(minutes=10), until=base + timedelta(minutes=50)),
+        LogFilter(model="large", status="timeout"),
+        LogFilter(model="small", backend_type="mlx", since=base + timedelta(minutes=5)),
+        LogFilter(status="rejected", backend_type="anthropic", until=base + timedelta(minutes=100)),
+        LogFilter(model="nothing-like-this"),
+        LogFilter.from_query(
+            {"status": "success", "since": str(int((base + timedelta(minutes=60)).timestamp()))}
+        ),
+    ]
+    for filters in cases:
+        expected = [
+            e.uid for e in sorted(entries, key=lambda e: e.ts, reverse=True) if filters.matches(e.to_json())
+        ]
+        records, cursor = await store.page(filters, 1000)
+        assert [r["uid"] for r in records] == expected, filters
+        assert cursor is None
+        assert all(filters.matches(r) for r in records)
+    # Boundaries: since inclusive, until exclusive.
+    at = base + timedelta(minutes=30)
+    assert [
+        r["request_id"]
+        for r in (await store.page(LogFilter(since=at, until=at + timedelta(minutes=1)), 10))[0]
+    ] == ["req-30"]
+
+
+async def test_page_cursor_and_limit_errors(store: AuditStore) -> None:
+    await store.insert(make_entries(5))
+    records, cursor = await store.page(LogFilter(), 2)
+    assert len(records) == 2 and cursor is not None
+    rest, end = await store.page(LogFilter(), 10, cursor)
+    assert len(rest) == 3 and end is None
+    for bad in ["garbage", "AAAA", encode_cursor(datetime.now(UTC), 1) + "%%"]:
+        with pytest.raises(ValueError, match="invalid cursor"):
+            await store.page(LogFilter(), 2, bad)
+    for limit in (0, -1, 1001):
+        with pytest.raises(ValueError, match="limit"):
+            await store.page(LogFilter(), limit)
+
+
+async def test_export_yields_exactly_the_filtered_rows(store: AuditStore) -> None:
+    entries = make_entries(230)
+    for i, entry in enumerate(entries):
+        entry.status = "error" if i % 3 == 0 else "success"
+    await store.insert(entries)
+    exported = [r async for r in store.export(LogFilter(status="error"), chunk=7)]
+    expected = [e.uid for e in reversed(entries) if e.status == "error"]
+    assert [r["uid"] for r in exported] == expected
+    assert all(isinstance(r["id"], int) for r in exported)
+    assert len([r async for r in store.export(LogFilter(), chunk=50)]) == 230
+
+
+async def test_purge_deletes_only_old_rows_in_batches(store: AuditStore, database_url: str) -> None:
+    now = datetime.now(UTC)
+    old = make_entries(1234, start=now - timedelta(days=40), step=timedelta(seconds=1))
+    recent = make_entries(100, start=now - timedelta(days=1), step=timedelta(seconds=1))
+    await store.insert(old + recent)
+    batches: list[int] = []
+    deleted = await store.purge_older_than(now - timedelta(days=30), batch=500, progress=batches.append)
+    assert deleted == 1234
+    assert batches == [500, 500, 234]
+    assert set(await uid_counts(database_url)) == {e.uid for e in recent}
+    assert await store.purge_older_than(now - timedelta(days=30)) == 0
+
+
+async def test_open_fails_fast_when_unreachable(outage: Outage) -> None:
+    started = time.monotonic()
+    with pytest.raises(Exception):  # noqa: B017 (the driver's own connection error)
+        await AuditStore.open(outage.url, timeout=2)
+    assert time.monotonic() - started < 5
+
+
+async def test_stuck_database_raises_instead_of_hanging(outage: Outage) -> None:
+    """A database that stops answering fails each operation within the store's timeout; once it
+    answers again the same store works."""
+    await outage.bring_up()
+    store = await AuditStore.open(outage.url, timeout=1)
+    try:
+        await store.insert([make_entry(1)])
+        if outage.dialect == "sqlite":  # another process holds the write lock
+            locker = sqlite3.connect(outage.url.removeprefix("sqlite://"), isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")
+        else:  # the network path stops passing data
+            assert outage.proxy is not None
+            outage.proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 (TimeoutError, or SQLite's "database is locked")
+            await store.insert([make_entry(2)])
+        assert time.monotonic() - started < 4
+        assert not await store.ping() or outage.dialect == "sqlite"  # SQLite still reads during a write lock
+        if outage.dialect == "sqlite":
+            locker.execute("ROLLBACK")
+            locker.close()
+        else:
+            outage.proxy.thaw()  # type: ignore[union-attr]
+        await wait_for(store.ping, timeout=10)
+        second = make_entry(3)
+        assert len(await store.insert([second])) == 1
+        assert second.uid in await uid_counts(outage.url)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'audit.sqlite3'}"
+    store = await AuditStore.open(url)
+    await store.close()
+    assert (await query(url, "PRAGMA journal_mode"))[0]["journal_mode"] == "wal"
+
+
+async def test_listen_gets_the_ids_of_another_instances_batches(database_url: str, dialect: str) -> None:
+    listener = await AuditStore.open(database_url)
+    writer = await AuditStore.open(database_url)
+    try:
+        if dialect == "sqlite":
+            with pytest.raises(NotImplementedError):
+                await listener.listen(lambda ids: None)
+            return
+        received: list[list[int]] = []
+
+        def ids() -> list[int]:
+            return sorted(i for batch in received for i in batch)
+
+        close = await listener.listen(received.append)
+        small = await writer.insert(make_entries(3))
+        await wait_for(lambda: ids() == small)
+        received.clear()
+        big = await writer.insert(make_entries(2500))  # ids need more than one 8000-byte payload
+        await wait_for(lambda: ids() == big)
+        assert len(received) >= 2
+        assert await writer.insert(make_entries(0)) == []
+        await close()
+        await writer.insert(make_entries(2))
+        await asyncio.sleep(0.2)
+        assert ids() == big  # closed: nothing more arrives
+    finally:
+        await listener.close()
+        await writer.close()
+
+
+@pytest.mark.parametrize("outage", ["postgres"], indirect=True)  # LISTEN/NOTIFY is PostgreSQL-only
+async def test_listen_reconnects_after_the_connection_drops(outage: Outage) -> None:
+    await outage.bring_up()
+    listener = await AuditStore.open(outage.url)
+    reconnected = asyncio.Event()
+    received: list[int] = []
+    close = await listener.listen(received.extend, on_reconnect=reconnected.set, heartbeat=0.2)
+    direct = await AuditStore.open(outage.url.replace(f":{outage.proxy.port}/", ":5432/"))  # type: ignore[union-attr]
+    try:
+        first = await direct.insert(make_entries(2))
+        await wait_for(lambda: received == first)
+        await outage.take_down()
+        await asyncio.sleep(0.3)
+        await outage.bring_up()
+        await asyncio.wait_for(reconnected.wait(), 10)
+        second = await direct.insert(make_entries(2))
+        await wait_for(lambda: received == first + second)
+    finally:
+        await close()
+        await direct.close()
+        await listener.close()

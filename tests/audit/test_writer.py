@@ -1,0 +1,330 @@
+"""AuditWriter on SQLite and PostgreSQL: batches, the non-blocking record path, outages (buffer, spill,
+replay), shutdown, orphaned spill files, and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.audit.query import LogFilter
+from gateway.audit.retention import run_retention
+from gateway.audit.spill import SpillFiles
+from gateway.audit.store import AuditStore
+from gateway.audit.writer import AuditWriter
+
+from .conftest import Outage, audit_config, make_entries, make_entry, uid_counts, wait_for
+
+FAST_RETRY = {"retry_initial": 0.05, "retry_max": 0.2}
+
+
+def _spill_files(spill_path: Path) -> list[Path]:
+    return sorted(spill_path.parent.glob(spill_path.name + ".*")) if spill_path.parent.exists() else []
+
+
+def _spill_lines(spill_path: Path) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in _spill_files(spill_path))
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, database_url, batch_size=50, flush_interval_ms=20)
+    written: list[list[dict[str, Any]]] = []
+    writer = AuditWriter(None, config, on_written=written.append)
+    await writer.start()
+    entries = make_entries(230)
+    for entry in entries:
+        writer.record(entry)
+    await wait_for(lambda: writer.written == 230)
+    assert writer.db_up and writer.store is not None
+    assert all(len(batch) <= 50 for batch in written) and len(written) >= 5
+    records = [record for batch in written for record in batch]
+    assert sorted(r["uid"] for r in records) == sorted(e.uid for e in entries)
+    assert all(isinstance(r["id"], int) for r in records)
+    assert await writer.store.fetch_ids([records[0]["id"]]) == [records[0]]
+    # A lone record is written within the flush interval, not held until a batch fills.
+    started = time.monotonic()
+    writer.record(make_entry(999))
+    await wait_for(lambda: writer.written == 231, timeout=2)
+    assert time.monotonic() - started < 1
+    await writer.stop()
+    counts = await uid_counts(database_url)
+    assert len(counts) == 231 and set(counts.values()) == {1}
+    assert writer.stats == {
+        "buffered": 0,
+        "recorded": 231,
+        "written": 231,
+        "spilled": 0,
+        "replayed": 0,
+        "lost": 0,
+        "failed_batches": 0,
+        "db_up": False,  # closed
+    }
+
+
+async def test_record_never_blocks_nor_does_io(outage: Outage, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, outage.url, buffer_records=100, batch_size=10)
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    await writer.start()
+    await asyncio.sleep(0.05)  # the writer has tried the database and found it down
+    assert not writer.db_up
+    entries = make_entries(20_000)
+    started = time.perf_counter()
+    for entry in entries:
+        writer.record(entry)
+    elapsed = time.perf_counter() - started
+    # Synchronous and I/O-free: nothing reached the disk before the loop got control back.
+    assert writer.buffered == 20_000 and _spill_files(config.spill_path) == []
+    assert elapsed < 0.5, f"record() took {elapsed / 20_000 * 1e6:.1f} µs each"
+    await wait_for(lambda: writer.spilled == 20_000 - 100)  # then the writer task spills the overflow
+    assert writer.buffered == 100 and _spill_lines(config.spill_path) == 19_900
+    await writer.stop()
+    assert writer.spilled == 20_000 and writer.lost == 0
+
+
+async def test_outage_buffers_spills_then_replays_everything_once(outage: Outage, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, outage.url, buffer_records=100, batch_size=50, flush_interval_ms=10)
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    await writer.start()
+    entries = make_entries(500)
+    for start in range(0, 500, 50):  # requests keep coming during the outage
+        for entry in entries[start : start + 50]:
+            writer.record(entry)
+        await asyncio.sleep(0.01)
+    await wait_for(lambda: writer.spilled == 400)
+    assert writer.buffered == 100 and not writer.db_up and writer.written == 0
+    assert _spill_lines(config.spill_path) == 400
+    await outage.bring_up()
+    await wait_for(lambda: writer.written + writer.replayed == 500)
+    await wait_for(lambda: _spill_files(config.spill_path) == [])
+    counts = await uid_counts(outage.url)
+    assert counts == {e.uid: 1 for e in entries}
+    assert writer.db_up
+    assert writer.spilled == writer.replayed == 400
+    assert writer.written == 100 and writer.lost == 0 and writer.recorded == 500
+    await writer.stop()
+
+
+# Taking a SQLite file away mid-run is not a realistic outage: PostgreSQL only.
+@pytest.mark.parametrize("outage", ["postgres"], indirect=True)
+async def test_database_lost_mid_run_loses_nothing(outage: Outage, tmp_path: Path) -> None:
+    await outage.bring_up()
+    config = audit_config(tmp_path, outage.url, buffer_records=50, batch_size=20, flush_interval_ms=10)
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    await writer.start()
+    entries = make_entries(300)
+    for entry in entries[:100]:
+        writer.record(entry)
+    await wait_for(lambda: writer.written + writer.replayed == 100)
+    await outage.take_down()
+    for entry in entries[100:]:
+        writer.record(entry)
+        await asyncio.sleep(0)
+    await wait_for(lambda: not writer.db_up and writer.spilled > 0)
+    await outage.bring_up()
+    await wait_for(lambda: writer.written + writer.replayed == 300, timeout=15)
+    assert await uid_counts(outage.url) == {e.uid: 1 for e in entries}
+    assert writer.failed_batches >= 1 and writer.lost == 0
+    await writer.stop()
+
+
+async def test_stop_flushes_the_buffer(database_url: str, tmp_path: Path) -> None:
+    # A long flush interval and large batches: without stop() these would sit in memory.
+    config = audit_config(tmp_path, database_url, batch_size=10_000, flush_interval_ms=60_000)
+    writer = AuditWriter(None, config)
+    await writer.start()
+    writer.record(make_entry(0))
+    await wait_for(lambda: writer.written == 1)  # the first record wakes the writer; wait for it
+    entries = make_entries(345)
+    for entry in entries:
+        writer.record(entry)
+    await asyncio.sleep(0.05)
+    assert writer.buffered == 345
+    await writer.stop()
+    assert writer.written == 346 and writer.spilled == 0 and writer.buffered == 0
+    assert len(await uid_counts(database_url)) == 346
+    writer.record(make_entry(1))  # after stop: counted, not silently dropped
+    assert writer.lost == 1
+
+
+async def test_stop_with_database_down_spills_and_next_writer_replays(outage: Outage, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, outage.url, buffer_records=1000, batch_size=100)
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    await writer.start()
+    entries = make_entries(250)
+    for entry in entries:
+        writer.record(entry)
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await writer.stop()
+    assert time.monotonic() - started < 5
+    assert writer.spilled == 250 and writer.written == 0 and writer.lost == 0
+    assert _spill_lines(config.spill_path) == 250
+    await outage.bring_up()
+    replayed: list[dict[str, Any]] = []
+    successor = AuditWriter(None, config, on_written=replayed.extend)
+    await successor.start()
+    await wait_for(lambda: successor.replayed == 250)
+    await wait_for(lambda: _spill_files(config.spill_path) == [])
+    assert await uid_counts(outage.url) == {e.uid: 1 for e in entries}
+    assert len(replayed) == 250
+    await successor.stop()
+
+
+async def test_stop_is_bounded_when_the_database_stops_answering(outage: Outage, tmp_path: Path) -> None:
+    await outage.bring_up()
+    config = audit_config(tmp_path, outage.url, batch_size=10_000, flush_interval_ms=60_000)
+    writer = AuditWriter(None, config, stop_timeout=1)
+    await writer.start()
+    writer.record(make_entry(0))
+    await wait_for(lambda: writer.written == 1)
+    entries = make_entries(120)
+    for entry in entries:
+        writer.record(entry)
+    if outage.dialect == "sqlite":  # another process holds the write lock
+        locker = sqlite3.connect(outage.url.removeprefix("sqlite://"), isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+    else:
+        assert outage.proxy is not None
+        outage.proxy.freeze()
+    started = time.monotonic()
+    await writer.stop()  # the store's own timeout is 5 s; stop gives the database 1 s
+    assert time.monotonic() - started < 3.5
+    assert writer.spilled == 120 and writer.lost == 0 and writer.written == 1
+    if outage.dialect == "sqlite":
+        locker.execute("ROLLBACK")
+        locker.close()
+    else:
+        outage.proxy.thaw()  # type: ignore[union-attr]
+    successor = AuditWriter(None, config)
+    await successor.start()
+    await wait_for(lambda: successor.replayed == 120, timeout=15)
+    await successor.stop()
+    assert len(await uid_counts(outage.url)) == 121
+
+
+async def test_orphaned_spill_files_of_dead_processes_are_adopted(database_url: str, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, database_url, batch_size=40)
+    spill = config.spill_path
+    spill.parent.mkdir(parents=True)
+    dead, other_dead = _dead_pid(), _dead_pid()
+    orphan = make_entries(90)
+    half_replayed = make_entries(30)
+    Path(f"{spill}.{dead}").write_bytes(b"".join(e.to_line() for e in orphan) + b'{"truncated": ')
+    Path(f"{spill}.{other_dead}.replaying").write_bytes(b"".join(e.to_line() for e in half_replayed))
+    # A live process's spill file is its own business.
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live_file = Path(f"{spill}.{alive.pid}")
+        live_file.write_bytes(make_entry(7).to_line())
+        store = await AuditStore.open(database_url)
+        await store.insert(half_replayed[:10])  # that replay had got this far before its process died
+        await store.close()
+        writer = AuditWriter(None, config)
+        await writer.start()
+        await wait_for(lambda: writer.replayed == 120)
+        await wait_for(lambda: _spill_files(spill) == [live_file])
+        await writer.stop()
+    finally:
+        alive.kill()
+        alive.wait()
+    assert await uid_counts(database_url) == {e.uid: 1 for e in orphan + half_replayed}
+    assert writer.lost == 1  # the line cut short by the crash, counted
+
+
+async def test_spill_failure_is_counted_as_lost_and_logged(
+    outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = audit_config(tmp_path, outage.url, buffer_records=10, spill_path=blocker / "spill.jsonl")
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    with caplog.at_level(logging.ERROR, logger="gateway.audit"):
+        await writer.start()
+        for entry in make_entries(25):
+            writer.record(entry)
+        await wait_for(lambda: writer.lost == 15)
+        await writer.stop()
+    assert writer.lost == 25 and writer.spilled == 0
+    assert any("records lost" in r.getMessage() for r in caplog.records)
+    assert not any("req-" in r.getMessage() for r in caplog.records)  # counts, never record content
+
+
+async def test_a_record_the_database_refuses_is_dropped_alone(database_url: str, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, database_url, batch_size=50)
+    writer = AuditWriter(None, config)
+    await writer.start()
+    good = make_entries(20)
+    bad = make_entry(99, http_status="not a number")
+    for entry in [*good[:10], bad, *good[10:]]:
+        writer.record(entry)
+    await wait_for(lambda: writer.written == 20)
+    assert writer.lost == 1 and writer.db_up
+    await writer.stop()
+    assert await uid_counts(database_url) == {e.uid: 1 for e in good}
+
+
+async def test_writer_keeps_opening_until_the_database_appears(outage: Outage, tmp_path: Path) -> None:
+    config = audit_config(tmp_path, outage.url)
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    await writer.start()
+    writer.record(make_entry(1))
+    await asyncio.sleep(0.3)
+    assert writer.store is None and not writer.db_up and writer.buffered == 1
+    await outage.bring_up()
+    await wait_for(lambda: writer.written == 1)
+    assert writer.db_up and writer.store is not None
+    await writer.stop()
+
+
+async def test_retention_purges_at_start_and_then_periodically(database_url: str) -> None:
+    store = await AuditStore.open(database_url)
+    now = datetime.now(UTC)
+    recent = make_entries(5, start=now - timedelta(minutes=5))
+    await store.insert(make_entries(30, start=now - timedelta(days=10)) + recent)
+    expected = {e.uid for e in recent}
+
+    async def stored() -> set[str]:
+        return {record["uid"] async for record in store.export(LogFilter())}
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_retention(store, 7, stop_event=stop, interval=0.1))
+    try:
+        await wait_for(lambda: _equals(stored(), expected), timeout=5)  # purged at start
+        await store.insert(make_entries(7, start=now - timedelta(days=8)))
+        assert len(await stored()) == 12
+        await wait_for(lambda: _equals(stored(), expected), timeout=5)  # and again at the next interval
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2)  # returns promptly once told to stop
+        await store.close()
+    assert task.exception() is None
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return await value == expected
+
+
+def test_spill_claims_are_atomic_between_processes(tmp_path: Path) -> None:
+    """Two live processes see the same orphan: exactly one of them adopts it."""
+    base = tmp_path / "audit.spill.jsonl"
+    dead = _dead_pid()
+    Path(f"{base}.{dead}").write_bytes(make_entry().to_line())
+    me, sibling = SpillFiles(base, os.getpid()), SpillFiles(base, os.getpid() + 1_000_000)
+    first, second = me.claim_next(), sibling.claim_next()
+    assert first is not None and second is None
+    assert first.name.startswith(f"{base.name}.{os.getpid()}.adopted.")

@@ -1,0 +1,45 @@
+"""`gateway bench cloud --quick --simulate`: without calling any provider, the fake servers with
+cloud-like latency, labelled simulated in the table and the JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.bench.conftest import BenchRun, check_envelope, check_percentiles
+
+
+@pytest.mark.timeout(120)
+def test_cloud_quick_simulated(run_bench: Callable[..., BenchRun], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    run = run_bench("cloud", "--simulate")
+    assert run.exit_code == 0
+    assert "**simulated**" in run.stdout and "live" not in run.stdout.split("\n\n")[0]
+
+    result = run.result
+    check_envelope(result, "cloud")
+    assert result["simulated"] is True and result["failed_requests"] == 0
+    providers = {p["provider"]: p for p in result["providers"]}
+    assert set(providers) == {"openai", "anthropic"}
+    latency_ms = result["settings"]["sim_latency_ms"]
+    for provider in providers.values():
+        assert provider["simulated"] is True and provider["source"].startswith("simulated:")
+        assert set(provider["modes"]) == {"non_streaming", "streaming"}
+        for mode, found in provider["modes"].items():
+            assert found["errors"] == [] and found["served_by_other_backend"] == 0
+            for way in ("direct", "gateway"):
+                summary = found[way]
+                assert summary["requests"] == provider["requests_per_mode"] and summary["failed"] == 0
+                check_percentiles(summary["latency_ms"])
+                # The simulated latency is before the first byte: no answer can come sooner.
+                assert summary["latency_ms"]["p50"] >= latency_ms
+                if mode == "streaming":
+                    check_percentiles(summary["ttft_ms"])
+                    assert summary["ttft_ms"]["p50"] >= latency_ms
+            added = found["added_latency_ms"]
+            assert added["p50"] == pytest.approx(
+                found["gateway"]["latency_ms"]["p50"] - found["direct"]["latency_ms"]["p50"], abs=0.002
+            )
+            assert (found["added_ttft_ms"] is None) == (mode == "non_streaming")

@@ -1,0 +1,462 @@
+"""The admin panel in real headless Chromium against the real server (`gateway serve` in a subprocess,
+fake upstreams): sign-in, the logs page (pages, filters, live rows, the drawer, export), the settings
+page writing gateway.yaml, and the status page."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from gateway.testing.process import GatewayProcess, start_gateway
+from tests.conftest import wait_until
+from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
+
+CLIENT_KEY, ADMIN_KEY = "client-key-browser-tests", "admin-key-browser-tests"
+ENV = {**GATEWAY_ENV, "GW_CLIENT_KEY": CLIENT_KEY, "GW_ADMIN_KEY": ADMIN_KEY, "LOGFIRE_TOKEN": ""}
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+PROJECT_URL = "https://logfire.example/acme/gateway"
+MESSAGES = [{"role": "user", "content": "Where is my order?"}]
+#: What the fake upstream does for the `broken` and `stuck` backends (a header they send it).
+FAILS, HANGS = """x-fake-behaviour: '{"status": 500}'""", """x-fake-behaviour: '{"hang": true}'"""
+
+
+def config(up: Upstreams, audit_path: Path, *, write_back: bool = True) -> str:
+    key = '"${FAKE_KEY}"'
+    oa = up.openai.base_url
+    return f"""\
+# Team gateway. Every comment here must survive the settings page.
+auth:
+  client_keys:
+    - name: billing-app    # the product
+      key: ${{GW_CLIENT_KEY}}
+  admin_keys:
+    - name: ops
+      key: ${{GW_ADMIN_KEY}}
+
+backends:
+{backends_yaml(up)}
+  broken: {{type: openai_compatible, base_url: "{oa}", api_key: {key}, headers: {{{FAILS}}}}}
+  stuck: {{type: openai_compatible, base_url: "{oa}", api_key: {key}, headers: {{{HANGS}}}}}
+
+models:
+  gpt: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}
+  claude: {{chain: [{{backend: an, model: claude-haiku-4-5}}]}}
+  flaky: {{chain: [{{backend: broken, model: gpt-4o}}, {{backend: oa, model: gpt-4o-mini}}]}}
+  broken: {{chain: [{{backend: broken, model: gpt-4o}}]}}
+  stuck: {{chain: [{{backend: stuck, model: gpt-4o}}]}}
+
+timeouts:
+  chat:
+    total: 30        # half a minute, for now
+    first_byte: 25   # the stuck backend never sends one
+  embeddings:
+    total: 120
+
+failover:
+  circuit_breaker: {{failure_threshold: 3, cooldown_seconds: 600}}
+
+audit:
+  database_url: "sqlite://{audit_path}"
+  flush_interval_ms: 50
+
+telemetry:
+  logfire:
+    project_url: {PROJECT_URL}
+
+admin:
+  write_back: {"true" if write_back else "false"}   # GitOps switch
+"""
+
+
+class TraceSink:
+    """Accepts OTLP/HTTP exports and drops them: turns tracing on, so records carry a trace id."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[Upstreams]:
+    with fake_upstreams() as upstreams:
+        yield upstreams
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[TraceSink]:
+    receiver = TraceSink()
+    yield receiver
+    receiver.close()
+
+
+def chat(
+    gateway: GatewayProcess, model: str, request_id: str | None = None, timeout: float = 10
+) -> requests.Response:
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    if request_id:
+        headers["x-request-id"] = request_id
+    return requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": model, "messages": MESSAGES, "max_tokens": 5},
+        headers=headers,
+        timeout=timeout,
+    )
+
+
+def logs(gateway: GatewayProcess, **params: Any) -> list[dict[str, Any]]:
+    """Every record matching `params`, through the admin API (what the page should show)."""
+    records: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
+        body = requests.get(gateway.url("/admin/api/logs"), params=query, headers=ADMIN, timeout=10).json()
+        records += body["records"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return records
+
+
+def wait_for_record(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def stored() -> bool:
+        found[:] = logs(gateway, request_id=request_id)
+        return bool(found)
+
+    wait_until(stored, timeout=10, interval=0.1)
+    return found[0]
+
+
+#: Requests the logs gateway serves before its tests, in order: more than one page (50) of records.
+#: `flaky` before `broken`, so its failover path is [broken failed, oa ok] (the circuit still closed).
+SEEDED = [
+    ("gpt", 36),
+    ("flaky", 2),
+    ("gpt", 2),
+    ("claude", 2),
+    ("broken", 4),
+    ("gpt", 3),
+    ("claude", 2),
+    ("gpt", 2),
+    ("flaky", 1),
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_server_module, up: Upstreams, sink: TraceSink, tmp_path_factory) -> GatewayProcess:
+    """A gateway with 60 records: successes, failovers, errors (and the broken backend's circuit open)."""
+    audit = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
+    started = gateway_server_module(
+        config(up, audit), env={**ENV, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.url}
+    )
+    sent: dict[str, int] = {}
+    for model, count in SEEDED:
+        for _ in range(count):
+            sent[model] = sent.get(model, 0) + 1
+            chat(started, model, f"seed-{model}-{sent[model] - 1}")
+    wait_until(lambda: len(logs(started)) == sum(sent.values()), timeout=15, interval=0.1)
+    return started
+
+
+def sign_in(page: Page, gateway: GatewayProcess, path: str = "/admin/logs") -> None:
+    page.goto(gateway.url(path))
+    page.fill("#admin-key", ADMIN_KEY)
+    page.click("form button[type=submit]")
+    expect(page.locator(".topbar")).to_be_visible()
+
+
+def rows(page: Page):
+    return page.locator("#records tr.record")
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+
+
+def test_sign_in_refuses_wrong_and_client_keys_and_keeps_the_deep_link(
+    page: Page, gateway: GatewayProcess, screenshot
+) -> None:
+    page.goto(gateway.url("/admin/logs?status=error"))
+    expect(page.locator("#admin-key")).to_be_visible()
+    expect(page.locator(".topbar")).to_be_hidden()
+    screenshot(page, "signin")
+
+    page.fill("#admin-key", "not-a-key")
+    page.click("form button[type=submit]")
+    expect(page.locator("#sign-in-message")).to_have_text("That key is not valid.")
+    page.fill("#admin-key", CLIENT_KEY)
+    page.click("form button[type=submit]")
+    expect(page.locator("#sign-in-message")).to_contain_text("client keys cannot open the admin panel")
+    expect(page.locator(".topbar")).to_be_hidden()
+
+    page.fill("#admin-key", ADMIN_KEY)
+    page.click("form button[type=submit]")
+    expect(page.locator("#who-name")).to_have_text("ops")
+    assert page.url == gateway.url("/admin/logs?status=error")
+    expect(page.locator("select[name=status]")).to_have_value("error")
+    [cookie] = page.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/admin"
+
+    page.click("#sign-out")
+    expect(page.locator("#sign-in-message")).to_have_text("You are signed out.")
+    assert page.context.cookies() == []
+    page.reload()
+    expect(page.locator("#admin-key")).to_be_visible()
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+def test_scrolling_down_loads_the_next_page(page: Page, gateway: GatewayProcess) -> None:
+    total = len(logs(gateway))
+    assert total > 50
+    sign_in(page, gateway)
+    expect(rows(page)).to_have_count(50)
+    expect(page.locator("#list-end")).to_have_text("Scroll for more")
+    page.locator("#records").evaluate("element => { element.scrollTop = element.scrollHeight; }")
+    expect(rows(page)).to_have_count(total)
+    expect(page.locator("#list-end")).to_have_text("That is every matching record.")
+    ids = rows(page).evaluate_all("rows => rows.map(row => row.dataset.id)")
+    assert len(set(ids)) == total
+    newest_first = [int(i) for i in ids]
+    assert newest_first == sorted(newest_first, reverse=True)
+
+
+def test_status_filter_shows_only_errors_and_goes_in_the_url(page: Page, gateway: GatewayProcess) -> None:
+    errors = logs(gateway, status="error")
+    assert 0 < len(errors) < len(logs(gateway))
+    sign_in(page, gateway)
+    expect(rows(page)).to_have_count(50)
+    page.select_option("select[name=status]", "error")
+    expect(rows(page)).to_have_count(len(errors))
+    assert set(rows(page).evaluate_all("rows => rows.map(row => row.dataset.status)")) == {"error"}
+    expected = [r["request_id"] for r in errors]
+    assert rows(page).evaluate_all("rows => rows.map(row => row.dataset.requestId)") == expected
+    assert page.url == gateway.url("/admin/logs?status=error")
+
+    # The URL is the view: opened elsewhere, it shows the same rows.
+    other = page.context.new_page()
+    other.goto(gateway.url("/admin/logs?status=error&model=broken"))
+    expect(other.locator("#records tr.record")).to_have_count(
+        len([r for r in errors if r["model"] == "broken"])
+    )
+    other.close()
+
+
+def test_the_drawer_shows_a_record_with_its_failover_path_and_trace(
+    page: Page, gateway: GatewayProcess, screenshot
+) -> None:
+    record = wait_for_record(gateway, "seed-flaky-0")
+    assert record["trace_id"]  # tracing is on (the OTLP sink)
+    sign_in(page, gateway)
+    expect(rows(page)).to_have_count(50)
+    page.locator("#records").evaluate("element => { element.scrollTop = element.scrollHeight; }")
+    row = page.locator('#records tr[data-request-id="seed-flaky-0"]')
+    row.scroll_into_view_if_needed()
+    row.click()
+    drawer = page.locator("#drawer")
+    expect(drawer).to_be_visible()
+    expect(drawer).to_contain_text("seed-flaky-0")
+    expect(drawer).to_contain_text(record["config_version"])
+    expect(drawer).to_contain_text("billing-app")
+    path = drawer.locator("#failover-path tbody tr")
+    expect(path).to_have_count(2)
+    expect(path.nth(0)).to_contain_text("broken")
+    expect(path.nth(0)).to_contain_text("http_5xx")
+    expect(path.nth(1)).to_contain_text("ok")
+    link = drawer.locator("#trace-link")
+    assert link.get_attribute("href") == f"{PROJECT_URL}?q=trace_id%3D'{record['trace_id']}'"
+    page.locator("#records").evaluate("element => { element.scrollTop = 0; }")
+    screenshot(page, "logs")
+    page.keyboard.press("Escape")
+    expect(drawer).to_be_hidden()
+
+
+def test_a_request_sent_now_appears_live_and_pause_holds_it(page: Page, gateway: GatewayProcess) -> None:
+    sign_in(page, gateway)
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    first = f"live-{secrets.token_hex(4)}"
+    assert chat(gateway, "gpt", first).status_code == 200
+    expect(rows(page).first).to_have_attribute("data-request-id", first)
+
+    page.click("#pause")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "paused")
+    held = f"held-{secrets.token_hex(4)}"
+    assert chat(gateway, "gpt", held).status_code == 200
+    expect(page.locator("#pause")).to_have_text("Resume (1 new)")
+    expect(page.locator(f'tr[data-request-id="{held}"]')).to_have_count(0)
+    page.click("#pause")
+    expect(rows(page).first).to_have_attribute("data-request-id", held)
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+
+
+def test_export_downloads_the_filtered_records_as_json_lines(page: Page, gateway: GatewayProcess) -> None:
+    errors = logs(gateway, status="error")
+    sign_in(page, gateway, "/admin/logs?status=error")
+    expect(rows(page)).to_have_count(len(errors))
+    with page.expect_download() as started:
+        page.click("#export")
+    download = started.value
+    assert download.suggested_filename.endswith(".jsonl")
+    lines = Path(download.path()).read_text().splitlines()
+    exported = [json.loads(line) for line in lines]
+    assert [r["request_id"] for r in exported] == [r["request_id"] for r in errors]
+    assert {r["status"] for r in exported} == {"error"}
+
+
+def test_status_page_shows_the_version_a_rejected_reload_and_backend_health(
+    page: Page, gateway: GatewayProcess, screenshot
+) -> None:
+    good = gateway.config_path.read_text()
+    version = requests.get(gateway.url("/admin/api/config"), headers=ADMIN, timeout=5).json()["version"]
+    broken = good.replace("    total: 120\n", '    total: "two minutes"\n')
+    line = broken.splitlines().index('    total: "two minutes"') + 1
+    gateway.config_path.write_text(broken)
+    try:
+
+        def rejected() -> bool:
+            body = requests.get(gateway.url("/admin/api/config"), headers=ADMIN, timeout=5).json()
+            return body["last_error"] is not None
+
+        wait_until(rejected, timeout=10, interval=0.1)
+        sign_in(page, gateway, "/admin/status")
+        expect(page.locator("#config-version")).to_have_text(version)
+        rejected_reload = page.locator("#rejected-reload")
+        expect(rejected_reload).to_contain_text(f"gateway.yaml:{line}:12: timeouts.embeddings.total")
+        expect(rejected_reload).to_contain_text(f"version {version} is still serving")
+        broken_row = page.locator('#backends tr[data-backend="broken"]')
+        expect(broken_row.locator(".circuit")).to_contain_text("open")
+        expect(broken_row.locator(".error-rate")).to_contain_text("100% (3 of 3)")
+        expect(page.locator('#backends tr[data-backend="oa"] .error-rate')).to_contain_text("0%")
+        expect(page.locator('#backends tr[data-backend="stuck"] .error-rate')).to_have_text("no requests")
+        screenshot(page, "status")
+    finally:
+        gateway.config_path.write_text(good)
+    wait_until(lambda: not rejected(), timeout=10, interval=0.1)
+    page.click("text=Refresh")
+    expect(page.locator("#rejected-reload")).to_contain_text("a later reload succeeded")
+
+
+def test_the_live_view_reconnects_after_the_gateway_restarts(
+    page: Page, up: Upstreams, tmp_path: Path, gateway_server
+) -> None:
+    first = gateway_server(config(up, tmp_path / "audit.sqlite3"), env=ENV)
+    sign_in(page, first)
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    first.stop()
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "reconnecting")
+    second = start_gateway(first.config_path, env=ENV, port=first.port)
+    try:
+        # The same session cookie works for the new process: the signing secret is on disk.
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=20_000)
+        request_id = f"after-restart-{secrets.token_hex(4)}"
+        assert chat(second, "gpt", request_id).status_code == 200
+        expect(rows(page).first).to_have_attribute("data-request-id", request_id)
+        expect(page.locator(".topbar")).to_be_visible()
+    finally:
+        second.stop()
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_gateway(gateway_server, up: Upstreams, tmp_path: Path) -> GatewayProcess:
+    return gateway_server(config(up, tmp_path / "audit.sqlite3"), env=ENV)
+
+
+def test_a_timeout_saved_in_the_settings_page_is_written_and_enforced(
+    page: Page, settings_gateway: GatewayProcess, screenshot
+) -> None:
+    gateway = settings_gateway
+    before = gateway.config_path.read_text()
+    sign_in(page, gateway, "/admin/settings")
+    expect(page.locator("#chat-total")).to_have_value("30")
+    expect(page.locator("#save")).to_be_disabled()
+
+    # The form checks the schema's bounds before the server does.
+    page.fill("#chat-total", "100000")
+    expect(page.locator("#save")).to_be_disabled()
+    expect(page.locator("#timeouts .problem").first).to_contain_text("At most 86400")
+    page.fill("#chat-total", "2")
+    page.click("#save")
+    expect(page.locator("#saved")).to_contain_text("Saved and applied")
+    expect(page.locator("#result pre.diff")).to_contain_text("+    total: 2        # half a minute, for now")
+    screenshot(page, "settings")
+
+    after = gateway.config_path.read_text()
+    assert after == before.replace(
+        "    total: 30        # half a minute", "    total: 2        # half a minute"
+    )
+    # The stuck backend never answers: the request now ends at the new 2 s limit, not at 30 s.
+    response = chat(gateway, "stuck", timeout=20)
+    assert response.status_code == 504
+    problem = response.json()
+    assert (problem["tier"], problem["limit_seconds"]) == ("chat", 2)
+
+
+def test_a_stale_edit_shows_the_conflict_and_reloads_the_values(
+    page: Page, settings_gateway: GatewayProcess
+) -> None:
+    gateway = settings_gateway
+    sign_in(page, gateway, "/admin/settings")
+    expect(page.locator("#embeddings-total")).to_have_value("120")
+    # Someone edits the file on disk after the page loaded.
+    edited = gateway.config_path.read_text().replace(
+        "    total: 120\n", "    total: 121   # raised by hand\n"
+    )
+    gateway.config_path.write_text(edited)
+    page.fill("#chat-total", "45")
+    page.click("#save")
+    expect(page.locator("#conflict")).to_contain_text("gateway.yaml changed on disk since this page loaded")
+    assert gateway.config_path.read_text() == edited  # nothing of ours was written
+
+    page.click("#reload-values")
+    expect(page.locator("#reloaded")).to_be_visible()
+    expect(page.locator("#embeddings-total")).to_have_value("121")
+    expect(page.locator("#chat-total")).to_have_value("30")
+    page.fill("#chat-total", "45")
+    page.click("#save")
+    expect(page.locator("#saved")).to_contain_text("Saved and applied")
+    assert "total: 45        # half a minute" in gateway.config_path.read_text()
+    assert "total: 121   # raised by hand" in gateway.config_path.read_text()
+
+
+def test_with_write_back_off_the_settings_page_shows_the_patch(
+    page: Page, gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    gateway = gateway_server(config(up, tmp_path / "audit.sqlite3", write_back=False), env=ENV)
+    before = gateway.config_path.read_bytes()
+    sign_in(page, gateway, "/admin/settings")
+    expect(page.locator("#write-back-off")).to_be_visible()
+    page.fill("#chat-total", "60")
+    page.click("#save")
+    expect(page.locator("#patch-note")).to_contain_text("Write-back is off")
+    expect(page.locator("#result pre.patch")).to_contain_text(
+        "+    total: 60        # half a minute, for now"
+    )
+    assert gateway.config_path.read_bytes() == before

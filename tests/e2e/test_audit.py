@@ -1,0 +1,579 @@
+"""The audit log end to end, through the real server, on SQLite and on PostgreSQL: what a record holds
+(and never holds), outages, shutdown, retention, and the admin logs API (pages, filters, export, live
+tail, also across two gateway processes sharing one PostgreSQL log)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+import requests
+
+from gateway.audit.record import AuditEntry
+from gateway.audit.store import AuditStore
+from tests.conftest import wait_until
+from tests.e2e.audit_support import AuditDatabase, TcpProxy, audit_database
+from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
+
+KINDS = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+CLIENT_KEY, ADMIN_KEY = "client-key-audit-tests", "admin-key-audit-tests"
+ENV = {**GATEWAY_ENV, "GW_CLIENT_KEY": CLIENT_KEY, "GW_ADMIN_KEY": ADMIN_KEY}
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+MESSAGES = [{"role": "user", "content": "What is the capital of Portugal?"}]
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[Upstreams]:
+    with fake_upstreams() as upstreams:
+        yield upstreams
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path: Path) -> Iterator[AuditDatabase]:
+    with audit_database(request.param, tmp_path) as database:
+        yield database
+
+
+def config(up: Upstreams, database_url: str, audit: str = "", timeouts: str = "") -> str:
+    key = '"${FAKE_KEY}"'
+    oa = up.openai.base_url
+    failing = """headers: {x-fake-behaviour: '{"status": 500}'}"""
+    hanging = """headers: {x-fake-behaviour: '{"hang": true}'}"""
+    return f"""
+auth:
+  client_keys:
+    - name: billing-app
+      key: ${{GW_CLIENT_KEY}}
+  admin_keys:
+    - name: ops
+      key: ${{GW_ADMIN_KEY}}
+backends:
+{backends_yaml(up)}
+  broken: {{type: openai_compatible, base_url: "{oa}", api_key: {key}, {failing}}}
+  stuck: {{type: openai_compatible, base_url: "{oa}", api_key: {key}, {hanging}}}
+models:
+  gpt: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}
+  claude: {{chain: [{{backend: an, model: claude-haiku-4-5}}]}}
+  flaky: {{chain: [{{backend: broken, model: gpt-4o}}, {{backend: oa, model: gpt-4o-mini}}]}}
+  stuck: {{chain: [{{backend: stuck, model: gpt-4o}}]}}
+timeouts:
+  chat: {{total: 30, first_byte: 1}}
+{timeouts}
+audit:
+  database_url: "{database_url}"
+  flush_interval_ms: 50
+{audit}
+"""
+
+
+def oai(gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0)
+
+
+def logs(gateway, **params: Any) -> dict[str, Any]:
+    response = requests.get(gateway.url("/admin/api/logs"), params=params, headers=ADMIN, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def record_of(gateway, request_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        found[:] = logs(gateway, request_id=request_id)["records"]
+        return bool(found)
+
+    wait_until(arrived, timeout=10, interval=0.1)
+    assert len(found) == 1
+    return found[0]
+
+
+def test_records_hold_the_metadata_of_each_kind_of_outcome(gateway_server, up: Upstreams, db) -> None:
+    gateway = gateway_server(config(up, db.url()), env=ENV)
+    client = oai(gateway)
+
+    ok = client.chat.completions.with_raw_response.create(model="gpt", messages=MESSAGES, max_tokens=5)
+    completion = ok.parse()
+    record = record_of(gateway, ok.headers["x-request-id"])
+    assert record["status"] == "success" and record["http_status"] == 200
+    assert record["surface"] == "openai" and record["endpoint"] == "chat" and record["stream"] is False
+    assert record["client_key"] == "billing-app"
+    assert (record["model"], record["backend"], record["backend_type"], record["upstream_model"]) == (
+        "gpt",
+        "oa",
+        "openai_compatible",
+        "gpt-4o-mini",
+    )
+    assert record["prompt_tokens"] == completion.usage.prompt_tokens
+    assert record["completion_tokens"] == completion.usage.completion_tokens == 5
+    assert record["attempts"] == 1 and record["error_type"] is None
+    assert record["config_version"] == ok.headers["x-config-version"]
+    assert record["latency_ms"] > 0 and record["ttft_ms"] is None
+    assert CLIENT_KEY not in json.dumps(record)
+
+    # Failover: the path names both steps, the record the backend that served.
+    flaky = client.chat.completions.with_raw_response.create(model="flaky", messages=MESSAGES)
+    record = record_of(gateway, flaky.headers["x-request-id"])
+    assert record["status"] == "success" and record["backend"] == "oa" and record["attempts"] == 2
+    assert [(s["backend"], s["outcome"], s["status"]) for s in record["failover_path"]] == [
+        ("broken", "http_5xx", 500),
+        ("oa", "ok", 200),
+    ]
+
+    # Streamed through the Anthropic surface: time to first token and the streamed usage.
+    claude = anthropic.Anthropic(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
+    with claude.messages.stream(model="claude", max_tokens=7, messages=MESSAGES) as stream:
+        final = stream.get_final_message()
+        request_id = stream.response.headers["x-request-id"]
+    record = record_of(gateway, request_id)
+    assert record["surface"] == "anthropic" and record["stream"] is True
+    assert record["backend_type"] == "anthropic" and record["status"] == "success"
+    assert record["completion_tokens"] == final.usage.output_tokens == 7
+    assert 0 < record["ttft_ms"] <= record["latency_ms"]
+
+    # Refused by the gateway before any backend: rejected, with the problem type.
+    denied = requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": "gpt", "messages": MESSAGES},
+        headers={"authorization": "Bearer wrong"},
+        timeout=5,
+    )
+    record = record_of(gateway, denied.headers["x-request-id"])
+    assert (record["status"], record["http_status"], record["error_type"]) == (
+        "rejected",
+        401,
+        "unauthorized",
+    )
+    assert record["client_key"] is None and record["attempts"] == 0
+    unknown = requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": "nope", "messages": MESSAGES},
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        timeout=5,
+    )
+    record = record_of(gateway, unknown.headers["x-request-id"])
+    assert (record["status"], record["http_status"], record["model"]) == ("rejected", 404, "nope")
+
+    # A backend that never answers: a timeout, after the first-byte limit.
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="stuck", messages=MESSAGES)
+    record = record_of(gateway, raised.value.response.headers["x-request-id"])
+    assert (record["status"], record["http_status"]) == ("timeout", 504)
+    assert record["failover_path"][0]["outcome"] == "timeout"
+    assert 900 < record["latency_ms"] < 10_000
+
+
+def test_no_prompt_tool_argument_or_answer_text_is_ever_stored(gateway_server, up: Upstreams, db) -> None:
+    canary = "Cz" + secrets.token_hex(8)  # 18 characters: the fakes echo up to 20 of a tool result
+    gateway = gateway_server(config(up, db.url()), env=ENV)
+    client = oai(gateway)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": f"looks up {canary}",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+    ]
+    conversation = [
+        {"role": "system", "content": f"Secret system prompt {canary}"},
+        {"role": "user", "content": f"Find {canary} please"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": json.dumps({"q": canary})},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": canary},
+    ]
+    answer = client.chat.completions.create(model="gpt", messages=conversation, tools=tools)
+    assert canary in answer.choices[0].message.content  # the answer carries it too
+    streamed = client.chat.completions.create(model="gpt", messages=conversation, stream=True)
+    assert canary in "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    claude = anthropic.Anthropic(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
+    claude.messages.create(
+        model="claude",
+        max_tokens=30,
+        system=f"system {canary}",
+        messages=[{"role": "user", "content": f"tell me about {canary}"}],
+    )
+    claude.messages.count_tokens(model="claude", messages=[{"role": "user", "content": canary}])
+    with pytest.raises(openai.BadRequestError):  # a rejected request with the canary in a bad field
+        client.chat.completions.create(model="gpt", messages=[{"role": canary, "content": canary}])
+    wait_until(lambda: db.count() >= 5, timeout=10, interval=0.1)
+    gateway.stop()  # everything flushed; the SQLite WAL checkpointed or not, both files are searched
+    assert db.count() == 5
+    stored = db.everything_as_text()
+    assert "billing-app" in stored  # the search does see the records' text
+    assert canary not in stored
+    assert canary not in gateway.log()
+
+
+@KINDS
+def test_database_outage_loses_nothing_and_duplicates_nothing(
+    gateway_server, up: Upstreams, tmp_path: Path, kind: str
+) -> None:
+    """The database is away while requests arrive (more than the buffer holds, so some spill to disk);
+    every request is served, and once it is back every record arrives exactly once."""
+    with audit_database(kind, tmp_path) as db:
+        proxy: TcpProxy | None = None
+        if kind == "postgres":
+            # Create the schema first, then take the database away behind a proxy.
+            proxy = TcpProxy()
+            proxy.up()
+            url = db.url(proxy.port)
+            warm = gateway_server(config(up, url), env=ENV, name="warm.yaml")
+            oai(warm).chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=2)
+            wait_until(lambda: db.count() == 1, timeout=10, interval=0.1)
+            warm.stop()
+            proxy.down()
+            before = 1
+        else:
+            # A path whose parent is a file: SQLite cannot open it until the file makes way.
+            blocker = tmp_path / "later"
+            blocker.write_text("not a directory")
+            url = f"sqlite://{blocker / 'audit.sqlite3'}"
+            db = AuditDatabase("sqlite", str(blocker / "audit.sqlite3"))
+            before = 0
+        gateway = gateway_server(config(up, url, audit="  buffer_records: 10\n  batch_size: 5"), env=ENV)
+        client = oai(gateway)
+        sent = []
+        for _ in range(40):
+            response = client.chat.completions.with_raw_response.create(
+                model="gpt", messages=MESSAGES, max_tokens=2
+            )
+            assert response.status_code == 200
+            sent.append(response.headers["x-request-id"])
+
+        def stats() -> dict[str, Any]:
+            return requests.get(gateway.url("/admin/api/logs/stats"), headers=ADMIN, timeout=5).json()
+
+        # Ten held in memory (buffer_records), the rest spilled to disk.
+        wait_until(lambda: stats()["buffered"] + stats()["spilled"] == 40, timeout=10, interval=0.1)
+        assert stats()["buffered"] <= 10 and stats()["spilled"] >= 30
+        assert stats()["written"] == 0 and stats()["db_up"] is False
+        # The logs API says the database is away, as a problem (not a 500).
+        down = requests.get(gateway.url("/admin/api/logs"), headers=ADMIN, timeout=10)
+        assert down.status_code == 503 and "audit database" in down.json()["detail"]
+
+        if proxy is not None:
+            proxy.up()
+        else:
+            blocker.unlink()
+            blocker.mkdir()
+        wait_until(lambda: db.count() == before + 40, timeout=30, interval=0.2)
+        time.sleep(1)  # nothing more trickles in
+        rows = db.rows()
+        assert len(rows) == before + 40
+        assert sorted(r["request_id"] for r in rows[before:]) == sorted(sent)
+        assert len({r["uid"] for r in rows}) == len(rows)
+        after = stats()
+        assert after["db_up"] is True and after["lost"] == 0
+        assert after["replayed"] == after["spilled"] > 0
+        assert after["written"] + after["replayed"] == 40
+        gateway.stop()
+        assert not list(tmp_path.glob("gateway-audit.spill.jsonl*"))
+        if proxy is not None:
+            proxy.down()
+
+
+@KINDS
+def test_records_in_the_buffer_at_sigterm_are_written(
+    gateway_server, up: Upstreams, tmp_path: Path, kind: str
+) -> None:
+    with audit_database(kind, tmp_path) as db:
+        # Nothing is flushed on its own for a minute: what is in the database came from the shutdown.
+        audit = "  flush_interval_ms: 60000\n  batch_size: 1000"
+        text = config(up, db.url(), audit=audit).replace("  flush_interval_ms: 50\n", "")
+        gateway = gateway_server(text, env=ENV)
+        client = oai(gateway)
+        sent = [
+            client.chat.completions.with_raw_response.create(
+                model="gpt", messages=MESSAGES, max_tokens=2
+            ).headers["x-request-id"]
+            for _ in range(25)
+        ]
+        stats = requests.get(gateway.url("/admin/api/logs/stats"), headers=ADMIN, timeout=5).json()
+        assert stats["buffered"] == 25 and stats["written"] == 0
+        assert gateway.stop(signal.SIGTERM) == 0
+        assert sorted(r["request_id"] for r in db.rows()) == sorted(sent)
+
+
+@KINDS
+def test_retention_deletes_back_dated_records_at_start(
+    gateway_server, up: Upstreams, tmp_path: Path, kind: str
+) -> None:
+    with audit_database(kind, tmp_path) as db:
+        now = datetime.now(UTC)
+        # Written before the gateway starts: two past the 7-day retention, three inside it.
+        ages = {"old-1": 8, "old-2": 30, "new-1": 6.9, "new-2": 1, "new-3": 0}
+        asyncio.run(
+            _insert(db.url(), [_entry(name, now - timedelta(days=age)) for name, age in ages.items()])
+        )
+        assert db.count() == 5
+        gateway_server(config(up, db.url(), audit="  retention_days: 7"), env=ENV)
+        wait_until(lambda: db.count() == 3, timeout=10, interval=0.1)
+        assert sorted(r["request_id"] for r in db.rows()) == ["new-1", "new-2", "new-3"]
+
+
+def _entry(request_id: str, ts: datetime) -> AuditEntry:
+    return AuditEntry(
+        uid=secrets.token_hex(16),
+        ts=ts,
+        request_id=request_id,
+        trace_id=None,
+        instance="test",
+        client_key="billing-app",
+        surface="openai",
+        endpoint="chat",
+        model="gpt",
+        backend="oa",
+        backend_type="openai_compatible",
+        upstream_model="gpt-4o-mini",
+        stream=False,
+        status="success",
+        http_status=200,
+        error_type=None,
+        attempts=1,
+        failover_path=[],
+        latency_ms=12.5,
+        ttft_ms=None,
+        prompt_tokens=10,
+        completion_tokens=2,
+        config_version="0123456789abcdef",
+    )
+
+
+async def _insert(url: str, entries: list[AuditEntry]) -> None:
+    store = await AuditStore.open(url)
+    try:
+        await store.insert(entries)
+    finally:
+        await store.close()
+
+
+def test_pages_filters_and_export(gateway_server, up: Upstreams, db) -> None:
+    gateway = gateway_server(config(up, db.url()), env=ENV)
+    client = oai(gateway)
+    claude = anthropic.Anthropic(base_url=gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
+    for _ in range(30):
+        client.chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=2)
+    for _ in range(12):
+        claude.messages.create(model="claude", max_tokens=2, messages=MESSAGES)
+    for _ in range(9):
+        requests.post(
+            gateway.url("/v1/chat/completions"), json={"model": "gpt"}, headers=ADMIN, timeout=5
+        )  # an admin key cannot call the model API: rejected
+    wait_until(lambda: db.count() == 51, timeout=10, interval=0.1)
+
+    # Infinite scroll: pages of 7, newest first, while new requests keep arriving.
+    seen: list[int] = []
+    cursor = None
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        while not stop.is_set():
+            client.chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=1)
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    try:
+        while True:
+            page = logs(gateway, limit=7, **({"cursor": cursor} if cursor else {}))
+            seen += [r["id"] for r in page["records"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    finally:
+        stop.set()
+        sender.join()
+    assert len(seen) == len(set(seen))  # no record twice
+    first_51 = sorted(r["id"] for r in db.rows())[:51]
+    assert set(first_51) <= set(seen)  # every record that existed before the scroll began
+
+    only_claude = logs(gateway, model="claude", limit=100)["records"]
+    assert len(only_claude) == 12 and {r["backend_type"] for r in only_claude} == {"anthropic"}
+    rejected = logs(gateway, status="rejected", limit=100)["records"]
+    assert len(rejected) == 9 and {r["http_status"] for r in rejected} == {403}
+    by_type = logs(gateway, backend_type="anthropic", status="success", limit=100)["records"]
+    assert [r["id"] for r in by_type] == [r["id"] for r in only_claude]
+    middle = sorted(only_claude, key=lambda r: r["id"])[5]["ts"]
+    since = logs(gateway, model="claude", since=middle, limit=100)["records"]
+    assert len(since) == 7 and all(r["ts"] >= middle for r in since)
+    until = logs(gateway, model="claude", until=middle, limit=100)["records"]
+    assert len(until) == 5 and all(r["ts"] < middle for r in until)  # `until` is exclusive
+
+    bad = requests.get(gateway.url("/admin/api/logs"), params={"status": "fine"}, headers=ADMIN, timeout=5)
+    assert bad.status_code == 400 and "status" in bad.json()["detail"]
+    bad = requests.get(gateway.url("/admin/api/logs"), params={"cursor": "xx"}, headers=ADMIN, timeout=5)
+    assert bad.status_code == 400
+    bad = requests.get(
+        gateway.url("/admin/api/logs"), params={"since": "yesterday"}, headers=ADMIN, timeout=5
+    )
+    assert bad.status_code == 400
+
+    exported = requests.get(
+        gateway.url("/admin/api/logs/export"), params={"model": "claude"}, headers=ADMIN, timeout=10
+    )
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("application/x-ndjson")
+    assert "attachment" in exported.headers["content-disposition"]
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert sorted(r["id"] for r in lines) == sorted(r["id"] for r in only_claude)
+    as_csv = requests.get(
+        gateway.url("/admin/api/logs/export"),
+        params={"status": "rejected", "format": "csv"},
+        headers=ADMIN,
+        timeout=10,
+    )
+    table = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert len(table) == 9 and {row["status"] for row in table} == {"rejected"}
+    assert json.loads(table[0]["failover_path"]) == []
+
+
+def test_logs_api_is_for_admins_only(gateway_server, up: Upstreams, tmp_path: Path) -> None:
+    gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'a.sqlite3'}"), env=ENV)
+    for path in ("/admin/api/logs", "/admin/api/logs/export", "/admin/api/logs/stats"):
+        assert requests.get(gateway.url(path), timeout=5).status_code == 401
+        client = requests.get(gateway.url(path), headers={"x-api-key": CLIENT_KEY}, timeout=5)
+        assert client.status_code == 403
+
+    async def handshake(headers: dict[str, str]) -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(gateway.url("/admin/api/logs/live"), headers=headers):
+                    return 101
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status
+
+    assert asyncio.run(handshake({})) == 401
+    assert asyncio.run(handshake({"x-api-key": CLIENT_KEY})) == 403
+    assert asyncio.run(handshake({**ADMIN, "origin": "https://evil.example"})) == 403
+    assert asyncio.run(handshake({**ADMIN, "origin": gateway.base_url})) == 101
+
+
+async def _tail(url: str, query: dict[str, str], want: int, timeout: float) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, params=query, headers=ADMIN) as socket,
+    ):
+        ready = await socket.receive_json(timeout=5)
+        assert ready["type"] == "ready"
+        deadline = time.monotonic() + timeout
+        while len(records) < want and time.monotonic() < deadline:
+            try:
+                message = await socket.receive_json(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if message["type"] == "record":
+                records.append(message["record"])
+    return records
+
+
+def test_live_tail_across_two_gateways_on_one_postgres(gateway_server, up: Upstreams, tmp_path: Path) -> None:
+    with audit_database("postgres", tmp_path) as db:
+        first = gateway_server(config(up, db.url()), env=ENV, name="first.yaml")
+        second = gateway_server(config(up, db.url()), env=ENV, name="second.yaml")
+        results: list[list[dict[str, Any]]] = []
+        url = first.url("/admin/api/logs/live").replace("http", "ws", 1)
+        tail = threading.Thread(
+            target=lambda: results.append(asyncio.run(_tail(url, {"model": "claude"}, 4, 20)))
+        )
+        tail.start()
+        time.sleep(1.0)  # the subscription is up
+        sent = []
+        claude = {"first": first, "second": second}
+        for name in ("first", "second", "second", "first"):
+            client = anthropic.Anthropic(base_url=claude[name].base_url, api_key=CLIENT_KEY, max_retries=0)
+            response = client.messages.with_raw_response.create(
+                model="claude", max_tokens=2, messages=MESSAGES
+            )
+            sent.append(response.headers["x-request-id"])
+            oai(claude[name]).chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=1)
+        tail.join(timeout=30)
+        tail_records = results[0]
+        assert sorted(r["request_id"] for r in tail_records) == sorted(sent)  # only the filter's records
+        assert len({r["instance"] for r in tail_records}) == 2  # from both processes
+        assert db.count() == 8
+
+
+def test_live_tail_on_sqlite_shows_every_worker(gateway_server, up: Upstreams, tmp_path: Path) -> None:
+    gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'w.sqlite3'}"), env=ENV, workers=2)
+    results: list[list[dict[str, Any]]] = []
+    url = gateway.url("/admin/api/logs/live").replace("http", "ws", 1)
+    tail = threading.Thread(
+        target=lambda: results.append(asyncio.run(_tail(url, {"status": "success"}, 12, 20)))
+    )
+    tail.start()
+    time.sleep(1.0)
+    client = oai(gateway)
+    sent = []
+    for _ in range(12):  # the two workers share the connections: both serve some
+        with openai.OpenAI(base_url=gateway.url("/v1"), api_key=CLIENT_KEY, max_retries=0) as fresh:
+            response = fresh.chat.completions.with_raw_response.create(
+                model="gpt", messages=MESSAGES, max_tokens=1
+            )
+        sent.append(response.headers["x-request-id"])
+    client.close()
+    tail.join(timeout=30)
+    assert sorted(r["request_id"] for r in results[0]) == sorted(sent)
+    assert len({r["instance"] for r in results[0]}) == 2
+
+
+def test_audit_off_writes_nothing(gateway_server, up: Upstreams, tmp_path: Path) -> None:
+    path = tmp_path / "off.sqlite3"
+    gateway = gateway_server(config(up, f"sqlite://{path}", audit="  enabled: false"), env=ENV)
+    oai(gateway).chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=1)
+    off = requests.get(gateway.url("/admin/api/logs"), headers=ADMIN, timeout=5)
+    assert off.status_code == 503 and "audit.enabled" in off.json()["detail"]
+    gateway.stop()
+    assert not path.exists()
+
+
+def test_sigterm_ends_live_tails_instead_of_waiting_for_them(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """Hypercorn waits for open connections on SIGTERM: an open live tail must be ended (1001) rather
+    than hold the worker for the whole graceful-shutdown period (here 60 s, past `stop()`'s 15 s)."""
+    text = config(up, f"sqlite://{tmp_path / 's.sqlite3'}").replace(
+        "auth:", "server:\n  graceful_shutdown_seconds: 60\nauth:", 1
+    )
+    gateway = gateway_server(text, env=ENV)
+    url = gateway.url("/admin/api/logs/live").replace("http", "ws", 1)
+    closed: list[tuple[Any, Any]] = []
+
+    async def watch() -> None:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=ADMIN) as socket:
+            assert (await socket.receive_json(timeout=5))["type"] == "ready"
+            message = await socket.receive(timeout=30)
+            closed.append((message.type, socket.close_code))
+
+    watcher = threading.Thread(target=lambda: asyncio.run(watch()))
+    watcher.start()
+    time.sleep(1.0)
+    assert gateway.stop(signal.SIGTERM) == 0
+    watcher.join(timeout=10)
+    assert closed and closed[0][0] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert closed[0][1] == 1001

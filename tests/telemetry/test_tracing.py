@@ -1,0 +1,230 @@
+"""Spans of real requests, captured with Logfire's test exporter (`capfire`): the app runs in this
+process (Hypercorn in a thread) and calls the fake upstreams over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import logfire
+import pytest
+import requests
+from logfire.testing import CaptureLogfire
+
+from gateway.routing.failover import ATTEMPT_SPAN
+from gateway.telemetry.logging import JSONFormatter
+from gateway.telemetry.requests import REQUEST_SPAN
+from gateway.testing import FakeAnthropic, FakeOpenAI
+from gateway.testing.inprocess import InProcessGateway, gateway_in_thread
+from tests.conftest import wait_until
+from tests.telemetry.conftest import ENV, gateway_yaml
+
+HTTP_SPAN = "POST /v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, openai_fake: FakeOpenAI, anthropic_fake: FakeAnthropic
+) -> Iterator[InProcessGateway]:
+    directory = tmp_path_factory.mktemp("traced")
+    path = directory / "gateway.yaml"
+    path.write_text(gateway_yaml(openai_fake.base_url, anthropic_fake.base_url))
+    with gateway_in_thread(path, env=ENV, logfire_instance=logfire.DEFAULT_LOGFIRE_INSTANCE) as running:
+        yield running
+
+
+def chat(gateway: InProcessGateway, model: str, text: str = "hello there", **extra: Any) -> requests.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return requests.post(gateway.url("/v1/chat/completions"), json=body, timeout=30)
+
+
+def trace_of(capfire: CaptureLogfire, request_id: str) -> list[dict[str, Any]]:
+    """The finished spans of the request with this id (its span, once ended, and its descendants)."""
+
+    def request_span() -> dict[str, Any] | None:
+        for span in capfire.exporter.exported_spans_as_dict():
+            if span["name"] == REQUEST_SPAN and span["attributes"].get("request_id") == request_id:
+                return span
+        return None
+
+    wait_until(lambda: request_span() is not None)
+    root = request_span()
+    assert root is not None
+    trace_id = root["context"]["trace_id"]
+    return [s for s in capfire.exporter.exported_spans_as_dict() if s["context"]["trace_id"] == trace_id]
+
+
+def named(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return sorted((s for s in spans if s["name"] == name), key=lambda s: s["start_time"])
+
+
+def children(spans: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [s for s in spans if s["parent"] and s["parent"]["span_id"] == parent["context"]["span_id"]]
+    return sorted(found, key=lambda s: s["start_time"])
+
+
+def test_success_has_a_request_span_an_attempt_span_and_an_http_span(
+    gateway: InProcessGateway, capfire: CaptureLogfire
+) -> None:
+    response = chat(gateway, "chat")
+    assert response.status_code == 200
+    spans = trace_of(capfire, response.headers["x-request-id"])
+    [request] = named(spans, REQUEST_SPAN)
+    assert request["parent"] is None
+    attributes = request["attributes"]
+    usage = response.json()["usage"]
+    assert attributes["request_id"] == response.headers["x-request-id"]
+    assert attributes["surface"] == "openai" and attributes["endpoint"] == "chat"
+    assert attributes["model"] == "chat" and attributes["backend"] == "oa"
+    assert attributes["status"] == "success" and attributes["http.response.status_code"] == 200
+    assert attributes["attempts"] == 1
+    assert attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert attributes["config_version"] == response.headers["x-config-version"]
+    assert "ttft_ms" not in attributes  # a whole reply has no first token of its own
+    [attempt] = children(spans, request)
+    assert attempt["name"] == ATTEMPT_SPAN
+    assert attempt["attributes"]["backend"] == "oa"
+    assert attempt["attributes"]["outcome"] == "ok" and attempt["attributes"]["attempt"] == 1
+    [http] = children(spans, attempt)
+    assert http["name"] == HTTP_SPAN
+    assert http["attributes"]["http.response.status_code"] == 200
+    assert (
+        http["attributes"]["url.full"]
+        == f"http://127.0.0.1:{http['attributes']['server.port']}/v1/chat/completions"
+    )
+
+
+def test_failover_has_one_attempt_span_per_backend(
+    gateway: InProcessGateway, capfire: CaptureLogfire
+) -> None:
+    response = chat(gateway, "flaky")
+    assert response.status_code == 200
+    spans = trace_of(capfire, response.headers["x-request-id"])
+    [request] = named(spans, REQUEST_SPAN)
+    assert request["attributes"]["status"] == "success"
+    assert request["attributes"]["backend"] == "oa"
+    assert request["attributes"]["attempts"] == 2
+    assert json.loads(request["attributes"]["failover_path"]) == ["broken:http_5xx", "oa:ok"]
+    first, second = children(spans, request)
+    assert (first["name"], second["name"]) == (ATTEMPT_SPAN, ATTEMPT_SPAN)
+    assert first["attributes"]["backend"] == "broken" and first["attributes"]["attempt"] == 1
+    assert first["attributes"]["outcome"] == "http_5xx"
+    assert first["attributes"]["http.response.status_code"] == 500
+    assert second["attributes"]["backend"] == "oa" and second["attributes"]["attempt"] == 2
+    assert second["attributes"]["outcome"] == "ok"
+    [failed_http] = children(spans, first)
+    assert failed_http["attributes"]["error.type"] == "http_5xx"
+    assert failed_http["attributes"]["http.response.status_code"] == 500
+
+
+def test_timeout_is_recorded_on_the_request_and_the_attempt(
+    gateway: InProcessGateway, capfire: CaptureLogfire
+) -> None:
+    response = chat(gateway, "stuck")
+    assert response.status_code == 504
+    spans = trace_of(capfire, response.headers["x-request-id"])
+    [request] = named(spans, REQUEST_SPAN)
+    assert request["attributes"]["status"] == "timeout"
+    assert request["attributes"]["http.response.status_code"] == 504
+    assert request["attributes"]["logfire.level_num"] >= 17  # error
+    [attempt] = children(spans, request)
+    assert attempt["attributes"]["outcome"] == "timeout"
+    [http] = children(spans, attempt)
+    assert http["attributes"]["error.type"] == "timeout"
+
+
+def test_error_without_any_answer(gateway: InProcessGateway, capfire: CaptureLogfire) -> None:
+    response = chat(gateway, "down")
+    assert response.status_code == 502
+    spans = trace_of(capfire, response.headers["x-request-id"])
+    [request] = named(spans, REQUEST_SPAN)
+    assert request["attributes"]["status"] == "error"
+    assert request["attributes"]["error_type"] == "upstream-error"
+    assert "backend" not in request["attributes"]
+
+
+def test_stream_records_time_to_first_token(gateway: InProcessGateway, capfire: CaptureLogfire) -> None:
+    body = {
+        "model": "claude",
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with requests.post(gateway.url("/v1/messages"), json=body, timeout=30, stream=True) as response:
+        assert response.status_code == 200
+        text = response.text
+    assert "message_stop" in text
+    spans = trace_of(capfire, response.headers["x-request-id"])
+    [request] = named(spans, REQUEST_SPAN)
+    assert request["attributes"]["surface"] == "anthropic" and request["attributes"]["stream"] is True
+    assert request["attributes"]["backend"] == "an" and request["attributes"]["status"] == "success"
+    assert request["attributes"]["ttft_ms"] >= 0
+    assert request["attributes"]["gen_ai.usage.output_tokens"] > 0
+    [attempt] = children(spans, request)
+    [http] = children(spans, attempt)
+    assert http["name"] == "POST /v1/messages"
+
+
+def test_rejected_request_still_has_a_span(gateway: InProcessGateway, capfire: CaptureLogfire) -> None:
+    response = chat(gateway, "no-such-model")
+    assert response.status_code == 404
+    [request] = named(trace_of(capfire, response.headers["x-request-id"]), REQUEST_SPAN)
+    assert request["attributes"]["status"] == "rejected"
+    assert request["attributes"]["http.response.status_code"] == 404
+
+
+def test_trace_id_goes_to_the_log_line_and_the_audit_record(
+    gateway: InProcessGateway, capfire: CaptureLogfire, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    response = chat(gateway, "chat")
+    request_id = response.headers["x-request-id"]
+    [request] = named(trace_of(capfire, request_id), REQUEST_SPAN)
+    trace_id = f"{request['context']['trace_id']:032x}"
+    [line] = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+    assert line.trace_id == trace_id  # type: ignore[attr-defined]
+    database = Path(gateway.app.live.path).parent / "gateway-audit.sqlite3"
+
+    def audited() -> list[Any]:
+        with sqlite3.connect(database) as connection:
+            query = 'SELECT trace_id FROM "audit_records" WHERE request_id = ?'
+            return connection.execute(query, (request_id,)).fetchall()
+
+    wait_until(lambda: bool(audited()))
+    assert audited() == [(trace_id,)]
+
+
+def test_no_message_content_in_spans_or_log_lines(
+    gateway: InProcessGateway, capfire: CaptureLogfire, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    canary = "zebra-canary-7f3a9c"
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {canary: {"type": "string"}}},
+        },
+    }
+    ids = []
+    for model in ("chat", "flaky", "down"):
+        response = chat(gateway, model, f"tell me about {canary}", tools=[tool], user=canary)
+        ids.append(response.headers["x-request-id"])
+    body = {"model": "claude", "max_tokens": 20, "stream": True, "system": canary}
+    body["messages"] = [{"role": "user", "content": canary}]
+    with requests.post(gateway.url("/v1/messages"), json=body, timeout=30, stream=True) as response:
+        ids.append(response.headers["x-request-id"])
+        assert canary not in response.text  # (the fakes answer generated words, not the prompt)
+    spans = [span for request_id in ids for span in trace_of(capfire, request_id)]
+    assert len(spans) >= 3 * len(ids)
+    everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
+    assert canary not in everything
+    formatter = JSONFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    assert any('"event": "request"' in line or '"event":"request"' in line for line in lines)
+    assert not [line for line in lines if canary in line]
