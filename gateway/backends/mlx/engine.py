@@ -76,9 +76,16 @@ class Job:
     held: str = ""
     detokenizer: Any = None
     cancelled: bool = False
+    #: The engine's per-step event list while the job is in the batch (None: post directly).
+    outbox: list[tuple[Job, JobEvent]] | None = None
 
     def post(self, event: JobEvent) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        """Hand an event to the job's event loop: at once, or (inside a decode step) with the step's
+        other events in one wake-up of the loop (see `Engine._flush`)."""
+        if self.outbox is not None:
+            self.outbox.append((self, event))
+        else:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
 class Engine:
@@ -105,6 +112,8 @@ class Engine:
         self._wake = threading.Event()
         self._pending: deque[Job] = deque()
         self._jobs: dict[int, Job] = {}
+        #: Events posted during the current decode step, delivered together by `_flush`.
+        self._outbox: list[tuple[Job, JobEvent]] = []
         # Submitted but not yet in the batch = submitted - taken; each counter has one writing thread.
         self._submitted = 0
         self._taken = 0
@@ -182,6 +191,7 @@ class Engine:
             log.exception("engine for %s stopped on an error", self.path)
             for job in [*self._jobs.values(), *self._pending]:
                 job.post(JobEvent("error", text="the local engine failed; see the gateway log"))
+            self._flush()
         finally:
             generator.close()
 
@@ -232,12 +242,28 @@ class Engine:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
-            for response in generator.next_generated():
-                job = self._jobs.get(response.uid)
-                if job is not None:
-                    self._on_token(generator, job, response.token, response.finish_reason)
-                if response.finish_reason is not None and self._prompt_cache is not None:
-                    self._prompt_cache.insert_cache(None, list(response.all_tokens), response.prompt_cache)
+            try:
+                for response in generator.next_generated():
+                    job = self._jobs.get(response.uid)
+                    if job is not None:
+                        self._on_token(generator, job, response.token, response.finish_reason)
+                    if response.finish_reason is not None and self._prompt_cache is not None:
+                        tokens = list(response.all_tokens)
+                        self._prompt_cache.insert_cache(None, tokens, response.prompt_cache)
+            finally:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Deliver the step's events: one `call_soon_threadsafe` (one wake-up of the event loop) per
+        loop instead of one per token."""
+        if not self._outbox:
+            return
+        events, self._outbox[:] = list(self._outbox), []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, JobEvent]]] = {}
+        for job, event in events:
+            by_loop.setdefault(job.loop, []).append((job, event))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_deliver, items)
 
     def _gather_burst(self, generator: Any) -> None:
         """The batch is empty and requests wait: let the rest of a burst arrive, so it is prefilled as
@@ -305,6 +331,7 @@ class Engine:
         )
         for uid, job in zip(uids, batch, strict=True):
             job.uid = uid
+            job.outbox = self._outbox
             job.detokenizer = self.tokenizer.detokenizer
             self._jobs[uid] = job
 
@@ -400,6 +427,12 @@ class Engine:
                 cached_tokens=job.cached,
             )
         )
+
+
+def _deliver(items: list[tuple[Job, JobEvent]]) -> None:
+    """On the event loop: put each event in its job's queue, in the order posted."""
+    for job, event in items:
+        job.events.put_nowait(event)
 
 
 def _partial_stop_suffix(text: str, stops: tuple[str, ...]) -> int:
