@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
+from gateway.testing.otlp import FakeCollector
 from gateway.testing.process import GatewayProcess, start_gateway
 from tests.conftest import wait_until
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
@@ -77,30 +76,6 @@ admin:
 """
 
 
-class TraceSink:
-    """Accepts OTLP/HTTP exports and drops them: turns tracing on, so records carry a trace id."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def up() -> Iterator[Upstreams]:
     with fake_upstreams() as upstreams:
@@ -108,8 +83,9 @@ def up() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="module")
-def sink() -> Iterator[TraceSink]:
-    receiver = TraceSink()
+def sink() -> Iterator[FakeCollector]:
+    """Receives the OTLP exports: turns tracing on, so records carry a trace id."""
+    receiver = FakeCollector()
     yield receiver
     receiver.close()
 
@@ -168,11 +144,11 @@ SEEDED = [
 
 
 @pytest.fixture(scope="module")
-def gateway(gateway_server_module, up: Upstreams, sink: TraceSink, tmp_path_factory) -> GatewayProcess:
+def gateway(gateway_server_module, up: Upstreams, sink: FakeCollector, tmp_path_factory) -> GatewayProcess:
     """A gateway with 60 records: successes, failovers, errors (and the broken backend's circuit open)."""
     audit = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
     started = gateway_server_module(
-        config(up, audit), env={**ENV, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.url}
+        config(up, audit), env={**ENV, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.traces_url}
     )
     sent: dict[str, int] = {}
     for model, count in SEEDED:

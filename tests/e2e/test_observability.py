@@ -3,13 +3,10 @@ requests and reloads, counts that add up across two workers, and one JSON log li
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.testing import FakeAnthropic, FakeOpenAI
+from gateway.testing.otlp import FakeCollector
 from gateway.testing.process import GatewayProcess
 from tests.conftest import wait_until
 
@@ -240,53 +238,10 @@ def test_two_workers_report_the_whole_process_group(
     assert not Path(directory).exists()
 
 
-class Collector:
-    """A minimal OpenTelemetry collector: OTLP/HTTP (protobuf) on loopback, keeping the spans."""
-
-    def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        self.spans: list[Any] = []
-        self.resources: list[dict[str, Any]] = []
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["content-length"]))
-                if self.headers.get("content-encoding") == "gzip":
-                    raw = gzip.decompress(raw)
-                if self.path == "/v1/traces":
-                    request = ExportTraceServiceRequest.FromString(raw)
-                    for resource_spans in request.resource_spans:
-                        attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                        collector.resources.append(attributes)
-                        for scope in resource_spans.scope_spans:
-                            collector.spans.extend(scope.spans)
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_an_otlp_endpoint_in_the_environment_receives_the_traces(
     gateway_server: Callable[..., GatewayProcess], upstreams: tuple[FakeOpenAI, FakeAnthropic]
 ) -> None:
-    collector = Collector()
+    collector = FakeCollector()
     try:
         env = {
             "FAKE_KEY": FAKE_KEY,
