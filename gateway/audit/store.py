@@ -419,7 +419,7 @@ class AuditStore:
         the first connection fails.
         """
         if self._dialect != "postgres":
-            raise NotImplementedError("LISTEN/NOTIFY needs PostgreSQL; on SQLite poll after_id()")
+            raise RuntimeError("LISTEN/NOTIFY needs PostgreSQL; on SQLite poll after_id()")
         listener = _Listener(self._connect_kwargs, callback, on_reconnect, heartbeat, self._timeout)
         await listener.start()
         self._listeners.add(listener)
