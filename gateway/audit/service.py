@@ -156,6 +156,9 @@ class AuditService:
             raise ServiceUnavailable("the audit log is off (audit.enabled is false in gateway.yaml)")
         if self._reader is not None:
             return self._reader
+        writer_store = self.writer.store if self.writer is not None else None
+        if writer_store is not None:  # the writer's connection is open: read through it
+            return writer_store
         async with self._reader_lock:
             if self._reader is not None:
                 return self._reader

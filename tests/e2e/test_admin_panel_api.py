@@ -18,6 +18,7 @@ import requests
 from admin.secret import SECRET_FILE, load_session_secret
 from admin.session import COOKIE_NAME, SessionSigner
 from gateway.testing.process import GatewayProcess, start_gateway
+from tests.conftest import wait_until
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, assert_problem, backends_yaml, fake_upstreams
 
 ADMIN_KEY, CLIENT_KEY = "admin-key-panel-tests", "client-key-panel-tests"
@@ -356,9 +357,12 @@ def test_backend_outcomes_count_recent_attempts(gateway) -> None:
         assert response.status_code == 200
         return response.json()
 
-    deadline = time.monotonic() + 10
-    while outcomes()["backends"].get("oa", {}).get("attempts") != 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    def counted() -> bool:
+        response = requests.get(gateway.url("/admin/api/logs/backends"), headers=ADMIN, timeout=5)
+        # 503 while the audit database is still being opened at startup
+        return response.status_code == 200 and response.json()["backends"].get("oa", {}).get("attempts") == 3
+
+    wait_until(counted, timeout=10, interval=0.1)
     body = outcomes()
     assert body["minutes"] == 15
     assert body["backends"] == {
