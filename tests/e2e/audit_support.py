@@ -17,9 +17,17 @@ from typing import Any
 
 import pytest
 
-from gateway.testing.process import free_port
+from gateway.testing.process import GatewayProcess, free_port
 
-__all__ = ["PG_HOST", "PG_PORT", "AuditDatabase", "TcpProxy", "audit_database", "postgres_available"]
+__all__ = [
+    "PG_HOST",
+    "PG_PORT",
+    "AuditDatabase",
+    "TcpProxy",
+    "audit_database",
+    "live_tail_handshake",
+    "postgres_available",
+]
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 
@@ -169,3 +177,18 @@ class TcpProxy:
             for s in (source, sink):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+def live_tail_handshake(gateway: GatewayProcess, headers: dict[str, str]) -> int:
+    """The live tail's WebSocket handshake: 101 when it opens, else the HTTP status refusing it."""
+    import aiohttp
+
+    async def run() -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(gateway.url("/admin/api/logs/live"), headers=headers):
+                    return 101
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status
+
+    return asyncio.run(run())

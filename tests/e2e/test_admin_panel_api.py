@@ -4,14 +4,12 @@ expiry, forged cookies, removed keys, throttling), who may call every admin endp
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import requests
 
@@ -19,6 +17,7 @@ from admin.secret import SECRET_FILE, load_session_secret
 from admin.session import COOKIE_NAME, SessionSigner
 from gateway.testing.process import GatewayProcess, start_gateway
 from tests.conftest import wait_until
+from tests.e2e.audit_support import live_tail_handshake
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, assert_problem, backends_yaml, fake_upstreams
 
 ADMIN_KEY, CLIENT_KEY = "admin-key-panel-tests", "client-key-panel-tests"
@@ -73,20 +72,6 @@ def same_origin(gateway: GatewayProcess, csrf: str | None = None) -> dict[str, s
     return headers
 
 
-def handshake(gateway: GatewayProcess, headers: dict[str, str]) -> int:
-    """The live tail's WebSocket handshake: 101 when it opens, else the HTTP status refusing it."""
-
-    async def run() -> int:
-        async with aiohttp.ClientSession() as session:
-            try:
-                async with session.ws_connect(gateway.url("/admin/api/logs/live"), headers=headers):
-                    return 101
-            except aiohttp.WSServerHandshakeError as error:
-                return error.status
-
-    return asyncio.run(run())
-
-
 # -- pages -----------------------------------------------------------------------------------------
 
 
@@ -139,9 +124,9 @@ def test_every_admin_endpoint_refuses_anonymous_client_and_forged_callers(gatewa
         assert_problem(requests.request(method, gateway.url(path), headers=forged, timeout=5), 401)
         client = requests.request(method, gateway.url(path), headers={"x-api-key": CLIENT_KEY}, timeout=5)
         assert "client keys cannot" in assert_problem(client, 403)["detail"]
-    assert handshake(gateway, {}) == 401
-    assert handshake(gateway, forged) == 401
-    assert handshake(gateway, {"x-api-key": CLIENT_KEY}) == 403
+    assert live_tail_handshake(gateway, {}) == 401
+    assert live_tail_handshake(gateway, forged) == 401
+    assert live_tail_handshake(gateway, {"x-api-key": CLIENT_KEY}) == 403
 
 
 def test_sign_in_refuses_wrong_and_client_keys_and_other_origins(gateway) -> None:
@@ -181,9 +166,9 @@ def test_a_session_opens_the_api_and_the_live_tail(gateway) -> None:
     assert session.get(gateway.url("/admin/api/config"), timeout=5).status_code == 200
     assert session.get(gateway.url("/admin/api/logs"), timeout=5).status_code == 200
     cookie = {"cookie": f"{COOKIE_NAME}={session.cookies[COOKIE_NAME]}"}
-    assert handshake(gateway, {**cookie, "origin": gateway.base_url}) == 101
-    assert handshake(gateway, {**cookie, "origin": "https://evil.example"}) == 403
-    assert handshake(gateway, cookie) == 403  # only browsers send the cookie, and they send Origin
+    assert live_tail_handshake(gateway, {**cookie, "origin": gateway.base_url}) == 101
+    assert live_tail_handshake(gateway, {**cookie, "origin": "https://evil.example"}) == 403
+    assert live_tail_handshake(gateway, cookie) == 403  # only browsers send the cookie, and they send Origin
 
     out = session.delete(gateway.url("/admin/api/session"), headers=same_origin(gateway, csrf), timeout=5)
     assert out.status_code == 200
@@ -312,7 +297,7 @@ def test_admin_enabled_false_turns_the_panel_and_the_api_off(
     for path in ("/admin", "/admin/logs", "/admin/static/js/main.js", "/admin/api/config", "/admin/api/logs"):
         assert_problem(requests.get(gateway.url(path), headers=ADMIN, timeout=5), 404)
     assert_problem(requests.post(gateway.url("/admin/api/session"), json={"key": ADMIN_KEY}, timeout=5), 404)
-    assert handshake(gateway, {**ADMIN, "origin": gateway.base_url}) == 404
+    assert live_tail_handshake(gateway, {**ADMIN, "origin": gateway.base_url}) == 404
     models = requests.get(gateway.url("/v1/models"), headers={"x-api-key": CLIENT_KEY}, timeout=5)
     assert models.status_code == 200
 

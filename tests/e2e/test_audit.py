@@ -26,7 +26,7 @@ import requests
 from gateway.audit.record import AuditEntry
 from gateway.audit.store import AuditStore
 from tests.conftest import wait_until
-from tests.e2e.audit_support import AuditDatabase, TcpProxy, audit_database
+from tests.e2e.audit_support import AuditDatabase, TcpProxy, audit_database, live_tail_handshake
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
 
 KINDS = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -459,18 +459,10 @@ def test_logs_api_is_for_admins_only(gateway_server, up: Upstreams, tmp_path: Pa
         client = requests.get(gateway.url(path), headers={"x-api-key": CLIENT_KEY}, timeout=5)
         assert client.status_code == 403
 
-    async def handshake(headers: dict[str, str]) -> int:
-        async with aiohttp.ClientSession() as session:
-            try:
-                async with session.ws_connect(gateway.url("/admin/api/logs/live"), headers=headers):
-                    return 101
-            except aiohttp.WSServerHandshakeError as error:
-                return error.status
-
-    assert asyncio.run(handshake({})) == 401
-    assert asyncio.run(handshake({"x-api-key": CLIENT_KEY})) == 403
-    assert asyncio.run(handshake({**ADMIN, "origin": "https://evil.example"})) == 403
-    assert asyncio.run(handshake({**ADMIN, "origin": gateway.base_url})) == 101
+    assert live_tail_handshake(gateway, {}) == 401
+    assert live_tail_handshake(gateway, {"x-api-key": CLIENT_KEY}) == 403
+    assert live_tail_handshake(gateway, {**ADMIN, "origin": "https://evil.example"}) == 403
+    assert live_tail_handshake(gateway, {**ADMIN, "origin": gateway.base_url}) == 101
 
 
 async def _tail(url: str, query: dict[str, str], want: int, timeout: float) -> list[dict[str, Any]]:
