@@ -3,7 +3,7 @@ loop, on the same generated model and machine, at several numbers of concurrent 
 
     gateway bench local [--quick] [--parts servers,two_models,tiers] [--json FILE]
                         [--preset tiny|3b] [--streams 1,4,16] [--tokens N] [--rounds R] [--repeat K]
-                        [--systems LIST] [--batch-size 16] [--profile DIR]
+                        [--systems LIST] [--batch-size 16] [--blas-threads N] [--profile DIR]
                         [--server-args "MORE mlx_lm.server OPTIONS"]
                         [--two-model-streams 4] [--tiers tiny,3b,7b,14b] [--tier-streams 1,4]
 
@@ -61,11 +61,13 @@ the load generator's own CPU share, and CPU used by processes not ours ("foreign
 a phase disturbed past `FOREIGN_LIMIT` cores is run again, up to `--retries` times).
 
 Placement (the machine this was written for has 2 cores): nothing is pinned. A system under test
-gets both cores (OpenBLAS runs 2 threads in every one of them, mlx's CPU stream and Python threads
-come on top); the load generator (`--client`: one asyncio process, aiohttp, bytes matched with
-regexes, JSON parsed only for the usage chunk) shares them and reports its CPU share, so its cost is
-visible. The bare loop runs with no load generator at all: that difference is part of what it
-measures.
+gets both cores (mlx's CPU stream and Python threads, and OpenBLAS's threads: `--blas-threads`, the
+same count for every system, the gateway through `local_models.blas_threads` and the others through
+`OPENBLAS_NUM_THREADS`; 1 for the tiny model, which decodes faster on one thread even in the bare
+loop, one per core for 3b); the load generator (`--client`: one process on uvloop where installed,
+aiohttp, bytes matched with regexes, JSON parsed only for the usage chunk) shares them and reports
+its CPU share, so its cost is visible. The bare loop runs with no load generator at all: that
+difference is part of what it measures.
 
 `--profile DIR` samples the gateway with py-spy (all threads, idle included) during one more
 max-streams phase and splits the engine thread's time into `BatchGenerator.next_generated` and the
@@ -111,6 +113,10 @@ LABELS = {
 }
 #: Per preset: max tokens, requests per stream, warm-up tokens (a 3b step takes about a second here).
 PRESET_DEFAULTS = {"tiny": (256, 3, 16), "3b": (16, 1, 2)}
+#: OpenBLAS threads per preset, the same for every system (0: one per core). Measured on the 2-core
+#: machine, bare loop at 16 streams: the tiny model decodes faster on 1 thread than on 2 (the idle
+#: worker spins in sched_yield, and its steps are mostly dispatch), the 3b one about 30% faster on 2.
+BLAS_THREADS = {"tiny": 1, "3b": 0}
 QUICK = {"preset": "tiny", "streams": [1, 4], "tokens": 16, "rounds": 2, "warmup_tokens": 4}
 PARAGRAPH = "Write a poem about the moon."
 WARMUP_TEXT = "Say hi."
@@ -252,11 +258,23 @@ async def _client_phase(phase: dict[str, Any]) -> dict[str, Any]:
     return {"makespan_s": makespan, "cpu_s": cpu, "cpu_share": cpu / makespan, "records": records}
 
 
+def _fastest_event_loop() -> Any:
+    """uvloop's `run` where it is installed (it halves the load generator's CPU per token: 7% of a
+    core at 16 streams of the tiny model -> 4%, CPU the systems under test would otherwise lose),
+    else `asyncio.run`."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _client_worker() -> int:
     """`--client`: read phases from stdin (one JSON object a line), write results to stdout."""
+    run = _fastest_event_loop()
     for line in sys.stdin:
         if line.strip():
-            result = asyncio.run(_client_phase(json.loads(line)))
+            result = run(_client_phase(json.loads(line)))
             sys.stdout.write(json.dumps(result) + "\n")
             sys.stdout.flush()
     return 0
@@ -386,7 +404,7 @@ def _mapped_blas(pid: int) -> list[str]:
 class JsonWorker:
     """A child process that answers one JSON line on stdout for each JSON line on stdin."""
 
-    def __init__(self, command: list[str], log: Path) -> None:
+    def __init__(self, command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
@@ -396,6 +414,7 @@ class JsonWorker:
             stderr=self._log_file,
             text=True,
             cwd=_ROOT,
+            env=dict(os.environ) | env if env else None,
         )
 
     @property
@@ -444,10 +463,13 @@ class System:
     body: dict[str, Any] | None = None
     bare: JsonWorker | None = None
     blas: list[str] | None = None
+    #: What the system says it computes on (BLAS library and thread count), where it says.
+    blas_described: str | None = None
 
 
-def _gateway_config(path: Path, batching: bool, batch_size: int) -> str:
+def _gateway_config(path: Path, batching: bool, batch_size: int, blas_threads: int = 0) -> str:
     return f"""server: {{host: 127.0.0.1}}
+local_models: {{blas_threads: {blas_threads}}}
 backends:
   local:
     type: mlx
@@ -480,6 +502,17 @@ def wait_http(url: str, process: subprocess.Popen[Any], log: Path, timeout: floa
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')}")
 
 
+def _gateway_blas(port: int) -> str | None:
+    """What the gateway's engine says it computes on (`/admin/api/backends`), thread count included."""
+    import requests
+
+    try:
+        backends = requests.get(f"http://127.0.0.1:{port}/admin/api/backends", timeout=10).json()["backends"]
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+    return next((b["local"]["blas"] for b in backends if b.get("local")), None)
+
+
 def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -499,23 +532,36 @@ def start_system(
     max_tokens: int,
     openblas: str | None,
     server_args: tuple[str, ...] = (),
+    blas_threads: int = 0,
 ) -> Iterator[System]:
-    """Start one system and yield it; stop it (and so free its memory) afterwards."""
+    """Start one system and yield it; stop it (and so free its memory) afterwards. `blas_threads`
+    (0: OpenBLAS's default) goes to the gateway as `local_models.blas_threads` and to the others as
+    `OPENBLAS_NUM_THREADS`."""
+    threads_env = {"OPENBLAS_NUM_THREADS": str(blas_threads)} if blas_threads else {}
     log = workdir / f"{name}.log"
     load_timeout = 60 + weight_bytes(model) / 50e6  # generous: 3b fp32 loads in a minute or two here
     if name == "bare":
         worker = JsonWorker(
-            [sys.executable, "-m", "bench.local", "--bare", str(model), "--batch-size", str(batch_size)], log
+            [sys.executable, "-m", "bench.local", "--bare", str(model), "--batch-size", str(batch_size)],
+            log,
+            env=threads_env,
         )
         try:
             ready = worker.read()
-            yield System(name, worker.pid, worker.close, bare=worker, blas=ready["mapped"])
+            yield System(
+                name,
+                worker.pid,
+                worker.close,
+                bare=worker,
+                blas=ready["mapped"],
+                blas_described=ready["blas"],
+            )
         finally:
             worker.close()
         return
     if name.startswith("gateway"):
         config = workdir / f"{name}.yaml"
-        config.write_text(_gateway_config(model, name == "gateway", batch_size))
+        config.write_text(_gateway_config(model, name == "gateway", batch_size, blas_threads))
         port = free_port()
         command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
         command += ["--workers", "1"]
@@ -530,7 +576,7 @@ def start_system(
         command += ["--max-tokens", str(max_tokens), *server_args]
         body = {"model": "default_model"}
         ready_path = "/health"
-        env = dict(os.environ)
+        env = dict(os.environ) | threads_env
         if openblas:
             env["LD_PRELOAD"] = openblas
     body |= {
@@ -543,10 +589,12 @@ def start_system(
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     try:
         wait_http(f"http://127.0.0.1:{port}{ready_path}", process, log, load_timeout)
+        described = _gateway_blas(port) if name.startswith("gateway") else None
         yield System(
             name,
             process.pid,
             lambda: stop_process(process),
+            blas_described=described,
             url=f"http://127.0.0.1:{port}/v1/chat/completions",
             body=body,
         )
@@ -849,6 +897,7 @@ def run(
     profile: Path | None = None,
     server_args: tuple[str, ...] = (),
     progress: Progress | None = None,
+    blas_threads: int = 0,
 ) -> dict[str, Any]:
     """The `servers` part: every system at every stream count, `repeat` cycles."""
     from gateway.backends.mlx.blas import ensure_fast_blas
@@ -878,7 +927,7 @@ def run(
                     )
                     t = time.perf_counter()
                     with start_system(
-                        name, model, batch_size, workdir, max_tokens, blas.library, server_args
+                        name, model, batch_size, workdir, max_tokens, blas.library, server_args, blas_threads
                     ) as system:
                         load_s = time.perf_counter() - t
                         for n in streams:
@@ -888,6 +937,8 @@ def run(
                             {
                                 "start_s": round(load_s, 1),
                                 "blas_mapped": system.blas or _mapped_blas(system.pid),
+                                "blas": system.blas_described
+                                or (f"OPENBLAS_NUM_THREADS={blas_threads}" if blas_threads else None),
                                 "rss_gib": round(rss_bytes(system.pid) / 2**30, 2),
                             },
                         )
@@ -912,10 +963,12 @@ def run(
             "greedy (temperature 0); the gateway and the bare loop ignore EOS, "
             "mlx_lm.server is checked by its usage"
         ),
-        "blas": blas.description,
+        "blas": _with_threads(blas.description, blas.threads, blas_threads),
+        "blas_threads": blas_threads,
         "systems": system_info,
         "machine": machine(),
         "placement": "nothing pinned: each system alone on both cores; the load generator shares them",
+        "load_generator_loop": "uvloop" if _fastest_event_loop() is not asyncio.run else "asyncio",
         "request_log_fields": REQUEST_LOG_FIELDS,
         "phases": phases,
         "repeat": repeat,
@@ -926,6 +979,15 @@ def run(
     if profiles:
         result["profiles"] = profiles
     return result
+
+
+def _with_threads(description: str, default: int | None, threads: int) -> str:
+    """The BLAS description with the thread count every system ran with."""
+    from gateway.backends.mlx.blas import thread_count
+
+    if not threads or default is None:
+        return description
+    return description.replace(thread_count(default) + ")", thread_count(threads) + ")")
 
 
 def _median_run(found: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1004,6 +1066,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-args", default="", help="more mlx_lm.server options, e.g. '--prompt-cache-size 0'"
     )
     servers.add_argument("--profile", type=Path, help="py-spy the gateway at the most streams; files go here")
+    servers.add_argument(
+        "--blas-threads",
+        type=int,
+        help="OpenBLAS threads for every system, 0 = one per core (default: 1 tiny, 0 3b)",
+    )
     multimodel.add_arguments(parser.add_argument_group("two_models: one model against two served at once"))
     tiers.add_arguments(parser.add_argument_group("tiers: 4-bit models of each size tier"))
 
@@ -1028,6 +1095,7 @@ def _servers_part(args: argparse.Namespace, progress: Progress) -> dict[str, Any
         profile=args.profile,
         server_args=tuple(shlex.split(args.server_args)),
         progress=progress,
+        blas_threads=args.blas_threads if args.blas_threads is not None else BLAS_THREADS[preset],
     )
 
 

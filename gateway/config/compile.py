@@ -104,6 +104,7 @@ def compile_runtime(
     if local_models is None:
         local_models = previous.local_models if previous is not None else LocalModelStore()
     local_models.set_budget(config.local_models.memory_budget_gb)
+    local_models.set_blas_threads(config.local_models.blas_threads)
     reusable: dict[BackendConfig, Backend] = {}
     if previous is not None:
         reusable = {backend.config: backend for backend in previous.backends.values()}

@@ -171,6 +171,7 @@ class FailoverPolicy:
 @dataclass(frozen=True, slots=True)
 class LocalModelsConfig:
     memory_budget_gb: float
+    blas_threads: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,14 @@ def test_local_quick(run_bench: Callable[..., BenchRun]) -> None:
     max_tokens, rounds = servers["max_tokens"], servers["rounds"]
     assert max_tokens > 1 and rounds >= 1
     assert "BLAS" in servers["blas"]
+    assert servers["load_generator_loop"] == "uvloop"
+    # Every system computes with the same OpenBLAS thread count (1 for tiny), and says so.
+    assert servers["blas_threads"] == 1
+    if servers["blas"].startswith("OpenBLAS"):
+        assert servers["blas"].endswith(", 1 thread)"), servers["blas"]
+        for name in ("gateway", "gateway_no_batching", "bare"):
+            assert servers["systems"][name]["blas"].endswith(", 1 thread)"), (name, servers["systems"][name])
+        assert servers["systems"]["mlx_lm_server"]["blas"] == "OPENBLAS_NUM_THREADS=1"
     assert set(servers["systems"]) == set(SYSTEMS)
     phases = servers["phases"]
     assert {(p["system"], p["streams"]) for p in phases} == {(s, n) for s in SYSTEMS for n in (1, 4)}

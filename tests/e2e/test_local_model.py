@@ -286,3 +286,28 @@ reload: {{debounce_ms: 50}}
     assert after["b"] != before["b"]
     history = requests.get(gateway.url("/admin/api/config"), timeout=5).json()["history"]
     assert history[0]["rebuilt_backends"] == ["b"]
+
+
+def test_blas_threads_apply_at_the_first_load_and_wait_for_a_restart_after(
+    gateway_server, tiny_model: Path
+) -> None:
+    text = f"""
+backends:
+  a: {{type: mlx, path: "{tiny_model}"}}
+models:
+  a: {{chain: [{{backend: a}}]}}
+local_models: {{blas_threads: 1}}
+reload: {{debounce_ms: 50}}
+"""
+    gateway = gateway_server(text)
+    blas = local_status(gateway, "a")["blas"]
+    if not blas.startswith("OpenBLAS"):
+        pytest.skip(f"mlx does not run on OpenBLAS here ({blas}); `apt-get install libopenblas0-pthread`")
+    assert blas.endswith(", 1 thread)"), blas  # read back from OpenBLAS after setting it
+    assert "1 thread)" in gateway.log()  # the startup log says it too
+    # OpenBLAS's count is process-wide: changed under a loaded model, it waits (and says so).
+    gateway.config_path.write_text(text.replace("blas_threads: 1", "blas_threads: 2"))
+    wait_until(lambda: "blas_threads changed to 2 while local models are loaded" in gateway.log(), timeout=30)
+    assert local_status(gateway, "a")["blas"] == blas
+    answer = oai(gateway).chat.completions.create(model="a", messages=MESSAGES, max_tokens=4)
+    assert answer.usage.completion_tokens >= 1

@@ -40,6 +40,8 @@ __all__ = [
     "ensure_fast_blas",
     "mapped_blas_libraries",
     "measure_matmul_gflops",
+    "set_threads",
+    "thread_count",
 ]
 
 BUNDLED = "bundled reference BLAS"
@@ -155,7 +157,7 @@ def _fallback(reason: str) -> BlasInfo:
 def _loaded(path: str, source: str, *, imported_first: bool = False) -> BlasInfo:
     config, threads = _openblas_details(path)
     version = config.split()[1] if config and config.startswith("OpenBLAS ") else ""
-    extra = f", {threads} threads" if threads else ""
+    extra = f", {thread_count(threads)}" if threads else ""
     return BlasInfo(
         f"OpenBLAS{' ' + version if version else ''} ({path}{extra})",
         library=path,
@@ -211,6 +213,32 @@ def _ldconfig() -> list[str]:
             for match in re.finditer(r"^\s*(libopenblas\S*\.so\S*)\s.*=>\s*(\S+)$", out, re.MULTILINE)
         ]
     return []
+
+
+def thread_count(threads: int) -> str:
+    return f"{threads} thread{'' if threads == 1 else 's'}"
+
+
+def set_threads(threads: int) -> int | None:
+    """Set OpenBLAS's thread count for this process (`local_models.blas_threads`); returns the count
+    now in effect, or None when mlx does not run on OpenBLAS here (nothing to set).
+
+    The count is process-wide, so the store calls this only while no model computes. Why one may want
+    fewer threads than cores: OpenBLAS's idle workers spin (with `sched_yield`) between calls, taking
+    the CPU the event loop and the engine's own Python thread need; a small model, whose decode steps
+    are mostly dispatch, runs faster with one thread (measured in PERFORMANCE.md), a large one faster
+    with all cores.
+    """
+    info = ensure_fast_blas()
+    if info.library is None or threads < 1:
+        return None
+    try:
+        lib = ctypes.CDLL(info.library, mode=os.RTLD_GLOBAL)
+        if int(lib.openblas_get_num_threads()) != threads:
+            lib.openblas_set_num_threads(ctypes.c_int(threads))
+        return int(lib.openblas_get_num_threads())
+    except (OSError, AttributeError):
+        return None
 
 
 def mapped_blas_libraries() -> list[str]:

@@ -99,8 +99,12 @@ class Engine:
         max_batch_size: int = 16,
         max_queue: int = 256,
         prompt_cache_size: int = 10,
+        blas_threads: int | None = None,
     ) -> None:
         self.path = path
+        #: OpenBLAS threads to set while loading (process-wide; 0: its default count; None: leave it as
+        #: it is). See `blas.set_threads`.
+        self.blas_threads = blas_threads
         self.batching = batching
         self.max_batch_size = max_batch_size if batching else 1
         self.max_queue = max_queue
@@ -196,9 +200,14 @@ class Engine:
             generator.close()
 
     def _load(self) -> Any:
-        from gateway.backends.mlx.blas import ensure_fast_blas  # before anything imports mlx.core
+        from gateway.backends.mlx.blas import ensure_fast_blas, set_threads, thread_count  # before mlx
 
-        self.blas = ensure_fast_blas().description
+        info = ensure_fast_blas()
+        self.blas = info.description
+        if self.blas_threads is not None and info.threads is not None:
+            threads = set_threads(self.blas_threads or info.threads)
+            if threads is not None:
+                self.blas = self.blas.replace(thread_count(info.threads) + ")", thread_count(threads) + ")")
         import mlx.core as mx
         from mlx_lm import load
         from mlx_lm.generate import BatchGenerator

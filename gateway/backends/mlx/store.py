@@ -29,9 +29,35 @@ class LocalModelStore:
         self.budget_bytes = int(budget_gb * 1e9)
         self.engines: list[Engine] = []
         self._lock = asyncio.Lock()
+        #: `local_models.blas_threads` as configured and as in effect (0: OpenBLAS's own default).
+        self.blas_threads = 0
+        self._blas_applied = 0
+        self._blas_warned: int | None = None
 
     def set_budget(self, budget_gb: float) -> None:
         self.budget_bytes = int(budget_gb * 1e9)
+
+    def set_blas_threads(self, threads: int) -> None:
+        """Take `local_models.blas_threads` (at every config load). OpenBLAS's count is process-wide
+        and must not change under a model that computes, so a change made while models are loaded
+        waits until none is (said once in the log)."""
+        self.blas_threads = threads
+        if self.engines and threads != self._blas_applied and self._blas_warned != threads:
+            self._blas_warned = threads
+            log.warning(
+                "local_models.blas_threads changed to %d while local models are loaded: it applies when "
+                "none is (after a restart)",
+                threads,
+                extra={"event": "blas_threads_deferred"},
+            )
+
+    def _blas_threads_for_load(self) -> int | None:
+        """The thread count the next engine sets while loading (0: OpenBLAS's default; None: leave it)."""
+        wanted = self.blas_threads
+        if wanted == self._blas_applied or self.engines:
+            return None
+        self._blas_applied = wanted
+        return wanted
 
     @property
     def loaded_bytes(self) -> int:
@@ -50,6 +76,7 @@ class LocalModelStore:
                 max_batch_size=config.max_batch_size or 16,
                 max_queue=config.max_queue,
                 prompt_cache_size=config.prompt_cache_size if config.prompt_cache_size is not None else 10,
+                blas_threads=self._blas_threads_for_load(),
             )
             await engine.start()
             self.engines.append(engine)
