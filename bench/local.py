@@ -963,7 +963,7 @@ def run(
             "greedy (temperature 0); the gateway and the bare loop ignore EOS, "
             "mlx_lm.server is checked by its usage"
         ),
-        "blas": _with_threads(blas.description, blas.threads, blas_threads),
+        "blas": blas.with_threads(blas_threads),
         "blas_threads": blas_threads,
         "systems": system_info,
         "machine": machine(),
@@ -979,15 +979,6 @@ def run(
     if profiles:
         result["profiles"] = profiles
     return result
-
-
-def _with_threads(description: str, default: int | None, threads: int) -> str:
-    """The BLAS description with the thread count every system ran with."""
-    from gateway.backends.mlx.blas import thread_count
-
-    if not threads or default is None:
-        return description
-    return description.replace(thread_count(default) + ")", thread_count(threads) + ")")
 
 
 def _median_run(found: list[dict[str, Any]]) -> dict[str, Any]:

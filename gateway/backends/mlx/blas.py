@@ -41,7 +41,6 @@ __all__ = [
     "mapped_blas_libraries",
     "measure_matmul_gflops",
     "set_threads",
-    "thread_count",
 ]
 
 BUNDLED = "bundled reference BLAS"
@@ -73,6 +72,12 @@ class BlasInfo:
 
     def __str__(self) -> str:
         return self.description
+
+    def with_threads(self, threads: int | None) -> str:
+        """The description with another OpenBLAS thread count (after `set_threads`); as is for None/0."""
+        if not threads or self.threads is None:
+            return self.description
+        return self.description.replace(_thread_count(self.threads) + ")", _thread_count(threads) + ")")
 
 
 _lock = threading.Lock()
@@ -157,7 +162,7 @@ def _fallback(reason: str) -> BlasInfo:
 def _loaded(path: str, source: str, *, imported_first: bool = False) -> BlasInfo:
     config, threads = _openblas_details(path)
     version = config.split()[1] if config and config.startswith("OpenBLAS ") else ""
-    extra = f", {thread_count(threads)}" if threads else ""
+    extra = f", {_thread_count(threads)}" if threads else ""
     return BlasInfo(
         f"OpenBLAS{' ' + version if version else ''} ({path}{extra})",
         library=path,
@@ -215,7 +220,7 @@ def _ldconfig() -> list[str]:
     return []
 
 
-def thread_count(threads: int) -> str:
+def _thread_count(threads: int) -> str:
     return f"{threads} thread{'' if threads == 1 else 's'}"
 
 

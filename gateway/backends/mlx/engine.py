@@ -200,14 +200,12 @@ class Engine:
             generator.close()
 
     def _load(self) -> Any:
-        from gateway.backends.mlx.blas import ensure_fast_blas, set_threads, thread_count  # before mlx
+        from gateway.backends.mlx.blas import ensure_fast_blas, set_threads  # before mlx.core
 
         info = ensure_fast_blas()
         self.blas = info.description
         if self.blas_threads is not None and info.threads is not None:
-            threads = set_threads(self.blas_threads or info.threads)
-            if threads is not None:
-                self.blas = self.blas.replace(thread_count(info.threads) + ")", thread_count(threads) + ")")
+            self.blas = info.with_threads(set_threads(self.blas_threads or info.threads))
         import mlx.core as mx
         from mlx_lm import load
         from mlx_lm.generate import BatchGenerator
