@@ -10,13 +10,12 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
+from gateway.admin.session import COOKIE_NAME, CSRF_HEADER, AdminSession
 from quart import current_app, g, request, websocket
 
-from admin.session import COOKIE_NAME, CSRF_HEADER, AdminSession
-from gateway.auth import Principal, presented_key
-from gateway.config.compile import Runtime
-from gateway.config.load import is_loopback
+from gateway.auth import Principal, is_loopback, presented_key
 from gateway.errors import Forbidden, Unauthorized
+from gateway.routing.table import Runtime
 
 __all__ = ["authenticate_admin", "check_origin"]
 

@@ -7,10 +7,9 @@ import os
 from typing import Any
 
 import orjson
+from gateway.admin.access import authenticate_admin, check_origin
 from quart import Blueprint, Response, current_app, request
 
-from admin.access import authenticate_admin, check_origin
-from gateway.config.compile import Runtime
 from gateway.config.issues import ConfigError
 from gateway.config.model import TimeoutTier
 from gateway.config.schema import load_schema
@@ -25,6 +24,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     WriteBackDisabled,
 )
+from gateway.routing.table import Runtime
 
 __all__ = ["blueprint"]
 

@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from gateway.admin.access import authenticate_admin, check_origin
 from quart import Blueprint, Response, current_app, request, websocket
 
-from admin.access import authenticate_admin, check_origin
 from gateway.audit.query import LogFilter
 from gateway.audit.record import format_ts
 from gateway.errors import BadRequest, FieldError

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from gateway.admin.access import LOCAL_ADMIN, authenticate_admin, check_origin
+from gateway.admin.secret import SessionSecretUnavailable, load_session_secret
+from gateway.admin.session import COOKIE_NAME, COOKIE_PATH, AdminSessions
 from quart import Blueprint, Quart, Response, current_app, g, request, send_from_directory, websocket
 
-from admin.access import LOCAL_ADMIN, authenticate_admin, check_origin
-from admin.secret import SessionSecretUnavailable, load_session_secret
-from admin.session import COOKIE_NAME, COOKIE_PATH, AdminSessions
 from gateway.errors import (
     FieldError,
     Forbidden,

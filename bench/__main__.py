@@ -1,7 +1,7 @@
-"""`python -m bench SCENARIO ...` is `gateway bench SCENARIO ...`."""
+"""`python -m gateway.bench SCENARIO ...` is `gateway bench SCENARIO ...`."""
 
 import sys
 
-from bench.cli import main
+from gateway.bench.cli import main
 
 sys.exit(main())

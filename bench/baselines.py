@@ -1,6 +1,6 @@
 """The baseline servers of the overhead scenario, each run in its own process:
 
-    python -m bench.baselines trivial|proxy --upstream URL
+    python -m gateway.bench.baselines trivial|proxy --upstream URL
 
 `trivial`: Hypercorn alone, answering a fixed chat completion: what the server itself costs.
 `proxy`: Hypercorn + one aiohttp session relaying to the upstream, no gateway logic: the least a
@@ -119,7 +119,9 @@ def serve(kind: str, upstream: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.baselines", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.bench.baselines", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("kind", choices=["trivial", "proxy"])
     parser.add_argument("--upstream", default="", help="the fake server's URL (proxy)")
     args = parser.parse_args(argv)

@@ -21,33 +21,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.progress import Progress, say
-from bench.report import default_result_path, machine, write_result
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import default_result_path, machine, write_result
 
 __all__ = ["SCENARIOS", "build_parser", "main"]
 
 #: name → (module, one line for --help)
 SCENARIOS: dict[str, tuple[str, str]] = {
     "overhead": (
-        "bench.overhead",
+        "gateway.bench.overhead",
         "what the gateway adds to a request: vs the fake OpenAI server directly, 1/8/32 clients, "
         "1 and 2 workers, audit log on and off",
     ),
-    "peers": ("bench.peers", "the same load through LiteLLM's proxy, as a ratio to the gateway"),
+    "peers": ("gateway.bench.peers", "the same load through LiteLLM's proxy, as a ratio to the gateway"),
     "local": (
-        "bench.local",
+        "gateway.bench.local",
         "local inference: batching on/off vs mlx_lm.server, one vs two models, 4-bit size tiers",
     ),
     "failover": (
-        "bench.failover",
+        "gateway.bench.failover",
         "primary dead, failing, hanging, slow: latency before and after the breaker opens",
     ),
     "cloud": (
-        "bench.cloud",
+        "gateway.bench.cloud",
         "latency and TTFT to OpenAI/Anthropic through the gateway (simulated without keys)",
     ),
-    "reload": ("bench.reload", "config edit → new config serving, with requests flowing; failed requests"),
-    "telemetry": ("bench.telemetry_cost", "what one request's metrics, log line and spans cost (no network)"),
+    "reload": (
+        "gateway.bench.reload",
+        "config edit → new config serving, with requests flowing; failed requests",
+    ),
+    "telemetry": (
+        "gateway.bench.telemetry_cost",
+        "what one request's metrics, log line and spans cost (no network)",
+    ),
 }
 
 

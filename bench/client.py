@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bench.loadgen import percentiles
+from gateway.bench.loadgen import percentiles
 
 __all__ = ["new_record", "record_one", "run_requests", "summarize_records"]
 

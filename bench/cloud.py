@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.client import new_record, record_one, summarize_records
-from bench.progress import Progress, say
-from bench.report import markdown_table, ms
-from bench.servers import Server, start_fake
+from gateway.bench.client import new_record, record_one, summarize_records
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import markdown_table, ms
+from gateway.bench.servers import Server, start_fake
+
 from gateway.testing.process import start_gateway
 
 PROVIDERS = {

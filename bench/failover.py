@@ -38,10 +38,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.client import run_requests, summarize_records
-from bench.progress import Progress, say
-from bench.report import markdown_table, ms
-from bench.servers import Server, closed_port, start_fake
+from gateway.bench.client import run_requests, summarize_records
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import markdown_table, ms
+from gateway.bench.servers import Server, closed_port, start_fake
+
 from gateway.testing.process import start_gateway
 
 MODEL = "gpt-4o-mini"

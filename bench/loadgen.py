@@ -1,6 +1,6 @@
 """A cheap closed-loop HTTP/1.1 load generator, run as its own process (for `bench.overhead`).
 
-    python -m bench.loadgen            # a worker: one JSON phase per stdin line, one JSON result per line
+    python -m gateway.bench.loadgen  # a worker: one JSON phase per stdin line, one JSON result per line
 
 Each of `concurrency` keep-alive connections sends a pre-encoded request, waits for the whole
 response, and sends the next one at once (a closed loop). The client is a bare `asyncio.Protocol`:
@@ -311,7 +311,7 @@ class LoadGenerator:
     """The worker as a child process, optionally pinned to a core with taskset."""
 
     def __init__(self, cpu: int | None = None) -> None:
-        command = [sys.executable, "-m", "bench.loadgen"]
+        command = [sys.executable, "-m", "gateway.bench.loadgen"]
         if cpu is not None:
             command = ["taskset", "-c", str(cpu), *command]
         self.process = subprocess.Popen(

@@ -96,10 +96,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import percentiles
-from bench.proc import cpu_seconds, machine_busy_seconds, own_cpu_seconds, thread_cpu_seconds
-from bench.progress import Progress, say
-from bench.report import machine
+from gateway.bench.loadgen import percentiles
+from gateway.bench.proc import cpu_seconds, machine_busy_seconds, own_cpu_seconds, thread_cpu_seconds
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import machine
+
 from gateway.testing.process import free_port
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +149,7 @@ def model_dir(preset: str) -> Path:
 
 def ensure_bench_model(preset: str) -> Path:
     """The generated model for `preset`, created (with `create_model`) when missing."""
-    from gateway.backends.mlx.create import ensure_model
+    from gateway.modelgen.create import ensure_model
 
     path = model_dir(preset)
     if not (path / "config.json").exists():
@@ -285,7 +286,7 @@ def _client_worker() -> int:
 
 def _bare_worker(path: str, batch_size: int) -> int:
     """`--bare PATH`: load the model as the engine does, then run phases from stdin with a plain loop."""
-    from gateway.backends.mlx.blas import ensure_fast_blas, mapped_blas_libraries
+    from gateway.blas import ensure_fast_blas, mapped_blas_libraries
 
     blas = ensure_fast_blas()  # before mlx.core is imported, as the engine does
     from mlx_lm import load
@@ -542,7 +543,15 @@ def start_system(
     load_timeout = 60 + weight_bytes(model) / 50e6  # generous: 3b fp32 loads in a minute or two here
     if name == "bare":
         worker = JsonWorker(
-            [sys.executable, "-m", "bench.local", "--bare", str(model), "--batch-size", str(batch_size)],
+            [
+                sys.executable,
+                "-m",
+                "gateway.bench.local",
+                "--bare",
+                str(model),
+                "--batch-size",
+                str(batch_size),
+            ],
             log,
             env=threads_env,
         )
@@ -900,7 +909,7 @@ def run(
     blas_threads: int = 0,
 ) -> dict[str, Any]:
     """The `servers` part: every system at every stream count, `repeat` cycles."""
-    from gateway.backends.mlx.blas import ensure_fast_blas
+    from gateway.blas import ensure_fast_blas
 
     if progress:
         progress.add(repeat * len(systems) * len(streams) + (1 if profile else 0) - 1)
@@ -914,7 +923,7 @@ def run(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-local-") as directory:
         workdir = Path(directory)
-        client = JsonWorker([sys.executable, "-m", "bench.local", "--client"], workdir / "client.log")
+        client = JsonWorker([sys.executable, "-m", "gateway.bench.local", "--client"], workdir / "client.log")
         try:
             bench = Bench(client, workdir, max_tokens, rounds, warmup_tokens, retries, quiet_wait, progress)
             # Cycles through every system, so a slow drift of the machine spreads over all of them.
@@ -943,7 +952,7 @@ def run(
                             },
                         )
                         if profile is not None and name == "gateway" and not profiles:
-                            from bench.profiling import print_local_profile, profile_local
+                            from gateway.bench.profiling import print_local_profile, profile_local
 
                             profiles.append(profile_local(bench, system, max(streams), profile))
                             print_local_profile(profiles[-1])
@@ -1031,7 +1040,7 @@ def _part_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bench import multimodel, tiers
+    from gateway.bench import multimodel, tiers
 
     parser.add_argument(
         "--parts", type=_part_list, default=list(PARTS), help="what to run: " + ", ".join(PARTS)
@@ -1091,7 +1100,7 @@ def _servers_part(args: argparse.Namespace, progress: Progress) -> dict[str, Any
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    from bench import multimodel, tiers
+    from gateway.bench import multimodel, tiers
 
     result: dict[str, Any] = {"parts": args.parts}
     if "servers" in args.parts:
@@ -1105,7 +1114,7 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
 
 
 def table(result: dict[str, Any]) -> str:
-    from bench import multimodel, tiers
+    from gateway.bench import multimodel, tiers
 
     sections = []
     if "servers" in result:
@@ -1122,14 +1131,15 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.local ...` is `gateway bench local ...`; `--client` and `--bare` are its workers."""
+    """`python -m gateway.bench.local ...` is `gateway bench local ...`; `--client` and `--bare` are
+    its workers."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--client"]:
         return _client_worker()
     if argv[:1] == ["--bare"]:
         batch = int(argv[argv.index("--batch-size") + 1]) if "--batch-size" in argv else 16
         return _bare_worker(argv[1], batch)
-    from bench.cli import main as bench_main
+    from gateway.bench.cli import main as bench_main
 
     return bench_main(["local", *argv])
 

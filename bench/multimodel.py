@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.local import (
+from gateway.bench.local import (
     WARMUP_TEXT,
     JsonWorker,
     ensure_bench_model,
@@ -37,9 +37,10 @@ from bench.local import (
     wait_http,
     weight_bytes,
 )
-from bench.proc import tree_cpu_seconds
-from bench.progress import Progress, say
-from bench.report import markdown_table
+from gateway.bench.proc import tree_cpu_seconds
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import markdown_table
+
 from gateway.testing.process import free_port
 
 MODELS = ("local-a", "local-b")
@@ -122,7 +123,7 @@ def run(
         workdir = Path(directory)
         wait_for_memory(int(2 * weights * 1.1) + (1 << 30))
         clients = [
-            JsonWorker([sys.executable, "-m", "bench.local", "--client"], workdir / f"client-{i}.log")
+            JsonWorker([sys.executable, "-m", "gateway.bench.local", "--client"], workdir / f"client-{i}.log")
             for i in range(2)
         ]
         try:

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import LoadGenerator
-from bench.proc import machine_busy_seconds, own_cpu_seconds, tree_cpu_seconds
-from bench.progress import Progress, say
-from bench.report import markdown_table, ms
-from bench.servers import Server, pinned, start_fake, start_listening, usable_cpus
+from gateway.bench.loadgen import LoadGenerator
+from gateway.bench.proc import machine_busy_seconds, own_cpu_seconds, tree_cpu_seconds
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import markdown_table, ms
+from gateway.bench.servers import Server, pinned, start_fake, start_listening, usable_cpus
+
 from gateway.testing.process import start_gateway
 
 MODEL = "gpt-4o-mini"
@@ -93,7 +94,7 @@ models:
 
 
 def start_baseline(kind: str, cpu: int | None, upstream: str, log: Path) -> Server:
-    command = [sys.executable, "-m", "bench.baselines", kind, "--upstream", upstream]
+    command = [sys.executable, "-m", "gateway.bench.baselines", kind, "--upstream", upstream]
     return start_listening(kind, pinned(command, cpu), log, proxies=kind == "proxy")
 
 
@@ -584,7 +585,7 @@ def run(
                     for n in sorted({1, *rps_clients, max(clients)}):
                         bench.measure(target, False, n)
             if profile:
-                from bench.profiling import profile_gateway
+                from gateway.bench.profiling import profile_gateway
 
                 profiles = profile_gateway(bench, profile, max(2 * duration, 5))
             else:
@@ -706,14 +707,14 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
 
 def print_extra(result: dict[str, Any]) -> None:
     if "profile" in result:
-        from bench.profiling import print_profile
+        from gateway.bench.profiling import print_profile
 
         print_profile(result["profile"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.overhead ...` is `gateway bench overhead ...`."""
-    from bench.cli import main as bench_main
+    """`python -m gateway.bench.overhead ...` is `gateway bench overhead ...`."""
+    from gateway.bench.cli import main as bench_main
 
     return bench_main(["overhead", *(sys.argv[1:] if argv is None else argv)])
 

@@ -29,11 +29,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import LoadGenerator
-from bench.overhead import MODEL, Bench, best_phase, check_answers, find_phase, int_list, start_gateway_server
-from bench.progress import Progress, say
-from bench.report import ROOT, markdown_table, ms
-from bench.servers import Server, pinned, start_fake, start_http, usable_cpus
+from gateway.bench.loadgen import LoadGenerator
+from gateway.bench.overhead import (
+    MODEL,
+    Bench,
+    best_phase,
+    check_answers,
+    find_phase,
+    int_list,
+    start_gateway_server,
+)
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import ROOT, markdown_table, ms
+from gateway.bench.servers import Server, pinned, start_fake, start_http, usable_cpus
+
 from gateway.testing.process import free_port
 
 DEFAULT_VENV = ROOT / "bench" / ".venvs" / "litellm"

@@ -15,12 +15,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.report import ROOT as _ROOT
+from gateway.bench.report import ROOT as _ROOT
 
 if TYPE_CHECKING:
-    from bench.local import Bench as LocalBench
-    from bench.local import System
-    from bench.overhead import Bench
+    from gateway.bench.local import Bench as LocalBench
+    from gateway.bench.local import System
+    from gateway.bench.overhead import Bench
 
 __all__ = [
     "CATEGORIES",
@@ -267,7 +267,7 @@ def summarize_engine_profile(raw: Path) -> dict[str, Any]:
 
 
 def profile_local(bench: LocalBench, system: System, streams: int, directory: Path) -> dict[str, Any]:
-    from bench.local import summarize
+    from gateway.bench.local import summarize
 
     py_spy = shutil.which("py-spy")
     if py_spy is None:

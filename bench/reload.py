@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from gateway.bench.progress import Progress
+from gateway.bench.report import markdown_table
 
-from bench.progress import Progress
-from bench.report import markdown_table
 from gateway.testing.process import start_gateway
 
 DEBOUNCE_MS = 50
@@ -139,8 +139,8 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.reload ...` is `gateway bench reload ...`."""
-    from bench.cli import main as bench_main
+    """`python -m gateway.bench.reload ...` is `gateway bench reload ...`."""
+    from gateway.bench.cli import main as bench_main
 
     return bench_main(["reload", *(sys.argv[1:] if argv is None else argv)])
 

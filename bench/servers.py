@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.progress import say
-from bench.report import ROOT
+from gateway.bench.progress import say
+from gateway.bench.report import ROOT
 
 __all__ = [
     "Server",

@@ -1,7 +1,7 @@
 """Per-request cost of telemetry: what `ModelAPI` adds for one request's trail, metrics, log line and
 spans, with tracing off (no exporter: the default) and on (spans to a do-nothing exporter).
 
-    python -m bench.telemetry [--number 20000]
+    python -m gateway.bench.telemetry [--number 20000]
 
 Micro-benchmark (timeit, best of 5) of the exact code the request path runs, without the network.
 """
@@ -16,10 +16,10 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
+from gateway import tracing
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import ATTEMPT_SPAN, Attempt
-from gateway.surfaces.trail import RequestTrail
-from gateway.telemetry import tracing
+from gateway.routing.trail import RequestTrail
 from gateway.telemetry.logging import JSONFormatter
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.requests import RequestTelemetry, access_log

@@ -16,8 +16,8 @@ import sys
 import tempfile
 from typing import Any
 
-from bench.progress import Progress, say
-from bench.report import ROOT, markdown_table
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import ROOT, markdown_table
 
 MODES = ("one_process", "multiprocess")
 ROWS = {

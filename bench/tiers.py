@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.local import (
+from gateway.bench.local import (
     Bench,
     JsonWorker,
     model_dir,
@@ -28,8 +28,8 @@ from bench.local import (
     wait_for_memory,
     weight_bytes,
 )
-from bench.progress import Progress, say
-from bench.report import markdown_table
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import markdown_table
 
 TIERS = ("tiny", "3b", "7b", "14b")
 QUANTIZE = 4
@@ -43,7 +43,7 @@ def tier_dir(tier: str) -> Path:
 
 def memory_check(tier: str) -> dict[str, Any]:
     """The tier's 4-bit weight bytes against the memory available now: fits, and why not if not."""
-    from gateway.backends.mlx.create import MEMORY_FRACTION, available_memory_bytes, plan_model
+    from gateway.modelgen.create import MEMORY_FRACTION, available_memory_bytes, plan_model
 
     plan = plan_model(tier, quantize=QUANTIZE)
     available = available_memory_bytes()
@@ -68,7 +68,7 @@ def memory_check(tier: str) -> dict[str, Any]:
 
 def ensure_tier_model(tier: str) -> tuple[Path, float]:
     """The tier's model, created if missing; and the seconds creating it took (0 when it was there)."""
-    from gateway.backends.mlx.create import ensure_model
+    from gateway.modelgen.create import ensure_model
 
     path = tier_dir(tier)
     if (path / "config.json").exists():
@@ -89,8 +89,8 @@ def run(
     batch_size: int,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    from gateway.backends.mlx.blas import ensure_fast_blas
-    from gateway.backends.mlx.create import ModelTooLarge
+    from gateway.blas import ensure_fast_blas
+    from gateway.modelgen.create import ModelTooLarge
 
     blas = ensure_fast_blas()
     if progress:
@@ -98,7 +98,7 @@ def run(
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as directory:
         workdir = Path(directory)
-        client = JsonWorker([sys.executable, "-m", "bench.local", "--client"], workdir / "client.log")
+        client = JsonWorker([sys.executable, "-m", "gateway.bench.local", "--client"], workdir / "client.log")
         try:
             bench = Bench(client, workdir, max_tokens, rounds, warmup_tokens, 0, 0.0, progress)
             for tier in tiers:
@@ -208,7 +208,7 @@ def _tier_list(text: str) -> list[str]:
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
-    from bench.overhead import int_list
+    from gateway.bench.overhead import int_list
 
     group.add_argument("--tiers", type=_tier_list, help="size tiers, smallest first (tiny,3b,7b,14b)")
     group.add_argument("--tier-streams", type=int_list, help="concurrent streams per tier (1)")

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING
 
 from quart import Quart
 
-from admin.api import blueprint as admin_api
-from admin.logs import blueprint as admin_logs
-from admin.panel import install_panel
-from admin.session import AdminSessions
+from gateway.admin.api import blueprint as admin_api
+from gateway.admin.logs import blueprint as admin_logs
+from gateway.admin.panel import install_panel
+from gateway.admin.probes import blueprint as telemetry_endpoints
+from gateway.admin.session import AdminSessions
 from gateway.audit.service import AuditService
-from gateway.config.live import LiveRuntime, ReloadEvent
-from gateway.config.watch import watch_config
 from gateway.problems import install_problem_handlers
+from gateway.runtime.live import LiveRuntime, ReloadEvent
+from gateway.runtime.watch import watch_config
 from gateway.surfaces.model_api import ModelAPI
-from gateway.telemetry.endpoints import blueprint as telemetry_endpoints
 from gateway.telemetry.service import Telemetry
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ def create_app(
     applying: set[asyncio.Task[None]] = set()
 
     def on_reload(event: ReloadEvent) -> None:
-        """A reload may change `audit.*`: the service restarts its writer only if it did."""
+        """A reload may change `audit.*` (the service restarts its writer only if it did) and
+        `telemetry.*`; metrics count every reload."""
+        app.telemetry.on_reload(event.outcome, event.version)
         if event.outcome == "applied" and app.live.current is not None:
             task = asyncio.create_task(app.audit.apply(app.live.current.config.audit))
             applying.add(task)
@@ -86,8 +88,8 @@ def create_app(
         runtime = await app.live.start()
         config = runtime.config
         await app.audit.apply(config.audit)
+        await app.telemetry.start(lambda: app.live.current, app.audit)
         app.live.listeners.append(on_reload)
-        await app.telemetry.start(app.live, app.audit)
         app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
         if config.auth.allow_unauthenticated and not config.auth.client_keys:
             log.warning(
@@ -115,6 +117,8 @@ def create_app(
         if applying:
             await asyncio.gather(*applying, return_exceptions=True)
         await app.audit.close()  # flushes the buffered records (or spills them if the database is down)
+        if on_reload in app.live.listeners:
+            app.live.listeners.remove(on_reload)
         await app.live.close()
         await app.telemetry.close()
 

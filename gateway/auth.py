@@ -1,15 +1,17 @@
-"""Who is calling: client and admin keys, looked up by the SHA-256 of the presented key."""
+"""Who is calling: client and admin keys, looked up by the SHA-256 of the presented key; and when a
+bind address exposes the gateway to callers that no key stops (`exposure_issue`)."""
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 
-from gateway.config.model import AuthConfig
+from gateway.config.model import AuthConfig, Config
 
-__all__ = ["KeyTable", "Principal", "presented_key"]
+__all__ = ["KeyTable", "Principal", "exposure_issue", "is_loopback", "presented_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +60,22 @@ class KeyTable:
             return None
         digest = hashlib.sha256(key.encode()).hexdigest()
         return self.clients.get(digest) or self.admins.get(digest)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_issue(config: Config, host: str) -> str | None:
+    """Why serving `config` on `host` would be unsafe, or None: no keys on a non-loopback bind."""
+    if is_loopback(host) or config.auth.client_keys or config.auth.allow_unauthenticated:
+        return None
+    return (
+        f"binding {host} serves anyone who can reach it, and no client keys are configured: add "
+        "auth.client_keys, bind 127.0.0.1, or set auth.allow_unauthenticated: true to accept this"
+    )

@@ -16,7 +16,8 @@ DEFAULT_CONFIG = "gateway.yaml"
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gateway.config.load import exposure_issue, load_config
+    from gateway.auth import exposure_issue
+    from gateway.config.load import load_config
 
     failed = 0
     for name in args.files or [DEFAULT_CONFIG]:
@@ -92,7 +93,7 @@ def _key_hash(args: argparse.Namespace) -> int:
 
 
 def _model_create(args: argparse.Namespace) -> int:
-    from gateway.backends.mlx.create import run_create
+    from gateway.modelgen.create import run_create
 
     return run_create(args)
 
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_hash.add_argument("key", nargs="?")
     key_hash.set_defaults(handler=_key_hash)
 
-    from gateway.backends.mlx.create import add_create_arguments
+    from gateway.modelgen.create import add_create_arguments
 
     model = commands.add_parser("model", help="local model helpers")
     model_commands = model.add_subparsers(dest="model_command", required=True)
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _bench(argv: list[str]) -> int:
     try:
-        from bench.cli import main as bench_main
+        from gateway.bench.cli import main as bench_main
     except ImportError:  # an install without the repository's bench/ package
         print("gateway bench: the bench package is not installed (run it from a checkout)", file=sys.stderr)
         return 2

@@ -23,8 +23,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
+from gateway.auth import exposure_issue
 from gateway.config.issues import ConfigError
-from gateway.config.load import exposure_issue, load_config
+from gateway.config.load import load_config
 from gateway.telemetry.logging import configure_logging
 from gateway.telemetry.metrics import (
     mark_worker_dead,

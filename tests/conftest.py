@@ -61,7 +61,7 @@ def gateway_server_module(
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated tiny model directory (real tokenizer, random weights), made once per test session."""
-    from gateway.backends.mlx.create import create_model
+    from gateway.modelgen.create import create_model
 
     path = tmp_path_factory.mktemp("models") / "tiny"
     create_model(path, preset="tiny", seed=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ENTRY_FIELDS", "AuditEntry", "default_instance", "format_ts", "parse_ts"]
+from gateway.routing.trail import RequestTrail
+
+__all__ = ["ENTRY_FIELDS", "AuditEntry", "default_instance", "entry_from_trail", "format_ts", "parse_ts"]
 
 _REQUIRED = (
     "request_id",
@@ -129,3 +132,47 @@ class AuditEntry:
 
 #: Every field but `id`, in declaration order (the order of `to_json` and of the table's columns).
 ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry) if f.name != "id")
+
+
+#: This process, as audit records name it (several gateway processes may share one database).
+_INSTANCE = default_instance()
+
+
+def entry_from_trail(trail: RequestTrail) -> AuditEntry:
+    """The audit record of a finished request."""
+    ended = time.monotonic()
+    usage = trail.usage
+    return AuditEntry(
+        uid=os.urandom(16).hex(),
+        ts=trail.ts,
+        request_id=trail.request_id,
+        trace_id=trail.trace_id,
+        instance=_INSTANCE,
+        client_key=trail.client_key,
+        surface=trail.surface,
+        endpoint=trail.endpoint,
+        model=trail.model,
+        backend=trail.backend,
+        backend_type=trail.backend_type,
+        upstream_model=trail.upstream_model,
+        stream=trail.stream,
+        status=trail.status(),
+        http_status=trail.http_status,
+        error_type=trail.error_type,
+        attempts=trail.tried(),
+        failover_path=[
+            {
+                "backend": a.backend,
+                "model": a.model,
+                "outcome": a.outcome,
+                "status": a.status,
+                "duration_ms": round(a.duration_ms, 2),
+            }
+            for a in trail.attempts
+        ],
+        latency_ms=round((ended - trail.started) * 1000, 2),
+        ttft_ms=round((trail.first_byte_at - trail.started) * 1000, 2) if trail.first_byte_at else None,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        config_version=trail.config_version,
+    )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.audit.query import LogFilter
+from gateway.audit.record import entry_from_trail
 from gateway.audit.retention import run_retention
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
@@ -90,7 +91,7 @@ class AuditService:
     def record(self, trail: Any) -> None:
         writer = self.writer
         if writer is not None:
-            writer.record(trail.entry())
+            writer.record(entry_from_trail(trail))
 
     # -- lifecycle -------------------------------------------------------------------------------
 

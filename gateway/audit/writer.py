@@ -23,7 +23,7 @@ from gateway.audit.record import AuditEntry
 from gateway.audit.spill import SpillFiles, SpillReader
 from gateway.audit.store import AuditStore
 from gateway.config.model import AuditConfig
-from gateway.telemetry.tracing import span
+from gateway.tracing import span
 
 __all__ = ["AuditWriter", "StoreFactory"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall
 from gateway.config.model import BackendConfig
-from gateway.routing.breaker import CircuitBreaker
 
 __all__ = ["Backend"]
 

@@ -11,10 +11,10 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from gateway import tracing
+from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.upstream import AttemptLimits, UpstreamFailure
 from gateway.config.model import BackendConfig
-from gateway.routing.breaker import CircuitBreaker
-from gateway.telemetry import tracing
 
 __all__ = ["HTTPBackend", "sse_events", "sse_fields"]
 

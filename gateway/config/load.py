@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +39,7 @@ from gateway.config.model import (
 from gateway.config.schema import apply_defaults, validate
 from gateway.config.yamlsource import LocatedDocument, parse_yaml
 
-__all__ = ["config_version", "exposure_issue", "is_loopback", "load_config", "parse_config"]
+__all__ = ["config_version", "load_config", "parse_config"]
 
 _CLOUD_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
@@ -108,25 +107,6 @@ def _drop_unset_env_issues(issues: list[ConfigIssue], doc: LocatedDocument) -> l
         return issues
     unknown = {ConfigIssue.format_path(p) for p, names in doc.from_env.items() if doc.unset & set(names)}
     return [issue for issue in issues if issue.path not in unknown]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_issue(config: Config, host: str) -> str | None:
-    """Why serving `config` on `host` would be unsafe, or None: no keys on a non-loopback bind."""
-    if is_loopback(host) or config.auth.client_keys or config.auth.allow_unauthenticated:
-        return None
-    return (
-        f"binding {host} serves anyone who can reach it, and no client keys are configured: add "
-        "auth.client_keys, bind 127.0.0.1, or set auth.allow_unauthenticated: true to accept this"
-    )
 
 
 def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -> list[ConfigIssue]:

@@ -20,7 +20,6 @@ from gateway.backends.upstream import (
     UpstreamCall,
     UpstreamFailure,
 )
-from gateway.config.compile import ModelRoute, RouteTarget
 from gateway.config.model import FailoverPolicy, TimeoutTier
 from gateway.errors import (
     BadRequest,
@@ -30,7 +29,8 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
-from gateway.telemetry.tracing import span
+from gateway.routing.table import ModelRoute, RouteTarget
+from gateway.tracing import span
 
 __all__ = ["ATTEMPT_SPAN", "Attempt", "Served", "deadline_exceeded", "execute"]
 

@@ -17,8 +17,6 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.backends.upstream import Endpoint, Reply, Stream, UpstreamCall, UpstreamFailure
-from gateway.config.compile import Runtime
-from gateway.config.live import LiveRuntime
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -31,9 +29,11 @@ from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
 from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
+from gateway.routing.table import Runtime
+from gateway.routing.trail import RequestTrail
+from gateway.runtime.live import LiveRuntime
 from gateway.surfaces.access import authenticate_client
 from gateway.surfaces.http import ClientDisconnected, ModelRequest, Receive, Scope, Send
-from gateway.surfaces.trail import RequestTrail
 from gateway.telemetry.requests import RequestTelemetry
 
 __all__ = ["AuditSink", "ModelAPI"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config.compile import Runtime
+from gateway.routing.table import Runtime
 
 __all__ = ["readiness"]
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from gateway import tracing
 from gateway.config.model import LoggingConfig
-from gateway.telemetry import tracing
 
 __all__ = ["JSONFormatter", "apply_logging", "configure_logging", "redact"]
 

@@ -24,9 +24,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 if TYPE_CHECKING:
-    from gateway.config.compile import Runtime
-    from gateway.config.live import ReloadEvent
-    from gateway.surfaces.trail import RequestTrail
+    from gateway.routing.table import Runtime
+    from gateway.routing.trail import RequestTrail
 
 __all__ = [
     "BREAKER_STATES",
@@ -224,11 +223,11 @@ class GatewayMetrics:
 
     # -- state copied in ---------------------------------------------------------------------------
 
-    def on_reload(self, event: ReloadEvent) -> None:
-        """A `LiveRuntime` listener: count reloads after startup."""
-        self.reloads.labels(event.outcome).inc()
-        if event.outcome == "applied" and event.version:
-            self.set_version(event.version)
+    def on_reload(self, outcome: str, version: str | None) -> None:
+        """Count a reload after startup (`outcome`: applied, unchanged, rejected)."""
+        self.reloads.labels(outcome).inc()
+        if outcome == "applied" and version:
+            self.set_version(version)
 
     def set_version(self, version: str) -> None:
         if version == self._version:

@@ -12,9 +12,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from gateway import tracing
 from gateway.config.model import TelemetryConfig
-from gateway.surfaces.trail import RequestTrail
-from gateway.telemetry import tracing
+from gateway.routing.trail import RequestTrail
 from gateway.telemetry.metrics import GatewayMetrics
 
 __all__ = ["REQUEST_SPAN", "Observation", "RequestTelemetry"]
@@ -86,10 +86,6 @@ class RequestTelemetry:
             log.exception("reporting a finished request failed", extra={"request_id": trail.request_id})
 
 
-def _tried(trail: RequestTrail) -> int:
-    return sum(1 for a in trail.attempts if a.tried)
-
-
 def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
     attributes: dict[str, Any] = {
         "model": trail.model,
@@ -100,7 +96,7 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
         "status": status,
         "http.response.status_code": trail.http_status,
         "error_type": trail.error_type,
-        "attempts": _tried(trail),
+        "attempts": trail.tried(),
         "failover_path": [f"{a.backend}:{a.outcome}" for a in trail.attempts],
         "client": trail.client_key,
         "config_version": trail.config_version,
@@ -141,7 +137,7 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
             "status": status,
             "http_status": trail.http_status,
             "error_type": trail.error_type,
-            "attempts": _tried(trail),
+            "attempts": trail.tried(),
             "latency_ms": latency_ms,
             "ttft_ms": (
                 round((trail.first_byte_at - trail.started) * 1000, 2) if trail.first_byte_at else None

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.config.live import LiveRuntime, ReloadEvent
+from gateway import tracing
 from gateway.config.model import LoggingConfig
-from gateway.telemetry import tracing
+from gateway.routing.table import Runtime
 from gateway.telemetry.logging import apply_logging
 from gateway.telemetry.metrics import GatewayMetrics
 from gateway.telemetry.requests import RequestTelemetry
@@ -36,21 +37,21 @@ class Telemetry:
         #: A Logfire instance given by the caller (tests): used as is, whatever the config says.
         self._given = logfire_instance
         self._tracing: Logfire | None = None
-        self._live: LiveRuntime | None = None
+        self._current: Callable[[], Runtime | None] = lambda: None
         self._audit: Any = None
         self._sync: asyncio.Task[None] | None = None
         self._logging: LoggingConfig | None = None
 
-    async def start(self, live: LiveRuntime, audit: Any) -> None:
-        """Start with the loaded config (`live.current`); `audit` answers `stats()`."""
-        runtime = live.current
+    async def start(self, current: Callable[[], Runtime | None], audit: Any) -> None:
+        """Start with the loaded config; `current()` is the live Runtime, `audit` answers `stats()`.
+        The caller reports reloads to `on_reload`."""
+        runtime = current()
         assert runtime is not None
         config = runtime.config.telemetry
-        self._live, self._audit = live, audit
+        self._current, self._audit = current, audit
         self.requests.apply(config)
         self._logging = config.logging  # (applied by `gateway serve` before the app was built)
         self.metrics.set_version(runtime.version)
-        live.listeners.append(self.on_reload)
         instance = self._given
         if instance is None:
             try:
@@ -72,10 +73,10 @@ class Telemetry:
         if self.metrics.multiprocess_dir:
             self._sync = asyncio.create_task(self._sync_periodically())
 
-    def on_reload(self, event: ReloadEvent) -> None:
-        self.metrics.on_reload(event)
-        runtime = self._live.current if self._live is not None else None
-        if event.outcome == "applied" and runtime is not None:
+    def on_reload(self, outcome: str, version: str | None) -> None:
+        self.metrics.on_reload(outcome, version)
+        runtime = self._current()
+        if outcome == "applied" and runtime is not None:
             config = runtime.config.telemetry
             self.requests.apply(config)
             if config.logging != self._logging:
@@ -84,7 +85,7 @@ class Telemetry:
 
     def sync(self) -> None:
         """Copy breaker, engine and audit state into the gauges (before a scrape, and periodically)."""
-        runtime = self._live.current if self._live is not None else None
+        runtime = self._current()
         stats = self._audit.stats() if self._audit is not None else {"enabled": False}
         self.metrics.sync(runtime, stats)
 
@@ -102,8 +103,6 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync
             self._sync = None
-        if self._live is not None and self.on_reload in self._live.listeners:
-            self._live.listeners.remove(self.on_reload)
         if self._tracing is not None:
             instance, self._tracing = self._tracing, None
             tracing.uninstall(instance)

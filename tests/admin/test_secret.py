@@ -8,8 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from admin.secret import ENV_VAR, SECRET_FILE, SessionSecretUnavailable, load_session_secret
+from gateway.admin.secret import ENV_VAR, SECRET_FILE, SessionSecretUnavailable, load_session_secret
 
 
 def test_created_once_next_to_the_config_and_reused(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from admin.session import SessionSigner, SignInThrottle
+from gateway.admin.session import SessionSigner, SignInThrottle
+
 from gateway.auth import KeyTable
 from gateway.config.model import AdminKey, AuthConfig
 

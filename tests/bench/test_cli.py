@@ -1,5 +1,5 @@
 """The `gateway bench` command itself: scenarios listed, result paths, the progress line, and the
-old `python -m bench.X` entry points still reaching the same code."""
+old `python -m gateway.bench.X` entry points still reaching the same code."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from gateway.bench.cli import SCENARIOS, build_parser
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import RESULTS_DIR, default_result_path, machine, markdown_table
 
-from bench.cli import SCENARIOS, build_parser
-from bench.progress import Progress, say
-from bench.report import RESULTS_DIR, default_result_path, machine, markdown_table
 from gateway.cli import main as gateway_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_markdown_table_and_machine() -> None:
 
 
 def test_python_m_aliases_reach_the_cli() -> None:
-    for module in ("bench.overhead", "bench.local", "bench.reload", "bench"):
+    for module in ("gateway.bench.overhead", "gateway.bench.local", "gateway.bench.reload", "bench"):
         out = subprocess.run(
             [sys.executable, "-m", module, *(["failover"] if module == "bench" else []), "--help"],
             cwd=ROOT,

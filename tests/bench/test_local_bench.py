@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from gateway.bench.local import SYSTEMS, prompts, summarize
 
-from bench.local import SYSTEMS, prompts, summarize
 from tests.bench.conftest import BenchRun, check_envelope, check_percentiles
 
 pytest.importorskip("mlx_lm")
@@ -137,10 +137,10 @@ def test_local_quick(run_bench: Callable[..., BenchRun]) -> None:
 
 def test_tier_that_does_not_fit_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tier whose weights exceed the memory available is not loaded, and the result says why."""
-    from gateway.backends.mlx import create
+    from gateway.modelgen import create
 
     monkeypatch.setattr(create, "available_memory_bytes", lambda: 4 * 2**30)
-    from bench.tiers import memory_check
+    from gateway.bench.tiers import memory_check
 
     check = memory_check("14b")
     assert check["fits"] is False

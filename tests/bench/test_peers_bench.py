@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from gateway.bench.peers import DEFAULT_VENV
 
-from bench.peers import DEFAULT_VENV
 from tests.bench.conftest import BenchRun, check_envelope
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.telemetry_cost import MODES, ROWS
+from gateway.bench.telemetry_cost import MODES, ROWS
+
 from tests.bench.conftest import BenchRun, check_envelope
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config.issues import ConfigError
-from gateway.config.live import LiveRuntime
-from gateway.config.watch import watch_config
+from gateway.runtime.live import LiveRuntime
+from gateway.runtime.watch import watch_config
 
 BASE = """
 backends:

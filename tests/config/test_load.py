@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.auth import exposure_issue
 from gateway.config.issues import ConfigError
-from gateway.config.load import config_version, exposure_issue, load_config, parse_config
+from gateway.config.load import config_version, load_config, parse_config
 from gateway.config.model import Secret
 
 BROKEN = Path(__file__).parent / "broken"

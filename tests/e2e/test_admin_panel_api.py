@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from gateway.admin.secret import SECRET_FILE, load_session_secret
+from gateway.admin.session import COOKIE_NAME, SessionSigner
 
-from admin.secret import SECRET_FILE, load_session_secret
-from admin.session import COOKIE_NAME, SessionSigner
 from gateway.testing.process import GatewayProcess, start_gateway
 from tests.conftest import wait_until
 from tests.e2e.audit_support import live_tail_handshake

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.backends.breaker import CircuitBreaker
 from gateway.config.model import CircuitBreakerPolicy
-from gateway.routing.breaker import CircuitBreaker
 
 POLICY = CircuitBreakerPolicy(enabled=True, failure_threshold=3, cooldown_seconds=10)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.compile import Runtime, compile_runtime
 from gateway.config.load import parse_config
+from gateway.routing.table import Runtime
+from gateway.runtime.compile import compile_runtime
 from gateway.testing import FakeAnthropic, FakeOpenAI
 
 #: Environment for `${FAKE_KEY}` in the configs (an Anthropic backend without a key is disabled).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.config.compile import Runtime
+from gateway.routing.table import Runtime
 from gateway.telemetry.health import readiness
 from tests.telemetry.conftest import compile_config
 

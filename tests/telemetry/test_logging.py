@@ -10,8 +10,8 @@ import logfire
 import pytest
 from logfire.testing import CaptureLogfire
 
+from gateway import tracing
 from gateway.config.model import LoggingConfig
-from gateway.telemetry import tracing
 from gateway.telemetry.logging import JSONFormatter, apply_logging, configure_logging, redact
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config.live import ReloadEvent
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
-from gateway.surfaces.trail import RequestTrail
+from gateway.routing.trail import RequestTrail
 from gateway.telemetry.metrics import MULTIPROC_ENV, GatewayMetrics, prepare_multiprocess_dir
 from tests.telemetry.conftest import compile_config
 
@@ -106,15 +105,10 @@ def test_client_chosen_model_names_do_not_become_labels(metrics: GatewayMetrics)
 
 
 def test_reloads_and_the_config_version(metrics: GatewayMetrics) -> None:
-    from datetime import UTC, datetime
-
-    def event(outcome: str, version: str | None) -> ReloadEvent:
-        return ReloadEvent(datetime.now(UTC), "api", outcome, version, "v1")  # type: ignore[arg-type]
-
     metrics.set_version("v1")
-    metrics.on_reload(event("rejected", "bad"))
-    metrics.on_reload(event("applied", "v2"))
-    metrics.on_reload(event("unchanged", "v2"))
+    metrics.on_reload("rejected", "bad")
+    metrics.on_reload("applied", "v2")
+    metrics.on_reload("unchanged", "v2")
     assert value(metrics, "gateway_config_reloads_total", outcome="rejected") == 1
     assert value(metrics, "gateway_config_reloads_total", outcome="applied") == 1
     assert value(metrics, "gateway_config_reloads_total", outcome="unchanged") == 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
@@ -34,7 +35,6 @@ from gateway.protocol.canonical import (
     Usage,
     UsageEvent,
 )
-from gateway.routing.breaker import CircuitBreaker
 
 __all__ = ["LocalModelBackend"]
 
@@ -84,7 +84,7 @@ class LocalModelBackend:
         if path is not None and (path / "config.json").exists():
             return path
         if path is not None and self.config.create_preset:
-            from gateway.backends.mlx.create import ensure_model
+            from gateway.modelgen.create import ensure_model
 
             ensure_model(path, self.config.create_preset)
             return path

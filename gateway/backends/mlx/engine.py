@@ -200,7 +200,7 @@ class Engine:
             generator.close()
 
     def _load(self) -> Any:
-        from gateway.backends.mlx.blas import ensure_fast_blas, set_threads  # before mlx.core
+        from gateway.blas import ensure_fast_blas, set_threads  # before mlx.core
 
         info = ensure_fast_blas()
         self.blas = info.description

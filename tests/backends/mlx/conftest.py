@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.backends.mlx.blas import ensure_fast_blas
-from gateway.backends.mlx.create import CreatedModel, create_model
+from gateway.blas import ensure_fast_blas
+from gateway.modelgen.create import CreatedModel, create_model
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends.mlx.blas import BUNDLED, FIX, ensure_fast_blas
+from gateway.blas import BUNDLED, FIX, ensure_fast_blas
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenBLAS setup is Linux-only")
 
 PROBE = r"""
 import ctypes, json, sys
-from gateway.backends.mlx.blas import ensure_fast_blas, mapped_blas_libraries, measure_matmul_gflops
+from gateway.blas import ensure_fast_blas, mapped_blas_libraries, measure_matmul_gflops
 if "--import-first" in sys.argv:
     import mlx.core
 info = ensure_fast_blas()

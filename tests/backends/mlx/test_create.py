@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends.mlx.create import (
+from gateway.modelgen.create import (
     EOS_TOKENS,
     SPECIAL_TOKENS,
     CreatedModel,
@@ -21,7 +21,7 @@ from gateway.backends.mlx.create import (
     plan_model,
     train_tokenizer,
 )
-from gateway.backends.mlx.presets import get_preset
+from gateway.modelgen.presets import get_preset
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

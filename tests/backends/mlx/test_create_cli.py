@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends.mlx import create
-from gateway.backends.mlx.presets import PRESETS, parameter_count, weight_bytes
 from gateway.cli import main
+from gateway.modelgen import create
+from gateway.modelgen.presets import PRESETS, parameter_count, weight_bytes
 
 
 def gateway(*args: str) -> subprocess.CompletedProcess[str]:

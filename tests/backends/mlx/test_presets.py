@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from gateway.backends.mlx.create import plan_model
-from gateway.backends.mlx.presets import (
+from gateway.modelgen.create import plan_model
+from gateway.modelgen.presets import (
     PRESETS,
     get_preset,
     parameter_count,

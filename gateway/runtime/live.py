@@ -19,11 +19,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Literal
 
+from gateway.auth import exposure_issue
 from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
-from gateway.config.compile import Runtime, compile_runtime
 from gateway.config.issues import ConfigError, ConfigIssue, Location
-from gateway.config.load import config_version, exposure_issue, parse_config
+from gateway.config.load import config_version, parse_config
+from gateway.routing.table import Runtime
+from gateway.runtime.compile import compile_runtime
 
 __all__ = ["LiveRuntime", "ReloadEvent"]
 

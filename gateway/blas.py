@@ -6,7 +6,7 @@ symbol scope before `mlx.core` is imported makes the dynamic linker bind mlx's `
 calls to it instead (the global scope is searched before the libraries mlx pulls in itself): the same
 matmul then runs at about 234 GFLOP/s. `LD_PRELOAD=.../libopenblas.so.0` has the same effect.
 
-    from gateway.backends.mlx.blas import ensure_fast_blas
+    from gateway.blas import ensure_fast_blas
     info = ensure_fast_blas()      # before anything imports mlx.core
     log.info("mlx runs on %s", info.description)
     if info.warning:
@@ -290,7 +290,7 @@ def measure_matmul_gflops(n: int = 1024, *, seconds: float = 0.5, repeats: int =
     return 2 * n**3 / best / 1e9
 
 
-if __name__ == "__main__":  # python -m gateway.backends.mlx.blas
+if __name__ == "__main__":  # python -m gateway.blas
     info = ensure_fast_blas()
     print(f"BLAS: {info.description}")
     if info.warning:

@@ -56,7 +56,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from gateway.backends.mlx.presets import (
+from gateway.modelgen.presets import (
     DTYPES,
     GROUP_SIZE,
     PRESETS,
@@ -730,7 +730,7 @@ class _WeightWriter:
 
     def _mlx(self) -> Any:
         if self._mx is None:
-            from gateway.backends.mlx.blas import ensure_fast_blas
+            from gateway.blas import ensure_fast_blas
 
             ensure_fast_blas()
             import mlx.core as mx
@@ -988,7 +988,7 @@ def run_create(args: argparse.Namespace) -> int:
             _print_plan(args.path, plan, problem)
         return 0
 
-    from gateway.backends.mlx.blas import ensure_fast_blas
+    from gateway.blas import ensure_fast_blas
 
     ensure_fast_blas()  # before anything imports mlx (quantization does)
     quiet = args.json or plan.weight_bytes < 1e9

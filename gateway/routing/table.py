@@ -1,7 +1,7 @@
-"""Compile a `Config` into a `Runtime`: the immutable routing table request handlers read.
+"""The routing table request handlers read: a `Runtime` (one compiled config version), its public
+models (`ModelRoute`) and their failover chains of backend objects (`RouteTarget`).
 
-Backend objects are reused from the previous Runtime when their own `BackendConfig` is unchanged, so
-a reload keeps connection pools and loaded model weights.
+Built by `gateway.runtime.compile`; immutable once built, replaced whole on reload.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from types import MappingProxyType
+from datetime import datetime
 
 from gateway.auth import KeyTable
 from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
-from gateway.backends.registry import build_backend
 from gateway.config.model import BackendConfig, Config, ModelConfig, Target, TimeoutTiers
 
-__all__ = ["ModelRoute", "RouteTarget", "Runtime", "compile_runtime"]
+__all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,46 +93,3 @@ class Runtime:
         while self.usage.active:
             self.usage.idle.clear()
             await self.usage.idle.wait()
-
-
-def compile_runtime(
-    config: Config, previous: Runtime | None, source: str, local_models: LocalModelStore | None = None
-) -> tuple[Runtime, list[Backend]]:
-    """Build the Runtime for `config`. Returns it and the backends that are new (to be started)."""
-    if local_models is None:
-        local_models = previous.local_models if previous is not None else LocalModelStore()
-    local_models.set_budget(config.local_models.memory_budget_gb)
-    local_models.set_blas_threads(config.local_models.blas_threads)
-    reusable: dict[BackendConfig, Backend] = {}
-    if previous is not None:
-        reusable = {backend.config: backend for backend in previous.backends.values()}
-    backends: dict[str, Backend] = {}
-    created: list[Backend] = []
-    for backend_config in config.backends:
-        backend = reusable.get(backend_config)
-        if backend is None:
-            backend = build_backend(backend_config, local_models)
-            created.append(backend)
-        backends[backend_config.name] = backend
-    models = []
-    routes: dict[str, ModelRoute] = {}
-    for model in config.models:
-        chain = tuple(
-            RouteTarget(target=t, backend=backends[t.backend], config=backends[t.backend].config)
-            for t in model.chain
-        )
-        route = ModelRoute(name=model.name, config=model, chain=chain)
-        models.append(route)
-        for public in (model.name, *model.aliases):
-            routes[public] = route
-    runtime = Runtime(
-        config=config,
-        loaded_at=datetime.now(UTC),
-        source=source,
-        backends=MappingProxyType(backends),
-        routes=MappingProxyType(routes),
-        models=tuple(models),
-        keys=KeyTable(config.auth),
-        local_models=local_models,
-    )
-    return runtime, created

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from gateway.config.live import LiveRuntime
+from gateway.runtime.live import LiveRuntime
 
 __all__ = ["watch_config"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 import orjson
+from gateway.admin.access import authenticate_admin
 from quart import Blueprint, Response, current_app, request
 
-from admin.access import authenticate_admin
 from gateway.telemetry.health import readiness
 
 __all__ = ["blueprint"]

@@ -1,0 +1,58 @@
+"""What one model-API request did, gathered as it goes; its audit record, metrics, span and log line
+are built from it at the end (`gateway.audit`, `gateway.telemetry`).
+
+Metadata only: the trail never holds the request body, the answer, or anything else a user wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from gateway.protocol.canonical import Usage
+from gateway.routing.failover import Attempt
+
+__all__ = ["RequestTrail"]
+
+_GATEWAY_TIMEOUT = 504
+
+
+@dataclass(slots=True)
+class RequestTrail:
+    surface: str
+    endpoint: str
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    model: str | None = None
+    client_key: str | None = None
+    stream: bool = False
+    config_version: str | None = None
+    #: The chain's steps; empty when no backend was considered (the request was refused before).
+    attempts: list[Attempt] = field(default_factory=list)
+    backend: str | None = None
+    backend_type: str | None = None
+    upstream_model: str | None = None
+    http_status: int = 0
+    #: A problem slug ("upstream-error"), or for failures after the first byte "stream-failed",
+    #: "timeout"; "client-disconnected" when the client left first.
+    error_type: str | None = None
+    timed_out: bool = False
+    first_byte_at: float | None = None
+    usage: Usage | None = None
+    trace_id: str | None = None
+
+    def tried(self) -> int:
+        """How many backends were actually asked (skipped steps of the chain do not count)."""
+        return sum(1 for a in self.attempts if a.tried)
+
+    def status(self) -> str:
+        """success / error / timeout / rejected (refused by the gateway before any backend was asked)."""
+        if self.timed_out or self.http_status == _GATEWAY_TIMEOUT:
+            return "timeout"
+        if self.error_type is None and 200 <= self.http_status < 300:
+            return "success"
+        if not self.attempts and self.http_status < 500 and self.error_type != "client-disconnected":
+            return "rejected"
+        return "error"

@@ -1,0 +1,62 @@
+"""Compile a `Config` into a `Runtime`: the immutable routing table request handlers read.
+
+Backend objects are reused from the previous Runtime when their own `BackendConfig` is unchanged, so
+a reload keeps connection pools and loaded model weights.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+from gateway.auth import KeyTable
+from gateway.backends.base import Backend
+from gateway.backends.mlx.store import LocalModelStore
+from gateway.backends.registry import build_backend
+from gateway.config.model import BackendConfig, Config
+from gateway.routing.table import ModelRoute, RouteTarget, Runtime
+
+__all__ = ["compile_runtime"]
+
+
+def compile_runtime(
+    config: Config, previous: Runtime | None, source: str, local_models: LocalModelStore | None = None
+) -> tuple[Runtime, list[Backend]]:
+    """Build the Runtime for `config`. Returns it and the backends that are new (to be started)."""
+    if local_models is None:
+        local_models = previous.local_models if previous is not None else LocalModelStore()
+    local_models.set_budget(config.local_models.memory_budget_gb)
+    local_models.set_blas_threads(config.local_models.blas_threads)
+    reusable: dict[BackendConfig, Backend] = {}
+    if previous is not None:
+        reusable = {backend.config: backend for backend in previous.backends.values()}
+    backends: dict[str, Backend] = {}
+    created: list[Backend] = []
+    for backend_config in config.backends:
+        backend = reusable.get(backend_config)
+        if backend is None:
+            backend = build_backend(backend_config, local_models)
+            created.append(backend)
+        backends[backend_config.name] = backend
+    models = []
+    routes: dict[str, ModelRoute] = {}
+    for model in config.models:
+        chain = tuple(
+            RouteTarget(target=t, backend=backends[t.backend], config=backends[t.backend].config)
+            for t in model.chain
+        )
+        route = ModelRoute(name=model.name, config=model, chain=chain)
+        models.append(route)
+        for public in (model.name, *model.aliases):
+            routes[public] = route
+    runtime = Runtime(
+        config=config,
+        loaded_at=datetime.now(UTC),
+        source=source,
+        backends=MappingProxyType(backends),
+        routes=MappingProxyType(routes),
+        models=tuple(models),
+        keys=KeyTable(config.auth),
+        local_models=local_models,
+    )
+    return runtime, created
