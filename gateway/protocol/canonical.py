@@ -238,6 +238,9 @@ class Usage:
     completion_tokens: int = 0
     #: Input tokens read from the prompt cache (a subset of `prompt_tokens`).
     cached_tokens: int = 0
+    #: Input tokens written to the prompt cache (a subset of `prompt_tokens`; Anthropic's
+    #: `cache_creation_input_tokens`, billed above the plain input rate).
+    cache_creation_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
