@@ -1,9 +1,10 @@
-"""The live Runtime and the one function that replaces it: `LiveRuntime.reload`.
+"""The live Runtime and the two steps that replace it: `LiveRuntime.prepare` and `LiveRuntime.swap`.
 
-Reload is *prepare* (read, parse, validate, compile, start new backends: may fail, touches nothing
-live) then *swap* (one attribute assignment: cannot fail). The replaced Runtime's backends that the
-new one does not reuse are closed once its last request has finished. File watch, SIGHUP, the admin
-API and write-back all call `reload`.
+*Prepare* (parse, validate, exposure check, compile, start new backends) may fail and touches nothing
+live; *swap* (one attribute assignment) cannot fail. The replaced Runtime's backends that the new one
+does not reuse are closed once its last request has finished. File watch, SIGHUP and the admin API's
+reload call `reload` (read the file, prepare, swap); a write-back edit (`gateway.runtime.edit`) runs
+the same prepare and swap around writing the file, under the same lock.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version, parse_config
+from gateway.config.model import Config
+from gateway.config.yamlsource import parse_yaml
 from gateway.routing.table import Runtime
 from gateway.runtime.compile import compile_runtime
 
-__all__ = ["LiveRuntime", "ReloadEvent"]
+__all__ = ["LiveRuntime", "PreparedRuntime", "ReloadEvent"]
 
 log = logging.getLogger("gateway.config")
 
@@ -60,6 +63,22 @@ class ReloadEvent:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRuntime:
+    """A Runtime built from `raw` with its new backends started, not yet live: `swap` it in, or
+    `discard` it. Only valid while the lock it was prepared under is held (it reuses `previous`'s
+    backends)."""
+
+    runtime: Runtime
+    version: str
+    source: str
+    previous: Runtime | None
+    #: The backends this Runtime built and started (the rest are `previous`'s, carried over).
+    created: tuple[Backend, ...]
+    #: `perf_counter()` when the attempt began: the recorded duration counts from here.
+    started: float
+
+
 class LiveRuntime:
     """Holds the Runtime that new requests use. `current` is read on every request; nothing else is."""
 
@@ -79,7 +98,9 @@ class LiveRuntime:
         self.history: deque[ReloadEvent] = deque(maxlen=history)
         self.last_error: ReloadEvent | None = None
         self.listeners: list[Callable[[ReloadEvent], None]] = []
-        self._lock = asyncio.Lock()
+        #: Held by every change of `current`: reload, and the edit transaction from its read of the
+        #: file to its swap. Whoever holds it may call `prepare`, `swap` and `discard`.
+        self.lock = asyncio.Lock()
         #: Loaded local models, shared by every Runtime of this process.
         self.local_models = LocalModelStore()
         self._retiring: set[asyncio.Task[None]] = set()
@@ -94,7 +115,7 @@ class LiveRuntime:
 
     async def reload(self, source: str) -> ReloadEvent:
         """Load the file again and, if it is new and valid, make it the live config."""
-        async with self._lock:
+        async with self.lock:
             started = perf_counter()
             previous = self.current
             previous_version = previous.version if previous else None
@@ -107,19 +128,12 @@ class LiveRuntime:
                 return self._record(source, "rejected", None, previous_version, started, (issue,))
             version = config_version(raw)
             if previous is not None and version == previous.version:
-                # Same bytes as the live version: nothing to do, and any earlier error is now moot.
-                self.last_error = None
-                return self._record(source, "unchanged", version, previous_version, started)
+                return self.unchanged(source, started)
             try:
-                runtime, created = await self._prepare(raw, previous, source)
+                prepared = await self.prepare(raw, source, started=started)
             except ConfigError as error:
                 return self._record(source, "rejected", version, previous_version, started, error.issues)
-            self.current = runtime  # the swap
-            self.last_error = None
-            if previous is not None:
-                self._retire(previous, runtime)
-            rebuilt = tuple(b.name for b in created)
-            return self._record(source, "applied", version, previous_version, started, rebuilt=rebuilt)
+            return self.swap(prepared)
 
     async def _read(self) -> bytes:
         # An editor saving by rename leaves a moment with no file; give it that moment.
@@ -132,27 +146,72 @@ class LiveRuntime:
                 await asyncio.sleep(0.05)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _prepare(
-        self, raw: bytes, previous: Runtime | None, source: str
-    ) -> tuple[Runtime, list[Backend]]:
+    async def check(self, raw: bytes) -> Config:
+        """Parse and validate `raw` and run the exposure check: every check of `prepare` short of
+        building and starting backends. Raises ConfigError."""
         config = await asyncio.to_thread(parse_config, raw, self.path, env=self.env)
         problem = exposure_issue(config, self.host or config.server.host)
         if problem:
-            raise ConfigError([ConfigIssue(str(self.path), Location(1, 1), "auth", problem)])
+            where = _locate(raw, str(self.path), ("auth",), self.env)
+            raise ConfigError([ConfigIssue(str(self.path), where, "auth", problem)])
+        return config
+
+    async def prepare(self, raw: bytes, source: str, *, started: float | None = None) -> PreparedRuntime:
+        """Build the Runtime for config file content `raw` and start its new backends; nothing live
+        changes. Raises ConfigError (and has closed what it started). Call with `lock` held."""
+        started = perf_counter() if started is None else started
+        config = await self.check(raw)
+        previous = self.current
         runtime, created = compile_runtime(config, previous, source, self.local_models)
-        started: list[Backend] = []
+        running: list[Backend] = []
         failing: Backend | None = None
         try:
             for failing in created:
                 await failing.start()
-                started.append(failing)
+                running.append(failing)
         except Exception as error:
-            for backend in started:
+            for backend in running:
                 await backend.close()
             path = f"backends.{failing.name}" if failing is not None else "backends"
-            issue = ConfigIssue(str(self.path), Location(1, 1), path, f"backend failed to start: {error}")
+            keys = ("backends", failing.name) if failing is not None else ("backends",)
+            where = _locate(raw, str(self.path), keys, self.env)
+            issue = ConfigIssue(str(self.path), where, path, f"backend failed to start: {error}")
             raise ConfigError([issue]) from error
-        return runtime, created
+        return PreparedRuntime(runtime, config.version, source, previous, tuple(created), started)
+
+    def swap(self, prepared: PreparedRuntime) -> ReloadEvent:
+        """Make `prepared` the live Runtime and record the applied reload. Call with `lock` held."""
+        previous = self.current
+        if previous is not prepared.previous:
+            # Only a caller that let go of the lock between prepare and swap gets here.
+            raise RuntimeError("the Runtime was prepared against one that is no longer live")
+        self.current = prepared.runtime  # the swap
+        self.last_error = None
+        if previous is not None:
+            self._retire(previous, prepared.runtime)
+        return self._record(
+            prepared.source,
+            "applied",
+            prepared.version,
+            previous.version if previous else None,
+            prepared.started,
+            rebuilt=tuple(b.name for b in prepared.created),
+        )
+
+    async def discard(self, prepared: PreparedRuntime) -> None:
+        """Close the backends `prepared` started: it will not be swapped in."""
+        for backend in prepared.created:
+            try:
+                await backend.close()
+            except Exception:  # a failing close must not stop the others
+                log.exception("closing backend %s failed", backend.name)
+
+    def unchanged(self, source: str, started: float) -> ReloadEvent:
+        """Record that `source` found the live version already in place. Call with `lock` held."""
+        # The file is the live version again: any earlier error about it is moot.
+        self.last_error = None
+        version = self.current.version if self.current else None
+        return self._record(source, "unchanged", version, version, started)
 
     def _retire(self, old: Runtime, new: Runtime) -> None:
         kept = {id(b) for b in new.backends.values()}
@@ -225,3 +284,12 @@ class LiveRuntime:
             for backend in self.current.backends.values():
                 await backend.close()
         await self.local_models.close()
+
+
+def _locate(raw: bytes, name: str, keys: tuple[str, ...], env: Mapping[str, str] | None) -> Location:
+    """Where `keys` is in the file (for an issue found after parsing; only on that failure path)."""
+    try:
+        doc, _ = parse_yaml(raw.decode("utf-8-sig"), name, env, strict_env=False)
+    except UnicodeDecodeError:
+        return Location(1, 1)
+    return doc.key_location(keys) if doc is not None else Location(1, 1)
