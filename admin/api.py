@@ -1,4 +1,5 @@
-"""Admin JSON API: config status, reload, and write-back edits of the timeout tiers."""
+"""Admin JSON API: config status, reload, and write-back edits of the timeout tiers (each edit one
+`gateway.runtime.edit` transaction)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,22 @@ from quart import Blueprint, Response, current_app, request
 from gateway.config.issues import ConfigError
 from gateway.config.model import TimeoutTier
 from gateway.config.schema import load_schema
-from gateway.config.writeback import Edit, StaleVersion, WriteBackError, apply_edits
+from gateway.config.writeback import Edit, WriteBackError
 from gateway.errors import (
     BadRequest,
+    ConfigBusy,
     ConfigRejected,
     FieldError,
     InvalidRequest,
     PreconditionRequired,
+    ServiceUnavailable,
     StaleConfigVersion,
     UnsupportedMediaType,
     WriteBackDisabled,
 )
 from gateway.routing.table import Runtime
+from gateway.runtime.configlock import ConfigLockTimeout
+from gateway.runtime.edit import ConfigFileUnavailable, StaleVersion, WriteBackOff, edit_config
 
 __all__ = ["blueprint"]
 
@@ -212,9 +217,9 @@ async def patch_timeouts() -> Response:
     if body is None:
         raise BadRequest("the request body is not valid JSON")
     edits = _parse_timeout_edits(body)
-    write = live.current.config.admin.write_back
+    source = "ui" if request.headers.get("x-gateway-client") == "admin-ui" else "api"
     try:
-        result = await asyncio.to_thread(apply_edits, live.path, edits, expected, write=write, env=live.env)
+        result = await edit_config(live, edits, expected, source=source)
     except StaleVersion as stale:
         raise StaleConfigVersion(
             f"gateway.yaml changed since you read it (you edited {expected}, it is now "
@@ -224,27 +229,30 @@ async def patch_timeouts() -> Response:
         ) from None
     except ConfigError as error:
         raise ConfigRejected(
-            "the edit would make the config invalid, so the file was not changed: "
-            + "; ".join(str(i) for i in error.issues[:5]),
+            "the gateway would reject the edited config, so gateway.yaml was not changed and version "
+            f"{live.current.version} is still serving: " + "; ".join(str(i) for i in error.issues[:5]),
             errors=[issue.as_dict() for issue in error.issues],
         ) from None
     except WriteBackError as error:
         raise InvalidRequest(str(error)) from None
-    if not write:
+    except ConfigLockTimeout as error:
+        raise ConfigBusy(f"{error}; try again", headers={"retry-after": "1"}) from None
+    except WriteBackOff as off:
         raise WriteBackDisabled(
             "admin.write_back is false: commit this patch to gateway.yaml instead",
-            patch=result.diff,
-            version=result.previous_version,
-        )
-    event = await live.reload("ui" if request.headers.get("x-gateway-client") == "admin-ui" else "api")
+            patch=off.diff,
+            version=off.previous_version,
+        ) from None
+    except ConfigFileUnavailable as error:
+        raise ServiceUnavailable(f"{error}; nothing was changed") from None
     return _json(
         {
             "previous_version": result.previous_version,
             "version": result.version,
             "diff": result.diff,
             "written": result.written,
-            "reload": event.as_dict(),
-            "timeouts": _timeouts(live.current),
+            "reload": result.event.as_dict(),
+            "timeouts": _timeouts(result.runtime),
         },
-        headers={"etag": _etag(live.current.version)},
+        headers={"etag": _etag(result.version)},
     )

@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "PROBLEM_CONTENT_TYPE",
     "BadRequest",
+    "ConfigBusy",
     "ConfigRejected",
     "FieldError",
     "Forbidden",
@@ -156,6 +157,12 @@ class UpstreamError(GatewayError):
 class ServiceUnavailable(GatewayError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
     openai_type, anthropic_type = "server_error", "overloaded_error"
+
+
+class ConfigBusy(ServiceUnavailable):
+    """Another change of the config (in this worker or another) held its lock for too long."""
+
+    slug, title = "config-busy", "Configuration is being changed"
 
 
 class GatewayTimeout(GatewayError):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.runtime.configlock import lock_file_candidates
 from gateway.testing.process import GatewayProcess, start_gateway
 
-__all__ = ["start_gateway", "wait_until"]
+__all__ = ["start_gateway", "wait_until", "writers_lock_held"]
 
 
 def _gateway_factory(directory: Path) -> tuple[Callable[..., GatewayProcess], list[GatewayProcess]]:
@@ -45,6 +49,38 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() - started > timeout:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def writers_lock_held(config_path: Path) -> Iterator[Callable[[], None]]:
+    """Another process holds the writers' lock of `config_path` (its flock) until `release()` is
+    called or the block ends, as a worker in the middle of an edit would."""
+    lock = lock_file_candidates(config_path)[0]
+    script = (
+        "import fcntl, os, sys\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+    def release() -> None:
+        if process.stdin is not None and not process.stdin.closed:
+            process.stdin.close()
+        process.wait(10)
+
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "locked\n"
+        yield release
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @pytest.fixture(scope="module")

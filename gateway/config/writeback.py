@@ -1,20 +1,18 @@
-"""Edit gateway.yaml in place for the admin panel, keeping every other byte of the file as it was.
+"""Plan edits of gateway.yaml for the admin panel as text, keeping every other byte of the file.
 
 A value that is already in the file is changed by replacing just that scalar's source span (PyYAML
 nodes carry start and end marks); a key that is not there yet is inserted as new lines under its
-parent. The result is validated as a whole before the file is atomically replaced.
+parent. Planning is pure: `gateway.runtime.edit` validates the result (with every check a reload
+makes) and writes the file, under the lock that makes it the only writer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import hashlib
 import json
 import os
 import re
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,9 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.config.issues import ConfigError, ConfigIssue, Location
-from gateway.config.load import config_version, parse_config
+from gateway.config.load import config_version
 
-__all__ = ["Edit", "StaleVersion", "WriteBackError", "WriteBackResult", "apply_edits", "plan_edits"]
+__all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits"]
 
 _PLAIN_SAFE = re.compile(r"^[A-Za-z0-9_./@+-][A-Za-z0-9_ ./@+:-]*$")
 
@@ -39,101 +37,56 @@ class Edit:
 
 
 @dataclass(frozen=True, slots=True)
-class WriteBackResult:
-    previous_version: str
-    version: str
+class EditPlan:
+    """The file's content before and after the edits, their versions, and the unified diff."""
+
+    raw: bytes
+    new_raw: bytes
     diff: str
-    written: bool
+
+    @property
+    def version(self) -> str:
+        return config_version(self.new_raw)
+
+    @property
+    def previous_version(self) -> str:
+        return config_version(self.raw)
+
+    @property
+    def changes(self) -> bool:
+        return self.new_raw != self.raw
 
 
 class WriteBackError(Exception):
     """The edit cannot be made as asked (e.g. the value comes from an environment variable)."""
 
 
-class StaleVersion(Exception):
-    """The file on disk is not the version the edit was made against."""
+def plan_edits(raw: bytes, path: str | os.PathLike[str], edits: Sequence[Edit]) -> EditPlan:
+    """The file content `raw` with `edits` applied, and its diff. Nothing is validated here beyond
+    the edits having landed as meant (the caller runs the config pipeline once, on `new_raw`).
 
-    def __init__(self, current_version: str) -> None:
-        super().__init__(f"the config file changed since it was read; its version is now {current_version}")
-        self.current_version = current_version
-
-
-def plan_edits(
-    raw: bytes, path: str | os.PathLike[str], edits: Sequence[Edit], *, env: Mapping[str, str] | None = None
-) -> tuple[bytes, str]:
-    """The new file content with `edits` applied, and its unified diff. Raises ConfigError if invalid."""
+    Raises WriteBackError (the edit cannot be made in this file) or ConfigError (it did not land).
+    """
     bom = raw.startswith(b"\xef\xbb\xbf")
-    text = raw.decode("utf-8-sig")
+    try:
+        original = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise WriteBackError(f"the config file is not UTF-8 text ({error.reason})") from None
+    text = original
     for edit in edits:
         text = _apply(text, edit)
     new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
-    config = parse_config(new_raw, path, env=env)  # raises ConfigError: the edit would break the config
-    _check_applied(new_raw, edits, str(path))
-    del config
+    _check_applied(text, edits, str(path))
     name = Path(path).name
     diff = "".join(
         difflib.unified_diff(
-            raw.decode("utf-8-sig").splitlines(keepends=True),
+            original.splitlines(keepends=True),
             text.splitlines(keepends=True),
             fromfile=f"a/{name}",
             tofile=f"b/{name}",
         )
     )
-    return new_raw, diff
-
-
-def apply_edits(
-    path: str | os.PathLike[str],
-    edits: Sequence[Edit],
-    expected_version: str,
-    *,
-    write: bool = True,
-    env: Mapping[str, str] | None = None,
-) -> WriteBackResult:
-    """Apply `edits` to the file at `path` if it is still at `expected_version`.
-
-    Raises StaleVersion (file changed since read), ConfigError (result invalid), WriteBackError.
-    With `write=False` nothing is written: the result carries the patch to commit instead.
-    """
-    file = Path(path)
-    real = Path(os.path.realpath(file))  # a Kubernetes-style symlink stays a symlink
-    raw = real.read_bytes()
-    current = config_version(raw)
-    if current != expected_version:
-        raise StaleVersion(current)
-    new_raw, diff = plan_edits(raw, file, edits, env=env)
-    new_version = config_version(new_raw)
-    if write and new_raw != raw:
-        _atomic_replace(real, new_raw, expected=raw)
-    return WriteBackResult(
-        previous_version=current, version=new_version, diff=diff, written=write and new_raw != raw
-    )
-
-
-def _atomic_replace(real: Path, content: bytes, *, expected: bytes) -> None:
-    """Write `content` to a temp file beside `real`, fsync, keep its mode and owner, rename over it."""
-    status = real.stat()
-    fd, temp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fchmod(out.fileno(), status.st_mode & 0o7777)
-            with contextlib.suppress(PermissionError):
-                os.fchown(out.fileno(), status.st_uid, status.st_gid)
-            os.fsync(out.fileno())
-        # Someone may have saved the file while we validated: never overwrite their change.
-        if hashlib.sha256(real.read_bytes()).digest() != hashlib.sha256(expected).digest():
-            raise StaleVersion(config_version(real.read_bytes()))
-        os.replace(temp, real)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(real.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    return EditPlan(raw, new_raw, diff)
 
 
 def _compose(text: str) -> Node | None:
@@ -239,8 +192,11 @@ def _scalar(value: Any, style: str | None) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _check_applied(raw: bytes, edits: Sequence[Edit], name: str) -> None:
-    data = yaml.safe_load(raw.decode("utf-8-sig")) or {}
+def _check_applied(text: str, edits: Sequence[Edit], name: str) -> None:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return  # not YAML any more: the config pipeline reports where, with file:line:col
     for edit in edits:
         value: Any = data
         for key in edit.path:
