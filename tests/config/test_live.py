@@ -139,3 +139,18 @@ async def test_watcher_applies_a_save(config_path: Path) -> None:
     stop.set()
     await asyncio.wait_for(watcher, 5)
     await live.close()
+
+
+async def test_a_prepared_runtime_that_is_discarded_closes_what_it_started(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    changed = BASE.replace("http://127.0.0.1:10/v1", "http://127.0.0.1:13/v1").encode()
+    async with live.lock:
+        prepared = await live.prepare(changed, "api")
+        (new_b,) = prepared.created
+        assert new_b.name == "b" and new_b.session is not None and live.current is first
+        await live.discard(prepared)
+    assert new_b.session is None, "the backend it started is closed"
+    assert live.current is first and first.backends["b"].session is not None
+    assert [e.outcome for e in live.history] == ["applied"]
+    await live.close()
