@@ -93,7 +93,7 @@ def _key_hash(args: argparse.Namespace) -> int:
 
 
 def _model_create(args: argparse.Namespace) -> int:
-    from gateway.modelgen.create import run_create
+    from gateway.modelgen.cli import run_create
 
     return run_create(args)
 
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_hash.add_argument("key", nargs="?")
     key_hash.set_defaults(handler=_key_hash)
 
-    from gateway.modelgen.create import add_create_arguments
+    from gateway.modelgen.cli import add_create_arguments
 
     model = commands.add_parser("model", help="local model helpers")
     model_commands = model.add_subparsers(dest="model_command", required=True)
