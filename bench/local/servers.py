@@ -55,7 +55,7 @@ Placement (the machine this was written for has 2 cores): nothing is pinned. A s
 gets both cores (mlx's CPU stream and Python threads, and OpenBLAS's threads: `--blas-threads`, the
 same count for every system, the gateway through `local_models.blas_threads` and the others through
 `OPENBLAS_NUM_THREADS`; 1 for the tiny model, which decodes faster on one thread even in the bare
-loop, one per core for 3b); the load generator (`--client`: one process on uvloop where installed,
+loop, one per core for 3b); the load generator (`harness/streams.py`: one process on uvloop where installed,
 aiohttp, bytes matched with regexes, JSON parsed only for the usage chunk) shares them and reports
 its CPU share, so its cost is visible. The bare loop runs with no load generator at all: that
 difference is part of what it measures.
