@@ -2,27 +2,23 @@
 
 Each scenario starts what it measures on loopback (the gateway, the fake providers, mlx_lm.server,
 LiteLLM's proxy), stops it afterwards, prints Markdown tables on stdout (what PERFORMANCE.md shows)
-and writes a JSON result file (`--json`, by default `bench/results/<scenario>.json`, or
-`<scenario>-quick.json` for `--quick`). Progress goes to stderr. The exit status is 1 if any request
-failed.
+and writes a JSON result file (`--json`; by default `bench/results/<scenario>.json` in a checkout,
+`./bench-results/<scenario>.json` from an install, `<scenario>-quick.json` for `--quick`). Progress
+goes to stderr. The exit status is 1 if any request failed.
 
-A scenario is a module with `add_arguments(parser)`, `run_scenario(args, progress) -> dict` and
-`table(result) -> str` (and optionally `print_extra(result)`).
+A scenario is a module (or a package, such as `local`) with `add_arguments(parser)`,
+`run_scenario(args, progress) -> dict` and `table(result) -> str` (and optionally
+`print_extra(result)`). Scenarios import what they share from `harness/`, never from one another;
+this module is the one place that imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import shlex
 import sys
-import time
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import default_result_path, machine, write_result
+from gateway.bench.harness.runner import add_common_arguments, description, run_scenario
 
 __all__ = ["SCENARIOS", "build_parser", "main"]
 
@@ -69,18 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub = scenarios.add_parser(
             name,
             help=help_text,
-            description=(module.__doc__ or help_text).strip().split("\n\n")[0],
+            description=description(module, help_text),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.add_argument(
-            "--quick", action="store_true", help="a short smoke run (tests, CI); numbers mean little"
-        )
-        sub.add_argument(
-            "--json",
-            type=Path,
-            help=f"result file (default: bench/results/{name}.json; {name}-quick.json with --quick)",
-        )
-        sub.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+        add_common_arguments(sub, name)
         module.add_arguments(sub)
     return parser
 
@@ -89,28 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     module = importlib.import_module(SCENARIOS[args.scenario][0])
-    command = "gateway bench " + " ".join(shlex.quote(a) for a in argv)
-    progress = Progress(f"bench {args.scenario}", enabled=not args.no_progress)
-    started = time.time()
-    with progress:
-        found: dict[str, Any] = module.run_scenario(args, progress)
-    result = {
-        "scenario": args.scenario,
-        "quick": args.quick,
-        "command": command,
-        "started_at": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
-        "duration_s": round(time.time() - started, 1),
-        "machine": machine(),
-        **found,
-    }
-    path = args.json or default_result_path(args.scenario, args.quick)
-    write_result(path, result)
-    print(module.table(result))
-    if hasattr(module, "print_extra"):
-        module.print_extra(result)
-    print(f"\nRerun: `{command}`")
-    say(f"result: {path}")
-    return 1 if result.get("failed_requests") else 0
+    return run_scenario(args.scenario, module, args, argv)
 
 
 if __name__ == "__main__":

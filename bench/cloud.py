@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.client import new_record, record_one, summarize_records
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import markdown_table, ms
-from gateway.bench.servers import Server, start_fake
+from gateway.bench.harness.client import new_record, record_one, summarize_records
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import markdown_table, ms
+from gateway.bench.harness.servers import Server, start_fake
 
 from gateway.testing.process import start_gateway
 

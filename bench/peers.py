@@ -3,10 +3,11 @@ same run, on the same fake OpenAI server, reported as a ratio to the gateway.
 
     gateway bench peers [--install-litellm] [--litellm-venv DIR] [--quick] [--json FILE]
 
-LiteLLM lives in its own virtualenv (`bench/.venvs/litellm` by default, git-ignored), never in the
-gateway's environment: `--install-litellm` creates it with `python -m venv` and
-`pip install 'litellm[proxy]'` (`--litellm-spec` pins another version). Without it, and not asked to
-install it, the scenario says so and measures nothing.
+LiteLLM lives in its own virtualenv (by default `bench/.venvs/litellm` in a checkout, git-ignored;
+`~/.cache/gateway/bench-venvs/litellm` from an install), never in the gateway's environment:
+`--install-litellm` creates it with `python -m venv` and `pip install 'litellm[proxy]'`
+(`--litellm-spec` pins another version). Without it, and not asked to install it, the scenario says
+so and measures nothing.
 
 The proxy runs offline: `LITELLM_LOCAL_MODEL_COST_MAP=True` (no cost map download), telemetry off,
 no database (so no spend log), one worker (`--num_workers 1`), pinned to the gateway's core, with one
@@ -15,7 +16,7 @@ model (`openai/gpt-4o-mini`, `api_base` = the fake). It refuses to start without
 carries `Authorization: Bearer <key>` and both check it. Otherwise their defaults (the gateway's
 include the SQLite audit log; the overhead scenario's audit-off rows show what that costs).
 Each is started, checked with one request, measured and stopped in turn: the load generator, the
-phases and the CPU accounting are the overhead scenario's (`bench.overhead.Bench`).
+phases and the CPU accounting are the overhead scenario's (`harness.phases.LoadBench`).
 """
 
 from __future__ import annotations
@@ -29,23 +30,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.loadgen import LoadGenerator
-from gateway.bench.overhead import (
+from gateway.bench.harness.loadgen import LoadGenerator
+from gateway.bench.harness.options import int_list
+from gateway.bench.harness.paths import VENVS_DIR
+from gateway.bench.harness.phases import (
     MODEL,
-    Bench,
+    LoadBench,
     best_phase,
     check_answers,
     find_phase,
-    int_list,
     start_gateway_server,
 )
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import ROOT, markdown_table, ms
-from gateway.bench.servers import Server, pinned, start_fake, start_http, usable_cpus
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import markdown_table, ms
+from gateway.bench.harness.servers import Server, pinned, start_fake, start_http, usable_cpus
 
 from gateway.testing.process import free_port
 
-DEFAULT_VENV = ROOT / "bench" / ".venvs" / "litellm"
+DEFAULT_VENV = VENVS_DIR / "litellm"
 PEERS = ("litellm",)
 QUICK = {"duration": 0.3, "warmup": 0.15}
 
@@ -156,7 +158,7 @@ def run(
         try:
             fake = servers["fake"] = start_fake("openai", workdir / "fake.log", cpu=cpus["upstream"])
             with LoadGenerator(cpus["loadgen"]) as loadgen:
-                bench = Bench(loadgen, servers, warmup, duration, retries, wait_quiet, progress=progress)
+                bench = LoadBench(loadgen, servers, warmup, duration, retries, wait_quiet, progress=progress)
                 bench.headers = {"Authorization": f"Bearer {key}"}
                 for target in ("direct", "gateway", "litellm"):
                     if target == "gateway":
@@ -311,7 +313,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--install-litellm", action="store_true", help="create the LiteLLM virtualenv first (a download)"
     )
     parser.add_argument(
-        "--litellm-venv", type=Path, default=DEFAULT_VENV, help="LiteLLM's virtualenv (bench/.venvs/litellm)"
+        "--litellm-venv", type=Path, default=DEFAULT_VENV, help=f"LiteLLM's virtualenv ({DEFAULT_VENV})"
     )
     parser.add_argument(
         "--litellm-spec", default="litellm[proxy]", help="what pip installs ('litellm[proxy]')"

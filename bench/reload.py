@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from gateway.bench.progress import Progress
-from gateway.bench.report import markdown_table
+from gateway.bench.harness.progress import Progress
+from gateway.bench.harness.results import markdown_table
+from gateway.bench.harness.runner import scenario_main
 
 from gateway.testing.process import start_gateway
 
@@ -140,9 +141,7 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway.bench.reload ...` is `gateway bench reload ...`."""
-    from gateway.bench.cli import main as bench_main
-
-    return bench_main(["reload", *(sys.argv[1:] if argv is None else argv)])
+    return scenario_main("reload", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ spans, with tracing off (no exporter: the default) and on (spans to a do-nothing
 
     python -m gateway.bench.telemetry [--number 20000]
 
-Micro-benchmark (timeit, best of 5) of the exact code the request path runs, without the network.
+Micro-benchmark (timeit, best of 5) of the exact code the request path runs, without the network:
+one line per measurement, then the results as one JSON object on the last line (what
+`gateway bench telemetry`, `telemetry_cost.py`, reads from each of its child processes).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import logging
 import timeit
 from collections.abc import Callable
@@ -128,7 +131,7 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=20000)
     args = parser.parse_args()
     asyncio.run(asyncio.sleep(0))
-    run(args.number)
+    print(json.dumps(run(args.number)), flush=True)
 
 
 if __name__ == "__main__":

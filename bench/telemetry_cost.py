@@ -1,9 +1,10 @@
 """Telemetry cost (`gateway bench telemetry`): what one request's reporting costs on the request path,
-`bench.telemetry`'s micro-benchmark (timeit, best of 5, no network), in one process and as a worker
-of `--workers N` (prometheus_client's multiprocess mode).
+`bench/telemetry.py`'s micro-benchmark (timeit, best of 5, no network), in one process and as a
+worker of `--workers N` (prometheus_client's multiprocess mode).
 
-Each mode runs `bench.telemetry.run` in a child process: it replaces the root logger's handlers,
-and the multiprocess mode needs `PROMETHEUS_MULTIPROC_DIR` set before prometheus_client is imported.
+Each mode runs `python -m gateway.bench.telemetry` in a child process: it replaces the root logger's
+handlers, and the multiprocess mode needs `PROMETHEUS_MULTIPROC_DIR` set before prometheus_client is
+imported.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import sys
 import tempfile
 from typing import Any
 
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import ROOT, markdown_table
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import markdown_table
 
 MODES = ("one_process", "multiprocess")
 ROWS = {
@@ -28,7 +29,6 @@ ROWS = {
     "span_noop": "`tracing.span()` alone, tracing off",
     "trail": "`RequestTrail()` alone",
 }
-_SNIPPET = "import json, sys, bench.telemetry as t; print(json.dumps(t.run(int(sys.argv[1]))))"
 
 
 def _run_mode(mode: str, number: int) -> dict[str, float]:
@@ -38,15 +38,14 @@ def _run_mode(mode: str, number: int) -> dict[str, float]:
         if mode == "multiprocess":
             env["PROMETHEUS_MULTIPROC_DIR"] = directory
         done = subprocess.run(
-            [sys.executable, "-c", _SNIPPET, str(number)],
-            cwd=ROOT,
+            [sys.executable, "-m", "gateway.bench.telemetry", "--number", str(number)],
             env=env,
             capture_output=True,
             text=True,
             timeout=1800,
         )
     if done.returncode != 0:
-        raise RuntimeError(f"bench.telemetry failed ({mode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"gateway.bench.telemetry failed ({mode}):\n{done.stderr[-3000:]}")
     lines = done.stdout.strip().splitlines()
     for line in lines[:-1]:
         say(f"  {mode}: {line}")

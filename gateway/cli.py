@@ -13,6 +13,8 @@ from gateway.config.issues import ConfigError
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "gateway.yaml"
+#: The embedded defaults (a copy of the repository's gateway.yaml, shipped in the wheel).
+EMBEDDED_DEFAULTS = Path(__file__).with_name("defaults") / "gateway.yaml"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -80,7 +82,26 @@ def _schema(_args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
-    return serve(args.config, host=args.host, port=args.port, workers=args.workers)
+    config = args.config
+    if config is None:
+        config = Path(DEFAULT_CONFIG)
+        if not config.exists():
+            _write_embedded_defaults(config)
+    return serve(config, host=args.host, port=args.port, workers=args.workers)
+
+
+def _write_embedded_defaults(path: Path) -> None:
+    """First run in a directory with no gateway.yaml (an install, not a checkout): write the embedded
+    defaults there, so that the file the gateway serves, watches and writes back is the user's."""
+    text = EMBEDDED_DEFAULTS.read_text(encoding="utf-8")
+    with path.open("x", encoding="utf-8") as file:  # never replaces a file that appeared meanwhile
+        file.write(text)
+    print(
+        f"gateway: no {DEFAULT_CONFIG} here; wrote the embedded defaults to {path.absolute()} "
+        "(a tiny local model, OpenAI and Anthropic with keys from the environment). Edit it, or pass "
+        "--config FILE.",
+        file=sys.stderr,
+    )
 
 
 def _key_hash(args: argparse.Namespace) -> int:
@@ -93,7 +114,7 @@ def _key_hash(args: argparse.Namespace) -> int:
 
 
 def _model_create(args: argparse.Namespace) -> int:
-    from gateway.modelgen.create import run_create
+    from gateway.modelgen.cli import run_create
 
     return run_create(args)
 
@@ -104,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument(
-        "--config", "-c", default=DEFAULT_CONFIG, type=Path, help="config file (default: gateway.yaml)"
+        "--config",
+        "-c",
+        type=Path,
+        help="config file (default: gateway.yaml; if there is none, the embedded defaults are written there)",
     )
     serve.add_argument("--host", help="address to bind (overrides server.host for this run)")
     serve.add_argument("--port", type=int, help="port to bind (overrides server.port; 0 picks a free one)")
@@ -132,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_hash.add_argument("key", nargs="?")
     key_hash.set_defaults(handler=_key_hash)
 
-    from gateway.modelgen.create import add_create_arguments
+    from gateway.modelgen.cli import add_create_arguments
 
     model = commands.add_parser("model", help="local model helpers")
     model_commands = model.add_subparsers(dest="model_command", required=True)
@@ -156,11 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench(argv: list[str]) -> int:
-    try:
-        from gateway.bench.cli import main as bench_main
-    except ImportError:  # an install without the repository's bench/ package
-        print("gateway bench: the bench package is not installed (run it from a checkout)", file=sys.stderr)
-        return 2
+    from gateway.bench.cli import main as bench_main
+
     return bench_main(argv)
 
 

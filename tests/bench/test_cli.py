@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from gateway.bench.cli import SCENARIOS, build_parser
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import RESULTS_DIR, default_result_path, machine, markdown_table
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import RESULTS_DIR, default_result_path, machine, markdown_table
 
 from gateway.cli import main as gateway_main
 
@@ -91,9 +91,9 @@ def test_markdown_table_and_machine() -> None:
 
 
 def test_python_m_aliases_reach_the_cli() -> None:
-    for module in ("gateway.bench.overhead", "gateway.bench.local", "gateway.bench.reload", "bench"):
+    for module in ("gateway.bench.overhead", "gateway.bench.local", "gateway.bench.reload", "gateway.bench"):
         out = subprocess.run(
-            [sys.executable, "-m", module, *(["failover"] if module == "bench" else []), "--help"],
+            [sys.executable, "-m", module, *(["failover"] if module == "gateway.bench" else []), "--help"],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -64,9 +64,9 @@ def probe(*args: str, **env: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_openblas_is_mapped_and_serves_cblas_after_ensure_then_import(created_tiny) -> None:
+def test_openblas_is_mapped_and_serves_cblas_after_ensure_then_import(tiny_model: Path) -> None:
     offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    result = probe("--model", str(created_tiny.path), "--measure", **offline)
+    result = probe("--model", str(tiny_model), "--measure", **offline)
     if result["library"] is None:
         pytest.skip(f"no OpenBLAS on this machine: {result['warning']}")
     assert result["fast"] and result["warning"] is None and result["same"]

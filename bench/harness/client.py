@@ -1,6 +1,6 @@
 """A recording HTTP client for scenarios where each request's story matters (failover, cloud): who
 served it, after how many attempts, its latency and time to first token. Not for the most requests
-per second; that is `bench.loadgen`'s job.
+per second; that is `loadgen`'s job.
 
 Each of `clients` concurrent clients sends its requests one after another over keep-alive
 connections (a closed loop). Streams (OpenAI or Anthropic SSE) are read to their end; the first
@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.bench.loadgen import percentiles
+from gateway.bench.harness.loadgen import percentiles
 
 __all__ = ["new_record", "record_one", "run_requests", "summarize_records"]
 

@@ -15,12 +15,18 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.bench.report import ROOT as _ROOT
+from gateway.bench.harness.streams import summarize
+
+import gateway
 
 if TYPE_CHECKING:
-    from gateway.bench.local import Bench as LocalBench
-    from gateway.bench.local import System
-    from gateway.bench.overhead import Bench
+    from gateway.bench.harness.phases import LoadBench
+    from gateway.bench.harness.streams import StreamBench
+    from gateway.bench.harness.systems import System
+
+#: The folder that holds the `gateway` package (a checkout's root, or site-packages): py-spy names
+#: frames' files relative to it.
+_SOURCES = Path(gateway.__file__).resolve().parent.parent
 
 __all__ = [
     "CATEGORIES",
@@ -70,7 +76,7 @@ class _Sources:
     def line(self, file: str, number: int) -> str:
         if file not in self.files:
             lines: list[str] = []
-            for base in [_ROOT, *map(Path, sys.path)]:
+            for base in [_SOURCES, *map(Path, sys.path)]:
                 path = base / file
                 if file and path.is_file():
                     lines = path.read_text(errors="replace").splitlines()
@@ -155,7 +161,7 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
     }
 
 
-def profile_gateway(bench: Bench, directory: Path, duration: float) -> dict[str, Any]:
+def profile_gateway(bench: LoadBench, directory: Path, duration: float) -> dict[str, Any]:
     """py-spy on the gateway under the 32-client load: non-blocking sampling (the process is not
     stopped, so it keeps its speed and syscalls are not over-sampled), Python frames only."""
     py_spy = shutil.which("py-spy")
@@ -200,7 +206,7 @@ def print_profile(profiles: dict[str, Any]) -> None:
             print(f"  {row['share'] * 100:5.1f}%  {row['name']}")
 
 
-# ---------------------------------------------------------------- local inference (bench.local)
+# ---------------------------------------------------------------- local inference (bench/local/)
 
 #: What the engine thread's samples are in, matched on frames (innermost first).
 ENGINE_PARTS: list[tuple[str, tuple[str, ...]]] = [
@@ -266,9 +272,7 @@ def summarize_engine_profile(raw: Path) -> dict[str, Any]:
     return summary
 
 
-def profile_local(bench: LocalBench, system: System, streams: int, directory: Path) -> dict[str, Any]:
-    from gateway.bench.local import summarize
-
+def profile_local(bench: StreamBench, system: System, streams: int, directory: Path) -> dict[str, Any]:
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.modelgen import create
+from gateway.modelgen import resources
 from gateway.modelgen.presets import PRESETS, parameter_count, weight_bytes
 
 
@@ -96,8 +96,8 @@ def test_dry_run_text_lists_shapes_and_writes_nothing(
 def test_refuses_what_would_not_fit_in_memory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(create, "available_memory_bytes", lambda: 8_000_000_000)
-    monkeypatch.setattr(create, "_free_disk_bytes", lambda _path: 10**15)  # memory, not this disk, decides
+    monkeypatch.setattr(resources, "available_memory_bytes", lambda: 8_000_000_000)
+    monkeypatch.setattr(resources, "_free_disk_bytes", lambda _path: 10**15)  # memory, not this disk, decides
     path = tmp_path / "big"
     assert main(["model", "create", str(path), "--preset", "3b"]) == 1
     err = capsys.readouterr().err
@@ -115,7 +115,7 @@ def test_refuses_what_would_not_fit_in_memory(
 def test_refuses_what_would_not_fit_on_disk(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(create, "_free_disk_bytes", lambda _path: 10_000_000)
+    monkeypatch.setattr(resources, "_free_disk_bytes", lambda _path: 10_000_000)
     assert main(["model", "create", str(tmp_path / "m"), "--force"]) == 1  # --force skips memory only
     assert (
         "not enough disk space to create tiny (float32): its weights take 16.0 MB" in capsys.readouterr().err
@@ -131,5 +131,5 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_memory_probe_reports_something() -> None:
-    available = create.available_memory_bytes()
+    available = resources.available_memory_bytes()
     assert available is None or available > 0

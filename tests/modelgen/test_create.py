@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.modelgen.create import (
-    EOS_TOKENS,
-    SPECIAL_TOKENS,
-    CreatedModel,
-    _token_text,
-    _train,
-    create_model,
-    ensure_model,
-    plan_model,
-    train_tokenizer,
-)
+from gateway.modelgen.create import CreatedModel, create_model, ensure_model
+from gateway.modelgen.plan import plan_model
 from gateway.modelgen.presets import get_preset
+from gateway.modelgen.tokenizer import EOS_TOKENS, SPECIAL_TOKENS, _token_text, _train, train_tokenizer
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

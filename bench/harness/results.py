@@ -13,16 +13,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS_DIR", "ROOT", "default_result_path", "machine", "markdown_table", "ms", "write_result"]
+from gateway.bench.harness.paths import RESULTS_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
-PACKAGES = ("hypercorn", "h11", "quart", "aiohttp", "orjson", "mlx", "mlx-lm")
+__all__ = ["RESULTS_DIR", "default_result_path", "machine", "markdown_table", "ms", "write_result"]
+
+PACKAGES = ("gateway", "hypercorn", "h11", "quart", "aiohttp", "orjson", "mlx", "mlx-lm")
 
 
 def default_result_path(scenario: str, quick: bool) -> Path:
-    """`bench/results/<scenario>.json`; a smoke run goes to `<scenario>-quick.json`, so it never
-    replaces a full run's file."""
+    """`bench/results/<scenario>.json` in a checkout (`./bench-results/` when installed); a smoke run
+    goes to `<scenario>-quick.json`, so it never replaces a full run's file."""
     return RESULTS_DIR / f"{scenario}{'-quick' if quick else ''}.json"
 
 

@@ -13,23 +13,18 @@ figures. Tiers run one after another, each gateway stopped (its memory returned)
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.local import (
-    Bench,
-    JsonWorker,
-    model_dir,
-    rss_bytes,
-    start_system,
-    wait_for_memory,
-    weight_bytes,
-)
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import markdown_table
+from gateway.bench.harness.options import int_list, name_list
+from gateway.bench.harness.proc import rss_bytes, wait_for_memory
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import markdown_table
+from gateway.bench.harness.servers import JsonWorker
+from gateway.bench.harness.streams import StreamBench, client_command
+from gateway.bench.harness.systems import model_dir, start_system, weight_bytes
 
 TIERS = ("tiny", "3b", "7b", "14b")
 QUANTIZE = 4
@@ -43,7 +38,8 @@ def tier_dir(tier: str) -> Path:
 
 def memory_check(tier: str) -> dict[str, Any]:
     """The tier's 4-bit weight bytes against the memory available now: fits, and why not if not."""
-    from gateway.modelgen.create import MEMORY_FRACTION, available_memory_bytes, plan_model
+    from gateway.modelgen.plan import plan_model
+    from gateway.modelgen.resources import MEMORY_FRACTION, available_memory_bytes
 
     plan = plan_model(tier, quantize=QUANTIZE)
     available = available_memory_bytes()
@@ -90,7 +86,7 @@ def run(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     from gateway.blas import ensure_fast_blas
-    from gateway.modelgen.create import ModelTooLarge
+    from gateway.modelgen.resources import ModelTooLarge
 
     blas = ensure_fast_blas()
     if progress:
@@ -98,9 +94,9 @@ def run(
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as directory:
         workdir = Path(directory)
-        client = JsonWorker([sys.executable, "-m", "gateway.bench.local", "--client"], workdir / "client.log")
+        client = JsonWorker(client_command(), workdir / "client.log")
         try:
-            bench = Bench(client, workdir, max_tokens, rounds, warmup_tokens, 0, 0.0, progress)
+            bench = StreamBench(client, workdir, max_tokens, rounds, warmup_tokens, 0, 0.0, progress)
             for tier in tiers:
                 entry: dict[str, Any] = {
                     "tier": tier,
@@ -199,18 +195,10 @@ def _size(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def _tier_list(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = sorted(set(names) - set(TIERS))
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown tiers {unknown} (choose from {', '.join(TIERS)})")
-    return names
-
-
 def add_arguments(group: argparse._ArgumentGroup) -> None:
-    from gateway.bench.overhead import int_list
-
-    group.add_argument("--tiers", type=_tier_list, help="size tiers, smallest first (tiny,3b,7b,14b)")
+    group.add_argument(
+        "--tiers", type=name_list(TIERS, "tiers"), help="size tiers, smallest first (tiny,3b,7b,14b)"
+    )
     group.add_argument("--tier-streams", type=int_list, help="concurrent streams per tier (1)")
     group.add_argument("--tier-tokens", type=int, help=f"max_tokens per request ({FULL['tokens']})")
 

@@ -1,9 +1,12 @@
-"""Servers the benchmarks start on loopback and stop afterwards: the fake providers
-(`python -m gateway.testing`), the gateway, peers (LiteLLM's proxy), each a process of its own,
-optionally pinned to a core with taskset."""
+"""Processes the benchmarks start on loopback and stop afterwards: the fake providers
+(`python -m gateway.testing`), the gateway, peers (LiteLLM's proxy, mlx_lm.server), each a process
+of its own, optionally pinned to a core with taskset; and worker processes that answer JSON lines
+(the load generators, the bare generation loop)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,17 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.progress import say
-from gateway.bench.report import ROOT
+from gateway.bench.harness.progress import say
 
 __all__ = [
+    "JsonWorker",
     "Server",
     "closed_port",
     "pinned",
     "start_fake",
     "start_http",
     "start_listening",
+    "stop_process",
     "usable_cpus",
+    "wait_http",
 ]
 
 
@@ -104,7 +109,7 @@ def _wait_connectable(
 
 def start_listening(name: str, command: list[str], log: Path, *, proxies: bool = False) -> Server:
     """Start a process that prints `listening on http://HOST:PORT` once it accepts connections."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(log, "wb"), cwd=ROOT)  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(log, "wb"))  # noqa: SIM115
     assert process.stdout is not None
     line = process.stdout.readline().decode()
     match = re.search(r"listening on http://[^:]+:(\d+)", line)
@@ -153,9 +158,7 @@ def start_http(
     import requests
 
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd or ROOT
-        )
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{port}{ready_path}"
     while True:
@@ -173,3 +176,81 @@ def start_http(
                 f"{name} did not answer {url} within {timeout:.0f} s\n{log.read_text(errors='replace')}"
             )
         time.sleep(0.2)
+
+
+def wait_http(url: str, process: subprocess.Popen[Any], log: Path, timeout: float) -> None:
+    """Return once `GET url` answers 200; raise (with the process's log) if it exits or times out."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text(errors='replace')}")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+class JsonWorker:
+    """A child process that answers one JSON line on stdout for each JSON line on stdin."""
+
+    def __init__(self, command: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._log_file = open(log, "wb")  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            text=True,
+            env=dict(os.environ) | env if env else None,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(f"{self.log.stem} exited with {code}:\n{self.log.read_text(errors='replace')}")
+        return json.loads(line)
+
+    def send(self, phase: dict[str, Any]) -> None:
+        """Start a phase; `read()` its result (two workers' phases can run at once this way)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(phase) + "\n")
+        self.process.stdin.flush()
+
+    def run(self, phase: dict[str, Any]) -> dict[str, Any]:
+        self.send(phase)
+        return self.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log_file.close()

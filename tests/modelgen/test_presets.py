@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from gateway.modelgen.create import plan_model
+from gateway.modelgen.plan import plan_model
 from gateway.modelgen.presets import (
     PRESETS,
     get_preset,

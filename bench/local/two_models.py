@@ -2,7 +2,7 @@
 `type: mlx` backends (the same generated model loaded twice: two engines, two copies of the weights,
 two engine threads), under load on one of them and on both together.
 
-Three phases, each after a warm-up at its concurrency, with `bench.local`'s streaming client
+Three phases, each after a warm-up at its concurrency, with the harness's streaming client
 (a process per model, started together):
 
 - `one_model`, S streams: the load on model A only (model B loaded and idle);
@@ -25,21 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.local import (
-    WARMUP_TEXT,
-    JsonWorker,
-    ensure_bench_model,
-    prompts,
-    rss_bytes,
-    stop_process,
-    summarize,
-    wait_for_memory,
-    wait_http,
-    weight_bytes,
-)
-from gateway.bench.proc import tree_cpu_seconds
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import markdown_table
+from gateway.bench.harness.proc import rss_bytes, tree_cpu_seconds, wait_for_memory
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import markdown_table
+from gateway.bench.harness.servers import JsonWorker, stop_process, wait_http
+from gateway.bench.harness.streams import WARMUP_TEXT, client_command, prompts, summarize
+from gateway.bench.harness.systems import ensure_bench_model, weight_bytes
 
 from gateway.testing.process import free_port
 
@@ -122,10 +113,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="bench-two-models-") as directory:
         workdir = Path(directory)
         wait_for_memory(int(2 * weights * 1.1) + (1 << 30))
-        clients = [
-            JsonWorker([sys.executable, "-m", "gateway.bench.local", "--client"], workdir / f"client-{i}.log")
-            for i in range(2)
-        ]
+        clients = [JsonWorker(client_command(), workdir / f"client-{i}.log") for i in range(2)]
         try:
             say(f"two models: loading the {preset} model twice ...")
             started = time.perf_counter()

@@ -1,6 +1,7 @@
-"""A cheap closed-loop HTTP/1.1 load generator, run as its own process (for `bench.overhead`).
+"""A cheap closed-loop HTTP/1.1 load generator, run as its own process (for the overhead and peers
+scenarios).
 
-    python -m gateway.bench.loadgen  # a worker: one JSON phase per stdin line, one JSON result per line
+    python -m gateway.bench.harness.loadgen  # one JSON phase per stdin line, one JSON result per line
 
 Each of `concurrency` keep-alive connections sends a pre-encoded request, waits for the whole
 response, and sends the next one at once (a closed loop). The client is a bare `asyncio.Protocol`:
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -39,7 +39,7 @@ _DONE = b"data: [DONE]"
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    """p50/p90/p99/max/mean (nearest rank, as `bench.reload` does), rounded to microseconds."""
+    """p50/p90/p99/max/mean (nearest rank), rounded to microseconds."""
     if not values:
         return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
     ordered = sorted(values)
@@ -311,7 +311,7 @@ class LoadGenerator:
     """The worker as a child process, optionally pinned to a core with taskset."""
 
     def __init__(self, cpu: int | None = None) -> None:
-        command = [sys.executable, "-m", "gateway.bench.loadgen"]
+        command = [sys.executable, "-m", "gateway.bench.harness.loadgen"]
         if cpu is not None:
             command = ["taskset", "-c", str(cpu), *command]
         self.process = subprocess.Popen(
@@ -319,7 +319,6 @@ class LoadGenerator:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
 
     @property
