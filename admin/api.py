@@ -92,8 +92,8 @@ async def config_status() -> Response:
 
 @blueprint.get("/backends")
 async def backends() -> Response:
-    """Each backend of the live config: enabled, circuit state, and what its type adds (for local
-    models the engine's load)."""
+    """Each backend of the live config: enabled, circuit state, concurrency (when limited), and what its
+    type adds (for local models the engine's load)."""
     runtime = current_app.live.current
     policy = runtime.config.failover.circuit_breaker
     items = []
@@ -111,6 +111,14 @@ async def backends() -> Response:
                 "retry_in_seconds": round(breaker.retry_in(policy), 3),
             },
         }
+        limit = backend.concurrency
+        if limit is not None:
+            item["concurrency"] = {
+                "max_concurrency": limit.limit,
+                "in_flight": limit.in_flight,
+                "queued": limit.queued,
+                "max_queue": limit.max_queue,
+            }
         item.update(backend.describe())
         items.append(item)
     return _json({"version": runtime.version, "backends": items})

@@ -2,7 +2,7 @@
 
 A backend object is built from its settings (one class per backend type, `gateway.config.backends`)
 and lives as long as they are unchanged: reloads that leave them alone carry the same object (its
-connection pool or loaded weights, its circuit breaker) into the new Runtime.
+connection pool or loaded weights, its circuit breaker and concurrency count) into the new Runtime.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall
 from gateway.config.backends import BackendSettings
@@ -29,8 +30,10 @@ class SharedResources:
 @runtime_checkable
 class Backend(Protocol):
     config: BackendSettings
-    #: Lives with the backend object, so their state survives reloads that keep the backend.
+    #: Live with the backend object, so their state survives reloads that keep the backend.
     breaker: CircuitBreaker
+    #: `max_concurrency`; None when unlimited. Failover sends through it (`ConcurrencyLimit.send`).
+    concurrency: ConcurrencyLimit | None
 
     @property
     def name(self) -> str: ...

@@ -14,6 +14,7 @@ from yarl import URL
 from gateway import tracing
 from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.upstream import AttemptLimits, UpstreamFailure
 from gateway.config.backends import HTTPSettings
 
@@ -32,6 +33,7 @@ class HTTPBackend:
         self.config = config
         self.session: aiohttp.ClientSession | None = None
         self.breaker = CircuitBreaker()
+        self.concurrency = ConcurrencyLimit.for_settings(config)
 
     @property
     def name(self) -> str:

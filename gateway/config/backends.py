@@ -57,6 +57,8 @@ class BackendSettings:
     max_concurrency: int
     #: Most requests waiting for a slot (or, for mlx, for a place in the running batch).
     max_queue: int
+    #: Longest wait for a slot under `max_concurrency` (0: until the request's deadline).
+    queue_timeout_seconds: float
 
     @classmethod
     def from_source(cls, source: BackendSource) -> Self:
@@ -74,6 +76,7 @@ class BackendSettings:
             "disabled_reason": "" if raw["enabled"] else "enabled: false",
             "max_concurrency": raw["max_concurrency"],
             "max_queue": raw["max_queue"],
+            "queue_timeout_seconds": raw["queue_timeout_seconds"],
         }
 
 

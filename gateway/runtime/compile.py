@@ -1,7 +1,7 @@
 """Compile a `Config` into a `Runtime`: the immutable routing table request handlers read.
 
 Backend objects are reused from the previous Runtime when their own settings are unchanged (equal), so
-a reload keeps connection pools, loaded model weights and circuit breakers.
+a reload keeps connection pools, loaded model weights, circuit breakers and concurrency counts.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ def test_each_backend_is_built_from_its_settings() -> None:
         assert isinstance(backend, BACKEND_CLASSES[settings.type])  # type: ignore[arg-type]
         assert isinstance(backend, Backend)
         assert backend.config is settings and backend.name == settings.name
+        assert (backend.concurrency is None) == (settings.max_concurrency == 0)
+    an = build_backend(config.backend("an"), shared)  # type: ignore[arg-type]
+    assert an.concurrency is not None and an.concurrency.limit == 3
 
 
 def test_openai_sends_the_organization_and_a_compatible_server_gets_no_such_header() -> None:

@@ -80,6 +80,7 @@ def test_values_defaults_and_resolution() -> None:
     )
     assert isinstance(an, AnthropicSettings)
     assert (an.anthropic_version, an.max_concurrency, an.max_queue) == ("2023-06-01", 8, 256)
+    assert an.queue_timeout_seconds == 30
     assert isinstance(vllm, OpenAICompatibleSettings)
     assert vllm.base_url == "http://127.0.0.1:8000/v1"
     assert [name for name, _ in vllm.headers] == ["x-a", "x-b"]

@@ -17,6 +17,7 @@ import orjson
 
 from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import MLXSettings
@@ -44,6 +45,7 @@ class LocalModelBackend:
         self.config = config
         self.store = shared.local_models
         self.breaker = CircuitBreaker()
+        self.concurrency = ConcurrencyLimit.for_settings(config)
         self._engine: Engine | None = None
         self._loading: asyncio.Lock | None = None
 
