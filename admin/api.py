@@ -97,7 +97,8 @@ async def config_status() -> Response:
 
 @blueprint.get("/backends")
 async def backends() -> Response:
-    """Each backend of the live config: enabled, circuit state, and for local models the engine's load."""
+    """Each backend of the live config: enabled, circuit state, concurrency (when limited), and what its
+    type adds (for local models the engine's load)."""
     runtime = current_app.live.current
     policy = runtime.config.failover.circuit_breaker
     items = []
@@ -115,19 +116,15 @@ async def backends() -> Response:
                 "retry_in_seconds": round(breaker.retry_in(policy), 3),
             },
         }
-        if config.type == "mlx":
-            engine = getattr(backend, "engine", None)
-            item["local"] = {
-                "loaded": engine is not None and engine.running,
-                "engine_id": id(engine) if engine is not None else None,
-                "active": engine.active if engine is not None else 0,
-                "queued": engine.queued if engine is not None else 0,
-                "batching": config.batching,
-                "max_batch_size": config.max_batch_size,
-                "loaded_bytes": engine.loaded_bytes if engine is not None else 0,
-                "blas": engine.blas if engine is not None else "",
-                "path": str(config.path) if config.path else config.hf_repo,
+        limit = backend.concurrency
+        if limit is not None:
+            item["concurrency"] = {
+                "max_concurrency": limit.limit,
+                "in_flight": limit.in_flight,
+                "queued": limit.queued,
+                "max_queue": limit.max_queue,
             }
+        item.update(backend.describe())
         items.append(item)
     return _json({"version": runtime.version, "backends": items})
 

@@ -7,6 +7,7 @@ import orjson
 from gateway.backends.http import HTTPBackend
 from gateway.backends.streaming import AnthropicPassThrough, Translation, open_stream
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.config.backends import AnthropicSettings
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError, Usage
@@ -24,12 +25,13 @@ def _usage(body: object) -> Usage | None:
 
 class AnthropicBackend(HTTPBackend):
     protocol = "anthropic"
+    config: AnthropicSettings
 
     def default_headers(self) -> dict[str, str]:
         headers = super().default_headers()
         if self.config.api_key:
             headers["x-api-key"] = self.config.api_key.reveal()
-        headers["anthropic-version"] = self.config.anthropic_version or "2023-06-01"
+        headers["anthropic-version"] = self.config.anthropic_version
         return headers
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:

@@ -12,9 +12,11 @@ import orjson
 from yarl import URL
 
 from gateway import tracing
+from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.upstream import AttemptLimits, UpstreamFailure
-from gateway.config.model import BackendConfig
+from gateway.config.backends import HTTPSettings
 
 __all__ = ["HTTPBackend", "sse_events", "sse_fields"]
 
@@ -25,11 +27,13 @@ class HTTPBackend:
     """A remote backend reached over HTTP. The pool opens in `start` and lives until `close`."""
 
     protocol: str = ""
+    config: HTTPSettings
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: HTTPSettings, shared: SharedResources | None = None) -> None:
         self.config = config
         self.session: aiohttp.ClientSession | None = None
         self.breaker = CircuitBreaker()
+        self.concurrency = ConcurrencyLimit.for_settings(config)
 
     @property
     def name(self) -> str:
@@ -44,7 +48,7 @@ class HTTPBackend:
         if self.session is not None:
             return
         connector = aiohttp.TCPConnector(
-            limit=self.config.max_connections or 100,
+            limit=self.config.max_connections,
             ttl_dns_cache=300,
             enable_cleanup_closed=True,
         )
@@ -56,6 +60,9 @@ class HTTPBackend:
             auto_decompress=True,
             json_serialize=lambda value: orjson.dumps(value).decode(),
         )
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
     async def close(self) -> None:
         if self.session is not None:

@@ -7,11 +7,12 @@ import orjson
 from gateway.backends.http import HTTPBackend
 from gateway.backends.streaming import OpenAIPassThrough, Translation, open_stream
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.config.backends import OpenAISettings
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError, Usage
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "OpenAICompatibleBackend"]
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
@@ -23,15 +24,15 @@ def _usage(body: object) -> Usage | None:
     return Usage(usage.get("prompt_tokens", 0) or 0, usage.get("completion_tokens", 0) or 0)
 
 
-class OpenAIBackend(HTTPBackend):
+class OpenAICompatibleBackend(HTTPBackend):
+    """`openai_compatible`, and the base of `openai`: a server speaking OpenAI's API."""
+
     protocol = "openai"
 
     def default_headers(self) -> dict[str, str]:
         headers = super().default_headers()
         if self.config.api_key:
             headers["authorization"] = f"Bearer {self.config.api_key.reveal()}"
-        if self.config.organization:
-            headers["openai-organization"] = self.config.organization
         return headers
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
@@ -70,3 +71,15 @@ class OpenAIBackend(HTTPBackend):
             raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
         encoded = anthropic_protocol.encode_messages_response(parsed, model)
         return Reply(orjson.dumps(encoded), parsed.usage)
+
+
+class OpenAIBackend(OpenAICompatibleBackend):
+    """`openai`: OpenAI's own API, which also takes the organization header."""
+
+    config: OpenAISettings
+
+    def default_headers(self) -> dict[str, str]:
+        headers = super().default_headers()
+        if self.config.organization:
+            headers["openai-organization"] = self.config.organization
+        return headers

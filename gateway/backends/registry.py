@@ -1,20 +1,29 @@
-"""Build the backend object for a `BackendConfig`, by type."""
+"""The backend class of each backend `type`: the extension point beside the settings classes of
+`gateway.config.backends`. A new type registers its backend class here, its settings class there."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
 from gateway.backends.anthropic import AnthropicBackend
-from gateway.backends.base import Backend
+from gateway.backends.base import Backend, SharedResources
 from gateway.backends.mlx.backend import LocalModelBackend
-from gateway.backends.mlx.store import LocalModelStore
-from gateway.backends.openai import OpenAIBackend
-from gateway.config.model import BackendConfig
+from gateway.backends.openai import OpenAIBackend, OpenAICompatibleBackend
+from gateway.config.backends import BackendSettings
 
-__all__ = ["build_backend"]
+__all__ = ["BACKEND_CLASSES", "build_backend"]
+
+#: Each backend class is built as `cls(settings, shared)` from the settings class its type names.
+BACKEND_CLASSES: Mapping[str, Callable[..., Backend]] = MappingProxyType(
+    {
+        "mlx": LocalModelBackend,
+        "openai": OpenAIBackend,
+        "openai_compatible": OpenAICompatibleBackend,
+        "anthropic": AnthropicBackend,
+    }
+)
 
 
-def build_backend(config: BackendConfig, local_models: LocalModelStore) -> Backend:
-    if config.type == "mlx":
-        return LocalModelBackend(config, local_models)
-    if config.type == "anthropic":
-        return AnthropicBackend(config)
-    return OpenAIBackend(config)
+def build_backend(settings: BackendSettings, shared: SharedResources) -> Backend:
+    return BACKEND_CLASSES[settings.type](settings, shared)

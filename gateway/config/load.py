@@ -6,19 +6,20 @@ Every problem is collected (not just the first) and located as `file:line:col: p
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gateway.config.backends import BackendSettings, BackendSource, backend_settings
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.model import (
     AdminConfig,
     AdminKey,
     AuditConfig,
     AuthConfig,
-    BackendConfig,
     CircuitBreakerPolicy,
     ClientKey,
     Config,
@@ -29,7 +30,6 @@ from gateway.config.model import (
     ModelConfig,
     PrometheusConfig,
     ReloadConfig,
-    Secret,
     ServerConfig,
     Target,
     TelemetryConfig,
@@ -40,8 +40,6 @@ from gateway.config.schema import apply_defaults, validate
 from gateway.config.yamlsource import LocatedDocument, parse_yaml
 
 __all__ = ["config_version", "load_config", "parse_config"]
-
-_CLOUD_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 def config_version(raw: bytes) -> str:
@@ -180,45 +178,14 @@ def _database_url(base: Path, url: str) -> str:
     return f"sqlite://{_resolve_path(base, rest)}"
 
 
-def _backend(name: str, raw: dict[str, Any], base: Path, doc: LocatedDocument) -> BackendConfig:
-    kind = raw["type"]
-    enabled = raw["enabled"]
-    reason = "" if enabled else "enabled: false"
-    common: dict[str, Any] = {
-        "name": name,
-        "type": kind,
-        "max_concurrency": raw["max_concurrency"],
-        "max_queue": raw["max_queue"],
-    }
-    if kind == "mlx":
-        return BackendConfig(
-            **common,
-            enabled=enabled,
-            disabled_reason=reason,
-            path=_resolve_path(base, raw["path"]) if "path" in raw else None,
-            hf_repo=raw.get("hf_repo"),
-            create_preset=raw.get("create_preset"),
-            load=raw["load"],
-            batching=raw["batching"],
-            max_batch_size=raw["max_batch_size"],
-            prompt_cache_size=raw["prompt_cache_size"],
-            default_max_tokens=raw["default_max_tokens"],
-        )
-    api_key = raw.get("api_key", "")
-    if enabled and kind in _CLOUD_KEY_ENV and not api_key:
-        variables = doc.from_env.get(("backends", name, "api_key")) or (_CLOUD_KEY_ENV[kind],)
-        enabled, reason = False, f"api_key is empty (set {' or '.join(variables)} to enable it)"
-    return BackendConfig(
-        **common,
-        enabled=enabled,
-        disabled_reason=reason,
-        base_url=raw["base_url"].rstrip("/"),
-        api_key=Secret(api_key),
-        headers=tuple((k, Secret(v)) for k, v in sorted(raw["headers"].items())),
-        max_connections=raw["max_connections"],
-        anthropic_version=raw.get("anthropic_version"),
-        organization=raw.get("organization"),
+def _backend(name: str, raw: dict[str, Any], base: Path, doc: LocatedDocument) -> BackendSettings:
+    source = BackendSource(
+        name=name,
+        raw=raw,
+        resolve_path=functools.partial(_resolve_path, base),
+        api_key_env=tuple(doc.from_env.get(("backends", name, "api_key"), ())),
     )
+    return backend_settings(source)
 
 
 def _tier(kind: str, raw: dict[str, Any]) -> TimeoutTier:

@@ -1,7 +1,8 @@
 """Typed, frozen configuration objects, built once per load from the schema-validated document.
 
-They compare by value, which is how a reload decides what it must rebuild (a backend whose
-`BackendConfig` is equal to the live one is carried over as the same object).
+They compare by value, which is how a reload decides what it must rebuild (a backend whose settings
+are equal to the live ones is carried over as the same object). Backend settings, one class per
+backend type, are in `gateway.config.backends`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gateway.config.backends import BackendSettings
+from gateway.config.secret import Secret
+
 __all__ = [
     "AdminConfig",
     "AdminKey",
     "AuditConfig",
     "AuthConfig",
-    "BackendConfig",
     "CircuitBreakerPolicy",
     "ClientKey",
     "Config",
@@ -34,34 +37,7 @@ __all__ = [
     "TimeoutTiers",
 ]
 
-BackendType = Literal["mlx", "openai", "anthropic", "openai_compatible"]
 EndpointKind = Literal["chat", "completions", "embeddings"]
-
-
-class Secret:
-    """A secret value (API key). Its repr and str never show it; `reveal()` does, on purpose."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,35 +67,6 @@ class AuthConfig:
     client_keys: tuple[ClientKey, ...]
     admin_keys: tuple[AdminKey, ...]
     allow_unauthenticated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BackendConfig:
-    """One backend. Settings of other backend types are None."""
-
-    name: str
-    type: BackendType
-    enabled: bool
-    #: Why the backend is off, in words ("api_key is empty"), or "" when enabled.
-    disabled_reason: str
-    max_concurrency: int
-    max_queue: int
-    # HTTP backends (openai, anthropic, openai_compatible)
-    base_url: str | None = None
-    api_key: Secret | None = None
-    headers: tuple[tuple[str, Secret], ...] = ()
-    max_connections: int | None = None
-    anthropic_version: str | None = None
-    organization: str | None = None
-    # mlx
-    path: Path | None = None
-    hf_repo: str | None = None
-    create_preset: str | None = None
-    load: str | None = None
-    batching: bool | None = None
-    max_batch_size: int | None = None
-    prompt_cache_size: int | None = None
-    default_max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +182,8 @@ class Config:
     version: str
     server: ServerConfig
     auth: AuthConfig
-    backends: tuple[BackendConfig, ...]
+    #: Each backend's settings, of the class its `type` names (`gateway.config.backends`).
+    backends: tuple[BackendSettings, ...]
     models: tuple[ModelConfig, ...]
     timeouts: TimeoutTiers
     failover: FailoverPolicy
@@ -247,7 +195,7 @@ class Config:
     #: Environment variables referenced but unset (only with `gateway check --no-env`).
     unset_env: frozenset[str] = frozenset()
 
-    def backend(self, name: str) -> BackendConfig | None:
+    def backend(self, name: str) -> BackendSettings | None:
         for backend in self.backends:
             if backend.name == name:
                 return backend

@@ -1,8 +1,10 @@
 """Failover along a model's chain: targets in order, under one deadline for the whole request.
 
-A connect error, a timeout before the first byte, 429, 5xx and overload move to the next target when
-the config's `failover.retry_on` lists them; a backend that refuses the gateway's credentials or
-cannot serve the endpoint always does; a client error (the request itself is wrong) never does.
+A connect error, a timeout before the first byte, 429, 5xx and overload (the backend's, or its
+`max_concurrency` queue being full) move to the next target when the config's `failover.retry_on`
+lists them; a backend that refuses the gateway's credentials or cannot serve the endpoint always
+does; a client error (the request itself is wrong) never does. The gateway's own concurrency limit
+does not count for the circuit breaker: a full queue says nothing about the backend's health.
 Once `execute` returns, the first byte can go to the client and there is no more failover.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from gateway.backends.concurrency import ConcurrencyLimitReached
 from gateway.backends.upstream import (
     ALWAYS_NEXT,
     BACKEND_FAULTS,
@@ -119,7 +122,11 @@ async def execute(
             attempt=tried,
         ) as attempt_span:
             try:
-                result = await backend.send(call, step.target.model, limits)
+                concurrency = backend.concurrency
+                if concurrency is None:
+                    result = await backend.send(call, step.target.model, limits)
+                else:
+                    result = await concurrency.send(backend, call, step.target.model, limits)
             except UpstreamFailure as failure:
                 attempt_span.set_attribute("outcome", failure.kind)
                 if failure.status:
@@ -140,7 +147,7 @@ async def execute(
                     backend.name, step.target.model, failure.kind, failure.status, elapsed, failure.detail
                 )
             )
-            if failure.kind in BACKEND_FAULTS:
+            if failure.kind in BACKEND_FAULTS and not isinstance(failure, ConcurrencyLimitReached):
                 breaker.record_failure(breaker_policy)
             else:
                 breaker.release_probe()

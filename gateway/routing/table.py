@@ -15,7 +15,8 @@ from datetime import datetime
 from gateway.auth import KeyTable
 from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
-from gateway.config.model import BackendConfig, Config, ModelConfig, Target, TimeoutTiers
+from gateway.config.backends import BackendSettings
+from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 
@@ -24,7 +25,8 @@ __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 class RouteTarget:
     target: Target
     backend: Backend
-    config: BackendConfig
+    #: The backend's settings (`backend.config`), of the class its type names.
+    config: BackendSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Compile a `Config` into a `Runtime`: the immutable routing table request handlers read.
 
-Backend objects are reused from the previous Runtime when their own `BackendConfig` is unchanged, so
-a reload keeps connection pools and loaded model weights.
+Backend objects are reused from the previous Runtime when their own settings are unchanged (equal), so
+a reload keeps connection pools, loaded model weights, circuit breakers and concurrency counts.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 from gateway.auth import KeyTable
-from gateway.backends.base import Backend
+from gateway.backends.base import Backend, SharedResources
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
-from gateway.config.model import BackendConfig, Config
+from gateway.config.backends import BackendSettings
+from gateway.config.model import Config
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
 
 __all__ = ["compile_runtime"]
@@ -27,17 +28,18 @@ def compile_runtime(
         local_models = previous.local_models if previous is not None else LocalModelStore()
     local_models.set_budget(config.local_models.memory_budget_gb)
     local_models.set_blas_threads(config.local_models.blas_threads)
-    reusable: dict[BackendConfig, Backend] = {}
+    shared = SharedResources(local_models=local_models)
+    reusable: dict[BackendSettings, Backend] = {}
     if previous is not None:
         reusable = {backend.config: backend for backend in previous.backends.values()}
     backends: dict[str, Backend] = {}
     created: list[Backend] = []
-    for backend_config in config.backends:
-        backend = reusable.get(backend_config)
+    for settings in config.backends:
+        backend = reusable.get(settings)
         if backend is None:
-            backend = build_backend(backend_config, local_models)
+            backend = build_backend(settings, shared)
             created.append(backend)
-        backends[backend_config.name] = backend
+        backends[settings.name] = backend
     models = []
     routes: dict[str, ModelRoute] = {}
     for model in config.models:

@@ -245,10 +245,10 @@ class GatewayMetrics:
             names = set(runtime.backends)
             for name, backend in runtime.backends.items():
                 self.breaker.labels(name).set(BREAKER_STATES[backend.breaker.current_state(policy)])
-                engine = getattr(backend, "engine", None)
-                if engine is not None or backend.config.type == "mlx":
-                    self.queue_depth.labels(name).set(engine.queued if engine is not None else 0)
-                    self.batch_size.labels(name).set(engine.active if engine is not None else 0)
+                local = backend.describe().get("local")
+                if local is not None:
+                    self.queue_depth.labels(name).set(local["queued"])
+                    self.batch_size.labels(name).set(local["active"])
             if not self.multiprocess_dir:  # (in multiprocess mode a series cannot be removed)
                 for gone in self._gauge_backends - names:
                     for gauge in (self.breaker, self.queue_depth, self.batch_size):

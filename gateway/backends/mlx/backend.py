@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
+from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
+from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
-from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
-from gateway.config.model import BackendConfig
+from gateway.config.backends import MLXSettings
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
@@ -40,10 +41,11 @@ __all__ = ["LocalModelBackend"]
 
 
 class LocalModelBackend:
-    def __init__(self, config: BackendConfig, store: LocalModelStore) -> None:
+    def __init__(self, config: MLXSettings, shared: SharedResources) -> None:
         self.config = config
-        self.store = store
+        self.store = shared.local_models
         self.breaker = CircuitBreaker()
+        self.concurrency = ConcurrencyLimit.for_settings(config)
         self._engine: Engine | None = None
         self._loading: asyncio.Lock | None = None
 
@@ -55,6 +57,22 @@ class LocalModelBackend:
     def engine(self) -> Engine | None:
         """The running engine, if the model is loaded."""
         return self._engine
+
+    def describe(self) -> dict[str, Any]:
+        engine = self._engine
+        return {
+            "local": {
+                "loaded": engine is not None and engine.running,
+                "engine_id": id(engine) if engine is not None else None,
+                "active": engine.active if engine is not None else 0,
+                "queued": engine.queued if engine is not None else 0,
+                "batching": self.config.batching,
+                "max_batch_size": self.config.max_batch_size,
+                "loaded_bytes": engine.loaded_bytes if engine is not None else 0,
+                "blas": engine.blas if engine is not None else "",
+                "path": str(self.config.path) if self.config.path else self.config.hf_repo,
+            }
+        }
 
     async def start(self) -> None:
         if self.config.load == "startup":
@@ -110,7 +128,7 @@ class LocalModelBackend:
         assert isinstance(request, ChatRequest | CompletionRequest)
         job = Job(
             prompt=prompt,
-            max_tokens=request.max_tokens or self.config.default_max_tokens or 512,
+            max_tokens=request.max_tokens or self.config.default_max_tokens,
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             seed=request.seed,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from gateway.backends.mlx.engine import Engine
-from gateway.config.model import BackendConfig
+from gateway.config.backends import MLXSettings
 
 __all__ = ["LocalModelStore"]
 
@@ -66,16 +66,16 @@ class LocalModelStore:
     def touch(self, engine: Engine) -> None:
         engine.last_used = time.monotonic()
 
-    async def load(self, path: Path, config: BackendConfig) -> Engine:
+    async def load(self, path: Path, config: MLXSettings) -> Engine:
         async with self._lock:
             if self.budget_bytes:
                 await self._make_room(_disk_bytes(path))
             engine = Engine(
                 path,
-                batching=bool(config.batching),
-                max_batch_size=config.max_batch_size or 16,
+                batching=config.batching,
+                max_batch_size=config.max_batch_size,
                 max_queue=config.max_queue,
-                prompt_cache_size=config.prompt_cache_size if config.prompt_cache_size is not None else 10,
+                prompt_cache_size=config.prompt_cache_size,
                 blas_threads=self._blas_threads_for_load(),
             )
             await engine.start()

@@ -1,0 +1,195 @@
+"""Backend settings, one frozen dataclass per backend `type`, chosen by that tag (no flat union of every
+field), and the registry type -> settings class the loader builds from.
+
+Settings compare by value and hash: a reload carries a backend object over when its settings are
+equal to the live ones. A new backend type is one settings class here (registered in
+`SETTINGS_BY_TYPE`), one backend class in `gateway/backends/` (registered in its registry) and its
+branch of the schema's `backend` definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, Self
+
+from gateway.config.secret import Secret
+
+__all__ = [
+    "SETTINGS_BY_TYPE",
+    "AnthropicSettings",
+    "BackendSettings",
+    "BackendSource",
+    "HTTPSettings",
+    "MLXSettings",
+    "OpenAICompatibleSettings",
+    "OpenAISettings",
+    "backend_settings",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSource:
+    """What building one backend's settings reads: its mapping as written (schema-valid, defaults
+    filled), how the loader resolves a path and where `api_key` came from."""
+
+    name: str
+    raw: Mapping[str, Any]
+    #: A path as written -> absolute (relative to the config file's directory).
+    resolve_path: Callable[[str], Path]
+    #: The environment variables `api_key` was read from (named when an empty key disables a backend).
+    api_key_env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """What every backend has, whatever its type."""
+
+    #: The `type` tag in gateway.yaml; each subclass sets its own.
+    type: ClassVar[str]
+    name: str
+    enabled: bool
+    #: Why the backend is off, in words ("api_key is empty"), or "" when enabled.
+    disabled_reason: str
+    #: Most requests in flight to the backend (0: no limit).
+    max_concurrency: int
+    #: Most requests waiting for a slot (or, for mlx, for a place in the running batch).
+    max_queue: int
+    #: Longest wait for a slot under `max_concurrency` (0: until the request's deadline).
+    queue_timeout_seconds: float
+
+    @classmethod
+    def from_source(cls, source: BackendSource) -> Self:
+        return cls(**cls._fields_from(source))
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        """The keyword arguments of this class, read from `source`; subclasses add their own.
+        (They name their class in `super(...)`: a slots dataclass is a new class, which the
+        zero-argument form would not see.)"""
+        raw = source.raw
+        return {
+            "name": source.name,
+            "enabled": raw["enabled"],
+            "disabled_reason": "" if raw["enabled"] else "enabled: false",
+            "max_concurrency": raw["max_concurrency"],
+            "max_queue": raw["max_queue"],
+            "queue_timeout_seconds": raw["queue_timeout_seconds"],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPSettings(BackendSettings):
+    """A backend reached over HTTP with its own connection pool."""
+
+    #: A cloud API's usual key variable. A cloud backend whose key is empty is disabled, so the
+    #: default config runs offline and a key in the environment switches the backend on.
+    cloud_key_env: ClassVar[str | None] = None
+    #: Without a trailing slash.
+    base_url: str
+    api_key: Secret
+    #: Extra headers sent with every request, sorted by name.
+    headers: tuple[tuple[str, Secret], ...]
+    max_connections: int
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        fields = super(HTTPSettings, cls)._fields_from(source)
+        raw = source.raw
+        api_key = raw.get("api_key", "")
+        if fields["enabled"] and cls.cloud_key_env and not api_key:
+            variables = source.api_key_env or (cls.cloud_key_env,)
+            fields["enabled"] = False
+            fields["disabled_reason"] = f"api_key is empty (set {' or '.join(variables)} to enable it)"
+        fields.update(
+            base_url=raw["base_url"].rstrip("/"),
+            api_key=Secret(api_key),
+            headers=tuple((k, Secret(v)) for k, v in sorted(raw["headers"].items())),
+            max_connections=raw["max_connections"],
+        )
+        return fields
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAICompatibleSettings(HTTPSettings):
+    """`openai_compatible`: any server speaking OpenAI's API (vLLM, Ollama, mlx_lm.server, a gateway)."""
+
+    type: ClassVar[str] = "openai_compatible"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings(HTTPSettings):
+    """`openai`: OpenAI's own API."""
+
+    type: ClassVar[str] = "openai"
+    cloud_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    #: Sent as `OpenAI-Organization` when set.
+    organization: str | None
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        return {
+            **super(OpenAISettings, cls)._fields_from(source),
+            "organization": source.raw.get("organization"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicSettings(HTTPSettings):
+    """`anthropic`: Anthropic's Messages API."""
+
+    type: ClassVar[str] = "anthropic"
+    cloud_key_env: ClassVar[str | None] = "ANTHROPIC_API_KEY"
+    anthropic_version: str
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        return {
+            **super(AnthropicSettings, cls)._fields_from(source),
+            "anthropic_version": source.raw["anthropic_version"],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MLXSettings(BackendSettings):
+    """`mlx`: a local model served in-process with continuous batching."""
+
+    type: ClassVar[str] = "mlx"
+    #: The model directory, absolute (relative paths are resolved from the config file's directory).
+    path: Path | None
+    hf_repo: str | None
+    create_preset: str | None
+    load: Literal["startup", "first_use"]
+    batching: bool
+    max_batch_size: int
+    prompt_cache_size: int
+    default_max_tokens: int
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        raw = source.raw
+        path = raw.get("path")
+        return {
+            **super(MLXSettings, cls)._fields_from(source),
+            "path": source.resolve_path(path) if path is not None else None,
+            "hf_repo": raw.get("hf_repo"),
+            "create_preset": raw.get("create_preset"),
+            "load": raw["load"],
+            "batching": raw["batching"],
+            "max_batch_size": raw["max_batch_size"],
+            "prompt_cache_size": raw["prompt_cache_size"],
+            "default_max_tokens": raw["default_max_tokens"],
+        }
+
+
+#: The settings class of each backend `type` (the schema's `type` enum lists the same names).
+SETTINGS_BY_TYPE: Mapping[str, type[BackendSettings]] = MappingProxyType(
+    {cls.type: cls for cls in (MLXSettings, OpenAISettings, AnthropicSettings, OpenAICompatibleSettings)}
+)
+
+
+def backend_settings(source: BackendSource) -> BackendSettings:
+    """The typed settings of one (schema-valid) backend, by its `type`."""
+    return SETTINGS_BY_TYPE[source.raw["type"]].from_source(source)
