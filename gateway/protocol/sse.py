@@ -33,11 +33,21 @@ class SSEEvent(NamedTuple):
 
 
 def _parse(block: bytes) -> SSEEvent:
-    if block[:6] == b"data: ":
-        # The common case, one `data:` line: no split, no loop.
+    # The two shapes providers send, `data: X` (OpenAI) and `event: N` + `data: X` (Anthropic), are
+    # read without a split or a loop; anything else takes the general path below.
+    head = block[:7]
+    if head[:6] == b"data: ":
         end = block.find(b"\n")
         if end < 0 or end >= len(block) - 2:
             return SSEEvent(block, None, block[6:end] if end >= 0 else block[6:])
+    elif head == b"event: ":
+        line = block.find(b"\n")
+        if line > 0 and block[line + 1 : line + 7] == b"data: ":
+            end = block.find(b"\n", line + 7)
+            if end < 0 or end >= len(block) - 2:
+                return SSEEvent(
+                    block, block[7:line], block[line + 7 : end] if end >= 0 else block[line + 7 :]
+                )
     name: bytes | None = None
     data: bytes | None = None
     for line in block.split(b"\n"):
