@@ -41,7 +41,7 @@ MODEL = {"openai": "gpt", "anthropic": "claude"}
 
 
 @dataclass(frozen=True)
-class Path_:
+class UsagePath:
     upstream: str
     client: str
     stream: bool
@@ -57,14 +57,14 @@ class Path_:
 
 
 PATHS = [
-    Path_(upstream, client, stream)
+    UsagePath(upstream, client, stream)
     for upstream in ("openai", "anthropic")
     for client in ("openai", "anthropic")
     for stream in (False, True)
 ] + [
     # The client did not ask for usage: it gets none, the audit log still does.
-    Path_("openai", "openai", True, include_usage=False),
-    Path_("anthropic", "openai", True, include_usage=False),
+    UsagePath("openai", "openai", True, include_usage=False),
+    UsagePath("anthropic", "openai", True, include_usage=False),
 ]
 
 
@@ -117,7 +117,7 @@ reload: {{watch: false}}
             ant.close()
 
 
-def _openai_client(running: Running, path: Path_) -> openai.types.CompletionUsage | None:
+def _openai_client(running: Running, path: UsagePath) -> openai.types.CompletionUsage | None:
     messages = [{"role": "user", "content": PROMPT}]
     model = MODEL[path.upstream]
     if not path.stream:
@@ -137,7 +137,7 @@ def _openai_client(running: Running, path: Path_) -> openai.types.CompletionUsag
     return usages[0] if usages else None
 
 
-def _anthropic_client(running: Running, path: Path_) -> anthropic.types.Usage:
+def _anthropic_client(running: Running, path: UsagePath) -> anthropic.types.Usage:
     messages = [{"role": "user", "content": PROMPT}]
     model = MODEL[path.upstream]
     if not path.stream:
@@ -147,7 +147,7 @@ def _anthropic_client(running: Running, path: Path_) -> anthropic.types.Usage:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=[p.id for p in PATHS])
-def test_usage_is_the_same_on_every_path(running: Running, path: Path_) -> None:
+def test_usage_is_the_same_on_every_path(running: Running, path: UsagePath) -> None:
     expected = EXPECTED[path.upstream]
     if path.client == "openai":
         usage = _openai_client(running, path)
