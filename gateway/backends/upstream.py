@@ -152,8 +152,9 @@ class EventStream(_StreamBase):
     """A stream of canonical events whose first event has arrived (so failover is over); the surface
     encodes them for the client.
 
-    `first` holds the events that arrived first (a `StreamStart` at least), `rest` yields the others, in
-    the order `gateway.protocol.canonical` guarantees, up to a `StreamEnd` or `StreamError`. Iterating
+    `first` holds the events that arrived first (a `StreamStart`, or a `StreamError` if the upstream
+    failed at once), `rest` yields the others, in the order `gateway.protocol.canonical` guarantees, up
+    to a `StreamEnd` or `StreamError`. Iterating
     `rest` raises UpstreamFailure if the stream breaks off or is malformed (never a silent end)."""
 
     first: tuple[StreamEvent, ...] = ()
