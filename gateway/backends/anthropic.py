@@ -1,26 +1,30 @@
-"""`anthropic` backend: Anthropic's Messages API."""
+"""`anthropic` backend: Anthropic's Messages API.
+
+An Anthropic client's request is forwarded with the model replaced and the answer relayed untouched
+(pass-through); any other client's request goes out translated from the canonical form, and the answer
+comes back canonical, for the surface to encode.
+"""
 
 from __future__ import annotations
 
 import orjson
 
 from gateway.backends.http import HTTPBackend
-from gateway.backends.streaming import AnthropicPassThrough, Translation, open_stream
-from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.backends.streaming import AnthropicPassThrough, open_event_stream, open_pass_through
+from gateway.backends.upstream import (
+    AttemptLimits,
+    PassThroughReply,
+    Reply,
+    Stream,
+    UpstreamCall,
+    UpstreamFailure,
+)
 from gateway.config.backends import AnthropicSettings
 from gateway.protocol import anthropic as anthropic_protocol
-from gateway.protocol import openai as openai_protocol
-from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError, Usage
+from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError
+from gateway.protocol.usage import anthropic_usage
 
 __all__ = ["AnthropicBackend"]
-
-
-def _usage(body: object) -> Usage | None:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
-    return Usage(prompt, usage.get("output_tokens") or 0)
 
 
 class AnthropicBackend(HTTPBackend):
@@ -42,27 +46,24 @@ class AnthropicBackend(HTTPBackend):
             body = dict(call.body)
             body["model"] = model
         else:
-            assert isinstance(call.request, ChatRequest)
+            if not isinstance(call.request, ChatRequest) or call.endpoint != "chat":
+                raise UpstreamFailure(
+                    "unsupported", f"the Anthropic API cannot answer {call.endpoint} in translation"
+                )
             body = anthropic_protocol.messages_request_to_body(call.request, model)
             body["stream"] = call.stream
         path = "/v1/messages/count_tokens" if call.endpoint == "count_tokens" else "/v1/messages"
         response = await self.post(path, orjson.dumps(body), limits)
         if call.stream:
             if same:
-                relay = AnthropicPassThrough()
-            else:
-                relay = Translation(
-                    anthropic_protocol.AnthropicStreamDecoder(),
-                    openai_protocol.OpenAIStreamEncoder(
-                        model, include_usage=bool(getattr(call.request, "include_usage", False))
-                    ),
-                )
-            return await open_stream(response, relay, limits)
+                return await open_pass_through(response, AnthropicPassThrough(), limits)
+            return await open_event_stream(response, anthropic_protocol.AnthropicStreamDecoder(), limits)
         raw, data = await self.read_json(response, limits)
-        if same or call.endpoint == "count_tokens":
-            return Reply(raw, _usage(data))
+        if same:
+            return PassThroughReply(
+                raw, anthropic_usage(data.get("usage") if isinstance(data, dict) else None)
+            )
         try:
-            parsed = anthropic_protocol.parse_messages_response(data)
+            return anthropic_protocol.parse_messages_response(data)
         except UpstreamProtocolError as error:
             raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
-        return Reply(orjson.dumps(openai_protocol.encode_chat_response(parsed, model)), parsed.usage)

@@ -42,8 +42,11 @@ class Backend(Protocol):
         """Open what the backend needs (connection pool, model weights). Called once, before first use."""
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
-        """Make one attempt. Returns a whole Reply, or a Stream whose first event has arrived;
-        raises UpstreamFailure for a failure before that point."""
+        """Make one attempt. Returns a whole Reply, or a Stream whose first event has arrived (within
+        `limits.first_byte`); raises UpstreamFailure for a failure before that point.
+
+        Pass-through forms (bytes in the client's protocol) only when the backend speaks it; otherwise the
+        canonical forms (`ChatResponse`, `TokenCount`, an `EventStream`), never another protocol's bytes."""
 
     def describe(self) -> dict[str, Any]:
         """What this type of backend adds to `GET /admin/api/backends` and the metrics, e.g. a local

@@ -1,10 +1,10 @@
 """What the HTTP backends (openai, anthropic, openai_compatible) share: one aiohttp pool per backend,
-the attempt limits applied to a request, failure classification, and SSE event framing."""
+the attempt limits applied to a request, and failure classification. Streams are read in
+`gateway.backends.streaming`."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,7 +18,7 @@ from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.upstream import AttemptLimits, UpstreamFailure
 from gateway.config.backends import HTTPSettings
 
-__all__ = ["HTTPBackend", "sse_events", "sse_fields"]
+__all__ = ["HTTPBackend"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -201,34 +201,3 @@ def _error_message(raw: bytes) -> tuple[str, str | None, str | None]:
         kind if isinstance(kind, str) else None,
         param if isinstance(param, str) else None,
     )
-
-
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The raw bytes of each SSE event (ending in a blank line), however the network split them."""
-    buffer = b""
-    async for chunk in response.content.iter_any():
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
-        buffer += chunk
-        start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            yield buffer[start : end + 2]
-            start = end + 2
-        buffer = buffer[start:]
-    if buffer.strip():
-        yield buffer + b"\n\n"
-
-
-def sse_fields(event: bytes) -> tuple[bytes | None, bytes]:
-    """`(event name or None, data)` of one raw SSE event. Comment lines are ignored."""
-    name = None
-    data: list[bytes] = []
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            data.append(line[6:] if line[5:6] == b" " else line[5:])
-        elif line.startswith(b"event:"):
-            name = line[6:].strip()
-    return name, b"\n".join(data)

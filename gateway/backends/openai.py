@@ -1,27 +1,32 @@
-"""`openai` and `openai_compatible` backends: OpenAI's API, or any server that speaks it."""
+"""`openai` and `openai_compatible` backends: OpenAI's API, or any server that speaks it.
+
+An OpenAI client's request is forwarded with the model replaced and the answer relayed untouched
+(pass-through); any other client's request goes out translated from the canonical form, and the answer
+comes back canonical, for the surface to encode.
+"""
 
 from __future__ import annotations
 
 import orjson
 
 from gateway.backends.http import HTTPBackend
-from gateway.backends.streaming import OpenAIPassThrough, Translation, open_stream
-from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.backends.streaming import OpenAIPassThrough, open_event_stream, open_pass_through
+from gateway.backends.upstream import (
+    AttemptLimits,
+    PassThroughReply,
+    Reply,
+    Stream,
+    UpstreamCall,
+    UpstreamFailure,
+)
 from gateway.config.backends import OpenAISettings
-from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
-from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError, Usage
+from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError
+from gateway.protocol.usage import openai_usage
 
 __all__ = ["OpenAIBackend", "OpenAICompatibleBackend"]
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
-
-
-def _usage(body: object) -> Usage | None:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return Usage(usage.get("prompt_tokens", 0) or 0, usage.get("completion_tokens", 0) or 0)
 
 
 class OpenAICompatibleBackend(HTTPBackend):
@@ -44,33 +49,28 @@ class OpenAICompatibleBackend(HTTPBackend):
             body = dict(call.body)
             body["model"] = model
         else:
-            assert isinstance(call.request, ChatRequest)
+            if not isinstance(call.request, ChatRequest):
+                raise UpstreamFailure(
+                    "unsupported", f"the OpenAI API cannot answer {call.endpoint} in translation"
+                )
             body = openai_protocol.chat_request_to_body(call.request, model)
             body["stream"] = call.stream
         if call.stream:
-            # Always ask for usage: the audit log and the Anthropic translation need it.
+            # Always ask for usage: the audit log needs it, whatever the client asked for.
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         response = await self.post(path, orjson.dumps(body), limits)
         if call.stream:
             if same:
-                relay = OpenAIPassThrough(
-                    client_wants_usage=bool(getattr(call.request, "include_usage", False))
-                )
-            else:
-                relay = Translation(
-                    openai_protocol.OpenAIStreamDecoder(),
-                    anthropic_protocol.AnthropicStreamEncoder(model),
-                )
-            return await open_stream(response, relay, limits)
+                wants_usage = bool(getattr(call.request, "include_usage", False))
+                return await open_pass_through(response, OpenAIPassThrough(wants_usage), limits)
+            return await open_event_stream(response, openai_protocol.OpenAIStreamDecoder(), limits)
         raw, data = await self.read_json(response, limits)
         if same:
-            return Reply(raw, _usage(data))
+            return PassThroughReply(raw, openai_usage(data.get("usage") if isinstance(data, dict) else None))
         try:
-            parsed = openai_protocol.parse_chat_response(data)
+            return openai_protocol.parse_chat_response(data)
         except UpstreamProtocolError as error:
             raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
-        encoded = anthropic_protocol.encode_messages_response(parsed, model)
-        return Reply(orjson.dumps(encoded), parsed.usage)
 
 
 class OpenAIBackend(OpenAICompatibleBackend):

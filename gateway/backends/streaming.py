@@ -1,176 +1,239 @@
-"""Relaying an upstream SSE stream to the client: pass-through when both speak the same protocol,
-translation through the canonical events otherwise. Either way the gateway reads usage and knows
-whether the stream ended properly (a stream cut short is an error, never a silent end)."""
+"""Reading an upstream SSE stream, for the two stream forms of `gateway.backends.upstream`: pass-through
+(the client speaks the upstream's protocol: events go out as they came, usage is read on the way) and
+canonical (the upstream's events decoded; the surface encodes them for the client).
+
+Either way `send` returns only once the first event has arrived (within the first-byte limit), and a
+stream that is cut short or malformed raises UpstreamFailure mid-stream, never a silent end.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol
 
 import aiohttp
 import orjson
 
-from gateway.backends.http import sse_events, sse_fields
-from gateway.backends.upstream import AttemptLimits, Stream, UpstreamFailure
-from gateway.protocol.anthropic import AnthropicStreamDecoder, AnthropicStreamEncoder
-from gateway.protocol.canonical import UpstreamProtocolError, Usage, UsageEvent
-from gateway.protocol.openai import OpenAIStreamDecoder, OpenAIStreamEncoder
+from gateway.backends.upstream import AttemptLimits, EventStream, PassThroughStream, UpstreamFailure
+from gateway.protocol.canonical import StreamEnd, StreamError, StreamEvent, UpstreamProtocolError, UsageEvent
+from gateway.protocol.sse import SSEEvent, sse_events
+from gateway.protocol.usage import anthropic_usage, openai_usage
 
 __all__ = [
     "AnthropicPassThrough",
     "OpenAIPassThrough",
-    "Translation",
-    "open_stream",
+    "PassThroughRelay",
+    "StreamDecoder",
+    "open_event_stream",
+    "open_pass_through",
 ]
 
 
-class Relay:
-    """Turns one raw upstream event into the bytes to send to the client (b"" for nothing)."""
+class StreamDecoder(Protocol):
+    """A protocol's stream decoder (`OpenAIStreamDecoder`, `AnthropicStreamDecoder`)."""
+
+    def feed_data(self, data: bytes, event: bytes | None = None) -> list[StreamEvent]: ...
+
+    def finish(self) -> list[StreamEvent]: ...
+
+
+def _object(data: bytes | None) -> dict:
+    """An event's JSON object (raises orjson.JSONDecodeError, which ends the stream as malformed)."""
+    value = orjson.loads(data or b"{}")
+    if not isinstance(value, dict):
+        raise orjson.JSONDecodeError("not a JSON object", (data or b"").decode("utf-8", "replace"), 0)
+    return value
+
+
+class PassThroughRelay:
+    """Looks at each upstream event with data on its way to the client: reads usage, knows the end.
+    `feed` returns the bytes to send (the event's own, or b"" to drop it)."""
 
     done = False
-    usage: Usage | None = None
+    usage = None
 
-    def feed(self, raw: bytes) -> bytes:  # pragma: no cover - interface
-        return raw
+    def feed(self, event: SSEEvent) -> bytes:  # pragma: no cover - interface
+        return event.raw
 
-    def finish(self) -> bytes:
-        """Called at the end of the upstream body; raises UpstreamFailure if it ended too early."""
+    def finish(self) -> None:
+        """The upstream body ended; raises UpstreamFailure if that was before the stream's end marker."""
         if not self.done:
             raise UpstreamFailure("http_5xx", "the backend's stream ended before its end marker")
-        return b""
 
 
-class OpenAIPassThrough(Relay):
-    """OpenAI upstream, OpenAI client: chunks go out as they came. The gateway always asks for usage;
-    the usage-only chunk is dropped when the client did not ask for it."""
+class OpenAIPassThrough(PassThroughRelay):
+    """OpenAI upstream, OpenAI client. The gateway always asks for usage; the usage-only chunk is dropped
+    when the client did not ask for it."""
 
     def __init__(self, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage
 
-    def feed(self, raw: bytes) -> bytes:
-        _, data = sse_fields(raw)
+    def feed(self, event: SSEEvent) -> bytes:
+        data = event.data
+        assert data is not None
         if data == b"[DONE]":
             self.done = True
-            return raw
-        if data.startswith(b'{"error"'):
+        elif data.startswith(b'{"error"'):
             self.done = True  # the backend's own error event ends the stream; relay it
-            return raw
-        if b'"usage":{' in data:
-            usage = orjson.loads(data).get("usage") or {}
-            self.usage = Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        elif b'"usage":{' in data:
+            self.usage = openai_usage(_object(data).get("usage"))
             if not self.client_wants_usage and b'"choices":[]' in data:
                 return b""
-        return raw
+        return event.raw
 
 
-class AnthropicPassThrough(Relay):
-    """Anthropic upstream, Anthropic client: events go out as they came; usage is read on the way."""
+class AnthropicPassThrough(PassThroughRelay):
+    """Anthropic upstream, Anthropic client: events go out as they came. Usage: input counts in
+    `message_start`, the output count (and maybe updated input counts) in `message_delta`."""
 
-    def __init__(self) -> None:
-        self.input_tokens = 0
-
-    def feed(self, raw: bytes) -> bytes:
-        name, data = sse_fields(raw)
-        if name in (b"message_stop", b"error"):
-            self.done = True
-        elif name == b"message_start":
-            usage = orjson.loads(data).get("message", {}).get("usage") or {}
-            self.input_tokens = usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0)
-            self.usage = Usage(self.input_tokens, usage.get("output_tokens", 0))
+    def feed(self, event: SSEEvent) -> bytes:
+        name = event.event
+        if name == b"message_start":
+            message = _object(event.data).get("message")
+            self.usage = anthropic_usage(message.get("usage") if isinstance(message, dict) else None)
         elif name == b"message_delta":
-            usage = orjson.loads(data).get("usage") or {}
-            self.usage = Usage(self.input_tokens, usage.get("output_tokens", 0))
-        return raw
+            self.usage = anthropic_usage(_object(event.data).get("usage"), self.usage)
+        elif name == b"message_stop" or name == b"error":
+            self.done = True
+        return event.raw
 
 
-class Translation(Relay):
-    """Upstream and client speak different protocols: decode to canonical events, encode for the client."""
-
-    def __init__(
-        self,
-        decoder: OpenAIStreamDecoder | AnthropicStreamDecoder,
-        encoder: OpenAIStreamEncoder | AnthropicStreamEncoder,
-    ) -> None:
-        self.decoder = decoder
-        self.encoder = encoder
-
-    def _encode(self, events: list) -> bytes:
-        for event in events:
-            if type(event) is UsageEvent:
-                self.usage = event.usage
-        return self.encoder.encode_all(events)
-
-    def feed(self, raw: bytes) -> bytes:
-        name, data = sse_fields(raw)
-        if not data:
-            return b""
-        return self._encode(self.decoder.feed_data(data.decode(), name.decode() if name else None))
-
-    def finish(self) -> bytes:
-        return self._encode(self.decoder.finish())
+def _stream_failure(error: BaseException) -> UpstreamFailure:
+    """What a failure while reading the upstream's stream is, as an UpstreamFailure."""
+    if isinstance(error, UpstreamProtocolError | orjson.JSONDecodeError):
+        return UpstreamFailure("http_5xx", f"malformed stream: {error}")
+    return UpstreamFailure("http_5xx", f"the connection dropped mid-stream ({type(error).__name__})")
 
 
-async def open_stream(response: aiohttp.ClientResponse, relay: Relay, limits: AttemptLimits) -> Stream:
-    """Wait (within the first-byte limit) for the first bytes to send; return the Stream for the rest."""
-    events = sse_events(response)
+_STREAM_ERRORS = (UpstreamProtocolError, orjson.JSONDecodeError, aiohttp.ClientError, ConnectionError)
+
+
+async def _first(
+    response: aiohttp.ClientResponse,
+    limits: AttemptLimits,
+    until: Callable[[AsyncIterator[SSEEvent]], Awaitable[None]],
+) -> AsyncIterator[SSEEvent]:
+    """Run `until(events)` (which reads the first event) within the first-byte limit; return the events
+    iterator for the rest. Releases the connection if it fails."""
+    events = sse_events(response.content.iter_any())
+    wait = limits.until_first_byte()
+    try:
+        async with asyncio.timeout(wait):
+            await until(events)
+    except BaseException as error:
+        await events.aclose()
+        response.release()
+        if isinstance(error, TimeoutError):
+            raise UpstreamFailure(
+                "timeout", f"no streamed event within {wait:g} s (first-byte limit)"
+            ) from None
+        if isinstance(error, _STREAM_ERRORS):
+            raise _stream_failure(error) from None
+        raise
+    return events
+
+
+async def open_pass_through(
+    response: aiohttp.ClientResponse, relay: PassThroughRelay, limits: AttemptLimits
+) -> PassThroughStream:
+    """The upstream's stream, forwarded as it comes, once its first event has arrived."""
+    first = b""
+
+    async def until(events: AsyncIterator[SSEEvent]) -> None:
+        nonlocal first
+        # Comments and keep-alives before the first event go out with it, but do not end failover.
+        async for event in events:
+            if event.data is None:
+                first += event.raw
+                continue
+            out = relay.feed(event)
+            first += out
+            if out or relay.done:
+                return
+        relay.finish()
+        raise UpstreamFailure("http_5xx", "the backend's stream ended before any event")
+
+    events = await _first(response, limits, until)
 
     async def close() -> None:
         await events.aclose()
         response.release()
 
-    first = b""
-    wait = limits.until_first_byte()
-    try:
-        async with asyncio.timeout(wait):
-            async for raw in events:
-                first = relay.feed(raw)
-                if first:
-                    break
-            else:
-                first = relay.finish()
-                if not first:
-                    raise UpstreamFailure("http_5xx", "the backend's stream ended before any event")
-    except TimeoutError:
-        await close()
-        raise UpstreamFailure("timeout", f"no streamed event within {wait:g} s (first-byte limit)") from None
-    except UpstreamProtocolError as error:
-        await close()
-        raise UpstreamFailure("http_5xx", f"malformed stream: {error}") from None
-    except aiohttp.ClientError as error:
-        await close()
-        raise UpstreamFailure("http_5xx", f"the stream broke: {type(error).__name__}") from None
-    except UpstreamFailure:
-        await close()
-        raise
-
-    stream = Stream(first=first, rest=_empty(), close=close)
+    stream = PassThroughStream(close=close, usage=relay.usage, first=first)
 
     async def rest() -> AsyncIterator[bytes]:
         try:
-            if not relay.done:
-                async for raw in events:
-                    out = relay.feed(raw)
-                    if out:
-                        yield out
-                    if relay.done:
-                        break
-            tail = relay.finish()
-            if tail:
-                yield tail
-        except UpstreamProtocolError as error:
-            raise UpstreamFailure("http_5xx", f"malformed stream: {error}") from None
-        except (aiohttp.ClientError, ConnectionError) as error:
-            raise UpstreamFailure(
-                "http_5xx", f"the connection dropped mid-stream ({type(error).__name__})"
-            ) from None
+            if relay.done:
+                return
+            async for event in events:
+                if event.data is None:
+                    yield event.raw
+                    continue
+                out = relay.feed(event)
+                if out:
+                    yield out
+                if relay.done:
+                    return
+            relay.finish()
+        except _STREAM_ERRORS as error:
+            raise _stream_failure(error) from None
         finally:
             stream.usage = relay.usage
 
     stream.rest = rest()
-    stream.usage = relay.usage
     return stream
 
 
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""  # pragma: no cover
+def _ends(events: Iterable[StreamEvent]) -> bool:
+    return any(type(event) is StreamEnd or type(event) is StreamError for event in events)
+
+
+async def open_event_stream(
+    response: aiohttp.ClientResponse, decoder: StreamDecoder, limits: AttemptLimits
+) -> EventStream:
+    """The upstream's stream decoded into canonical events, once the first of them has arrived."""
+    first: list[StreamEvent] = []
+
+    async def until(events: AsyncIterator[SSEEvent]) -> None:
+        async for event in events:
+            if event.data is not None:
+                first.extend(decoder.feed_data(event.data, event.event))
+                if first:
+                    return
+        first.extend(decoder.finish())
+
+    events = await _first(response, limits, until)
+
+    async def close() -> None:
+        await events.aclose()
+        response.release()
+
+    stream = EventStream(close=close, first=tuple(first))
+    for event in first:
+        if type(event) is UsageEvent:
+            stream.usage = event.usage
+
+    async def rest() -> AsyncIterator[StreamEvent]:
+        if _ends(first):
+            return
+        try:
+            async for sse in events:
+                if sse.data is None:
+                    continue
+                for event in decoder.feed_data(sse.data, sse.event):
+                    kind = type(event)
+                    if kind is UsageEvent:
+                        stream.usage = event.usage
+                    yield event
+                    if kind is StreamEnd or kind is StreamError:
+                        return
+            for event in decoder.finish():
+                if type(event) is UsageEvent:
+                    stream.usage = event.usage
+                yield event
+        except _STREAM_ERRORS as error:
+            raise _stream_failure(error) from None
+
+    stream.rest = rest()
+    return stream

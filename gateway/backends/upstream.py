@@ -1,19 +1,37 @@
 """What passes between the failover chain and a backend: the call, the limits of one attempt, the
-result (a whole reply or a stream already past its first event), and the ways an attempt fails."""
+result, and the ways an attempt fails.
+
+The result is a whole reply or a stream already past its first event, each in one of two forms: pass-through
+(bytes in the client's own protocol, when the backend speaks it: forwarded untouched, usage read on the way)
+or canonical (`gateway.protocol.canonical` responses and stream events, which the surface encodes for the
+client). A backend never encodes for a protocol other than its own.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
-from gateway.protocol.canonical import ChatRequest, CompletionRequest, EmbeddingRequest, Usage
+from gateway.protocol.canonical import (
+    ChatRequest,
+    ChatResponse,
+    CompletionRequest,
+    EmbeddingRequest,
+    StreamEvent,
+    TokenCount,
+    Usage,
+)
 
 __all__ = [
     "AttemptLimits",
+    "CanonicalReply",
     "Endpoint",
+    "EventStream",
     "FailureKind",
+    "PassThroughReply",
+    "PassThroughStream",
     "Reply",
     "Stream",
     "UpstreamCall",
@@ -40,7 +58,7 @@ class UpstreamCall:
     """One client request, as every backend of the chain sees it."""
 
     endpoint: Endpoint
-    #: The protocol the client speaks (its surface): the reply is encoded for it.
+    #: The protocol the client speaks: a backend that speaks it too may answer in pass-through form.
     protocol: ClientProtocol
     #: The client's JSON body, for pass-through when the backend speaks the client's protocol.
     body: dict[str, Any]
@@ -91,8 +109,8 @@ class UpstreamFailure(Exception):
 
 
 @dataclass(slots=True)
-class Reply:
-    """A complete, non-streamed answer, already encoded for the client's protocol."""
+class PassThroughReply:
+    """A complete answer in the client's own protocol (the backend speaks it too): `body` goes out as is."""
 
     body: bytes
     usage: Usage | None
@@ -100,20 +118,53 @@ class Reply:
     content_type: str = "application/json"
 
 
+#: A complete answer in the canonical form; the surface encodes it for the client.
+CanonicalReply: TypeAlias = ChatResponse | TokenCount
+#: A complete, non-streamed answer.
+Reply: TypeAlias = PassThroughReply | CanonicalReply
+
+
 @dataclass(slots=True)
-class Stream:
-    """A streamed answer whose first event has arrived (so failover is over), encoded for the client.
-
-    Iterate it for the remaining bytes; iteration raises UpstreamFailure if the backend fails
-    mid-stream. `usage` is filled in as the backend reports it. Always `aclose()` it.
-    """
-
-    first: bytes
-    rest: AsyncIterator[bytes]
+class _StreamBase:
     close: Callable[[], Awaitable[None]]
+    #: The usage reported so far; final once the stream has been read to its end.
     usage: Usage | None = None
-    first_token_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     async def aclose(self) -> None:
+        """Release the upstream connection (or, for a local model, stop the generation). Always call it,
+        whether the stream was read to its end or not."""
         await self.close()
+
+
+@dataclass(slots=True)
+class PassThroughStream(_StreamBase):
+    """A stream in the client's own protocol whose first event has arrived (so failover is over).
+
+    `first` and then each item of `rest` are raw SSE bytes to forward unchanged. Iterating `rest`
+    raises UpstreamFailure if the stream breaks off or is malformed (never a silent end)."""
+
+    first: bytes = b""
+    rest: AsyncIterator[bytes] = field(default_factory=lambda: _nothing())
+
+
+@dataclass(slots=True)
+class EventStream(_StreamBase):
+    """A stream of canonical events whose first event has arrived (so failover is over); the surface
+    encodes them for the client.
+
+    `first` holds the events that arrived first (a `StreamStart`, or a `StreamError` if the upstream
+    failed at once), `rest` yields the others, in the order `gateway.protocol.canonical` guarantees, up
+    to a `StreamEnd` or `StreamError`. Iterating
+    `rest` raises UpstreamFailure if the stream breaks off or is malformed (never a silent end)."""
+
+    first: tuple[StreamEvent, ...] = ()
+    rest: AsyncIterator[StreamEvent] = field(default_factory=lambda: _nothing())
+
+
+#: A streamed answer, past its first event.
+Stream: TypeAlias = PassThroughStream | EventStream
+
+
+async def _nothing() -> AsyncIterator[Any]:
+    return
+    yield  # pragma: no cover

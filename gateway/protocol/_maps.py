@@ -1,12 +1,12 @@
-"""Value mappings shared by the non-streaming and streaming halves of each protocol: finish reasons, usage
-counts and error type names."""
+"""Value mappings shared by the non-streaming and streaming halves of each protocol: finish reasons and
+error type names. Usage counts are in `gateway.protocol.usage`."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from gateway.protocol.canonical import FinishReason, Usage
+from gateway.protocol.canonical import FinishReason
 
 _FROM_OPENAI: dict[Any, FinishReason] = {
     "stop": "stop",
@@ -64,49 +64,6 @@ def finish_to_anthropic(value: FinishReason | None, stop_sequence: str | None) -
     if value == "stop" or value is None or value == "error":
         return "stop_sequence" if stop_sequence else "end_turn"
     return _TO_ANTHROPIC[value]
-
-
-def _int(value: Any) -> int:
-    return value if type(value) is int else 0
-
-
-def usage_from_openai(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached)
-
-
-def usage_to_openai(usage: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    }
-    if usage.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
-    return out
-
-
-def usage_from_anthropic(usage: Any) -> Usage | None:
-    """Anthropic counts cache reads and writes apart from `input_tokens`; `prompt_tokens` sums all three."""
-    if not isinstance(usage, dict):
-        return None
-    read = _int(usage.get("cache_read_input_tokens"))
-    prompt = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens")) + read
-    return Usage(prompt, _int(usage.get("output_tokens")), read)
-
-
-def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
-    # Cache writes are not kept apart canonically, so they come back counted in input_tokens.
-    out: dict[str, Any] = {
-        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens, 0),
-        "output_tokens": usage.completion_tokens,
-    }
-    if usage.cached_tokens:
-        out["cache_read_input_tokens"] = usage.cached_tokens
-    return out
 
 
 def error_type_to_openai(error_type: str) -> str:

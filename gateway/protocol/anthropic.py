@@ -24,22 +24,69 @@ Mapping rules (the OpenAI half is in `gateway.protocol.openai`):
   (thinking, top_k, service_tier, ...) ⇄ `extra`. Both are dropped when the backend speaks OpenAI.
 * `stop_reason` `end_turn`/`stop_sequence`/`pause_turn` ⇄ `stop` (`stop_sequence` when one matched),
   `max_tokens` ⇄ `length`, `tool_use` ⇄ `tool_calls`, `refusal` ⇄ `content_filter`.
-* Usage `input_tokens` (+ cache creation + cache read) ⇄ `prompt_tokens`, `output_tokens` ⇄
-  `completion_tokens`, `cache_read_input_tokens` ⇄ `cached_tokens`.
+* Usage `input_tokens` + `cache_creation_input_tokens` + `cache_read_input_tokens` ⇄ `prompt_tokens`,
+  `cache_read_input_tokens` ⇄ `cached_tokens`, `cache_creation_input_tokens` ⇄ `cache_creation_tokens`,
+  `output_tokens` ⇄ `completion_tokens` (`gateway.protocol.usage`).
+
+`MESSAGES` and `COUNT_TOKENS` are how the Anthropic surface writes canonical answers (`ClientEncoding`).
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
 
 from gateway.protocol.anthropic_body import count_tokens_request_to_body, messages_request_to_body
 from gateway.protocol.anthropic_request import parse_count_tokens_request, parse_messages_request
-from gateway.protocol.anthropic_response import encode_messages_response, parse_messages_response
-from gateway.protocol.anthropic_stream import AnthropicStreamDecoder, AnthropicStreamEncoder
+from gateway.protocol.anthropic_response import (
+    encode_count_tokens_response,
+    encode_messages_response,
+    parse_messages_response,
+)
+from gateway.protocol.anthropic_stream import (
+    AnthropicStreamDecoder,
+    AnthropicStreamEncoder,
+    stream_error_event,
+)
+from gateway.protocol.canonical import ChatResponse, TokenCount
+from gateway.protocol.encoding import ClientEncoding
+from gateway.protocol.usage import anthropic_usage, usage_to_anthropic
 
 __all__ = [
+    "COUNT_TOKENS",
+    "MESSAGES",
     "AnthropicStreamDecoder",
     "AnthropicStreamEncoder",
+    "anthropic_usage",
     "count_tokens_request_to_body",
+    "encode_count_tokens_response",
     "encode_messages_response",
     "messages_request_to_body",
     "parse_count_tokens_request",
     "parse_messages_request",
     "parse_messages_response",
+    "stream_error_event",
+    "usage_to_anthropic",
 ]
+
+
+def _messages_reply(response: Any, model: str) -> bytes:
+    if type(response) is not ChatResponse:
+        raise TypeError(f"an Anthropic message cannot carry {type(response).__name__}")
+    return orjson.dumps(encode_messages_response(response, model))
+
+
+def _count_tokens_reply(response: Any, model: str) -> bytes:
+    if type(response) is not TokenCount:
+        raise TypeError(f"an Anthropic token count cannot carry {type(response).__name__}")
+    return orjson.dumps(encode_count_tokens_response(response, model))
+
+
+def _stream(model: str, include_usage: bool) -> AnthropicStreamEncoder:
+    # Anthropic streams always report usage; `include_usage` is an OpenAI option.
+    return AnthropicStreamEncoder(model)
+
+
+MESSAGES = ClientEncoding(reply=_messages_reply, stream=_stream, error_event=stream_error_event)
+COUNT_TOKENS = ClientEncoding(reply=_count_tokens_reply, stream=_stream, error_event=stream_error_event)

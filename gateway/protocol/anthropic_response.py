@@ -6,25 +6,21 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol._maps import (
-    finish_from_anthropic,
-    finish_to_anthropic,
-    new_id,
-    usage_from_anthropic,
-    usage_to_anthropic,
-)
+from gateway.protocol._maps import finish_from_anthropic, finish_to_anthropic, new_id
 from gateway.protocol.anthropic_body import arguments_to_input, tool_id
 from gateway.protocol.canonical import (
     ChatResponse,
     Part,
     RawPart,
     TextPart,
+    TokenCount,
     ToolCallPart,
     UpstreamProtocolError,
     Usage,
 )
+from gateway.protocol.usage import anthropic_usage, usage_to_anthropic
 
-__all__ = ["encode_messages_response", "parse_messages_response"]
+__all__ = ["encode_count_tokens_response", "encode_messages_response", "parse_messages_response"]
 
 
 def parse_messages_response(body: Any) -> ChatResponse:
@@ -50,7 +46,7 @@ def parse_messages_response(body: Any) -> ChatResponse:
             model=body.get("model") or "",
             content=tuple(parts),
             finish_reason=finish_from_anthropic(body.get("stop_reason")),
-            usage=usage_from_anthropic(body.get("usage")),
+            usage=anthropic_usage(body.get("usage")),
             stop_sequence=stop_sequence if isinstance(stop_sequence, str) else None,
         )
     except (KeyError, TypeError, AttributeError) as e:
@@ -89,3 +85,8 @@ def encode_messages_response(resp: ChatResponse, model: str) -> dict[str, Any]:
         "stop_sequence": resp.stop_sequence if stop_reason == "stop_sequence" else None,
         "usage": usage_to_anthropic(resp.usage or Usage()),
     }
+
+
+def encode_count_tokens_response(count: TokenCount, model: str) -> dict[str, Any]:
+    """The `/v1/messages/count_tokens` body for an Anthropic client."""
+    return {"input_tokens": count.input_tokens}

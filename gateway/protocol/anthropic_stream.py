@@ -12,13 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol._maps import (
-    error_type_to_anthropic,
-    finish_from_anthropic,
-    finish_to_anthropic,
-    new_id,
-    usage_to_anthropic,
-)
+from gateway.protocol._maps import error_type_to_anthropic, finish_from_anthropic, finish_to_anthropic, new_id
 from gateway.protocol.anthropic_body import tool_id
 from gateway.protocol.canonical import (
     FinishReason,
@@ -33,8 +27,9 @@ from gateway.protocol.canonical import (
     Usage,
     UsageEvent,
 )
+from gateway.protocol.usage import anthropic_usage, usage_to_anthropic
 
-__all__ = ["AnthropicStreamDecoder", "AnthropicStreamEncoder"]
+__all__ = ["AnthropicStreamDecoder", "AnthropicStreamEncoder", "stream_error_event"]
 
 _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 _BLOCK_STOP = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
@@ -46,11 +41,18 @@ _JSON_DELTA = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
     b'"delta":{"type":"input_json_delta","partial_json":'
 )
-_USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
 def _event(name: bytes, payload: dict[str, Any]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def stream_error_event(message: str, error_type: str = "api_error") -> bytes:
+    """The in-stream error of Anthropic streams: an `error` event, which the Anthropic SDK raises as an
+    APIError. No `message_stop` may follow it. A foreign error type name is translated to the nearest
+    one Anthropic uses."""
+    payload = {"type": "error", "error": {"type": error_type_to_anthropic(error_type), "message": message}}
+    return _event(b"error", payload)
 
 
 class AnthropicStreamDecoder:
@@ -60,18 +62,18 @@ class AnthropicStreamDecoder:
     upstream body ends; `finish()` raises `UpstreamProtocolError` if no `message_stop` (or error) arrived.
     """
 
-    __slots__ = ("_counts", "_done", "_reason", "_started", "_stop_sequence", "_tools")
+    __slots__ = ("_done", "_reason", "_started", "_stop_sequence", "_tools", "_usage")
 
     def __init__(self) -> None:
         self._started = False
         self._done = False
         self._tools: dict[int, int] = {}  # content block index -> canonical tool-call index
         # Usage arrives as cumulative counts, some only in message_start and some only in message_delta.
-        self._counts = dict.fromkeys(_USAGE_FIELDS, 0)
+        self._usage: Usage | None = None
         self._reason: Any = None
         self._stop_sequence: str | None = None
 
-    def feed_data(self, data: str, event: str | None = None) -> list[StreamEvent]:
+    def feed_data(self, data: str | bytes, event: str | bytes | None = None) -> list[StreamEvent]:
         """Decode one SSE event's data; its `event` name repeats the payload's `type`, so it is not needed."""
         try:
             payload = orjson.loads(data)
@@ -114,7 +116,7 @@ class AnthropicStreamDecoder:
             out: list[StreamEvent] = [StreamStart(message["id"], message.get("model") or "")]
             usage = message.get("usage")
             if usage:
-                out.append(self._usage(usage))
+                out.append(self._report(usage))
             return out
         if not self._started:
             raise UpstreamProtocolError(f"backend stream sent {kind!r} before message_start")
@@ -125,7 +127,7 @@ class AnthropicStreamDecoder:
             self._reason = delta.get("stop_reason")
             self._stop_sequence = delta.get("stop_sequence")
             usage = event.get("usage")
-            return [self._usage(usage)] if usage else []
+            return [self._report(usage)] if usage else []
         if kind == "message_stop":
             self._done = True
             stop = self._stop_sequence if self._reason == "stop_sequence" else None
@@ -145,15 +147,9 @@ class AnthropicStreamDecoder:
             return out
         return []
 
-    def _usage(self, usage: dict[str, Any]) -> UsageEvent:
-        counts = self._counts
-        for name in _USAGE_FIELDS:
-            value = usage.get(name)
-            if type(value) is int:
-                counts[name] = value
-        read = counts["cache_read_input_tokens"]
-        prompt = counts["input_tokens"] + counts["cache_creation_input_tokens"] + read
-        return UsageEvent(Usage(prompt, counts["output_tokens"], read))
+    def _report(self, usage: dict[str, Any]) -> UsageEvent:
+        self._usage = anthropic_usage(usage, self._usage)
+        return UsageEvent(self._usage or Usage())
 
     def finish(self) -> list[StreamEvent]:
         """The upstream body ended; raises if the stream was cut short."""
@@ -276,5 +272,4 @@ class AnthropicStreamEncoder:
     def error(self, message: str, type: str = "api_error") -> bytes:
         """An `error` event that ends the stream (no `message_stop` follows)."""
         self._closed = True
-        payload = {"type": "error", "error": {"type": error_type_to_anthropic(type), "message": message}}
-        return _event(b"error", payload)
+        return stream_error_event(message, type)

@@ -42,6 +42,7 @@ __all__ = [
     "StreamStart",
     "TextDelta",
     "TextPart",
+    "TokenCount",
     "Tool",
     "ToolCallDelta",
     "ToolCallPart",
@@ -260,6 +261,19 @@ class ChatResponse:
     @property
     def text(self) -> str:
         return join_text(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """The answer to a token-counting request (Anthropic `count_tokens`). Nothing was generated, so it
+    has no usage."""
+
+    input_tokens: int
+
+    @property
+    def usage(self) -> None:
+        """Beside `ChatResponse.usage`, so a caller reads either the same way."""
+        return None
 
 
 # --- stream events -------------------------------------------------------------------------------------

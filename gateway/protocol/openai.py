@@ -24,28 +24,74 @@ Mapping rules (the Anthropic half is in `gateway.protocol.anthropic`):
 * Finish reasons: `function_call` reads as `tool_calls`, an unknown or missing one as `stop`; canonical
   `error` is written as `stop` (the error itself travels separately). vLLM's `choices[].stop_reason`
   string is read as the matched stop sequence.
-* Usage: `prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens` ⇄ the canonical three.
+* Usage: `prompt_tokens` (every input token), `completion_tokens`, `prompt_tokens_details.cached_tokens` ⇄
+  canonical `prompt_tokens`, `completion_tokens`, `cached_tokens` (`gateway.protocol.usage`); cache writes
+  have no OpenAI member.
+
+`CHAT` and `COMPLETIONS` are how the OpenAI surface writes canonical answers (`ClientEncoding`).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.protocol.canonical import ChatResponse
+from gateway.protocol.encoding import ClientEncoding
 from gateway.protocol.openai_legacy import (
+    CompletionStreamEncoder,
     completion_request_to_body,
     embedding_request_to_body,
+    encode_completion_response,
     parse_completion_request,
     parse_embedding_request,
 )
 from gateway.protocol.openai_request import chat_request_to_body, parse_chat_request
 from gateway.protocol.openai_response import encode_chat_response, parse_chat_response
-from gateway.protocol.openai_stream import OpenAIStreamDecoder, OpenAIStreamEncoder
+from gateway.protocol.openai_stream import OpenAIStreamDecoder, OpenAIStreamEncoder, stream_error_event
+from gateway.protocol.usage import openai_usage, usage_to_openai
 
 __all__ = [
+    "CHAT",
+    "COMPLETIONS",
+    "CompletionStreamEncoder",
     "OpenAIStreamDecoder",
     "OpenAIStreamEncoder",
     "chat_request_to_body",
     "completion_request_to_body",
     "embedding_request_to_body",
     "encode_chat_response",
+    "encode_completion_response",
+    "openai_usage",
     "parse_chat_request",
     "parse_chat_response",
     "parse_completion_request",
     "parse_embedding_request",
+    "stream_error_event",
+    "usage_to_openai",
 ]
+
+
+def _chat_reply(response: Any, model: str) -> bytes:
+    if type(response) is not ChatResponse:
+        raise TypeError(f"an OpenAI chat completion cannot carry {type(response).__name__}")
+    return orjson.dumps(encode_chat_response(response, model))
+
+
+def _completion_reply(response: Any, model: str) -> bytes:
+    if type(response) is not ChatResponse:
+        raise TypeError(f"an OpenAI text completion cannot carry {type(response).__name__}")
+    return orjson.dumps(encode_completion_response(response, model))
+
+
+CHAT = ClientEncoding(
+    reply=_chat_reply,
+    stream=lambda model, include_usage: OpenAIStreamEncoder(model, include_usage=include_usage),
+    error_event=stream_error_event,
+)
+COMPLETIONS = ClientEncoding(
+    reply=_completion_reply,
+    stream=lambda model, include_usage: CompletionStreamEncoder(model, include_usage=include_usage),
+    error_event=stream_error_event,
+)

@@ -20,17 +20,21 @@ from gateway.protocol._fields import (
     req_str,
     stop_list,
 )
-from gateway.protocol._maps import finish_to_openai, usage_to_openai
+from gateway.protocol._maps import finish_to_openai, new_id
 from gateway.protocol.canonical import (
+    ChatResponse,
     CompletionRequest,
     EmbeddingRequest,
     StreamEnd,
+    StreamError,
     StreamEvent,
     StreamStart,
     TextDelta,
     Usage,
     UsageEvent,
 )
+from gateway.protocol.openai_stream import stream_error_event
+from gateway.protocol.usage import usage_to_openai
 
 __all__ = [
     "CompletionStreamEncoder",
@@ -187,27 +191,35 @@ def embedding_request_to_body(req: EmbeddingRequest, upstream_model: str) -> dic
     return body
 
 
-# --- answers for backends that generate text themselves (local models) ----------------------------------
+# --- answers for an OpenAI client, written from the canonical form --------------------------------------
 
 
-def encode_completion_response(
-    id: str, model: str, text: str, finish_reason: str, usage: Usage | None
-) -> dict[str, Any]:
-    """A `text_completion` object."""
+def encode_completion_response(resp: ChatResponse, model: str) -> dict[str, Any]:
+    """A `text_completion` object for an OpenAI client; `model` is the name to report."""
     body: dict[str, Any] = {
-        "id": id,
+        "id": resp.id or new_id("cmpl-"),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "text": resp.text,
+                "logprobs": None,
+                "finish_reason": finish_to_openai(resp.finish_reason),
+            }
+        ],
     }
-    if usage is not None:
-        body["usage"] = usage_to_openai(usage)
+    if resp.usage is not None:
+        body["usage"] = usage_to_openai(resp.usage)
     return body
 
 
 class CompletionStreamEncoder:
-    """Canonical stream events → `text_completion` SSE chunks, ending with `data: [DONE]`."""
+    """Canonical stream events → `text_completion` SSE chunks, ending with `data: [DONE]` (or, after a
+    `StreamError` or `error()`, with an error chunk and no `[DONE]`)."""
+
+    __slots__ = ("closed", "created", "id", "include_usage", "model", "usage")
 
     def __init__(self, model: str, *, include_usage: bool = False) -> None:
         self.model = model
@@ -215,8 +227,11 @@ class CompletionStreamEncoder:
         self.id = ""
         self.created = int(time.time())
         self.usage: Usage | None = None
+        self.closed = False
 
     def _chunk(self, text: str, finish_reason: str | None) -> bytes:
+        if not self.id:
+            self.id = new_id("cmpl-")
         chunk = {
             "id": self.id,
             "object": "text_completion",
@@ -227,16 +242,19 @@ class CompletionStreamEncoder:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def encode(self, event: StreamEvent) -> bytes:
+        if self.closed:
+            return b""
         kind = type(event)
+        if kind is TextDelta:
+            return self._chunk(event.text, None) if event.text else b""
         if kind is StreamStart:
             self.id = event.id.replace("chatcmpl-", "cmpl-")
             return b""
-        if kind is TextDelta:
-            return self._chunk(event.text, None) if event.text else b""
         if kind is UsageEvent:
             self.usage = event.usage
             return b""
         if kind is StreamEnd:
+            self.closed = True
             out = self._chunk("", finish_to_openai(event.finish_reason))
             if self.include_usage and self.usage is not None:
                 usage_chunk = {
@@ -249,7 +267,14 @@ class CompletionStreamEncoder:
                 }
                 out += b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
             return out + b"data: [DONE]\n\n"
+        if kind is StreamError:
+            return self.error(event.message, event.type)
         return b""
 
     def encode_all(self, events: list[StreamEvent]) -> bytes:
-        return b"".join(self.encode(e) for e in events)
+        return b"".join([self.encode(e) for e in events])
+
+    def error(self, message: str, type: str = "server_error") -> bytes:
+        """An error chunk that ends the stream (no `[DONE]` follows)."""
+        self.closed = True
+        return stream_error_event(message, type)

@@ -7,13 +7,7 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol._maps import (
-    finish_from_openai,
-    finish_to_openai,
-    new_id,
-    usage_from_openai,
-    usage_to_openai,
-)
+from gateway.protocol._maps import finish_from_openai, finish_to_openai, new_id
 from gateway.protocol.canonical import (
     ChatResponse,
     Part,
@@ -21,6 +15,7 @@ from gateway.protocol.canonical import (
     ToolCallPart,
     UpstreamProtocolError,
 )
+from gateway.protocol.usage import openai_usage, usage_to_openai
 
 __all__ = ["encode_chat_response", "parse_chat_response"]
 
@@ -57,7 +52,7 @@ def parse_chat_response(body: Any) -> ChatResponse:
             model=body.get("model") or "",
             content=tuple(parts),
             finish_reason=finish_from_openai(choice.get("finish_reason")),
-            usage=usage_from_openai(body.get("usage")),
+            usage=openai_usage(body.get("usage")),
             stop_sequence=stop_reason if isinstance(stop_reason, str) else None,
         )
     except (KeyError, IndexError, TypeError, AttributeError) as e:

@@ -13,14 +13,7 @@ from typing import Any
 
 import orjson
 
-from gateway.protocol._maps import (
-    error_type_to_openai,
-    finish_from_openai,
-    finish_to_openai,
-    new_id,
-    usage_from_openai,
-    usage_to_openai,
-)
+from gateway.protocol._maps import error_type_to_openai, finish_from_openai, finish_to_openai, new_id
 from gateway.protocol.canonical import (
     FinishReason,
     StreamEnd,
@@ -34,10 +27,19 @@ from gateway.protocol.canonical import (
     Usage,
     UsageEvent,
 )
+from gateway.protocol.usage import openai_usage, usage_to_openai
 
-__all__ = ["OpenAIStreamDecoder", "OpenAIStreamEncoder"]
+__all__ = ["OpenAIStreamDecoder", "OpenAIStreamEncoder", "stream_error_event"]
 
 _DONE = b"data: [DONE]\n\n"
+
+
+def stream_error_event(message: str, error_type: str = "server_error") -> bytes:
+    """The in-stream error of OpenAI streams (chat and legacy completions): a `data:` chunk holding an
+    `error` object, which the OpenAI SDK raises as an APIError. No `[DONE]` may follow it. A foreign
+    error type name is translated to the nearest one OpenAI uses."""
+    error = {"message": message, "type": error_type_to_openai(error_type), "param": None, "code": None}
+    return b"data: " + orjson.dumps({"error": error}) + b"\n\n"
 
 
 class OpenAIStreamDecoder:
@@ -56,13 +58,13 @@ class OpenAIStreamDecoder:
         self._stop_sequence: str | None = None
         self._tools: set[int] = set()
 
-    def feed_data(self, data: str, event: str | None = None) -> list[StreamEvent]:
-        """Decode one SSE `data` payload: JSON text, or the `[DONE]` sentinel.
+    def feed_data(self, data: str | bytes, event: str | bytes | None = None) -> list[StreamEvent]:
+        """Decode one SSE `data` payload (text or bytes): JSON, or the `[DONE]` sentinel.
 
         OpenAI names no events, so `event` is ignored; it is accepted so that both decoders take exactly
-        what `iter_sse_events` yields.
+        what the SSE parser yields.
         """
-        if data == "[DONE]" or data.strip() == "[DONE]":
+        if len(data) < 16 and data.strip() in (b"[DONE]", "[DONE]"):
             return self._end(complete=True)
         try:
             chunk = orjson.loads(data)
@@ -115,7 +117,7 @@ class OpenAIStreamDecoder:
                     self._stop_sequence = stop
         usage = chunk.get("usage")
         if usage:
-            parsed = usage_from_openai(usage)
+            parsed = openai_usage(usage)
             if parsed is not None:
                 out.append(UsageEvent(parsed))
         return out
@@ -247,7 +249,4 @@ class OpenAIStreamEncoder:
     def error(self, message: str, type: str = "server_error") -> bytes:
         """An error chunk that ends the stream (no `[DONE]` follows)."""
         self._closed = True
-        error = {
-            "error": {"message": message, "type": error_type_to_openai(type), "param": None, "code": None}
-        }
-        return b"data: " + orjson.dumps(error) + b"\n\n"
+        return stream_error_event(message, type)

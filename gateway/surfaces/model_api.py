@@ -3,6 +3,10 @@
 Routes: OpenAI `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `GET /v1/models`;
 Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`. Any other path goes to Quart (admin API,
 problem+json 404s). A request reads the live Runtime once and holds it until its answer is written.
+
+Answers are encoded here, at the edge: a backend hands back either pass-through bytes (it speaks the
+client's protocol; they go out untouched) or the canonical form, which the route's `ClientEncoding`
+writes in the client's protocol. In-stream errors come from the same encoding.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.backends.upstream import Endpoint, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.backends.upstream import (
+    Endpoint,
+    EventStream,
+    PassThroughReply,
+    PassThroughStream,
+    Stream,
+    UpstreamCall,
+    UpstreamFailure,
+)
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -28,6 +40,7 @@ from gateway.errors import (
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
+from gateway.protocol.encoding import ClientEncoding, StreamEncoder
 from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
 from gateway.routing.table import Runtime
 from gateway.routing.trail import RequestTrail
@@ -47,30 +60,34 @@ class Route:
     protocol: str
     endpoint: Endpoint | None  # None: the models list
     parse: Callable[[Any], Any] | None
+    #: How canonical answers are written for this route's clients (None: only pass-through answers).
+    encoding: ClientEncoding | None
 
 
 ROUTES: dict[str, Route] = {
-    "/v1/chat/completions": Route("POST", "openai", "chat", openai_protocol.parse_chat_request),
-    "/v1/completions": Route("POST", "openai", "completions", openai_legacy.parse_completion_request),
-    "/v1/embeddings": Route("POST", "openai", "embeddings", openai_legacy.parse_embedding_request),
-    "/v1/models": Route("GET", "openai", None, None),
-    "/v1/messages": Route("POST", "anthropic", "chat", anthropic_protocol.parse_messages_request),
+    "/v1/chat/completions": Route(
+        "POST", "openai", "chat", openai_protocol.parse_chat_request, openai_protocol.CHAT
+    ),
+    "/v1/completions": Route(
+        "POST", "openai", "completions", openai_legacy.parse_completion_request, openai_protocol.COMPLETIONS
+    ),
+    # Embeddings only ever reach OpenAI-compatible backends, whose answer is passed through.
+    "/v1/embeddings": Route("POST", "openai", "embeddings", openai_legacy.parse_embedding_request, None),
+    "/v1/models": Route("GET", "openai", None, None, None),
+    "/v1/messages": Route(
+        "POST", "anthropic", "chat", anthropic_protocol.parse_messages_request, anthropic_protocol.MESSAGES
+    ),
     "/v1/messages/count_tokens": Route(
-        "POST", "anthropic", "count_tokens", anthropic_protocol.parse_count_tokens_request
+        "POST",
+        "anthropic",
+        "count_tokens",
+        anthropic_protocol.parse_count_tokens_request,
+        anthropic_protocol.COUNT_TOKENS,
     ),
 }
 #: The status an audit record gives a request whose client went away (nginx's 499).
 CLIENT_CLOSED = 499
 _TIER = {"chat": "chat", "count_tokens": "chat", "completions": "completions", "embeddings": "embeddings"}
-
-
-def stream_error(protocol: str, message: str, error_type: str) -> bytes:
-    """The protocol's in-stream error event. No completion marker follows it."""
-    if protocol == "anthropic":
-        payload = {"type": "error", "error": {"type": error_type, "message": message}}
-        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
-    payload = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 async def _unless_disconnected(request: ModelRequest, work: Awaitable[Served]) -> Served:
@@ -269,51 +286,84 @@ class ModelAPI:
             (b"x-config-version", runtime.version.encode()),
         ]
         result = served.result
-        if isinstance(result, Reply):
+        kind = type(result)
+        if kind is PassThroughReply:
             if trail is not None:
                 trail.http_status, trail.usage = result.status, result.usage
                 if result.status >= 400:
                     trail.error_type = f"http-{result.status}"
             await request.respond(result.status, result.body, result.content_type.encode(), headers)
             return
+        if kind is PassThroughStream or kind is EventStream:
+            if trail is not None:
+                trail.http_status, trail.first_byte_at = 200, time.monotonic()
+            include_usage = bool(getattr(parsed, "include_usage", False))
+            await self._stream(request, served, result, route, include_usage, deadline, tier, headers, trail)
+            return
+        # The model reported to the client is the one the gateway asked the backend for.
+        body = self._encoding(route, served).reply(result, served.target.target.model)
         if trail is not None:
-            trail.http_status, trail.first_byte_at = 200, time.monotonic()
-        await self._stream(request, served, result, deadline, tier, headers, trail)
+            trail.http_status, trail.usage = 200, result.usage
+        await request.respond(200, body, b"application/json", headers)
+
+    @staticmethod
+    def _encoding(route: Route, served: Served) -> ClientEncoding:
+        if route.encoding is None:
+            raise InternalError(
+                f"backend '{served.target.backend.name}' answered {route.endpoint} in the canonical form, "
+                "which this endpoint cannot encode"
+            )
+        return route.encoding
 
     async def _stream(
         self,
         request: ModelRequest,
         served: Served,
         stream: Stream,
+        route: Route,
+        include_usage: bool,
         deadline: float,
         tier: Any,
         headers: list[tuple[bytes, bytes]],
         trail: RequestTrail | None,
     ) -> None:
-        protocol = request.protocol
+        """Write a stream: pass-through bytes as they come, or canonical events through the route's
+        encoder. A failure after the first byte ends it with the protocol's error event (no end marker)."""
         backend = served.target.backend.name
 
         async def pump() -> None:
+            encoder: StreamEncoder | None = None
+            if type(stream) is EventStream:
+                model = served.target.target.model  # what the gateway asked the backend for
+                encoder = self._encoding(route, served).stream(model, include_usage)
             await request.start_stream(headers)
             try:
                 async with asyncio.timeout_at(deadline):
-                    await request.stream_chunk(stream.first)
-                    async for chunk in stream.rest:
-                        await request.stream_chunk(chunk)
+                    if encoder is None:
+                        await request.stream_chunk(stream.first)  # type: ignore[arg-type]
+                        async for chunk in stream.rest:
+                            await request.stream_chunk(chunk)  # type: ignore[arg-type]
+                    else:
+                        encode = encoder.encode
+                        out = b"".join([encode(event) for event in stream.first])  # type: ignore[union-attr]
+                        if out:
+                            await request.stream_chunk(out)
+                        async for event in stream.rest:
+                            out = encode(event)  # type: ignore[arg-type]
+                            if out:
+                                await request.stream_chunk(out)
             except TimeoutError:
                 if trail is not None:
                     trail.timed_out, trail.error_type = True, "timeout"
                 message = f"{deadline_exceeded(tier).detail} (request {request.request_id})"
-                error_type = "timeout_error" if protocol == "anthropic" else "timeout"
-                await request.stream_chunk(stream_error(protocol, message, error_type))
+                await request.stream_chunk(self._encoding(route, served).error_event(message, "timeout"))
             except UpstreamFailure as failure:
                 if trail is not None:
                     trail.error_type = "stream-failed"
                 message = (
                     f"backend '{backend}' failed mid-stream: {failure.detail} (request {request.request_id})"
                 )
-                error_type = "api_error" if protocol == "anthropic" else "server_error"
-                await request.stream_chunk(stream_error(protocol, message, error_type))
+                await request.stream_chunk(self._encoding(route, served).error_event(message, "server_error"))
             await request.end_stream()
 
         pumping = asyncio.ensure_future(pump())

@@ -56,13 +56,25 @@ class Behaviour:
     drop_after_chunks: int | None = None  # streaming: close the connection after N SSE frames
     malformed: bool = False  # 200 with a truncated JSON body / a broken SSE data line
     api_key: str | None = None  # required credential; None accepts any or none
+    # Prompt caching, reported in each provider's own usage shape (capped at the prompt's tokens): input
+    # tokens read from the cache (OpenAI `prompt_tokens_details.cached_tokens`, Anthropic
+    # `cache_read_input_tokens`) and written to it (Anthropic `cache_creation_input_tokens`; OpenAI
+    # reports no cache writes). Both 0: usage without cache members, as servers without a prompt cache.
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "token_delay_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"behaviour.{name} must be a number >= 0, got {value!r}")
-        for name in ("reply_tokens", "fail_first_n", "drop_after_chunks"):
+        for name in (
+            "reply_tokens",
+            "fail_first_n",
+            "drop_after_chunks",
+            "cached_tokens",
+            "cache_creation_tokens",
+        ):
             value = getattr(self, name)
             if value is None and name == "drop_after_chunks":
                 continue
@@ -94,6 +106,11 @@ class Behaviour:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def prompt_cache(self, prompt_tokens: int) -> tuple[int, int]:
+        """(read from the cache, written to it) for a prompt of `prompt_tokens`: both within the prompt."""
+        read = min(self.cached_tokens, prompt_tokens)
+        return read, min(self.cache_creation_tokens, prompt_tokens - read)
 
 
 # ---------------------------------------------------------------- deterministic text

@@ -75,6 +75,22 @@ def _pick_tool(tools: Any, choice: Any) -> dict[str, Any] | None:
     return named[0] if named else None
 
 
+def _usage(input_tokens: int, output_tokens: int, behaviour: Behaviour) -> dict[str, Any]:
+    """Anthropic's usage object. With a prompt cache, `input_tokens` counts only what was neither read
+    from nor written to the cache, and the cache members say the rest, as the API does."""
+    if not (behaviour.cached_tokens or behaviour.cache_creation_tokens):
+        return {"input_tokens": input_tokens, "output_tokens": output_tokens}
+    read, written = behaviour.prompt_cache(input_tokens)
+    return {
+        "input_tokens": input_tokens - read - written,
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": written, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
 def _event(name: str, obj: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
@@ -182,14 +198,15 @@ class FakeAnthropic(FakeServer):
             "content": [block],
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            "usage": _usage(input_tokens, output_tokens, behaviour),
         }
         if body.get("stream") is not True:
             return self.json_response(message, behaviour)
 
-        # output_tokens 1 in message_start mirrors the real API; message_delta carries the final count.
+        # As the real API: message_start carries the input counts (and output_tokens 1), message_delta
+        # only the final output count.
         started = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-        started["usage"] = {"input_tokens": input_tokens, "output_tokens": 1}
+        started["usage"] = _usage(input_tokens, 1, behaviour)
         head = [
             _event("message_start", {"type": "message_start", "message": started}),
             _event(

@@ -68,6 +68,26 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
+def _usage(prompt_tokens: int, completion_tokens: int, behaviour: Behaviour) -> dict[str, Any]:
+    """OpenAI's usage object. With a prompt cache, the details members OpenAI sends: cached tokens are
+    part of `prompt_tokens`."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if behaviour.cached_tokens or behaviour.cache_creation_tokens:
+        cached, _ = behaviour.prompt_cache(prompt_tokens)
+        usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
+
+
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
@@ -175,11 +195,7 @@ class FakeOpenAI(FakeServer):
                 words = reply_words(seed, behaviour.reply_tokens)
             plan = plan_text(words, max_tokens, stops)
             completion_tokens, finish = plan.tokens, _FINISH[plan.finish]
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
+        usage = _usage(prompt_tokens, completion_tokens, behaviour)
         cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
 
         if body.get("stream") is not True:
@@ -236,11 +252,7 @@ class FakeOpenAI(FakeServer):
         seed = prompts[0] if isinstance(prompts[0], str) else str(prompts[0])
         plan = plan_text(reply_words(seed, behaviour.reply_tokens), _max_tokens(body), _stops(body))
         finish = _FINISH[plan.finish]
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": plan.tokens,
-            "total_tokens": prompt_tokens + plan.tokens,
-        }
+        usage = _usage(prompt_tokens, plan.tokens, behaviour)
         prefix = {
             "id": "cmpl-" + secrets.token_hex(12),
             "object": "text_completion",

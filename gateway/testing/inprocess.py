@@ -20,7 +20,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from gateway.app import create_app
-from gateway.surfaces.model_api import ModelAPI
+from gateway.surfaces.model_api import AuditSink, ModelAPI
 from gateway.testing.process import free_port
 
 __all__ = ["InProcessGateway", "gateway_in_thread"]
@@ -41,11 +41,16 @@ class InProcessGateway:
 
 @contextlib.contextmanager
 def gateway_in_thread(
-    config_path: Path, *, timeout: float = 30, **app_options: Any
+    config_path: Path, *, timeout: float = 30, trails: AuditSink | None = None, **app_options: Any
 ) -> Iterator[InProcessGateway]:
-    """Serve `create_app(config_path, **app_options)` on 127.0.0.1 until the block ends."""
+    """Serve `create_app(config_path, **app_options)` on 127.0.0.1 until the block ends.
+
+    `trails`: a sink that receives every finished request's trail (what the audit log, metrics and
+    the request log are built from) in place of the audit log, for tests to read."""
     port = free_port()
     app = create_app(config_path, host="127.0.0.1", **app_options)
+    if trails is not None:
+        app = ModelAPI(app.live, app.fallback, trails, app.telemetry)
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None

@@ -324,7 +324,8 @@ def test_parse_messages_response() -> None:
         model="claude-sonnet-4-5-20250929",
         content=(TextPart("I'll check."), ToolCallPart("toolu_01A", "get_weather", '{"location":"SF"}')),
         finish_reason="tool_calls",
-        usage=Usage(420, 50, 300),
+        # Every input token, with the cache reads and writes among them.
+        usage=Usage(420, 50, 300, 20),
     )
     stopped = dict(MESSAGE, stop_reason="stop_sequence", stop_sequence="###", content=[])
     resp = parse_messages_response(stopped)

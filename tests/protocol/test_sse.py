@@ -1,4 +1,5 @@
-"""The SSE parser: events split across network chunks, line endings, comments and multi-line data."""
+"""The one SSE parser: events split across network chunks, line endings, comments and multi-line data,
+and the raw bytes of each event that a pass-through relay forwards."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from gateway.protocol.sse import iter_sse_events
+from gateway.protocol.sse import SSEEvent, iter_sse_events, sse_events
 
 
 async def _chunks(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
@@ -16,6 +17,10 @@ async def _chunks(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 async def parse(*parts: bytes) -> list[tuple[str | None, str]]:
     return [event async for event in iter_sse_events(_chunks(parts))]
+
+
+async def blocks(*parts: bytes) -> list[SSEEvent]:
+    return [event async for event in sse_events(_chunks(parts))]
 
 
 OPENAI = (
@@ -102,3 +107,43 @@ async def test_final_event_without_blank_line_is_dispatched() -> None:
 async def test_empty_chunks_and_empty_stream() -> None:
     assert await parse() == []
     assert await parse(b"", b"data: x\n", b"", b"\n") == [(None, "x")]
+
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+@pytest.mark.parametrize("stream", [OPENAI, ANTHROPIC, KEEPALIVE + OPENAI + KEEPALIVE])
+async def test_raw_bytes_are_the_stream_itself(stream: bytes) -> None:
+    """What a relay forwards: the events' raw bytes join back to the upstream's bytes, however split."""
+    whole = await blocks(stream)
+    assert b"".join(event.raw for event in whole) == stream
+    assert [(e.event, e.data) for e in whole if e.data is not None] == [
+        (name.encode() if name else None, data.encode()) for name, data in await parse(stream)
+    ]
+    for cut in range(1, len(stream)):
+        assert await blocks(stream[:cut], stream[cut:]) == whole, cut
+
+
+async def test_blocks_without_data_are_yielded_but_not_dispatched() -> None:
+    """Comments and keep-alives come out (so a relay can forward them) with data None."""
+    stream = b": keep-alive\n\nevent: orphan\n\ndata: {}\n\n"
+    assert await blocks(stream) == [
+        SSEEvent(b": keep-alive\n\n", None, None),
+        SSEEvent(b"event: orphan\n\n", b"orphan", None),
+        SSEEvent(b"data: {}\n\n", None, b"{}"),
+    ]
+    assert await parse(stream) == [(None, "{}")]
+
+
+async def test_raw_bytes_use_newlines_when_the_upstream_used_cr() -> None:
+    stream = b"event: a\r\ndata: 1\r\n\r\ndata: 2\r\rdata: 3"
+    assert await blocks(stream) == [
+        SSEEvent(b"event: a\ndata: 1\n\n", b"a", b"1"),
+        SSEEvent(b"data: 2\n\n", None, b"2"),
+        SSEEvent(b"data: 3", None, b"3"),
+    ]
+
+
+async def test_bom_split_across_chunks() -> None:
+    assert await parse(b"\xef", b"\xbb", b"\xbfdata: x\n\n") == [(None, "x")]
+    assert await parse(b"\xef\xbb\xbf") == []

@@ -269,3 +269,33 @@ def test_in_thread_with_sync_client() -> None:
         assert count_tokens(text) == 3
         assert fake.stats.requests == {"/v1/messages": 1}
         client.close()
+
+
+async def test_prompt_cache_usage_in_the_apis_shape(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    """input_tokens is what was neither read from nor written to the cache; the stream reports the input
+    counts in message_start and only the output count in message_delta."""
+    fake.behaviour = Behaviour(cached_tokens=4, cache_creation_tokens=2)
+    prompt = count_tokens(MESSAGES[0]["content"])
+    msg = await client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    usage = msg.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (
+        prompt - 6,
+        4,
+        2,
+    )
+    assert usage.cache_creation is not None and usage.cache_creation.ephemeral_5m_input_tokens == 2
+    async with client.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_message()
+    assert final.usage.model_dump() == usage.model_dump()
+    [delta] = [e for e in events if e.type == "message_delta"]
+    assert delta.usage.output_tokens == 16 and delta.usage.input_tokens is None
+    fake.behaviour = Behaviour(cached_tokens=1000)  # more than the prompt: all of it
+    capped = (await client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES)).usage
+    assert (capped.input_tokens, capped.cache_read_input_tokens, capped.cache_creation_input_tokens) == (
+        0,
+        prompt,
+        0,
+    )

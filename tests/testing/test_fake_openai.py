@@ -441,3 +441,23 @@ async def test_cli_subprocess(provider: str, http: aiohttp.ClientSession) -> Non
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_prompt_cache_usage_in_the_apis_shape(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    """Cached tokens are part of prompt_tokens; OpenAI reports no cache writes."""
+    fake.behaviour = Behaviour(cached_tokens=4, cache_creation_tokens=2)
+    prompt = count_tokens("You are terse. Tell me about the weather in Paris")
+    whole = (await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)).usage
+    assert whole is not None and whole.prompt_tokens == prompt and whole.total_tokens == prompt + 16
+    assert whole.prompt_tokens_details is not None and whole.prompt_tokens_details.cached_tokens == 4
+    assert (
+        whole.completion_tokens_details is not None and whole.completion_tokens_details.reasoning_tokens == 0
+    )
+    stream = await client.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    usages = [chunk.usage async for chunk in stream if chunk.usage is not None]
+    assert [u.model_dump() for u in usages] == [whole.model_dump()]
+    completion = await client.completions.create(model="gpt-4o", prompt="one two three", max_tokens=2)
+    assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == 3  # capped at the prompt's tokens

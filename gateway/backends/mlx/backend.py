@@ -1,38 +1,33 @@
 """The `mlx` backend: a local model served in-process by an engine thread with continuous batching.
 
-Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, and
-the answer is encoded for whichever protocol the client speaks (OpenAI chat or completions,
-Anthropic messages), streamed by token or whole.
+Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, and the
+answer goes back canonical (a ChatResponse, or stream events by token) for the surface to encode in
+whatever protocol the client speaks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
-from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.backends.upstream import AttemptLimits, EventStream, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import MLXSettings
-from gateway.protocol import anthropic as anthropic_protocol
-from gateway.protocol import openai as openai_protocol
-from gateway.protocol import openai_legacy
-from gateway.protocol._maps import new_id
 from gateway.protocol.canonical import (
     ChatRequest,
     ChatResponse,
     CompletionRequest,
     StreamEnd,
+    StreamEvent,
     StreamStart,
     TextDelta,
     TextPart,
+    TokenCount,
     Usage,
     UsageEvent,
 )
@@ -124,7 +119,7 @@ class LocalModelBackend:
         request = call.request
         prompt = self._prompt(engine, request)
         if call.endpoint == "count_tokens":
-            return Reply(orjson.dumps({"input_tokens": len(prompt)}), Usage(len(prompt), 0))
+            return TokenCount(len(prompt))
         assert isinstance(request, ChatRequest | CompletionRequest)
         job = Job(
             prompt=prompt,
@@ -146,8 +141,8 @@ class LocalModelBackend:
             engine.cancel(job)
             raise
         if call.stream:
-            return self._stream(engine, job, first, call, model)
-        return await self._reply(engine, job, first, call, model)
+            return self._stream(engine, job, first, model)
+        return await self._reply(engine, job, first, model)
 
     def _prompt(self, engine: Engine, request: Any) -> list[int]:
         tokenizer = engine.tokenizer
@@ -179,9 +174,7 @@ class LocalModelBackend:
             raise UpstreamFailure("http_5xx", event.text)
         return event
 
-    async def _reply(
-        self, engine: Engine, job: Job, event: JobEvent, call: UpstreamCall, model: str
-    ) -> Reply:
+    async def _reply(self, engine: Engine, job: Job, event: JobEvent, model: str) -> ChatResponse:
         parts: list[str] = []
         try:
             while event.kind == "text":
@@ -192,63 +185,44 @@ class LocalModelBackend:
             raise
         if event.kind == "error":
             raise UpstreamFailure("http_5xx", event.text)
-        usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
         text = "".join(parts)
-        if call.endpoint == "completions":
-            body = openai_legacy.encode_completion_response(
-                new_id("cmpl-"), model, text, event.finish_reason or "stop", usage
-            )
-            return Reply(orjson.dumps(body), usage)
-        response = ChatResponse(
-            id=new_id("chatcmpl-" if call.protocol == "openai" else "msg_"),
+        return ChatResponse(
+            id="",  # the client's encoder makes an id in its protocol's form
             model=model,
             content=(TextPart(text),) if text else (),
             finish_reason=event.finish_reason,  # type: ignore[arg-type]
-            usage=usage,
+            usage=Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens),
             stop_sequence=event.stop_sequence,
         )
-        if call.protocol == "anthropic":
-            return Reply(orjson.dumps(anthropic_protocol.encode_messages_response(response, model)), usage)
-        return Reply(orjson.dumps(openai_protocol.encode_chat_response(response, model)), usage)
 
-    def _stream(self, engine: Engine, job: Job, first: JobEvent, call: UpstreamCall, model: str) -> Stream:
-        include_usage = bool(getattr(call.request, "include_usage", False))
-        if call.endpoint == "completions":
-            encoder: Any = openai_legacy.CompletionStreamEncoder(model, include_usage=include_usage)
-        elif call.protocol == "anthropic":
-            encoder = anthropic_protocol.AnthropicStreamEncoder(model)
-        else:
-            encoder = openai_protocol.OpenAIStreamEncoder(model, include_usage=include_usage)
+    def _stream(self, engine: Engine, job: Job, first: JobEvent, model: str) -> EventStream:
         finished = False
 
-        def encode(event: JobEvent) -> bytes:
+        def events(event: JobEvent) -> tuple[StreamEvent, ...]:
             nonlocal finished
             if event.kind == "text":
-                return encoder.encode(TextDelta(event.text))
+                return (TextDelta(event.text),)
+            finished = True
             if event.kind == "done":
-                finished = True
                 usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
                 stream.usage = usage
-                return encoder.encode_all(
-                    [UsageEvent(usage), StreamEnd(event.finish_reason or "stop", event.stop_sequence)]  # type: ignore[arg-type]
-                )
-            finished = True
+                end = StreamEnd(event.finish_reason or "stop", event.stop_sequence)  # type: ignore[arg-type]
+                return (UsageEvent(usage), end)
             raise UpstreamFailure("http_5xx", event.text)
 
-        head = encoder.encode(
-            StreamStart(new_id("chatcmpl-" if call.protocol == "openai" else "msg_"), model)
-        )
-
-        async def rest() -> AsyncIterator[bytes]:
+        async def rest() -> AsyncIterator[StreamEvent]:
             while not finished:
-                yield encode(await job.events.get())
+                for event in events(await job.events.get()):
+                    yield event
 
         async def close() -> None:
+            # A client gone mid-stream (or a deadline) frees the sequence's slot in the batch.
             if not finished:
                 engine.cancel(job)
 
-        stream = Stream(first=b"", rest=rest(), close=close, first_token_at=time.monotonic())
-        stream.first = head + encode(first)
+        stream = EventStream(close=close, rest=rest())
+        # The id is left to the client's encoder, which makes one in its protocol's form.
+        stream.first = (StreamStart("", model), *events(first))
         return stream
 
     def __repr__(self) -> str:

@@ -1,0 +1,34 @@
+"""How a client endpoint writes canonical answers in its own protocol: the whole reply, the stream, and
+the in-stream error event. Each protocol module defines one `ClientEncoding` per endpoint; the surface
+picks the one of the route the client called and encodes at the edge, so backends never know what the
+client speaks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.protocol.canonical import ChatResponse, StreamEvent, TokenCount
+
+__all__ = ["ClientEncoding", "StreamEncoder"]
+
+
+class StreamEncoder(Protocol):
+    """Writes one stream's canonical events as SSE bytes for the client (b"" when an event writes nothing
+    yet); `error()` ends the stream with the protocol's error event."""
+
+    def encode(self, event: StreamEvent) -> bytes: ...
+
+    def error(self, message: str, type: str = ...) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEncoding:
+    #: The whole, non-streamed answer's body; the `str` is the model name to report.
+    reply: Callable[[ChatResponse | TokenCount, str], bytes]
+    #: A new encoder for one stream: (model name, whether the client asked for usage in the stream).
+    stream: Callable[[str, bool], StreamEncoder]
+    #: The protocol's in-stream error event, for a stream that fails after it started (pass-through
+    #: streams too): (message, error type). Nothing may follow it.
+    error_event: Callable[[str, str], bytes]

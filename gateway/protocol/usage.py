@@ -1,0 +1,91 @@
+"""Token usage: one parser and one writer per protocol, used on every path (pass-through and translated,
+streamed and whole), so the audit log, metrics and cost read the same numbers whatever the route.
+
+Canonical `Usage.prompt_tokens` counts every input token; `cached_tokens` (read from the prompt cache)
+and `cache_creation_tokens` (written to it) are subsets of it.
+
+* OpenAI: `prompt_tokens` already counts every input token; cache reads are
+  `prompt_tokens_details.cached_tokens`. OpenAI reports no cache writes.
+* Anthropic: `input_tokens` counts only the tokens neither read from nor written to the cache, so
+  prompt = `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`. A stream reports
+  the input counts in `message_start` and the output count in `message_delta` (which newer API versions
+  also give updated input counts): each report is merged over the previous one, member by member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.protocol.canonical import Usage
+
+__all__ = ["anthropic_usage", "openai_usage", "usage_to_anthropic", "usage_to_openai"]
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def openai_usage(usage: Any) -> Usage | None:
+    """An OpenAI `usage` object as canonical Usage; None when it is absent (`null` in a stream chunk)."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached)
+
+
+def anthropic_usage(usage: Any, previous: Usage | None = None) -> Usage | None:
+    """An Anthropic `usage` object as canonical Usage. In a stream, pass the Usage read so far as
+    `previous`: members this report lacks keep their earlier value. Returns `previous` when `usage` is
+    not an object."""
+    if not isinstance(usage, dict):
+        return previous
+    if previous is None:
+        plain = read = written = output = 0
+    else:
+        read, written, output = (
+            previous.cached_tokens,
+            previous.cache_creation_tokens,
+            previous.completion_tokens,
+        )
+        plain = previous.prompt_tokens - read - written
+    value = usage.get("input_tokens")
+    if type(value) is int:
+        plain = value
+    value = usage.get("cache_read_input_tokens")
+    if type(value) is int:
+        read = value
+    value = usage.get("cache_creation_input_tokens")
+    if type(value) is int:
+        written = value
+    value = usage.get("output_tokens")
+    if type(value) is int:
+        output = value
+    return Usage(plain + read + written, output, read, written)
+
+
+def usage_to_openai(usage: Usage) -> dict[str, Any]:
+    """The `usage` object for an OpenAI client. Cache writes have no OpenAI member; they stay counted in
+    `prompt_tokens`, as every input token does."""
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+    if usage.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    return out
+
+
+def usage_to_anthropic(usage: Usage) -> dict[str, Any]:
+    """The `usage` object for an Anthropic client: `input_tokens` is what was neither read from nor written
+    to the cache."""
+    out: dict[str, Any] = {
+        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens, 0),
+        "output_tokens": usage.completion_tokens,
+    }
+    if usage.cache_creation_tokens:
+        out["cache_creation_input_tokens"] = usage.cache_creation_tokens
+    if usage.cached_tokens:
+        out["cache_read_input_tokens"] = usage.cached_tokens
+    return out
