@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.backends.concurrency import ConcurrencyLimit, ConcurrencyLimitReached
-from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
+from gateway.backends.upstream import (
+    AttemptLimits,
+    PassThroughReply,
+    PassThroughStream,
+    Reply,
+    Stream,
+    UpstreamCall,
+    UpstreamFailure,
+)
 from gateway.config.backends import OpenAICompatibleSettings
 from gateway.config.secret import Secret
 from gateway.protocol.canonical import ChatRequest
@@ -48,7 +56,7 @@ class GatedBackend:
         if self.fail:
             raise UpstreamFailure("http_5xx", "broken")
         if not self.stream:
-            return Reply(b"{}", None)
+            return PassThroughReply(b"{}", None)
 
         async def rest() -> AsyncIterator[bytes]:
             yield b"data: [DONE]\n\n"
@@ -56,7 +64,7 @@ class GatedBackend:
         async def close() -> None:
             self.closed += 1
 
-        return Stream(first=b"data: {}\n\n", rest=rest(), close=close)
+        return PassThroughStream(first=b"data: {}\n\n", rest=rest(), close=close)
 
 
 async def settle() -> None:

@@ -12,7 +12,13 @@ import pytest
 
 from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimit
-from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall
+from gateway.backends.upstream import (
+    AttemptLimits,
+    PassThroughReply,
+    Reply,
+    Stream,
+    UpstreamCall,
+)
 from gateway.config.backends import BackendSettings
 from gateway.config.load import parse_config
 from gateway.config.model import Config
@@ -59,7 +65,7 @@ class HeldBackend:
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
         self.calls += 1
         await self.release.wait()
-        return Reply(b"{}", None)
+        return PassThroughReply(b"{}", None)
 
 
 def route(config: Config) -> tuple[ModelRoute, dict[str, HeldBackend]]:

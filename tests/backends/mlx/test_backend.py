@@ -13,7 +13,6 @@ import pytest_asyncio
 
 from gateway.backends.mlx.backend import LocalModelBackend
 from gateway.backends.upstream import AttemptLimits, EventStream, UpstreamCall
-from gateway.modelgen.create import CreatedModel
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatResponse, StreamEnd, StreamStart, TextDelta, TokenCount, UsageEvent
@@ -26,11 +25,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def local(
-    created_tiny: CreatedModel, tmp_path_factory: pytest.TempPathFactory
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LocalModelBackend]:
     path = Path(tmp_path_factory.mktemp("mlx-backend")) / "gateway.yaml"
     path.write_text(
-        f'backends:\n  local: {{type: mlx, path: "{created_tiny.path}", load: startup}}\n'
+        f'backends:\n  local: {{type: mlx, path: "{tiny_model}", load: startup}}\n'
         "models:\n  tiny: {chain: [{backend: local}]}\nreload: {watch: false}\n"
     )
     live = LiveRuntime(path)
