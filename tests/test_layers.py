@@ -8,11 +8,12 @@ are checked as the `gateway.admin` and `gateway.bench` they are installed as.
 
 from __future__ import annotations
 
-import ast
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from tests.imports import imported_names, module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"gateway": ROOT / "gateway", "gateway.admin": ROOT / "admin", "gateway.bench": ROOT / "bench"}
@@ -54,26 +55,8 @@ def _modules() -> dict[str, Path]:
     found = {}
     for prefix, folder in SOURCES.items():
         for path in folder.rglob("*.py"):
-            name = ".".join((prefix, *path.relative_to(folder).with_suffix("").parts))
-            found[name.removesuffix(".__init__")] = path
+            found[module_name(prefix, folder, path)] = path
     return found
-
-
-def _imports(module: str, path: Path) -> set[str]:
-    """Every module named by an import statement anywhere in the file (functions and
-    `if TYPE_CHECKING:` blocks included: a type-only import upwards is still a dependency)."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            named.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                named.add(".".join([*base, *([node.module] if node.module else [])]))
-            else:
-                named.add(node.module or "")
-    return named
 
 
 def _edges() -> dict[str, dict[str, set[str]]]:
@@ -83,7 +66,7 @@ def _edges() -> dict[str, dict[str, set[str]]]:
         source = _unit(module)
         if source is None:
             continue
-        for name in _imports(module, path):
+        for name in imported_names(module, path):
             target = _unit(name)
             if target is not None and target != source:
                 edges[source][target].add(str(path.relative_to(ROOT)))
@@ -127,7 +110,7 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     """The rules catch what they claim: a config module importing the runtime is reported."""
     module = tmp_path / "bad.py"
     module.write_text("from gateway.runtime.live import LiveRuntime\nfrom ..backends import base\n")
-    named = _imports("gateway.config.bad", module)
+    named = imported_names("gateway.config.bad", module)
     assert {_unit(name) for name in named} == {"runtime", "backends"}
     assert LAYER_OF["runtime"] > LAYER_OF["config"] and LAYER_OF["backends"] > LAYER_OF["config"]
 

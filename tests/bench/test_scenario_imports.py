@@ -9,21 +9,17 @@ import one another); the programs that scenarios start as processes (`baselines.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 from gateway.bench.cli import SCENARIOS
 
+from tests.imports import imported_names, module_name
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 PREFIX = "gateway.bench"
 #: Units of bench/ that are not scenarios.
 NOT_SCENARIOS = {"harness", "cli", "__init__", "__main__"}
-
-
-def _module(path: Path) -> str:
-    name = ".".join((PREFIX, *path.relative_to(BENCH).with_suffix("").parts))
-    return name.removesuffix(".__init__")
 
 
 def _unit(module: str) -> str | None:
@@ -32,28 +28,10 @@ def _unit(module: str) -> str | None:
     return parts[2] if parts[:2] == PREFIX.split(".") and len(parts) > 2 else None
 
 
-def _imports(module: str, path: Path) -> set[str]:
-    """Every module an import statement names, anywhere in the file; `from a.b import c` names both
-    `a.b` and `a.b.c` (c may be a module: `from gateway.bench import local`)."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            named.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, *([node.module] if node.module else [])])
-            named.add(base)
-            named.update(f"{base}.{alias.name}" for alias in node.names)
-    return named
-
-
 def _wrong_imports(module: str, path: Path) -> list[str]:
     unit = _unit(module) or "__init__"
     wrong = []
-    for name in sorted(_imports(module, path)):
+    for name in sorted(imported_names(module, path)):
         target = _unit(name)
         if target is None or target == unit or target == "harness":
             continue
@@ -65,7 +43,11 @@ def _wrong_imports(module: str, path: Path) -> list[str]:
 
 
 def test_scenarios_import_only_the_harness_and_the_harness_no_scenario() -> None:
-    wrong = [line for path in sorted(BENCH.rglob("*.py")) for line in _wrong_imports(_module(path), path)]
+    wrong = [
+        line
+        for path in sorted(BENCH.rglob("*.py"))
+        for line in _wrong_imports(module_name(PREFIX, BENCH, path), path)
+    ]
     assert not wrong, "imports between scenarios (move what they share into bench/harness/):\n" + "\n".join(
         wrong
     )
@@ -88,7 +70,7 @@ def test_every_scenario_of_the_command_is_a_scenario_unit() -> None:
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path, where: str, source: str, complaint: str) -> None:
     copy = tmp_path / Path(where).name
     copy.write_text(source)
-    found = _wrong_imports(_module(BENCH / where), copy)
+    found = _wrong_imports(module_name(PREFIX, BENCH, BENCH / where), copy)
     assert found and complaint in found[0], found
 
 
