@@ -1,0 +1,344 @@
+"""Audit log cost (`gateway bench audit`): the CPU one request's audit record costs the worker's process,
+without the network: realistic trails through a real `AuditService` and `AuditWriter` into a real
+SQLite file (and a throwaway PostgreSQL database at 127.0.0.1:5432 when one answers).
+
+The trails are fed at a steady rate (`--rate`, 2,000 requests/s: about what one worker serves on one
+core), so batches are as large as they are in service (rate × `flush_interval_ms`). What is measured
+is process CPU time (`time.process_time()`: every thread, so SQLite's aiosqlite thread counts too;
+on one core it competes with the event loop), minus the same paced loop with the audit log off,
+divided by the records written. Split into `record()` on the request path (the event loop thread's
+CPU inside the calls) and the rest (building rows, the inserts, the writer task's wake-ups). Each
+repeat uses a fresh database; the median of the repeats is reported. PostgreSQL's own CPU (the server
+process) is not in the figure: it is what the worker's process spends.
+
+    gateway bench audit [--records 20000] [--repeats 3] [--rate 2000] [--prefill 200000]
+                        [--dialects sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.bench.progress import Progress, say
+from gateway.bench.report import ROOT, markdown_table
+
+DIALECTS = ("sqlite", "postgres")
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+#: Trails recorded (and waited for) before the measurement: the connection and statements are warm.
+WARMUP = 300
+#: One paced tick: this many records per `rate / TICK` seconds.
+TICK = 10
+
+
+def _trails(count: int) -> list[Any]:
+    """Finished trails as `ModelAPI` leaves them: one attempt, usage with cache counts; one in ten
+    failed over from a first backend (two attempts)."""
+    from gateway.protocol.canonical import Usage
+    from gateway.routing.failover import Attempt
+    from gateway.routing.trail import RequestTrail
+
+    trails = []
+    for index in range(count):
+        trail = RequestTrail("openai", "chat", f"req_{secrets.token_hex(12)}")
+        trail.config_version, trail.client_key, trail.model, trail.stream = (
+            "0123456789abcdef",
+            "team",
+            "chat",
+            False,
+        )
+        if index % 10 == 9:
+            trail.attempts.append(Attempt("primary", "gpt-4o", "upstream-error", 502, 3.2))
+        trail.attempts.append(Attempt("oa", "gpt-4o-mini", "ok", 200, 41.7 + index % 7))
+        trail.backend, trail.backend_type, trail.upstream_model = "oa", "openai", "gpt-4o-mini"
+        trail.http_status = 200
+        trail.usage = Usage(1200 + index % 300, 80 + index % 50, 1024 if index % 2 else 0, 0)
+        trails.append(trail)
+    return trails
+
+
+async def _paced(record: Any, trails: list[Any], rate: float) -> float:
+    """Feed `trails` to `record` at `rate` per second, TICK at a time; the loop thread's CPU inside
+    the calls."""
+    loop = asyncio.get_running_loop()
+    period = TICK / rate
+    inside = 0.0
+    start = loop.time()
+    for tick, first in enumerate(range(0, len(trails), TICK)):
+        began = time.thread_time()
+        for trail in trails[first : first + TICK]:
+            record(trail)
+        inside += time.thread_time() - began
+        delay = start + (tick + 1) * period - loop.time()
+        await asyncio.sleep(max(0.0, delay))
+    return inside
+
+
+async def _written(writer: Any, count: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while writer.written < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the audit writer wrote {writer.written} of {count} records in {timeout:.0f} s"
+            )
+        await asyncio.sleep(0.005)
+
+
+#: Rows of history each repeat's database starts with (by default): the random-key indexes (a
+#: request id a client chose, say) cost more per insert once they are much larger than one batch.
+PREFILL = 200_000
+
+_PREFILL_COLUMNS = """INSERT INTO "audit_records" ("uid", "ts", "request_id", "instance", "client_key",
+    "surface", "endpoint", "model", "backend", "backend_type", "upstream_model", "stream", "status",
+    "http_status", "attempts", "failover_path", "latency_ms", "prompt_tokens", "completion_tokens",
+    "config_version")
+"""
+
+_PREFILL_SQLITE = (
+    _PREFILL_COLUMNS
+    + """WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+SELECT lower(hex(randomblob(16))),
+    strftime('%Y-%m-%d %H:%M:%S', 'now', '-' || ((? - i) * 86400 / ?) || ' seconds')
+        || '.' || printf('%06d', i % 1000000) || '+00:00',
+    'req_' || lower(hex(randomblob(12))), 'bench:1', 'team', 'openai', 'chat', 'chat', 'oa', 'openai',
+    'gpt-4o-mini', 0, 'success', 200, 1,
+    '[{"backend":"oa","model":"gpt-4o-mini","outcome":"ok","status":200,"duration_ms":41.7}]',
+    45.2, 1200, 80, '0123456789abcdef'
+FROM n"""
+)
+
+_PREFILL_POSTGRES = (
+    _PREFILL_COLUMNS
+    + """SELECT md5(random()::text), now() - make_interval(secs => ($1 - i) * 86400.0 / $1),
+    'req_' || substr(md5(random()::text), 1, 24), 'bench:1', 'team', 'openai', 'chat', 'chat', 'oa',
+    'openai', 'gpt-4o-mini', false, 'success', 200, 1,
+    '[{"backend":"oa","model":"gpt-4o-mini","outcome":"ok","status":200,"duration_ms":41.7}]'::jsonb,
+    45.2, 1200, 80, '0123456789abcdef'
+FROM generate_series(1, $1) AS i"""
+)
+
+
+async def _prefill(url: str, rows: int) -> None:
+    """`rows` records of the last day in a fresh database (its schema made by `AuditStore.open`), written
+    by the database itself: random uids and request ids, as a log of earlier requests has them."""
+    from gateway.audit.store import AuditStore
+
+    store = await AuditStore.open(url)
+    await store.close()
+    if rows <= 0:
+        return
+    if url.startswith("sqlite://"):
+        import sqlite3
+
+        def fill() -> None:
+            connection = sqlite3.connect(url.removeprefix("sqlite://"))
+            try:
+                connection.execute(_PREFILL_SQLITE, (rows, rows, rows))
+                connection.commit()
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                connection.close()
+
+        await asyncio.to_thread(fill)
+        return
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+    try:
+        await connection.execute(_PREFILL_POSTGRES, rows)
+        await connection.execute('ANALYZE "audit_records"')
+    finally:
+        await connection.close()
+
+
+async def _measure(url: str, spill: Path, records: int, rate: float, prefill: int) -> dict[str, float]:
+    """One repeat on a fresh database: (CPU with the audit log − CPU of the same loop without) / records."""
+    from gateway.audit.service import AuditService
+    from gateway.config.model import AuditConfig
+
+    config = AuditConfig(
+        enabled=True,
+        database_url=url,
+        retention_days=30,
+        buffer_records=10_000,
+        batch_size=500,
+        flush_interval_ms=200,
+        spill_path=spill,
+    )
+    await _prefill(url, prefill)
+    off = AuditService()  # never applied: record() is the audit-off request path
+    service = AuditService()
+    await service.apply(config)
+    writer = service.writer
+    assert writer is not None
+    try:
+        await _paced(service.record, _trails(WARMUP), rate)
+        await _written(writer, WARMUP)
+        trails = _trails(records)
+        gc.collect()
+
+        began = time.process_time()
+        await _paced(off.record, trails, rate)
+        baseline = time.process_time() - began
+
+        gc.collect()
+        began = time.process_time()
+        inside = await _paced(service.record, trails, rate)
+        await _written(writer, WARMUP + records)
+        total = time.process_time() - began - baseline
+        if writer.lost or writer.spilled:
+            raise RuntimeError(f"records not written: {writer.stats}")
+    finally:
+        await service.close()
+    return {
+        "record": inside / records * 1e6,
+        "flush": (total - inside) / records * 1e6,
+        "total": total / records * 1e6,
+    }
+
+
+async def _pg(sql: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+async def _repeat(
+    dialect: str, records: int, repeats: int, rate: float, prefill: int
+) -> list[dict[str, float]]:
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory:
+            spill = Path(directory) / "audit.spill.jsonl"
+            if dialect == "sqlite":
+                sqlite = f"sqlite://{directory}/audit.sqlite3"
+                runs.append(await _measure(sqlite, spill, records, rate, prefill))
+                continue
+            name = f"gateway_bench_{secrets.token_hex(5)}"
+            await _pg(f'CREATE DATABASE "{name}"')
+            try:
+                url = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"
+                runs.append(await _measure(url, spill, records, rate, prefill))
+            finally:
+                await _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return runs
+
+
+def child(dialect: str, records: int, repeats: int, rate: float, prefill: int) -> None:
+    """In a process of its own (the scenario starts one per dialect): the server's GC thresholds, the
+    runs as JSON on stdout."""
+    gc.set_threshold(20_000, 50, 100)  # as gateway/server.py sets them for a worker
+    print(json.dumps(asyncio.run(_repeat(dialect, records, repeats, rate, prefill))))
+
+
+def _postgres_available() -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection((PG_HOST, PG_PORT), timeout=1):
+        return True
+    return False
+
+
+def _run_dialect(
+    dialect: str, records: int, repeats: int, rate: float, prefill: int
+) -> list[dict[str, float]]:
+    arguments = [dialect, str(records), str(repeats), str(rate), str(prefill)]
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.bench.audit_cost", *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.audit_cost failed ({dialect}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
+    values = {
+        key: round(statistics.median(run[key] for run in runs), 2) for key in ("record", "flush", "total")
+    }
+    return {**values, "runs": [{key: round(value, 2) for key, value in run.items()} for run in runs]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", type=int, default=20_000, help="records measured per repeat (20000)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per database; the median is reported")
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="records per second fed to the writer (2000)"
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=PREFILL,
+        help=f"rows already in each repeat's database ({PREFILL}; 0: an empty one)",
+    )
+    parser.add_argument(
+        "--dialects", default=",".join(DIALECTS), help="comma-separated: sqlite,postgres (both by default)"
+    )
+
+
+def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    records, repeats, prefill = (500, 1, 1000) if args.quick else (args.records, args.repeats, args.prefill)
+    dialects = [d for d in args.dialects.split(",") if d]
+    unknown = set(dialects) - set(DIALECTS)
+    if unknown:
+        raise SystemExit(f"gateway bench audit: unknown dialect(s) {', '.join(sorted(unknown))}")
+    progress.add(len(dialects) - 1)
+    found: dict[str, Any] = {}
+    for dialect in dialects:
+        with progress.step(dialect):
+            if dialect == "postgres" and not _postgres_available():
+                say(f"  postgres: nothing answers at {PG_HOST}:{PG_PORT}; skipped")
+                found[dialect] = None
+                continue
+            found[dialect] = _median(_run_dialect(dialect, records, repeats, args.rate, prefill))
+    return {
+        "records": records,
+        "repeats": repeats,
+        "prefill": prefill,
+        "rate": args.rate,
+        "batch_size": 500,
+        "flush_interval_ms": 200,
+        "method": "process CPU time (all threads) with the audit log minus the same paced loop without it, "
+        "per record written; record() = the event loop thread's CPU inside the calls; median of repeats",
+        "us_per_record": found,
+        "failed_requests": 0,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = []
+    for dialect, values in result["us_per_record"].items():
+        if values is None:
+            rows.append([dialect, "–", "–", "– (not reachable)"])
+            continue
+        rows.append(
+            [dialect, f"{values['record']:.1f}", f"{values['flush']:.1f}", f"**{values['total']:.1f}**"]
+        )
+    headers = ["database", "record() on the request path (µs)", "writer: rows + inserts (µs)", "total (µs)"]
+    intro = (
+        f"{result['records']:,} records per repeat at {result['rate']:,.0f}/s into a database holding "
+        f"{result['prefill']:,} rows, median of {result['repeats']}; process CPU per record\n\n"
+    )
+    return intro + markdown_table(headers, rows)
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
