@@ -43,15 +43,16 @@ TICK = 10
 
 
 def _trails(count: int) -> list[Any]:
-    """Finished trails as `ModelAPI` leaves them: one attempt, usage with cache counts; one in ten
-    failed over from a first backend (two attempts)."""
+    """Finished trails as `ModelAPI` leaves them: a request id the gateway made up, one attempt,
+    usage with cache counts; one in ten failed over from a first backend (two attempts)."""
     from gateway.protocol.canonical import Usage
+    from gateway.request_ids import new_request_id
     from gateway.routing.failover import Attempt
     from gateway.routing.trail import RequestTrail
 
     trails = []
     for index in range(count):
-        trail = RequestTrail("openai", "chat", f"req_{secrets.token_hex(12)}")
+        trail = RequestTrail("openai", "chat", new_request_id())
         trail.config_version, trail.client_key, trail.model, trail.stream = (
             "0123456789abcdef",
             "team",
