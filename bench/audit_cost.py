@@ -12,7 +12,7 @@ repeat uses a fresh database; the median of the repeats is reported. PostgreSQL'
 process) is not in the figure: it is what the worker's process spends.
 
     gateway bench audit [--records 20000] [--repeats 3] [--rate 2000] [--prefill 200000]
-                        [--dialects sqlite,postgres]
+                        [--client-request-ids] [--dialects sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +44,32 @@ WARMUP = 300
 TICK = 10
 
 
-def _trails(count: int) -> list[Any]:
-    """Finished trails as `ModelAPI` leaves them: a request id the gateway made up, one attempt,
-    usage with cache counts; one in ten failed over from a first backend (two attempts)."""
+@dataclass(frozen=True)
+class Plan:
+    """What one dialect's child process measures."""
+
+    records: int
+    repeats: int
+    rate: float
+    prefill: int
+    #: Request ids the clients chose (random, as UUIDs are) instead of the ones the gateway makes up.
+    client_ids: bool = False
+
+
+def _trails(count: int, client_ids: bool) -> list[Any]:
+    """Finished trails as `ModelAPI` leaves them: a request id the gateway made up (or a random one a
+    client sent), one attempt, usage with cache counts; one in ten failed over from a first backend."""
     from gateway.protocol.canonical import Usage
     from gateway.request_ids import new_request_id
     from gateway.routing.failover import Attempt
     from gateway.routing.trail import RequestTrail
 
+    def request_id() -> str:
+        return str(uuid.uuid4()) if client_ids else new_request_id()
+
     trails = []
     for index in range(count):
-        trail = RequestTrail("openai", "chat", new_request_id())
+        trail = RequestTrail("openai", "chat", request_id())
         trail.config_version, trail.client_key, trail.model, trail.stream = (
             "0123456789abcdef",
             "team",
@@ -163,7 +180,7 @@ async def _prefill(url: str, rows: int) -> None:
         await connection.close()
 
 
-async def _measure(url: str, spill: Path, records: int, rate: float, prefill: int) -> dict[str, float]:
+async def _measure(url: str, spill: Path, plan: Plan) -> dict[str, float]:
     """One repeat on a fresh database: (CPU with the audit log − CPU of the same loop without) / records."""
     from gateway.audit.service import AuditService
     from gateway.config.model import AuditConfig
@@ -177,35 +194,35 @@ async def _measure(url: str, spill: Path, records: int, rate: float, prefill: in
         flush_interval_ms=200,
         spill_path=spill,
     )
-    await _prefill(url, prefill)
+    await _prefill(url, plan.prefill)
     off = AuditService()  # never applied: record() is the audit-off request path
     service = AuditService()
     await service.apply(config)
     writer = service.writer
     assert writer is not None
     try:
-        await _paced(service.record, _trails(WARMUP), rate)
+        await _paced(service.record, _trails(WARMUP, plan.client_ids), plan.rate)
         await _written(writer, WARMUP)
-        trails = _trails(records)
+        trails = _trails(plan.records, plan.client_ids)
         gc.collect()
 
         began = time.process_time()
-        await _paced(off.record, trails, rate)
+        await _paced(off.record, trails, plan.rate)
         baseline = time.process_time() - began
 
         gc.collect()
         began = time.process_time()
-        inside = await _paced(service.record, trails, rate)
-        await _written(writer, WARMUP + records)
+        inside = await _paced(service.record, trails, plan.rate)
+        await _written(writer, WARMUP + plan.records)
         total = time.process_time() - began - baseline
         if writer.lost or writer.spilled:
             raise RuntimeError(f"records not written: {writer.stats}")
     finally:
         await service.close()
     return {
-        "record": inside / records * 1e6,
-        "flush": (total - inside) / records * 1e6,
-        "total": total / records * 1e6,
+        "record": inside / plan.records * 1e6,
+        "flush": (total - inside) / plan.records * 1e6,
+        "total": total / plan.records * 1e6,
     }
 
 
@@ -219,32 +236,30 @@ async def _pg(sql: str) -> None:
         await connection.close()
 
 
-async def _repeat(
-    dialect: str, records: int, repeats: int, rate: float, prefill: int
-) -> list[dict[str, float]]:
+async def _repeat(dialect: str, plan: Plan) -> list[dict[str, float]]:
     runs = []
-    for _ in range(repeats):
+    for _ in range(plan.repeats):
         with tempfile.TemporaryDirectory(prefix="bench-audit-") as directory:
             spill = Path(directory) / "audit.spill.jsonl"
             if dialect == "sqlite":
                 sqlite = f"sqlite://{directory}/audit.sqlite3"
-                runs.append(await _measure(sqlite, spill, records, rate, prefill))
+                runs.append(await _measure(sqlite, spill, plan))
                 continue
             name = f"gateway_bench_{secrets.token_hex(5)}"
             await _pg(f'CREATE DATABASE "{name}"')
             try:
                 url = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"
-                runs.append(await _measure(url, spill, records, rate, prefill))
+                runs.append(await _measure(url, spill, plan))
             finally:
                 await _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return runs
 
 
-def child(dialect: str, records: int, repeats: int, rate: float, prefill: int) -> None:
+def child(dialect: str, plan: Plan) -> None:
     """In a process of its own (the scenario starts one per dialect): the server's GC thresholds, the
     runs as JSON on stdout."""
     gc.set_threshold(20_000, 50, 100)  # as gateway/server.py sets them for a worker
-    print(json.dumps(asyncio.run(_repeat(dialect, records, repeats, rate, prefill))))
+    print(json.dumps(asyncio.run(_repeat(dialect, plan))))
 
 
 def _postgres_available() -> bool:
@@ -255,12 +270,9 @@ def _postgres_available() -> bool:
     return False
 
 
-def _run_dialect(
-    dialect: str, records: int, repeats: int, rate: float, prefill: int
-) -> list[dict[str, float]]:
-    arguments = [dialect, str(records), str(repeats), str(rate), str(prefill)]
+def _run_dialect(dialect: str, plan: Plan) -> list[dict[str, float]]:
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.bench.audit_cost", *arguments],
+        [sys.executable, "-m", "gateway.bench.audit_cost", dialect, json.dumps(asdict(plan))],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -291,12 +303,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"rows already in each repeat's database ({PREFILL}; 0: an empty one)",
     )
     parser.add_argument(
+        "--client-request-ids",
+        action="store_true",
+        help="random request ids, as clients that send their own x-request-id (UUIDs) have them",
+    )
+    parser.add_argument(
         "--dialects", default=",".join(DIALECTS), help="comma-separated: sqlite,postgres (both by default)"
     )
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    records, repeats, prefill = (500, 1, 1000) if args.quick else (args.records, args.repeats, args.prefill)
+    if args.quick:
+        plan = Plan(500, 1, args.rate, 1000, args.client_request_ids)
+    else:
+        plan = Plan(args.records, args.repeats, args.rate, args.prefill, args.client_request_ids)
     dialects = [d for d in args.dialects.split(",") if d]
     unknown = set(dialects) - set(DIALECTS)
     if unknown:
@@ -309,12 +329,9 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
                 say(f"  postgres: nothing answers at {PG_HOST}:{PG_PORT}; skipped")
                 found[dialect] = None
                 continue
-            found[dialect] = _median(_run_dialect(dialect, records, repeats, args.rate, prefill))
+            found[dialect] = _median(_run_dialect(dialect, plan))
     return {
-        "records": records,
-        "repeats": repeats,
-        "prefill": prefill,
-        "rate": args.rate,
+        **asdict(plan),
         "batch_size": 500,
         "flush_interval_ms": 200,
         "method": "process CPU time (all threads) with the audit log minus the same paced loop without it, "
@@ -336,10 +353,11 @@ def table(result: dict[str, Any]) -> str:
     headers = ["database", "record() on the request path (µs)", "writer: rows + inserts (µs)", "total (µs)"]
     intro = (
         f"{result['records']:,} records per repeat at {result['rate']:,.0f}/s into a database holding "
-        f"{result['prefill']:,} rows, median of {result['repeats']}; process CPU per record\n\n"
+        f"{result['prefill']:,} rows, median of {result['repeats']}; process CPU per record"
+        f"{'; request ids chosen by clients (random)' if result.get('client_ids') else ''}\n\n"
     )
     return intro + markdown_table(headers, rows)
 
 
 if __name__ == "__main__":
-    child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+    child(sys.argv[1], Plan(**json.loads(sys.argv[2])))

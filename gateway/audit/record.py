@@ -23,7 +23,6 @@ __all__ = [
     "AuditEntry",
     "AuditRow",
     "default_instance",
-    "entry_from_trail",
     "format_ts",
     "new_uids",
     "parse_ts",
@@ -240,8 +239,3 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
             )
         )
     return rows
-
-
-def entry_from_trail(trail: RequestTrail) -> AuditEntry:
-    """The audit record of a request that has just finished."""
-    return AuditEntry.from_row(rows_from_trails([(trail, time.monotonic())])[0])
