@@ -129,8 +129,8 @@ _PREFILL_SQLITE = (
 SELECT lower(hex(randomblob(16))),
     strftime('%Y-%m-%d %H:%M:%S', 'now', '-' || ((? - i) * 86400 / ?) || ' seconds')
         || '.' || printf('%06d', i % 1000000) || '+00:00',
-    'req_' || lower(hex(randomblob(12))), 'bench:1', 'team', 'openai', 'chat', 'chat', 'oa', 'openai',
-    'gpt-4o-mini', 0, 'success', 200, 1,
+    CASE WHEN ? THEN lower(hex(randomblob(16))) ELSE 'req_' || lower(hex(randomblob(12))) END,
+    'bench:1', 'team', 'openai', 'chat', 'chat', 'oa', 'openai', 'gpt-4o-mini', 0, 'success', 200, 1,
     '[{"backend":"oa","model":"gpt-4o-mini","outcome":"ok","status":200,"duration_ms":41.7}]',
     45.2, 1200, 80, '0123456789abcdef'
 FROM n"""
@@ -139,17 +139,18 @@ FROM n"""
 _PREFILL_POSTGRES = (
     _PREFILL_COLUMNS
     + """SELECT md5(random()::text), now() - make_interval(secs => ($1 - i) * 86400.0 / $1),
-    'req_' || substr(md5(random()::text), 1, 24), 'bench:1', 'team', 'openai', 'chat', 'chat', 'oa',
-    'openai', 'gpt-4o-mini', false, 'success', 200, 1,
+    CASE WHEN $2 THEN md5(random()::text) ELSE 'req_' || substr(md5(random()::text), 1, 24) END,
+    'bench:1', 'team', 'openai', 'chat', 'chat', 'oa', 'openai', 'gpt-4o-mini', false, 'success', 200, 1,
     '[{"backend":"oa","model":"gpt-4o-mini","outcome":"ok","status":200,"duration_ms":41.7}]'::jsonb,
     45.2, 1200, 80, '0123456789abcdef'
 FROM generate_series(1, $1) AS i"""
 )
 
 
-async def _prefill(url: str, rows: int) -> None:
+async def _prefill(url: str, rows: int, client_ids: bool) -> None:
     """`rows` records of the last day in a fresh database (its schema made by `AuditStore.open`), written
-    by the database itself: random uids and request ids, as a log of earlier requests has them."""
+    by the database itself: random uids and request ids, as a log of earlier requests has them (the
+    gateway's `req_…`, or with `client_ids` 32 hex digits, so that the run's UUIDs land all over them)."""
     from gateway.audit.store import AuditStore
 
     store = await AuditStore.open(url)
@@ -162,7 +163,7 @@ async def _prefill(url: str, rows: int) -> None:
         def fill() -> None:
             connection = sqlite3.connect(url.removeprefix("sqlite://"))
             try:
-                connection.execute(_PREFILL_SQLITE, (rows, rows, rows))
+                connection.execute(_PREFILL_SQLITE, (rows, rows, rows, client_ids))
                 connection.commit()
                 connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
@@ -174,7 +175,7 @@ async def _prefill(url: str, rows: int) -> None:
 
     connection = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
     try:
-        await connection.execute(_PREFILL_POSTGRES, rows)
+        await connection.execute(_PREFILL_POSTGRES, rows, client_ids)
         await connection.execute('ANALYZE "audit_records"')
     finally:
         await connection.close()
@@ -194,7 +195,7 @@ async def _measure(url: str, spill: Path, plan: Plan) -> dict[str, float]:
         flush_interval_ms=200,
         spill_path=spill,
     )
-    await _prefill(url, plan.prefill)
+    await _prefill(url, plan.prefill, plan.client_ids)
     off = AuditService()  # never applied: record() is the audit-off request path
     service = AuditService()
     await service.apply(config)
