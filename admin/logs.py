@@ -59,6 +59,8 @@ CSV_COLUMNS = (
     "ttft_ms",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
     "config_version",
 )
 #: Seconds between keep-alive pings on a quiet live tail.

@@ -50,6 +50,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "gateway.bench.telemetry_cost",
         "what one request's metrics, log line and spans cost (no network)",
     ),
+    "audit": (
+        "gateway.bench.audit_cost",
+        "what one request's audit record costs the worker's CPU, SQLite and PostgreSQL (no network)",
+    ),
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 
 import orjson
 from quart import Quart, Response, g, has_request_context, request, websocket
@@ -20,6 +19,7 @@ from gateway.errors import (
     PayloadTooLarge,
     problem_body,
 )
+from gateway.request_ids import new_request_id
 
 __all__ = ["install_problem_handlers", "problem_response", "request_id"]
 
@@ -37,7 +37,7 @@ def request_id() -> str:
     rid = getattr(g, "request_id", None)
     if rid is None:
         incoming = _incoming().headers.get("x-request-id", "")
-        rid = incoming if _CLIENT_REQUEST_ID.match(incoming) else f"req_{secrets.token_hex(12)}"
+        rid = incoming if _CLIENT_REQUEST_ID.match(incoming) else new_request_id()
         g.request_id = rid
     return rid
 

@@ -1,9 +1,9 @@
 """The audit schema's numbered migrations, per dialect, applied in order at start.
 
 A deployed step is never edited: a schema change is a new step at the end of both lists (and the
-matching change to `gateway/audit/models.py`). Every step is also safe to run twice (`IF NOT EXISTS`),
-and `apply_*` holds a lock for the whole transaction, so workers and instances starting together
-apply each step once.
+matching change to `gateway/audit/models.py`). Every step is also safe to run twice (`IF NOT EXISTS`;
+a column is added only when missing), and `apply_*` holds a lock for the whole transaction, so
+workers and instances starting together apply each step once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ ADVISORY_LOCK_KEY = 0x6777_6175_6469_7431
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: tuple[str, ...] = ()
+    #: Columns added to `audit_records`, (name, type) each, after the statements; one that is there
+    #: already is left alone (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+    add_columns: tuple[tuple[str, str], ...] = ()
+
+
+#: Version 2: the prompt-cache token counts (older rows read as null).
+_CACHE_TOKENS = (("cached_tokens", "BIGINT"), ("cache_creation_tokens", "BIGINT"))
 
 
 def _indexes() -> tuple[str, ...]:
@@ -84,6 +91,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
                 *_indexes(),
             ),
         ),
+        Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
     ),
     "postgres": (
         Migration(
@@ -96,6 +104,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
                 *_indexes(),
             ),
         ),
+        Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
     ),
 }
 
@@ -128,6 +137,12 @@ async def apply_sqlite(db: aiosqlite.Connection) -> list[int]:
                 continue
             for statement in step.statements:
                 await db.execute(statement)
+            if step.add_columns:
+                async with db.execute('PRAGMA table_info("audit_records")') as cursor:
+                    present = {row[1] for row in await cursor.fetchall()}
+                for column, kind in step.add_columns:
+                    if column not in present:
+                        await db.execute(f'ALTER TABLE "audit_records" ADD COLUMN "{column}" {kind}')
             now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds") + "+00:00"
             await db.execute(
                 'INSERT INTO "audit_schema_version" ("version", "name", "applied_at") VALUES (?, ?, ?)',
@@ -160,6 +175,10 @@ async def apply_postgres(conn: asyncpg.Connection, timeout: float = 60.0) -> lis
                 continue
             for statement in step.statements:
                 await conn.execute(statement, timeout=timeout)
+            for column, kind in step.add_columns:
+                await conn.execute(
+                    f'ALTER TABLE "audit_records" ADD COLUMN IF NOT EXISTS "{column}" {kind}', timeout=timeout
+                )
             await conn.execute(
                 'INSERT INTO "audit_schema_version" ("version", "name", "applied_at") VALUES ($1, $2, $3)',
                 step.version,

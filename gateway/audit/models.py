@@ -58,6 +58,8 @@ class AuditRecord(Model):
     ttft_ms = fields.FloatField(null=True)
     prompt_tokens = fields.BigIntField(null=True)
     completion_tokens = fields.BigIntField(null=True)
+    cached_tokens = fields.BigIntField(null=True)  # migration 2
+    cache_creation_tokens = fields.BigIntField(null=True)  # migration 2
     config_version = fields.CharField(max_length=TEXT_LIMITS["config_version"], null=True)
 
     class Meta:

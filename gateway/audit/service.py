@@ -1,9 +1,9 @@
 """The audit log of one gateway process: the batched writer the request path feeds, the store the
 admin API reads, retention, and the live tail's fan-out.
 
-The request path calls `record(trail)` and nothing else: it builds a small metadata record and
-appends it to the writer's buffer (no I/O). A reload that changes `audit.*` starts a new writer for
-the new settings after the old one has flushed.
+The request path calls `record(trail)` and nothing else: it appends the finished trail and the time
+it ended to the writer's buffer (no I/O; the writer builds the rows a batch at a time). A reload
+that changes `audit.*` starts a new writer for the new settings after the old one has flushed.
 
 Live tail: one feed per process, shared by every WebSocket subscriber. On PostgreSQL it LISTENs for
 the ids each instance inserts (so the tail shows every instance's records); on SQLite it polls for
@@ -21,12 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.audit.query import LogFilter
-from gateway.audit.record import entry_from_trail
 from gateway.audit.retention import run_retention
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
 from gateway.config.model import AuditConfig
 from gateway.errors import ServiceUnavailable
+from gateway.routing.trail import RequestTrail
 
 __all__ = ["AuditService", "LiveSubscription"]
 
@@ -88,10 +88,11 @@ class AuditService:
     def active(self) -> bool:
         return self.writer is not None
 
-    def record(self, trail: Any) -> None:
+    def record(self, trail: RequestTrail) -> None:
+        """The request of this trail has ended: queue its record (the trail must not change after)."""
         writer = self.writer
         if writer is not None:
-            writer.record(entry_from_trail(trail))
+            writer.record_trail(trail)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -1,5 +1,10 @@
 """The batched audit writer: the request path appends to memory, one background task writes.
 
+The request path only appends (the finished trail and the time it ended; an `AuditEntry` from other
+callers). The background task turns what arrived into rows in one pass per batch (uids, failover
+path as JSON) and writes them; from then on the row is what is retried, spilled and replayed, so a
+record keeps its uid however often it is tried.
+
 A database outage never costs a request: records wait in memory (up to `buffer_records`), then the
 oldest go to this process's spill file; once the database answers again the spill is replayed.
 Every record ends up written, spilled or counted as lost (only when the spill file itself cannot
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import islice
@@ -19,10 +25,11 @@ from typing import Any
 
 import asyncpg
 
-from gateway.audit.record import AuditEntry
+from gateway.audit.record import ENTRY_FIELDS, AuditEntry, AuditRow, rows_from_trails
 from gateway.audit.spill import SpillFiles, SpillReader
 from gateway.audit.store import AuditStore
 from gateway.config.model import AuditConfig
+from gateway.routing.trail import RequestTrail
 from gateway.tracing import span
 
 __all__ = ["AuditWriter", "StoreFactory"]
@@ -55,7 +62,8 @@ _REJECTED = (
 
 
 class AuditWriter:
-    """Writes `record()`ed entries in batches from a background task (`start()` … `stop()`).
+    """Writes what `record_trail()` and `record()` queue, in batches from a background task (`start()` …
+    `stop()`).
 
     `store_factory` opens the store (None: `AuditStore.open(config.database_url)`); it is retried with
     backoff until it succeeds, so the writer may start while the database is down. The writer
@@ -82,12 +90,15 @@ class AuditWriter:
         self._batch_size = max(1, config.batch_size)
         self._limit = max(1, config.buffer_records)
         self._interval = config.flush_interval_ms / 1000
-        self._buffer: deque[AuditEntry] = deque()
+        #: What the request path handed over, not yet made into rows: (trail, ended) or an entry.
+        self._arrived: deque[tuple[RequestTrail, float] | AuditEntry] = deque()
+        #: Rows waiting to be written, oldest first.
+        self._buffer: deque[AuditRow] = deque()
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._spill = SpillFiles(config.spill_path)
         self._replay: SpillReader | None = None
-        self._replay_chunk: list[AuditEntry] | None = None
+        self._replay_chunk: list[AuditRow] | None = None
         self._replay_pending = False
         self._store: AuditStore | None = None
         self._task: asyncio.Task[None] | None = None
@@ -105,8 +116,16 @@ class AuditWriter:
 
     # -- the request path ------------------------------------------------------------------------
 
+    def record_trail(self, trail: RequestTrail) -> None:
+        """Queue the record of a request that has just ended (its trail is not changed afterwards).
+        O(1), no I/O, never blocks, never raises: the row is built later, with its batch's."""
+        self._arrive((trail, time.monotonic()))
+
     def record(self, entry: AuditEntry) -> None:
-        """Queue one entry. O(1), no I/O, never blocks, never raises. Call from the event loop's thread."""
+        """Queue one entry built elsewhere. Same guarantees as `record_trail`."""
+        self._arrive(entry)
+
+    def _arrive(self, item: tuple[RequestTrail, float] | AuditEntry) -> None:
         if self._closed:
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
@@ -116,25 +135,47 @@ class AuditWriter:
                     extra={"event": "audit_lost", "lost": self.lost},
                 )
             return
-        buffer = self._buffer
-        buffer.append(entry)
+        arrived = self._arrived
+        arrived.append(item)
         self.recorded += 1
-        size = len(buffer)
+        size = len(arrived) + len(self._buffer)
+        # Wake the writer only when it has something to decide: the first record (it starts the
+        # flush timer), a full batch, or a full buffer; not once per record.
         if size == 1 or size == self._batch_size or size > self._limit:
             self._wake.set()
+
+    def _rows(self) -> None:
+        """Turn what arrived into rows at the end of the buffer, in one pass."""
+        arrived = self._arrived
+        if not arrived:
+            return
+        items = list(arrived)
+        arrived.clear()
+        with contextlib.suppress(Exception):  # a record that cannot be built is found below
+            if all(type(item) is tuple for item in items):
+                self._buffer.extend(rows_from_trails(items))  # type: ignore[arg-type]
+                return
+        for item in items:
+            try:
+                row = item.to_row() if isinstance(item, AuditEntry) else rows_from_trails([item])[0]
+            except Exception:
+                self.lost += 1
+                log.exception("audit record could not be built: dropped", extra={"event": "audit_lost"})
+                continue
+            self._buffer.append(row)
 
     # -- state -----------------------------------------------------------------------------------
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return len(self._arrived) + len(self._buffer)
 
     @property
     def stats(self) -> dict[str, Any]:
         """`recorded` = `written` + `spilled` + `buffered` + records lost from memory; `replayed`
         counts spill records (this process's or adopted orphans') stored since."""
         return {
-            "buffered": len(self._buffer),
+            "buffered": self.buffered,
             "recorded": self.recorded,
             "written": self.written,
             "spilled": self.spilled,
@@ -183,12 +224,12 @@ class AuditWriter:
         while not self._stopping:
             try:
                 now = loop.time()
-                if self._buffer and batch_since is None:
+                if batch_since is None and self.buffered:
                     batch_since = now
                 wait: float | None
                 if now < retry_at:
                     wait = retry_at - now
-                elif self._store is None or self._replay_pending or len(self._buffer) >= self._batch_size:
+                elif self._store is None or self._replay_pending or self.buffered >= self._batch_size:
                     wait = 0.0
                 elif batch_since is not None:
                     wait = batch_since + self._interval - now
@@ -208,18 +249,18 @@ class AuditWriter:
                 now = loop.time()
                 if now < retry_at:
                     continue
-                if self._buffer and batch_since is None:
+                if batch_since is None and self.buffered:
                     batch_since = now
                 due = (
                     self._store is None
                     or self._replay_pending
-                    or len(self._buffer) >= self._batch_size
+                    or self.buffered >= self._batch_size
                     or (batch_since is not None and now >= batch_since + self._interval)
                 )
                 if not due:
                     continue
                 ok = await self._work()
-                batch_since = loop.time() if self._buffer else None
+                batch_since = loop.time() if self.buffered else None
                 if ok:
                     delay, retry_at = 0.0, 0.0
                 else:
@@ -237,6 +278,7 @@ class AuditWriter:
             store = await self._open()
             if store is None:
                 return False
+        self._rows()
         count = len(self._buffer)
         while count > 0 and self._buffer:
             batch = list(islice(self._buffer, 0, min(count, self._batch_size)))
@@ -280,7 +322,7 @@ class AuditWriter:
             log.error("audit spill directory unreadable: %s", error, extra={"event": "audit_spill_error"})
         return store
 
-    async def _write(self, store: AuditStore, batch: list[AuditEntry]) -> bool:
+    async def _write(self, store: AuditStore, batch: list[AuditRow]) -> bool:
         try:
             created = await self._insert(store, batch)
         except Exception as error:
@@ -292,40 +334,46 @@ class AuditWriter:
         self._notify(batch, created.ids)
         return True
 
-    async def _insert(self, store: AuditStore, batch: Sequence[AuditEntry]) -> _Inserted:
+    async def _insert(self, store: AuditStore, batch: Sequence[AuditRow]) -> _Inserted:
         """Insert; a batch refused for its content (the database is up) is retried one record at a time
-        and the records still refused are dropped, counted as lost. Raises when the database is down."""
+        and the records still refused are dropped, counted as lost. Raises when the database is down.
+
+        The new rows' ids are asked for only when someone listens (`on_written`): without them
+        SQLite runs one prepared INSERT for the whole batch."""
+        ids = self.on_written is not None
         try:
             with span("audit insert", records=len(batch), database=store.dialect):
-                return _Inserted(await store.insert_returning(batch), 0)
+                return _Inserted(await store.write(batch, ids=ids), 0)
         except _REJECTED as error:
             if len(batch) == 1:
                 self._reject(batch[0], error)
                 return _Inserted({}, 1)
             self.failed_batches += 1
-        ids: dict[str, int] = {}
+        created: dict[str, int] = {}
         rejected = 0
-        for entry in batch:
+        for row in batch:
             try:
-                ids.update(await store.insert_returning([entry]))
+                created.update(await store.write([row], ids=ids))
             except _REJECTED as error:
-                self._reject(entry, error)
+                self._reject(row, error)
                 rejected += 1
-        return _Inserted(ids, rejected)
+        return _Inserted(created, rejected)
 
-    def _reject(self, entry: AuditEntry, error: BaseException) -> None:
+    def _reject(self, row: AuditRow, error: BaseException) -> None:
         self.lost += 1
         log.error(
             "audit record refused by the database (%s): dropped",
             type(error).__name__,
-            extra={"event": "audit_lost", "uid": entry.uid, "request_id": entry.request_id},
+            extra={"event": "audit_lost", "uid": row[_UID], "request_id": row[_REQUEST_ID]},
         )
 
-    def _notify(self, entries: Sequence[AuditEntry], ids: dict[str, int]) -> None:
+    def _notify(self, rows: Sequence[AuditRow], ids: dict[str, int]) -> None:
         callback = self.on_written
         if callback is None or not ids:
             return
-        records = [{"id": ids[entry.uid], **entry.to_json()} for entry in entries if entry.uid in ids]
+        records = [
+            {"id": ids[row[_UID]], **AuditEntry.from_row(row).to_json()} for row in rows if row[_UID] in ids
+        ]
         records.sort(key=lambda record: record["id"])
         try:
             callback(records)
@@ -355,33 +403,34 @@ class AuditWriter:
     # -- spill -----------------------------------------------------------------------------------
 
     async def _spill_overflow(self) -> None:
-        excess = len(self._buffer) - self._limit
+        excess = self.buffered - self._limit
         if excess > 0:
-            await self._spill_entries([self._buffer.popleft() for _ in range(excess)])
+            self._rows()
+            await self._spill_rows([self._buffer.popleft() for _ in range(excess)])
 
-    async def _spill_entries(self, entries: list[AuditEntry]) -> None:
-        lines = [entry.to_line() for entry in entries]
+    async def _spill_rows(self, rows: list[AuditRow]) -> None:
+        lines = [AuditEntry.from_row(row).to_line() for row in rows]
         try:
             await asyncio.to_thread(self._spill.append, lines)
         except Exception as error:
-            self.lost += len(entries)
+            self.lost += len(rows)
             log.error(
                 "audit spill to %s failed (%s: %s): %d records lost",
                 self._spill.path,
                 type(error).__name__,
                 error,
-                len(entries),
-                extra={"event": "audit_lost", "lost": len(entries)},
+                len(rows),
+                extra={"event": "audit_lost", "lost": len(rows)},
             )
             return
         if self.spilled == 0 or not self.db_up:
             log.warning(
                 "audit buffer full: %d records spilled to %s",
-                len(entries),
+                len(rows),
                 self._spill.path,
-                extra={"event": "audit_spilled", "count": len(entries)},
+                extra={"event": "audit_spilled", "count": len(rows)},
             )
-        self.spilled += len(entries)
+        self.spilled += len(rows)
         self._replay_pending = True
 
     async def _replay_step(self, store: AuditStore) -> bool:
@@ -412,7 +461,7 @@ class AuditWriter:
         self._notify(chunk, created.ids)
         return True
 
-    async def _next_replay_chunk(self) -> list[AuditEntry] | None:
+    async def _next_replay_chunk(self) -> list[AuditRow] | None:
         """The next entries to replay, claiming the next file when one is done; None when all are done."""
         while True:
             if self._replay is None:
@@ -433,7 +482,7 @@ class AuditWriter:
                     extra={"event": "audit_lost", "lost": bad},
                 )
             if entries:
-                return entries
+                return [entry.to_row() for entry in entries]
             await asyncio.to_thread(reader.finish)
             self._replay = None
             log.info("audit spill file %s replayed", reader.path, extra={"event": "audit_replayed"})
@@ -447,6 +496,7 @@ class AuditWriter:
         stuck driver may take a while even to give up. What it had not confirmed is spilled; if it
         commits a batch after all, the replay of the same records is ignored (uids are unique).
         """
+        self._rows()
         store = self._store
         if store is not None and self.db_up and self._buffer:
             pending = list(self._buffer)
@@ -484,10 +534,11 @@ class AuditWriter:
     async def _finish(self) -> None:
         """Spill whatever is still in memory and close. Idempotent."""
         self._closed = True  # from here on `record()` counts entries as lost
+        self._rows()
         while self._buffer:
             left = list(self._buffer)
             self._buffer.clear()
-            await self._spill_entries(left)
+            await self._spill_rows(left)
         if self._replay is not None:
             self._replay.close()  # the claimed file stays; the next start resumes it
             self._replay = None
@@ -502,6 +553,10 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Consume an abandoned task's outcome, so asyncio does not report it as never retrieved."""
     if not task.cancelled():
         task.exception()
+
+
+_UID = ENTRY_FIELDS.index("uid")
+_REQUEST_ID = ENTRY_FIELDS.index("request_id")
 
 
 class _Inserted:

@@ -7,13 +7,13 @@ and a bare ASGI handler costs a fraction of it. Everything else (admin, 404s) is
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
 from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, PayloadTooLarge, problem_body
+from gateway.request_ids import new_request_id
 
 __all__ = ["ClientDisconnected", "ModelRequest"]
 
@@ -57,9 +57,7 @@ class ModelRequest:
         self.headers = headers
         incoming = headers.get(b"x-request-id", b"")
         self.request_id = (
-            incoming.decode()
-            if incoming and _CLIENT_REQUEST_ID.match(incoming)
-            else f"req_{secrets.token_hex(12)}"
+            incoming.decode() if incoming and _CLIENT_REQUEST_ID.match(incoming) else new_request_id()
         )
 
     @property

@@ -26,6 +26,9 @@ import pytest
 
 from gateway.audit.record import AuditEntry
 from gateway.config.model import AuditConfig
+from gateway.protocol.canonical import Usage
+from gateway.routing.failover import Attempt
+from gateway.routing.trail import RequestTrail
 from gateway.testing.process import free_port
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -237,10 +240,25 @@ def make_entry(index: int = 0, *, ts: datetime | None = None, **overrides: Any) 
         "ttft_ms": 3.5,
         "prompt_tokens": 10,
         "completion_tokens": 20,
+        "cached_tokens": 4,
+        "cache_creation_tokens": 2,
         "config_version": "abc123",
     }
     values.update(overrides)
     return AuditEntry(**values)
+
+
+def make_trail(
+    index: int = 0, *, usage: Usage | None = None, attempts: list[Attempt] | None = None
+) -> RequestTrail:
+    """A finished request's trail as the model API leaves it (one attempt that succeeded, by default)."""
+    trail = RequestTrail("openai", "chat", f"req-trail-{index}")
+    trail.config_version, trail.client_key, trail.model, trail.stream = "abc123", "team-a", "small", False
+    trail.attempts = [Attempt("local", "tiny", "ok", 200, 12.345)] if attempts is None else attempts
+    trail.backend, trail.backend_type, trail.upstream_model = "local", "mlx", "tiny"
+    trail.http_status = 200
+    trail.usage = Usage(100, 20, 64, 8) if usage is None else usage
+    return trail
 
 
 def make_entries(

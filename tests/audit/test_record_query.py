@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 import gateway.audit
 from gateway.audit.query import LogFilter, decode_cursor, encode_cursor
-from gateway.audit.record import AuditEntry
+from gateway.audit.record import ENTRY_FIELDS, AuditEntry, default_instance, new_uids, rows_from_trails
+from gateway.protocol.canonical import Usage
+from gateway.request_ids import new_request_id
+from gateway.routing.failover import Attempt
 
-from .conftest import make_entry
+from .conftest import make_entry, make_trail
 
 
 def test_entry_json_round_trip() -> None:
@@ -22,6 +27,78 @@ def test_entry_json_round_trip() -> None:
     assert AuditEntry.from_json(data) == entry
     assert AuditEntry.from_line(entry.to_line()) == entry
     assert entry.to_line().endswith(b"\n") and entry.to_line().count(b"\n") == 1
+
+
+def test_entry_row_round_trip() -> None:
+    entry = make_entry(3)
+    row = entry.to_row()
+    assert len(row) == len(ENTRY_FIELDS) and row[0] == entry.uid
+    assert isinstance(row[ENTRY_FIELDS.index("failover_path")], str)  # JSON text, as stored
+    assert AuditEntry.from_row(row) == entry
+
+
+def test_a_spill_line_from_before_the_cache_counts_reads_them_as_null() -> None:
+    data = make_entry().to_json()
+    del data["cached_tokens"], data["cache_creation_tokens"]
+    entry = AuditEntry.from_json(data)
+    assert entry.cached_tokens is None and entry.cache_creation_tokens is None
+    assert entry.prompt_tokens == 10
+
+
+def test_rows_from_trails_hold_what_each_request_did() -> None:
+    failed_over = make_trail(
+        1,
+        usage=Usage(prompt_tokens=1500, completion_tokens=30, cached_tokens=1024, cache_creation_tokens=200),
+        attempts=[
+            Attempt("primary", "big", "http_5xx", 502, 3.14159),
+            Attempt("local", "tiny", "ok", 200, 9.5),
+        ],
+    )
+    refused = make_trail(2, attempts=[])
+    refused.usage, refused.http_status, refused.error_type = None, 403, "forbidden"
+    streamed = make_trail(3)
+    streamed.stream, streamed.first_byte_at = True, streamed.started + 0.0123
+    ended = failed_over.started + 0.25
+    rows = rows_from_trails([(failed_over, ended), (refused, refused.started + 0.001), (streamed, ended)])
+    first, second, third = (AuditEntry.from_row(row) for row in rows)
+
+    assert first.request_id == "req-trail-1" and first.ts == failed_over.ts
+    assert first.instance == default_instance()
+    assert (first.model, first.backend, first.backend_type, first.upstream_model) == (
+        "small",
+        "local",
+        "mlx",
+        "tiny",
+    )
+    assert first.status == "success" and first.attempts == 2 and first.http_status == 200
+    assert first.failover_path == [
+        {"backend": "primary", "model": "big", "outcome": "http_5xx", "status": 502, "duration_ms": 3.14},
+        {"backend": "local", "model": "tiny", "outcome": "ok", "status": 200, "duration_ms": 9.5},
+    ]
+    assert first.latency_ms == 250.0 and first.ttft_ms is None  # the end the caller measured
+    assert (first.prompt_tokens, first.completion_tokens) == (1500, 30)
+    assert (first.cached_tokens, first.cache_creation_tokens) == (1024, 200)
+    assert first.config_version == "abc123" and first.client_key == "team-a"
+
+    assert second.status == "rejected" and second.attempts == 0 and second.failover_path == []
+    assert second.error_type == "forbidden" and second.http_status == 403
+    assert (second.prompt_tokens, second.cached_tokens, second.cache_creation_tokens) == (None, None, None)
+
+    assert third.stream is True and third.ttft_ms == 12.3
+    assert len({first.uid, second.uid, third.uid}) == 3
+
+
+def test_uids_and_request_ids_are_unique_and_sort_by_time() -> None:
+    earlier = new_uids(500)
+    earlier_ids = [new_request_id() for _ in range(500)]
+    time.sleep(0.002)  # the next millisecond at least
+    later = new_uids(500)
+    later_ids = [new_request_id() for _ in range(500)]
+    assert len(set(earlier + later)) == 1000 and len(set(earlier_ids + later_ids)) == 1000
+    assert all(len(uid) == 32 and int(uid, 16) >= 0 for uid in earlier + later)
+    assert max(earlier) < min(later)  # each insert lands at the end of the uid index
+    assert all(re.fullmatch(r"req_[0-9a-f]{24}", rid) for rid in earlier_ids + later_ids)
+    assert max(earlier_ids) < min(later_ids)
 
 
 def test_entry_defaults_and_id() -> None:

@@ -10,14 +10,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from gateway.audit.migrations import MIGRATIONS
+from gateway.audit.migrations import _VERSION_TABLE, MIGRATIONS
 from gateway.audit.models import AuditRecord
 from gateway.audit.query import LogFilter, encode_cursor
 from gateway.audit.store import AuditStore
 
-from .conftest import Outage, make_entries, make_entry, query, uid_counts, wait_for
+from .conftest import PG_HOST, PG_PORT, Outage, make_entries, make_entry, query, uid_counts, wait_for
 
 
 @pytest.fixture
@@ -47,6 +48,100 @@ async def test_schema_created_and_migrations_idempotent(database_url: str, diale
     await asyncio.gather(*(opened.close() for opened in stores))
     assert await _versions(database_url) == latest
     assert len(await uid_counts(database_url)) == 1
+
+
+async def _create_version_1(url: str, dialect: str) -> None:
+    """The schema as the first release left it, with one record in it (written then, so without the
+    columns later steps add)."""
+    v1 = MIGRATIONS[dialect][0]
+    assert v1.version == 1
+    columns = '"uid", "ts", "request_id", "instance", "surface", "endpoint", "stream", "status", '
+    columns += '"http_status", "attempts", "failover_path", "latency_ms", "prompt_tokens"'
+    if dialect == "sqlite":
+        connection = sqlite3.connect(url.removeprefix("sqlite://"))
+        try:
+            for statement in (_VERSION_TABLE["sqlite"], *v1.statements):
+                connection.execute(statement)
+            connection.execute(
+                'INSERT INTO "audit_schema_version" VALUES (1, ?, ?)', (v1.name, "2025-01-01 00:00:00+00:00")
+            )
+            connection.execute(
+                f'INSERT INTO "audit_records" ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                ("old-uid", "2025-01-01 00:00:00.000000+00:00", "req-old", "h:1", "openai", "chat", 0,
+                 "success", 200, 1, "[]", 5.0, 11),
+            )  # fmt: skip
+            connection.commit()
+        finally:
+            connection.close()
+        return
+    connection = await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user="postgres", database=url.rsplit("/", 1)[1]
+    )
+    try:
+        for statement in (_VERSION_TABLE["postgres"], *v1.statements):
+            await connection.execute(statement)
+        await connection.execute(
+            'INSERT INTO "audit_schema_version" VALUES (1, $1, $2)', v1.name, datetime(2025, 1, 1, tzinfo=UTC)
+        )
+        await connection.execute(
+            f'INSERT INTO "audit_records" ({columns}) VALUES ({", ".join(f"${i}" for i in range(1, 14))})',
+            "old-uid", datetime(2025, 1, 1, tzinfo=UTC), "req-old", "h:1", "openai", "chat", False,
+            "success", 200, 1, "[]", 5.0, 11,
+        )  # fmt: skip
+    finally:
+        await connection.close()
+
+
+async def test_upgrade_from_version_1_adds_the_cache_counts_in_place(database_url: str, dialect: str) -> None:
+    await _create_version_1(database_url, dialect)
+    store = await AuditStore.open(database_url)
+    try:
+        assert await _versions(database_url) == [step.version for step in MIGRATIONS[dialect]]
+        [old] = (await store.page(LogFilter(request_id="req-old"), 10))[0]
+        assert old["uid"] == "old-uid" and old["prompt_tokens"] == 11  # kept, readable
+        assert old["cached_tokens"] is None and old["cache_creation_tokens"] is None
+        new = make_entry(1, cached_tokens=900, cache_creation_tokens=100)
+        [row_id] = await store.insert([new])
+        assert await store.fetch_ids([row_id]) == [{"id": row_id, **new.to_json()}]
+    finally:
+        await store.close()
+    # A step recorded as missing (say, its version row was lost) runs again without harm.
+    if dialect == "sqlite":
+        connection = sqlite3.connect(database_url.removeprefix("sqlite://"))
+        connection.execute('DELETE FROM "audit_schema_version" WHERE "version" = 2')
+        connection.commit()
+        connection.close()
+    else:
+        connection = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", database=database_url.rsplit("/", 1)[1]
+        )
+        await connection.execute('DELETE FROM "audit_schema_version" WHERE "version" = 2')
+        await connection.close()
+    again = await AuditStore.open(database_url)
+    await again.close()
+    assert await _versions(database_url) == [step.version for step in MIGRATIONS[dialect]]
+    assert len(await uid_counts(database_url)) == 2
+
+
+async def test_written_rows_read_back_exactly(store: AuditStore) -> None:
+    """What `write` stores (the writer's path: no ids asked for) is what a page reads back, for every
+    kind of value: unicode, quotes and newlines in text, nulls, both booleans, floats, big counts."""
+    entries = [
+        make_entry(1, model='qwen "3" \\ 7b\nq4 — 日本語 🚀', client_key=None, trace_id="ab" * 16),
+        make_entry(2, stream=True, ttft_ms=None, prompt_tokens=None, cached_tokens=None, error_type="x"),
+        make_entry(
+            3, latency_ms=0.1 + 0.2, prompt_tokens=2**40, cached_tokens=0, cache_creation_tokens=2**33
+        ),
+        make_entry(4, failover_path=[], attempts=0, status="rejected", http_status=403, backend=None),
+        make_entry(5, ts=datetime(2025, 6, 1, 12, 0, 0, 0, tzinfo=UTC)),  # no microseconds
+    ]
+    assert await store.write([entry.to_row() for entry in entries]) == {}
+    assert await store.write([entries[0].to_row()]) == {}  # a duplicate uid: skipped, no error
+    records, _ = await store.page(LogFilter(), 100)
+    assert all(isinstance(record.pop("id"), int) for record in records)
+    assert sorted(records, key=lambda r: r["uid"]) == sorted(
+        (e.to_json() for e in entries), key=lambda r: r["uid"]
+    )
 
 
 async def test_table_matches_model(store: AuditStore, database_url: str, dialect: str) -> None:

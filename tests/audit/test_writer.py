@@ -21,8 +21,10 @@ from gateway.audit.retention import run_retention
 from gateway.audit.spill import SpillFiles
 from gateway.audit.store import AuditStore
 from gateway.audit.writer import AuditWriter
+from gateway.protocol.canonical import Usage
+from gateway.routing.failover import Attempt
 
-from .conftest import Outage, audit_config, make_entries, make_entry, uid_counts, wait_for
+from .conftest import Outage, audit_config, make_entries, make_entry, make_trail, uid_counts, wait_for
 
 FAST_RETRY = {"retry_initial": 0.05, "retry_max": 0.2}
 
@@ -74,6 +76,83 @@ async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tm
         "failed_batches": 0,
         "db_up": False,  # closed
     }
+
+
+async def test_trails_become_records_when_the_batch_is_written(database_url: str, tmp_path: Path) -> None:
+    """The request path hands over the trail; the writer builds the rows later, but what they say
+    (the latency above all) is what was true when the request ended."""
+    config = audit_config(tmp_path, database_url, batch_size=100, flush_interval_ms=50)
+    writer = AuditWriter(None, config)
+    await writer.start()
+    trails = [make_trail(i) for i in range(40)]
+    failed = make_trail(99, usage=Usage(), attempts=[Attempt("local", "tiny", "http_5xx", 503, 2.0)])
+    failed.http_status, failed.error_type = 503, "upstream-error"
+    for trail in [*trails, failed]:
+        writer.record_trail(trail)
+    time.sleep(0.5)  # the loop is held: the writer cannot run before these requests' end is half a second old
+    await wait_for(lambda: writer.written == 41)
+    assert writer.stats["recorded"] == 41 and writer.buffered == 0 and writer.lost == 0
+    records, _ = await writer.store.page(LogFilter(), 100)  # type: ignore[union-attr]
+    by_request = {record["request_id"]: record for record in records}
+    assert set(by_request) == {t.request_id for t in [*trails, failed]}
+    assert len({record["uid"] for record in records}) == 41
+    first = by_request["req-trail-0"]
+    assert first["latency_ms"] < 500  # measured when the request ended, not when the row was built
+    assert (first["prompt_tokens"], first["completion_tokens"]) == (100, 20)
+    assert (first["cached_tokens"], first["cache_creation_tokens"]) == (64, 8)
+    assert first["status"] == "success" and first["attempts"] == 1 and first["backend_type"] == "mlx"
+    assert first["failover_path"] == [
+        {"backend": "local", "model": "tiny", "outcome": "ok", "status": 200, "duration_ms": 12.35}
+    ]
+    bad = by_request["req-trail-99"]
+    assert bad["status"] == "error" and bad["http_status"] == 503 and bad["error_type"] == "upstream-error"
+    assert (bad["prompt_tokens"], bad["cached_tokens"]) == (0, 0)
+    await writer.stop()
+
+
+async def test_a_record_that_cannot_be_built_is_counted_lost_and_the_rest_written(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = audit_config(tmp_path, database_url)
+    writer = AuditWriter(None, config)
+    await writer.start()
+    broken = make_trail(2)
+    broken.attempts = [object()]  # type: ignore[list-item]  # not an Attempt: its row cannot be built
+    with caplog.at_level(logging.ERROR, logger="gateway.audit"):
+        for trail in (make_trail(1), broken, make_trail(3)):
+            writer.record_trail(trail)
+        writer.record(make_entry(4))
+        await wait_for(lambda: writer.written == 3)
+    assert writer.lost == 1 and writer.recorded == 4
+    assert "audit record could not be built" in caplog.text
+    records, _ = await writer.store.page(LogFilter(), 10)  # type: ignore[union-attr]
+    assert sorted(r["request_id"] for r in records) == ["req-4", "req-trail-1", "req-trail-3"]
+    await writer.stop()
+
+
+async def test_trails_recorded_during_an_outage_are_spilled_then_written_once(
+    outage: Outage, tmp_path: Path
+) -> None:
+    """A record's uid is given once, when its row is built: the spill and the replay keep it."""
+    config = audit_config(tmp_path, outage.url, buffer_records=100, batch_size=50, flush_interval_ms=10)
+    writer = AuditWriter(None, config, **FAST_RETRY)
+    await writer.start()
+    trails = [make_trail(i) for i in range(400)]
+    for start in range(0, 400, 50):
+        for trail in trails[start : start + 50]:
+            writer.record_trail(trail)
+        await asyncio.sleep(0.01)
+    await wait_for(lambda: writer.spilled == 300)
+    assert writer.buffered == 100 and writer.written == 0
+    await outage.bring_up()
+    await wait_for(lambda: writer.written + writer.replayed == 400)
+    counts = await uid_counts(outage.url)
+    assert len(counts) == 400 and set(counts.values()) == {1}
+    records, _ = await writer.store.page(LogFilter(), 1000)  # type: ignore[union-attr]
+    assert sorted(r["request_id"] for r in records) == sorted(t.request_id for t in trails)
+    assert {r["cached_tokens"] for r in records} == {64}  # the spill file keeps the new fields too
+    await writer.stop()
+    assert writer.lost == 0
 
 
 async def test_record_never_blocks_nor_does_io(outage: Outage, tmp_path: Path) -> None:

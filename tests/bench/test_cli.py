@@ -19,7 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_scenario_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert set(SCENARIOS) == {"overhead", "peers", "local", "failover", "cloud", "reload", "telemetry"}
+    assert set(SCENARIOS) == {
+        "overhead",
+        "peers",
+        "local",
+        "failover",
+        "cloud",
+        "reload",
+        "telemetry",
+        "audit",
+    }
     with pytest.raises(SystemExit) as exit_info:
         gateway_main(["bench", "--help"])
     assert exit_info.value.code == 0

@@ -120,6 +120,7 @@ def test_records_hold_the_metadata_of_each_kind_of_outcome(gateway_server, up: U
     )
     assert record["prompt_tokens"] == completion.usage.prompt_tokens
     assert record["completion_tokens"] == completion.usage.completion_tokens == 5
+    assert record["cached_tokens"] == record["cache_creation_tokens"] == 0  # none reported by the upstream
     assert record["attempts"] == 1 and record["error_type"] is None
     assert record["config_version"] == ok.headers["x-config-version"]
     assert record["latency_ms"] > 0 and record["ttft_ms"] is None
@@ -337,7 +338,7 @@ def test_retention_deletes_back_dated_records_at_start(
         assert sorted(r["request_id"] for r in db.rows()) == ["new-1", "new-2", "new-3"]
 
 
-def _entry(request_id: str, ts: datetime) -> AuditEntry:
+def _entry(request_id: str, ts: datetime, **overrides: Any) -> AuditEntry:
     return AuditEntry(
         uid=secrets.token_hex(16),
         ts=ts,
@@ -362,6 +363,7 @@ def _entry(request_id: str, ts: datetime) -> AuditEntry:
         prompt_tokens=10,
         completion_tokens=2,
         config_version="0123456789abcdef",
+        **overrides,
     )
 
 
@@ -450,6 +452,41 @@ def test_pages_filters_and_export(gateway_server, up: Upstreams, db) -> None:
     table = list(csv.DictReader(io.StringIO(as_csv.text)))
     assert len(table) == 9 and {row["status"] for row in table} == {"rejected"}
     assert json.loads(table[0]["failover_path"]) == []
+
+
+def test_cache_token_counts_in_pages_and_exports(gateway_server, up: Upstreams, db) -> None:
+    now = datetime.now(UTC)
+    asyncio.run(
+        _insert(
+            db.url(),
+            [
+                _entry("cached", now, cached_tokens=8, cache_creation_tokens=2),
+                _entry("older", now - timedelta(minutes=1)),  # as rows written before the counts were kept
+            ],
+        )
+    )
+    gateway = gateway_server(config(up, db.url()), env=ENV)
+    cached, older = logs(gateway, limit=10)["records"]
+    assert (cached["request_id"], cached["cached_tokens"], cached["cache_creation_tokens"]) == (
+        "cached",
+        8,
+        2,
+    )
+    assert (older["request_id"], older["cached_tokens"], older["cache_creation_tokens"]) == (
+        "older",
+        None,
+        None,
+    )
+
+    exported = requests.get(gateway.url("/admin/api/logs/export"), headers=ADMIN, timeout=10)
+    lines = {line["request_id"]: line for line in map(json.loads, exported.text.splitlines())}
+    assert lines["cached"]["cached_tokens"] == 8 and lines["older"]["cache_creation_tokens"] is None
+    as_csv = requests.get(
+        gateway.url("/admin/api/logs/export"), params={"format": "csv"}, headers=ADMIN, timeout=10
+    )
+    table = {row["request_id"]: row for row in csv.DictReader(io.StringIO(as_csv.text))}
+    assert (table["cached"]["cached_tokens"], table["cached"]["cache_creation_tokens"]) == ("8", "2")
+    assert (table["older"]["cached_tokens"], table["older"]["cache_creation_tokens"]) == ("", "")
 
 
 def test_logs_api_is_for_admins_only(gateway_server, up: Upstreams, tmp_path: Path) -> None:

@@ -446,7 +446,11 @@ class LogsView {
           field("Latency", formatMs(record.latency_ms)),
           field("First token", record.ttft_ms === null ? null : formatMs(record.ttft_ms)),
           field("Prompt tokens", record.prompt_tokens === null ? null : String(record.prompt_tokens)),
-          field("Completion tokens", record.completion_tokens === null ? null : String(record.completion_tokens))),
+          field("Completion tokens", record.completion_tokens === null ? null : String(record.completion_tokens)),
+          // Subsets of the prompt tokens; null on records stored before the gateway kept them.
+          field("Cached prompt tokens", record.cached_tokens == null ? null : String(record.cached_tokens)),
+          field("Prompt tokens written to cache",
+            record.cache_creation_tokens == null ? null : String(record.cache_creation_tokens))),
         h("h3", {}, "Failover path"),
         path.length
           ? h("table", { class: "path", id: "failover-path" },
