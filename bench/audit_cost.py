@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.progress import Progress, say
-from gateway.bench.report import ROOT, markdown_table
+from gateway.bench.harness.progress import Progress, say
+from gateway.bench.harness.results import markdown_table
 
 DIALECTS = ("sqlite", "postgres")
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -274,7 +274,6 @@ def _postgres_available() -> bool:
 def _run_dialect(dialect: str, plan: Plan) -> list[dict[str, float]]:
     done = subprocess.run(
         [sys.executable, "-m", "gateway.bench.audit_cost", dialect, json.dumps(asdict(plan))],
-        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=1800,
