@@ -259,6 +259,8 @@ def test_the_drawer_shows_a_record_with_its_failover_path_and_trace(
     expect(drawer).to_contain_text("seed-flaky-0")
     expect(drawer).to_contain_text(record["config_version"])
     expect(drawer).to_contain_text("billing-app")
+    expect(drawer).to_contain_text("Cached prompt tokens")  # 0: the fake upstream reports no cache use
+    expect(drawer).to_contain_text("Prompt tokens written to cache")
     path = drawer.locator("#failover-path tbody tr")
     expect(path).to_have_count(2)
     expect(path.nth(0)).to_contain_text("broken")

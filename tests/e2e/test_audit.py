@@ -270,10 +270,16 @@ def test_database_outage_loses_nothing_and_duplicates_nothing(
         def stats() -> dict[str, Any]:
             return requests.get(gateway.url("/admin/api/logs/stats"), headers=ADMIN, timeout=5).json()
 
-        # Ten held in memory (buffer_records), the rest spilled to disk.
-        wait_until(lambda: stats()["buffered"] + stats()["spilled"] == 40, timeout=10, interval=0.1)
-        assert stats()["buffered"] <= 10 and stats()["spilled"] >= 30
-        assert stats()["written"] == 0 and stats()["db_up"] is False
+        # Ten held in memory (buffer_records), the rest spilled to disk. Read as one snapshot, once
+        # settled: a record past the buffer is spilled by the writer's next turn, not by the request.
+        seen: dict[str, Any] = {}
+
+        def settled() -> bool:
+            seen.update(stats())
+            return seen["buffered"] + seen["spilled"] == 40 and seen["buffered"] <= 10
+
+        wait_until(settled, timeout=10, interval=0.1)
+        assert seen["spilled"] >= 30 and seen["written"] == 0 and seen["db_up"] is False
         # The logs API says the database is away, as a problem (not a 500).
         down = requests.get(gateway.url("/admin/api/logs"), headers=ADMIN, timeout=10)
         assert down.status_code == 503 and "audit database" in down.json()["detail"]
@@ -308,6 +314,13 @@ def test_records_in_the_buffer_at_sigterm_are_written(
         audit = "  flush_interval_ms: 60000\n  batch_size: 1000"
         text = config(up, db.url(), audit=audit).replace("  flush_interval_ms: 50\n", "")
         gateway = gateway_server(text, env=ENV)
+
+        def stats() -> dict[str, Any]:
+            return requests.get(gateway.url("/admin/api/logs/stats"), headers=ADMIN, timeout=5).json()
+
+        # The writer opens the database in the background; records that arrive before it is open are
+        # written as soon as it is, so wait for that first.
+        wait_until(lambda: stats()["db_up"], timeout=10, interval=0.05)
         client = oai(gateway)
         sent = [
             client.chat.completions.with_raw_response.create(
@@ -315,8 +328,7 @@ def test_records_in_the_buffer_at_sigterm_are_written(
             ).headers["x-request-id"]
             for _ in range(25)
         ]
-        stats = requests.get(gateway.url("/admin/api/logs/stats"), headers=ADMIN, timeout=5).json()
-        assert stats["buffered"] == 25 and stats["written"] == 0
+        assert stats()["buffered"] == 25 and stats()["written"] == 0
         assert gateway.stop(signal.SIGTERM) == 0
         assert sorted(r["request_id"] for r in db.rows()) == sorted(sent)
 
