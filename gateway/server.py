@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from gateway.telemetry.metrics import (
     remove_multiprocess_dir,
 )
 
-__all__ = ["ServeOptions", "serve"]
+__all__ = ["ServeOptions", "event_loop_factory", "serve"]
 
 log = logging.getLogger("gateway.server")
 
@@ -47,6 +48,7 @@ class ServeOptions:
     graceful_seconds: float
     log_level: str
     log_format: str
+    event_loop: str = "auto"
 
 
 def serve(
@@ -69,7 +71,13 @@ def serve(
         graceful_seconds=config.server.graceful_shutdown_seconds,
         log_level=config.telemetry.logging.level,
         log_format=config.telemetry.logging.format,
+        event_loop=config.server.event_loop,
     )
+    try:
+        loop_factory = event_loop_factory(options.event_loop)
+    except RuntimeError as error:
+        print(f"gateway: not starting: {error}", file=sys.stderr)
+        return 1
     problem = exposure_issue(config, options.host)
     if problem:
         print(f"gateway: not starting: {problem}", file=sys.stderr)
@@ -79,12 +87,19 @@ def serve(
     sockets = hypercorn.create_sockets()
     bound = sockets.insecure_sockets[0].getsockname()
     log.info(
-        "gateway listening on http://%s:%s (%d worker(s), config %s)",
+        "gateway listening on http://%s:%s (%d worker(s), config %s, %s event loop)",
         bound[0],
         bound[1],
         options.workers,
         config.version,
-        extra={"event": "listening", "host": bound[0], "port": bound[1], "workers": options.workers},
+        "uvloop" if loop_factory else "asyncio",
+        extra={
+            "event": "listening",
+            "host": bound[0],
+            "port": bound[1],
+            "workers": options.workers,
+            "event_loop": "uvloop" if loop_factory else "asyncio",
+        },
     )
     if options.workers == 1:
         code = _run_worker(options, hypercorn, sockets)
@@ -131,13 +146,28 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
         await worker_serve(wrap_app(app, 0, "asgi"), hypercorn, sockets=sockets, shutdown_trigger=stop.wait)
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=event_loop_factory(options.event_loop)) as runner:
+            runner.run(main())
     except ConfigError as error:
         # The file changed between the supervisor's check and this worker's start.
         for issue in error.issues:
             print(f"  {issue}", file=sys.stderr)
         return 1
     return 0
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """`server.event_loop`: uvloop's loop (`uvloop`, or `auto` where uvloop is installed), else None
+    (asyncio's default). Measured on one core: uvloop serves about 10% more requests (PERFORMANCE.md)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise RuntimeError("server.event_loop is uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _worker_entry(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> None:

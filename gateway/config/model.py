@@ -47,6 +47,8 @@ class ServerConfig:
     workers: int
     max_body_bytes: int
     graceful_shutdown_seconds: float
+    #: auto | uvloop | asyncio
+    event_loop: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,28 @@ carry its `trace_id`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 import orjson
 
 from gateway import tracing
 from gateway.config.model import LoggingConfig
 
-__all__ = ["JSONFormatter", "apply_logging", "configure_logging", "redact"]
+__all__ = [
+    "CoalescingStreamHandler",
+    "JSONFormatter",
+    "apply_logging",
+    "configure_logging",
+    "json_line",
+    "json_line_writer",
+    "redact",
+]
 
 # Never in a log line, whatever logged them: bearer tokens, sk-... style API keys, Logfire tokens,
 # values of x-api-key / api_key / token / secret / password fields, passwords in URLs. The
@@ -88,8 +99,84 @@ class _TextFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class CoalescingStreamHandler(logging.StreamHandler):
+    """A stream handler that writes the lines logged during one turn of the event loop with one
+    `write`, at the end of that turn.
+
+    Under load a worker finishes many requests per loop turn, each logging a line; one system call
+    per line (stderr is line-buffered) costs far more than formatting the line, and each call lets
+    another thread take the GIL. Lines logged outside the event loop's thread, and warnings and
+    errors, are written at once (after any pending ones, so the order is kept). At most the lines of
+    the current loop turn are pending at any moment; `flush` (logging.shutdown at exit) writes them.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.write_line(line, urgent=record.levelno >= logging.WARNING)
+
+    def write_line(self, line: str, *, urgent: bool = False) -> None:
+        """Write one formatted line: at the end of this loop turn, or now (`urgent`, or no loop here)."""
+        if not urgent:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                with self.lock:  # type: ignore[union-attr]
+                    if not self._pending:
+                        loop.call_soon(self.flush)
+                    self._pending.append(line + self.terminator)
+                return
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line + self.terminator)
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                lines, self._pending = self._pending, []
+                with contextlib.suppress(Exception):  # a broken stderr must not break a request
+                    self.stream.write("".join(lines))
+            if self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+
+def json_line_writer(logger: logging.Logger) -> CoalescingStreamHandler | None:
+    """The handler `configure_logging` installed, if `logger`'s INFO lines go only to it, as JSON,
+    through no filter: then a caller may write a line it built itself (the per-request line, which
+    skips the LogRecord and the formatter's generic work) and the output is the same. None when
+    anything else is configured (an embedding application's or a test's handlers, text format)."""
+    if logger.filters or not logger.propagate or logger.handlers or not logger.isEnabledFor(logging.INFO):
+        return None
+    handlers = logging.getLogger().handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is CoalescingStreamHandler
+        and type(handler.formatter) is JSONFormatter
+        and not handler.filters
+        and handler.level <= logging.INFO
+    ):
+        return handler
+    return None
+
+
+def json_line(fields: dict[str, object]) -> str:
+    """One JSON log line, redacted as `JSONFormatter` redacts it."""
+    return redact(orjson.dumps(fields, default=str).decode())
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CoalescingStreamHandler(sys.stderr)
     setattr(handler, _OURS, True)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())

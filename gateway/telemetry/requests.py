@@ -8,13 +8,16 @@ the audit record is made. Metadata only: never the body, the prompt, the answer 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway import tracing
 from gateway.config.model import TelemetryConfig
 from gateway.routing.trail import RequestTrail
+from gateway.telemetry.logging import json_line, json_line_writer
 from gateway.telemetry.metrics import GatewayMetrics
 
 __all__ = ["REQUEST_SPAN", "Observation", "RequestTelemetry"]
@@ -26,6 +29,16 @@ access_log = logging.getLogger("gateway.access")
 #: The name of the span of one model-API request (its children: `ATTEMPT_SPAN` in failover.py).
 REQUEST_SPAN = "model request"
 _INFO = logging.INFO
+#: This process (kept current across a fork).
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class Observation:
@@ -116,35 +129,43 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
 def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
     usage = trail.usage
     latency_ms = round(latency * 1000, 2)
-    access_log.info(
-        "%s %s model=%s backend=%s %s %d %.1f ms",
-        trail.surface,
-        trail.endpoint,
-        trail.model,
-        trail.backend,
-        status,
-        trail.http_status,
-        latency_ms,
-        extra={
-            "event": "request",
-            "request_id": trail.request_id,
-            "trace_id": trail.trace_id,
-            "surface": trail.surface,
-            "endpoint": trail.endpoint,
-            "model": trail.model,
-            "stream": trail.stream,
-            "backend": trail.backend,
-            "status": status,
-            "http_status": trail.http_status,
-            "error_type": trail.error_type,
-            "attempts": trail.tried(),
-            "latency_ms": latency_ms,
-            "ttft_ms": (
-                round((trail.first_byte_at - trail.started) * 1000, 2) if trail.first_byte_at else None
-            ),
-            "prompt_tokens": usage.prompt_tokens if usage else None,
-            "completion_tokens": usage.completion_tokens if usage else None,
-            "client": trail.client_key,
-            "config_version": trail.config_version,
-        },
+    message = (
+        f"{trail.surface} {trail.endpoint} model={trail.model} backend={trail.backend} {status} "
+        f"{trail.http_status} {latency_ms:.1f} ms"
     )
+    fields = {
+        "event": "request",
+        "request_id": trail.request_id,
+        "trace_id": trail.trace_id,
+        "surface": trail.surface,
+        "endpoint": trail.endpoint,
+        "model": trail.model,
+        "stream": trail.stream,
+        "backend": trail.backend,
+        "status": status,
+        "http_status": trail.http_status,
+        "error_type": trail.error_type,
+        "attempts": trail.tried(),
+        "latency_ms": latency_ms,
+        "ttft_ms": round((trail.first_byte_at - trail.started) * 1000, 2) if trail.first_byte_at else None,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "client": trail.client_key,
+        "config_version": trail.config_version,
+    }
+    writer = json_line_writer(access_log)
+    if writer is None:  # someone else's handlers (or text lines): through the logging machinery
+        access_log.info("%s", message, extra=fields)
+        return
+    # The same line JSONFormatter would write, without a LogRecord: at a few thousand requests a
+    # second the generic path (record, caller lookup, formatter) costs a tenth of a core.
+    now = time.time()
+    line = {
+        "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+        "level": "info",
+        "logger": access_log.name,
+        "pid": _PID,
+        "message": message,
+        **fields,
+    }
+    writer.write_line(json_line(line))

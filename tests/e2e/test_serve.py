@@ -57,3 +57,28 @@ def test_unknown_route_is_a_problem_not_html(tmp_path: Path) -> None:
         assert response.json()["request_id"] == response.headers["x-request-id"]
     finally:
         gateway.stop()
+
+
+def test_workers_run_on_the_configured_event_loop(tmp_path: Path) -> None:
+    """`server.event_loop`: auto takes uvloop (a dependency here), asyncio takes asyncio's own loop;
+    the answer is the same either way and the startup line says which loop serves."""
+    for choice, expected in (("auto", "uvloop event loop"), ("asyncio", "asyncio event loop")):
+        config = tmp_path / choice / "gateway.yaml"
+        config.parent.mkdir()
+        config.write_text(f"server: {{event_loop: {choice}}}\nmodels: {{}}\n")
+        gateway = start_gateway(config)
+        try:
+            assert requests.get(gateway.url("/v1/models"), timeout=5).json() == {"object": "list", "data": []}
+        finally:
+            assert gateway.stop(signal.SIGTERM) == 0
+        assert expected in gateway.log()
+
+
+def test_event_loop_choices() -> None:
+    import uvloop
+
+    from gateway.server import event_loop_factory
+
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
