@@ -157,19 +157,15 @@ class SettingsView {
     this.version = etag || data.version;
     for (const { kind, name, input } of this.inputs.values()) input.value = String(this.values[kind][name]);
     fill(this.versionNote, "Version ", h("code", {}, this.version));
+    // A 200 means written and applied: the server prepares the new config before it writes the file,
+    // and refuses (422) an edit that would not apply.
     const reload = data.reload || {};
-    const applied = reload.outcome === "applied" || reload.outcome === "unchanged";
     fill(this.result,
-      applied
-        ? h("p", { class: "alert ok", id: "saved" },
-          h("strong", {}, "Saved and applied. "),
-          `gateway.yaml was updated and the hot reload applied version ${data.version}`,
-          reload.duration_ms !== undefined ? ` in ${Math.round(reload.duration_ms)} ms.` : ".",
-          " New requests use these timeouts.")
-        : h("p", { class: "alert bad", id: "saved" },
-          h("strong", {}, "Written, but not applied. "),
-          `The reload was ${reload.outcome}: `,
-          (reload.errors || []).map((e) => e.text).join("; ") || "see the Status page."),
+      h("p", { class: "alert ok", id: "saved" },
+        h("strong", {}, "Saved and applied. "),
+        `gateway.yaml was updated and version ${data.version} is live`,
+        reload.duration_ms !== undefined ? ` (${Math.round(reload.duration_ms)} ms).` : ".",
+        " New requests use these timeouts."),
       h("h2", {}, "Change to gateway.yaml"),
       data.diff ? diffBlock(data.diff) : h("p", { class: "muted" }, "No change: the file already had these values."));
     this.validate();
