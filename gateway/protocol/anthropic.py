@@ -33,10 +33,6 @@ Mapping rules (the OpenAI half is in `gateway.protocol.openai`):
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
 from gateway.protocol.anthropic_body import count_tokens_request_to_body, messages_request_to_body
 from gateway.protocol.anthropic_request import parse_count_tokens_request, parse_messages_request
 from gateway.protocol.anthropic_response import (
@@ -50,7 +46,7 @@ from gateway.protocol.anthropic_stream import (
     stream_error_event,
 )
 from gateway.protocol.canonical import ChatResponse, TokenCount
-from gateway.protocol.encoding import ClientEncoding
+from gateway.protocol.encoding import ClientEncoding, whole_reply
 from gateway.protocol.usage import anthropic_usage, usage_to_anthropic
 
 __all__ = [
@@ -71,22 +67,18 @@ __all__ = [
 ]
 
 
-def _messages_reply(response: Any, model: str) -> bytes:
-    if type(response) is not ChatResponse:
-        raise TypeError(f"an Anthropic message cannot carry {type(response).__name__}")
-    return orjson.dumps(encode_messages_response(response, model))
-
-
-def _count_tokens_reply(response: Any, model: str) -> bytes:
-    if type(response) is not TokenCount:
-        raise TypeError(f"an Anthropic token count cannot carry {type(response).__name__}")
-    return orjson.dumps(encode_count_tokens_response(response, model))
-
-
 def _stream(model: str, include_usage: bool) -> AnthropicStreamEncoder:
     # Anthropic streams always report usage; `include_usage` is an OpenAI option.
     return AnthropicStreamEncoder(model)
 
 
-MESSAGES = ClientEncoding(reply=_messages_reply, stream=_stream, error_event=stream_error_event)
-COUNT_TOKENS = ClientEncoding(reply=_count_tokens_reply, stream=_stream, error_event=stream_error_event)
+MESSAGES = ClientEncoding(
+    reply=whole_reply(ChatResponse, "an Anthropic message", encode_messages_response),
+    stream=_stream,
+    error_event=stream_error_event,
+)
+COUNT_TOKENS = ClientEncoding(
+    reply=whole_reply(TokenCount, "an Anthropic token count", encode_count_tokens_response),
+    stream=_stream,
+    error_event=stream_error_event,
+)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from gateway.protocol.canonical import ChatResponse, StreamEvent, TokenCount
 
-__all__ = ["ClientEncoding", "StreamEncoder"]
+__all__ = ["ClientEncoding", "StreamEncoder", "whole_reply"]
 
 
 class StreamEncoder(Protocol):
@@ -32,3 +34,17 @@ class ClientEncoding:
     #: The protocol's in-stream error event, for a stream that fails after it started (pass-through
     #: streams too): (message, error type). Nothing may follow it.
     error_event: Callable[[str, str], bytes]
+
+
+def whole_reply(
+    kind: type[ChatResponse] | type[TokenCount], what: str, encode: Callable[[Any, str], dict[str, Any]]
+) -> Callable[[ChatResponse | TokenCount, str], bytes]:
+    """A `ClientEncoding.reply` that writes `encode(response, model)` as JSON, for a response of `kind`
+    only (`what` names the client's body in the error a mismatch raises: a gateway bug, never input)."""
+
+    def reply(response: ChatResponse | TokenCount, model: str) -> bytes:
+        if type(response) is not kind:
+            raise TypeError(f"{what} cannot carry {type(response).__name__}")
+        return orjson.dumps(encode(response, model))
+
+    return reply

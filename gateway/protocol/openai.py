@@ -33,12 +33,8 @@ Mapping rules (the Anthropic half is in `gateway.protocol.anthropic`):
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
 from gateway.protocol.canonical import ChatResponse
-from gateway.protocol.encoding import ClientEncoding
+from gateway.protocol.encoding import ClientEncoding, whole_reply
 from gateway.protocol.openai_legacy import (
     CompletionStreamEncoder,
     completion_request_to_body,
@@ -73,25 +69,13 @@ __all__ = [
 ]
 
 
-def _chat_reply(response: Any, model: str) -> bytes:
-    if type(response) is not ChatResponse:
-        raise TypeError(f"an OpenAI chat completion cannot carry {type(response).__name__}")
-    return orjson.dumps(encode_chat_response(response, model))
-
-
-def _completion_reply(response: Any, model: str) -> bytes:
-    if type(response) is not ChatResponse:
-        raise TypeError(f"an OpenAI text completion cannot carry {type(response).__name__}")
-    return orjson.dumps(encode_completion_response(response, model))
-
-
 CHAT = ClientEncoding(
-    reply=_chat_reply,
+    reply=whole_reply(ChatResponse, "an OpenAI chat completion", encode_chat_response),
     stream=lambda model, include_usage: OpenAIStreamEncoder(model, include_usage=include_usage),
     error_event=stream_error_event,
 )
 COMPLETIONS = ClientEncoding(
-    reply=_completion_reply,
+    reply=whole_reply(ChatResponse, "an OpenAI text completion", encode_completion_response),
     stream=lambda model, include_usage: CompletionStreamEncoder(model, include_usage=include_usage),
     error_event=stream_error_event,
 )
