@@ -309,7 +309,8 @@ reload: {{debounce_ms: 50}}
     gateway.config_path.write_text(text.replace("blas_threads: 1", "blas_threads: 2"))
     wait_until(lambda: "blas_threads changed to 2 while local models are loaded" in gateway.log(), timeout=30)
     assert local_status(gateway, "a")["blas"] == blas
-    answer = oai(gateway).chat.completions.create(model="a", messages=MESSAGES, max_tokens=4)
+    # Greedy, so the answer cannot be an end-of-sequence token drawn first (sampling can draw one).
+    answer = oai(gateway).chat.completions.create(model="a", messages=MESSAGES, max_tokens=4, temperature=0)
     assert answer.usage.completion_tokens >= 1
 
 
@@ -318,7 +319,7 @@ def test_shipped_config_generates_its_tiny_model_on_first_start_and_serves_it(ga
     env = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}  # the embedded defaults: no keys
     gateway = gateway_server(shipped, env=env, timeout=120)
     assert (gateway.config_path.parent / "models" / "tiny" / "config.json").exists()  # created there
-    answer = oai(gateway).chat.completions.create(model="local", messages=MESSAGES, max_tokens=8)
+    answer = oai(gateway).chat.completions.create(model="local", messages=MESSAGES, max_tokens=8, temperature=0)
     assert answer.choices[0].message.content and answer.usage.completion_tokens >= 1
     status = local_status(gateway, "local")
     assert status["loaded"] and status["path"].endswith("models/tiny")
