@@ -319,7 +319,8 @@ def test_shipped_config_generates_its_tiny_model_on_first_start_and_serves_it(ga
     env = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": ""}  # the embedded defaults: no keys
     gateway = gateway_server(shipped, env=env, timeout=120)
     assert (gateway.config_path.parent / "models" / "tiny" / "config.json").exists()  # created there
-    answer = oai(gateway).chat.completions.create(model="local", messages=MESSAGES, max_tokens=8, temperature=0)
+    client = oai(gateway)
+    answer = client.chat.completions.create(model="local", messages=MESSAGES, max_tokens=8, temperature=0)
     assert answer.choices[0].message.content and answer.usage.completion_tokens >= 1
     status = local_status(gateway, "local")
     assert status["loaded"] and status["path"].endswith("models/tiny")
