@@ -50,6 +50,15 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "gateway.bench.telemetry_cost",
         "what one request's metrics, log line and spans cost (no network)",
     ),
+    "faults": (
+        "gateway.bench.faults",
+        "load on both surfaces while faults are injected in turn: answers by status, lost and "
+        "duplicated audit records per phase",
+    ),
+    "streams-held": (
+        "gateway.bench.streams_held",
+        "thousands of open streams on one worker: all complete? memory per stream, TTFT added",
+    ),
     "audit": (
         "gateway.bench.audit_cost",
         "what one request's audit record costs the worker's CPU, SQLite and PostgreSQL (no network)",

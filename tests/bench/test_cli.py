@@ -28,6 +28,8 @@ def test_every_scenario_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
         "reload",
         "telemetry",
         "audit",
+        "faults",
+        "streams-held",
     }
     with pytest.raises(SystemExit) as exit_info:
         gateway_main(["bench", "--help"])

@@ -1,0 +1,52 @@
+"""`gateway bench faults --quick` with a few phases: the result's structure, the counts adding up,
+every answered request found in the audit log once, and the fuzz hook called (no timing asserted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.bench.conftest import BenchRun, check_envelope
+
+CALLS: list[tuple[str, float]] = []
+
+
+def fuzz_stand_in(base_url: str, *, duration_s: float) -> dict[str, Any]:
+    """What the fuzz phase calls when pointed here (`--fuzz-function`): the real one is wired later."""
+    CALLS.append((base_url, duration_s))
+    return {"examples": 0}
+
+
+def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
+    run = run_bench(
+        "faults",
+        "--phases",
+        "baseline,upstream-reset,config-edits,fuzz",
+        "--edits",
+        "7",
+        "--fuzz-function",
+        f"{__name__}:fuzz_stand_in",
+    )
+    result = run.result
+    check_envelope(result, "faults")
+    assert [row["phase"] for row in result["phases"]] == [
+        "baseline",
+        "upstream-reset",
+        "config-edits",
+        "fuzz",
+    ]
+    for row in result["phases"]:
+        assert row["sent"] == sum(row["outcomes"].values()), row
+        assert row["answered"] == row["sent"] - row["outcomes"]["conn_error"] - row["outcomes"]["reset"]
+        assert row["outcomes"]["5xx"] == 0, row
+        assert row["lost"] == 0 and row["duplicated"] == 0, row
+    assert (
+        result["phases"][0]["sent"] > 0
+        and result["phases"][0]["outcomes"]["2xx"] == result["phases"][0]["sent"]
+    )
+    edits = result["phases"][2]["notes"]
+    assert edits["edits"] == 7 and edits["last_edit_live_after_s"] is not None
+    assert CALLS and CALLS[-1][0].startswith("http://127.0.0.1:")
+    assert result["phases"][3]["notes"]["passed"] is True
+    assert result["violations"] == [] and run.exit_code == 0
+    assert "| upstream-reset |" in run.stdout and "| **total** |" in run.stdout
