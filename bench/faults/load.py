@@ -133,6 +133,8 @@ class FaultLoad:
                 record.status = response.status
                 body = await response.read()
                 record.outcome = _classify(record, response.status, body)
+                if response.status >= 300:
+                    record.error = f"HTTP {response.status}: {body[:160].decode(errors='replace')}"
         except aiohttp.ClientConnectorError as error:
             record.outcome, record.error = "conn_error", _text(error)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:

@@ -210,12 +210,22 @@ async def config_edits(run: Run) -> dict[str, Any]:
     return notes
 
 
-async def _wait_audit_recovered(run: Run, timeout: float) -> tuple[float | None, dict[str, float]]:
+async def _wait_audit_recovered(
+    run: Run, before: dict[str, float], timeout: float
+) -> tuple[float | None, dict[str, float]]:
+    """Seconds until the writer is back: database up, every record spilled since `before` replayed,
+    the buffer below its spill mark (None if not within `timeout`); the metrics last read."""
     started = time.monotonic()
     metrics: dict[str, float] = {}
     while time.monotonic() - started < timeout:
         metrics = await run.audit_metrics()
-        if metrics.get("database_up") == 1 and metrics.get("buffered_records") == 0:
+        spilled = metrics.get("spilled", 0) - before.get("spilled", 0)
+        replayed = metrics.get("replayed", 0) - before.get("replayed", 0)
+        if (
+            metrics.get("database_up") == 1
+            and replayed >= spilled
+            and metrics.get("buffered_records", 0) < run.config.buffer_records
+        ):
             return round(time.monotonic() - started, 2), metrics
         await asyncio.sleep(0.2)
     return None, metrics
@@ -241,7 +251,7 @@ async def audit_down(run: Run) -> dict[str, Any]:
         await asyncio.sleep(outage)
         await lock.give_back()
         how = "SQLite write lock held" + (f" (failed: {lock.error})" if lock.error else "")
-    recovered_after, after = await _wait_audit_recovered(run, timeout=30)
+    recovered_after, after = await _wait_audit_recovered(run, before, timeout=30)
     notes: dict[str, Any] = {"outage": how, "outage_s": outage, "writer_caught_up_after_s": recovered_after}
     notes["writer"] = _delta(before, after)
     await asyncio.sleep(run.recover_s / 2)

@@ -72,8 +72,16 @@ def _unexpected(phase: str, outcomes: Counter[str], failover: bool) -> int:
 
 
 def summarize_phase(
-    phase: str, records: list[RequestRecord], counts: Counter[str], notes: dict[str, Any], failover: bool
+    phase: str,
+    records: list[RequestRecord],
+    counts: Counter[str],
+    default_counts: Counter[str],
+    notes: dict[str, Any],
+    failover: bool,
 ) -> dict[str, Any]:
+    """One phase's row. `counts`: audit records per request id in every database the run configured
+    and the default one; `default_counts`: those in the default database alone."""
+    t0 = min((r.start for r in records), default=0.0)
     outcomes = Counter(r.outcome for r in records)
     answered = [r for r in records if r.answered]
     lost = [r for r in answered if counts[r.rid] == 0]
@@ -91,6 +99,17 @@ def summarize_phase(
         "stream_ms_2xx": percentiles(streams),  # whole streams (the fakes' token delay included)
         "unexpected_outcomes": _unexpected(phase, outcomes, failover),
         "errors": sorted({r.error for r in records if r.error and r.outcome != "2xx"})[:5],
+        # The first lost ones, times in s from the phase's first request (to tell when they happened).
+        "lost_sample": [
+            {
+                "rid": r.rid,
+                "outcome": r.outcome,
+                "start_s": round(r.start - t0, 3),
+                "end_s": round(r.end - t0, 3),
+            }
+            for r in lost[:10]
+        ],
+        "in_default_database": sum(1 for r in records if default_counts[r.rid]),
         "notes": notes,
     }
     if phase == "sigkill" and "killed_at" in notes:
@@ -127,6 +146,11 @@ def violations(rows: list[dict[str, Any]]) -> list[str]:
                 )
         elif row["lost"]:
             found.append(f"{phase}: {row['lost']} answered requests without an audit record")
+        if row["in_default_database"]:
+            found.append(
+                f"{phase}: {row['in_default_database']} audit records in the default database "
+                "(gateway-audit.sqlite3): a config without the run's `audit` section was applied"
+            )
         notes = row["notes"]
         if notes.get("problem"):
             found.append(f"{phase}: {notes['problem']}")
@@ -185,8 +209,19 @@ async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | Non
         counts: Counter[str] = Counter()
         for url in run.audit_urls:
             counts.update(await request_id_counts(url, "ft."))
+        # Where records go under a config without `audit` (e.g. an empty file that was applied).
+        default_counts = await request_id_counts(f"sqlite://{workdir / 'gateway-audit.sqlite3'}", "ft.")
+        counts.update(default_counts)
+        # Spill files the gateway left behind (records neither written nor replayed).
+        leftover = {
+            path.name: sum(1 for line in path.read_bytes().splitlines() if line.strip())
+            for path in sorted(workdir.glob("*spill*"))
+            if path.is_file()
+        }
         rows = [
-            summarize_phase(phase, load.of_phase(phase), counts, notes[phase], settings["failover"])
+            summarize_phase(
+                phase, load.of_phase(phase), counts, default_counts, notes[phase], settings["failover"]
+            )
             for phase in settings["phases"]
         ]
     finally:
@@ -198,11 +233,14 @@ async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | Non
                 await postgres.drop_all()
     total = _total(rows)
     found = violations(rows)
+    if sum(leftover.values()):
+        found.append(f"spill files left at the end, not replayed: {leftover}")
     return {
         "settings": settings,
         "phases": rows,
         "total": total,
         "violations": found,
+        "leftover_spill_records": leftover,
         "requests": total["sent"],
         "failed_requests": len(found),
     }
@@ -215,7 +253,15 @@ def _brief(notes: dict[str, Any]) -> str:
 
 def _total(rows: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {"phase": "total", "outcomes": dict.fromkeys(OUTCOMES, 0)}
-    for key in ("sent", "answered", "audit_rows", "lost", "duplicated", "unexpected_outcomes"):
+    for key in (
+        "sent",
+        "answered",
+        "audit_rows",
+        "lost",
+        "duplicated",
+        "unexpected_outcomes",
+        "in_default_database",
+    ):
         total[key] = sum(row[key] for row in rows)
     for row in rows:
         for outcome, n in row["outcomes"].items():
