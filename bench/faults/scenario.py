@@ -231,6 +231,7 @@ async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | Non
         if postgres is not None:
             with contextlib.suppress(Exception):
                 await postgres.drop_all()
+    _compare_to_baseline(rows)
     total = _total(rows)
     found = violations(rows)
     if sum(leftover.values()):
@@ -244,6 +245,17 @@ async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | Non
         "requests": total["sent"],
         "failed_requests": len(found),
     }
+
+
+def _compare_to_baseline(rows: list[dict[str, Any]]) -> None:
+    """The slowloris phase's note: the load's latency then against the baseline's."""
+    by_phase = {row["phase"]: row for row in rows}
+    if "baseline" in by_phase and "slowloris" in by_phase:
+        base, slow = by_phase["baseline"]["latency_ms_2xx"], by_phase["slowloris"]["latency_ms_2xx"]
+        by_phase["slowloris"]["notes"]["load_latency_vs_baseline"] = (
+            f"p50 {ms(slow['p50'], 1)} ms (baseline {ms(base['p50'], 1)}), "
+            f"p99 {ms(slow['p99'], 1)} ms (baseline {ms(base['p99'], 1)})"
+        )
 
 
 def _brief(notes: dict[str, Any]) -> str:
