@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from collections import Counter
@@ -164,6 +165,7 @@ def violations(rows: list[dict[str, Any]]) -> list[str]:
 
 
 async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | None) -> dict[str, Any]:
+    load_before = os.getloadavg()
     topology = Topology(workdir, settings["token_delay_ms"], workers=settings["workers"])
     postgres = forwarder = None
     try:
@@ -242,6 +244,11 @@ async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | Non
         "total": total,
         "violations": found,
         "leftover_spill_records": leftover,
+        # Other processes' load on a shared machine inflates latencies (not the counts).
+        "load_average": {
+            "start": [round(v, 2) for v in load_before],
+            "end": [round(v, 2) for v in os.getloadavg()],
+        },
         "requests": total["sent"],
         "failed_requests": len(found),
     }
@@ -340,10 +347,11 @@ def _note_lines(row: dict[str, Any]) -> str:
 
 def table(result: dict[str, Any]) -> str:
     s = result["settings"]
+    load = result.get("load_average", {}).get("start", [0])[0]
     head = (
         f"{s['clients']} clients (OpenAI and Anthropic surfaces, streamed and not), audit log on "
         f"{s['audit']}, failover {'on' if s['failover'] else 'off'}, {s['workers']} worker(s); "
-        f"phases of {s['phase_seconds']:g} s"
+        f"phases of {s['phase_seconds']:g} s; machine load average {load:g} at the start"
     )
     rows = [_cells(row) for row in result["phases"]] + [_cells(result["total"])]
     notes = [line for line in (_note_lines(row) for row in result["phases"]) if line]
