@@ -32,6 +32,7 @@ from typing import Any
 import requests
 from gateway.bench.harness.limits import raise_open_files
 from gateway.bench.harness.loadgen import percentiles
+from gateway.bench.harness.paths import checkout_commit
 from gateway.bench.harness.proc import rss_bytes
 from gateway.bench.harness.progress import Progress, say
 from gateway.bench.harness.results import markdown_table, ms
@@ -261,6 +262,7 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
         "rss_per_open_stream_kib": round(per_stream / 1024, 1) if per_stream is not None else None,
         "ttft_p99_added_ms": round(through["ttft_ms"]["p99"] - direct["ttft_ms"]["p99"], 1),
         "ttft_p50_added_ms": round(through["ttft_ms"]["p50"] - direct["ttft_ms"]["p50"], 1),
+        "commit": checkout_commit(),
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "requests": direct["streams"] + through["streams"],
         "failed_requests": direct["failed"] + through["failed"],
@@ -302,7 +304,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"{s['streams']:,} streams of {s['tokens']} tokens, one every {s['token_delay_ms']:g} ms; "
         f"opened {s['ramp']} at a time every 50 ms; machine load average at the end "
-        f"{result.get('load_average_end', [0])[0]:g}",
+        f"{result.get('load_average_end', [0])[0]:g}; commit {result.get('commit') or 'unknown'}, "
+        f"{result.get('started_at', '')}",
         markdown_table(headers, rows),
         f"Gateway resident memory: {result['gateway_idle_rss_bytes'] / 2**20:.0f} MiB idle, "
         f"{result['gateway']['peak_rss_bytes'] / 2**20:.0f} MiB with {result['gateway']['peak_open']:,} "

@@ -20,6 +20,7 @@ from gateway.bench.faults.topology import GatewayConfig, Topology
 from gateway.bench.harness.limits import raise_open_files
 from gateway.bench.harness.loadgen import percentiles
 from gateway.bench.harness.options import name_list
+from gateway.bench.harness.paths import checkout_commit
 from gateway.bench.harness.progress import Progress, say
 from gateway.bench.harness.results import markdown_table, ms
 
@@ -243,6 +244,7 @@ async def _run(settings: dict[str, Any], workdir: Path, progress: Progress | Non
         "phases": rows,
         "total": total,
         "violations": found,
+        "commit": checkout_commit(),
         "leftover_spill_records": leftover,
         # Other processes' load on a shared machine inflates latencies (not the counts).
         "load_average": {
@@ -351,7 +353,8 @@ def table(result: dict[str, Any]) -> str:
     head = (
         f"{s['clients']} clients (OpenAI and Anthropic surfaces, streamed and not), audit log on "
         f"{s['audit']}, failover {'on' if s['failover'] else 'off'}, {s['workers']} worker(s); "
-        f"phases of {s['phase_seconds']:g} s; machine load average {load:g} at the start"
+        f"phases of {s['phase_seconds']:g} s; machine load average {load:g} at the start; "
+        f"commit {result.get('commit') or 'unknown'}, {result.get('started_at', '')}"
     )
     rows = [_cells(row) for row in result["phases"]] + [_cells(result["total"])]
     notes = [line for line in (_note_lines(row) for row in result["phases"]) if line]

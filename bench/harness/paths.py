@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CHECKOUT", "RESULTS_DIR", "VENVS_DIR", "cache_dir"]
+__all__ = ["CHECKOUT", "RESULTS_DIR", "VENVS_DIR", "cache_dir", "checkout_commit"]
 
 
 def _checkout() -> Path | None:
@@ -27,3 +27,28 @@ def cache_dir() -> Path:
 
 
 VENVS_DIR = CHECKOUT / "bench" / ".venvs" if CHECKOUT else cache_dir() / "bench-venvs"
+
+
+def checkout_commit() -> str | None:
+    """The checkout's commit (short hash, `+changes` when the work tree differs from it); None when
+    this is not a git checkout (an installed wheel) or git is missing."""
+    import subprocess
+
+    if CHECKOUT is None:
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(CHECKOUT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) or None
