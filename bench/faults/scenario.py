@@ -312,24 +312,18 @@ HEADERS = [
 def _cells(row: dict[str, Any]) -> list[Any]:
     o = row["outcomes"]
     latency = row.get("latency_ms_2xx")
-    lost = str(row["lost"])
+    lost = f"{row['lost']:,}"
     if "kill_bound" in row:
         bound = row["kill_bound"]
         lost += f" (bound {bound['answered_in_last_window'] + bound['answered_in_flight_at_kill']})"
     return [
         f"**{row['phase']}**" if row["phase"] == "total" else row["phase"],
         f"{row['sent']:,}",
-        f"{o['2xx']:,}",
-        o["2xx_cut"],
-        o["4xx"],
-        o["5xx"],
-        o["conn_error"],
-        o["reset"],
-        o["timeout"],
+        *(f"{o[outcome]:,}" for outcome in OUTCOMES),
         f"{row['answered']:,}",
         f"{row['audit_rows']:,}",
         lost,
-        row["duplicated"],
+        f"{row['duplicated']:,}",
         ms(latency["p50"], 1) if latency and latency["p50"] else "–",
         ms(latency["p99"], 1) if latency and latency["p99"] else "–",
     ]
