@@ -79,6 +79,13 @@ async def test_an_edit_is_written_and_applied_in_one_swap(live: LiveRuntime, con
     assert siblings(config_path) == [], "no temp file left behind"
 
 
+async def test_a_tiny_float_is_written_as_a_float_and_applied(live: LiveRuntime, config_path: Path) -> None:
+    """PyYAML reads `1e-07` as a string: the edit must be written as a float the reload reads back."""
+    result = await edit_config(live, [Edit(CHAT_TOTAL, 1e-07)], version(config_path))
+    assert "total: 1.0e-07   # 15 minutes" in config_path.read_text()
+    assert result.event.outcome == "applied" and live.current.timeouts.chat.total == 1e-07
+
+
 async def test_the_watcher_finds_the_edit_already_live(live: LiveRuntime, config_path: Path) -> None:
     seen: list[ReloadEvent] = []
     live.listeners.append(seen.append)
