@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from gateway.config.issues import ConfigError
+from gateway.config.issues import ConfigError, ConfigIssue, Location
 
 __all__ = ["main"]
 
@@ -24,7 +24,13 @@ def _check(args: argparse.Namespace) -> int:
     failed = 0
     for name in args.files or [DEFAULT_CONFIG]:
         try:
-            config = load_config(name, strict_env=not args.no_env)
+            try:
+                config = load_config(name, strict_env=not args.no_env)
+            except (ConfigError, KeyboardInterrupt):
+                raise
+            except Exception as unexpected:  # a loader bug is still a located failure, not a traceback
+                message = f"the config could not be loaded ({type(unexpected).__name__}: {unexpected})"
+                raise ConfigError([ConfigIssue(name, Location(1, 1), "", message)]) from unexpected
         except ConfigError as error:
             failed += 1
             if args.format == "json":

@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version
+from gateway.config.yamlsource import CONTROL_CHARACTER
 
 __all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits"]
 
@@ -185,6 +186,9 @@ def _scalar(value: Any, style: str | None) -> str:
     if isinstance(value, float):
         return _float(value)
     text = str(value)
+    control = CONTROL_CHARACTER.search(text)
+    if control is not None:
+        raise WriteBackError(f"the value contains the control character U+{ord(control.group()):04X}")
     if style == "'" and not _NEEDS_ESCAPE.search(text):
         return "'" + text.replace("'", "''") + "'"
     if style is None and _PLAIN_SAFE.match(text) and not _LOOKS_TYPED.match(text):

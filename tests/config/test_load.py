@@ -15,13 +15,26 @@ from gateway.config.model import Secret
 BROKEN = Path(__file__).parent / "broken"
 EXPECT = re.compile(r"^# expect: (\d+):(\d+) (?:(\S.*?) )?:: (.+)$", re.MULTILINE)
 
+#: The least a config needs: one model (and the backend its chain names).
+MINIMAL = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
+"""
+
+
+def model_on(backend: str) -> str:
+    """A `models:` section with one model served by `backend` (for texts that define backends)."""
+    return f"models:\n  m: {{chain: [{{backend: {backend}}}]}}\n"
+
 
 def load(text: str, env: dict[str, str] | None = None, name: str = "gateway.yaml"):
     return parse_config(text.encode(), Path("/srv/gw") / name, env=env or {})
 
 
-def test_empty_file_is_all_defaults() -> None:
-    config = load("")
+def test_a_minimal_file_gets_every_default() -> None:
+    config = load(MINIMAL)
     assert config.server.host == "127.0.0.1"
     assert config.server.port == 8080
     assert (
@@ -41,7 +54,7 @@ def test_empty_file_is_all_defaults() -> None:
 
 
 def test_partial_tier_keeps_its_own_default_total() -> None:
-    config = load("timeouts:\n  embeddings:\n    connect: 3\n")
+    config = load(MINIMAL + "timeouts:\n  embeddings:\n    connect: 3\n")
     assert config.timeouts.embeddings.total == 120
     assert config.timeouts.embeddings.connect == 3
     assert config.timeouts.chat.total == 900
@@ -75,7 +88,7 @@ models:
 
 
 def test_cloud_backend_without_key_is_disabled_with_the_variable_named() -> None:
-    text = "backends:\n  oa:\n    type: openai\n    api_key: ${MY_OPENAI:-}\n"
+    text = "backends:\n  oa:\n    type: openai\n    api_key: ${MY_OPENAI:-}\n" + model_on("oa")
     disabled = load(text).backend("oa")
     assert not disabled.enabled
     assert "MY_OPENAI" in disabled.disabled_reason
@@ -90,20 +103,24 @@ backends:
   oa: {type: openai, api_key: "${K}"}
 auth:
   client_keys: [{name: ci, key: "${CK}"}]
-"""
+""" + model_on("oa")
     config = load(text, env={"K": "sk-supersecret-value", "CK": "client-secret-value"})
     assert "sk-supersecret-value" not in repr(config)
     assert "client-secret-value" not in repr(config)
 
 
 def test_relative_paths_resolve_from_the_config_directory() -> None:
-    config = load("backends:\n  local: {type: mlx, path: models/tiny}\naudit: {spill_path: spill/a.jsonl}\n")
+    config = load(
+        "backends:\n  local: {type: mlx, path: models/tiny}\naudit: {spill_path: spill/a.jsonl}\n"
+        + model_on("local")
+    )
     assert config.backend("local").path == Path("/srv/gw/models/tiny")
     assert config.audit.spill_path == Path("/srv/gw/spill/a.jsonl")
 
 
 def test_key_hashes_and_allowlists() -> None:
-    text = """
+    text = (
+        """
 auth:
   client_keys:
     - {name: ci, key: "${CI_KEY}", models: ["gpt-*"]}
@@ -111,6 +128,8 @@ auth:
   admin_keys:
     - {name: ops, key: "${OPS_KEY}"}
 """
+        + MINIMAL
+    )
     config = load(text, env={"CI_KEY": "ci-secret", "OPS_KEY": "ops-secret"})
     assert config.auth.client_keys[0].models == ("gpt-*",)
     assert (
@@ -121,23 +140,28 @@ auth:
 
 
 def test_same_key_for_client_and_admin_is_refused() -> None:
-    text = """
+    text = (
+        """
 auth:
   client_keys: [{name: a, key: "${K1}"}]
   admin_keys: [{name: b, key: "${K2}"}]
 """
+        + MINIMAL
+    )
     with pytest.raises(ConfigError) as raised:
         load(text, env={"K1": "same", "K2": "same"})
     assert "every key must be distinct" in str(raised.value)
 
 
 def test_version_is_a_hash_of_the_bytes() -> None:
-    assert load("server: {port: 1}\n").version == config_version(b"server: {port: 1}\n")
-    assert load("server: {port: 1}\n").version != load("server: {port: 1} \n").version
+    text = MINIMAL + "server: {port: 1}\n"
+    assert load(text).version == config_version(text.encode())
+    assert load(text).version != load(text + " \n").version
 
 
 def test_no_env_mode_reports_unset_variables_instead_of_failing() -> None:
     text = "backends:\n  up: {type: openai_compatible, base_url: 'http://${UP}/v1', api_key: '${UP_KEY}'}\n"
+    text += model_on("up")
     with pytest.raises(ConfigError):
         parse_config(text.encode(), "g.yaml", env={})
     config = parse_config(text.encode(), "g.yaml", env={}, strict_env=False)
@@ -151,17 +175,17 @@ backends:
   other:
     <<: *common
     max_queue: 9
-"""
+""" + model_on("other")
     config = load(text)
     assert config.backend("other").max_queue == 9
     assert config.backend("other").base_url == "http://127.0.0.1:1/v1"
 
 
 def test_exposure_needs_keys_or_explicit_opt_in() -> None:
-    assert exposure_issue(load(""), "127.0.0.1") is None
-    assert exposure_issue(load(""), "::1") is None
-    assert "client keys" in exposure_issue(load(""), "0.0.0.0")
-    assert exposure_issue(load("auth: {allow_unauthenticated: true}\n"), "0.0.0.0") is None
+    assert exposure_issue(load(MINIMAL), "127.0.0.1") is None
+    assert exposure_issue(load(MINIMAL), "::1") is None
+    assert "client keys" in exposure_issue(load(MINIMAL), "0.0.0.0")
+    assert exposure_issue(load(MINIMAL + "auth: {allow_unauthenticated: true}\n"), "0.0.0.0") is None
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:

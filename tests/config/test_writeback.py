@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway.config.issues import ConfigError
 from gateway.config.load import config_version, parse_config
 from gateway.config.writeback import Edit, EditPlan, WriteBackError, plan_edits
-from gateway.config.yamlsource import parse_yaml
+from gateway.config.yamlsource import CONTROL_CHARACTER, parse_yaml
 
 COMMENTED = """\
 # yaml-language-server: $schema=./schema/gateway.schema.json
@@ -170,8 +170,6 @@ TRICKY_STRINGS = [
     'say "hi"',
     "tab\there",
     "line\nbreak",
-    "nul\x00",
-    "del\x7f",
     "next\x85line",
     "sep\u2028",
     "\ufeffbom",
@@ -212,6 +210,12 @@ def test_strings_that_look_like_other_types_stay_strings(text: str, where: tuple
     assert _read_back(after, where) == text, after
 
 
+@pytest.mark.parametrize("text", ["nul\x00", "del\x7f", "bell\x07"])
+def test_a_control_character_the_loader_refuses_is_refused(text: str) -> None:
+    with pytest.raises(WriteBackError, match="control character"):
+        plan(COMMENTED, Edit(("models", "chat", "description"), text))
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     value=st.one_of(
@@ -226,6 +230,10 @@ def test_strings_that_look_like_other_types_stay_strings(text: str, where: tuple
 def test_write_back_then_load_gives_the_same_value(value: object, block: bool) -> None:
     source = "timeouts:\n  chat:\n    total: 900\n" if block else "timeouts: {chat: {total: 900}}\n"
     path = ("timeouts", "chat", "total")
+    if isinstance(value, str) and CONTROL_CHARACTER.search(value):
+        with pytest.raises(WriteBackError, match="control character"):
+            plan(source, Edit(path, value))
+        return
     after = plan(source, Edit(path, value)).new_raw  # type: ignore[arg-type]
     read = _read_back(after, path)
     assert read == value
