@@ -173,3 +173,17 @@ def test_check_a_directory_or_a_missing_file_is_a_located_error(tmp_path: Path) 
     assert code == 1 and errors == [
         f"{tmp_path / 'missing.yaml'}:1:1: cannot read file: No such file or directory"
     ]
+
+
+def test_check_refuses_a_literal_provider_key_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        VALID.replace('"http://127.0.0.1:9/v1"}', '"http://127.0.0.1:9/v1", api_key: sk-live-42}')
+    )
+    code, errors = _check_one(path)
+    assert code == 1
+    assert errors == [
+        f"{path}:2:77: backends.up.api_key: a literal secret is refused (this file belongs in git): write "
+        "`${UP_API_KEY}` and set UP_API_KEY in the environment (a default, `${UP_API_KEY:-...}`, is literal "
+        "too; `${UP_API_KEY:-}` is fine)"
+    ]

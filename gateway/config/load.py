@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.config.backends import BackendSettings, BackendSource, backend_settings
 from gateway.config.issues import ConfigError, ConfigIssue, Location
+from gateway.config.literal_secrets import env_name, literal_key_message, literal_secrets, reference_fix
 from gateway.config.model import (
     AdminConfig,
     AdminKey,
@@ -159,11 +160,15 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
                 issue((*path, "name"), f"another key in auth.{section} is already named '{entry['name']}'")
             seen_names.add(entry["name"])
             if "key" in entry:
-                if (*path, "key") not in doc.from_env:
+                key_path = (*path, "key")
+                variable = f"{env_name(entry['name'])}_{section.removesuffix('_keys').upper()}_KEY"
+                if key_path in doc.from_env:
+                    variable = doc.from_env[key_path][0]
+                if key_path not in doc.from_env or literal_key_message(doc, key_path, entry["key"], variable):
                     issue(
-                        (*path, "key"),
-                        "a literal key is refused: reference the environment (key: ${MY_KEY}) "
-                        "or store its hash (key_sha256)",
+                        key_path,
+                        f"a literal key is refused (this file belongs in git): {reference_fix(variable)}; "
+                        "or store its hash instead (key_sha256: what `gateway key hash` prints)",
                     )
                     continue
                 if not entry["key"] and not doc.unset:
@@ -174,6 +179,8 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
             if other is not None and digest:
                 issue(path, f"the same key is also configured as {other}; every key must be distinct")
             seen_hashes[digest] = f"auth.{section}[{i}]"
+    for path, message in literal_secrets(data, doc):
+        issue(path, message)
     return issues
 
 

@@ -18,7 +18,7 @@ from yaml.reader import ReaderError
 
 from gateway.config.issues import ConfigIssue, Location
 
-__all__ = ["CONTROL_CHARACTER", "LocatedDocument", "parse_yaml", "text_location"]
+__all__ = ["CONTROL_CHARACTER", "ENV_MARK", "LocatedDocument", "parse_yaml", "text_location"]
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -40,6 +40,9 @@ _REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 Path = tuple[str | int, ...]
 
+#: Stands for an environment reference in `LocatedDocument.written` (never in a value: it is refused).
+ENV_MARK = "\x00"
+
 
 @dataclass
 class LocatedDocument:
@@ -52,6 +55,9 @@ class LocatedDocument:
     from_env: dict[Path, tuple[str, ...]] = field(default_factory=dict)
     #: Environment variables referenced but unset, when they are allowed to be (`gateway check --no-env`).
     unset: set[str] = field(default_factory=set)
+    #: For each value in `from_env`, what the file itself holds whatever the environment says: the
+    #: text with each `${VAR...}` replaced by its default's text between two `ENV_MARK`s.
+    written: dict[Path, str] = field(default_factory=dict)
 
     def location(self, path: Path) -> Location:
         """Where `path` is in the file: its value, else its key, else the nearest enclosing value."""
@@ -250,16 +256,20 @@ class _Walker:
         text = node.value
         whole = _REFERENCE.fullmatch(text)
         parts: list[str] = []
+        written: list[str] = []
         position = 0
         used_env: list[str] = []
         for match in _REFERENCE.finditer(text):
             parts.append(text[position : match.start()])
+            written.append(text[position : match.start()])
             position = match.end()
             escaped, name, operator, default = match.groups()
             if escaped:
                 parts.append(match.group(0)[1:])
+                written.append(match.group(0)[1:])
                 continue
             used_env.append(name)
+            written.append(ENV_MARK + (default or "") + ENV_MARK)
             value = self.env.get(name)
             if value is None or (operator == ":-" and value == ""):
                 if operator is not None:
@@ -279,9 +289,11 @@ class _Walker:
                     value = ""
             parts.append(value)
         parts.append(text[position:])
+        written.append(text[position:])
         result = "".join(parts)
         if used_env:
             self.doc.from_env[path] = tuple(used_env)
+            self.doc.written[path] = "".join(written)
         if whole is not None and node.style is None and result != "":
             # A plain scalar that is exactly one reference takes the type of what it resolves to,
             # so `port: ${PORT:-8080}` is the integer 8080, as if it had been written there.

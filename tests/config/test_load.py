@@ -225,3 +225,49 @@ def test_broken_file_names_line_column_and_path(path: Path) -> None:
         assert matching, f"expected {line}:{column} {json_path}: {message}\ngot:\n{raised.value}"
     assert len(issues) == len(expected), f"unexpected extra errors:\n{raised.value}"
     assert all(str(i).startswith(f"{path}:") for i in issues)
+
+
+def test_literal_secrets_are_refused_without_being_echoed() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(BROKEN / "literal_secrets.yaml", env={})
+    text = str(raised.value)
+    for secret in ("sk-proj-0123456789abcdef", "sk-ant-0123", "hunter2", "abc123", "s3cret", "0p5-k3y"):
+        assert secret not in text, f"{secret} shown in the error"
+
+
+def test_secrets_from_the_environment_are_accepted_in_every_secret_setting() -> None:
+    text = """
+backends:
+  oa: {type: openai, api_key: "${OPENAI_API_KEY}"}
+  an: {type: anthropic, api_key: "${ANTHROPIC_API_KEY:-}"}
+  vllm:
+    type: openai_compatible
+    base_url: "https://${VLLM_USER}:${VLLM_PASSWORD}@vllm.internal/v1?token=${VLLM_TOKEN}&region=eu"
+    api_key: ""
+    headers:
+      Authorization: "Bearer ${VLLM_TOKEN}"
+      x-api-key: ${VLLM_KEY}
+      X-Tenant: acme
+models:
+  m: {chain: [{backend: oa}, {backend: an}, {backend: vllm}]}
+auth:
+  client_keys: [{name: app, key: "${APP_KEY}"}]
+  admin_keys: [{name: ops, key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}]
+audit:
+  database_url: postgresql://gateway:${AUDIT_DB_PASSWORD}@db.internal:5432/audit?sslmode=require
+"""
+    env = {
+        "OPENAI_API_KEY": "sk-1",
+        "VLLM_USER": "u",
+        "VLLM_PASSWORD": "p",
+        "VLLM_TOKEN": "t",
+        "VLLM_KEY": "k",
+        "APP_KEY": "a",
+        "AUDIT_DB_PASSWORD": "pw",
+    }
+    config = load(text, env=env)
+    assert config.backend("vllm").base_url == "https://u:p@vllm.internal/v1?token=t&region=eu"
+    assert config.audit.database_url == "postgresql://gateway:pw@db.internal:5432/audit?sslmode=require"
+    # A URL without a password, or the whole URL from the environment, is fine too.
+    load(MINIMAL + "audit: {database_url: 'postgresql://gateway@db.internal/audit'}\n")
+    load(MINIMAL + "audit: {database_url: '${AUDIT_URL}'}\n", env={"AUDIT_URL": "postgresql://g:x@h/db"})
