@@ -19,8 +19,7 @@ __all__ = ["CREDENTIAL_HEADER", "env_name", "literal_key_message", "literal_secr
 #: Names of headers (and URL query parameters) whose values are credentials, matched anywhere in the
 #: name, any case.
 CREDENTIAL_HEADER = re.compile(r"auth|api[-_]?key|token|secret|passw|cookie|credential", re.IGNORECASE)
-#: What a credential header may hold besides its references: one scheme word (`Bearer ${TOKEN}`).
-_SCHEME_WORD = re.compile(r"^(?:[A-Za-z][A-Za-z0-9._~+/-]*\s+)?$")
+#: What a credential header may hold besides its references: an auth scheme (`Bearer ${TOKEN}`).
 _AUTH_SCHEMES = {"bearer", "basic", "token", "bot", "digest", "apikey", "key"}
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SHOWN_REFERENCE = "${…}"
@@ -83,12 +82,13 @@ def _header_message(doc: LocatedDocument, path: Path, value: str, header: str, b
     outside, defaults = _refs(doc, path, value)
     if not defaults and value == "":
         return None
-    if defaults and not any(defaults) and not any(outside[1:]) and _SCHEME_WORD.match(outside[0]):
-        return None
-    variable = f"{env_name(backend)}_{env_name(header)}"
-    # Keep a scheme word the value starts with (`Bearer`); never echo any other part of the value.
     words = outside[0].split()
-    scheme = f"{words[0]} " if len(words) > 1 and words[0].lower() in _AUTH_SCHEMES else ""
+    scheme = f"{words[0]} " if words and words[0].lower() in _AUTH_SCHEMES else ""
+    prefix_ok = not words or (len(words) == 1 and scheme != "" and outside[0][-1].isspace())
+    if defaults and not any(defaults) and not any(outside[1:]) and prefix_ok:
+        return None
+    # The fix keeps the value's auth scheme (`Bearer`), and never echoes any other part of it.
+    variable = f"{env_name(backend)}_{env_name(header)}"
     return (
         f"a literal credential in header {header} is refused (this file belongs in git): write "
         f'`{header}: "{scheme}${{{variable}}}"` and set {variable} in the environment'
@@ -111,9 +111,7 @@ def _urls_with_passwords(node: Any, doc: LocatedDocument, path: Path) -> Iterato
 def _url_message(doc: LocatedDocument, path: Path, value: str) -> str | None:
     outside, defaults = _refs(doc, path, value)
     # The URL as the file holds it, each reference (default included) one mark: a default is literal.
-    marked = "".join(
-        text + (ENV_MARK + defaults[i] if i < len(defaults) else "") for i, text in enumerate(outside)
-    )
+    marked = outside[0] + "".join(ENV_MARK + d + t for d, t in zip(defaults, outside[1:], strict=True))
     start = _URL_START.search(marked)
     if start is None:
         return None

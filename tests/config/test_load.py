@@ -271,3 +271,29 @@ audit:
     # A URL without a password, or the whole URL from the environment, is fine too.
     load(MINIMAL + "audit: {database_url: 'postgresql://gateway@db.internal/audit'}\n")
     load(MINIMAL + "audit: {database_url: '${AUDIT_URL}'}\n", env={"AUDIT_URL": "postgresql://g:x@h/db"})
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ('"Bearer ${T}"', False),
+        ('"${T}"', False),
+        ('""', False),
+        ('"Bearer sk-literal"', True),
+        ('"sk-literal ${T}"', True),  # a literal part before the reference is no auth scheme
+        ('"${T} trailing"', True),
+        ('"${T:-sk-literal}"', True),
+    ],
+)
+def test_a_credential_header_holds_references_and_at_most_an_auth_scheme(value: str, refused: bool) -> None:
+    backend = f"{{type: openai_compatible, base_url: 'http://h/v1', headers: {{X-Api-Key: {value}}}}}"
+    text = f"backends:\n  v: {backend}\n" + model_on("v")
+    if not refused:
+        load(text, env={"T": "t"})
+        return
+    with pytest.raises(ConfigError) as raised:
+        load(text, env={"T": "t"})
+    assert "backends.v.headers.X-Api-Key: a literal credential in header X-Api-Key is refused" in str(
+        raised.value
+    )
+    assert "sk-literal" not in str(raised.value) and "trailing" not in str(raised.value)
