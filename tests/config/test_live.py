@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -278,4 +278,31 @@ async def test_truncate_then_write_at_once_ends_with_the_full_write(config_path:
     assert live.last_error is None
     stop.set()
     await asyncio.wait_for(watcher, 5)
+    await live.close()
+
+
+async def test_a_write_folded_into_the_round_that_saw_the_empty_file_is_still_applied(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher gets one change event for truncate + write, reads the file between the two (empty,
+    rejected), and no event follows: it reads the file again and applies the write."""
+    live = LiveRuntime(config_path)
+    await live.start()
+    reload = live.reload
+
+    async def one_event(*args: object, **kwargs: object) -> AsyncIterator[set[object]]:
+        config_path.write_bytes(b"")  # truncated...
+        yield set()
+
+    async def reload_then_the_write_lands(source: str) -> object:
+        event = await reload(source)
+        if not config_path.read_bytes():
+            config_path.write_text(BASE.replace("m2:", "written:"))  # ...and written, no new event
+        return event
+
+    monkeypatch.setattr("gateway.runtime.watch.awatch", one_event)
+    monkeypatch.setattr(live, "reload", reload_then_the_write_lands)
+    await watch_config(live, asyncio.Event(), debounce_ms=10)
+    assert [e.outcome for e in live.history] == ["applied", "rejected", "applied"]
+    assert "written" in live.current.routes and live.last_error is None
     await live.close()
