@@ -187,3 +187,32 @@ def test_check_refuses_a_literal_provider_key_with_the_fix(tmp_path: Path) -> No
         "`${UP_API_KEY}` and set UP_API_KEY in the environment (a default, `${UP_API_KEY:-...}`, is literal "
         "too; `${UP_API_KEY:-}` is fine)"
     ]
+
+
+def test_check_refuses_a_file_nested_too_deep(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(VALID + "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    code, errors = _check_one(path)
+    assert code == 1 and errors == [
+        f"{path}:1:1: the YAML nests too deeply (lists or mappings hundreds of levels inside each other)"
+    ]
+
+
+def test_check_reports_a_loader_failure_as_a_located_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defence in depth: should the loader raise anything but ConfigError, check still answers in its
+    usual format, with exit code 1."""
+    from gateway import cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr("gateway.config.load.load_config", broken)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(VALID)
+    assert cli.main(["check", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:1:1: the config could not be loaded (RuntimeError: a bug in the loader)",
+        f"{path}: 1 error(s)",
+    ]

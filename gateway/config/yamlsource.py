@@ -91,6 +91,8 @@ def parse_yaml(
         return None, [_syntax_issue(error, filename)]
     except ReaderError as error:
         return None, [_character_issue(text, error.position, error.character, filename)]
+    except RecursionError:
+        return None, [ConfigIssue(filename, Location(1, 1), "", _TOO_DEEP)]
     except yaml.YAMLError as error:  # pragma: no cover - PyYAML raises marked errors for text input
         return None, [ConfigIssue(filename, Location(1, 1), "", f"invalid YAML: {error}")]
     finally:
@@ -101,8 +103,14 @@ def parse_yaml(
     if root is None:  # empty, or only comments: `data` stays None and the caller says what it needs
         return doc, issues
     walker = _Walker(loader, doc, issues, filename, environ, strict_env)
-    doc.data = walker.construct(root, ())
+    try:
+        doc.data = walker.construct(root, ())
+    except RecursionError:
+        return None, [ConfigIssue(filename, Location(1, 1), "", _TOO_DEEP)]
     return doc, issues
+
+
+_TOO_DEEP = "the YAML nests too deeply (lists or mappings hundreds of levels inside each other)"
 
 
 def text_location(text: str, index: int) -> Location:
