@@ -182,7 +182,10 @@ def _scalar(value: Any, style: str | None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # past Python's int/str digit limit, which the loader has too
+            raise WriteBackError("the integer has too many digits") from None
     if isinstance(value, float):
         return _float(value)
     text = str(value)

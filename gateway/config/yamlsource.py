@@ -253,8 +253,11 @@ class _Walker:
             return None
         try:
             value = self.loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError):
-            self.issue(node, path, f"{node.value!r} is not {kind}")
+        except (yaml.YAMLError, ValueError, OverflowError) as error:
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            # Python refuses ints of more than 4300 digits (its int/str conversion limit).
+            reason = "has too many digits" if "digits" in str(error) else f"is not {kind}"
+            self.issue(node, path, f"{shown!r} {reason}")
             return None
         return self.checked_text(node, path, value) if isinstance(value, str) else value
 

@@ -196,6 +196,14 @@ def test_small_and_large_floats_are_written_as_floats_the_loader_reads() -> None
     assert parse_config(after, "gateway.yaml", env=ENV).timeouts.chat.total == 1e-07
 
 
+def test_large_integers_round_trip_and_one_past_the_digit_limit_is_refused() -> None:
+    for value in (2**64, -(2**70), 10**300):
+        after = plan(COMMENTED, Edit(("timeouts", "chat", "total"), value)).new_raw
+        assert _read_back(after, ("timeouts", "chat", "total")) == value
+    with pytest.raises(WriteBackError, match="too many digits"):
+        plan(COMMENTED, Edit(("timeouts", "chat", "total"), 10**5000))
+
+
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_a_value_that_is_not_a_finite_number_is_refused(value: float) -> None:
     with pytest.raises(WriteBackError, match="not a finite number"):
