@@ -9,6 +9,10 @@ from gateway.app import create_app
 
 ADMIN_KEY = "admin-key-in-process"
 CONFIG = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
 auth:
   admin_keys: [{name: ops, key: "${GW_ADMIN_KEY}"}]
 audit:

@@ -135,7 +135,7 @@ def test_sighup_and_admin_api_reload_without_a_watcher(gateway_server) -> None:
     assert model_ids(gateway)[0] == "v3-a"
     assert admin_config(gateway)["source"] == "api"
     # A rejected reload through the API is a 422 problem listing the errors.
-    gateway.config_path.write_text("server: {port: many}\n")
+    gateway.config_path.write_text(config_text("v4", watch=False) + "server: {port: many}\n")
     response = requests.post(gateway.url("/admin/api/config/reload"), timeout=5)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"

@@ -11,6 +11,14 @@ import requests
 
 from gateway.testing.process import free_port, start_gateway
 
+#: Every config needs a model; these tests are about the server around it.
+ONE_MODEL = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
+"""
+
 
 def serve(config: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), *args]
@@ -19,7 +27,7 @@ def serve(config: Path, *args: str, timeout: float = 20) -> subprocess.Completed
 
 def test_non_loopback_bind_without_keys_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("server: {port: 1}\n")
+    config.write_text(ONE_MODEL + "server: {port: 1}\n")
     result = serve(config, "--host", "0.0.0.0", "--port", str(free_port()))
     assert result.returncode == 1
     assert "no client keys are configured" in result.stderr
@@ -37,7 +45,7 @@ def test_invalid_config_is_refused_at_start_with_every_error(tmp_path: Path) -> 
 
 def test_open_access_on_purpose_logs_a_warning(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("auth: {allow_unauthenticated: true}\n")
+    config.write_text(ONE_MODEL + "auth: {allow_unauthenticated: true}\n")
     gateway = start_gateway(config)
     try:
         assert requests.get(gateway.url("/v1/models"), timeout=5).status_code == 200
@@ -48,7 +56,7 @@ def test_open_access_on_purpose_logs_a_warning(tmp_path: Path) -> None:
 
 def test_unknown_route_is_a_problem_not_html(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("{}\n")
+    config.write_text(ONE_MODEL)
     gateway = start_gateway(config)
     try:
         response = requests.get(gateway.url("/v2/whatever"), timeout=5)
@@ -65,10 +73,12 @@ def test_workers_run_on_the_configured_event_loop(tmp_path: Path) -> None:
     for choice, expected in (("auto", "uvloop event loop"), ("asyncio", "asyncio event loop")):
         config = tmp_path / choice / "gateway.yaml"
         config.parent.mkdir()
-        config.write_text(f"server: {{event_loop: {choice}}}\nmodels: {{}}\n")
+        config.write_text(ONE_MODEL + f"server: {{event_loop: {choice}}}\n")
         gateway = start_gateway(config)
         try:
-            assert requests.get(gateway.url("/v1/models"), timeout=5).json() == {"object": "list", "data": []}
+            assert [m["id"] for m in requests.get(gateway.url("/v1/models"), timeout=5).json()["data"]] == [
+                "m"
+            ]
         finally:
             assert gateway.stop(signal.SIGTERM) == 0
         assert expected in gateway.log()
