@@ -69,6 +69,8 @@ def authenticate_admin(runtime: Runtime, *, socket: bool = False) -> Principal:
         if sessions.is_local_token(key, keys):
             return LOCAL_ADMIN
         sessions.throttle.failed(address, key)
+        if keys.admins_open:
+            raise Unauthorized(f"the key is not valid; {local_token_needed(sessions)}")
         raise Unauthorized("the key is not valid")
     if principal.role != "admin":
         raise Forbidden("client keys cannot use the admin API")

@@ -208,16 +208,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def exposure_issue(config: Config, host: str) -> str | None:
-    """Why serving `config` on `host` would be unsafe, or None: no client keys on a non-loopback bind,
-    or behind a declared proxy (`server.trusted_proxies`), without `auth.allow_unauthenticated`."""
+    """Why serving `config` on `host` would be unsafe, or None: no client keys on a non-loopback bind
+    without `auth.allow_unauthenticated`. (A declared proxy without keys, `server.trusted_proxies`,
+    is refused by the loader itself: no bind address makes it safe.)"""
     if config.auth.client_keys or config.auth.allow_unauthenticated:
         return None
-    if config.server.trusted_proxies:
-        return (
-            "server.trusted_proxies says clients reach the gateway through a proxy, and no client "
-            "keys are configured: add auth.client_keys, or set auth.allow_unauthenticated: true to "
-            "serve everyone the proxy serves"
-        )
     if is_loopback(host):
         return None
     return (

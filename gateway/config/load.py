@@ -141,6 +141,14 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
             issue(
                 ("server", "trusted_proxies", i), f"'{cidr}' is not an IP address or CIDR range (10.0.0.0/8)"
             )
+    auth = data["auth"]
+    if data["server"]["trusted_proxies"] and not auth["client_keys"] and not auth["allow_unauthenticated"]:
+        issue(
+            ("server", "trusted_proxies"),
+            "a trusted proxy means clients reach the gateway through it, and no client keys are "
+            "configured: add auth.client_keys, or set auth.allow_unauthenticated: true to serve "
+            "everyone the proxy serves",
+        )
 
     seen_hashes: dict[str, str] = {}
     for section in ("client_keys", "admin_keys"):
