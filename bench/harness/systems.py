@@ -95,7 +95,6 @@ def gateway_blas(port: int, config: Path) -> str | None:
     """What the gateway's engine says it computes on (`/admin/api/backends`, with the local admin token
     the gateway keeps next to `config`), thread count included."""
     import requests
-
     from gateway.admin.secret import TOKEN_FILE
 
     try:
