@@ -119,7 +119,8 @@ function signInError(error) {
 async function signedIn(session) {
   state.session = session;
   setCsrfToken(session.csrf_token);
-  whoName.textContent = session.name === "local" ? "local (admin token)" : session.name;
+  // Without admin keys configured, the only admin there can be is the local admin token.
+  whoName.textContent = session.admin_keys_configured ? session.name : "local (admin token)";
   signOutButton.hidden = session.via !== "session";
   await loadConfig();
   await render();
