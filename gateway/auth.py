@@ -85,12 +85,11 @@ class KeyTable:
 
 
 def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (`::ffff:127.0.0.1`, a dual-stack socket's view, included)."""
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    ip = _ip(host.strip("[]"))
+    return ip is not None and ip.is_loopback
 
 
 def host_name(host: str | bytes | None) -> str:

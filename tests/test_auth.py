@@ -16,6 +16,7 @@ def headers(**values: str) -> list[tuple[bytes, bytes]]:
 def test_a_loopback_peer_addressed_by_a_loopback_name_is_local(host: str) -> None:
     assert is_local_request("127.0.0.1", headers(host=host))
     assert is_local_request("::1", headers(host=host))
+    assert is_local_request("::ffff:127.0.0.1", headers(host=host))
 
 
 @pytest.mark.parametrize("name", sorted(PROXY_EVIDENCE))
