@@ -118,6 +118,9 @@ def test_the_local_admin_token_opens_the_admin_api_through_the_proxy(
     )
     assert edit.status_code == 200, edit.text
     assert "total: 321" in keyless.config_path.read_text()
+    # The live tail's WebSocket takes it too, as it takes an admin key.
+    assert live_tail_handshake(keyless, {**keyless.admin_headers, "origin": keyless.base_url}) == 101
+    assert live_tail_handshake(keyless, {"origin": keyless.base_url}) == 401
 
 
 def test_direct_loopback_callers_need_the_token_too(keyless: GatewayProcess) -> None:
