@@ -62,6 +62,7 @@ CSV_COLUMNS = (
     "cached_tokens",
     "cache_creation_tokens",
     "config_version",
+    "client_address",
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0

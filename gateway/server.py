@@ -101,12 +101,45 @@ def serve(
             "event_loop": "uvloop" if loop_factory else "asyncio",
         },
     )
+    if not config.auth.admin_keys:
+        _announce_admin_sign_in(path, bound[0], bound[1])
     if options.workers == 1:
         code = _run_worker(options, hypercorn, sockets)
     else:
         code = _supervise(options, hypercorn, sockets)
     log.info("gateway stopped", extra={"event": "stopped", "exit_code": code})
     return code
+
+
+def _announce_admin_sign_in(config_path: Path, host: str, port: int) -> None:
+    """No admin keys: the admin API takes the local admin token (made here before any worker starts).
+    Its sign-in URL goes to a terminal only, never through logging: a captured stderr (a container's
+    log, a journal) is a file log, and the token would outlive the console in it."""
+    from gateway.admin.panel import sign_in_url
+    from gateway.admin.secret import TOKEN_ENV_VAR, AdminTokenUnavailable, load_admin_token
+
+    try:
+        token = load_admin_token(config_path)
+    except AdminTokenUnavailable as error:
+        print(
+            f"gateway: no admin keys and no local admin token; the admin API refuses everyone: {error}",
+            file=sys.stderr,
+        )
+        return
+    if sys.stderr.isatty():
+        print(
+            f"gateway: admin panel (no admin keys configured): {sign_in_url(host, port, token.value)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    where = TOKEN_ENV_VAR if token.source == TOKEN_ENV_VAR else token.source
+    log.info(
+        "no admin keys configured: sign in at %s with the local admin token from %s",
+        sign_in_url(host, port, "<token>"),
+        where,
+        extra={"event": "admin_token", "token_source": where},
+    )
 
 
 def _hypercorn_config(options: ServeOptions) -> HypercornConfig:

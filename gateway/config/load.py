@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,6 +152,22 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
             else:
                 names_in_use[public] = model_name
 
+    for i, cidr in enumerate(data["server"]["trusted_proxies"]):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            issue(
+                ("server", "trusted_proxies", i), f"'{cidr}' is not an IP address or CIDR range (10.0.0.0/8)"
+            )
+    auth = data["auth"]
+    if data["server"]["trusted_proxies"] and not auth["client_keys"] and not auth["allow_unauthenticated"]:
+        issue(
+            ("server", "trusted_proxies"),
+            "a trusted proxy means clients reach the gateway through it, and no client keys are "
+            "configured: add auth.client_keys, or set auth.allow_unauthenticated: true to serve "
+            "everyone the proxy serves",
+        )
+
     seen_hashes: dict[str, str] = {}
     for section in ("client_keys", "admin_keys"):
         seen_names: set[str] = set()
@@ -225,7 +242,9 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
     return Config(
         path=file,
         version=version,
-        server=ServerConfig(**data["server"]),
+        server=ServerConfig(
+            **{**data["server"], "trusted_proxies": tuple(data["server"]["trusted_proxies"])}
+        ),
         auth=AuthConfig(
             client_keys=tuple(
                 ClientKey(name=k["name"], key_sha256=_key_hash(k), models=tuple(k["models"]))

@@ -49,6 +49,8 @@ class ServerConfig:
     graceful_shutdown_seconds: float
     #: auto | uvloop | asyncio
     event_loop: str
+    #: CIDRs of the reverse proxies whose forwarding headers name the real client (validated at load).
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
