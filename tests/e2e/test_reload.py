@@ -137,8 +137,7 @@ def test_sighup_and_admin_api_reload_without_a_watcher(gateway_server) -> None:
     assert model_ids(gateway)[0] == "v3-a"
     assert admin_config(gateway)["source"] == "api"
     # A rejected reload through the API is a 422 problem listing the errors.
-    gateway.config_path.write_text(config_text("v4", watch=False) + "server: {port: many}
-")
+    gateway.config_path.write_text(config_text("v4", watch=False) + "server: {port: many}\n")
     response = requests.post(
         gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=5
     )
