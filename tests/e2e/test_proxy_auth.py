@@ -32,6 +32,14 @@ ADMIN_KEY, CLIENT_KEY = "admin-key-proxy-tests", "client-key-proxy-tests"
 ENV = {**GATEWAY_ENV, "GW_ADMIN_KEY": ADMIN_KEY, "GW_CLIENT_KEY": CLIENT_KEY}
 #: The address the proxies connect from, and the one the gateways trust.
 PROXY_SOURCE = "127.0.0.2"
+#: The smallest config a gateway serves: one model (its backend need not be reachable here).
+KEYLESS = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
+reload: {watch: false}
+"""
 ATTACKER, REAL_ADMIN = "198.51.100.9", "203.0.113.7"
 
 #: What an attacker may send through the proxy to pass for a local client.
@@ -68,7 +76,7 @@ def up() -> Iterator[Upstreams]:
 @pytest.fixture(scope="module")
 def keyless(gateway_server_module) -> GatewayProcess:
     """The default setup: loopback bind, no client keys, no admin keys."""
-    return gateway_server_module("reload: {watch: false}\n", env=GATEWAY_ENV)
+    return gateway_server_module(KEYLESS, env=GATEWAY_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +189,7 @@ def test_the_model_api_without_client_keys_serves_only_local_requests(
 
 def test_trusted_proxies_without_client_keys_is_a_config_error(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("server: {trusted_proxies: ['127.0.0.1/32']}\n")
+    config.write_text(KEYLESS + "server: {trusted_proxies: ['127.0.0.1/32']}\n")
     checked = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check", "--format", "json", str(config)],
         capture_output=True,
@@ -314,7 +322,7 @@ def test_every_admin_entry_counts_failures(behind_proxy: GatewayProcess) -> None
 
 
 def test_the_token_file_is_private_and_shared_by_workers_and_restarts(gateway_server, tmp_path: Path) -> None:
-    first = gateway_server("reload: {watch: false}\n", workers=2)
+    first = gateway_server(KEYLESS, workers=2)
     path = tmp_path / TOKEN_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     token = path.read_text().strip()
@@ -333,26 +341,26 @@ def test_the_token_file_is_private_and_shared_by_workers_and_restarts(gateway_se
 
 def test_the_token_can_come_from_the_environment(gateway_server, tmp_path: Path) -> None:
     given = "t" * 40
-    gateway = gateway_server("reload: {watch: false}\n", env={TOKEN_ENV_VAR: given})
+    gateway = gateway_server(KEYLESS, env={TOKEN_ENV_VAR: given})
     assert not (tmp_path / TOKEN_FILE).exists()
     assert gateway.admin_token == given
     assert gateway.admin("GET", "/admin/api/config").status_code == 200
 
 
 def test_a_short_token_in_the_environment_is_refused(gateway_server, tmp_path: Path) -> None:
-    gateway = gateway_server("reload: {watch: false}\n", env={TOKEN_ENV_VAR: "short"})
+    gateway = gateway_server(KEYLESS, env={TOKEN_ENV_VAR: "short"})
     refused = requests.get(gateway.url("/admin/api/config"), headers={"x-api-key": "short"}, timeout=10)
     assert "at least 32" in assert_problem(refused, 401)["detail"]
 
 
 def test_the_token_stops_working_once_admin_keys_exist(gateway_server, tmp_path: Path) -> None:
-    gateway = gateway_server("reload: {watch: false}\n", env=ENV)
+    gateway = gateway_server(KEYLESS, env=ENV)
     token_headers = gateway.admin_headers
     session = requests.Session()
     signed = session.post(gateway.url("/admin/api/session"), json={"key": gateway.admin_token}, timeout=10)
     assert signed.status_code == 200
     gateway.config_path.write_text(
-        "auth: {admin_keys: [{name: ops, key: '${GW_ADMIN_KEY}'}]}\nreload: {watch: false}\n"
+        KEYLESS + "auth: {admin_keys: [{name: ops, key: '${GW_ADMIN_KEY}'}]}\n"
     )
     assert gateway.admin("POST", "/admin/api/config/reload").json()["outcome"] == "applied"
     assert_problem(requests.get(gateway.url("/admin/api/config"), headers=token_headers, timeout=10), 401)
@@ -366,7 +374,7 @@ def test_the_token_stops_working_once_admin_keys_exist(gateway_server, tmp_path:
 def test_the_console_shows_a_sign_in_url_that_works(tmp_path: Path) -> None:
     """On a terminal the gateway prints http://…/admin/#token=…; the token is the file's."""
     config = tmp_path / "gateway.yaml"
-    config.write_text("reload: {watch: false}\n")
+    config.write_text(KEYLESS)
     port = free_port()
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
