@@ -359,9 +359,7 @@ def test_the_token_stops_working_once_admin_keys_exist(gateway_server, tmp_path:
     session = requests.Session()
     signed = session.post(gateway.url("/admin/api/session"), json={"key": gateway.admin_token}, timeout=10)
     assert signed.status_code == 200
-    gateway.config_path.write_text(
-        KEYLESS + "auth: {admin_keys: [{name: ops, key: '${GW_ADMIN_KEY}'}]}\n"
-    )
+    gateway.config_path.write_text(KEYLESS + "auth: {admin_keys: [{name: ops, key: '${GW_ADMIN_KEY}'}]}\n")
     assert gateway.admin("POST", "/admin/api/config/reload").json()["outcome"] == "applied"
     assert_problem(requests.get(gateway.url("/admin/api/config"), headers=token_headers, timeout=10), 401)
     assert_problem(session.get(gateway.url("/admin/api/config"), timeout=10), 401)
