@@ -31,6 +31,7 @@ from gateway.config.model import (
     PrometheusConfig,
     ReloadConfig,
     ServerConfig,
+    ServerTimeouts,
     Target,
     TelemetryConfig,
     TimeoutTier,
@@ -201,7 +202,7 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
     return Config(
         path=file,
         version=version,
-        server=ServerConfig(**data["server"]),
+        server=ServerConfig(**{**data["server"], "timeouts": ServerTimeouts(**data["server"]["timeouts"])}),
         auth=AuthConfig(
             client_keys=tuple(
                 ClientKey(name=k["name"], key_sha256=_key_hash(k), models=tuple(k["models"]))
