@@ -42,8 +42,8 @@ __all__ = ["ConnectionPolicy", "RequestGuard", "serve_connections"]
 log = logging.getLogger("gateway.server")
 
 _MAX_RECV = 2**16
-#: accept() failures that mean "out of descriptors or memory for now": wait, then accept again.
-_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept() failures that concern one client only: accept the next at once.
+_TRANSIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 
 ASGIApp = Callable[
     [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
@@ -109,7 +109,7 @@ class RequestGuard:
                         " (server.timeouts.body_seconds)"
                     )
                     await _answer(
-                        scope, receive, send, RequestTimeout(detail, headers={"Connection": "close"})
+                        scope, receive, send, RequestTimeout(detail, headers={"connection": "close"})
                     )
                     answered = True
                 return {"type": "http.disconnect"}
@@ -140,7 +140,7 @@ class RequestGuard:
             pass
         error = Draining(
             "the gateway is shutting down and takes no new requests; retry, another instance will answer",
-            headers={"Retry-After": "1", "Connection": "close"},
+            headers={"retry-after": "1", "connection": "close"},
         )
         await _answer(scope, receive, send, error)
 
@@ -338,13 +338,15 @@ class ConnectionServer:
             try:
                 conn, _ = await self.loop.sock_accept(listener)
             except OSError as error:
-                if error.errno in _RESOURCE_ERRORS:
-                    log.warning(
-                        "cannot accept a connection (%s); trying again in 0.5 s",
-                        error.strerror,
-                        extra={"event": "accept_failed", "errno": error.errno},
-                    )
-                    await asyncio.sleep(0.5)
+                if error.errno in _TRANSIENT_ERRORS:
+                    continue  # that one client gave up during the handshake
+                # Out of descriptors or memory (or worse): wait rather than spin on the error.
+                log.warning(
+                    "cannot accept a connection (%s); trying again in 0.5 s",
+                    error.strerror,
+                    extra={"event": "accept_failed", "errno": error.errno},
+                )
+                await asyncio.sleep(0.5)
                 continue
             self.start(conn)
 
