@@ -187,6 +187,7 @@ class Connection:
         self.timer: asyncio.TimerHandle | None = None
         self.cutting: asyncio.Task[None] | None = None
         self.closed = False
+        self.kept_alive = False  # has answered a request and waits for the next
         self.protocol: ProtocolWrapper
 
     async def run(self) -> None:
@@ -224,7 +225,10 @@ class Connection:
             except (ConnectionError, OSError):
                 break
             if data and self.phase == _WAITING:
-                self._wait(_HEAD, self.server.timeouts.header_seconds)
+                if self.kept_alive:  # the next request's head: header_seconds from its first byte
+                    self._wait(_HEAD, self.server.timeouts.header_seconds)
+                else:  # the first request's: the timer running since the connection opened
+                    self.phase = _HEAD
             await self.protocol.handle(RawData(data))
         await self.protocol.handle(Closed())
 
@@ -240,6 +244,7 @@ class Connection:
             await self._close()
         elif isinstance(event, Updated):
             if event.idle:  # the response is done and the connection kept alive
+                self.kept_alive = True
                 self._wait(_WAITING, self.server.timeouts.keep_alive_seconds)
             else:  # a request head is complete: from here on sending is the app's business
                 self.phase = _REQUEST
@@ -273,11 +278,9 @@ class Connection:
     async def _cut_off(self, *, answer: bool) -> None:
         """Close a connection that waited too long: silently when it was idle, with a 408 when a
         request head had begun (over HTTP/1.1; an h2 connection just closes)."""
-        if answer:
-            self.server.cut_off += 1
-            if isinstance(self.protocol.protocol, H11Protocol):
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    self.writer.write(_head_timeout_response(self.server.timeouts.header_seconds))
+        if answer and isinstance(self.protocol.protocol, H11Protocol):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self.writer.write(_head_timeout_response(self.server.timeouts.header_seconds))
         await self.protocol.handle(Closed())
         self.writer.close()
 
@@ -323,7 +326,6 @@ class ConnectionServer:
         self.connections: dict[asyncio.Task[None], Connection | None] = {}
         self.room = asyncio.Event()
         self.room.set()
-        self.cut_off = 0
         self._warned_full = 0.0
 
     async def accept(self, listener: socket.socket) -> None:

@@ -167,21 +167,23 @@ def test_a_stream_outlasting_the_timeouts_completes(gateway_server, upstream) ->
 
 
 def test_at_the_connection_limit_the_next_client_waits_for_a_free_slot(gateway_server, upstream) -> None:
-    gateway = gateway_server(config(upstream, "{max_client_connections: 5, timeouts: {header_seconds: 60}}"))
-    idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(5)]
+    gateway = gateway_server(config(upstream, "{max_client_connections: 5}"))
+    held = [http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10) for _ in range(5)]
+    for conn in held:  # answered, so accepted, and kept alive
+        conn.request("GET", "/v1/models")
+        assert conn.getresponse().read()
     try:
-        time.sleep(0.5)  # let the worker accept all five
         with socket.create_connection(("127.0.0.1", gateway.port)) as extra:  # queued by the kernel
             extra.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             extra.settimeout(0.5)
             with pytest.raises(TimeoutError):
                 extra.recv(100)  # not accepted: the worker holds five already
-            idle.pop().close()
+            held.pop().close()
             extra.settimeout(10)
             assert extra.recv(100).startswith(b"HTTP/1.1 200 ")
     finally:
-        for sock in idle:
-            sock.close()
+        for conn in held:
+            conn.close()
     assert "server.max_client_connections" in gateway.log()
 
 
