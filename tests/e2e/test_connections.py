@@ -224,13 +224,14 @@ class KeepAliveClient:
                 return
 
 
-def test_sigterm_answers_every_request_on_kept_alive_connections(gateway_server, upstream) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_answers_every_request_on_kept_alive_connections(gateway_server, upstream, workers) -> None:
     """Clients sending back to back on kept-alive connections while SIGTERM arrives: each request is
     answered (served, or 503 `draining` with Connection: close), none is reset."""
     upstream.behaviour = Behaviour(latency_ms=20)
     resets: list[str] = []
     for _run in range(3):
-        gateway = gateway_server(config(upstream, "{}"))
+        gateway = gateway_server(config(upstream, "{}"), workers=workers)
         clients = [KeepAliveClient(gateway.port, "/v1/models") for _ in range(6)]
         clients += [
             KeepAliveClient(
