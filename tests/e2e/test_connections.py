@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from gateway.testing import Behaviour, FakeOpenAI
+from tests.conftest import wait_until
 
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -138,6 +139,21 @@ def test_slow_clients_are_cut_off_while_others_are_served(gateway_server, upstre
         assert b"server.timeouts." in rest
 
 
+def test_a_kept_alive_connection_trickling_its_next_head_is_cut_off(gateway_server, upstream) -> None:
+    """On a kept-alive connection, header_seconds counts from the next request's first byte."""
+    gateway = gateway_server(config(upstream, "{timeouts: {header_seconds: 1, keep_alive_seconds: 60}}"))
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        attack = Attack(gateway.port)
+        attack.clients.append(Trickler(sock, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 400))
+        sock.setblocking(False)
+        attack.run()
+    assert attack.clients[0].closed
+    assert b"HTTP/1.1 408 " in attack.clients[0].received  # after the rest of the first answer
+
+
 def test_an_idle_keep_alive_connection_is_closed(gateway_server, upstream) -> None:
     gateway = gateway_server(config(upstream, SHORT))
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
@@ -255,7 +271,7 @@ def test_sigterm_answers_every_request_on_kept_alive_connections(gateway_server,
 
 
 def test_sigterm_lets_a_stream_finish_and_answers_new_requests_503(gateway_server, upstream) -> None:
-    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=16)
+    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=40)
     gateway = gateway_server(config(upstream, "{graceful_shutdown_seconds: 30}"))
     other = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     other.request("GET", "/v1/models")
@@ -266,7 +282,7 @@ def test_sigterm_lets_a_stream_finish_and_answers_new_requests_503(gateway_serve
         lines = response.iter_lines()
         assert next(line for line in lines if line).startswith(b"data: ")
         gateway.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_until(lambda: '"event":"draining"' in gateway.log(), timeout=10)
         other.request("GET", "/ready")
         refused = other.getresponse()
         body = requests.compat.json.loads(refused.read())
