@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import sys
 import time
@@ -19,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.utils import wrap_app
 
 from gateway.auth import exposure_issue
 from gateway.config.issues import ConfigError
 from gateway.config.load import load_config
+from gateway.config.model import ServerTimeouts
+from gateway.connections import ConnectionPolicy, serve_connections
 from gateway.telemetry.logging import configure_logging
 from gateway.telemetry.metrics import (
     mark_worker_dead,
@@ -48,6 +49,8 @@ class ServeOptions:
     graceful_seconds: float
     log_level: str
     log_format: str
+    timeouts: ServerTimeouts
+    max_client_connections: int
     event_loop: str = "auto"
 
 
@@ -71,6 +74,8 @@ def serve(
         graceful_seconds=config.server.graceful_shutdown_seconds,
         log_level=config.telemetry.logging.level,
         log_format=config.telemetry.logging.format,
+        timeouts=config.server.timeouts,
+        max_client_connections=config.server.max_client_connections,
         event_loop=config.server.event_loop,
     )
     try:
@@ -149,7 +154,8 @@ def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
     config.graceful_timeout = options.graceful_seconds
     config.accesslog = None
     config.errorlog = None
-    config.keep_alive_timeout = 75
+    # Hypercorn parses HTTP only: gateway.connections accepts, runs the connections and enforces
+    # server.timeouts and server.max_client_connections (Hypercorn's keep-alive and read timeouts are unused).
     config.workers = 1
     return config
 
@@ -163,6 +169,7 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
     # A gateway allocates many short-lived objects per request and few long-lived ones: collect the
     # young generation less often (measured: p99 at 32 clients 34-37 ms -> 15-22 ms, +3-15% req/s).
     gc.set_threshold(20_000, 50, 100)
+    _fit_open_files_limit(options.max_client_connections)
 
     async def main() -> None:
         app = create_app(options.config_path, host=options.host)
@@ -176,7 +183,8 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
         loop.add_signal_handler(signal.SIGTERM, begin_stopping)
         loop.add_signal_handler(signal.SIGINT, begin_stopping)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.live.reload("signal")))
-        await worker_serve(wrap_app(app, 0, "asgi"), hypercorn, sockets=sockets, shutdown_trigger=stop.wait)
+        policy = ConnectionPolicy(options.timeouts, options.max_client_connections, options.graceful_seconds)
+        await serve_connections(app, hypercorn, list(sockets.insecure_sockets), policy, stop)
 
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(options.event_loop)) as runner:
@@ -187,6 +195,28 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
             print(f"  {issue}", file=sys.stderr)
         return 1
     return 0
+
+
+def _fit_open_files_limit(max_client_connections: int) -> None:
+    """Raise this process's open-files limit to its hard limit (connections and upstream pools both
+    take descriptors), and warn when even that leaves too little room for `max_client_connections`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    wanted = max_client_connections + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "the open-files limit (%d) leaves too little room for server.max_client_connections %d"
+            " (wanted %d); raise the hard limit (ulimit -Hn) or lower server.max_client_connections",
+            soft,
+            max_client_connections,
+            wanted,
+            extra={"event": "open_files_limit", "limit": soft, "wanted": wanted},
+        )
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -234,6 +264,11 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
+            if not stopping:
+                # The workers hold their own descriptors of the listening socket; while this one is
+                # open too, the kernel would keep queueing connections nobody accepts, then reset them.
+                for sock in sockets.insecure_sockets:
+                    sock.close()
             stopping = True
             signum = signal.SIGTERM
         for process in workers:

@@ -33,6 +33,7 @@ from gateway.config.model import (
     PrometheusConfig,
     ReloadConfig,
     ServerConfig,
+    ServerTimeouts,
     Target,
     TelemetryConfig,
     TimeoutTier,
@@ -243,7 +244,11 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
         path=file,
         version=version,
         server=ServerConfig(
-            **{**data["server"], "trusted_proxies": tuple(data["server"]["trusted_proxies"])}
+            **{
+                **data["server"],
+                "trusted_proxies": tuple(data["server"]["trusted_proxies"]),
+                "timeouts": ServerTimeouts(**data["server"]["timeouts"]),
+            }
         ),
         auth=AuthConfig(
             client_keys=tuple(
