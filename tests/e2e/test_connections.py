@@ -112,9 +112,10 @@ def test_slow_clients_are_cut_off_while_others_are_served(gateway_server, upstre
     while ordinary requests keep being answered during the attack."""
     gateway = gateway_server(config(upstream, SHORT))
     attack = Attack(gateway.port)
-    attack.open(200, b"GET /v1/models HTTP/1.1\r\n", b"Host: x\r\nX-Slow: " + b"a" * 400 + b"\r\n\r\n")
+    slow_head = b"Host: 127.0.0.1\r\nX-Slow: " + b"a" * 400 + b"\r\n\r\n"
+    attack.open(200, b"GET /v1/models HTTP/1.1\r\n", slow_head)
     body = b'{"model": "gpt", "messages": []}' + b" " * 400
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     attack.open(200, head + b"Content-Length: %d\r\n\r\n" % len(body), body)
     done = threading.Event()
     runner = threading.Thread(target=attack.run, args=(done,))
@@ -143,11 +144,12 @@ def test_a_kept_alive_connection_trickling_its_next_head_is_cut_off(gateway_serv
     """On a kept-alive connection, header_seconds counts from the next request's first byte."""
     gateway = gateway_server(config(upstream, "{timeouts: {header_seconds: 1, keep_alive_seconds: 60}}"))
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
-        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         sock.settimeout(10)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         attack = Attack(gateway.port)
-        attack.clients.append(Trickler(sock, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 400))
+        next_head = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 400
+        attack.clients.append(Trickler(sock, next_head))
         sock.setblocking(False)
         attack.run()
     assert attack.clients[0].closed
@@ -157,7 +159,7 @@ def test_a_kept_alive_connection_trickling_its_next_head_is_cut_off(gateway_serv
 def test_an_idle_keep_alive_connection_is_closed(gateway_server, upstream) -> None:
     gateway = gateway_server(config(upstream, SHORT))
     with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
-        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         sock.settimeout(30)
         received = b""
         while True:
@@ -190,7 +192,7 @@ def test_at_the_connection_limit_the_next_client_waits_for_a_free_slot(gateway_s
         assert conn.getresponse().read()
     try:
         with socket.create_connection(("127.0.0.1", gateway.port)) as extra:  # queued by the kernel
-            extra.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            extra.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             extra.settimeout(0.5)
             with pytest.raises(TimeoutError):
                 extra.recv(100)  # not accepted: the worker holds five already
