@@ -17,6 +17,7 @@ from quart import Quart
 
 from gateway.admin.api import blueprint as admin_api
 from gateway.admin.logs import blueprint as admin_logs
+from gateway.admin.openapi import blueprint as openapi_document
 from gateway.admin.panel import install_panel
 from gateway.admin.probes import blueprint as telemetry_endpoints
 from gateway.admin.session import AdminSessions
@@ -61,7 +62,7 @@ def create_app(
     `reload.watch` from the file. `logfire_instance`: trace to this Logfire instance whatever the
     config and environment say (tests pass the one `capfire` configured).
     """
-    app = GatewayApp(__name__)
+    app = GatewayApp(__name__, static_folder=None)  # the panel serves its own files; no /static route
     app.live = LiveRuntime(config_path, host=host, env=env)
     install_problem_handlers(app)
     app.audit = AuditService()
@@ -70,6 +71,7 @@ def create_app(
     install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch
     app.telemetry = Telemetry(logfire_instance)
     app.register_blueprint(telemetry_endpoints)
+    app.register_blueprint(openapi_document)
     stop_watching = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     applying: set[asyncio.Task[None]] = set()
