@@ -42,6 +42,8 @@ class FuzzRequest:
     body: bytes | None
     #: What was broken on purpose ("valid", "member", "raw-body", "content-type", "header", "method"...).
     kind: str
+    #: The documented operation it was generated from ("POST /v1/messages").
+    route: str = ""
 
     def describe(self, limit: int = 300) -> str:
         body = b"" if self.body is None else self.body[:limit]
@@ -63,10 +65,14 @@ class FuzzReport:
     cases: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
+    #: Documented operation -> status -> count.
+    by_route: dict[str, Counter[int]] = field(default_factory=dict)
     #: Answers that break the promise (kept up to `max_failures`; `failed` counts them all).
     failures: list[FuzzFailure] = field(default_factory=list)
     failed: int = 0
     max_failures: int = 20
+    #: Requests the connection ended on without an answer (status 0), the first few.
+    unanswered: list[FuzzFailure] = field(default_factory=list)
 
     @property
     def server_errors(self) -> int:
@@ -76,6 +82,9 @@ class FuzzReport:
         self.cases += 1
         self.by_status[status] += 1
         self.by_kind[request.kind] += 1
+        self.by_route.setdefault(request.route, Counter())[status] += 1
+        if status == NO_ANSWER and len(self.unanswered) < self.max_failures:
+            self.unanswered.append(FuzzFailure(request, status, "no answer", response[:500]))
         if reason is not None:
             self.failed += 1
             if len(self.failures) < self.max_failures:
@@ -219,11 +228,40 @@ class _Schemas:
             )
         return _JSON_LEAVES
 
-    def body(self, schema: dict[str, Any], models: Sequence[str]) -> st.SearchStrategy[dict[str, Any]]:
-        """A body of `schema`, its `model` one of `models` (or any text, now and then)."""
+    def number_paths(self, schema: dict[str, Any], prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Where numbers go in a body of `schema`: ("max_tokens",), ("thinking", "budget_tokens"),
+        ("prompt", 0, 0)... (an array's first item; "50256" for a map's key)."""
         schema = self.resolve(schema)
+        if len(prefix) > 5:
+            return []
+        found: list[tuple[Any, ...]] = []
+        for option in schema.get("oneOf", ()):
+            found += self.number_paths(option, prefix)
+        kind = schema.get("type")
+        if kind in ("integer", "number"):
+            found.append(prefix)
+        elif kind == "array" and "items" in schema:
+            found += self.number_paths(schema["items"], (*prefix, 0))
+        elif kind == "object" or "properties" in schema:
+            for name, sub in schema.get("properties", {}).items():
+                found += self.number_paths(sub, (*prefix, name))
+            extra = schema.get("additionalProperties")
+            if isinstance(extra, dict):
+                found += self.number_paths(extra, (*prefix, "50256"))
+        return list(dict.fromkeys(found))
+
+    def body(self, schema: dict[str, Any], models: Sequence[str]) -> st.SearchStrategy[dict[str, Any]]:
+        """A body of `schema`, its `model` one of `models` (or any text, now and then). Half of them
+        start from one of the schema's `examples` (which the backends answer), with generated members
+        added around it."""
+        schema = self.resolve(schema)
+        generated = self.value(schema)
+        examples = schema.get("examples")
+        if examples:
+            from_example = st.tuples(st.sampled_from(examples), generated).map(lambda p: {**p[1], **p[0]})
+            generated = st.one_of(generated, st.sampled_from(examples), from_example)
         model = st.sampled_from(list(models)) if models else st.text(max_size=10)
-        return st.tuples(self.value(schema), st.one_of(model, model, model, st.text(max_size=10))).map(
+        return st.tuples(generated, st.one_of(model, model, model, st.text(max_size=10))).map(
             lambda pair: {**pair[0], "model": pair[1]} if "model" in schema.get("properties", {}) else pair[0]
         )
 
@@ -250,6 +288,38 @@ def _member_swapped(draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]], 
         value[key] = draw(HOSTILE)
     else:
         body[target] = draw(HOSTILE)
+    return _encode(body)
+
+
+_NUMBERS = st.one_of(_HUGE_NUMBERS, _SPECIAL_FLOATS, st.integers(), st.floats(), st.booleans(), _TEXT)
+
+
+def _set_path(body: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    """Put `value` at `path` in `body`, making (or replacing) the containers on the way."""
+    node: Any = body
+    for step, following in zip(path, (*path[1:], None), strict=True):
+        fresh: Any = value if following is None else [] if isinstance(following, int) else {}
+        if isinstance(step, int):
+            if node:
+                if following is None or not isinstance(node[0], list | dict):
+                    node[0] = fresh
+            else:
+                node.append(fresh)
+            node = node[0]
+        else:
+            current = node.get(step)
+            if following is None or not isinstance(current, list if isinstance(following, int) else dict):
+                node[step] = fresh
+            node = node[step]
+
+
+@st.composite
+def _number_swapped(
+    draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]], paths: list[tuple[Any, ...]]
+) -> bytes:
+    body = draw(bodies)
+    if isinstance(body, dict) and paths:
+        _set_path(body, draw(st.sampled_from(paths)), draw(_NUMBERS))
     return _encode(body)
 
 
@@ -319,6 +389,7 @@ def _request_strategy(
     content = op.spec.get("requestBody", {}).get("content", {}).get("application/json")
     schema = schemas.resolve(content["schema"]) if content else None
     names = list(schema.get("properties", {})) if schema else []
+    number_paths = schemas.number_paths(schema) if schema else []
     bodies = schemas.body(schema, models) if schema else st.just({})
 
     @st.composite
@@ -327,7 +398,9 @@ def _request_strategy(
         query = draw(_query_strategy(op, schemas))
         headers = list(draw(_auth(op, client_key, admin_key)))
         method = op.method.upper()
-        kinds = ["valid", "member", "raw-body", "content-type", "header", "method"] if schema else []
+        kinds = (
+            ["valid", "member", "number", "raw-body", "content-type", "header", "method"] if schema else []
+        )
         kinds = kinds or ["valid", "header", "method", "raw-body"]
         kind = draw(st.sampled_from(kinds))
         body: bytes | None = None
@@ -336,6 +409,8 @@ def _request_strategy(
             headers.append(("content-type", b"application/json"))
         if kind == "member":
             body = draw(_member_swapped(bodies, names))
+        elif kind == "number":
+            body = draw(_number_swapped(bodies, number_paths))
         elif kind == "raw-body":
             body = draw(_RAW_BODIES)
             headers.append(("content-type", b"application/json"))
@@ -356,9 +431,9 @@ def _request_strategy(
         if op.path.startswith("/admin/") and op.method != "get" and draw(st.booleans()):
             headers.append(("origin", draw(st.sampled_from([b"http://evil.example", b"null", b"\xff"]))))
         if op.method == "patch":
-            headers.append(("if-match", draw(st.sampled_from([b'"0000000000000000"', b"*", b"\xff", b""]))))
+            headers.append(("if-match", draw(st.sampled_from([b'"0000000000000000"', b"\xff", b""]))))
         full_path = f"{path}?{query}" if query else path
-        return FuzzRequest(method, full_path, tuple(headers), body, kind)
+        return FuzzRequest(method, full_path, tuple(headers), body, kind, f"{op.method.upper()} {op.path}")
 
     return build()
 
@@ -436,19 +511,26 @@ def send_requests(
 
     def send(index: int) -> tuple[FuzzRequest, int, str | None, str]:
         request = cases[index]
-        session = sessions[index % concurrency]
+        arguments = {
+            "headers": dict(request.headers),
+            "data": request.body,
+            "timeout": timeout,
+            "allow_redirects": False,
+        }
         try:
-            response = session.request(
-                request.method,
-                base_url + request.path,
-                headers=dict(request.headers),
-                data=request.body,
-                timeout=timeout,
-                allow_redirects=False,
+            response = sessions[index % concurrency].request(
+                request.method, base_url + request.path, **arguments
             )
+        except requests.ConnectionError:
+            # The server may close a kept-alive connection after answering a request whose body the
+            # app did not read (a body on GET /health): the next request on it finds it closed. Once
+            # more on a new connection.
+            try:
+                response = requests.request(request.method, base_url + request.path, **arguments)
+            except requests.RequestException as error:
+                return request, NO_ANSWER, None, f"no answer: {error!r}"
         except requests.RequestException as error:
-            # An oversized header block may be refused by the HTTP server itself before the app sees it.
-            return request, NO_ANSWER, None, f"no answer: {type(error).__name__}"
+            return request, NO_ANSWER, None, f"no answer: {error!r}"
         return request, response.status_code, _verdict(request, response), response.text
 
     with ThreadPoolExecutor(concurrency) as pool:

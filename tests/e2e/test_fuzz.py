@@ -19,7 +19,7 @@ from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upst
 
 CLIENT_KEY = "sk-fuzz-client"
 ADMIN_KEY = "sk-fuzz-admin-0123456789"
-CASES = int(os.environ.get("GATEWAY_FUZZ_CASES", "2500"))
+CASES = int(os.environ.get("GATEWAY_FUZZ_CASES", "3000"))
 SEED = int(os.environ.get("GATEWAY_FUZZ_SEED", "0"))
 
 
