@@ -159,7 +159,7 @@ def logit_bias(value: Any, path: str) -> None:
     """An OpenAI `logit_bias`: token id (a string of digits) → a bias from -100 to 100."""
     bias = req_dict(value, path)
     for token, weight in bias.items():
-        if not token.isdigit() or len(token) > 10 or int(token) > INT32_MAX:
+        if not (token.isascii() and token.isdigit()) or len(token) > 10 or int(token) > INT32_MAX:
             raise FieldError(f"{path}.{token[:40]}", "the key must be a token id (a non-negative integer)")
         number_value(weight, f"{path}.{token}", -100, 100)
 

@@ -107,7 +107,21 @@ _HUGE_NUMBERS = st.sampled_from(
 _SPECIAL_FLOATS = st.sampled_from([float("nan"), float("inf"), float("-inf")])  # NaN/Infinity literals
 _TEXT = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["", " ", "\u0000", "\ud800", "\U0001f600" * 50, "x" * 5000, "../../etc/passwd", "%00"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "²",
+            "٣",
+            "1²",
+            "\u0000",
+            "\ud800",
+            "\U0001f600" * 50,
+            "x" * 5000,
+            "../../etc/passwd",
+            "%00",
+        ]
+    ),
 )
 
 

@@ -95,3 +95,19 @@ async def test_conditional_and_range_refusals_of_panel_files_are_problems(tmp_pa
             assert response.headers["content-type"] == "application/problem+json"
             body = await response.get_json()
             assert body["status"] == status and body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_non_ascii_digits_in_admin_query_numbers_are_400s(tmp_path: Path) -> None:
+    """`"²".isdigit()` is true but `int("²")` raises: `limit=²` and `minutes=²` were 500s."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG)
+    app = create_app(path, env={"GW_ADMIN_KEY": ADMIN_KEY}, watch=False)
+    async with app.fallback.test_app() as running:
+        client = running.test_client()
+        for route, name in (("/admin/api/logs", "limit"), ("/admin/api/logs/backends", "minutes")):
+            for value in ("²", "٣", "1²"):
+                response = await client.get(
+                    route, query_string={name: value}, headers={"x-api-key": ADMIN_KEY}
+                )
+                assert response.status_code == 400, (route, value, await response.get_data())
+                assert (await response.get_json())["field"] == name

@@ -121,3 +121,11 @@ def test_legacy_endpoints_bound_their_integers(max_tokens: Any, token: Any, dime
         assert error.field == "dimensions"
     else:
         assert embedding.dimensions is None or 1 <= embedding.dimensions <= 65536
+
+
+@pytest.mark.parametrize("token", ["²", "٣", "-1", "1.5", "99999999999", "4294967296", ""])
+def test_logit_bias_keys_must_be_ascii_token_ids(token: str) -> None:
+    body = {"model": "m", "messages": USER, "logit_bias": {token: 1}}
+    with pytest.raises(FieldError) as caught:
+        parse_chat_request(body)
+    assert caught.value.field == f"logit_bias.{token}"
