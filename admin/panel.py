@@ -81,7 +81,10 @@ async def shell(page: str = "logs") -> Response:
 
 @pages.get("/static/<path:name>")
 async def static(name: str) -> Response:
-    response = await send_from_directory(STATIC_DIR, name)
+    try:
+        response = await send_from_directory(STATIC_DIR, name)
+    except OSError:  # a name the file system refuses (too long, ...): no such file
+        raise NotFound(f"no file {name[:100]!r} in the panel's static files") from None
     response.headers["x-content-type-options"] = "nosniff"
     response.headers["cache-control"] = "no-cache"  # revalidated (ETag): an upgrade shows at once
     return response
