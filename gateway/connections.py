@@ -123,6 +123,11 @@ class RequestGuard:
                 return  # the guard answered 408 itself; the app's late answer has nowhere to go
             if message["type"] == "http.response.start":
                 started = True
+                if not body_done and _has_body(scope):
+                    # An answer given before the body was read (an early 401, 404 or 413): the unread
+                    # bytes stop the connection from carrying another request, so the response says
+                    # it closes (else the client's next request on it meets a closed socket).
+                    message = _closing(message)
             await send(message)
 
         await self.app(scope, guarded_receive, guarded_send)
@@ -143,6 +148,20 @@ class RequestGuard:
             headers={"retry-after": "1", "connection": "close"},
         )
         await _answer(scope, receive, send, error)
+
+
+def _has_body(scope: dict[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
+
+
+def _closing(start: dict[str, Any]) -> dict[str, Any]:
+    headers = list(start.get("headers", ()))
+    if not any(name.lower() == b"connection" for name, _ in headers):
+        headers.append((b"connection", b"close"))
+    return {**start, "headers": headers}
 
 
 async def _answer(scope: dict[str, Any], receive: Any, send: Any, error: GatewayError) -> None:

@@ -296,3 +296,35 @@ def test_sigterm_lets_a_stream_finish_and_answers_new_requests_503(gateway_serve
         rest = [line for line in lines if line]
     assert rest[-1] == b"data: [DONE]"
     assert gateway.process.wait(30) == 0
+
+
+def test_an_answer_given_before_the_body_was_read_closes_the_connection_cleanly(
+    gateway_server, upstream
+) -> None:
+    """An early refusal (401 here, before the body is read) leaves the body's bytes unread, so the
+    connection cannot carry another request: the answer says `Connection: close`, and a kept-alive
+    client's next request goes on a new connection instead of meeting a closed socket."""
+    keyed = config(upstream, "{}") + "auth: {client_keys: [{name: a, key: '${GW_TEST_CLIENT_KEY}'}]}\n"
+    gateway = gateway_server(keyed, env={"GW_TEST_CLIENT_KEY": "k" * 40})
+    body = b'{"model": "gpt", "messages": [{"role": "user", "content": "' + b"x" * 200_000 + b'"}]}'
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    failures = []
+    for _ in range(20):
+        try:
+            connection.request(
+                "POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"}
+            )
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 401
+            assert response.getheader("connection") == "close"
+        except (ConnectionError, http.client.HTTPException) as error:
+            failures.append(type(error).__name__)
+            connection.close()
+    connection.close()
+    assert failures == []
+    # A request whose body was read keeps its connection.
+    with requests.Session() as session:
+        headers = {"authorization": "Bearer " + "k" * 40}
+        first = session.post(gateway.url("/v1/chat/completions"), json=CHAT, headers=headers, timeout=10)
+        assert first.status_code == 200 and first.headers.get("connection") != "close"
