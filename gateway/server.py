@@ -162,6 +162,11 @@ def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
 
 def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
     """One worker: build the app, serve on `sockets` until told to stop."""
+    # A SIGTERM that arrives while this worker is still starting (importing, opening the audit
+    # database) is kept and honoured once the loop runs: it must not kill the worker mid-start.
+    stop_before_serving: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_before_serving.append(signum))
+
     from gateway.app import create_app
 
     configure_logging(options.log_level, options.log_format)
@@ -183,6 +188,8 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
         loop.add_signal_handler(signal.SIGTERM, begin_stopping)
         loop.add_signal_handler(signal.SIGINT, begin_stopping)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.live.reload("signal")))
+        if stop_before_serving:
+            begin_stopping()
         policy = ConnectionPolicy(options.timeouts, options.max_client_connections, options.graceful_seconds)
         await serve_connections(app, hypercorn, list(sockets.insecure_sockets), policy, stop)
 
@@ -289,7 +296,10 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
                 mark_worker_dead(process.pid, metrics_dir)
             if stopping:
                 workers.remove(process)
-                exit_code = exit_code or (process.exitcode or 0)
+                # Killed by the SIGTERM itself: it came before the worker could catch it, so before
+                # it served anything (a clean stop, not a failure).
+                if process.exitcode != -signal.SIGTERM:
+                    exit_code = exit_code or (process.exitcode or 0)
             else:
                 log.error(
                     "worker %s exited with %s; starting a new one",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -92,3 +93,28 @@ def test_event_loop_choices() -> None:
     assert event_loop_factory("auto") is uvloop.new_event_loop
     assert event_loop_factory("uvloop") is uvloop.new_event_loop
     assert event_loop_factory("asyncio") is None
+
+
+def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """A SIGTERM that reaches workers before they could serve (a deploy rolled back at once) stops
+    them cleanly: exit 0, not a worker killed by the signal reported as a failure."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(ONE_MODEL)
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+    for delay in (0.0, 0.3, 0.8):
+        process = subprocess.Popen(
+            [*command, "--port", str(free_port()), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        started = 0
+        for line in process.stdout:  # the supervisor has spawned both workers: they are importing
+            started += "worker_started" in line or ("worker" in line and "started" in line)
+            if started == 2:
+                break
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output
