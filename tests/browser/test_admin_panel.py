@@ -209,7 +209,11 @@ def test_the_sign_in_link_of_a_gateway_without_admin_keys_signs_in_and_leaves_no
 ) -> None:
     """The console's link (http://…/admin/#token=…): the panel signs in with the token and takes it
     out of the address bar; without it the panel asks for a key."""
-    keyless = gateway_server("reload: {watch: false}\n", env=GATEWAY_ENV)
+    keyless = gateway_server(
+        'backends: {up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}}\n'
+        "models: {m: {chain: [{backend: up}]}}\nreload: {watch: false}\n",
+        env=GATEWAY_ENV,
+    )
     page.goto(keyless.url("/admin/logs"))
     expect(page.locator("#admin-key")).to_be_visible()
     page.goto(keyless.url(f"/admin/status#token={keyless.admin_token}"))
