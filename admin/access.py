@@ -1,5 +1,9 @@
 """Who may use the admin API: admin keys, or the admin panel's session cookie (opened with an admin
-key); without any admin keys configured, loopback clients only.
+key); without any admin keys configured, the local admin token (`.gateway-admin-token`) in their
+place. Never anyone anonymously: a peer address or Host header proves nothing behind a proxy.
+
+Failed authentications are counted per real client address (`server.trusted_proxies`); an address
+past the limit gets 429 with Retry-After on every admin entry until its failures age out.
 
 State-changing requests from a browser must come from the gateway's own origin (CSRF); those made
 with the session cookie must also carry the session's CSRF token.
@@ -10,61 +14,90 @@ from __future__ import annotations
 import hmac
 from urllib.parse import urlsplit
 
-from gateway.admin.session import COOKIE_NAME, CSRF_HEADER, AdminSession
+from gateway.admin.secret import TOKEN_ENV_VAR, TOKEN_FILE
+from gateway.admin.session import COOKIE_NAME, CSRF_HEADER, LOCAL_ADMIN, AdminSession, AdminSessions
 from quart import current_app, g, request, websocket
 
-from gateway.auth import Principal, is_loopback, presented_key
-from gateway.errors import Forbidden, Unauthorized
+from gateway.auth import Principal, presented_key
+from gateway.errors import Forbidden, RateLimited, Unauthorized
 from gateway.routing.table import Runtime
 
-__all__ = ["authenticate_admin", "check_origin"]
+__all__ = ["LOCAL_ADMIN", "admin_client_address", "authenticate_admin", "check_origin", "refuse_if_throttled"]
 
-LOCAL_ADMIN = Principal(name="local", role="admin")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def admin_client_address(runtime: Runtime, *, socket: bool = False) -> str:
+    """The real client address of this request: the peer, or what a trusted proxy forwarded."""
+    incoming = websocket if socket else request
+    peer = incoming.remote_addr or ""
+    if not runtime.proxies or not peer:
+        return peer
+    return runtime.proxies.client_address(peer, incoming.scope["headers"])
+
+
+def refuse_if_throttled(sessions: AdminSessions, address: str) -> None:
+    wait = sessions.throttle.retry_after(address)
+    if wait:
+        raise RateLimited(
+            f"too many failed admin authentications from {address}; try again in {wait} s",
+            headers={"retry-after": str(wait)},
+        )
+
+
 def authenticate_admin(runtime: Runtime, *, socket: bool = False) -> Principal:
-    """The admin making this request (or WebSocket handshake, with `socket`); 401/403 otherwise.
+    """The admin making this request (or WebSocket handshake, with `socket`); 401/403/429 otherwise.
 
     `g.admin_session` is the panel session when the session cookie was used (else None).
     """
     keys = runtime.keys
     incoming = websocket if socket else request
+    sessions: AdminSessions = current_app.admin_sessions  # type: ignore[attr-defined]
     g.admin_session = None
+    address = admin_client_address(runtime, socket=socket)
+    refuse_if_throttled(sessions, address)
     key = presented_key(incoming.headers.get("authorization"), incoming.headers.get("x-api-key"))
     if key is None:
-        if keys.admins_open:
-            if not is_loopback(incoming.remote_addr or ""):
-                raise Unauthorized(
-                    "no admin keys are configured, so the admin API only answers loopback clients"
-                )
-            # A page elsewhere may point its own name at 127.0.0.1 (DNS rebinding); its requests then
-            # pass the Origin check, but not this one.
-            hostname = urlsplit(f"//{incoming.host}").hostname or ""
-            if not is_loopback(hostname):
-                raise Forbidden(
-                    "no admin keys are configured, so the admin API only answers requests addressed "
-                    f"to a loopback name (localhost, 127.0.0.1), not {incoming.host}"
-                )
-            return LOCAL_ADMIN
         cookie = incoming.cookies.get(COOKIE_NAME)
         if cookie:
-            return _session_admin(runtime, cookie, socket=socket)
+            return _session_admin(runtime, sessions, cookie, address, socket=socket)
+        if keys.admins_open:
+            raise Unauthorized(local_token_needed(sessions))
         raise Unauthorized("an admin key is required: send Authorization: Bearer <key>, or sign in at /admin")
     principal = keys.lookup(key)
     if principal is None:
+        if sessions.is_local_token(key, keys):
+            return LOCAL_ADMIN
+        sessions.throttle.failed(address, key)
+        if keys.admins_open:
+            raise Unauthorized(f"the key is not valid; {local_token_needed(sessions)}")
         raise Unauthorized("the key is not valid")
     if principal.role != "admin":
         raise Forbidden("client keys cannot use the admin API")
     return principal
 
 
-def _session_admin(runtime: Runtime, cookie: str, *, socket: bool) -> Principal:
-    sessions = getattr(current_app, "admin_sessions", None)
-    session: AdminSession | None = None
-    if sessions is not None:
-        session = sessions.verify(cookie, runtime.keys, runtime.config.admin.session_hours)
+def local_token_needed(sessions: AdminSessions) -> str:
+    """What a caller of a gateway without admin keys must send, and where to find it."""
+    if sessions.token_unavailable:
+        return (
+            "no admin keys are configured, and the local admin token is unavailable "
+            f"({sessions.token_unavailable}): configure auth.admin_keys or set {TOKEN_ENV_VAR}"
+        )
+    return (
+        "no admin keys are configured: send the local admin token as Authorization: Bearer <token> "
+        f"(it is in {TOKEN_FILE} next to the config file, or {TOKEN_ENV_VAR}), or open the sign-in "
+        "URL the gateway printed at start"
+    )
+
+
+def _session_admin(
+    runtime: Runtime, sessions: AdminSessions, cookie: str, address: str, *, socket: bool
+) -> Principal:
+    session: AdminSession | None = sessions.verify(cookie, runtime.keys, runtime.config.admin.session_hours)
     if session is None:
+        if sessions.signer is not None and not sessions.signer.authentic(cookie):
+            sessions.throttle.failed(address, cookie)  # forged; an expired or revoked one is no guess
         raise Unauthorized("the admin session has expired or is no longer valid; sign in again at /admin")
     if socket:
         check_origin(socket=True, required=True)

@@ -62,6 +62,7 @@ CSV_COLUMNS = (
     "cached_tokens",
     "cache_creation_tokens",
     "config_version",
+    "client_address",
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0
@@ -93,7 +94,7 @@ def _limit(args: Any) -> int:
     raw = args.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise FieldError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -123,7 +124,7 @@ _NOT_FAILURES = frozenset({"ok", "client_error", "disabled", "circuit_open"})
 @blueprint.get("/backends")
 async def backend_outcomes() -> Response:
     raw = request.args.get("minutes", "15")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1440:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1440:
         raise FieldError("minutes", "must be a whole number from 1 to 1440")
     minutes = int(raw)
     since = datetime.now(UTC) - timedelta(minutes=minutes)

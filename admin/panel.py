@@ -1,5 +1,6 @@
 """The admin panel in the browser: its pages and static files under /admin, and sign-in / sign-out
-under /admin/api/session. `install_panel(app)` wires it (and the `admin.enabled` switch) into the app.
+under /admin/api/session. `install_panel(app)` wires it (and the `admin.enabled` switch) into the app,
+and loads the session secret and the local admin token at startup.
 
 The pages are one static HTML shell plus JavaScript modules that read the admin API; every page's
 URL (`/admin/logs?status=error`, `/admin/settings`, `/admin/status`) serves the shell, so a view can
@@ -17,23 +18,33 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from gateway.admin.access import LOCAL_ADMIN, authenticate_admin, check_origin
-from gateway.admin.secret import SessionSecretUnavailable, load_session_secret
+from gateway.admin.access import (
+    LOCAL_ADMIN,
+    admin_client_address,
+    authenticate_admin,
+    check_origin,
+    local_token_needed,
+    refuse_if_throttled,
+)
+from gateway.admin.secret import (
+    AdminTokenUnavailable,
+    SessionSecretUnavailable,
+    load_admin_token,
+    load_session_secret,
+)
 from gateway.admin.session import COOKIE_NAME, COOKIE_PATH, AdminSessions
 from quart import Blueprint, Quart, Response, current_app, g, request, send_from_directory, websocket
 
 from gateway.errors import (
     FieldError,
     Forbidden,
-    InvalidRequest,
     NotFound,
-    RateLimited,
     ServiceUnavailable,
     Unauthorized,
     UnsupportedMediaType,
 )
 
-__all__ = ["PAGES", "STATIC_DIR", "install_panel", "pages", "session_api"]
+__all__ = ["PAGES", "STATIC_DIR", "install_panel", "pages", "session_api", "sign_in_url"]
 
 log = logging.getLogger("gateway.admin")
 
@@ -70,7 +81,10 @@ async def shell(page: str = "logs") -> Response:
 
 @pages.get("/static/<path:name>")
 async def static(name: str) -> Response:
-    response = await send_from_directory(STATIC_DIR, name)
+    try:
+        response = await send_from_directory(STATIC_DIR, name)
+    except OSError:  # a name the file system refuses (too long, ...): no such file
+        raise NotFound(f"no file {name[:100]!r} in the panel's static files") from None
     response.headers["x-content-type-options"] = "nosniff"
     response.headers["cache-control"] = "no-cache"  # revalidated (ETag): an upgrade shows at once
     return response
@@ -95,7 +109,7 @@ async def who_am_i() -> Response:
     runtime = current_app.live.current
     principal = authenticate_admin(runtime)
     session = g.admin_session
-    via = "session" if session else "loopback" if principal is LOCAL_ADMIN else "key"
+    via = "session" if session else "key"
     return _json(
         {
             "signed_in": True,
@@ -110,40 +124,34 @@ async def who_am_i() -> Response:
 
 @session_api.post("")
 async def sign_in() -> Response:
-    """`{"key": "<admin key>"}` → a session cookie for the panel (failed tries are throttled)."""
+    """`{"key": "<admin key>"}` → a session cookie for the panel (failed tries are throttled). Without
+    admin keys configured, the key is the local admin token."""
     check_origin()
     sessions: AdminSessions = current_app.admin_sessions
     runtime = current_app.live.current
-    address = request.remote_addr or ""
-    wait = sessions.throttle.retry_after(address)
-    if wait:
-        raise RateLimited(
-            f"too many failed sign-ins from {address}; try again in {wait} s",
-            headers={"retry-after": str(wait)},
-        )
+    address = admin_client_address(runtime)
+    refuse_if_throttled(sessions, address)
     if not request.is_json:
         raise UnsupportedMediaType('send {"key": "<admin key>"} as application/json')
     body = await request.get_json(silent=True)
     key = body.get("key") if isinstance(body, dict) else None
     if not isinstance(key, str) or not key.strip():
         raise FieldError("key", "send the admin key as a non-empty string")
-    if runtime.keys.admins_open:
-        raise InvalidRequest(
-            "no admin keys are configured (auth.admin_keys): loopback clients use the panel without "
-            "signing in, and nobody else can"
-        )
     key = key.strip()
-    principal = runtime.keys.lookup(key)
+    keys = runtime.keys
+    principal = LOCAL_ADMIN if sessions.is_local_token(key, keys) else keys.lookup(key)
     if principal is None or principal.role != "admin":
-        sessions.throttle.failed(address)
+        sessions.throttle.failed(address, key)
         log.warning(
             "admin sign-in refused for %s",
             address,
             extra={"event": "admin_sign_in_refused", "client": address},
         )
-        if principal is None:
-            raise Unauthorized("the key is not valid")
-        raise Forbidden("client keys cannot open the admin panel; use an admin key (auth.admin_keys)")
+        if principal is not None:
+            raise Forbidden("client keys cannot open the admin panel; use an admin key (auth.admin_keys)")
+        if keys.admins_open:
+            raise Unauthorized(f"the token is not valid; {local_token_needed(sessions)}")
+        raise Unauthorized("the key is not valid")
     if sessions.signer is None:
         raise ServiceUnavailable(f"admin panel sessions are unavailable: {sessions.unavailable}")
     sessions.throttle.succeeded(address)
@@ -157,7 +165,7 @@ async def sign_in() -> Response:
             "via": "session",
             "csrf_token": csrf,
             "expires_at": _iso(int(datetime.now(UTC).timestamp()) + lifetime),
-            "admin_keys_configured": True,
+            "admin_keys_configured": not keys.admins_open,
         }
     )
     response.set_cookie(
@@ -185,6 +193,17 @@ async def sign_out() -> Response:
         COOKIE_NAME, path=COOKIE_PATH, secure=request.scheme == "https", httponly=True, samesite="Strict"
     )
     return response
+
+
+def sign_in_url(host: str, port: int, token: str) -> str:
+    """The panel's sign-in link carrying the local admin token in the fragment, which browsers never
+    send: it stays out of access logs, proxies and Referer headers (the panel signs in with it and
+    removes it from the address bar)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/admin/#token={token}"
 
 
 # -- wiring ----------------------------------------------------------------------------------------
@@ -218,6 +237,17 @@ def install_panel(app: Quart) -> None:
     @app.before_serving
     async def load_secret() -> None:
         live = app.live  # type: ignore[attr-defined]
+        try:
+            token = await asyncio.to_thread(load_admin_token, live.path, live.env)
+        except AdminTokenUnavailable as error:
+            sessions.token_unavailable = str(error)
+            log.warning(
+                "no local admin token (while auth.admin_keys is empty the admin API refuses everyone): %s",
+                error,
+                extra={"event": "admin_token_unavailable"},
+            )
+        else:
+            sessions.use_local_token(token.value)
         try:
             secret = await asyncio.to_thread(load_session_secret, live.path, live.env)
         except SessionSecretUnavailable as error:

@@ -1,5 +1,5 @@
 """Admin panel sessions: a signed cookie that names the admin key it was opened with, and the
-throttle on failed sign-ins.
+throttle on failed admin authentications.
 
 The cookie is `<payload>.<signature>`, both base64url: the payload is JSON with the key's
 fingerprint (an HMAC of its SHA-256 under the session secret, so the cookie reveals nothing about
@@ -7,7 +7,9 @@ the key), when it was issued and when it expires, and the CSRF token the panel's
 back as `X-CSRF-Token` on every state change. Nothing is stored on the server, so every worker
 accepts every other worker's sessions. A session is valid while its signature checks out, it has not
 expired (nor outlived the *current* `admin.session_hours`), and its key is still among the config's
-admin keys: removing or rotating a key ends its sessions at the next reload.
+admin keys: removing or rotating a key ends its sessions at the next reload. A session opened with
+the local admin token (no admin keys configured) is valid while no admin keys are configured and the
+token is the same.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "COOKIE_NAME",
     "COOKIE_PATH",
     "CSRF_HEADER",
+    "LOCAL_ADMIN",
     "AdminSession",
     "AdminSessions",
     "SessionSigner",
@@ -40,6 +43,8 @@ COOKIE_NAME = "gateway_admin_session"
 #: The cookie goes to the panel and its API (and the live-tail WebSocket), nowhere else.
 COOKIE_PATH = "/admin"
 CSRF_HEADER = "x-csrf-token"
+#: Who the local admin token signs in as (no admin keys configured).
+LOCAL_ADMIN = Principal(name="local", role="admin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +78,17 @@ class SessionSigner:
         return self._sign(orjson.dumps(payload)), csrf
 
     def verify(
-        self, cookie: str, keys: KeyTable, max_age_s: float, *, now: float | None = None
+        self,
+        cookie: str,
+        keys: KeyTable,
+        max_age_s: float,
+        *,
+        local_token_sha256: str = "",
+        now: float | None = None,
     ) -> AdminSession | None:
-        """The session this cookie stands for, or None (forged, malformed, expired, key gone)."""
+        """The session this cookie stands for, or None (forged, malformed, expired, key gone).
+        `local_token_sha256`: the hash of the local admin token, which counts while no admin keys
+        are configured."""
         payload = self._unsign(cookie)
         if payload is None:
             return None
@@ -91,10 +104,17 @@ class SessionSigner:
         current = time.time() if now is None else now
         if current >= expires or current >= issued + max_age_s:
             return None
-        for key_sha256, principal in keys.admins.items():
+        candidates = list(keys.admins.items())
+        if keys.admins_open and local_token_sha256:
+            candidates.append((local_token_sha256, LOCAL_ADMIN))
+        for key_sha256, principal in candidates:
             if hmac.compare_digest(self.fingerprint(key_sha256), kid):
                 return AdminSession(principal, csrf, issued, min(expires, int(issued + max_age_s)))
         return None
+
+    def authentic(self, cookie: str) -> bool:
+        """Whether this gateway signed the cookie (however old it is, whatever key it names)."""
+        return self._unsign(cookie) is not None
 
     def _sign(self, payload: bytes) -> str:
         body = _b64(payload)
@@ -126,9 +146,16 @@ def _unb64(text: str) -> bytes:
 
 
 class SignInThrottle:
-    """At most `max_failures` failed sign-ins per client address in any `window_s` seconds.
+    """At most `max_failures` failed admin authentications per client address in any `window_s`
+    seconds: sign-ins, wrong keys on the admin API, forged session cookies, WebSocket handshakes.
 
-    Kept in memory per worker process (so N workers allow up to N times as many); the key space of
+    The address is the real client's (`server.trusted_proxies`), so behind a proxy an attacker's
+    failures do not lock out the admin at another address. A failure repeated with the same
+    credential (a stale cookie sent by several requests of one page, a script polling with a revoked
+    key) counts once: the throttle limits guesses, and repeating one is not a new guess.
+
+    Kept in memory per worker process (so N workers allow up to N times as many), for at most
+    `max_addresses` addresses (the least recently failing are forgotten first); the key space of
     admin keys makes guessing hopeless anyway, this stops a script from trying.
     """
 
@@ -136,7 +163,8 @@ class SignInThrottle:
         self.max_failures = max_failures
         self.window_s = window_s
         self._max_addresses = max_addresses
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        #: Per address: (when, a digest of the credential tried or "") of its recent failures.
+        self._failures: OrderedDict[str, deque[tuple[float, str]]] = OrderedDict()
 
     def retry_after(self, address: str, *, now: float | None = None) -> int:
         """Seconds until this address may try again (0: now)."""
@@ -144,19 +172,22 @@ class SignInThrottle:
         if failures is None:
             return 0
         current = time.monotonic() if now is None else now
-        while failures and failures[0] <= current - self.window_s:
+        while failures and failures[0][0] <= current - self.window_s:
             failures.popleft()
         if not failures:
             del self._failures[address]
             return 0
         if len(failures) < self.max_failures:
             return 0
-        return max(1, math.ceil(failures[0] + self.window_s - current))
+        return max(1, math.ceil(failures[0][0] + self.window_s - current))
 
-    def failed(self, address: str, *, now: float | None = None) -> None:
+    def failed(self, address: str, credential: str | None = None, *, now: float | None = None) -> None:
+        """Count a failure of `address`; `credential`: what it tried (the same one counts once)."""
         current = time.monotonic() if now is None else now
+        digest = hashlib.sha256(credential.encode()).hexdigest()[:32] if credential else ""
         failures = self._failures.setdefault(address, deque(maxlen=self.max_failures))
-        failures.append(current)
+        if not digest or all(tried != digest for _, tried in failures):
+            failures.append((current, digest))
         self._failures.move_to_end(address)
         while len(self._failures) > self._max_addresses:  # a flood of addresses: forget the oldest
             self._failures.popitem(last=False)
@@ -166,19 +197,39 @@ class SignInThrottle:
 
 
 class AdminSessions:
-    """A gateway's session state: the signer (once the secret is loaded at startup) and the throttle."""
+    """A gateway's admin credentials beyond its keys: the session signer (once the secret is loaded at
+    startup), the local admin token, and the throttle."""
 
     def __init__(self) -> None:
         self.signer: SessionSigner | None = None
         #: Why sessions are off (no secret could be had), for the sign-in answer.
         self.unavailable = "the gateway is still starting"
         self.throttle = SignInThrottle()
+        self._local_token = b""
+        self._local_token_sha256 = ""
+        #: Why there is no local admin token, for the 401 of a gateway without admin keys.
+        self.token_unavailable = "the gateway is still starting"
 
     def use_secret(self, key: bytes) -> None:
         self.signer = SessionSigner(key)
         self.unavailable = ""
 
+    def use_local_token(self, token: str) -> None:
+        self._local_token = token.encode()
+        self._local_token_sha256 = hashlib.sha256(self._local_token).hexdigest()
+        self.token_unavailable = ""
+
+    def is_local_token(self, key: str, keys: KeyTable) -> bool:
+        """Whether `key` is the local admin token, and it counts (no admin keys are configured)."""
+        return (
+            keys.admins_open
+            and bool(self._local_token)
+            and hmac.compare_digest(key.encode(), self._local_token)
+        )
+
     def verify(self, cookie: str, keys: KeyTable, session_hours: float) -> AdminSession | None:
         if self.signer is None:
             return None
-        return self.signer.verify(cookie, keys, session_hours * 3600)
+        return self.signer.verify(
+            cookie, keys, session_hours * 3600, local_token_sha256=self._local_token_sha256
+        )

@@ -7,8 +7,12 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.config.issues import ConfigError
+from gateway.config.issues import ConfigError, ConfigIssue, Location
+
+if TYPE_CHECKING:
+    from gateway.config.model import Config
 
 __all__ = ["main"]
 
@@ -19,12 +23,11 @@ EMBEDDED_DEFAULTS = Path(__file__).with_name("defaults") / "gateway.yaml"
 
 def _check(args: argparse.Namespace) -> int:
     from gateway.auth import exposure_issue
-    from gateway.config.load import load_config
 
     failed = 0
     for name in args.files or [DEFAULT_CONFIG]:
         try:
-            config = load_config(name, strict_env=not args.no_env)
+            config = _load_for_check(name, strict_env=not args.no_env)
         except ConfigError as error:
             failed += 1
             if args.format == "json":
@@ -51,6 +54,18 @@ def _check(args: argparse.Namespace) -> int:
                 f"{len(config.backends)} backend(s), {models} model(s))"
             )
     return 1 if failed else 0
+
+
+def _load_for_check(name: str, *, strict_env: bool) -> Config:
+    from gateway.config.load import load_config
+
+    try:
+        return load_config(name, strict_env=strict_env)
+    except ConfigError:
+        raise
+    except Exception as unexpected:  # a loader bug is still a located failure, not a traceback
+        message = f"the config could not be loaded ({type(unexpected).__name__}: {unexpected})"
+        raise ConfigError([ConfigIssue(name, Location(1, 1), "", message)]) from unexpected
 
 
 def _warnings(config: object) -> list[str]:

@@ -13,6 +13,7 @@ __all__ = [
     "BadRequest",
     "ConfigBusy",
     "ConfigRejected",
+    "Draining",
     "FieldError",
     "Forbidden",
     "GatewayError",
@@ -25,6 +26,7 @@ __all__ = [
     "PayloadTooLarge",
     "PreconditionRequired",
     "RateLimited",
+    "RequestTimeout",
     "ServiceUnavailable",
     "StaleConfigVersion",
     "Unauthorized",
@@ -125,6 +127,13 @@ class WriteBackDisabled(GatewayError):
     openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its request in time (`server.timeouts`)."""
+
+    status, slug, title = 408, "request-timeout", "Request not received in time"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
 class PayloadTooLarge(GatewayError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
     openai_type, anthropic_type = "invalid_request_error", "request_too_large"
@@ -163,6 +172,12 @@ class ConfigBusy(ServiceUnavailable):
     """Another change of the config (in this worker or another) held its lock for too long."""
 
     slug, title = "config-busy", "Configuration is being changed"
+
+
+class Draining(ServiceUnavailable):
+    """The gateway is shutting down (SIGTERM): it takes no new requests; the client retries elsewhere."""
+
+    slug, title = "draining", "Gateway is shutting down"
 
 
 class GatewayTimeout(GatewayError):

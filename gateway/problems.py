@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 
 import orjson
 from quart import Quart, Response, g, has_request_context, request, websocket
@@ -21,7 +22,7 @@ from gateway.errors import (
 )
 from gateway.request_ids import new_request_id
 
-__all__ = ["install_problem_handlers", "problem_response", "request_id"]
+__all__ = ["HTTPStatusProblem", "install_problem_handlers", "problem_response", "request_id"]
 
 log = logging.getLogger("gateway.http")
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -54,6 +55,25 @@ def problem_response(error: GatewayError) -> Response:
     return response
 
 
+class HTTPStatusProblem(GatewayError):
+    """A client error Quart or Werkzeug answered on their own (a failed `If-Match` on a panel file: 412,
+    an unsatisfiable `Range`: 416), told as a problem like every other."""
+
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        phrase = _phrase(status)
+        self.status, self.title, self.slug = status, phrase, phrase.lower().replace(" ", "-")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Client error"
+
+
 _HTTP_TO_PROBLEM = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}
 
 
@@ -64,6 +84,11 @@ def install_problem_handlers(app: Quart) -> None:
 
     @app.after_request
     async def add_request_id(response: Response) -> Response:
+        if 400 <= response.status_code < 500 and response.mimetype != PROBLEM_CONTENT_TYPE:
+            # A 4xx Quart or Werkzeug wrote itself (conditional and range requests on files).
+            status = response.status_code
+            detail = f"{_phrase(status)}: {request.method} {request.path}"
+            response = problem_response(HTTPStatusProblem(status, detail))
         response.headers["x-request-id"] = request_id()
         response.headers["request-id"] = request_id()  # the Anthropic SDK reads this one
         return response

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import sys
 import time
@@ -19,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.utils import wrap_app
 
 from gateway.auth import exposure_issue
 from gateway.config.issues import ConfigError
 from gateway.config.load import load_config
+from gateway.config.model import ServerTimeouts
+from gateway.connections import ConnectionPolicy, serve_connections
 from gateway.telemetry.logging import configure_logging
 from gateway.telemetry.metrics import (
     mark_worker_dead,
@@ -48,6 +49,8 @@ class ServeOptions:
     graceful_seconds: float
     log_level: str
     log_format: str
+    timeouts: ServerTimeouts
+    max_client_connections: int
     event_loop: str = "auto"
 
 
@@ -71,6 +74,8 @@ def serve(
         graceful_seconds=config.server.graceful_shutdown_seconds,
         log_level=config.telemetry.logging.level,
         log_format=config.telemetry.logging.format,
+        timeouts=config.server.timeouts,
+        max_client_connections=config.server.max_client_connections,
         event_loop=config.server.event_loop,
     )
     try:
@@ -101,12 +106,45 @@ def serve(
             "event_loop": "uvloop" if loop_factory else "asyncio",
         },
     )
+    if not config.auth.admin_keys:
+        _announce_admin_sign_in(path, bound[0], bound[1])
     if options.workers == 1:
         code = _run_worker(options, hypercorn, sockets)
     else:
         code = _supervise(options, hypercorn, sockets)
     log.info("gateway stopped", extra={"event": "stopped", "exit_code": code})
     return code
+
+
+def _announce_admin_sign_in(config_path: Path, host: str, port: int) -> None:
+    """No admin keys: the admin API takes the local admin token (made here before any worker starts).
+    Its sign-in URL goes to a terminal only, never through logging: a captured stderr (a container's
+    log, a journal) is a file log, and the token would outlive the console in it."""
+    from gateway.admin.panel import sign_in_url
+    from gateway.admin.secret import TOKEN_ENV_VAR, AdminTokenUnavailable, load_admin_token
+
+    try:
+        token = load_admin_token(config_path)
+    except AdminTokenUnavailable as error:
+        print(
+            f"gateway: no admin keys and no local admin token; the admin API refuses everyone: {error}",
+            file=sys.stderr,
+        )
+        return
+    if sys.stderr.isatty():
+        print(
+            f"gateway: admin panel (no admin keys configured): {sign_in_url(host, port, token.value)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    where = TOKEN_ENV_VAR if token.source == TOKEN_ENV_VAR else token.source
+    log.info(
+        "no admin keys configured: sign in at %s with the local admin token from %s",
+        sign_in_url(host, port, "<token>"),
+        where,
+        extra={"event": "admin_token", "token_source": where},
+    )
 
 
 def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
@@ -116,13 +154,19 @@ def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
     config.graceful_timeout = options.graceful_seconds
     config.accesslog = None
     config.errorlog = None
-    config.keep_alive_timeout = 75
+    # Hypercorn parses HTTP only: gateway.connections accepts, runs the connections and enforces
+    # server.timeouts and server.max_client_connections (Hypercorn's keep-alive and read timeouts are unused).
     config.workers = 1
     return config
 
 
 def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
     """One worker: build the app, serve on `sockets` until told to stop."""
+    # A SIGTERM that arrives while this worker is still starting (importing, opening the audit
+    # database) is kept and honoured once the loop runs: it must not kill the worker mid-start.
+    stop_before_serving: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_before_serving.append(signum))
+
     from gateway.app import create_app
 
     configure_logging(options.log_level, options.log_format)
@@ -130,6 +174,7 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
     # A gateway allocates many short-lived objects per request and few long-lived ones: collect the
     # young generation less often (measured: p99 at 32 clients 34-37 ms -> 15-22 ms, +3-15% req/s).
     gc.set_threshold(20_000, 50, 100)
+    _fit_open_files_limit(options.max_client_connections)
 
     async def main() -> None:
         app = create_app(options.config_path, host=options.host)
@@ -143,7 +188,10 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
         loop.add_signal_handler(signal.SIGTERM, begin_stopping)
         loop.add_signal_handler(signal.SIGINT, begin_stopping)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app.live.reload("signal")))
-        await worker_serve(wrap_app(app, 0, "asgi"), hypercorn, sockets=sockets, shutdown_trigger=stop.wait)
+        if stop_before_serving:
+            begin_stopping()
+        policy = ConnectionPolicy(options.timeouts, options.max_client_connections, options.graceful_seconds)
+        await serve_connections(app, hypercorn, list(sockets.insecure_sockets), policy, stop)
 
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(options.event_loop)) as runner:
@@ -154,6 +202,28 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
             print(f"  {issue}", file=sys.stderr)
         return 1
     return 0
+
+
+def _fit_open_files_limit(max_client_connections: int) -> None:
+    """Raise this process's open-files limit to its hard limit (connections and upstream pools both
+    take descriptors), and warn when even that leaves too little room for `max_client_connections`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    wanted = max_client_connections + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "the open-files limit (%d) leaves too little room for server.max_client_connections %d"
+            " (wanted %d); raise the hard limit (ulimit -Hn) or lower server.max_client_connections",
+            soft,
+            max_client_connections,
+            wanted,
+            extra={"event": "open_files_limit", "limit": soft, "wanted": wanted},
+        )
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -201,6 +271,11 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
+            if not stopping:
+                # The workers hold their own descriptors of the listening socket; while this one is
+                # open too, the kernel would keep queueing connections nobody accepts, then reset them.
+                for sock in sockets.insecure_sockets:
+                    sock.close()
             stopping = True
             signum = signal.SIGTERM
         for process in workers:
@@ -221,7 +296,10 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
                 mark_worker_dead(process.pid, metrics_dir)
             if stopping:
                 workers.remove(process)
-                exit_code = exit_code or (process.exitcode or 0)
+                # Killed by the SIGTERM itself: it came before the worker could catch it, so before
+                # it served anything (a clean stop, not a failure).
+                if process.exitcode != -signal.SIGTERM:
+                    exit_code = exit_code or (process.exitcode or 0)
             else:
                 log.error(
                     "worker %s exited with %s; starting a new one",

@@ -8,7 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BROKEN = Path(__file__).parent / "config" / "broken"
+VALID = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
+"""
 
 
 def gateway(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -19,7 +27,7 @@ def gateway(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 def test_check_valid_file_exits_0(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text("server: {port: 9999}\n")
+    path.write_text(VALID + "server: {port: 9999}\n")
     result = gateway("check", str(path))
     assert result.returncode == 0
     assert f"{path}: valid" in result.stdout
@@ -36,7 +44,7 @@ def test_check_lists_every_error_and_exits_1() -> None:
 
 def test_check_several_files_fails_if_any_fails(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text("{}\n")
+    good.write_text(VALID)
     result = gateway("check", str(good), str(BROKEN / "tabs.yaml"))
     assert result.returncode == 1
     assert "good.yaml: valid" in result.stdout
@@ -75,3 +83,136 @@ def test_check_warns_about_models_with_no_enabled_target(tmp_path: Path) -> None
 def test_key_hash_matches_sha256() -> None:
     result = gateway("key", "hash", stdin="s3cret\n")
     assert result.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
+
+
+def _check_one(path: Path) -> tuple[int, list[str]]:
+    """`gateway check PATH`: its exit code and its error lines; never a traceback."""
+    result = gateway("check", str(path))
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == "", result.stdout
+    *errors, summary = result.stderr.splitlines()
+    assert summary.startswith(f"{path}: ") and summary.endswith("error(s)"), result.stderr
+    return result.returncode, errors
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\n  \n", b"# only a comment\n# and another\n", b"---\n", b"~\n"],
+    ids=["empty", "blank", "comments", "empty-document", "null"],
+)
+def test_check_refuses_a_file_with_no_settings(tmp_path: Path, content: bytes) -> None:
+    """An editor that truncates then writes passes through this state; serving it drops every model."""
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(content)
+    code, errors = _check_one(path)
+    assert code == 1
+    assert errors == [
+        f"{path}:1:1: the file has no settings (it is empty or only comments); a gateway needs its models"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("server: {port: 1}\n", ":1:1: no models: define at least one under `models:`"),
+        (VALID.split("models:")[0] + "models: {}\n", ":3:9: models: no models: define at least one"),
+        (VALID.split("models:")[0] + "models:\n", ":3:8: models: expected a mapping, got nothing (null)"),
+        ("- server\n- models\n", ":1:1: the file must be a mapping of settings (key: value)"),
+        ("just words\n", ":1:1: the file must be a mapping of settings (key: value)"),
+    ],
+    ids=["missing", "empty-mapping", "null", "a-list", "a-string"],
+)
+def test_check_refuses_a_config_with_no_models(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(content)
+    code, errors = _check_one(path)
+    assert code == 1
+    assert len(errors) == 1 and errors[0].startswith(f"{path}{expected}"), errors
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"models:\n  m: \x00\n", ":2:6: a NUL byte is not allowed in the config file"),
+        (
+            b"server:\n  port: 1\n  host: caf\xc3\xa9 \xff\n",
+            ":3:14: the file is not UTF-8 text: byte 0xff here",
+        ),
+        (b"server:\n  host: a\x07b\n", ":2:10: the control character U+0007 is not allowed in YAML"),
+        (b'server:\n  host: "a\\x01b"\n', ":2:9: server.host: the control character U+0001 is not allowed"),
+        (b"server:\n  port: !!int abc\n", ":2:9: server.port: 'abc' is not an integer"),
+        (b"server:\n  host: !!python/object:os.system x\n", ":2:9: server.host: unsupported YAML tag"),
+    ],
+    ids=["nul", "not-utf8", "control", "escaped-control", "bad-int", "python-tag"],
+)
+def test_check_locates_bytes_yaml_refuses_without_a_traceback(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(VALID.encode() + content if content.startswith(b"server") else content)
+    code, errors = _check_one(path)
+    assert code == 1
+    shift = VALID.count("\n") if content.startswith(b"server") else 0
+    line, rest = expected[1:].split(":", 1)
+    assert errors[0].startswith(f"{path}:{int(line) + shift}:{rest}"), errors
+
+
+def test_check_accepts_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + VALID.encode())
+    result = gateway("check", str(path))
+    assert result.returncode == 0 and f"{path}: valid" in result.stdout, result.stderr
+
+
+def test_check_a_directory_or_a_missing_file_is_a_located_error(tmp_path: Path) -> None:
+    directory = tmp_path / "gateway.yaml"
+    directory.mkdir()
+    code, errors = _check_one(directory)
+    assert code == 1 and errors == [f"{directory}:1:1: cannot read file: Is a directory"]
+    code, errors = _check_one(tmp_path / "missing.yaml")
+    assert code == 1 and errors == [
+        f"{tmp_path / 'missing.yaml'}:1:1: cannot read file: No such file or directory"
+    ]
+
+
+def test_check_refuses_a_literal_provider_key_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        VALID.replace('"http://127.0.0.1:9/v1"}', '"http://127.0.0.1:9/v1", api_key: sk-live-42}')
+    )
+    code, errors = _check_one(path)
+    assert code == 1
+    assert errors == [
+        f"{path}:2:77: backends.up.api_key: a literal secret is refused (this file belongs in git): write "
+        "`${UP_API_KEY}` and set UP_API_KEY in the environment (a default, `${UP_API_KEY:-...}`, is literal "
+        "too; `${UP_API_KEY:-}` is fine)"
+    ]
+
+
+def test_check_refuses_a_file_nested_too_deep(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(VALID + "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    code, errors = _check_one(path)
+    assert code == 1 and errors == [
+        f"{path}:1:1: the YAML nests too deeply (lists or mappings hundreds of levels inside each other)"
+    ]
+
+
+def test_check_reports_a_loader_failure_as_a_located_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defence in depth: should the loader raise anything but ConfigError, check still answers in its
+    usual format, with exit code 1."""
+    from gateway import cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr("gateway.config.load.load_config", broken)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(VALID)
+    assert cli.main(["check", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:1:1: the config could not be loaded (RuntimeError: a bug in the loader)",
+        f"{path}: 1 error(s)",
+    ]

@@ -36,6 +36,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"surfaces"},  # the model API over ASGI: parse, authenticate, route, encode at the edge
         {"admin"},  # admin API, panel, probes
         {"app"},  # wiring
+        {"connections"},  # accepting, per-connection deadlines and the drain, around Hypercorn's protocol
         {"server"},  # Hypercorn and the worker supervisor
         {"testing"},  # fake upstreams and gateway processes for tests and benchmarks
         {"bench"},  # benchmarks

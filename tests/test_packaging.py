@@ -24,6 +24,7 @@ MAPPED = {"gateway": "gateway", "admin": "gateway/admin", "bench": "gateway/benc
 RUNTIME_FILES = (
     "gateway/py.typed",
     "gateway/config/gateway.schema.json",
+    "gateway/openapi.yaml",
     "gateway/defaults/gateway.yaml",
     "gateway/admin/static/index.html",
     "gateway/admin/static/panel.css",

@@ -91,13 +91,20 @@ reload: {{watch: false}}
 """
 
 
-def gateway_blas(port: int) -> str | None:
-    """What the gateway's engine says it computes on (`/admin/api/backends`), thread count included."""
+def gateway_blas(port: int, config: Path) -> str | None:
+    """What the gateway's engine says it computes on (`/admin/api/backends`, with the local admin token
+    the gateway keeps next to `config`), thread count included."""
     import requests
+    from gateway.admin.secret import TOKEN_FILE
 
     try:
-        backends = requests.get(f"http://127.0.0.1:{port}/admin/api/backends", timeout=10).json()["backends"]
-    except (requests.RequestException, ValueError, KeyError):
+        token = (config.parent / TOKEN_FILE).read_text().strip()
+        backends = requests.get(
+            f"http://127.0.0.1:{port}/admin/api/backends",
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10,
+        ).json()["backends"]
+    except (OSError, requests.RequestException, ValueError, KeyError):
         return None
     return next((b["local"]["blas"] for b in backends if b.get("local")), None)
 
@@ -164,7 +171,7 @@ def start_system(
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     try:
         wait_http(f"http://127.0.0.1:{port}{ready_path}", process, log, load_timeout)
-        described = gateway_blas(port) if name.startswith("gateway") else None
+        described = gateway_blas(port, config) if name.startswith("gateway") else None
         yield System(
             name,
             process.pid,

@@ -34,6 +34,8 @@ class Migration:
 
 #: Version 2: the prompt-cache token counts (older rows read as null).
 _CACHE_TOKENS = (("cached_tokens", "BIGINT"), ("cache_creation_tokens", "BIGINT"))
+#: Version 3: the client's address (older rows read as null).
+_CLIENT_ADDRESS = (("client_address", "VARCHAR(64)"),)
 
 
 def _indexes() -> tuple[str, ...]:
@@ -92,6 +94,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             ),
         ),
         Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
+        Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
     ),
     "postgres": (
         Migration(
@@ -105,6 +108,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
             ),
         ),
         Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
+        Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
     ),
 }
 

@@ -29,6 +29,7 @@ TEXT_LIMITS = {
     "status": 16,
     "error_type": 64,
     "config_version": 64,
+    "client_address": 64,
 }
 
 
@@ -61,6 +62,7 @@ class AuditRecord(Model):
     cached_tokens = fields.BigIntField(null=True)  # migration 2
     cache_creation_tokens = fields.BigIntField(null=True)  # migration 2
     config_version = fields.CharField(max_length=TEXT_LIMITS["config_version"], null=True)
+    client_address = fields.CharField(max_length=TEXT_LIMITS["client_address"], null=True)  # migration 3
 
     class Meta:
         table = "audit_records"

@@ -115,6 +115,9 @@ class AuditEntry:
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
     config_version: str | None = None
+    #: The client's IP address (the peer's, or the one a trusted proxy forwarded); None on records
+    #: written before the gateway stored it.
+    client_address: str | None = None
     #: The row id, set only on entries read back from the database.
     id: int | None = None
 
@@ -236,6 +239,7 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
                     )
                 ),
                 trail.config_version,
+                trail.client_address,
             )
         )
     return rows

@@ -43,7 +43,7 @@ DEFAULT_TIMEOUT = 5.0
 #: Seconds applying migrations may take at open (another instance may hold the lock meanwhile).
 MIGRATE_TIMEOUT = 60.0
 MAX_PAGE_SIZE = 1000
-#: Rows per multi-row INSERT … RETURNING on SQLite (x 25 parameters stays under its limit of 32,766).
+#: Rows per multi-row INSERT … RETURNING on SQLite (x 26 parameters stays under its limit of 32,766).
 _ROWS_PER_STATEMENT = 500
 #: NOTIFY payloads must stay under 8000 bytes.
 _NOTIFY_BYTES = 7900

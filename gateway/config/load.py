@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from gateway.config.backends import BackendSettings, BackendSource, backend_settings
 from gateway.config.issues import ConfigError, ConfigIssue, Location
+from gateway.config.literal_secrets import env_name, literal_key_message, literal_secrets, reference_fix
 from gateway.config.model import (
     AdminConfig,
     AdminKey,
@@ -31,6 +33,7 @@ from gateway.config.model import (
     PrometheusConfig,
     ReloadConfig,
     ServerConfig,
+    ServerTimeouts,
     Target,
     TelemetryConfig,
     TimeoutTier,
@@ -75,18 +78,24 @@ def parse_config(
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ConfigError(
-            [ConfigIssue(name, Location(1, 1), "", f"the file is not UTF-8 text ({error.reason})")]
-        ) from None
+        raise ConfigError([_not_utf8_issue(error, name)]) from None
     doc, issues = parse_yaml(text, name, env, strict_env=strict_env)
     if doc is None:
         raise ConfigError(issues)
+    if doc.data is None:
+        # Empty, or comments only. Also the moment an editor has truncated the file and not yet
+        # written it: serving "no settings" would drop every model and key, so it is an error.
+        message = "the file has no settings (it is empty or only comments); a gateway needs its models"
+        raise ConfigError([*issues, ConfigIssue(name, Location(1, 1), "", message)])
     if not isinstance(doc.data, dict):
         issues.append(
-            ConfigIssue(name, Location(1, 1), "", "the file must be a mapping of settings (key: value)")
+            ConfigIssue(name, doc.location(()), "", "the file must be a mapping of settings (key: value)")
         )
         raise ConfigError(issues)
-    issues.extend(_drop_unset_env_issues(validate(doc, name), doc))
+    # A value the YAML reader already refused (an unknown tag, `!!int abc`) is not described again.
+    refused = {issue.path for issue in issues if issue.path}
+    schema_issues = [i for i in validate(doc, name) if i.path not in refused]
+    issues.extend(_drop_unset_env_issues(schema_issues, doc))
     if issues:
         # Report cross-field problems too, as far as the invalid document allows: all errors at once.
         with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError):
@@ -97,6 +106,17 @@ def parse_config(
     if issues:
         raise ConfigError(issues)
     return _build(data, doc, file, config_version(raw))
+
+
+def _not_utf8_issue(error: UnicodeDecodeError, name: str) -> ConfigIssue:
+    """Where the first byte that is not UTF-8 is (line, and column in characters)."""
+    data = error.object
+    line_start = data.rfind(b"\n", 0, error.start) + 1
+    line = data.count(b"\n", 0, error.start) + 1
+    column = len(data[line_start : error.start].decode("utf-8", errors="replace")) + 1
+    byte = data[error.start : error.start + 1].hex()
+    message = f"the file is not UTF-8 text: byte 0x{byte} here ({error.reason}); save it as UTF-8"
+    return ConfigIssue(name, Location(line, column), "", message)
 
 
 def _drop_unset_env_issues(issues: list[ConfigIssue], doc: LocatedDocument) -> list[ConfigIssue]:
@@ -117,7 +137,7 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
 
     backends = data["backends"]
     names_in_use: dict[str, str] = {}
-    for model_name, model in data["models"].items():
+    for model_name, model in (data.get("models") or {}).items():
         for i, target in enumerate(model["chain"]):
             if target["backend"] not in backends:
                 known = ", ".join(sorted(backends)) or "none are defined"
@@ -133,6 +153,22 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
             else:
                 names_in_use[public] = model_name
 
+    for i, cidr in enumerate(data["server"]["trusted_proxies"]):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            issue(
+                ("server", "trusted_proxies", i), f"'{cidr}' is not an IP address or CIDR range (10.0.0.0/8)"
+            )
+    auth = data["auth"]
+    if data["server"]["trusted_proxies"] and not auth["client_keys"] and not auth["allow_unauthenticated"]:
+        issue(
+            ("server", "trusted_proxies"),
+            "a trusted proxy means clients reach the gateway through it, and no client keys are "
+            "configured: add auth.client_keys, or set auth.allow_unauthenticated: true to serve "
+            "everyone the proxy serves",
+        )
+
     seen_hashes: dict[str, str] = {}
     for section in ("client_keys", "admin_keys"):
         seen_names: set[str] = set()
@@ -142,11 +178,15 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
                 issue((*path, "name"), f"another key in auth.{section} is already named '{entry['name']}'")
             seen_names.add(entry["name"])
             if "key" in entry:
-                if (*path, "key") not in doc.from_env:
+                key_path = (*path, "key")
+                variable = f"{env_name(entry['name'])}_{section.removesuffix('_keys').upper()}_KEY"
+                if key_path in doc.from_env:
+                    variable = doc.from_env[key_path][0]
+                if key_path not in doc.from_env or literal_key_message(doc, key_path, entry["key"], variable):
                     issue(
-                        (*path, "key"),
-                        "a literal key is refused: reference the environment (key: ${MY_KEY}) "
-                        "or store its hash (key_sha256)",
+                        key_path,
+                        f"a literal key is refused (this file belongs in git): {reference_fix(variable)}; "
+                        "or store its hash instead (key_sha256: what `gateway key hash` prints)",
                     )
                     continue
                 if not entry["key"] and not doc.unset:
@@ -157,6 +197,8 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
             if other is not None and digest:
                 issue(path, f"the same key is also configured as {other}; every key must be distinct")
             seen_hashes[digest] = f"auth.{section}[{i}]"
+    for path, message in literal_secrets(data, doc):
+        issue(path, message)
     return issues
 
 
@@ -201,7 +243,13 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
     return Config(
         path=file,
         version=version,
-        server=ServerConfig(**data["server"]),
+        server=ServerConfig(
+            **{
+                **data["server"],
+                "trusted_proxies": tuple(data["server"]["trusted_proxies"]),
+                "timeouts": ServerTimeouts(**data["server"]["timeouts"]),
+            }
+        ),
         auth=AuthConfig(
             client_keys=tuple(
                 ClientKey(name=k["name"], key_sha256=_key_hash(k), models=tuple(k["models"]))

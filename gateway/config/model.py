@@ -31,6 +31,7 @@ __all__ = [
     "ReloadConfig",
     "Secret",
     "ServerConfig",
+    "ServerTimeouts",
     "Target",
     "TelemetryConfig",
     "TimeoutTier",
@@ -41,14 +42,28 @@ EndpointKind = Literal["chat", "completions", "embeddings"]
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTimeouts:
+    """`server.timeouts`: how long the gateway waits to receive from a client (never to send)."""
+
+    header_seconds: float
+    body_seconds: float
+    keep_alive_seconds: float
+    drain_idle_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str
     port: int
     workers: int
     max_body_bytes: int
+    max_client_connections: int
     graceful_shutdown_seconds: float
+    timeouts: ServerTimeouts
     #: auto | uvloop | asyncio
     event_loop: str
+    #: CIDRs of the reverse proxies whose forwarding headers name the real client (validated at load).
+    trusted_proxies: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

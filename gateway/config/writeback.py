@@ -9,7 +9,7 @@ makes) and writes the file, under the lock that makes it the only writer.
 from __future__ import annotations
 
 import difflib
-import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -22,6 +22,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version
+from gateway.config.yamlsource import CONTROL_CHARACTER
 
 __all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits"]
 
@@ -176,20 +177,65 @@ def _block(keys: tuple[str, ...], value: Any, indent: int, step: int = 2) -> str
 
 
 def _scalar(value: Any, style: str | None) -> str:
+    """`value` as YAML source that our loader (PyYAML, YAML 1.1) reads back as the same value, and that
+    YAML 1.2 tools (editors, yq) read the same way too."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # past Python's int/str digit limit, which the loader has too
+            raise WriteBackError("the integer has too many digits") from None
+    if isinstance(value, float):
+        return _float(value)
     text = str(value)
-    if style == "'":
+    control = CONTROL_CHARACTER.search(text)
+    if control is not None:
+        raise WriteBackError(f"the value contains the control character U+{ord(control.group()):04X}")
+    if style == "'" and not _NEEDS_ESCAPE.search(text):
         return "'" + text.replace("'", "''") + "'"
-    if style is None and _PLAIN_SAFE.match(text):
-        resolved = yaml.safe_load(text)
+    if style is None and _PLAIN_SAFE.match(text) and not _LOOKS_TYPED.match(text):
+        try:
+            resolved = yaml.safe_load(text)
+        except yaml.YAMLError:
+            resolved = None
         if isinstance(resolved, str) and resolved == text:
             return text
-    return json.dumps(text, ensure_ascii=False)
+    return _double_quoted(text)
+
+
+def _float(value: float) -> str:
+    if not math.isfinite(value):
+        raise WriteBackError(f"{value} is not a finite number")
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    text = repr(value)
+    # YAML 1.1 reads `1e-07` as a string: its floats need a dot in the mantissa (`1.0e-07`).
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        text = f"{mantissa}.0e{exponent}"
+    return text
+
+
+# A plain scalar that YAML 1.1 or 1.2 could read as a number, a boolean or null is quoted, whatever
+# PyYAML alone would make of it (`1e5` is a string to PyYAML but a number to a YAML 1.2 editor).
+_LOOKS_TYPED = re.compile(
+    r"^(?:[-+.]?[0-9]|[-+]?\.(?:inf|nan)$|(?:y|n|yes|no|on|off|true|false|null)$)", re.IGNORECASE
+)
+# What a quoted scalar must escape: quotes' own escapes aside, anything outside YAML's printable set,
+# plus the characters YAML treats as line breaks (they would be folded) and the byte-order mark.
+_NEEDS_ESCAPE = re.compile(r"[^\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\u2028\u2029\ufeff]")
+
+
+def _double_quoted(text: str) -> str:
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        if code < 0x100:
+            return f"\\x{code:02x}"
+        return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    body = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _NEEDS_ESCAPE.sub(escape, body) + '"'
 
 
 def _check_applied(text: str, edits: Sequence[Edit], name: str) -> None:

@@ -14,18 +14,34 @@ from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from gateway.config.issues import ConfigIssue, Location
 
-__all__ = ["LocatedDocument", "parse_yaml"]
+__all__ = ["CONTROL_CHARACTER", "ENV_MARK", "LocatedDocument", "parse_yaml", "text_location"]
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+#: The scalar types a config value can have (those of JSON, which the schema describes).
+_VALUE_TAGS = {
+    _STR_TAG: "a string",
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:null": "null",
+}
+#: C0 controls but tab and line breaks, and DEL: refused in keys and values (only an escape such as
+#: `"\x00"` can put one there; the raw characters are refused by YAML itself).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # ${VAR}, ${VAR:-default} (default when unset or empty), ${VAR-default} (default when unset);
 # $${...} is a literal "${...}".
 _REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 Path = tuple[str | int, ...]
+
+#: Stands for an environment reference in `LocatedDocument.written` (never in a value: it is refused).
+ENV_MARK = "\x00"
 
 
 @dataclass
@@ -39,6 +55,9 @@ class LocatedDocument:
     from_env: dict[Path, tuple[str, ...]] = field(default_factory=dict)
     #: Environment variables referenced but unset, when they are allowed to be (`gateway check --no-env`).
     unset: set[str] = field(default_factory=set)
+    #: For each value in `from_env`, what the file itself holds whatever the environment says: the
+    #: text with each `${VAR...}` replaced by its default's text between two `ENV_MARK`s.
+    written: dict[Path, str] = field(default_factory=dict)
 
     def location(self, path: Path) -> Location:
         """Where `path` is in the file: its value, else its key, else the nearest enclosing value."""
@@ -64,23 +83,48 @@ def parse_yaml(
 ) -> tuple[LocatedDocument | None, list[ConfigIssue]]:
     """Parse `text`; return the located document and every problem found (syntax, duplicates, env)."""
     environ = os.environ if env is None else env
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # PyYAML refuses a control character here, before any parsing
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
         return None, [_syntax_issue(error, filename)]
+    except ReaderError as error:
+        return None, [_character_issue(text, error.position, error.character, filename)]
+    except RecursionError:
+        return None, [ConfigIssue(filename, Location(1, 1), "", _TOO_DEEP)]
     except yaml.YAMLError as error:  # pragma: no cover - PyYAML raises marked errors for text input
         return None, [ConfigIssue(filename, Location(1, 1), "", f"invalid YAML: {error}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     doc = LocatedDocument(data=None)
     issues: list[ConfigIssue] = []
-    if root is None:
-        doc.data = {}
+    if root is None:  # empty, or only comments: `data` stays None and the caller says what it needs
         return doc, issues
     walker = _Walker(loader, doc, issues, filename, environ, strict_env)
-    doc.data = walker.construct(root, ())
+    try:
+        doc.data = walker.construct(root, ())
+    except RecursionError:
+        return None, [ConfigIssue(filename, Location(1, 1), "", _TOO_DEEP)]
     return doc, issues
+
+
+_TOO_DEEP = "the YAML nests too deeply (lists or mappings hundreds of levels inside each other)"
+
+
+def text_location(text: str, index: int) -> Location:
+    """The line and column (from 1) of character `index` of `text`."""
+    line_start = text.rfind("\n", 0, index) + 1
+    return Location(text.count("\n", 0, index) + 1, index - line_start + 1)
+
+
+def _character_issue(text: str, index: int, code: int, filename: str) -> ConfigIssue:
+    if code == 0:
+        message = "a NUL byte is not allowed in the config file (is it binary, or cut short?); remove it"
+    else:
+        message = f"the control character U+{code:04X} is not allowed in YAML; remove it"
+    return ConfigIssue(filename, text_location(text, index), "", message)
 
 
 def _syntax_issue(error: yaml.MarkedYAMLError, filename: str) -> ConfigIssue:
@@ -185,28 +229,58 @@ class _Walker:
         if not isinstance(node, ScalarNode):
             self.issue(node, path, "mapping keys must be plain strings")
             return None
-        value = self.loader.construct_object(node, deep=True)
-        if not isinstance(value, str):
-            # `on:` or `1:` would silently become a bool or an int; keys are names here.
-            return str(node.value)
-        return value
+        # The key as written: `on:` or `1:` would otherwise become a bool or an int; keys are names here.
+        return self.checked_text(node, path, node.value)
+
+    def checked_text(self, node: ScalarNode, path: Path, text: str) -> str:
+        control = CONTROL_CHARACTER.search(text)
+        if control is not None:
+            self.issue(node, path, f"the control character U+{ord(control.group()):04X} is not allowed here")
+        return text
+
+    def typed(self, node: ScalarNode, path: Path) -> Any:
+        """The value of a scalar whose text is final: a string, number, boolean or null, as in JSON."""
+        if node.tag == _TIMESTAMP_TAG:
+            # YAML 1.1 reads `2025-01-31` as a date; a setting is never one (YAML 1.2 keeps the string).
+            return self.checked_text(node, path, node.value)
+        kind = _VALUE_TAGS.get(node.tag)
+        if kind is None:
+            standard = "tag:yaml.org,2002:"
+            tag = "!!" + node.tag.removeprefix(standard) if node.tag.startswith(standard) else node.tag
+            self.issue(
+                node, path, f"unsupported YAML tag {tag}: a value is a string, number, true/false or null"
+            )
+            return None
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as error:
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            # Python refuses ints of more than 4300 digits (its int/str conversion limit).
+            reason = "has too many digits" if "digits" in str(error) else f"is not {kind}"
+            self.issue(node, path, f"{shown!r} {reason}")
+            return None
+        return self.checked_text(node, path, value) if isinstance(value, str) else value
 
     def scalar(self, node: ScalarNode, path: Path) -> Any:
         if node.tag != _STR_TAG or "$" not in node.value:
-            return self.loader.construct_object(node, deep=True)
+            return self.typed(node, path)
         text = node.value
         whole = _REFERENCE.fullmatch(text)
         parts: list[str] = []
+        written: list[str] = []
         position = 0
         used_env: list[str] = []
         for match in _REFERENCE.finditer(text):
             parts.append(text[position : match.start()])
+            written.append(text[position : match.start()])
             position = match.end()
             escaped, name, operator, default = match.groups()
             if escaped:
                 parts.append(match.group(0)[1:])
+                written.append(match.group(0)[1:])
                 continue
             used_env.append(name)
+            written.append(ENV_MARK + (default or "") + ENV_MARK)
             value = self.env.get(name)
             if value is None or (operator == ":-" and value == ""):
                 if operator is not None:
@@ -226,12 +300,14 @@ class _Walker:
                     value = ""
             parts.append(value)
         parts.append(text[position:])
+        written.append(text[position:])
         result = "".join(parts)
         if used_env:
             self.doc.from_env[path] = tuple(used_env)
+            self.doc.written[path] = "".join(written)
         if whole is not None and node.style is None and result != "":
             # A plain scalar that is exactly one reference takes the type of what it resolves to,
             # so `port: ${PORT:-8080}` is the integer 8080, as if it had been written there.
             tag = self.loader.resolve(ScalarNode, result, (True, False))
-            return self.loader.construct_object(ScalarNode(tag, result, style=None), deep=True)
-        return result
+            return self.typed(ScalarNode(tag, result, node.start_mark, node.end_mark), path)
+        return self.checked_text(node, path, result)

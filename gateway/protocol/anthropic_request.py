@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 
 from gateway.protocol._fields import (
+    INT32_MAX,
     FieldError,
     at,
+    check_members,
     opt_bool,
     opt_dict,
     opt_int,
@@ -53,6 +55,9 @@ _KNOWN = frozenset(
     }
 )
 _COUNT_KNOWN = frozenset({"model", "messages", "system", "tools", "tool_choice"})
+#: Forwarded members (to Anthropic backends) whose types and ranges are still checked here.
+_CHECKED_INTS = {"top_k": (0, INT32_MAX)}
+_THINKING_INTS = {"budget_tokens": (1, INT32_MAX)}
 _CHOICE_MODES = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -80,6 +85,8 @@ def _parse(body: Any, *, count_tokens: bool) -> ChatRequest:
     tool_choice, parallel = _parse_tool_choice(body.get("tool_choice"))
     known = _COUNT_KNOWN if count_tokens else _KNOWN
     extra = {k: v for k, v in body.items() if k not in known}
+    if extra:
+        _check_extra(extra)
     if count_tokens:
         return ChatRequest(
             model=model,
@@ -114,6 +121,15 @@ def _parse(body: Any, *, count_tokens: bool) -> ChatRequest:
         extra=extra,
         system_blocks=system_blocks,
     )
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    check_members(extra, "", _CHECKED_INTS)
+    thinking = extra.get("thinking")
+    if thinking is not None:
+        thinking = req_dict(thinking, "thinking")
+        req_str(thinking, "type", "thinking")
+        check_members(thinking, "thinking", _THINKING_INTS)
 
 
 def _parse_system(value: Any) -> tuple[str | None, tuple[TextPart, ...] | None]:

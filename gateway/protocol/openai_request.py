@@ -8,8 +8,12 @@ from typing import Any
 import orjson
 
 from gateway.protocol._fields import (
+    INT64_MAX,
+    INT64_MIN,
     FieldError,
     at,
+    check_members,
+    logit_bias,
     opt_bool,
     opt_dict,
     opt_int,
@@ -55,6 +59,11 @@ _KNOWN = frozenset(
         "user",
     }
 )
+#: Members forwarded as sent (to OpenAI-compatible backends) whose types and ranges are still checked here,
+#: with OpenAI's documented bounds.
+_CHECKED_INTS = {"n": (1, 128), "top_logprobs": (0, 20)}
+_CHECKED_NUMBERS = {"presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0)}
+_CHECKED_BOOLS = frozenset({"logprobs", "store"})
 _CHOICES = {mode: ToolChoice(mode) for mode in ("auto", "required", "none")}
 _ROLES = "'system', 'developer', 'user', 'assistant' or 'tool'"
 
@@ -76,11 +85,14 @@ def parse_chat_request(body: Any) -> ChatRequest:
             messages.append(msg)
 
     max_tokens = opt_int(body, "max_completion_tokens", minimum=1)
+    legacy_max = opt_int(body, "max_tokens", minimum=1)
     field = "max_completion_tokens"
     if max_tokens is None:
-        max_tokens, field = opt_int(body, "max_tokens", minimum=1), "max_tokens"
+        max_tokens, field = legacy_max, "max_tokens"
 
     extra = {k: v for k, v in body.items() if k not in _KNOWN}
+    if extra:
+        _check_extra(extra)
     include_usage = False
     options = opt_dict(body, "stream_options")
     if options:
@@ -103,12 +115,23 @@ def parse_chat_request(body: Any) -> ChatRequest:
         tools=_parse_tools(body.get("tools")),
         tool_choice=tool_choice,
         parallel_tool_calls=opt_bool(body, "parallel_tool_calls"),
-        seed=opt_int(body, "seed"),
+        seed=opt_int(body, "seed", minimum=INT64_MIN, maximum=INT64_MAX),
         user=opt_str(body, "user"),
         source="openai",
         extra=extra,
         max_tokens_field=field,
     )
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    """Check the forwarded members the gateway knows the shape of (`n`, `logit_bias`, penalties...)."""
+    check_members(extra, "", _CHECKED_INTS, _CHECKED_NUMBERS, _CHECKED_BOOLS)
+    bias = extra.get("logit_bias")
+    if bias is not None:
+        logit_bias(bias, "logit_bias")
+    response_format = extra.get("response_format")
+    if response_format is not None:
+        req_str(req_dict(response_format, "response_format"), "type", "response_format")
 
 
 def _parse_message(raw: Any, path: str) -> Message:

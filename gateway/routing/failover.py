@@ -39,6 +39,9 @@ __all__ = ["ATTEMPT_SPAN", "Attempt", "Served", "deadline_exceeded", "execute"]
 
 #: The span of one backend attempt, a child of the request's span (tracing on only).
 ATTEMPT_SPAN = "backend attempt"
+#: Event-loop timers can fire a little before their time (uvloop's clock counts whole milliseconds):
+#: an attempt cut off this close to the request's deadline was cut off by the deadline.
+TIMER_SLACK_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,7 @@ async def execute(
                 Attempt(backend.name, step.target.model, "circuit_open", detail=f"retry in {wait:.0f} s")
             )
             continue
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline - TIMER_SLACK_S:
             breaker.release_probe()
             raise deadline_exceeded(tier)
         tried += 1
@@ -190,7 +193,7 @@ def _final_error(
         {"backend": a.backend, "model": a.model, "outcome": a.outcome, "status": a.status} for a in attempts
     ]
     tried = [a for a in attempts if a.tried]
-    if time.monotonic() >= deadline:
+    if time.monotonic() >= deadline - TIMER_SLACK_S:
         error: GatewayError = deadline_exceeded(tier)
         error.extensions["attempts"] = path
         return error

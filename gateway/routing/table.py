@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.auth import KeyTable
+from gateway.auth import KeyTable, TrustedProxies
 from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.config.backends import BackendSettings
@@ -63,6 +63,8 @@ class Runtime:
     #: One entry per public model, in file order (aliases not repeated).
     models: tuple[ModelRoute, ...]
     keys: KeyTable
+    #: `server.trusted_proxies`, compiled (empty: the peer is the client).
+    proxies: TrustedProxies
     local_models: LocalModelStore = field(compare=False, repr=False)
     usage: _Usage = field(default_factory=_Usage, compare=False, repr=False)
 

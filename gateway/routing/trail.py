@@ -27,6 +27,8 @@ class RequestTrail:
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     model: str | None = None
     client_key: str | None = None
+    #: The client's IP address: the peer's, or the one a trusted proxy forwarded.
+    client_address: str | None = None
     stream: bool = False
     config_version: str | None = None
     #: The chain's steps; empty when no backend was considered (the request was refused before).

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from gateway.auth import KeyTable
+from gateway.auth import KeyTable, TrustedProxies
 from gateway.backends.base import Backend, SharedResources
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
@@ -59,6 +59,7 @@ def compile_runtime(
         routes=MappingProxyType(routes),
         models=tuple(models),
         keys=KeyTable(config.auth),
+        proxies=TrustedProxies(config.server.trusted_proxies),
         local_models=local_models,
     )
     return runtime, created

@@ -133,6 +133,13 @@ class LiveRuntime:
                 prepared = await self.prepare(raw, source, started=started)
             except ConfigError as error:
                 return self._record(source, "rejected", version, previous_version, started, error.issues)
+            except Exception as error:
+                # A file the loader does not cope with is still a rejected reload, never one that
+                # vanishes from the history (and the watcher's log) as an exception.
+                log.exception("loading the config failed unexpectedly", extra={"event": "config_load_failed"})
+                message = f"the config could not be loaded ({type(error).__name__}); see the gateway log"
+                issue = ConfigIssue(str(self.path), Location(1, 1), "", message)
+                return self._record(source, "rejected", version, previous_version, started, (issue,))
             return self.swap(prepared)
 
     async def _read(self) -> bytes:

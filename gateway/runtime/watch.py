@@ -12,6 +12,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
+from gateway.config.load import config_version
 from gateway.runtime.live import LiveRuntime
 
 __all__ = ["watch_config"]
@@ -40,6 +41,21 @@ async def watch_config(live: LiveRuntime, stop: asyncio.Event, debounce_ms: int 
         yield_on_timeout=False,
     ):
         try:
-            await live.reload("file")
+            event = await live.reload("file")
+            if event.outcome == "rejected":
+                await _read_again_if_changed(live, event.version, debounce_ms)
         except Exception:  # the watcher must outlive any one bad reload
             log.exception("reload after a file change failed")
+
+
+async def _read_again_if_changed(live: LiveRuntime, rejected: str | None, debounce_ms: int) -> None:
+    """A rejected file may be caught mid-save: an editor that truncates, then writes, shows an empty
+    file first. The write's own change event normally brings the next reload; in case it was folded
+    into the round just handled, read the file once more after the debounce, if it changed since."""
+    await asyncio.sleep(debounce_ms / 1000)
+    try:
+        raw = await asyncio.to_thread(live.path.read_bytes)
+    except OSError:
+        return  # gone or unreadable: the next change event (or none) decides
+    if config_version(raw) != rejected:
+        await live.reload("file")

@@ -45,7 +45,7 @@ from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
 from gateway.routing.table import Runtime
 from gateway.routing.trail import RequestTrail
 from gateway.runtime.live import LiveRuntime
-from gateway.surfaces.access import authenticate_client
+from gateway.surfaces.access import authenticate_client, client_address
 from gateway.surfaces.http import ClientDisconnected, ModelRequest, Receive, Scope, Send
 from gateway.telemetry.requests import RequestTelemetry
 
@@ -204,9 +204,7 @@ class ModelAPI:
                     self.audit.record(trail)
 
     async def _models(self, request: ModelRequest, runtime: Runtime) -> None:
-        principal = authenticate_client(
-            runtime.keys, request.header(b"authorization"), request.header(b"x-api-key")
-        )
+        principal = authenticate_client(runtime.keys, request)
         created = int(runtime.loaded_at.timestamp())
         data = [
             {"id": public, "object": "model", "created": created, "owned_by": "gateway"}
@@ -224,9 +222,8 @@ class ModelAPI:
         config = runtime.config
         if trail is not None:
             trail.config_version = runtime.version
-        principal = authenticate_client(
-            runtime.keys, request.header(b"authorization"), request.header(b"x-api-key")
-        )
+            trail.client_address = client_address(runtime.proxies, request.scope)
+        principal = authenticate_client(runtime.keys, request)
         if trail is not None:
             trail.client_key = principal.name
         raw = await request.body(config.server.max_body_bytes)

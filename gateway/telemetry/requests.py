@@ -151,6 +151,7 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
         "client": trail.client_key,
+        "client_address": trail.client_address,
         "config_version": trail.config_version,
     }
     writer = json_line_writer(access_log)

@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from gateway.admin.secret import TOKEN_ENV_VAR, TOKEN_FILE
 
 __all__ = ["GatewayProcess", "free_port", "start_gateway"]
 
@@ -28,6 +30,8 @@ class GatewayProcess:
     config_path: Path
     port: int
     log_path: Path
+    #: What the process got on top of this one's environment.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -35,6 +39,25 @@ class GatewayProcess:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    @property
+    def admin_token(self) -> str:
+        """The local admin token (the admin credential while no admin keys are configured): the
+        `GATEWAY_ADMIN_TOKEN` it was started with, else the file it created next to its config."""
+        given = self.env.get(TOKEN_ENV_VAR) or os.environ.get(TOKEN_ENV_VAR)
+        if given:
+            return given
+        return (self.config_path.parent / TOKEN_FILE).read_text().strip()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
+
+    def admin(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        """An admin API request (`path` under the base URL) with the local admin token."""
+        headers = {**self.admin_headers, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        kwargs.setdefault("timeout", 10)
+        return requests.request(method, self.url(path), headers=headers, **kwargs)  # type: ignore[arg-type]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -80,7 +103,7 @@ def start_gateway(
             env={**os.environ, **(env or {})},
             cwd=config_path.parent,
         )
-    gateway = GatewayProcess(process, config_path, port, log_path)
+    gateway = GatewayProcess(process, config_path, port, log_path, dict(env or {}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

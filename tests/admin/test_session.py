@@ -38,7 +38,8 @@ def test_expired_tampered_and_foreign_cookies_are_none() -> None:
     assert SIGNER.verify(cookie, table, 30, now=NOW + 31) is None  # session_hours lowered since
     body, signature = cookie.split(".")
     assert SIGNER.verify(f"{body}x.{signature}", table, 7200, now=NOW) is None
-    assert SIGNER.verify(f"{body}.{signature[:-2]}AA", table, 7200, now=NOW) is None
+    tampered = signature[:-2] + ("BB" if signature.endswith("AA") else "AA")  # never the same signature
+    assert SIGNER.verify(f"{body}.{tampered}", table, 7200, now=NOW) is None
     assert SessionSigner(b"other" * 8).verify(cookie, table, 7200, now=NOW) is None
     for junk in ("", ".", "a.b.c", "%%%.%%%", "x" * 2000):
         assert SIGNER.verify(junk, table, 7200, now=NOW) is None
@@ -69,3 +70,23 @@ def test_the_throttle_forgets_the_oldest_addresses_past_its_size() -> None:
         throttle.failed(address, now=1)
     assert throttle.retry_after("a", now=2) == 0
     assert throttle.retry_after("c", now=2) == 59
+
+
+def test_the_same_wrong_credential_counts_once() -> None:
+    throttle = SignInThrottle(max_failures=2, window_s=60)
+    for second in range(5):  # a stale cookie sent by every request of a page
+        throttle.failed("10.0.0.1", "stale", now=100 + second)
+    assert throttle.retry_after("10.0.0.1", now=105) == 0
+    throttle.failed("10.0.0.1", "another guess", now=106)
+    assert throttle.retry_after("10.0.0.1", now=106) == 54
+
+
+def test_a_session_opened_with_the_local_token_holds_while_no_admin_keys_exist() -> None:
+    token_sha = hashlib.sha256(b"local-token").hexdigest()
+    cookie, _ = SIGNER.issue(token_sha, 3600, now=NOW)
+    session = SIGNER.verify(cookie, keys(), 7200, local_token_sha256=token_sha, now=NOW + 1)
+    assert session is not None and session.principal.name == "local"
+    assert SIGNER.verify(cookie, keys(), 7200, local_token_sha256="0" * 64, now=NOW + 1) is None
+    assert SIGNER.verify(cookie, keys("one"), 7200, local_token_sha256=token_sha, now=NOW + 1) is None
+    flipped = cookie[:-1] + ("B" if cookie[-1] == "A" else "A")
+    assert SIGNER.authentic(cookie) and not SIGNER.authentic(flipped)

@@ -100,22 +100,24 @@ async def test_upgrade_from_version_1_adds_the_cache_counts_in_place(database_ur
         [old] = (await store.page(LogFilter(request_id="req-old"), 10))[0]
         assert old["uid"] == "old-uid" and old["prompt_tokens"] == 11  # kept, readable
         assert old["cached_tokens"] is None and old["cache_creation_tokens"] is None
+        assert old["client_address"] is None  # migration 3
         new = make_entry(1, cached_tokens=900, cache_creation_tokens=100)
         [row_id] = await store.insert([new])
         assert await store.fetch_ids([row_id]) == [{"id": row_id, **new.to_json()}]
     finally:
         await store.close()
     # A step recorded as missing (say, its version row was lost) runs again without harm.
+    last = MIGRATIONS[dialect][-1].version
     if dialect == "sqlite":
         connection = sqlite3.connect(database_url.removeprefix("sqlite://"))
-        connection.execute('DELETE FROM "audit_schema_version" WHERE "version" = 2')
+        connection.execute(f'DELETE FROM "audit_schema_version" WHERE "version" = {last}')
         connection.commit()
         connection.close()
     else:
         connection = await asyncpg.connect(
             host=PG_HOST, port=PG_PORT, user="postgres", database=database_url.rsplit("/", 1)[1]
         )
-        await connection.execute('DELETE FROM "audit_schema_version" WHERE "version" = 2')
+        await connection.execute(f'DELETE FROM "audit_schema_version" WHERE "version" = {last}')
         await connection.close()
     again = await AuditStore.open(database_url)
     await again.close()

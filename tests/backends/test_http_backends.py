@@ -121,10 +121,10 @@ async def backends(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     async def build(kind: str, base_url: str) -> Backend:
         path = tmp_path / f"gateway-{len(lives)}.yaml"
         path.write_text(
-            f'backends:\n  b: {{type: {kind}, base_url: "{base_url}", api_key: "k"}}\n'
+            f'backends:\n  b: {{type: {kind}, base_url: "{base_url}", api_key: "${{B_KEY}}"}}\n'
             "models:\n  m: {chain: [{backend: b, model: up}]}\nreload: {watch: false}\n"
         )
-        live = LiveRuntime(path)
+        live = LiveRuntime(path, env={"B_KEY": "k"})
         lives.append(live)
         runtime = await live.start()
         return runtime.routes["m"].chain[0].backend

@@ -16,10 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TEXT = b"""
 backends:
   local: {type: mlx, path: models/tiny, load: first_use}
-  oa: {type: openai, api_key: "sk", organization: org-1}
-  an: {type: anthropic, api_key: "sk", max_concurrency: 3}
+  oa: {type: openai, api_key: "${OA_KEY}", organization: org-1}
+  an: {type: anthropic, api_key: "${AN_KEY}", max_concurrency: 3}
   vllm: {type: openai_compatible, base_url: "http://127.0.0.1:8000/v1"}
+models:
+  m: {chain: [{backend: vllm}]}
 """
+ENV = {"OA_KEY": "sk", "AN_KEY": "sk"}
 
 
 def test_every_settings_type_has_a_backend_class() -> None:
@@ -27,7 +30,7 @@ def test_every_settings_type_has_a_backend_class() -> None:
 
 
 def test_each_backend_is_built_from_its_settings() -> None:
-    config = parse_config(TEXT, Path("/srv/gw/gateway.yaml"))
+    config = parse_config(TEXT, Path("/srv/gw/gateway.yaml"), env=ENV)
     shared = SharedResources(local_models=LocalModelStore())
     for settings in config.backends:
         backend = build_backend(settings, shared)
@@ -40,7 +43,7 @@ def test_each_backend_is_built_from_its_settings() -> None:
 
 
 def test_openai_sends_the_organization_and_a_compatible_server_gets_no_such_header() -> None:
-    config = parse_config(TEXT, Path("/srv/gw/gateway.yaml"))
+    config = parse_config(TEXT, Path("/srv/gw/gateway.yaml"), env=ENV)
     shared = SharedResources(local_models=LocalModelStore())
     oa = build_backend(config.backend("oa"), shared)  # type: ignore[arg-type]
     vllm = build_backend(config.backend("vllm"), shared)  # type: ignore[arg-type]

@@ -204,6 +204,28 @@ def test_sign_in_refuses_wrong_and_client_keys_and_keeps_the_deep_link(
     expect(page.locator("#admin-key")).to_be_visible()
 
 
+def test_the_sign_in_link_of_a_gateway_without_admin_keys_signs_in_and_leaves_no_token(
+    page: Page, gateway_server
+) -> None:
+    """The console's link (http://…/admin/#token=…): the panel signs in with the token and takes it
+    out of the address bar; without it the panel asks for a key."""
+    keyless = gateway_server(
+        'backends: {up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}}\n'
+        "models: {m: {chain: [{backend: up}]}}\nreload: {watch: false}\n",
+        env=GATEWAY_ENV,
+    )
+    page.goto(keyless.url("/admin/logs"))
+    expect(page.locator("#admin-key")).to_be_visible()
+    page.goto(keyless.url(f"/admin/status#token={keyless.admin_token}"))
+    expect(page.locator("#who-name")).to_have_text("local (admin token)")
+    assert page.url == keyless.url("/admin/status")
+    assert keyless.admin_token not in page.evaluate("JSON.stringify(history.state) + location.href")
+    page.reload()  # the session cookie holds
+    expect(page.locator("#who-name")).to_have_text("local (admin token)")
+    page.goto(keyless.url("/admin/logs#token=wrong"))
+    expect(page.locator("#sign-in-message")).to_contain_text("The sign-in link did not work")
+
+
 # -- logs ------------------------------------------------------------------------------------------
 
 

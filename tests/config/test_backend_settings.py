@@ -27,6 +27,8 @@ backends:
   oa: {type: openai, api_key: "${OA_KEY}", organization: org-1}
   an: {type: anthropic, api_key: "${AN_KEY}", max_concurrency: 8}
   vllm: {type: openai_compatible, base_url: "http://127.0.0.1:8000/v1/", headers: {x-b: "2", x-a: "1"}}
+models:
+  m: {chain: [{backend: vllm}]}
 """
 ENV = {"OA_KEY": "sk-oa", "AN_KEY": "sk-an"}
 

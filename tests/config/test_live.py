@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -153,4 +155,154 @@ async def test_a_prepared_runtime_that_is_discarded_closes_what_it_started(confi
     assert new_b.session is None, "the backend it started is closed"
     assert live.current is first and first.backends["b"].session is not None
     assert [e.outcome for e in live.history] == ["applied"]
+    await live.close()
+
+
+def _rejected_with(live: LiveRuntime, first: object, message: str) -> None:
+    """The last reload was refused with `message`, recorded like any other, and nothing changed."""
+    event = live.history[-1]
+    assert event.outcome == "rejected" and live.last_error is event
+    assert any(message in str(issue) for issue in event.issues), event.issues
+    assert live.current is first
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "gateway.yaml:1:1: the file has no settings (it is empty or only comments)"),
+        (b"# being rewritten\n", "gateway.yaml:1:1: the file has no settings"),
+        (b"server: {port: 1}\n", "gateway.yaml:1:1: no models: define at least one"),
+        (BASE.split("models:")[0].encode() + b"models: {}\n", "models: no models: define at least one"),
+        (b"- a list\n", "gateway.yaml:1:1: the file must be a mapping of settings"),
+        (BASE.encode() + b"  m3: \x00\n", "gateway.yaml:9:7: a NUL byte is not allowed"),
+        (BASE.encode() + b"  m3: \xff\n", "gateway.yaml:9:7: the file is not UTF-8 text: byte 0xff here"),
+        (BASE.encode() + b"  m3: \x1b[0m\n", "gateway.yaml:9:7: the control character U+001B"),
+        (
+            BASE.encode() + b"  m3: !!binary aGk=\n",
+            "gateway.yaml:9:7: models.m3: unsupported YAML tag !!binary",
+        ),
+    ],
+    ids=["empty", "comments", "no-models", "empty-models", "a-list", "nul", "not-utf8", "control", "tag"],
+)
+async def test_a_file_with_nothing_to_serve_or_unreadable_bytes_is_rejected_and_recorded(
+    config_path: Path, content: bytes, message: str
+) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    config_path.write_bytes(content)
+    assert (await live.reload("file")).outcome == "rejected"
+    _rejected_with(live, first, message)
+    assert [e.outcome for e in live.history] == ["applied", "rejected"]
+    await live.close()
+
+
+async def test_a_directory_in_place_of_the_file_is_rejected_and_recorded(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    config_path.unlink()
+    config_path.mkdir()
+    assert (await live.reload("file")).outcome == "rejected"
+    _rejected_with(live, first, "gateway.yaml:1:1: cannot read file: Is a directory")
+    await live.close()
+
+
+async def test_a_byte_order_mark_is_accepted(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    await live.start()
+    config_path.write_bytes(b"\xef\xbb\xbf" + BASE.replace("m2:", "bom:").encode())
+    assert (await live.reload("file")).outcome == "applied"
+    assert "bom" in live.current.routes
+    await live.close()
+
+
+async def test_an_unexpected_loader_failure_is_still_a_recorded_rejection(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = LiveRuntime(config_path)
+    first = await live.start()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr("gateway.runtime.live.parse_config", broken)
+    config_path.write_text(BASE.replace("m2:", "m9:"))
+    assert (await live.reload("api")).outcome == "rejected"
+    _rejected_with(live, first, "the config could not be loaded (RuntimeError)")
+    await live.close()
+
+
+async def _watching(live: LiveRuntime) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_config(live, stop, debounce_ms=50))
+    await asyncio.sleep(0.3)  # let the watch start
+    return stop, watcher
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    for _ in range(250):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met within 5 s")
+
+
+async def test_truncate_then_write_the_watcher_applies_the_full_write(config_path: Path) -> None:
+    """An editor that truncates then writes: the empty state is refused, the write that follows serves."""
+    live = LiveRuntime(config_path)
+    first = await live.start()
+    stop, watcher = await _watching(live)
+    with config_path.open("r+b") as file:
+        file.truncate(0)
+    await _until(lambda: live.last_error is not None)  # the watcher saw the empty file, and refused it
+    _rejected_with(live, first, "the file has no settings")
+    assert set(live.current.routes) == {"m1", "m2", "two"}, "the old config keeps serving"
+    config_path.write_text(BASE.replace("m2:", "rewritten:"))
+    await _until(lambda: "rewritten" in live.current.routes)
+    assert live.last_error is None and live.history[-1].outcome == "applied"
+    stop.set()
+    await asyncio.wait_for(watcher, 5)
+    await live.close()
+
+
+async def test_truncate_then_write_at_once_ends_with_the_full_write(config_path: Path) -> None:
+    live = LiveRuntime(config_path)
+    await live.start()
+    stop, watcher = await _watching(live)
+    for tag in ("first", "second", "third"):
+        with config_path.open("r+b") as file:  # truncate, then write in place: no rename
+            file.truncate(0)
+            file.flush()
+            os.fsync(file.fileno())
+            file.write(BASE.replace("m2:", f"{tag}:").encode())
+        await _until(lambda tag=tag: tag in live.current.routes)
+    assert live.last_error is None
+    stop.set()
+    await asyncio.wait_for(watcher, 5)
+    await live.close()
+
+
+async def test_a_write_folded_into_the_round_that_saw_the_empty_file_is_still_applied(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher gets one change event for truncate + write, reads the file between the two (empty,
+    rejected), and no event follows: it reads the file again and applies the write."""
+    live = LiveRuntime(config_path)
+    await live.start()
+    reload = live.reload
+
+    async def one_event(*args: object, **kwargs: object) -> AsyncIterator[set[object]]:
+        config_path.write_bytes(b"")  # truncated...
+        yield set()
+
+    async def reload_then_the_write_lands(source: str) -> object:
+        event = await reload(source)
+        if not config_path.read_bytes():
+            config_path.write_text(BASE.replace("m2:", "written:"))  # ...and written, no new event
+        return event
+
+    monkeypatch.setattr("gateway.runtime.watch.awatch", one_event)
+    monkeypatch.setattr(live, "reload", reload_then_the_write_lands)
+    await watch_config(live, asyncio.Event(), debounce_ms=10)
+    assert [e.outcome for e in live.history] == ["applied", "rejected", "applied"]
+    assert "written" in live.current.routes and live.last_error is None
     await live.close()

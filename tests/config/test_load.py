@@ -15,13 +15,26 @@ from gateway.config.model import Secret
 BROKEN = Path(__file__).parent / "broken"
 EXPECT = re.compile(r"^# expect: (\d+):(\d+) (?:(\S.*?) )?:: (.+)$", re.MULTILINE)
 
+#: The least a config needs: one model (and the backend its chain names).
+MINIMAL = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
+"""
+
+
+def model_on(backend: str) -> str:
+    """A `models:` section with one model served by `backend` (for texts that define backends)."""
+    return f"models:\n  m: {{chain: [{{backend: {backend}}}]}}\n"
+
 
 def load(text: str, env: dict[str, str] | None = None, name: str = "gateway.yaml"):
     return parse_config(text.encode(), Path("/srv/gw") / name, env=env or {})
 
 
-def test_empty_file_is_all_defaults() -> None:
-    config = load("")
+def test_a_minimal_file_gets_every_default() -> None:
+    config = load(MINIMAL)
     assert config.server.host == "127.0.0.1"
     assert config.server.port == 8080
     assert (
@@ -41,7 +54,7 @@ def test_empty_file_is_all_defaults() -> None:
 
 
 def test_partial_tier_keeps_its_own_default_total() -> None:
-    config = load("timeouts:\n  embeddings:\n    connect: 3\n")
+    config = load(MINIMAL + "timeouts:\n  embeddings:\n    connect: 3\n")
     assert config.timeouts.embeddings.total == 120
     assert config.timeouts.embeddings.connect == 3
     assert config.timeouts.chat.total == 900
@@ -75,7 +88,7 @@ models:
 
 
 def test_cloud_backend_without_key_is_disabled_with_the_variable_named() -> None:
-    text = "backends:\n  oa:\n    type: openai\n    api_key: ${MY_OPENAI:-}\n"
+    text = "backends:\n  oa:\n    type: openai\n    api_key: ${MY_OPENAI:-}\n" + model_on("oa")
     disabled = load(text).backend("oa")
     assert not disabled.enabled
     assert "MY_OPENAI" in disabled.disabled_reason
@@ -90,20 +103,24 @@ backends:
   oa: {type: openai, api_key: "${K}"}
 auth:
   client_keys: [{name: ci, key: "${CK}"}]
-"""
+""" + model_on("oa")
     config = load(text, env={"K": "sk-supersecret-value", "CK": "client-secret-value"})
     assert "sk-supersecret-value" not in repr(config)
     assert "client-secret-value" not in repr(config)
 
 
 def test_relative_paths_resolve_from_the_config_directory() -> None:
-    config = load("backends:\n  local: {type: mlx, path: models/tiny}\naudit: {spill_path: spill/a.jsonl}\n")
+    config = load(
+        "backends:\n  local: {type: mlx, path: models/tiny}\naudit: {spill_path: spill/a.jsonl}\n"
+        + model_on("local")
+    )
     assert config.backend("local").path == Path("/srv/gw/models/tiny")
     assert config.audit.spill_path == Path("/srv/gw/spill/a.jsonl")
 
 
 def test_key_hashes_and_allowlists() -> None:
-    text = """
+    text = (
+        """
 auth:
   client_keys:
     - {name: ci, key: "${CI_KEY}", models: ["gpt-*"]}
@@ -111,6 +128,8 @@ auth:
   admin_keys:
     - {name: ops, key: "${OPS_KEY}"}
 """
+        + MINIMAL
+    )
     config = load(text, env={"CI_KEY": "ci-secret", "OPS_KEY": "ops-secret"})
     assert config.auth.client_keys[0].models == ("gpt-*",)
     assert (
@@ -121,23 +140,28 @@ auth:
 
 
 def test_same_key_for_client_and_admin_is_refused() -> None:
-    text = """
+    text = (
+        """
 auth:
   client_keys: [{name: a, key: "${K1}"}]
   admin_keys: [{name: b, key: "${K2}"}]
 """
+        + MINIMAL
+    )
     with pytest.raises(ConfigError) as raised:
         load(text, env={"K1": "same", "K2": "same"})
     assert "every key must be distinct" in str(raised.value)
 
 
 def test_version_is_a_hash_of_the_bytes() -> None:
-    assert load("server: {port: 1}\n").version == config_version(b"server: {port: 1}\n")
-    assert load("server: {port: 1}\n").version != load("server: {port: 1} \n").version
+    text = MINIMAL + "server: {port: 1}\n"
+    assert load(text).version == config_version(text.encode())
+    assert load(text).version != load(text + " \n").version
 
 
 def test_no_env_mode_reports_unset_variables_instead_of_failing() -> None:
     text = "backends:\n  up: {type: openai_compatible, base_url: 'http://${UP}/v1', api_key: '${UP_KEY}'}\n"
+    text += model_on("up")
     with pytest.raises(ConfigError):
         parse_config(text.encode(), "g.yaml", env={})
     config = parse_config(text.encode(), "g.yaml", env={}, strict_env=False)
@@ -151,17 +175,17 @@ backends:
   other:
     <<: *common
     max_queue: 9
-"""
+""" + model_on("other")
     config = load(text)
     assert config.backend("other").max_queue == 9
     assert config.backend("other").base_url == "http://127.0.0.1:1/v1"
 
 
 def test_exposure_needs_keys_or_explicit_opt_in() -> None:
-    assert exposure_issue(load(""), "127.0.0.1") is None
-    assert exposure_issue(load(""), "::1") is None
-    assert "client keys" in exposure_issue(load(""), "0.0.0.0")
-    assert exposure_issue(load("auth: {allow_unauthenticated: true}\n"), "0.0.0.0") is None
+    assert exposure_issue(load(MINIMAL), "127.0.0.1") is None
+    assert exposure_issue(load(MINIMAL), "::1") is None
+    assert "client keys" in exposure_issue(load(MINIMAL), "0.0.0.0")
+    assert exposure_issue(load(MINIMAL + "auth: {allow_unauthenticated: true}\n"), "0.0.0.0") is None
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
@@ -201,3 +225,75 @@ def test_broken_file_names_line_column_and_path(path: Path) -> None:
         assert matching, f"expected {line}:{column} {json_path}: {message}\ngot:\n{raised.value}"
     assert len(issues) == len(expected), f"unexpected extra errors:\n{raised.value}"
     assert all(str(i).startswith(f"{path}:") for i in issues)
+
+
+def test_literal_secrets_are_refused_without_being_echoed() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(BROKEN / "literal_secrets.yaml", env={})
+    text = str(raised.value)
+    for secret in ("sk-proj-0123456789abcdef", "sk-ant-0123", "hunter2", "abc123", "s3cret", "0p5-k3y"):
+        assert secret not in text, f"{secret} shown in the error"
+
+
+def test_secrets_from_the_environment_are_accepted_in_every_secret_setting() -> None:
+    text = """
+backends:
+  oa: {type: openai, api_key: "${OPENAI_API_KEY}"}
+  an: {type: anthropic, api_key: "${ANTHROPIC_API_KEY:-}"}
+  vllm:
+    type: openai_compatible
+    base_url: "https://${VLLM_USER}:${VLLM_PASSWORD}@vllm.internal/v1?token=${VLLM_TOKEN}&region=eu"
+    api_key: ""
+    headers:
+      Authorization: "Bearer ${VLLM_TOKEN}"
+      x-api-key: ${VLLM_KEY}
+      X-Tenant: acme
+models:
+  m: {chain: [{backend: oa}, {backend: an}, {backend: vllm}]}
+auth:
+  client_keys: [{name: app, key: "${APP_KEY}"}]
+  admin_keys: [{name: ops, key_sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}]
+audit:
+  database_url: postgresql://gateway:${AUDIT_DB_PASSWORD}@db.internal:5432/audit?sslmode=require
+"""
+    env = {
+        "OPENAI_API_KEY": "sk-1",
+        "VLLM_USER": "u",
+        "VLLM_PASSWORD": "p",
+        "VLLM_TOKEN": "t",
+        "VLLM_KEY": "k",
+        "APP_KEY": "a",
+        "AUDIT_DB_PASSWORD": "pw",
+    }
+    config = load(text, env=env)
+    assert config.backend("vllm").base_url == "https://u:p@vllm.internal/v1?token=t&region=eu"
+    assert config.audit.database_url == "postgresql://gateway:pw@db.internal:5432/audit?sslmode=require"
+    # A URL without a password, or the whole URL from the environment, is fine too.
+    load(MINIMAL + "audit: {database_url: 'postgresql://gateway@db.internal/audit'}\n")
+    load(MINIMAL + "audit: {database_url: '${AUDIT_URL}'}\n", env={"AUDIT_URL": "postgresql://g:x@h/db"})
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [
+        ('"Bearer ${T}"', False),
+        ('"${T}"', False),
+        ('""', False),
+        ('"Bearer sk-literal"', True),
+        ('"sk-literal ${T}"', True),  # a literal part before the reference is no auth scheme
+        ('"${T} trailing"', True),
+        ('"${T:-sk-literal}"', True),
+    ],
+)
+def test_a_credential_header_holds_references_and_at_most_an_auth_scheme(value: str, refused: bool) -> None:
+    backend = f"{{type: openai_compatible, base_url: 'http://h/v1', headers: {{X-Api-Key: {value}}}}}"
+    text = f"backends:\n  v: {backend}\n" + model_on("v")
+    if not refused:
+        load(text, env={"T": "t"})
+        return
+    with pytest.raises(ConfigError) as raised:
+        load(text, env={"T": "t"})
+    assert "backends.v.headers.X-Api-Key: a literal credential in header X-Api-Key is refused" in str(
+        raised.value
+    )
+    assert "sk-literal" not in str(raised.value) and "trailing" not in str(raised.value)

@@ -7,10 +7,13 @@ tests/runtime/test_edit.py.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config.issues import ConfigError
 from gateway.config.load import config_version, parse_config
 from gateway.config.writeback import Edit, EditPlan, WriteBackError, plan_edits
+from gateway.config.yamlsource import CONTROL_CHARACTER, parse_yaml
 
 COMMENTED = """\
 # yaml-language-server: $schema=./schema/gateway.schema.json
@@ -138,3 +141,116 @@ def test_crlf_and_bom_survive() -> None:
 def test_setting_the_value_already_there_changes_nothing() -> None:
     result = plan(COMMENTED, Edit(("timeouts", "chat", "total"), 900))
     assert not result.changes and result.diff == "" and result.version == result.previous_version
+
+
+# Values the settings form can send: every one must be written as YAML that the loader reads back as
+# that same value (PyYAML reads YAML 1.1, where `1e-07` is a string and `yes` a boolean).
+TRICKY_STRINGS = [
+    "yes",
+    "No",
+    "on",
+    "y",
+    "1e5",
+    "0x10",
+    "0o17",
+    "1_000",
+    ".5",
+    "+1",
+    "-",
+    ".inf",
+    ".NaN",
+    "null",
+    "~",
+    "",
+    " padded ",
+    "@scope",
+    "a: b",
+    "a #b",
+    "it's",
+    'say "hi"',
+    "tab\there",
+    "line\nbreak",
+    "next\x85line",
+    "sep\u2028",
+    "\ufeffbom",
+    "gpt-4o",
+]
+
+
+def _read_back(raw: bytes, path: tuple[str, ...]) -> object:
+    """The value at `path` as the config loader's own YAML reader sees it."""
+    doc, issues = parse_yaml(raw.decode("utf-8-sig"), "gateway.yaml", ENV)
+    assert doc is not None and not issues, issues
+    value = doc.data
+    for key in path:
+        value = value[key]
+    return value
+
+
+def test_small_and_large_floats_are_written_as_floats_the_loader_reads() -> None:
+    for value in (1e-07, 5e-324, 1e16, 1.5e300, 123456.789):
+        after = plan(COMMENTED, Edit(("timeouts", "chat", "total"), value)).new_raw
+        assert _read_back(after, ("timeouts", "chat", "total")) == value, after
+    after = plan(COMMENTED, Edit(("timeouts", "chat", "total"), 1e-07)).new_raw
+    assert b"total: 1.0e-07     # 15 minutes" in after
+    assert parse_config(after, "gateway.yaml", env=ENV).timeouts.chat.total == 1e-07
+
+
+def test_large_integers_round_trip_and_one_past_the_digit_limit_is_refused() -> None:
+    for value in (2**64, -(2**70), 10**300):
+        after = plan(COMMENTED, Edit(("timeouts", "chat", "total"), value)).new_raw
+        assert _read_back(after, ("timeouts", "chat", "total")) == value
+    with pytest.raises(WriteBackError, match="too many digits"):
+        plan(COMMENTED, Edit(("timeouts", "chat", "total"), 10**5000))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_value_that_is_not_a_finite_number_is_refused(value: float) -> None:
+    with pytest.raises(WriteBackError, match="not a finite number"):
+        plan(COMMENTED, Edit(("timeouts", "chat", "total"), value))
+
+
+@pytest.mark.parametrize("text", TRICKY_STRINGS)
+@pytest.mark.parametrize("where", [("models", "chat", "description"), ("server", "host"), ("new", "key")])
+def test_strings_that_look_like_other_types_stay_strings(text: str, where: tuple[str, ...]) -> None:
+    source = "server:\n  host: 'quoted'\nmodels:\n  chat:\n    description: plain\n"
+    after = plan(source, Edit(where, text)).new_raw
+    assert _read_back(after, where) == text, after
+
+
+@pytest.mark.parametrize("text", ["nul\x00", "del\x7f", "bell\x07"])
+def test_a_control_character_the_loader_refuses_is_refused(text: str) -> None:
+    with pytest.raises(WriteBackError, match="control character"):
+        plan(COMMENTED, Edit(("models", "chat", "description"), text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.integers(),
+        st.booleans(),
+        st.text(),
+        st.sampled_from(TRICKY_STRINGS),
+    ),
+    block=st.booleans(),
+)
+def test_write_back_then_load_gives_the_same_value(value: object, block: bool) -> None:
+    source = "timeouts:\n  chat:\n    total: 900\n" if block else "timeouts: {chat: {total: 900}}\n"
+    path = ("timeouts", "chat", "total")
+    if isinstance(value, str) and CONTROL_CHARACTER.search(value):
+        with pytest.raises(WriteBackError, match="control character"):
+            plan(source, Edit(path, value))
+        return
+    after = plan(source, Edit(path, value)).new_raw  # type: ignore[arg-type]
+    read = _read_back(after, path)
+    assert read == value
+    # A whole float may be written as an integer (`5.0` → `5`): equal, and the schema's number.
+    assert isinstance(value, float) or type(read) is type(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=0, max_value=86400, exclude_min=True))
+def test_every_valid_timeout_written_back_loads_as_that_timeout(seconds: float) -> None:
+    after = plan(COMMENTED, Edit(("timeouts", "embeddings", "total"), seconds)).new_raw
+    assert parse_config(after, "gateway.yaml", env=ENV).timeouts.embeddings.total == seconds

@@ -250,16 +250,19 @@ def test_a_session_ends_when_its_admin_key_leaves_the_config(gateway, up: Upstre
 
 def test_failed_sign_ins_are_throttled_per_client_address(gateway) -> None:
     url = gateway.url("/admin/api/session")
-    for _ in range(5):
-        assert_problem(requests.post(url, json={"key": "guess"}, timeout=5), 401)
-    throttled = requests.post(url, json={"key": "guess"}, timeout=5)
+    for guess in range(5):
+        assert_problem(requests.post(url, json={"key": f"guess-{guess}"}, timeout=5), 401)
+    throttled = requests.post(url, json={"key": "guess-5"}, timeout=5)
     body = assert_problem(throttled, 429)
     assert 1 <= int(throttled.headers["retry-after"]) <= 60
-    assert "too many failed sign-ins" in body["detail"]
-    # Even the right key waits: the throttle answers before any key is looked at.
+    assert "too many failed admin authentications" in body["detail"]
+    # Even the right key waits: the throttle answers before any key is looked at, on every admin
+    # entry (a key that worked while throttled would tell a guesser when it guessed right).
     assert_problem(requests.post(url, json={"key": ADMIN_KEY}, timeout=5), 429)
-    # Admin keys in a header are not sign-ins and are not throttled.
-    assert requests.get(gateway.url("/admin/api/config"), headers=ADMIN, timeout=5).status_code == 200
+    assert_problem(requests.get(gateway.url("/admin/api/config"), headers=ADMIN, timeout=5), 429)
+    # The model API is no admin entry.
+    models = requests.get(gateway.url("/v1/models"), headers={"x-api-key": CLIENT_KEY}, timeout=5)
+    assert models.status_code == 200
 
 
 def test_sessions_hold_across_workers_and_restarts(gateway_server, up: Upstreams, tmp_path: Path) -> None:
@@ -286,7 +289,7 @@ def test_the_secret_can_come_from_the_environment(gateway_server, up: Upstreams,
     assert not (tmp_path / SECRET_FILE).exists()
 
 
-# -- the admin.enabled switch and loopback mode -----------------------------------------------------
+# -- the admin.enabled switch and the local admin token -----------------------------------------------------
 
 
 def test_admin_enabled_false_turns_the_panel_and_the_api_off(
@@ -302,26 +305,30 @@ def test_admin_enabled_false_turns_the_panel_and_the_api_off(
     assert models.status_code == 200
 
 
-def test_without_admin_keys_only_loopback_clients_use_the_panel(
+def test_without_admin_keys_the_local_admin_token_opens_the_panel(
     gateway_server, up: Upstreams, tmp_path: Path
 ) -> None:
     gateway = gateway_server(config(up, tmp_path, admin_keys="[]"), env=ENV)
-    me = requests.get(gateway.url("/admin/api/session"), timeout=5).json()
+    # Nobody is admin for being on loopback (a same-host proxy is on loopback too).
+    assert_problem(requests.get(gateway.url("/admin/api/session"), timeout=5), 401)
+    assert_problem(requests.get(gateway.url("/admin/api/config"), timeout=5), 401)
+    me = requests.get(gateway.url("/admin/api/session"), headers=gateway.admin_headers, timeout=5).json()
     assert (me["name"], me["via"], me["csrf_token"], me["admin_keys_configured"]) == (
         "local",
-        "loopback",
+        "key",
         None,
         False,
     )
-    assert requests.get(gateway.url("/admin/api/config"), timeout=5).status_code == 200
-    assert_problem(requests.post(gateway.url("/admin/api/session"), json={"key": "x"}, timeout=5), 422)
-    # A page on another site whose name resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+    assert_problem(requests.post(gateway.url("/admin/api/session"), json={"key": "x"}, timeout=5), 401)
+    session = requests.Session()
+    signed = session.post(gateway.url("/admin/api/session"), json={"key": gateway.admin_token}, timeout=5)
+    assert signed.status_code == 200 and signed.json()["admin_keys_configured"] is False
+    assert session.get(gateway.url("/admin/api/config"), timeout=5).status_code == 200
+    # A page on another site whose name resolves to 127.0.0.1 (DNS rebinding) has no token; and the
+    # session cookie is not sent to its name, nor would its Origin pass.
     rebound = {"host": f"evil.example:{gateway.port}", "origin": f"http://evil.example:{gateway.port}"}
-    assert_problem(requests.get(gateway.url("/admin/api/config"), headers=rebound, timeout=5), 403)
-    assert_problem(requests.post(gateway.url("/admin/api/config/reload"), headers=rebound, timeout=5), 403)
-    assert requests.get(
-        gateway.url("/admin/api/config"), headers={"host": f"localhost:{gateway.port}"}, timeout=5
-    ).ok
+    assert_problem(requests.get(gateway.url("/admin/api/config"), headers=rebound, timeout=5), 401)
+    assert_problem(requests.post(gateway.url("/admin/api/config/reload"), headers=rebound, timeout=5), 401)
 
 
 # -- recent outcomes per backend --------------------------------------------------------------------

@@ -64,7 +64,9 @@ def chat(gateway, model: str, *, stream: bool = False) -> requests.Response:
 
 def concurrency(gateway, backend: str) -> dict:
     """The backend's `concurrency` state as the admin API reports it."""
-    listing = requests.get(gateway.url("/admin/api/backends"), timeout=5).json()["backends"]
+    listing = requests.get(
+        gateway.url("/admin/api/backends"), headers=gateway.admin_headers, timeout=5
+    ).json()["backends"]
     return next(b for b in listing if b["name"] == backend)["concurrency"]
 
 

@@ -191,3 +191,29 @@ def test_an_edit_that_cannot_get_the_lock_is_503_and_changes_nothing(gateway_ser
     done = requests.patch(gateway.url("/admin/api/config/timeouts"), **patch)
     assert done.status_code == 200, done.text
     assert done.json()["timeouts"]["chat"]["total"] == 600
+
+
+def test_a_tiny_timeout_is_written_as_a_float_the_reload_reads(gateway_server) -> None:
+    """`1e-07` is a string to YAML 1.1: the settings API must write a form the loader reads back."""
+    gateway = gateway_server(CONFIG, env=ENV)
+    with requests.Session() as session:
+        response = session.patch(
+            gateway.url("/admin/api/config/timeouts"),
+            json={"chat": {"first_byte": 1e-07}},
+            headers={**HEADERS, "if-match": file_etag(gateway, session)},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["timeouts"]["chat"]["first_byte"] == 1e-07
+        assert "first_byte: 1.0e-07" in gateway.config_path.read_text()
+        assert yaml.safe_load(gateway.config_path.read_text())["timeouts"]["chat"]["first_byte"] == 1e-07
+        refused = session.patch(
+            gateway.url("/admin/api/config/timeouts"),
+            data='{"chat": {"total": Infinity}}',
+            headers={**HEADERS, "if-match": file_etag(gateway, session), "content-type": "application/json"},
+            timeout=10,
+        )
+        assert (
+            refused.status_code in (400, 422)
+            and refused.headers["content-type"] == "application/problem+json"
+        )

@@ -56,7 +56,9 @@ def claude(gateway) -> anthropic.Anthropic:
 
 
 def local_status(gateway, name: str) -> dict:
-    backends = requests.get(gateway.url("/admin/api/backends"), timeout=5).json()["backends"]
+    backends = requests.get(
+        gateway.url("/admin/api/backends"), headers=gateway.admin_headers, timeout=5
+    ).json()["backends"]
     return next(b for b in backends if b["name"] == name)["local"]
 
 
@@ -194,7 +196,7 @@ def open_request(gateway, body: dict) -> socket.socket:
     payload = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", gateway.port))
     sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         + f"content-length: {len(payload)}\r\n\r\n".encode()
         + payload
     )
@@ -284,7 +286,9 @@ reload: {{debounce_ms: 50}}
     after = {name: local_status(gateway, name)["engine_id"] for name in ("a", "b")}
     assert after["a"] == before["a"], "the unchanged model was reloaded"
     assert after["b"] != before["b"]
-    history = requests.get(gateway.url("/admin/api/config"), timeout=5).json()["history"]
+    history = requests.get(gateway.url("/admin/api/config"), headers=gateway.admin_headers, timeout=5).json()[
+        "history"
+    ]
     assert history[0]["rebuilt_backends"] == ["b"]
 
 

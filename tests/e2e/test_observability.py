@@ -85,7 +85,9 @@ def test_exact_counts_after_a_known_sequence(
     gateway_server: Callable[..., GatewayProcess], upstreams: tuple[FakeOpenAI, FakeAnthropic]
 ) -> None:
     gateway = gateway_server(config(upstreams), env={"FAKE_KEY": FAKE_KEY})
-    first_version = requests.get(gateway.url("/admin/api/config"), timeout=10).json()["version"]
+    first_version = requests.get(
+        gateway.url("/admin/api/config"), headers=gateway.admin_headers, timeout=10
+    ).json()["version"]
     usages = []
     for _ in range(3):
         response = chat(gateway, "chat")
@@ -108,10 +110,22 @@ def test_exact_counts_after_a_known_sequence(
     path: Path = gateway.config_path
     good = path.read_text()
     path.write_text(good + "\nmodels: {oops: 1}\n")  # duplicate key: rejected
-    assert requests.post(gateway.url("/admin/api/config/reload"), timeout=10).status_code == 422
+    assert (
+        requests.post(
+            gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=10
+        ).status_code
+        == 422
+    )
     path.write_text(config(upstreams, comment="second version"))
-    assert requests.post(gateway.url("/admin/api/config/reload"), timeout=10).status_code == 200
-    second_version = requests.get(gateway.url("/admin/api/config"), timeout=10).json()["version"]
+    assert (
+        requests.post(
+            gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=10
+        ).status_code
+        == 200
+    )
+    second_version = requests.get(
+        gateway.url("/admin/api/config"), headers=gateway.admin_headers, timeout=10
+    ).json()["version"]
 
     scrape = samples(gateway)
     requests_total = "gateway_requests_total"
@@ -193,7 +207,12 @@ def test_two_workers_report_the_whole_process_group(
             sent += 1
         expected = sent
         wait_until(lambda: logged_requests() == expected)  # noqa: B023 (called before the loop goes on)
-    assert requests.post(gateway.url("/admin/api/config/reload"), timeout=10).status_code == 200
+    assert (
+        requests.post(
+            gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=10
+        ).status_code
+        == 200
+    )
 
     for _ in range(12):  # each scrape is answered by either worker: every one must see the whole group
         scrape = samples(gateway)
@@ -287,7 +306,12 @@ def test_a_reload_applies_the_log_level(
     assert chat(gateway, "chat").status_code == 200
     wait_until(lambda: request_lines() == 1)
     gateway.config_path.write_text(config(upstreams) + "telemetry: {logging: {level: warning}}\n")
-    assert requests.post(gateway.url("/admin/api/config/reload"), timeout=10).status_code == 200
+    assert (
+        requests.post(
+            gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=10
+        ).status_code
+        == 200
+    )
     assert chat(gateway, "chat").status_code == 200
     assert chat(gateway, "down").status_code == 502
     gateway.stop()

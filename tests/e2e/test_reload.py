@@ -38,7 +38,7 @@ def model_ids(gateway) -> list[str]:
 
 
 def admin_config(gateway) -> dict:
-    response = requests.get(gateway.url("/admin/api/config"), timeout=5)
+    response = requests.get(gateway.url("/admin/api/config"), headers=gateway.admin_headers, timeout=5)
     assert response.status_code == 200
     return response.json()
 
@@ -129,14 +129,18 @@ def test_sighup_and_admin_api_reload_without_a_watcher(gateway_server) -> None:
     wait_until(lambda: model_ids(gateway)[0] == "v2-a", timeout=2)
     assert admin_config(gateway)["source"] == "signal"
     gateway.config_path.write_text(config_text("v3", watch=False))
-    response = requests.post(gateway.url("/admin/api/config/reload"), timeout=5)
+    response = requests.post(
+        gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=5
+    )
     assert response.status_code == 200
     assert response.json()["outcome"] == "applied"
     assert model_ids(gateway)[0] == "v3-a"
     assert admin_config(gateway)["source"] == "api"
     # A rejected reload through the API is a 422 problem listing the errors.
-    gateway.config_path.write_text("server: {port: many}\n")
-    response = requests.post(gateway.url("/admin/api/config/reload"), timeout=5)
+    gateway.config_path.write_text(config_text("v4", watch=False) + "server: {port: many}\n")
+    response = requests.post(
+        gateway.url("/admin/api/config/reload"), headers=gateway.admin_headers, timeout=5
+    )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
@@ -155,7 +159,9 @@ def test_every_worker_applies_the_edit(gateway_server) -> None:
     def both_workers_on_new_version() -> bool:
         # New connections are spread across the workers by the kernel; sample until both answered.
         status = requests.get(
-            gateway.url("/admin/api/config"), headers={"connection": "close"}, timeout=5
+            gateway.url("/admin/api/config"),
+            headers={**gateway.admin_headers, "connection": "close"},
+            timeout=5,
         ).json()
         seen[status["worker_pid"]] = status["version"]
         return len(seen) == 2 and set(seen.values()) == {new_version}

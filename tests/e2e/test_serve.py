@@ -5,11 +5,20 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
 
 from gateway.testing.process import free_port, start_gateway
+
+#: Every config needs a model; these tests are about the server around it.
+ONE_MODEL = """\
+backends:
+  up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  m: {chain: [{backend: up}]}
+"""
 
 
 def serve(config: Path, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -19,7 +28,7 @@ def serve(config: Path, *args: str, timeout: float = 20) -> subprocess.Completed
 
 def test_non_loopback_bind_without_keys_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("server: {port: 1}\n")
+    config.write_text(ONE_MODEL + "server: {port: 1}\n")
     result = serve(config, "--host", "0.0.0.0", "--port", str(free_port()))
     assert result.returncode == 1
     assert "no client keys are configured" in result.stderr
@@ -37,7 +46,7 @@ def test_invalid_config_is_refused_at_start_with_every_error(tmp_path: Path) -> 
 
 def test_open_access_on_purpose_logs_a_warning(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("auth: {allow_unauthenticated: true}\n")
+    config.write_text(ONE_MODEL + "auth: {allow_unauthenticated: true}\n")
     gateway = start_gateway(config)
     try:
         assert requests.get(gateway.url("/v1/models"), timeout=5).status_code == 200
@@ -48,7 +57,7 @@ def test_open_access_on_purpose_logs_a_warning(tmp_path: Path) -> None:
 
 def test_unknown_route_is_a_problem_not_html(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("{}\n")
+    config.write_text(ONE_MODEL)
     gateway = start_gateway(config)
     try:
         response = requests.get(gateway.url("/v2/whatever"), timeout=5)
@@ -65,10 +74,12 @@ def test_workers_run_on_the_configured_event_loop(tmp_path: Path) -> None:
     for choice, expected in (("auto", "uvloop event loop"), ("asyncio", "asyncio event loop")):
         config = tmp_path / choice / "gateway.yaml"
         config.parent.mkdir()
-        config.write_text(f"server: {{event_loop: {choice}}}\nmodels: {{}}\n")
+        config.write_text(ONE_MODEL + f"server: {{event_loop: {choice}}}\n")
         gateway = start_gateway(config)
         try:
-            assert requests.get(gateway.url("/v1/models"), timeout=5).json() == {"object": "list", "data": []}
+            assert [m["id"] for m in requests.get(gateway.url("/v1/models"), timeout=5).json()["data"]] == [
+                "m"
+            ]
         finally:
             assert gateway.stop(signal.SIGTERM) == 0
         assert expected in gateway.log()
@@ -82,3 +93,28 @@ def test_event_loop_choices() -> None:
     assert event_loop_factory("auto") is uvloop.new_event_loop
     assert event_loop_factory("uvloop") is uvloop.new_event_loop
     assert event_loop_factory("asyncio") is None
+
+
+def test_sigterm_while_workers_are_still_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """A SIGTERM that reaches workers before they could serve (a deploy rolled back at once) stops
+    them cleanly: exit 0, not a worker killed by the signal reported as a failure."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(ONE_MODEL)
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)]
+    for delay in (0.0, 0.3, 0.8):
+        process = subprocess.Popen(
+            [*command, "--port", str(free_port()), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        started = 0
+        for line in process.stdout:  # the supervisor has spawned both workers: they are importing
+            started += "worker_started" in line or ("worker" in line and "started" in line)
+            if started == 2:
+                break
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output

@@ -101,7 +101,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             f"""
 backends:
   oa: {{type: openai_compatible, base_url: "{oa.base_url}"}}
-  an: {{type: anthropic, base_url: "{an.base_url}", api_key: "k"}}
+  an: {{type: anthropic, base_url: "{an.base_url}", api_key: "${{USAGE_KEY}}"}}
 models:
   gpt: {{chain: [{{backend: oa, model: gpt-4o}}]}}
   claude: {{chain: [{{backend: an, model: claude-sonnet-test}}]}}
@@ -109,7 +109,7 @@ reload: {{watch: false}}
 """
         )
         recorder = TrailRecorder()
-        with gateway_in_thread(path, trails=recorder) as gateway:
+        with gateway_in_thread(path, trails=recorder, env={"USAGE_KEY": "k"}) as gateway:
             oai = openai.OpenAI(base_url=gateway.url("/v1"), api_key="x", max_retries=0, timeout=30)
             ant = anthropic.Anthropic(base_url=gateway.base_url, api_key="x", max_retries=0, timeout=30)
             yield Running(gateway, recorder, oai, ant)

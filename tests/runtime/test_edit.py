@@ -79,6 +79,13 @@ async def test_an_edit_is_written_and_applied_in_one_swap(live: LiveRuntime, con
     assert siblings(config_path) == [], "no temp file left behind"
 
 
+async def test_a_tiny_float_is_written_as_a_float_and_applied(live: LiveRuntime, config_path: Path) -> None:
+    """PyYAML reads `1e-07` as a string: the edit must be written as a float the reload reads back."""
+    result = await edit_config(live, [Edit(CHAT_TOTAL, 1e-07)], version(config_path))
+    assert "total: 1.0e-07   # 15 minutes" in config_path.read_text()
+    assert result.event.outcome == "applied" and live.current.timeouts.chat.total == 1e-07
+
+
 async def test_the_watcher_finds_the_edit_already_live(live: LiveRuntime, config_path: Path) -> None:
     seen: list[ReloadEvent] = []
     live.listeners.append(seen.append)
@@ -135,7 +142,7 @@ async def test_an_edit_the_reload_would_reject_is_refused(live: LiveRuntime, con
 
 async def test_a_value_from_the_environment_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text("timeouts:\n  chat:\n    total: ${CHAT_TIMEOUT:-900}\n")
+    path.write_text(CONFIG.replace("total: 900", "total: ${CHAT_TIMEOUT:-900}"))
     live = LiveRuntime(path, env={})
     await live.start()
     with pytest.raises(WriteBackError, match="set from the environment"):
@@ -184,12 +191,12 @@ async def test_a_symlinked_config_stays_a_symlink(tmp_path: Path) -> None:
 
 async def test_crlf_and_bom_survive_the_write(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
-    original = "\ufeff# windows\r\ntimeouts:\r\n  chat:\r\n    total: 900\r\n"
+    original = "\ufeff# windows\r\n" + CONFIG.replace("\n", "\r\n")
     path.write_bytes(original.encode())
     live = LiveRuntime(path, env={})
     await live.start()
     await edit_config(live, [Edit(CHAT_TOTAL, 5)], version(path))
-    assert path.read_bytes() == original.replace("900", "5").encode()
+    assert path.read_bytes() == original.replace("total: 900", "total: 5").encode()
     assert live.current.timeouts.chat.total == 5
     await live.close()
 

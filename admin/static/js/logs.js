@@ -430,6 +430,7 @@ class LogsView {
           field("Request id", h("code", {}, record.request_id)),
           field("Trace id", record.trace_id ? h("code", {}, record.trace_id) : null),
           field("Client key", record.client_key),
+          field("Client address", record.client_address),
           field("Surface", record.surface),
           field("Endpoint", `${record.endpoint}${record.stream ? " (streamed)" : ""}`),
           field("Model", record.model),

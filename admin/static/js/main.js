@@ -99,7 +99,9 @@ function showSignIn(message = "", kind = "bad") {
   h("label", { for: "admin-key" }, "Admin key", input), alert, button);
   fill(main, h("section", { class: "signin", "aria-labelledby": "sign-in-title" },
     h("h1", { id: "sign-in-title" }, "gateway ", h("span", {}, "admin")),
-    h("p", {}, "Sign in with one of the admin keys in auth.admin_keys."),
+    h("p", {}, "Sign in with one of the admin keys in auth.admin_keys. Without admin keys, use the local "
+      + "admin token: open the sign-in link the gateway printed at start, or paste the token from "
+      + ".gateway-admin-token next to its config file."),
     form));
   input.focus();
 }
@@ -117,7 +119,8 @@ function signInError(error) {
 async function signedIn(session) {
   state.session = session;
   setCsrfToken(session.csrf_token);
-  whoName.textContent = session.via === "loopback" ? "local (no admin keys configured)" : session.name;
+  // Without admin keys configured, the only admin there can be is the local admin token.
+  whoName.textContent = session.admin_keys_configured ? session.name : "local (admin token)";
   signOutButton.hidden = session.via !== "session";
   await loadConfig();
   await render();
@@ -152,7 +155,26 @@ document.addEventListener("click", (event) => {
 
 window.addEventListener("popstate", () => render());
 
+/** The local admin token of a sign-in URL (/admin/#token=…), taken out of the address bar at once:
+ * a fragment never reaches the server, its logs or a Referer, and it must not stay in the history. */
+function takeTokenFromUrl() {
+  const match = /^#token=([^&]+)/.exec(location.hash);
+  if (!match) return null;
+  history.replaceState(null, "", `${location.pathname}${location.search}`);
+  return decodeURIComponent(match[1]);
+}
+
 async function start() {
+  const token = takeTokenFromUrl();
+  if (token) {
+    try {
+      const { data } = await api("/session", { method: "POST", body: { key: token }, quiet401: true });
+      await signedIn(data);
+    } catch (error) {
+      showSignIn(`The sign-in link did not work: ${signInError(error)}`);
+    }
+    return;
+  }
   try {
     const { data } = await api("/session", { quiet401: true });
     await signedIn(data);
