@@ -48,7 +48,7 @@ MODEL = "gpt-4o-mini"
 _TOKEN = re.compile(rb'"content":"[^"]')
 _DONE = b"data: [DONE]"
 #: Names the server connection limit may have in the schema (set to fit the streams when present).
-CONNECTION_LIMIT_KEYS = ("max_connections", "max_open_connections", "connection_limit")
+CONNECTION_LIMIT_KEYS = ("max_client_connections", "max_connections", "max_open_connections")
 
 
 @dataclass

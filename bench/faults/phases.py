@@ -24,18 +24,19 @@ from typing import Any
 from gateway.bench.faults.auditdb import PG_HOST, PG_PORT, PostgresDatabases, SqliteLock, TcpForwarder
 from gateway.bench.faults.load import FaultLoad
 from gateway.bench.faults.slowloris import Slowloris
-from gateway.bench.faults.topology import GatewayConfig, Topology, version_of
+from gateway.bench.faults.topology import ADMIN_KEY, GatewayConfig, Topology, version_of
 
 from gateway.testing.behaviour import Behaviour
 
 __all__ = ["FUZZ_FUNCTION", "PHASES", "Run", "fuzz_function"]
 
-#: The property-based fuzz function the `fuzz` phase calls, as "module:function". It is called as
-#: `function(base_url, duration_s=...)` in a thread while the load runs and must
-#: raise (e.g. an AssertionError naming the input) if the gateway answered a client's input with a
-#: 5xx; whatever it returns goes into the phase's notes. `--fuzz-function` names another. Until the
-#: module exists the phase is skipped (and says so).
-FUZZ_FUNCTION = "gateway.testing.fuzz:fuzz_model_api"
+#: The property-based fuzz the `fuzz` phase runs, as "module:function": called in a thread while the
+#: load runs as `function(base_url, cases, models=[...], admin_key=...)` (the signature of
+#: `gateway.testing.fuzz.fuzz_gateway`); its report's `failed` (answers that broke the promise: a
+#: 5xx, an error not problem+json, a problem without its request_id) must be 0. `--fuzz-function`
+#: names another with that signature; the phase is skipped, and says so, when it cannot be imported
+#: (the fuzz needs `hypothesis`, from the `dev` extra).
+FUZZ_FUNCTION = "gateway.testing.fuzz:fuzz_gateway"
 DEFAULT_BEHAVIOUR = Behaviour()
 
 
@@ -366,22 +367,30 @@ def fuzz_function(spec: str) -> Callable[..., Any] | None:
 
 
 async def fuzz(run: Run) -> dict[str, Any]:
-    """The property-based fuzz function (`FUZZ_FUNCTION`, `--fuzz-function`) against the gateway
-    while the load runs: no client input may get a 5xx."""
+    """The property-based fuzz (`FUZZ_FUNCTION`, `--fuzz-function`) against the gateway while the
+    load runs: whatever a client sends, no 5xx, and every error a problem with its request_id."""
     spec = str(run.settings["fuzz_function"])
     function = fuzz_function(spec)
     if function is None:
         await asyncio.sleep(0.1)
-        return {"skipped": f"{spec} not found: wire the fuzz function there (see FUZZ_FUNCTION)"}
+        return {"skipped": f"{spec} cannot be imported (the fuzz needs hypothesis: the dev extra)"}
+    cases = int(run.settings["fuzz_cases"])
     try:
-        found = await asyncio.to_thread(function, run.topology.base_url, duration_s=run.phase_s)
+        report = await asyncio.to_thread(
+            function, run.topology.base_url, cases, models=["chat", "claude"], admin_key=ADMIN_KEY
+        )
     except AssertionError as error:
         return {"function": spec, "passed": False, "problem": str(error)[:500]}
-    return {
-        "function": spec,
-        "passed": True,
-        "returned": found if isinstance(found, dict | list | str) else None,
-    }
+    failed = getattr(report, "failed", None)
+    notes: dict[str, Any] = {"function": spec, "cases": getattr(report, "cases", cases), "passed": not failed}
+    by_status = getattr(report, "by_status", None)
+    if by_status:
+        notes["by_status"] = {str(status): n for status, n in sorted(by_status.items())}
+    if failed:
+        notes["broke_the_promise"] = failed
+        notes["problem"] = report.summary()[:500] if hasattr(report, "summary") else str(report)[:500]
+    await asyncio.sleep(run.recover_s / 2)
+    return notes
 
 
 Phase = Callable[[Run], Awaitable[dict[str, Any]]]

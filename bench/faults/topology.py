@@ -27,6 +27,8 @@ __all__ = ["ADMIN_KEY", "GatewayConfig", "Topology", "Upstream"]
 
 #: The bench's admin key (the admin API answers admin keys only).
 ADMIN_KEY = "bench-faults-admin-key-0123456789"
+#: The variable the Anthropic backends' key is read from (a literal key in the file is refused).
+FAKE_KEY_VARIABLE = "GATEWAY_BENCH_FAKE_KEY"
 ADMIN_KEY_SHA256 = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
 UPSTREAM_MODEL = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest"}
 
@@ -99,7 +101,8 @@ class GatewayConfig:
             if upstream.provider == "openai":
                 lines.append(f'  {name}: {{type: openai_compatible, base_url: "{upstream.url}/v1"}}')
             else:
-                lines.append(f'  {name}: {{type: anthropic, base_url: "{upstream.url}", api_key: "fake"}}')
+                key = "${" + FAKE_KEY_VARIABLE + "}"
+                lines.append(f'  {name}: {{type: anthropic, base_url: "{upstream.url}", api_key: "{key}"}}')
         lines.append("models:")
         for model, provider in (("chat", "openai"), ("claude", "anthropic")):
             backends = [f"{provider}-primary"] + ([f"{provider}-secondary"] if self.failover else [])
@@ -155,7 +158,7 @@ class Topology:
         return [u for name, u in self.upstreams.items() if name.endswith("-primary")]
 
     def start_gateway(self) -> None:
-        env = {"GATEWAY_CACHE_DIR": str(self.workdir / "cache")}
+        env = {"GATEWAY_CACHE_DIR": str(self.workdir / "cache"), FAKE_KEY_VARIABLE: "fake-key"}
         self.gateway = start_gateway(
             self.config_path, workers=self.workers, env=env, port=self.port, timeout=60
         )

@@ -4,17 +4,23 @@ every answered request found in the audit log once, and the fuzz hook called (no
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from tests.bench.conftest import BenchRun, check_envelope
 
-CALLS: list[tuple[str, float]] = []
+CALLS: list[tuple[str, int, list[str]]] = []
 
 
-def fuzz_stand_in(base_url: str, *, duration_s: float) -> dict[str, Any]:
-    """What the fuzz phase calls when pointed here (`--fuzz-function`): the real one is wired later."""
-    CALLS.append((base_url, duration_s))
-    return {"examples": 0}
+@dataclass
+class StandInReport:
+    cases: int
+    failed: int = 0
+
+
+def fuzz_stand_in(base_url: str, cases: int, *, models: list[str], admin_key: str) -> StandInReport:
+    """What the fuzz phase calls when pointed here (`--fuzz-function`), with fuzz_gateway's signature."""
+    CALLS.append((base_url, cases, list(models)))
+    return StandInReport(cases)
 
 
 def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
@@ -53,7 +59,7 @@ def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
     )
     edits = result["phases"][2]["notes"]
     assert edits["edits"] == 7 and edits["last_edit_live_after_s"] is not None
-    assert CALLS and CALLS[-1][0].startswith("http://127.0.0.1:")
+    assert CALLS and CALLS[-1][0].startswith("http://127.0.0.1:") and CALLS[-1][2] == ["chat", "claude"]
     assert result["phases"][3]["notes"]["passed"] is True
     assert run.exit_code == (1 if result["violations"] else 0)
     assert "| upstream-reset |" in run.stdout and "| **total** |" in run.stdout
