@@ -51,8 +51,7 @@ def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
         )
         assert row["answered"] == answered, row
         assert row["outcomes"]["5xx"] == 0 and row["duplicated"] == 0, row
-        if row["phase"] != "config-edits":  # (an applied empty file is issue 15's config defect)
-            assert row["lost"] == 0 and row["unexpected_outcomes"] == 0, row
+        assert row["lost"] == 0 and row["unexpected_outcomes"] == 0, row
     assert (
         result["phases"][0]["sent"] > 0
         and result["phases"][0]["outcomes"]["2xx"] == result["phases"][0]["sent"]
@@ -61,5 +60,5 @@ def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
     assert edits["edits"] == 7 and edits["last_edit_live_after_s"] is not None
     assert CALLS and CALLS[-1][0].startswith("http://127.0.0.1:") and CALLS[-1][2] == ["chat", "claude"]
     assert result["phases"][3]["notes"]["passed"] is True
-    assert run.exit_code == (1 if result["violations"] else 0)
+    assert result["violations"] == [] and run.exit_code == 0
     assert "| upstream-reset |" in run.stdout and "| **total** |" in run.stdout
