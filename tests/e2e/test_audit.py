@@ -501,6 +501,41 @@ def test_cache_token_counts_in_pages_and_exports(gateway_server, up: Upstreams, 
     assert (table["older"]["cached_tokens"], table["older"]["cache_creation_tokens"]) == ("", "")
 
 
+def test_csv_export_neutralises_cells_a_spreadsheet_would_evaluate(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """A client chooses the model name (refused, 404, but recorded) and the request id: in the CSV, a
+    text cell that starts like a formula is prefixed with `'`; numbers stay numbers."""
+    gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'a.sqlite3'}"), env=ENV)
+    formula = '=HYPERLINK("http://x.example","y")'
+    refused = requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": formula, "messages": MESSAGES},
+        headers={"authorization": f"Bearer {CLIENT_KEY}", "x-request-id": "-2-3"},
+        timeout=10,
+    )
+    assert refused.status_code == 404 and refused.headers["x-request-id"] == "-2-3"
+    oai(gateway).chat.completions.create(
+        model="gpt", messages=MESSAGES, max_tokens=2, extra_headers={"x-request-id": "ok-1"}
+    )
+    assert record_of(gateway, "-2-3")["model"] == formula  # stored as sent
+    record_of(gateway, "ok-1")
+
+    as_csv = requests.get(
+        gateway.url("/admin/api/logs/export"), params={"format": "csv"}, headers=ADMIN, timeout=10
+    )
+    assert as_csv.status_code == 200
+    table = {row["id"]: row for row in csv.DictReader(io.StringIO(as_csv.text))}
+    cells = [cell for row in table.values() for cell in row.values()]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    bad, ok = sorted(table.values(), key=lambda row: int(row["id"]))
+    assert (bad["request_id"], bad["model"], bad["http_status"]) == ("'-2-3", "'" + formula, "404")
+    assert (ok["request_id"], ok["model"], ok["completion_tokens"]) == ("ok-1", "gpt", "2")
+    # JSON Lines carries the values as stored (a JSON reader does not evaluate them).
+    exported = requests.get(gateway.url("/admin/api/logs/export"), headers=ADMIN, timeout=10)
+    assert formula in [json.loads(line)["model"] for line in exported.text.splitlines()]
+
+
 def test_logs_api_is_for_admins_only(gateway_server, up: Upstreams, tmp_path: Path) -> None:
     gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'a.sqlite3'}"), env=ENV)
     for path in ("/admin/api/logs", "/admin/api/logs/export", "/admin/api/logs/stats"):
