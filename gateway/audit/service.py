@@ -3,7 +3,8 @@ admin API reads, retention, and the live tail's fan-out.
 
 The request path calls `record(trail)` and nothing else: it appends the finished trail and the time
 it ended to the writer's buffer (no I/O; the writer builds the rows a batch at a time). A reload
-that changes `audit.*` starts a new writer for the new settings after the old one has flushed.
+that changes `audit.*` starts a new writer for the new settings, switches to it, and only then stops
+the old one, which writes (or spills, for its own database) what it was handed.
 
 Live tail: one feed per process, shared by every WebSocket subscriber. On PostgreSQL it LISTENs for
 the ids each instance inserts (so the tail shows every instance's records); on SQLite it polls for
@@ -97,17 +98,33 @@ class AuditService:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def apply(self, config: AuditConfig) -> None:
-        """Start, restart or stop the audit log for these settings (at start and after a reload)."""
+        """Start, restart or stop the audit log for these settings (at start and after a reload).
+
+        The new writer takes over before the old one stops: `record()` reads `self.writer` once and
+        hands the trail over without awaiting, so every record goes to exactly one writer, the old
+        (which writes or spills everything it was handed before it closes) or the new one. Stopping
+        first would leave a moment with no writer, and the records of that moment nowhere."""
         async with self._apply_lock:
             if config == self.config:
                 return
-            await self._stop_all()
+            await self._stop_readers()
+            old = self.writer
             self.config = config
+            if config.enabled:
+                writer = AuditWriter(lambda: AuditStore.open(config.database_url), config)
+                if old is not None:
+                    writer.hold_replay()
+                await writer.start()
+                self.writer = writer  # the switch: from here on records go to the new writer
+            else:
+                self.writer = None
+            if old is not None:
+                await old.stop()
+                if self.writer is not None:
+                    self.writer.release_replay()
             if not config.enabled:
                 log.info("audit log off (audit.enabled is false)", extra={"event": "audit_off"})
                 return
-            self.writer = AuditWriter(lambda: AuditStore.open(config.database_url), config)
-            await self.writer.start()
             self._retention_stop = asyncio.Event()
             self._retention = asyncio.create_task(self._run_retention(config))
             if self._subscribers:
@@ -120,10 +137,14 @@ class AuditService:
 
     async def close(self) -> None:
         async with self._apply_lock:
-            await self._stop_all()
+            await self._stop_readers()
+            if self.writer is not None:
+                writer, self.writer = self.writer, None
+                await writer.stop()
             self.config = None
 
-    async def _stop_all(self) -> None:
+    async def _stop_readers(self) -> None:
+        """Stop what reads the database of the current settings: retention, the live feed, the reader."""
         self._retention_stop.set()
         for task in (self._retention, self._feed):
             if task is not None:
@@ -131,13 +152,11 @@ class AuditService:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._retention = self._feed = None
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            await writer.stop()
         if self._reader is not None:
             reader, self._reader = self._reader, None
             with contextlib.suppress(Exception):
                 await reader.close()
+        self._reader_failed_at = 0.0
 
     async def _run_retention(self, config: AuditConfig) -> None:
         """Retention needs the database; wait for it (it may be down at start) without failing."""

@@ -96,10 +96,12 @@ class AuditWriter:
         self._buffer: deque[AuditRow] = deque()
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
-        self._spill = SpillFiles(config.spill_path)
+        self._spill = SpillFiles(config.spill_path, database=config.database_url)
         self._replay: SpillReader | None = None
         self._replay_chunk: list[AuditRow] | None = None
         self._replay_pending = False
+        #: While set, spill files wait: another writer of this process may still be spilling to them.
+        self._replay_held = False
         self._store: AuditStore | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -186,6 +188,19 @@ class AuditWriter:
         }
 
     @property
+    def _replay_due(self) -> bool:
+        return self._replay_pending and not self._replay_held
+
+    def hold_replay(self) -> None:
+        """Leave the spill files alone until `release_replay()` (the writer this one replaces may
+        still spill to them, and a file must not be renamed away under an append)."""
+        self._replay_held = True
+
+    def release_replay(self) -> None:
+        self._replay_held = False
+        self._wake.set()
+
+    @property
     def store(self) -> AuditStore | None:
         """The store this writer opened (None until the database has answered once)."""
         return self._store
@@ -229,7 +244,7 @@ class AuditWriter:
                 wait: float | None
                 if now < retry_at:
                     wait = retry_at - now
-                elif self._store is None or self._replay_pending or self.buffered >= self._batch_size:
+                elif self._store is None or self._replay_due or self.buffered >= self._batch_size:
                     wait = 0.0
                 elif batch_since is not None:
                     wait = batch_since + self._interval - now
@@ -253,7 +268,7 @@ class AuditWriter:
                     batch_since = now
                 due = (
                     self._store is None
-                    or self._replay_pending
+                    or self._replay_due
                     or self.buffered >= self._batch_size
                     or (batch_since is not None and now >= batch_since + self._interval)
                 )
@@ -288,7 +303,7 @@ class AuditWriter:
                 self._buffer.popleft()
             count -= len(batch)
             await self._spill_overflow()
-        if self._replay_pending and not self._stopping:
+        if self._replay_due and not self._stopping:
             return await self._replay_step(store)
         return True
 

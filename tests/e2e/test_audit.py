@@ -5,6 +5,7 @@ tail, also across two gateway processes sharing one PostgreSQL log)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +27,13 @@ import requests
 from gateway.audit.record import AuditEntry
 from gateway.audit.store import AuditStore
 from tests.conftest import wait_until
-from tests.e2e.audit_support import AuditDatabase, TcpProxy, audit_database, live_tail_handshake
+from tests.e2e.audit_support import (
+    AuditDatabase,
+    TcpProxy,
+    audit_database,
+    live_tail_handshake,
+    postgres_available,
+)
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
 
 KINDS = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -331,6 +338,65 @@ def test_records_in_the_buffer_at_sigterm_are_written(
         assert stats()["buffered"] == 25 and stats()["written"] == 0
         assert gateway.stop(signal.SIGTERM) == 0
         assert sorted(r["request_id"] for r in db.rows()) == sorted(sent)
+
+
+def test_switching_the_audit_database_under_load_loses_nothing(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """`audit.database_url` moves back and forth between two SQLite files (and PostgreSQL when it
+    answers) while clients keep sending; after a graceful stop every answered request has exactly one
+    record, in one of the databases."""
+    with contextlib.ExitStack() as stack:
+        databases = [
+            AuditDatabase("sqlite", str(tmp_path / "one.sqlite3")),
+            AuditDatabase("sqlite", str(tmp_path / "two.sqlite3")),
+        ]
+        if postgres_available():
+            databases.append(stack.enter_context(audit_database("postgres", tmp_path)))
+        texts = [config(up, db.url()) for db in databases]
+        gateway = gateway_server(texts[0], env=ENV)
+        answered: list[str] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def send() -> None:
+            with requests.Session() as session:
+                while not stop.is_set():
+                    response = session.post(
+                        gateway.url("/v1/chat/completions"),
+                        json={"model": "gpt", "messages": MESSAGES, "max_tokens": 2},
+                        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                        timeout=30,
+                    )
+                    if response.status_code == 200:
+                        answered.append(response.headers["x-request-id"])
+                    else:
+                        failures.append(response.text)
+
+        senders = [threading.Thread(target=send) for _ in range(6)]
+        for sender in senders:
+            sender.start()
+        try:
+            for turn in range(1, 10):
+                time.sleep(0.3)
+                gateway.config_path.write_text(texts[turn % len(texts)])
+                reload = requests.post(gateway.url("/admin/api/config/reload"), headers=ADMIN, timeout=10)
+                assert reload.json()["outcome"] == "applied", reload.text
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for sender in senders:
+                sender.join()
+        assert gateway.stop(signal.SIGTERM) == 0
+        assert not failures
+        stored = [
+            row["request_id"] for db in databases for row in db.query("SELECT request_id FROM audit_records")
+        ]
+        assert len(stored) == len(set(stored)), "a record was stored twice"
+        missing = set(answered) - set(stored)
+        assert not missing, f"{len(missing)} of {len(answered)} answered requests have no record"
+        assert len(stored) == len(answered)
+        assert all(db.count() > 0 for db in databases)  # each database took its share
 
 
 @KINDS

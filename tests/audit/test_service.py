@@ -1,0 +1,39 @@
+"""AuditService across reloads: a change of `audit.database_url` hands records to the new writer
+without a gap, and what was spilled for one database is replayed into that one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.audit.service import AuditService
+
+from .conftest import audit_config, make_entries, uid_counts, wait_for
+
+
+async def test_records_spilled_for_a_database_are_replayed_into_that_one(tmp_path: Path) -> None:
+    blocker = tmp_path / "later"  # a file where a directory should be: database `first` cannot open
+    blocker.write_text("not a directory")
+    first = f"sqlite://{blocker / 'first.sqlite3'}"
+    second = f"sqlite://{tmp_path / 'second.sqlite3'}"
+    entries = make_entries(50)
+    service = AuditService()
+    await service.apply(audit_config(tmp_path, first))
+    assert service.writer is not None
+    for entry in entries[:30]:
+        service.writer.record(entry)
+    await service.apply(audit_config(tmp_path, second))  # the first writer stops: its records spill
+    assert service.writer is not None
+    for entry in entries[30:]:
+        service.writer.record(entry)
+    await wait_for(lambda: service.writer is not None and service.writer.written == 20)
+    await service.apply(audit_config(tmp_path, second, flush_interval_ms=21))  # the second again
+    assert await uid_counts(second) == {entry.uid: 1 for entry in entries[30:]}
+
+    blocker.unlink()
+    blocker.mkdir()
+    await service.apply(audit_config(tmp_path, first))
+    await wait_for(lambda: service.writer is not None and service.writer.replayed == 30)
+    await service.close()
+    assert await uid_counts(first) == {entry.uid: 1 for entry in entries[:30]}
+    assert await uid_counts(second) == {entry.uid: 1 for entry in entries[30:]}
+    assert not list((tmp_path / "spill").iterdir())
