@@ -37,6 +37,8 @@ log = logging.getLogger("gateway.audit")
 POLL_INTERVAL_S = 0.5
 #: How long a failed open of the reading store is remembered before trying again.
 REOPEN_AFTER_S = 2.0
+#: The writer counters `stats` adds up across writers.
+_COUNTS = ("recorded", "written", "spilled", "replayed", "lost", "failed_batches")
 #: Records a live subscriber may fall behind before it is told it lagged and loses the oldest.
 SUBSCRIBER_QUEUE = 1000
 
@@ -82,6 +84,10 @@ class AuditService:
         self._feed: asyncio.Task[None] | None = None
         self._apply_lock = asyncio.Lock()
         self._ending = False
+        #: Writers replaced by a reload and still writing what they were handed.
+        self._stopping: list[AuditWriter] = []
+        #: The counters of the writers that have stopped.
+        self._retired_counts = dict.fromkeys(_COUNTS, 0)
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -119,7 +125,7 @@ class AuditService:
             else:
                 self.writer = None
             if old is not None:
-                await old.stop()
+                await self._retire(old)
                 if self.writer is not None:
                     self.writer.release_replay()
             if not config.enabled:
@@ -140,8 +146,18 @@ class AuditService:
             await self._stop_readers()
             if self.writer is not None:
                 writer, self.writer = self.writer, None
-                await writer.stop()
+                await self._retire(writer)
             self.config = None
+
+    async def _retire(self, writer: AuditWriter) -> None:
+        """Stop a writer that no longer receives records; its counters stay in `stats`."""
+        self._stopping.append(writer)
+        try:
+            await writer.stop()
+        finally:
+            self._stopping.remove(writer)
+            for key in _COUNTS:
+                self._retired_counts[key] += writer.stats[key]
 
     async def _stop_readers(self) -> None:
         """Stop what reads the database of the current settings: retention, the live feed, the reader."""
@@ -201,9 +217,20 @@ class AuditService:
             return self._reader
 
     def stats(self) -> dict[str, Any]:
-        if self.writer is None:
+        """The writer's state and counters. The counters add up every writer this process has run,
+        so a reload that restarts the writer does not set them back (nor lose what the old writer
+        did while it stopped). `spill_bytes`: what waits in the spill files of the current database."""
+        writer = self.writer
+        if writer is None:
             return {"enabled": False}
-        return {"enabled": True, **self.writer.stats}
+        stats = writer.stats
+        for key, value in self._retired_counts.items():
+            stats[key] += value
+        for stopping in self._stopping:
+            for key, value in stopping.stats.items():
+                if key in _COUNTS or key == "buffered":
+                    stats[key] += value
+        return {"enabled": True, **stats, "spill_bytes": writer.spill_bytes()}
 
     def end_live(self) -> None:
         """Shutdown has begun: end every live tail now, so open WebSockets do not hold the worker for

@@ -116,6 +116,16 @@ class SpillFiles:
             or (self._unnamed is not None and any(self._unnamed._orphans()))
         )
 
+    def pending_bytes(self) -> int:
+        """The size of every file this process would replay for its database (one directory scan)."""
+        total = 0
+        for _, path in self._files():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # replayed meanwhile
+                continue
+        return total
+
     def _files(self) -> list[tuple[int, Path]]:
         """(owner pid, path) of every spill file next to `spill_path`."""
         prefix = self.base.name + "."

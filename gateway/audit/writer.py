@@ -115,6 +115,9 @@ class AuditWriter:
         self.lost = 0
         self.failed_batches = 0
         self.db_up = False
+        #: Why the database was last found unreachable (None: never), and when (epoch seconds).
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     # -- the request path ------------------------------------------------------------------------
 
@@ -185,7 +188,16 @@ class AuditWriter:
             "lost": self.lost,
             "failed_batches": self.failed_batches,
             "db_up": self.db_up,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
         }
+
+    def spill_bytes(self) -> int:
+        """Bytes waiting in this database's spill files (a directory scan: not for the request path)."""
+        try:
+            return self._spill.pending_bytes()
+        except OSError:
+            return 0
 
     @property
     def _replay_due(self) -> bool:
@@ -398,6 +410,7 @@ class AuditWriter:
     def _went_down(self, message: str) -> None:
         was_up = self.db_up
         self.db_up = False
+        self.last_error, self.last_error_at = message, time.time()
         if was_up or not self._down_logged:
             self._down_logged = True
             log.warning(

@@ -33,6 +33,9 @@ async def test_records_spilled_for_a_database_are_replayed_into_that_one(tmp_pat
     blocker.mkdir()
     await service.apply(audit_config(tmp_path, first))
     await wait_for(lambda: service.writer is not None and service.writer.replayed == 30)
+    stats = service.stats()  # the counters of every writer so far, not only the current one's
+    assert (stats["recorded"], stats["written"], stats["spilled"], stats["replayed"]) == (50, 20, 30, 30)
+    assert stats["lost"] == 0 and stats["spill_bytes"] == 0 and stats["db_up"] is True
     await service.close()
     assert await uid_counts(first) == {entry.uid: 1 for entry in entries[:30]}
     assert await uid_counts(second) == {entry.uid: 1 for entry in entries[30:]}

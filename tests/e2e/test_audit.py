@@ -312,6 +312,48 @@ def test_database_outage_loses_nothing_and_duplicates_nothing(
             proxy.down()
 
 
+def test_ready_stays_200_with_the_audit_database_down_and_the_buffer_full(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """The gateway serves and spills: /ready says "degraded" in its audit check (and metrics say
+    why) but stays 200, so replicas sharing the database do not all leave the load balancer."""
+    blocker = tmp_path / "later"  # a file where a directory should be: SQLite cannot open the log
+    blocker.write_text("not a directory")
+    url = f"sqlite://{blocker / 'audit.sqlite3'}"
+    gateway = gateway_server(config(up, url, audit="  buffer_records: 5\n  batch_size: 5"), env=ENV)
+    client = oai(gateway)
+    for _ in range(20):
+        client.chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=2)
+    audit: dict[str, Any] = {}
+
+    def full_and_spilling() -> bool:
+        ready = requests.get(gateway.url("/ready"), timeout=5)
+        assert ready.status_code == 200, ready.text
+        audit.update(ready.json()["checks"]["audit"])
+        return audit["buffered"] + audit["spilled"] == 20 and audit["buffered"] == 5
+
+    wait_until(full_and_spilling, timeout=10, interval=0.1)
+    ready = requests.get(gateway.url("/ready"), timeout=5).json()
+    assert ready["status"] == "ready" and ready["degraded"] == ["audit"]
+    assert audit["status"] == "degraded" and audit["db_up"] is False and audit["spill_bytes"] > 0
+    assert "cannot open the audit database" in audit["last_error"] and "spilled" in audit["detail"]
+    metrics = requests.get(gateway.url("/metrics"), headers=ADMIN, timeout=5).text
+    assert "gateway_audit_database_up 0.0" in metrics
+    assert "gateway_audit_buffered_records 5.0" in metrics
+    assert f"gateway_audit_spill_bytes {float(audit['spill_bytes'])}" in metrics
+
+    blocker.unlink()
+    blocker.mkdir()
+    db = AuditDatabase("sqlite", str(blocker / "audit.sqlite3"))
+    wait_until(lambda: db.count() == 20, timeout=30, interval=0.2)
+    wait_until(
+        lambda: requests.get(gateway.url("/ready"), timeout=5).json()["checks"]["audit"]["status"] == "ok",
+        timeout=10,
+    )
+    ready = requests.get(gateway.url("/ready"), timeout=5).json()
+    assert ready["degraded"] == [] and ready["checks"]["audit"]["spill_bytes"] == 0
+
+
 @KINDS
 def test_records_in_the_buffer_at_sigterm_are_written(
     gateway_server, up: Upstreams, tmp_path: Path, kind: str
