@@ -75,6 +75,8 @@ async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tm
         "lost": 0,
         "failed_batches": 0,
         "db_up": False,  # closed
+        "last_error": None,  # the database never failed
+        "last_error_at": None,
     }
 
 
