@@ -525,6 +525,12 @@ class AuditWriter:
         commits a batch after all, the replay of the same records is ignored (uids are unique).
         """
         self._rows()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_timeout
+        if self._store is None and self._buffer and self.last_error is None:
+            # Stopped before the database was first open (a reload soon after the one that started
+            # this writer, SIGTERM just after start): open it now rather than spill what it can take.
+            await self._open_at_stop(self._stop_timeout)
         store = self._store
         if store is not None and self.db_up and self._buffer:
             pending = list(self._buffer)
@@ -544,7 +550,7 @@ class AuditWriter:
                     self._notify(batch, created.ids)
 
             task = asyncio.ensure_future(flush())
-            done, _ = await asyncio.wait({task}, timeout=self._stop_timeout)
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
             if not done:
                 abandoned = True
                 task.cancel()
@@ -558,6 +564,22 @@ class AuditWriter:
                 )
             self._buffer.extendleft(reversed(pending[confirmed:]))
         await self._finish()
+
+    async def _open_at_stop(self, timeout: float) -> None:
+        """Open the store for the final flush, within `timeout`; on failure the buffer is spilled."""
+        opening = asyncio.ensure_future(self._factory())
+        done, _ = await asyncio.wait({opening}, timeout=timeout)
+        if not done:
+            opening.cancel()  # AuditStore.open closes what it had opened
+            opening.add_done_callback(_retrieve)
+            self._went_down(f"cannot open the audit database: no answer in {timeout:.0f} s")
+            return
+        error = opening.exception()
+        if error is not None:
+            self._went_down(f"cannot open the audit database: {type(error).__name__}: {error}")
+            return
+        self._store = opening.result()
+        self._came_up()
 
     async def _finish(self) -> None:
         """Spill whatever is still in memory and close. Idempotent."""

@@ -409,3 +409,27 @@ def test_spill_claims_are_atomic_between_processes(tmp_path: Path) -> None:
     first, second = me.claim_next(), sibling.claim_next()
     assert first is not None and second is None
     assert first.name.startswith(f"{base.name}.{os.getpid()}.adopted.")
+
+
+async def test_stop_before_the_database_was_first_open_writes_rather_than_spills(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A reload may retire a writer that is still connecting: it connects to write what it holds."""
+    config = audit_config(tmp_path, database_url)
+    opening = asyncio.Event()
+
+    async def slow_open() -> AuditStore:
+        opening.set()
+        await asyncio.sleep(0.3)
+        return await AuditStore.open(database_url)
+
+    writer = AuditWriter(slow_open, config)
+    await writer.start()
+    entries = make_entries(40)
+    for entry in entries:
+        writer.record(entry)
+    await opening.wait()
+    await writer.stop()
+    assert (writer.written, writer.spilled, writer.lost) == (40, 0, 0)
+    assert await uid_counts(database_url) == {entry.uid: 1 for entry in entries}
+    assert _spill_files(config.spill_path) == []
