@@ -262,12 +262,20 @@ class AuditWriter:
                     wait = batch_since + self._interval - now
                 else:
                     wait = None
+                if now < retry_at and self._outage and batch_since is not None:
+                    wait = min(retry_at - now, max(0.0, batch_since + self._interval - now))
                 if wait is None or wait > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await self._wake.wait()
                 self._wake.clear()
-                if not self.db_up:
+                if self._outage and batch_since is not None and loop.time() >= batch_since + self._interval:
+                    # The database is known to be down: what waited a flush interval goes to the
+                    # (fsynced) spill file, so a killed process loses at most the last interval's
+                    # records, as when the database answers, not a whole buffer.
+                    await self._spill_buffered()
+                    batch_since = None
+                elif not self.db_up:
                     # While the database is down, memory is bounded first. While it is up, a burst
                     # is written batch by batch, and only what still exceeds the buffer spills.
                     await self._spill_overflow()
@@ -430,6 +438,18 @@ class AuditWriter:
 
     # -- spill -----------------------------------------------------------------------------------
 
+    @property
+    def _outage(self) -> bool:
+        """The database has been tried and found down (not merely not opened yet)."""
+        return not self.db_up and self.last_error is not None
+
+    async def _spill_buffered(self) -> None:
+        self._rows()
+        if self._buffer:
+            rows = list(self._buffer)
+            self._buffer.clear()
+            await self._spill_rows(rows)
+
     async def _spill_overflow(self) -> None:
         excess = self.buffered - self._limit
         if excess > 0:
@@ -453,7 +473,7 @@ class AuditWriter:
             return
         if self.spilled == 0 or not self.db_up:
             log.warning(
-                "audit buffer full: %d records spilled to %s",
+                "audit database down: %d records spilled to %s",
                 len(rows),
                 self._spill.path,
                 extra={"event": "audit_spilled", "count": len(rows)},

@@ -67,9 +67,8 @@ def _audit(stats: Mapping[str, Any], limit: int | None) -> dict[str, Any]:
         "last_error": stats.get("last_error"),
     }
     if not db_up:
-        full = limit is not None and buffered >= limit
-        check["detail"] = "the audit database is down: records " + (
-            "are spilled to disk (the buffer is full)" if full else "wait in memory"
+        check["detail"] = (
+            "the audit database is down: records go to the spill file and are replayed when it answers"
         )
     elif stats.get("lost"):
         check["detail"] = "audit records were lost (see the log for audit_lost)"
