@@ -347,7 +347,7 @@ class AuditWriter:
         try:
             store = opening.result()
         except Exception as error:
-            self._went_down(f"cannot open the audit database: {type(error).__name__}: {error}")
+            self._went_down(f"cannot open the audit database: {type(error).__name__}", str(error))
             return None
         self._store = store
         self._came_up()
@@ -415,10 +415,14 @@ class AuditWriter:
         except Exception:
             log.exception("audit on_written callback failed")
 
-    def _went_down(self, message: str) -> None:
+    def _went_down(self, message: str, detail: str = "") -> None:
+        """`message` names the failure (it is shown by /ready, which needs no key); `detail` (the
+        driver's text: hosts, paths) goes to the log only."""
         was_up = self.db_up
         self.db_up = False
         self.last_error, self.last_error_at = message, time.time()
+        if detail:
+            message = f"{message}: {detail}"
         if was_up or not self._down_logged:
             self._down_logged = True
             log.warning(
@@ -596,7 +600,7 @@ class AuditWriter:
             return
         error = opening.exception()
         if error is not None:
-            self._went_down(f"cannot open the audit database: {type(error).__name__}: {error}")
+            self._went_down(f"cannot open the audit database: {type(error).__name__}", str(error))
             return
         self._store = opening.result()
         self._came_up()
