@@ -116,6 +116,21 @@ class SpillFiles:
             or (self._unnamed is not None and any(self._unnamed._orphans()))
         )
 
+    def other_databases(self) -> list[Path]:
+        """Spill files waiting for other databases (a reload moved `database_url` while the old one
+        was down): they are replayed when a writer for their database runs, not by this one."""
+        if self._unnamed is None:
+            return []
+        prefix = f"{self._unnamed.base.name}.db-"
+        try:
+            names = os.listdir(self.base.parent)
+        except FileNotFoundError:
+            return []
+        mine = self.base.name + "."
+        return sorted(
+            self.base.parent / name for name in names if name.startswith(prefix) and not name.startswith(mine)
+        )
+
     def pending_bytes(self) -> int:
         """The size of every file this process would replay for its database (one directory scan)."""
         total = 0

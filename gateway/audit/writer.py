@@ -353,8 +353,18 @@ class AuditWriter:
         self._came_up()
         try:
             self._replay_pending = await asyncio.to_thread(self._spill.pending)
+            others = await asyncio.to_thread(self._spill.other_databases)
         except OSError as error:
             log.error("audit spill directory unreadable: %s", error, extra={"event": "audit_spill_error"})
+        else:
+            if others:
+                log.warning(
+                    "%d audit spill file(s) wait for another audit database (%s): they are replayed "
+                    "when the gateway writes to that database again",
+                    len(others),
+                    ", ".join(path.name for path in others[:5]),
+                    extra={"event": "audit_spill_elsewhere", "files": [str(path) for path in others]},
+                )
         return store
 
     async def _write(self, store: AuditStore, batch: list[AuditRow]) -> bool:
