@@ -6,7 +6,8 @@
 - `GET /admin/api/logs/export?format=jsonl|csv&<same filters>`: every matching record, streamed. In
   the CSV, a text cell a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, tab, CR first) is
   prefixed with `'`; JSON Lines carries the values as stored.
-- `GET /admin/api/logs/stats`: the writer's counters (buffered, written, spilled, replayed, lost).
+- `GET /admin/api/logs/stats`: the writer's counters since the process started (buffered, written,
+  spilled, replayed, lost), `spill_bytes` waiting to be replayed, `db_up` and `last_error`.
 - `GET /admin/api/logs/backends?minutes=15`: each backend's attempts over the last minutes, by
   outcome, with the share that failed (the status page's recent error rate).
 - `WS /admin/api/logs/live?<same filters>`: `{"type": "record", "record": {...}}` for each new matching
