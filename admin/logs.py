@@ -3,8 +3,11 @@
 - `GET /admin/api/logs?model=&backend_type=&status=&since=&until=&request_id=&limit=&cursor=`
   → `{"records": [...], "next_cursor": "..." | null}`, newest first. Pass `next_cursor` back as
   `cursor` for the next page: pages are stable while new records arrive.
-- `GET /admin/api/logs/export?format=jsonl|csv&<same filters>`: every matching record, streamed.
-- `GET /admin/api/logs/stats`: the writer's counters (buffered, written, spilled, replayed, lost).
+- `GET /admin/api/logs/export?format=jsonl|csv&<same filters>`: every matching record, streamed. In
+  the CSV, a text cell a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, tab, CR first) is
+  prefixed with `'`; JSON Lines carries the values as stored.
+- `GET /admin/api/logs/stats`: the writer's counters since the process started (buffered, written,
+  spilled, replayed, lost), `spill_bytes` waiting to be replayed, `db_up` and `last_error`.
 - `GET /admin/api/logs/backends?minutes=15`: each backend's attempts over the last minutes, by
   outcome, with the share that failed (the status page's recent error rate).
 - `WS /admin/api/logs/live?<same filters>`: `{"type": "record", "record": {...}}` for each new matching
@@ -189,13 +192,21 @@ async def _csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield out.getvalue().encode()
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP, "CSV injection"): such a text cell is
+#: written with a leading `'`, which spreadsheets show as text. Numbers are written as numbers.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any, column: str) -> Any:
     if column == "failover_path":
-        return orjson.dumps(value or []).decode()
+        value = orjson.dumps(value or []).decode()
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        # Text comes from clients (model names, request ids) and operators (key and backend names).
+        return "'" + value
     return value
 
 

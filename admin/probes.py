@@ -36,9 +36,13 @@ async def health() -> Response:
 
 @blueprint.get("/ready")
 async def ready() -> Response:
+    """200 while this process can serve; 503 before a config is loaded, while draining after SIGTERM,
+    or when a model has no usable target. Audit trouble shows as `degraded`, not as a 503."""
     app = current_app
-    ok, checks = readiness(app.live.current, app.audit.stats())
-    return _json({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+    ok, checks = readiness(app.live.current, app.audit.stats(), draining=app.draining)
+    degraded = [name for name, check in checks.items() if check.get("status") == "degraded"]
+    body = {"status": "ready" if ok else "not ready", "degraded": degraded, "checks": checks}
+    return _json(body, 200 if ok else 503)
 
 
 @blueprint.before_app_request

@@ -62,6 +62,8 @@ class GatewayApp(Quart):
     audit: AuditService
     telemetry: Telemetry
     admin_sessions: AdminSessions
+    #: Set when shutdown begins (SIGTERM): `/ready` answers 503 so load balancers stop sending.
+    draining: bool = False
 
 
 def create_app(

@@ -183,6 +183,7 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
 
         def begin_stopping() -> None:
             stop.set()
+            app.fallback.draining = True  # /ready says 503 from now on
             app.fallback.audit.end_live()  # live-tail sockets must not hold the graceful shutdown
 
         loop.add_signal_handler(signal.SIGTERM, begin_stopping)

@@ -3,7 +3,8 @@ admin API reads, retention, and the live tail's fan-out.
 
 The request path calls `record(trail)` and nothing else: it appends the finished trail and the time
 it ended to the writer's buffer (no I/O; the writer builds the rows a batch at a time). A reload
-that changes `audit.*` starts a new writer for the new settings after the old one has flushed.
+that changes `audit.*` starts a new writer for the new settings, switches to it, and only then stops
+the old one, which writes (or spills, for its own database) what it was handed.
 
 Live tail: one feed per process, shared by every WebSocket subscriber. On PostgreSQL it LISTENs for
 the ids each instance inserts (so the tail shows every instance's records); on SQLite it polls for
@@ -36,6 +37,8 @@ log = logging.getLogger("gateway.audit")
 POLL_INTERVAL_S = 0.5
 #: How long a failed open of the reading store is remembered before trying again.
 REOPEN_AFTER_S = 2.0
+#: The writer counters `stats` adds up across writers.
+_COUNTS = ("recorded", "written", "spilled", "replayed", "lost", "failed_batches")
 #: Records a live subscriber may fall behind before it is told it lagged and loses the oldest.
 SUBSCRIBER_QUEUE = 1000
 
@@ -81,6 +84,10 @@ class AuditService:
         self._feed: asyncio.Task[None] | None = None
         self._apply_lock = asyncio.Lock()
         self._ending = False
+        #: Writers replaced by a reload and still writing what they were handed.
+        self._stopping: list[AuditWriter] = []
+        #: The counters of the writers that have stopped.
+        self._retired_counts = dict.fromkeys(_COUNTS, 0)
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -97,17 +104,33 @@ class AuditService:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def apply(self, config: AuditConfig) -> None:
-        """Start, restart or stop the audit log for these settings (at start and after a reload)."""
+        """Start, restart or stop the audit log for these settings (at start and after a reload).
+
+        The new writer takes over before the old one stops: `record()` reads `self.writer` once and
+        hands the trail over without awaiting, so every record goes to exactly one writer, the old
+        (which writes or spills everything it was handed before it closes) or the new one. Stopping
+        first would leave a moment with no writer, and the records of that moment nowhere."""
         async with self._apply_lock:
             if config == self.config:
                 return
-            await self._stop_all()
+            await self._stop_readers()
+            old = self.writer
             self.config = config
+            if config.enabled:
+                writer = AuditWriter(lambda: AuditStore.open(config.database_url), config)
+                if old is not None:
+                    writer.hold_replay()
+                await writer.start()
+                self.writer = writer  # the switch: from here on records go to the new writer
+            else:
+                self.writer = None
+            if old is not None:
+                await self._retire(old)
+                if self.writer is not None:
+                    self.writer.release_replay()
             if not config.enabled:
                 log.info("audit log off (audit.enabled is false)", extra={"event": "audit_off"})
                 return
-            self.writer = AuditWriter(lambda: AuditStore.open(config.database_url), config)
-            await self.writer.start()
             self._retention_stop = asyncio.Event()
             self._retention = asyncio.create_task(self._run_retention(config))
             if self._subscribers:
@@ -120,10 +143,24 @@ class AuditService:
 
     async def close(self) -> None:
         async with self._apply_lock:
-            await self._stop_all()
+            await self._stop_readers()
+            if self.writer is not None:
+                writer, self.writer = self.writer, None
+                await self._retire(writer)
             self.config = None
 
-    async def _stop_all(self) -> None:
+    async def _retire(self, writer: AuditWriter) -> None:
+        """Stop a writer that no longer receives records; its counters stay in `stats`."""
+        self._stopping.append(writer)
+        try:
+            await writer.stop()
+        finally:
+            self._stopping.remove(writer)
+            for key in _COUNTS:
+                self._retired_counts[key] += writer.stats[key]
+
+    async def _stop_readers(self) -> None:
+        """Stop what reads the database of the current settings: retention, the live feed, the reader."""
         self._retention_stop.set()
         for task in (self._retention, self._feed):
             if task is not None:
@@ -131,13 +168,11 @@ class AuditService:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._retention = self._feed = None
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            await writer.stop()
         if self._reader is not None:
             reader, self._reader = self._reader, None
             with contextlib.suppress(Exception):
                 await reader.close()
+        self._reader_failed_at = 0.0
 
     async def _run_retention(self, config: AuditConfig) -> None:
         """Retention needs the database; wait for it (it may be down at start) without failing."""
@@ -182,9 +217,20 @@ class AuditService:
             return self._reader
 
     def stats(self) -> dict[str, Any]:
-        if self.writer is None:
+        """The writer's state and counters. The counters add up every writer this process has run,
+        so a reload that restarts the writer does not set them back (nor lose what the old writer
+        did while it stopped). `spill_bytes`: what waits in the spill files of the current database."""
+        writer = self.writer
+        if writer is None:
             return {"enabled": False}
-        return {"enabled": True, **self.writer.stats}
+        stats = writer.stats
+        for key, value in self._retired_counts.items():
+            stats[key] += value
+        for stopping in self._stopping:
+            for key, value in stopping.stats.items():
+                if key in _COUNTS or key == "buffered":
+                    stats[key] += value
+        return {"enabled": True, **stats, "spill_bytes": writer.spill_bytes()}
 
     def end_live(self) -> None:
         """Shutdown has begun: end every live tail now, so open WebSockets do not hold the worker for

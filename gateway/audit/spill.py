@@ -1,18 +1,25 @@
 """Spill files: where audit records go when the database is down and memory is full, until replayed.
 
-Each process appends to its own `<spill_path>.<pid>` (JSON Lines, fsync per chunk), so worker
+Records are spilled for one database and replayed into that one: the files of a database are named
+`<spill_path>.<db>.…`, where `<db>` (`db-` and 12 hex digits) is a hash of its URL without the
+password. After a reload that moves `audit.database_url`, what was spilled for the old database waits
+for it (the next writer to that database replays it) instead of landing in the new one.
+
+Each process appends to its own `<spill_path>.<db>.<pid>` (JSON Lines, fsync per chunk), so worker
 processes sharing a directory never interleave. To replay, a file is first renamed (atomic) to a
-name that says which process is replaying it: `<spill_path>.<pid>.replaying` for its own, and
-`<spill_path>.<pid>.adopted.<token>` for a dead process's file it took over. The first number
-after `<spill_path>.` is always the owner, so a replayer that dies leaves files the next process
+name that says which process is replaying it: `….<pid>.replaying` for its own, and
+`….<pid>.adopted.<token>` for a dead process's file it took over. The first number after
+`<spill_path>.<db>.` is always the owner, so a replayer that dies leaves files the next process
 recognises as orphans. A replay that is cut short is simply run again: records carry a unique uid
-and the store ignores the ones it already has.
+and the store ignores the ones it already has. Files of dead processes named without a database
+(`<spill_path>.<pid>…`, from before spill files were per database) are adopted by any database.
 
 Everything here blocks (file I/O): the writer calls it through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -20,7 +27,17 @@ from typing import BinaryIO
 
 from gateway.audit.record import AuditEntry
 
-__all__ = ["SpillFiles", "SpillReader", "pid_alive"]
+__all__ = ["SpillFiles", "SpillReader", "database_tag", "pid_alive"]
+
+
+def database_tag(database_url: str) -> str:
+    """The name part that says which database a spill file is for: the same for every process and
+    every password of that database. Starts with a letter, so it is never taken for a pid."""
+    scheme, sep, rest = database_url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if at:
+        rest = credentials.split(":", 1)[0] + "@" + host
+    return "db-" + hashlib.sha256(f"{scheme}{sep}{rest}".encode()).hexdigest()[:12]
 
 
 def pid_alive(pid: int) -> bool:
@@ -37,10 +54,16 @@ def pid_alive(pid: int) -> bool:
 
 
 class SpillFiles:
-    """The spill files of one process: its own, and the orphans it may adopt."""
+    """The spill files of one process for one database (None: files named without a database): its
+    own, and the orphans it may adopt."""
 
-    def __init__(self, spill_path: Path, pid: int | None = None) -> None:
-        self.base = Path(spill_path)
+    def __init__(self, spill_path: Path, pid: int | None = None, database: str | None = None) -> None:
+        spill_path = Path(spill_path)
+        #: Files named without a database, from dead processes: adopted as orphans too.
+        self._unnamed = SpillFiles(spill_path, pid) if database is not None else None
+        self.base = (
+            spill_path.with_name(f"{spill_path.name}.{database_tag(database)}") if database else spill_path
+        )
         self.pid = os.getpid() if pid is None else pid
         self.path = self.base.with_name(f"{self.base.name}.{self.pid}")
         self._replaying = self.base.with_name(f"{self.base.name}.{self.pid}.replaying")
@@ -74,7 +97,7 @@ class SpillFiles:
             return self._replaying
         except FileNotFoundError:
             pass
-        for orphan in self._orphans():
+        for orphan in self._orphans() + (self._unnamed._orphans() if self._unnamed else []):
             adopted = self.base.with_name(f"{self.base.name}.{self.pid}.adopted.{uuid.uuid4().hex[:12]}")
             try:
                 os.rename(orphan, adopted)  # atomic: when two processes race, one gets it
@@ -90,7 +113,33 @@ class SpillFiles:
             or self._replaying.exists()
             or any(self._owned_adoptions())
             or any(self._orphans())
+            or (self._unnamed is not None and any(self._unnamed._orphans()))
         )
+
+    def other_databases(self) -> list[Path]:
+        """Spill files waiting for other databases (a reload moved `database_url` while the old one
+        was down): they are replayed when a writer for their database runs, not by this one."""
+        if self._unnamed is None:
+            return []
+        prefix = f"{self._unnamed.base.name}.db-"
+        try:
+            names = os.listdir(self.base.parent)
+        except FileNotFoundError:
+            return []
+        mine = self.base.name + "."
+        return sorted(
+            self.base.parent / name for name in names if name.startswith(prefix) and not name.startswith(mine)
+        )
+
+    def pending_bytes(self) -> int:
+        """The size of every file this process would replay for its database (one directory scan)."""
+        total = 0
+        for _, path in self._files():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # replayed meanwhile
+                continue
+        return total
 
     def _files(self) -> list[tuple[int, Path]]:
         """(owner pid, path) of every spill file next to `spill_path`."""

@@ -96,10 +96,12 @@ class AuditWriter:
         self._buffer: deque[AuditRow] = deque()
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
-        self._spill = SpillFiles(config.spill_path)
+        self._spill = SpillFiles(config.spill_path, database=config.database_url)
         self._replay: SpillReader | None = None
         self._replay_chunk: list[AuditRow] | None = None
         self._replay_pending = False
+        #: While set, spill files wait: another writer of this process may still be spilling to them.
+        self._replay_held = False
         self._store: AuditStore | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -113,6 +115,9 @@ class AuditWriter:
         self.lost = 0
         self.failed_batches = 0
         self.db_up = False
+        #: Why the database was last found unreachable (None: never), and when (epoch seconds).
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
 
     # -- the request path ------------------------------------------------------------------------
 
@@ -183,7 +188,29 @@ class AuditWriter:
             "lost": self.lost,
             "failed_batches": self.failed_batches,
             "db_up": self.db_up,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
         }
+
+    def spill_bytes(self) -> int:
+        """Bytes waiting in this database's spill files (a directory scan: not for the request path)."""
+        try:
+            return self._spill.pending_bytes()
+        except OSError:
+            return 0
+
+    @property
+    def _replay_due(self) -> bool:
+        return self._replay_pending and not self._replay_held
+
+    def hold_replay(self) -> None:
+        """Leave the spill files alone until `release_replay()` (the writer this one replaces may
+        still spill to them, and a file must not be renamed away under an append)."""
+        self._replay_held = True
+
+    def release_replay(self) -> None:
+        self._replay_held = False
+        self._wake.set()
 
     @property
     def store(self) -> AuditStore | None:
@@ -229,18 +256,26 @@ class AuditWriter:
                 wait: float | None
                 if now < retry_at:
                     wait = retry_at - now
-                elif self._store is None or self._replay_pending or self.buffered >= self._batch_size:
+                elif self._store is None or self._replay_due or self.buffered >= self._batch_size:
                     wait = 0.0
                 elif batch_since is not None:
                     wait = batch_since + self._interval - now
                 else:
                     wait = None
+                if now < retry_at and self._outage and batch_since is not None:
+                    wait = min(retry_at - now, max(0.0, batch_since + self._interval - now))
                 if wait is None or wait > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await self._wake.wait()
                 self._wake.clear()
-                if not self.db_up:
+                if self._outage and batch_since is not None and loop.time() >= batch_since + self._interval:
+                    # The database is known to be down: what waited a flush interval goes to the
+                    # (fsynced) spill file, so a killed process loses at most the last interval's
+                    # records, as when the database answers, not a whole buffer.
+                    await self._spill_buffered()
+                    batch_since = None
+                elif not self.db_up:
                     # While the database is down, memory is bounded first. While it is up, a burst
                     # is written batch by batch, and only what still exceeds the buffer spills.
                     await self._spill_overflow()
@@ -253,7 +288,7 @@ class AuditWriter:
                     batch_since = now
                 due = (
                     self._store is None
-                    or self._replay_pending
+                    or self._replay_due
                     or self.buffered >= self._batch_size
                     or (batch_since is not None and now >= batch_since + self._interval)
                 )
@@ -288,7 +323,7 @@ class AuditWriter:
                 self._buffer.popleft()
             count -= len(batch)
             await self._spill_overflow()
-        if self._replay_pending and not self._stopping:
+        if self._replay_due and not self._stopping:
             return await self._replay_step(store)
         return True
 
@@ -312,14 +347,24 @@ class AuditWriter:
         try:
             store = opening.result()
         except Exception as error:
-            self._went_down(f"cannot open the audit database: {type(error).__name__}: {error}")
+            self._went_down(f"cannot open the audit database: {type(error).__name__}", str(error))
             return None
         self._store = store
         self._came_up()
         try:
             self._replay_pending = await asyncio.to_thread(self._spill.pending)
+            others = await asyncio.to_thread(self._spill.other_databases)
         except OSError as error:
             log.error("audit spill directory unreadable: %s", error, extra={"event": "audit_spill_error"})
+        else:
+            if others:
+                log.warning(
+                    "%d audit spill file(s) wait for another audit database (%s): they are replayed "
+                    "when the gateway writes to that database again",
+                    len(others),
+                    ", ".join(path.name for path in others[:5]),
+                    extra={"event": "audit_spill_elsewhere", "files": [str(path) for path in others]},
+                )
         return store
 
     async def _write(self, store: AuditStore, batch: list[AuditRow]) -> bool:
@@ -380,9 +425,14 @@ class AuditWriter:
         except Exception:
             log.exception("audit on_written callback failed")
 
-    def _went_down(self, message: str) -> None:
+    def _went_down(self, message: str, detail: str = "") -> None:
+        """`message` names the failure (it is shown by /ready, which needs no key); `detail` (the
+        driver's text: hosts, paths) goes to the log only."""
         was_up = self.db_up
         self.db_up = False
+        self.last_error, self.last_error_at = message, time.time()
+        if detail:
+            message = f"{message}: {detail}"
         if was_up or not self._down_logged:
             self._down_logged = True
             log.warning(
@@ -401,6 +451,18 @@ class AuditWriter:
             self.db_up = True
 
     # -- spill -----------------------------------------------------------------------------------
+
+    @property
+    def _outage(self) -> bool:
+        """The database has been tried and found down (not merely not opened yet)."""
+        return not self.db_up and self.last_error is not None
+
+    async def _spill_buffered(self) -> None:
+        self._rows()
+        if self._buffer:
+            rows = list(self._buffer)
+            self._buffer.clear()
+            await self._spill_rows(rows)
 
     async def _spill_overflow(self) -> None:
         excess = self.buffered - self._limit
@@ -425,7 +487,7 @@ class AuditWriter:
             return
         if self.spilled == 0 or not self.db_up:
             log.warning(
-                "audit buffer full: %d records spilled to %s",
+                "audit database down: %d records spilled to %s",
                 len(rows),
                 self._spill.path,
                 extra={"event": "audit_spilled", "count": len(rows)},
@@ -497,6 +559,12 @@ class AuditWriter:
         commits a batch after all, the replay of the same records is ignored (uids are unique).
         """
         self._rows()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._stop_timeout
+        if self._store is None and self._buffer and self.last_error is None:
+            # Stopped before the database was first open (a reload soon after the one that started
+            # this writer, SIGTERM just after start): open it now rather than spill what it can take.
+            await self._open_at_stop(self._stop_timeout)
         store = self._store
         if store is not None and self.db_up and self._buffer:
             pending = list(self._buffer)
@@ -516,7 +584,7 @@ class AuditWriter:
                     self._notify(batch, created.ids)
 
             task = asyncio.ensure_future(flush())
-            done, _ = await asyncio.wait({task}, timeout=self._stop_timeout)
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
             if not done:
                 abandoned = True
                 task.cancel()
@@ -530,6 +598,22 @@ class AuditWriter:
                 )
             self._buffer.extendleft(reversed(pending[confirmed:]))
         await self._finish()
+
+    async def _open_at_stop(self, timeout: float) -> None:
+        """Open the store for the final flush, within `timeout`; on failure the buffer is spilled."""
+        opening = asyncio.ensure_future(self._factory())
+        done, _ = await asyncio.wait({opening}, timeout=timeout)
+        if not done:
+            opening.cancel()  # AuditStore.open closes what it had opened
+            opening.add_done_callback(_retrieve)
+            self._went_down(f"cannot open the audit database: no answer in {timeout:.0f} s")
+            return
+        error = opening.exception()
+        if error is not None:
+            self._went_down(f"cannot open the audit database: {type(error).__name__}", str(error))
+            return
+        self._store = opening.result()
+        self._came_up()
 
     async def _finish(self) -> None:
         """Spill whatever is still in memory and close. Idempotent."""

@@ -1,10 +1,18 @@
 """Readiness: can this process serve requests now? Each check says what it looked at.
 
+Not ready (503) only when it cannot serve: no config loaded yet, shutting down (draining after
+SIGTERM), or a model with no usable target.
+
 - config: a config is loaded.
-- audit: the audit database answers, or the writer's buffer still has room (records are not lost).
+- draining: the process is not shutting down.
 - models: every public model has a target that is enabled and whose circuit is not open. An open
   circuit whose cooldown is over counts as usable: the next request probes it, and a process taken
   out of rotation would otherwise never get that request.
+- audit: reported, never a reason to be not ready. With the audit database down the gateway still
+  serves and its records wait in memory, then in the spill file; taking the process out of rotation
+  would not bring the database back, and every replica sharing it would leave the load balancer at
+  once. The check says `"status": "degraded"` while the database is down, with the numbers (`lost`
+  counts records the spill file could not take either; the metrics carry it for alerts).
 """
 
 from __future__ import annotations
@@ -17,9 +25,16 @@ from gateway.routing.table import Runtime
 __all__ = ["readiness"]
 
 
-def readiness(runtime: Runtime | None, audit_stats: Mapping[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """(ready, checks): each check is `{"ok": bool, ...what it found}`."""
+def readiness(
+    runtime: Runtime | None, audit_stats: Mapping[str, Any], *, draining: bool = False
+) -> tuple[bool, dict[str, Any]]:
+    """(ready, checks): each check is `{"ok": bool, ...what it found}`; `ready` is every check's ok."""
     checks: dict[str, Any] = {}
+    checks["draining"] = (
+        {"ok": False, "detail": "shutting down: finishing the requests in progress"}
+        if draining
+        else {"ok": True}
+    )
     if runtime is None:
         checks["config"] = {"ok": False, "detail": "no config loaded yet"}
         checks["audit"] = _audit(audit_stats, None)
@@ -37,13 +52,25 @@ def readiness(runtime: Runtime | None, audit_stats: Mapping[str, Any]) -> tuple[
 
 def _audit(stats: Mapping[str, Any], limit: int | None) -> dict[str, Any]:
     if not stats.get("enabled"):
-        return {"ok": True, "detail": "audit log off"}
-    buffered = int(stats.get("buffered", 0))
+        return {"ok": True, "status": "off", "detail": "audit log off"}
     db_up = bool(stats.get("db_up"))
-    ok = db_up or (limit is not None and buffered < limit)
-    check: dict[str, Any] = {"ok": ok, "db_up": db_up, "buffered": buffered, "buffer_records": limit}
-    if not ok:
-        check["detail"] = "the audit database is down and the buffer is full"
+    buffered = int(stats.get("buffered", 0))
+    check: dict[str, Any] = {
+        "ok": True,  # see the module's docstring: audit trouble is reported, not a reason to leave
+        "status": "ok" if db_up else "degraded",
+        "db_up": db_up,
+        "buffered": buffered,
+        "buffer_records": limit,
+        "spilled": int(stats.get("spilled", 0)),
+        "replayed": int(stats.get("replayed", 0)),
+        "spill_bytes": int(stats.get("spill_bytes", 0)),
+        "lost": int(stats.get("lost", 0)),
+        "last_error": stats.get("last_error"),
+    }
+    if not db_up:
+        check["detail"] = (
+            "the audit database is down: records go to the spill file and are replayed when it answers"
+        )
     return check
 
 

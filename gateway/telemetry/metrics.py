@@ -153,6 +153,12 @@ class GatewayMetrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        self.audit_spill_bytes = Gauge(
+            "gateway_audit_spill_bytes",
+            "Bytes of audit records in spill files waiting to be replayed into the audit database.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self.audit_records = Counter(
             "gateway_audit_records",
             "Audit records by what became of them: written to the database, spilled to disk while it "
@@ -260,9 +266,11 @@ class GatewayMetrics:
     def _sync_audit(self, stats: Mapping[str, Any]) -> None:
         if not stats.get("enabled"):
             self.audit_buffered.set(0)
+            self.audit_spill_bytes.set(0)
             return
         self.audit_buffered.set(stats.get("buffered", 0))
         self.audit_db_up.set(1 if stats.get("db_up") else 0)
+        self.audit_spill_bytes.set(stats.get("spill_bytes", 0))
         seen = self._audit_seen
         # A writer restarted by a reload starts its counts again from zero.
         restarted = stats.get("recorded", 0) < seen.get("recorded", 0)

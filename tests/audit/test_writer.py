@@ -75,6 +75,8 @@ async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tm
         "lost": 0,
         "failed_batches": 0,
         "db_up": False,  # closed
+        "last_error": None,  # the database never failed
+        "last_error_at": None,
     }
 
 
@@ -142,8 +144,9 @@ async def test_trails_recorded_during_an_outage_are_spilled_then_written_once(
         for trail in trails[start : start + 50]:
             writer.record_trail(trail)
         await asyncio.sleep(0.01)
-    await wait_for(lambda: writer.spilled == 300)
-    assert writer.buffered == 100 and writer.written == 0
+    # The database is known to be down: records reach the spill file after one flush interval.
+    await wait_for(lambda: writer.spilled == 400)
+    assert writer.buffered == 0 and writer.written == 0
     await outage.bring_up()
     await wait_for(lambda: writer.written + writer.replayed == 400)
     counts = await uid_counts(outage.url)
@@ -151,6 +154,24 @@ async def test_trails_recorded_during_an_outage_are_spilled_then_written_once(
     records, _ = await writer.store.page(LogFilter(), 1000)  # type: ignore[union-attr]
     assert sorted(r["request_id"] for r in records) == sorted(t.request_id for t in trails)
     assert {r["cached_tokens"] for r in records} == {64}  # the spill file keeps the new fields too
+    await writer.stop()
+    assert writer.lost == 0
+
+
+async def test_during_an_outage_records_are_spilled_after_one_flush_interval(
+    outage: Outage, tmp_path: Path
+) -> None:
+    """Not only once the buffer is full: a killed process then loses at most the records of the last
+    flush interval, with the database down as with it up."""
+    config = audit_config(tmp_path, outage.url, buffer_records=10_000, flush_interval_ms=20)
+    writer = AuditWriter(None, config, retry_initial=30, retry_max=30)  # no retry during the test
+    await writer.start()
+    await wait_for(lambda: writer.last_error is not None)  # the database was tried and is down
+    entries = make_entries(10)
+    for entry in entries:
+        writer.record(entry)
+    await wait_for(lambda: writer.spilled == 10)
+    assert writer.buffered == 0 and _spill_lines(config.spill_path) == 10
     await writer.stop()
     assert writer.lost == 0
 
@@ -169,8 +190,8 @@ async def test_record_never_blocks_nor_does_io(outage: Outage, tmp_path: Path) -
     # Synchronous and I/O-free: nothing reached the disk before the loop got control back.
     assert writer.buffered == 20_000 and _spill_files(config.spill_path) == []
     assert elapsed < 0.5, f"record() took {elapsed / 20_000 * 1e6:.1f} µs each"
-    await wait_for(lambda: writer.spilled == 20_000 - 100)  # then the writer task spills the overflow
-    assert writer.buffered == 100 and _spill_lines(config.spill_path) == 19_900
+    await wait_for(lambda: writer.spilled == 20_000)  # then the writer task spills them
+    assert writer.buffered == 0 and _spill_lines(config.spill_path) == 20_000
     await writer.stop()
     assert writer.spilled == 20_000 and writer.lost == 0
 
@@ -184,17 +205,17 @@ async def test_outage_buffers_spills_then_replays_everything_once(outage: Outage
         for entry in entries[start : start + 50]:
             writer.record(entry)
         await asyncio.sleep(0.01)
-    await wait_for(lambda: writer.spilled == 400)
-    assert writer.buffered == 100 and not writer.db_up and writer.written == 0
-    assert _spill_lines(config.spill_path) == 400
+    await wait_for(lambda: writer.spilled == 500)
+    assert writer.buffered == 0 and not writer.db_up and writer.written == 0
+    assert _spill_lines(config.spill_path) == 500
     await outage.bring_up()
     await wait_for(lambda: writer.written + writer.replayed == 500)
     await wait_for(lambda: _spill_files(config.spill_path) == [])
     counts = await uid_counts(outage.url)
     assert counts == {e.uid: 1 for e in entries}
     assert writer.db_up
-    assert writer.spilled == writer.replayed == 400
-    assert writer.written == 100 and writer.lost == 0 and writer.recorded == 500
+    assert writer.spilled == writer.replayed == 500
+    assert writer.written == 0 and writer.lost == 0 and writer.recorded == 500
     await writer.stop()
 
 
@@ -363,9 +384,9 @@ async def test_writer_keeps_opening_until_the_database_appears(outage: Outage, t
     await writer.start()
     writer.record(make_entry(1))
     await asyncio.sleep(0.3)
-    assert writer.store is None and not writer.db_up and writer.buffered == 1
+    assert writer.store is None and not writer.db_up and writer.buffered + writer.spilled == 1
     await outage.bring_up()
-    await wait_for(lambda: writer.written == 1)
+    await wait_for(lambda: writer.written + writer.replayed == 1)
     assert writer.db_up and writer.store is not None
     await writer.stop()
 
@@ -407,3 +428,27 @@ def test_spill_claims_are_atomic_between_processes(tmp_path: Path) -> None:
     first, second = me.claim_next(), sibling.claim_next()
     assert first is not None and second is None
     assert first.name.startswith(f"{base.name}.{os.getpid()}.adopted.")
+
+
+async def test_stop_before_the_database_was_first_open_writes_rather_than_spills(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A reload may retire a writer that is still connecting: it connects to write what it holds."""
+    config = audit_config(tmp_path, database_url)
+    opening = asyncio.Event()
+
+    async def slow_open() -> AuditStore:
+        opening.set()
+        await asyncio.sleep(0.3)
+        return await AuditStore.open(database_url)
+
+    writer = AuditWriter(slow_open, config)
+    await writer.start()
+    entries = make_entries(40)
+    for entry in entries:
+        writer.record(entry)
+    await opening.wait()
+    await writer.stop()
+    assert (writer.written, writer.spilled, writer.lost) == (40, 0, 0)
+    assert await uid_counts(database_url) == {entry.uid: 1 for entry in entries}
+    assert _spill_files(config.spill_path) == []

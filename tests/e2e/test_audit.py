@@ -5,6 +5,7 @@ tail, also across two gateway processes sharing one PostgreSQL log)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +27,13 @@ import requests
 from gateway.audit.record import AuditEntry
 from gateway.audit.store import AuditStore
 from tests.conftest import wait_until
-from tests.e2e.audit_support import AuditDatabase, TcpProxy, audit_database, live_tail_handshake
+from tests.e2e.audit_support import (
+    AuditDatabase,
+    TcpProxy,
+    audit_database,
+    live_tail_handshake,
+    postgres_available,
+)
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
 
 KINDS = pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -305,6 +312,48 @@ def test_database_outage_loses_nothing_and_duplicates_nothing(
             proxy.down()
 
 
+def test_ready_stays_200_with_the_audit_database_down_and_records_spilling(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """The gateway serves and spills: /ready says "degraded" in its audit check (and metrics say
+    why) but stays 200, so replicas sharing the database do not all leave the load balancer."""
+    blocker = tmp_path / "later"  # a file where a directory should be: SQLite cannot open the log
+    blocker.write_text("not a directory")
+    url = f"sqlite://{blocker / 'audit.sqlite3'}"
+    gateway = gateway_server(config(up, url, audit="  buffer_records: 5\n  batch_size: 5"), env=ENV)
+    client = oai(gateway)
+    for _ in range(20):
+        client.chat.completions.create(model="gpt", messages=MESSAGES, max_tokens=2)
+    audit: dict[str, Any] = {}
+
+    def spilling() -> bool:
+        ready = requests.get(gateway.url("/ready"), timeout=5)
+        assert ready.status_code == 200, ready.text
+        audit.update(ready.json()["checks"]["audit"])
+        return audit["spilled"] == 20
+
+    wait_until(spilling, timeout=10, interval=0.1)
+    ready = requests.get(gateway.url("/ready"), timeout=5).json()
+    assert ready["status"] == "ready" and ready["degraded"] == ["audit"]
+    assert audit["status"] == "degraded" and audit["db_up"] is False and audit["spill_bytes"] > 0
+    assert "cannot open the audit database" in audit["last_error"] and "spill file" in audit["detail"]
+    metrics = requests.get(gateway.url("/metrics"), headers=ADMIN, timeout=5).text
+    assert "gateway_audit_database_up 0.0" in metrics
+    assert "gateway_audit_buffered_records 0.0" in metrics
+    assert f"gateway_audit_spill_bytes {float(audit['spill_bytes'])}" in metrics
+
+    blocker.unlink()
+    blocker.mkdir()
+    db = AuditDatabase("sqlite", str(blocker / "audit.sqlite3"))
+    wait_until(lambda: db.count() == 20, timeout=30, interval=0.2)
+    wait_until(
+        lambda: requests.get(gateway.url("/ready"), timeout=5).json()["checks"]["audit"]["status"] == "ok",
+        timeout=10,
+    )
+    ready = requests.get(gateway.url("/ready"), timeout=5).json()
+    assert ready["degraded"] == [] and ready["checks"]["audit"]["spill_bytes"] == 0
+
+
 @KINDS
 def test_records_in_the_buffer_at_sigterm_are_written(
     gateway_server, up: Upstreams, tmp_path: Path, kind: str
@@ -331,6 +380,69 @@ def test_records_in_the_buffer_at_sigterm_are_written(
         assert stats()["buffered"] == 25 and stats()["written"] == 0
         assert gateway.stop(signal.SIGTERM) == 0
         assert sorted(r["request_id"] for r in db.rows()) == sorted(sent)
+
+
+def test_switching_the_audit_database_under_load_loses_nothing(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """`audit.database_url` moves back and forth between two SQLite files (and PostgreSQL when it
+    answers) while clients keep sending; after a graceful stop every answered request has exactly one
+    record, in one of the databases."""
+    with contextlib.ExitStack() as stack:
+        databases = [
+            AuditDatabase("sqlite", str(tmp_path / "one.sqlite3")),
+            AuditDatabase("sqlite", str(tmp_path / "two.sqlite3")),
+        ]
+        if postgres_available():
+            databases.append(stack.enter_context(audit_database("postgres", tmp_path)))
+        texts = [config(up, db.url()) + "reload: {watch: false}\n" for db in databases]
+        gateway = gateway_server(texts[0], env=ENV)
+        answered: list[str] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def send() -> None:
+            with requests.Session() as session:
+                while not stop.is_set():
+                    response = session.post(
+                        gateway.url("/v1/chat/completions"),
+                        json={"model": "gpt", "messages": MESSAGES, "max_tokens": 2},
+                        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                        timeout=30,
+                    )
+                    if response.status_code == 200:
+                        answered.append(response.headers["x-request-id"])
+                    else:
+                        failures.append(response.text)
+
+        senders = [threading.Thread(target=send) for _ in range(6)]
+        for sender in senders:
+            sender.start()
+        try:
+            for turn in range(1, 10):
+                time.sleep(0.3)
+                gateway.config_path.write_text(texts[turn % len(texts)])
+                reload = requests.post(gateway.url("/admin/api/config/reload"), headers=ADMIN, timeout=10)
+                assert reload.json()["outcome"] == "applied", reload.text
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for sender in senders:
+                sender.join()
+        assert gateway.stop(signal.SIGTERM) == 0
+        assert not failures
+        stored = [
+            row["request_id"] for db in databases for row in db.query("SELECT request_id FROM audit_records")
+        ]
+        assert len(stored) == len(set(stored)), "a record was stored twice"
+        missing = set(answered) - set(stored)
+        spilled = [path.name for path in tmp_path.glob("gateway-audit.spill.jsonl*")]
+        assert not missing, (
+            f"{len(missing)} of {len(answered)} answered requests have no record; spill files: {spilled}"
+        )
+        assert len(stored) == len(answered)
+        assert not spilled  # every database answered: each writer wrote what it was handed
+        assert all(db.count() > 0 for db in databases)  # each database took its share
 
 
 @KINDS
@@ -501,6 +613,41 @@ def test_cache_token_counts_in_pages_and_exports(gateway_server, up: Upstreams, 
     assert (table["older"]["cached_tokens"], table["older"]["cache_creation_tokens"]) == ("", "")
 
 
+def test_csv_export_neutralises_cells_a_spreadsheet_would_evaluate(
+    gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    """A client chooses the model name (refused, 404, but recorded) and the request id: in the CSV, a
+    text cell that starts like a formula is prefixed with `'`; numbers stay numbers."""
+    gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'a.sqlite3'}"), env=ENV)
+    formula = '=HYPERLINK("http://x.example","y")'
+    refused = requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": formula, "messages": MESSAGES},
+        headers={"authorization": f"Bearer {CLIENT_KEY}", "x-request-id": "-2-3"},
+        timeout=10,
+    )
+    assert refused.status_code == 404 and refused.headers["x-request-id"] == "-2-3"
+    oai(gateway).chat.completions.create(
+        model="gpt", messages=MESSAGES, max_tokens=2, extra_headers={"x-request-id": "ok-1"}
+    )
+    assert record_of(gateway, "-2-3")["model"] == formula  # stored as sent
+    record_of(gateway, "ok-1")
+
+    as_csv = requests.get(
+        gateway.url("/admin/api/logs/export"), params={"format": "csv"}, headers=ADMIN, timeout=10
+    )
+    assert as_csv.status_code == 200
+    table = {row["id"]: row for row in csv.DictReader(io.StringIO(as_csv.text))}
+    cells = [cell for row in table.values() for cell in row.values()]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    bad, ok = sorted(table.values(), key=lambda row: int(row["id"]))
+    assert (bad["request_id"], bad["model"], bad["http_status"]) == ("'-2-3", "'" + formula, "404")
+    assert (ok["request_id"], ok["model"], ok["completion_tokens"]) == ("ok-1", "gpt", "2")
+    # JSON Lines carries the values as stored (a JSON reader does not evaluate them).
+    exported = requests.get(gateway.url("/admin/api/logs/export"), headers=ADMIN, timeout=10)
+    assert formula in [json.loads(line)["model"] for line in exported.text.splitlines()]
+
+
 def test_logs_api_is_for_admins_only(gateway_server, up: Upstreams, tmp_path: Path) -> None:
     gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'a.sqlite3'}"), env=ENV)
     for path in ("/admin/api/logs", "/admin/api/logs/export", "/admin/api/logs/stats"):
@@ -557,7 +704,7 @@ def test_live_tail_across_two_gateways_on_one_postgres(gateway_server, up: Upstr
         tail_records = results[0]
         assert sorted(r["request_id"] for r in tail_records) == sorted(sent)  # only the filter's records
         assert len({r["instance"] for r in tail_records}) == 2  # from both processes
-        assert db.count() == 8
+        wait_until(lambda: db.count() == 8, timeout=10, interval=0.1)  # the last gpt record too
 
 
 def test_live_tail_on_sqlite_shows_every_worker(gateway_server, up: Upstreams, tmp_path: Path) -> None:

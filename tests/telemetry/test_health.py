@@ -72,11 +72,26 @@ def test_an_open_circuit_past_its_cooldown_counts_as_usable(tmp_path: Path) -> N
     assert ok
 
 
-def test_audit_database_down_is_fine_while_the_buffer_has_room(tmp_path: Path) -> None:
+def test_audit_trouble_is_reported_but_never_makes_the_process_not_ready(tmp_path: Path) -> None:
+    """The gateway still serves with the audit database down (records wait, then spill): readiness
+    says so in the audit check, and stays true, buffer full or not."""
     live = runtime(tmp_path)
-    ok, checks = readiness(live, {"enabled": True, "db_up": False, "buffered": 99})
-    assert ok and checks["audit"] == {"ok": True, "db_up": False, "buffered": 99, "buffer_records": 100}
-    ok, checks = readiness(live, {"enabled": True, "db_up": False, "buffered": 100})
-    assert not ok and checks["audit"]["ok"] is False and "buffer is full" in checks["audit"]["detail"]
-    ok, checks = readiness(live, {"enabled": False})
-    assert ok and checks["audit"] == {"ok": True, "detail": "audit log off"}
+    ok, checks = readiness(live, AUDIT_UP)
+    assert ok and checks["audit"]["status"] == "ok"
+    down = {"enabled": True, "db_up": False, "buffered": 99, "last_error": "cannot open: OSError"}
+    ok, checks = readiness(live, down)
+    assert ok and checks["audit"]["ok"] is True and checks["audit"]["status"] == "degraded"
+    assert (
+        checks["audit"]["last_error"] == "cannot open: OSError" and "spill file" in checks["audit"]["detail"]
+    )
+    full = {**down, "buffered": 100, "spilled": 250, "spill_bytes": 90_000}
+    ok, checks = readiness(live, full)
+    assert ok and checks["audit"]["status"] == "degraded"
+    assert (checks["audit"]["spilled"], checks["audit"]["spill_bytes"]) == (250, 90_000)
+    ok, checks = readiness(live, {**AUDIT_UP, "lost": 3})  # up again; what was lost is still told
+    assert ok and checks["audit"]["status"] == "ok" and checks["audit"]["lost"] == 3
+
+
+def test_not_ready_while_draining(tmp_path: Path) -> None:
+    ok, checks = readiness(runtime(tmp_path), AUDIT_UP, draining=True)
+    assert not ok and checks["draining"]["ok"] is False and "shutting down" in checks["draining"]["detail"]

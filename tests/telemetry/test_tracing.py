@@ -186,7 +186,13 @@ def test_trace_id_goes_to_the_log_line_and_the_audit_record(
     request_id = response.headers["x-request-id"]
     [request] = named(trace_of(capfire, request_id), REQUEST_SPAN)
     trace_id = f"{request['context']['trace_id']:032x}"
-    [line] = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+
+    # The line is written once the answer is sent, which may be just after the client has it.
+    wait_until(lambda: bool(logged()))
+    [line] = logged()
     assert line.trace_id == trace_id  # type: ignore[attr-defined]
     database = Path(gateway.app.live.path).parent / "gateway-audit.sqlite3"
 
