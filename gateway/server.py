@@ -157,6 +157,9 @@ def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
     # Hypercorn parses HTTP only: gateway.connections accepts, runs the connections and enforces
     # server.timeouts and server.max_client_connections (Hypercorn's keep-alive and read timeouts are unused).
     config.workers = 1
+    # Connections arriving in a burst wait in the kernel's accept queue; Hypercorn's 100 overflowed at
+    # a few hundred at once (clients then wait for SYN retransmits). The kernel caps it at somaxconn.
+    config.backlog = 4096
     return config
 
 
