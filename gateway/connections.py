@@ -60,12 +60,18 @@ class ConnectionPolicy:
 
 
 class Drain:
-    """Set once, on SIGTERM: the worker takes no new requests from then on."""
+    """Set once, on SIGTERM: the worker takes no new requests from then on. It also carries
+    `refused(reason)`, called for each request answered here rather than by the app (metrics, log)."""
 
-    __slots__ = ("started",)
+    __slots__ = ("refused", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, refused: Callable[[str], None] | None = None) -> None:
         self.started = False
+        self.refused = refused or _ignore
+
+
+def _ignore(_reason: str) -> None:
+    return None
 
 
 class RequestGuard:
@@ -112,6 +118,7 @@ class RequestGuard:
                         scope, receive, send, RequestTimeout(detail, headers={"connection": "close"})
                     )
                     answered = True
+                    self.drain.refused("body_timeout")
                 return {"type": "http.disconnect"}
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
@@ -148,6 +155,7 @@ class RequestGuard:
             headers={"retry-after": "1", "connection": "close"},
         )
         await _answer(scope, receive, send, error)
+        self.drain.refused("draining")
 
 
 def _has_body(scope: dict[str, Any]) -> bool:
@@ -300,6 +308,7 @@ class Connection:
         if answer and isinstance(self.protocol.protocol, H11Protocol):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self.writer.write(_head_timeout_response(self.server.timeouts.header_seconds))
+            self.server.drain.refused("head_timeout")
         await self.protocol.handle(Closed())
         self.writer.close()
 
@@ -433,12 +442,13 @@ async def serve_connections(
     listeners: list[socket.socket],
     policy: ConnectionPolicy,
     stop: asyncio.Event,
+    refused: Callable[[str], None] | None = None,
 ) -> None:
     """Serve `app` on `listeners` until `stop` is set, then drain (Hypercorn's `worker_serve`, with
     the connection policy): stop accepting, answer what arrives with 503, let in-flight requests
     finish for up to `graceful_seconds`, then run the app's shutdown."""
     loop = asyncio.get_running_loop()
-    drain = Drain()
+    drain = Drain(refused)
     wrapped = wrap_app(RequestGuard(app, policy.timeouts.body_seconds, drain), 0, "asgi")
     lifespan_state: dict[str, Any] = {}
     lifespan = Lifespan(wrapped, config, loop, lifespan_state)

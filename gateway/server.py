@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
@@ -195,7 +196,8 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
         if stop_before_serving:
             begin_stopping()
         policy = ConnectionPolicy(options.timeouts, options.max_client_connections, options.graceful_seconds)
-        await serve_connections(app, hypercorn, list(sockets.insecure_sockets), policy, stop)
+        refused = RefusalReport(app.fallback.telemetry.metrics.connection_refusals)
+        await serve_connections(app, hypercorn, list(sockets.insecure_sockets), policy, stop, refused)
 
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(options.event_loop)) as runner:
@@ -206,6 +208,32 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
             print(f"  {issue}", file=sys.stderr)
         return 1
     return 0
+
+
+class RefusalReport:
+    """Counts the requests the connection layer answers itself (408 slow client, 503 draining) and
+    says so in the log at most once a minute, however many there are (a slowloris attack would
+    otherwise write a line per connection)."""
+
+    def __init__(self, counter: Any, interval_s: float = 60.0) -> None:
+        self._counter = counter
+        self._interval_s = interval_s
+        self._pending: dict[str, int] = {}
+        self._since = 0.0
+
+    def __call__(self, reason: str) -> None:
+        self._counter.labels(reason=reason).inc()
+        self._pending[reason] = self._pending.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._since >= self._interval_s:
+            counts = ", ".join(f"{n} {r}" for r, n in sorted(self._pending.items()))
+            log.warning(
+                "answered before the app (408 slow client, 503 draining): %s",
+                counts,
+                extra={"event": "connection_refusals", "counts": dict(self._pending)},
+            )
+            self._pending.clear()
+            self._since = now
 
 
 def _fit_open_files_limit(max_client_connections: int) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.bench.faults.auditdb import PG_HOST, PG_PORT, PostgresDatabases, SqliteLock, TcpForwarder
+from gateway.bench.faults.exposure import probe_same_host_proxy
 from gateway.bench.faults.load import FaultLoad
 from gateway.bench.faults.slowloris import Slowloris
 from gateway.bench.faults.topology import ADMIN_KEY, GatewayConfig, Topology, version_of
@@ -393,6 +394,14 @@ async def fuzz(run: Run) -> dict[str, Any]:
     return notes
 
 
+async def proxy(run: Run) -> dict[str, Any]:
+    """A second gateway on its defaults behind same-host reverse proxies, attacked with every header
+    combination that might pass for a local caller (`bench.faults.exposure`); the load goes on."""
+    notes = await asyncio.to_thread(probe_same_host_proxy)
+    await asyncio.sleep(run.recover_s / 2)
+    return notes
+
+
 Phase = Callable[[Run], Awaitable[dict[str, Any]]]
 #: name → the phase; the order of a run.
 PHASES: dict[str, Phase] = {
@@ -407,6 +416,7 @@ PHASES: dict[str, Phase] = {
     "audit-switch": audit_switch,
     "slowloris": slowloris,
     "fuzz": fuzz,
+    "proxy": proxy,
     "sigterm": sigterm,
     "sigkill": sigkill,
 }

@@ -172,6 +172,15 @@ def violations(rows: list[dict[str, Any]]) -> list[str]:
             dropped = sum(n for k, n in notes["in_flight_at_signal"].items() if k not in ("2xx",))
             if dropped:
                 found.append(f"sigterm: {dropped} requests in flight at the signal not answered whole")
+        if phase == "proxy" and "admin_served" in notes:
+            if notes["admin_served"] or notes["model_served"] or not notes["config_unchanged"]:
+                found.append(
+                    f"proxy: served anonymously through a same-host proxy: {notes['admin_served']} admin "
+                    f"calls, {notes['model_served']} model calls (gateway.yaml unchanged: "
+                    f"{notes['config_unchanged']})"
+                )
+            if not notes["token_works"]:
+                found.append("proxy: the local admin token did not open the admin API through the proxy")
         if phase == "fuzz" and notes.get("passed") is False and not notes.get("problem"):
             found.append("fuzz: an answer broke the promise (a 5xx, or an error without problem+json)")
     return found

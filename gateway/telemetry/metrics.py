@@ -127,6 +127,14 @@ class GatewayMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.connection_refusals = Counter(
+            "gateway_connection_refusals",
+            "Requests the connection layer answered before the model API saw them, by reason: "
+            "head_timeout and body_timeout (408, server.timeouts), draining (503 during a SIGTERM "
+            "drain). They have no audit record.",
+            ["reason"],
+            registry=registry,
+        )
         self.reloads = Counter(
             "gateway_config_reloads",
             "Config loads after startup (file watch, SIGHUP, admin API), by outcome: applied, "

@@ -27,7 +27,7 @@ def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
     run = run_bench(
         "faults",
         "--phases",
-        "baseline,upstream-reset,config-edits,fuzz",
+        "baseline,upstream-reset,config-edits,fuzz,proxy",
         "--edits",
         "7",
         "--fuzz-function",
@@ -40,6 +40,7 @@ def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
         "upstream-reset",
         "config-edits",
         "fuzz",
+        "proxy",
     ]
     for row in result["phases"]:
         assert row["sent"] == sum(row["outcomes"].values()), row
@@ -60,5 +61,11 @@ def test_faults_quick(run_bench: Callable[..., BenchRun]) -> None:
     assert edits["edits"] == 7 and edits["last_edit_live_after_s"] is not None
     assert CALLS and CALLS[-1][0].startswith("http://127.0.0.1:") and CALLS[-1][2] == ["chat", "claude"]
     assert result["phases"][3]["notes"]["passed"] is True
+    exposure = result["phases"][4]["notes"]
+    refused = {str(status): n for status, n in exposure["admin_by_status"].items()}
+    assert exposure["admin_calls"] == 2 * 10 * 3 and refused == {"401": 60}
+    assert exposure["admin_served"] == exposure["model_served"] == 0
+    assert exposure["model_calls_showing_a_proxy"] > 0
+    assert exposure["config_unchanged"] and exposure["token_works"]
     assert result["violations"] == [] and run.exit_code == 0
     assert "| upstream-reset |" in run.stdout and "| **total** |" in run.stdout

@@ -100,3 +100,21 @@ def test_the_sqlite_outage_makes_writes_fail_until_it_is_given_back(tmp_path: Pa
     asyncio.run(scenario())
     assert writer.execute("SELECT x FROM t").fetchall() == [(2,)]
     writer.close()
+
+
+def test_the_proxy_phase_breaks_a_rule_when_anything_is_served_anonymously() -> None:
+    safe = {
+        "admin_served": 0,
+        "model_served": 0,
+        "config_unchanged": True,
+        "token_works": True,
+    }
+    row = summarize_phase("proxy", [], Counter(), Counter(), safe, failover=True)
+    assert violations([row]) == []
+    leaky = safe | {"admin_served": 3, "config_unchanged": False}
+    [found] = violations([summarize_phase("proxy", [], Counter(), Counter(), leaky, failover=True)])
+    assert found.startswith("proxy: served anonymously through a same-host proxy: 3 admin calls")
+    locked = safe | {"token_works": False}
+    assert violations([summarize_phase("proxy", [], Counter(), Counter(), locked, failover=True)]) == [
+        "proxy: the local admin token did not open the admin API through the proxy"
+    ]

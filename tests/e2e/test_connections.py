@@ -138,6 +138,11 @@ def test_slow_clients_are_cut_off_while_others_are_served(gateway_server, upstre
         assert status_line.startswith(b"HTTP/1.1 408 "), client.received[:200]
         assert b"content-type: application/problem+json" in rest.lower()
         assert b"server.timeouts." in rest
+    # Each cut-off is counted (they have no audit record), by reason.
+    metrics = requests.get(gateway.url("/metrics"), timeout=10).text
+    assert 'gateway_connection_refusals_total{reason="head_timeout"} 200.0' in metrics
+    assert 'gateway_connection_refusals_total{reason="body_timeout"} 200.0' in metrics
+    assert "answered before the app" in gateway.log()
 
 
 def test_a_kept_alive_connection_trickling_its_next_head_is_cut_off(gateway_server, upstream) -> None:
