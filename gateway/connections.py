@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import orjson
 from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.task_group import TaskGroup
@@ -33,7 +34,15 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, wrap_app
 
 from gateway.config.model import ServerTimeouts
-from gateway.errors import PROBLEM_CONTENT_TYPE, Draining, GatewayError, RequestTimeout, problem_body
+from gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    Draining,
+    GatewayError,
+    HeadersTooLarge,
+    RequestTimeout,
+    problem_body,
+)
 from gateway.request_ids import new_request_id
 from gateway.surfaces.http import ModelRequest
 
@@ -190,6 +199,35 @@ def _head_timeout_response(header_seconds: float) -> bytes:
         f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+async def _send_problem_response(self: H11Protocol, status_code: int) -> None:
+    """What Hypercorn's h11 protocol answers to a request it cannot parse (a head past h11's 16 KiB,
+    broken framing): a problem with a request id, like every other error, instead of an empty body."""
+    if status_code == 431:
+        error: GatewayError = HeadersTooLarge(
+            "the request head is larger than the server accepts (16 KiB of headers); send fewer or "
+            "shorter headers"
+        )
+    else:
+        error = BadRequest("the request is not valid HTTP/1.1 (its head or framing could not be parsed)")
+        error.status = status_code
+    request_id = new_request_id()
+    body = orjson.dumps(problem_body(error, request_id=request_id, instance=""))
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+        (b"connection", b"close"),
+        *self.config.response_headers("h11"),
+    ]
+    await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+    await self._send_h11_event(h11.Data(data=body))
+    await self._send_h11_event(h11.EndOfMessage())
+
+
+# Hypercorn is pinned (<0.19) for this and the connection handling above: one method, replaced.
+H11Protocol._send_error_response = _send_problem_response  # type: ignore[method-assign]
 
 
 # Where a connection stands, for its one timer.

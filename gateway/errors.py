@@ -18,6 +18,7 @@ __all__ = [
     "Forbidden",
     "GatewayError",
     "GatewayTimeout",
+    "HeadersTooLarge",
     "InternalError",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -147,6 +148,12 @@ class UnsupportedMediaType(GatewayError):
 class PreconditionRequired(GatewayError):
     status, slug, title = 428, "precondition-required", "If-Match header required"
     openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
+class HeadersTooLarge(GatewayError):
+    """The request head is larger than the HTTP server parses (h11: 16 KiB)."""
+
+    status, slug, title = 431, "headers-too-large", "Request header fields too large"
 
 
 class RateLimited(GatewayError):

@@ -4,6 +4,7 @@ the connection cap holds, and SIGTERM drains without resetting a request (gatewa
 from __future__ import annotations
 
 import http.client
+import json
 import selectors
 import signal
 import socket
@@ -333,3 +334,26 @@ def test_an_answer_given_before_the_body_was_read_closes_the_connection_cleanly(
         headers = {"authorization": "Bearer " + "k" * 40}
         first = session.post(gateway.url("/v1/chat/completions"), json=CHAT, headers=headers, timeout=10)
         assert first.status_code == 200 and first.headers.get("connection") != "close"
+
+
+def test_a_request_the_http_parser_refuses_gets_a_problem_with_a_request_id(gateway_server, upstream) -> None:
+    """A head past h11's 16 KiB, or one that is not HTTP: Hypercorn answered these with an empty body;
+    they are problems with a request id like every other error, and the connection closes."""
+    gateway = gateway_server(config(upstream, "{}"))
+    for head, status in (
+        (b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", 431),
+        (b"GET /v1/models HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n", 400),
+    ):
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+            sock.sendall(head)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head_part, _, body = answer.partition(b"\r\n\r\n")
+        lines = head_part.decode().split("\r\n")
+        assert lines[0].startswith(f"HTTP/1.1 {status} ")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        assert headers["content-type"] == "application/problem+json"
+        assert headers["connection"] == "close"
+        problem = json.loads(body)
+        assert problem["status"] == status and problem["request_id"] == headers["x-request-id"]

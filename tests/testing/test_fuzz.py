@@ -40,7 +40,8 @@ def test_set_path_makes_the_containers_on_the_way() -> None:
 
 class _Answers(BaseHTTPRequestHandler):
     """Answers by path: /ok 200, /boom 500, /html 404 as HTML, /no-id a problem without a request id,
-    /bare an empty 431 like the HTTP server's own, /problem a proper problem."""
+    /bare an empty 431 (what Hypercorn answered before the gateway replaced it), /problem a proper
+    problem."""
 
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -92,8 +93,9 @@ def test_the_checks_catch_what_breaks_the_promise(answers: str) -> None:
         "/boom": "5xx",
         "/html": "error answered as text/html, not problem+json",
         "/no-id": "problem has no request_id",
+        "/bare": "error answered as no content type, not problem+json",
     }
-    assert report.failed == 3 and "3 broke the promise" in report.summary()
+    assert report.failed == 4 and "4 broke the promise" in report.summary()
     assert json.dumps(dict(report.by_status), sort_keys=True) == json.dumps(
         {"200": 1, "400": 2, "404": 1, "431": 1, "500": 1}, sort_keys=True
     )
