@@ -313,6 +313,10 @@ def _in_flight_at(run: Run, phase: str, moment: float) -> dict[str, int]:
     for record in run.load.of_phase(phase):
         if record.start <= moment and (record.end == 0 or record.end > moment):
             key = record.outcome or "unfinished"
+            if record.status == 503 and "draining" in (record.error or ""):
+                # Sent before the signal, but its head reached the gateway after it: refused on
+                # arrival (503 `draining`, Connection: close), retryable elsewhere, not dropped.
+                key = "503_draining"
             found[key] = found.get(key, 0) + 1
     return found
 

@@ -169,7 +169,9 @@ def violations(rows: list[dict[str, Any]]) -> list[str]:
         if notes.get("problem"):
             found.append(f"{phase}: {notes['problem']}")
         if phase == "sigterm" and notes.get("in_flight_at_signal"):
-            dropped = sum(n for k, n in notes["in_flight_at_signal"].items() if k not in ("2xx",))
+            dropped = sum(
+                n for k, n in notes["in_flight_at_signal"].items() if k not in ("2xx", "503_draining")
+            )
             if dropped:
                 found.append(f"sigterm: {dropped} requests in flight at the signal not answered whole")
         if phase == "proxy" and "admin_served" in notes:

@@ -118,3 +118,15 @@ def test_the_proxy_phase_breaks_a_rule_when_anything_is_served_anonymously() -> 
     assert violations([summarize_phase("proxy", [], Counter(), Counter(), locked, failover=True)]) == [
         "proxy: the local admin token did not open the admin API through the proxy"
     ]
+
+
+def test_a_request_in_flight_at_sigterm_may_be_refused_draining_but_not_dropped() -> None:
+    def row(in_flight: dict[str, int]) -> dict:
+        notes = {"in_flight_at_signal": in_flight}
+        return summarize_phase("sigterm", [], Counter(), Counter(), notes, failover=True)
+
+    # Sent just before the signal, its head arrived after it: the 503 `draining` is its answer.
+    assert violations([row({"2xx": 23, "503_draining": 1})]) == []
+    assert violations([row({"2xx": 23, "reset": 1})]) == [
+        "sigterm: 1 requests in flight at the signal not answered whole"
+    ]
