@@ -16,34 +16,10 @@ from typing import Any
 import requests
 
 from gateway.testing.process import start_gateway
-from gateway.testing.proxy import ReverseProxy
+from gateway.testing.proxy import ADMIN_CALLS, ATTACKER_HEADERS, ReverseProxy
 
-__all__ = ["ADMIN_CALLS", "ATTACKER_HEADERS", "probe_same_host_proxy"]
+__all__ = ["probe_same_host_proxy"]
 
-#: What an attacker may send through the proxy to pass for a local client.
-ATTACKER_HEADERS: dict[str, dict[str, str]] = {
-    "none": {},
-    "host localhost": {"host": "localhost"},
-    "host 127.0.0.1": {"host": "127.0.0.1"},
-    "x-forwarded-for": {"x-forwarded-for": "127.0.0.1"},
-    "x-real-ip": {"x-real-ip": "127.0.0.1"},
-    "forwarded": {"forwarded": "for=127.0.0.1;host=localhost;proto=http"},
-    "via": {"via": "1.1 localhost"},
-    "x-forwarded-host": {"x-forwarded-host": "localhost"},
-    "x-forwarded-proto": {"x-forwarded-proto": "http"},
-    "combined": {
-        "host": "127.0.0.1",
-        "x-forwarded-for": "127.0.0.1",
-        "x-real-ip": "::1",
-        "x-forwarded-host": "localhost",
-    },
-}
-#: (method, path): read the config, reload it, rewrite gateway.yaml.
-ADMIN_CALLS = (
-    ("GET", "/admin/api/config"),
-    ("POST", "/admin/api/config/reload"),
-    ("PATCH", "/admin/api/config/timeouts"),
-)
 _CONFIG = """\
 backends:
   up: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}

@@ -23,7 +23,7 @@ import requests
 from gateway.admin.secret import TOKEN_ENV_VAR, TOKEN_FILE
 
 from gateway.testing.process import GatewayProcess, free_port, start_gateway
-from gateway.testing.proxy import ReverseProxy
+from gateway.testing.proxy import ADMIN_CALLS, ATTACKER_HEADERS, ReverseProxy
 from tests.conftest import wait_until
 from tests.e2e.audit_support import live_tail_handshake
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, assert_problem, backends_yaml, fake_upstreams
@@ -41,30 +41,6 @@ models:
 reload: {watch: false}
 """
 ATTACKER, REAL_ADMIN = "198.51.100.9", "203.0.113.7"
-
-#: What an attacker may send through the proxy to pass for a local client.
-ATTACKER_HEADERS = {
-    "none": {},
-    "host localhost": {"host": "localhost"},
-    "x-forwarded-for": {"x-forwarded-for": "127.0.0.1"},
-    "x-real-ip": {"x-real-ip": "127.0.0.1"},
-    "forwarded": {"forwarded": "for=127.0.0.1;host=localhost;proto=http"},
-    "via": {"via": "1.1 localhost"},
-    "x-forwarded-host": {"x-forwarded-host": "localhost"},
-    "x-forwarded-proto": {"x-forwarded-proto": "http"},
-    "combined": {
-        "host": "127.0.0.1",
-        "x-forwarded-for": "127.0.0.1",
-        "x-real-ip": "::1",
-        "x-forwarded-host": "localhost",
-    },
-}
-#: (method, path) of the admin API: read the config, reload it, rewrite gateway.yaml.
-ADMIN_CALLS = (
-    ("GET", "/admin/api/config"),
-    ("POST", "/admin/api/config/reload"),
-    ("PATCH", "/admin/api/config/timeouts"),
-)
 
 
 @pytest.fixture(scope="module")
