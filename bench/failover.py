@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.bench.harness.client import run_requests, summarize_records
+from gateway.bench.harness.options import scenario_settings
 from gateway.bench.harness.progress import Progress, say
 from gateway.bench.harness.results import markdown_table, ms
 from gateway.bench.harness.servers import Server, closed_port, start_fake
@@ -327,11 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    settings = dict(QUICK if args.quick else FULL)
-    for key in settings:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
+    settings = scenario_settings(args, QUICK, FULL)
     if settings["slow_latency_ms"] / 1000 >= settings["first_byte"]:
         raise SystemExit("--slow-latency-ms must stay under --first-byte (a slow primary is not a dead one)")
     return run(settings, progress)

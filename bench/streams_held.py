@@ -32,6 +32,7 @@ from typing import Any
 import requests
 from gateway.bench.harness.limits import raise_open_files
 from gateway.bench.harness.loadgen import percentiles
+from gateway.bench.harness.options import scenario_settings
 from gateway.bench.harness.paths import checkout_commit
 from gateway.bench.harness.proc import rss_bytes
 from gateway.bench.harness.progress import Progress, say
@@ -331,11 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    settings = dict(QUICK if args.quick else FULL)
-    for key in settings:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
+    settings = scenario_settings(args, QUICK, FULL)
     progress.add(1)
     return run(settings, progress)
 

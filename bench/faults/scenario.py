@@ -19,7 +19,7 @@ from gateway.bench.faults.phases import FUZZ_FUNCTION, PHASES, UPSTREAM_PHASES, 
 from gateway.bench.faults.topology import GatewayConfig, Topology
 from gateway.bench.harness.limits import raise_open_files
 from gateway.bench.harness.loadgen import percentiles
-from gateway.bench.harness.options import name_list
+from gateway.bench.harness.options import name_list, scenario_settings
 from gateway.bench.harness.paths import checkout_commit
 from gateway.bench.harness.progress import Progress, say
 from gateway.bench.harness.results import markdown_table, ms
@@ -468,11 +468,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    settings = dict(QUICK if args.quick else FULL)
-    for key in settings:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
+    settings = scenario_settings(args, QUICK, FULL)
     settings |= {
         "phases": args.phases or list(PHASES),
         "audit": args.audit,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-__all__ = ["int_list", "name_list"]
+__all__ = ["int_list", "name_list", "scenario_settings"]
 
 
 def int_list(text: str) -> list[int]:
@@ -31,3 +32,16 @@ def name_list(choices: Iterable[str], what: str) -> Callable[[str], list[str]]:
         return names
 
     return parse
+
+
+def scenario_settings(
+    args: argparse.Namespace, quick: Mapping[str, Any], full: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A scenario's settings: its quick or full defaults, overridden by every option given (an
+    option is the setting's name; None means not given)."""
+    settings = dict(quick if args.quick else full)
+    for key in settings:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    return settings
