@@ -357,3 +357,36 @@ def test_a_request_the_http_parser_refuses_gets_a_problem_with_a_request_id(gate
         assert headers["connection"] == "close"
         problem = json.loads(body)
         assert problem["status"] == status and problem["request_id"] == headers["x-request-id"]
+
+
+def test_during_the_drain_an_idle_connection_is_closed_after_drain_idle_seconds(
+    gateway_server, upstream
+) -> None:
+    """server.timeouts.drain_idle_seconds: while a stream keeps the drain going, an idle kept-alive
+    connection stays open that long (to answer a request already on its way), then is closed."""
+    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=60)
+    settings = "{graceful_shutdown_seconds: 30, timeouts: {drain_idle_seconds: 1, keep_alive_seconds: 60}}"
+    gateway = gateway_server(config(upstream, settings))
+    idle = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+    idle.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"]}"):  # the whole answer to GET /v1/models, head and body
+        answer += idle.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    with requests.post(
+        gateway.url("/v1/chat/completions"), json={**CHAT, "stream": True}, stream=True, timeout=30
+    ) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line).startswith(b"data: ")
+        gateway.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: '"event":"draining"' in gateway.log(), timeout=10)
+        signalled = time.monotonic()
+        idle.settimeout(6)
+        assert idle.recv(65536) == b""  # closed by the gateway, without an answer
+        closed_after = time.monotonic() - signalled
+        assert response.raw is not None and not response.raw.closed  # the stream still runs
+        rest = [line for line in lines if line]
+    idle.close()
+    assert 0.5 <= closed_after < 1.8, closed_after  # the setting (1 s), not the default (2 s)
+    assert rest[-1] == b"data: [DONE]"
+    assert gateway.process.wait(30) == 0
