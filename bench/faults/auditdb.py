@@ -6,7 +6,6 @@ PostgreSQL behind a TCP forwarder that stops listening and cuts its connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import sqlite3
 import threading
@@ -19,7 +18,6 @@ __all__ = [
     "PG_PORT",
     "PostgresDatabases",
     "SqliteLock",
-    "TcpForwarder",
     "request_id_counts",
 ]
 
@@ -126,43 +124,3 @@ class SqliteLock:
         self._release.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
-
-
-class TcpForwarder:
-    """`127.0.0.1:<port>` → `target`, only while up: `take_down()` stops listening and cuts every
-    connection (a database server that went away), `bring_up()` listens again on the same port."""
-
-    def __init__(self, target_host: str, target_port: int, port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def bring_up(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
-
-    async def take_down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers |= {client_writer, upstream_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
-
-        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
-        self._writers -= {client_writer, upstream_writer}

@@ -21,13 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.faults.auditdb import PG_HOST, PG_PORT, PostgresDatabases, SqliteLock, TcpForwarder
+from gateway.bench.faults.auditdb import PG_HOST, PG_PORT, PostgresDatabases, SqliteLock
 from gateway.bench.faults.exposure import probe_same_host_proxy
 from gateway.bench.faults.load import FaultLoad
 from gateway.bench.faults.slowloris import Slowloris
 from gateway.bench.faults.topology import ADMIN_KEY, GatewayConfig, Topology, version_of
 
 from gateway.testing.behaviour import Behaviour
+from gateway.testing.forwarder import TcpForwarder
 
 __all__ = ["FUZZ_FUNCTION", "PHASES", "Run", "fuzz_function"]
 

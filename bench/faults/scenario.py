@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gateway.bench.faults.auditdb import PG_HOST, PG_PORT, PostgresDatabases, TcpForwarder, request_id_counts
+from gateway.bench.faults.auditdb import PG_HOST, PG_PORT, PostgresDatabases, request_id_counts
 from gateway.bench.faults.load import OUTCOMES, FaultLoad, RequestRecord
 from gateway.bench.faults.phases import FUZZ_FUNCTION, PHASES, UPSTREAM_PHASES, Run
 from gateway.bench.faults.topology import GatewayConfig, Topology
@@ -24,6 +24,7 @@ from gateway.bench.harness.paths import checkout_commit
 from gateway.bench.harness.progress import Progress, say
 from gateway.bench.harness.results import markdown_table, ms
 
+from gateway.testing.forwarder import TcpForwarder
 from gateway.testing.process import free_port
 
 __all__ = ["add_arguments", "print_extra", "run_scenario", "table"]

@@ -29,7 +29,7 @@ from gateway.config.model import AuditConfig
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
 from gateway.routing.trail import RequestTrail
-from gateway.testing.process import free_port
+from gateway.testing.forwarder import TcpForwarder
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_SKIP = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} (user postgres, trust auth): postgres leg skipped"
@@ -125,62 +125,6 @@ def dialect(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite://") else "postgres"
 
 
-class TcpProxy:
-    """127.0.0.1:<port> → PostgreSQL, only while up; `take_down()` also cuts open connections."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-
-    def freeze(self) -> None:
-        """Keep every connection open but pass nothing along: a database that stopped answering."""
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
-
-    async def bring_up(self) -> None:
-        self._server = await asyncio.start_server(self._serve, PG_HOST, self.port)
-
-    async def take_down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        self._flowing.set()  # let the frozen pipes notice their connections are gone
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=2)
-
-    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(PG_HOST, PG_PORT)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers |= {client_writer, upstream_writer}
-
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await reader.read(65536):
-                    await self._flowing.wait()
-                    writer.write(data)
-                    await writer.drain()
-            writer.transport.abort()
-
-        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
-        self._writers -= {client_writer, upstream_writer}
-
-
 @dataclass
 class Outage:
     """A database that refuses connections until `bring_up()`. `url` is the database once up."""
@@ -188,7 +132,7 @@ class Outage:
     url: str
     dialect: str
     directory: Path | None = None
-    proxy: TcpProxy | None = None
+    proxy: TcpForwarder | None = None
 
     async def bring_up(self) -> None:
         if self.directory is not None:
@@ -210,7 +154,7 @@ async def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         return
     name = request.getfixturevalue("pg_database")
     await asyncio.to_thread(_pg_reset, name)
-    proxy = TcpProxy()
+    proxy = TcpForwarder(PG_HOST, PG_PORT)
     yield Outage(f"postgres://postgres@{PG_HOST}:{proxy.port}/{name}", "postgres", proxy=proxy)
     await proxy.take_down()
 
