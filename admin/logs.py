@@ -66,6 +66,8 @@ CSV_COLUMNS = (
     "cache_creation_tokens",
     "config_version",
     "client_address",
+    "cost_usd",
+    "limit_name",
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0

@@ -36,6 +36,9 @@ class Migration:
 _CACHE_TOKENS = (("cached_tokens", "BIGINT"), ("cache_creation_tokens", "BIGINT"))
 #: Version 3: the client's address (older rows read as null).
 _CLIENT_ADDRESS = (("client_address", "VARCHAR(64)"),)
+#: Version 4: spend control, the request's cost in USD (null: unknown price) and the limit that refused
+#: it (older rows read as null).
+_SPEND = (("cost_usd", "DOUBLE PRECISION"), ("limit_name", "VARCHAR(64)"))
 
 
 def _indexes() -> tuple[str, ...]:
@@ -95,6 +98,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         ),
         Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
         Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
+        Migration(4, "spend", add_columns=_SPEND),
     ),
     "postgres": (
         Migration(
@@ -109,6 +113,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         ),
         Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
         Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
+        Migration(4, "spend", add_columns=_SPEND),
     ),
 }
 

@@ -30,6 +30,7 @@ TEXT_LIMITS = {
     "error_type": 64,
     "config_version": 64,
     "client_address": 64,
+    "limit_name": 64,
 }
 
 
@@ -63,6 +64,8 @@ class AuditRecord(Model):
     cache_creation_tokens = fields.BigIntField(null=True)  # migration 2
     config_version = fields.CharField(max_length=TEXT_LIMITS["config_version"], null=True)
     client_address = fields.CharField(max_length=TEXT_LIMITS["client_address"], null=True)  # migration 3
+    cost_usd = fields.FloatField(null=True)  # migration 4
+    limit_name = fields.CharField(max_length=TEXT_LIMITS["limit_name"], null=True)  # migration 4
 
     class Meta:
         table = "audit_records"

@@ -118,6 +118,11 @@ class AuditEntry:
     #: The client's IP address (the peer's, or the one a trusted proxy forwarded); None on records
     #: written before the gateway stored it.
     client_address: str | None = None
+    #: What the request cost in USD: its usage at the target's price, plus attempts the upstream billed
+    #: before a failover; None when a price was unknown (never a guess) or no usage was reported.
+    cost_usd: float | None = None
+    #: The limit that refused the request (`requests_per_minute`, `budget_usd.per_day`, ...), else None.
+    limit_name: str | None = None
     #: The row id, set only on entries read back from the database.
     id: int | None = None
 
@@ -240,6 +245,8 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
                 ),
                 trail.config_version,
                 trail.client_address,
+                trail.cost_usd,
+                trail.limit_name,
             )
         )
     return rows

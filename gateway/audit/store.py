@@ -60,7 +60,7 @@ _INT_AT = tuple(
     for i, name in enumerate(_COLUMNS)
     if name in ("http_status", "attempts") or name.endswith("_tokens")
 )
-_FLOAT_AT = tuple(i for i, name in enumerate(_COLUMNS) if name in ("latency_ms", "ttft_ms"))
+_FLOAT_AT = tuple(i for i, name in enumerate(_COLUMNS) if name in ("latency_ms", "ttft_ms", "cost_usd"))
 _TS = _COLUMNS.index("ts")
 _STREAM = _COLUMNS.index("stream")
 _PATH = _COLUMNS.index("failover_path")
@@ -81,6 +81,7 @@ _POSTGRES_TYPES = {
     "completion_tokens": "int8",
     "cached_tokens": "int8",
     "cache_creation_tokens": "int8",
+    "cost_usd": "float8",
 }
 #: The batch travels as one JSON array of rows (orjson makes it in one call; binding 25 values a row,
 #: or 25 arrays, cost asyncpg several times more CPU) and PostgreSQL takes it apart. One prepared

@@ -10,7 +10,7 @@ branch of the schema's `backend` definition.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Self
@@ -20,12 +20,14 @@ from gateway.config.secret import Secret
 __all__ = [
     "SETTINGS_BY_TYPE",
     "AnthropicSettings",
+    "BackendLimits",
     "BackendSettings",
     "BackendSource",
     "HTTPSettings",
     "MLXSettings",
     "OpenAICompatibleSettings",
     "OpenAISettings",
+    "Price",
     "backend_settings",
 ]
 
@@ -44,6 +46,37 @@ class BackendSource:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens of each kind (`backends.<name>.prices.<model>`)."""
+
+    input: float
+    output: float
+    #: Input tokens read from the prompt cache.
+    cached_input: float
+    #: Input tokens written to the prompt cache.
+    cache_write: float
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> Price:
+        """From a schema-valid mapping: the cache prices default to the input price."""
+        plain = float(raw["input"])
+        return cls(
+            input=plain,
+            output=float(raw["output"]),
+            cached_input=float(raw.get("cached_input", plain)),
+            cache_write=float(raw.get("cache_write", plain)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BackendLimits:
+    """`backends.<name>.limits`: the provider's quota, counted by the gateway (None: no limit)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BackendSettings:
     """What every backend has, whatever its type."""
 
@@ -59,6 +92,10 @@ class BackendSettings:
     max_queue: int
     #: Longest wait for a slot under `max_concurrency` (0: until the request's deadline).
     queue_timeout_seconds: float
+    #: Upstream model -> price, as written (the shipped table fills the rest when routes are compiled).
+    #: Not compared: a price or quota change does not rebuild the backend (its pools and weights stay).
+    prices: Mapping[str, Price] = field(compare=False)
+    limits: BackendLimits = field(compare=False)
 
     @classmethod
     def from_source(cls, source: BackendSource) -> Self:
@@ -77,6 +114,8 @@ class BackendSettings:
             "max_concurrency": raw["max_concurrency"],
             "max_queue": raw["max_queue"],
             "queue_timeout_seconds": raw["queue_timeout_seconds"],
+            "prices": MappingProxyType({m: Price.from_raw(p) for m, p in raw.get("prices", {}).items()}),
+            "limits": BackendLimits(**raw.get("limits", {})),
         }
 
 

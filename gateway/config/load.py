@@ -22,10 +22,13 @@ from gateway.config.model import (
     AdminKey,
     AuditConfig,
     AuthConfig,
+    Budget,
     CircuitBreakerPolicy,
     ClientKey,
     Config,
     FailoverPolicy,
+    KeyLimits,
+    LimitsConfig,
     LocalModelsConfig,
     LogfireConfig,
     LoggingConfig,
@@ -230,6 +233,17 @@ def _backend(name: str, raw: dict[str, Any], base: Path, doc: LocatedDocument) -
     return backend_settings(source)
 
 
+def _key_limits(raw: dict[str, Any] | None) -> KeyLimits | None:
+    if raw is None:
+        return None
+    return KeyLimits(
+        requests_per_minute=raw.get("requests_per_minute"),
+        tokens_per_minute=raw.get("tokens_per_minute"),
+        concurrent_requests=raw.get("concurrent_requests"),
+        budget_usd=Budget(**raw.get("budget_usd", {})),
+    )
+
+
 def _tier(kind: str, raw: dict[str, Any]) -> TimeoutTier:
     return TimeoutTier(kind=kind, total=raw["total"], connect=raw["connect"], first_byte=raw["first_byte"])  # type: ignore[arg-type]
 
@@ -252,11 +266,17 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
         ),
         auth=AuthConfig(
             client_keys=tuple(
-                ClientKey(name=k["name"], key_sha256=_key_hash(k), models=tuple(k["models"]))
+                ClientKey(
+                    name=k["name"],
+                    key_sha256=_key_hash(k),
+                    models=tuple(k["models"]),
+                    limits=_key_limits(k.get("limits")),
+                )
                 for k in auth["client_keys"]
             ),
             admin_keys=tuple(AdminKey(name=k["name"], key_sha256=_key_hash(k)) for k in auth["admin_keys"]),
             allow_unauthenticated=auth["allow_unauthenticated"],
+            default_limits=_key_limits(auth.get("default_limits")),
         ),
         backends=tuple(_backend(name, raw, base, doc) for name, raw in data["backends"].items()),
         models=tuple(
@@ -291,5 +311,6 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
         ),
         admin=AdminConfig(**data["admin"]),
         reload=ReloadConfig(**data["reload"]),
+        limits=LimitsConfig(**data["limits"]),
         unset_env=frozenset(doc.unset),
     )

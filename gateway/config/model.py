@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from gateway.config.backends import BackendSettings
+from gateway.config.backends import BackendLimits, BackendSettings, Price
 from gateway.config.secret import Secret
 
 __all__ = [
@@ -19,14 +19,19 @@ __all__ = [
     "AdminKey",
     "AuditConfig",
     "AuthConfig",
+    "BackendLimits",
+    "Budget",
     "CircuitBreakerPolicy",
     "ClientKey",
     "Config",
     "FailoverPolicy",
+    "KeyLimits",
+    "LimitsConfig",
     "LocalModelsConfig",
     "LogfireConfig",
     "LoggingConfig",
     "ModelConfig",
+    "Price",
     "PrometheusConfig",
     "ReloadConfig",
     "Secret",
@@ -67,10 +72,55 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """`budget_usd`: spend caps in USD per UTC calendar period (None: no cap)."""
+
+    per_day: float | None = None
+    per_month: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """A client key's limits (`auth.client_keys[].limits`, `auth.default_limits`); None: no limit."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_requests: int | None = None
+    budget_usd: Budget = Budget()
+
+    def over(self, defaults: KeyLimits | None) -> KeyLimits:
+        """These limits with the members they leave unset taken from `defaults`."""
+        if defaults is None:
+            return self
+        return KeyLimits(
+            requests_per_minute=_first(self.requests_per_minute, defaults.requests_per_minute),
+            tokens_per_minute=_first(self.tokens_per_minute, defaults.tokens_per_minute),
+            concurrent_requests=_first(self.concurrent_requests, defaults.concurrent_requests),
+            budget_usd=Budget(
+                per_day=_first(self.budget_usd.per_day, defaults.budget_usd.per_day),
+                per_month=_first(self.budget_usd.per_month, defaults.budget_usd.per_month),
+            ),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return self == _NO_LIMITS
+
+
+def _first(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
+_NO_LIMITS = KeyLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class ClientKey:
     name: str
     key_sha256: str = field(repr=False)
     models: tuple[str, ...]
+    #: As written for this key (None: no `limits` member); merge with `AuthConfig.default_limits`.
+    limits: KeyLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +134,8 @@ class AuthConfig:
     client_keys: tuple[ClientKey, ...]
     admin_keys: tuple[AdminKey, ...]
     allow_unauthenticated: bool
+    #: `auth.default_limits` (None: not set).
+    default_limits: KeyLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +238,17 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """`limits`: where the rate-limit, concurrency and budget counters live."""
+
+    #: "memory" or a Redis URL (it may hold a password: never printed).
+    store: str = field(repr=False)
+    on_store_down: Literal["allow", "deny"]
+    store_timeout_ms: int
+    key_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadConfig:
     watch: bool
     debounce_ms: int
@@ -209,6 +272,7 @@ class Config:
     telemetry: TelemetryConfig
     admin: AdminConfig
     reload: ReloadConfig
+    limits: LimitsConfig
     #: Environment variables referenced but unset (only with `gateway check --no-env`).
     unset_env: frozenset[str] = frozenset()
 

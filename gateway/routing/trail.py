@@ -43,6 +43,10 @@ class RequestTrail:
     timed_out: bool = False
     first_byte_at: float | None = None
     usage: Usage | None = None
+    #: USD: the served usage at its target's price plus billed failed attempts; None when unknown.
+    cost_usd: float | None = None
+    #: The gateway limit that refused the request (see `AuditEntry.limit_name`).
+    limit_name: str | None = None
     trace_id: str | None = None
 
     def tried(self) -> int:

@@ -19,7 +19,7 @@ from gateway.backends.upstream import (
     UpstreamCall,
     UpstreamFailure,
 )
-from gateway.config.backends import OpenAICompatibleSettings
+from gateway.config.backends import BackendLimits, OpenAICompatibleSettings
 from gateway.config.secret import Secret
 from gateway.protocol.canonical import ChatRequest
 
@@ -82,6 +82,8 @@ def test_no_limit_is_no_object() -> None:
             max_concurrency=max_concurrency,
             max_queue=4,
             queue_timeout_seconds=0,
+            prices={},
+            limits=BackendLimits(),
             base_url="http://127.0.0.1:1",
             api_key=Secret(""),
             headers=(),
