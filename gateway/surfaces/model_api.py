@@ -161,13 +161,13 @@ class ModelAPI:
             await self.fallback(scope, receive, send)
             return
         telemetry = self.telemetry
-        trail = (
-            RequestTrail(route.protocol, route.endpoint, request.request_id)
-            if route.endpoint is not None
-            and (self.audit.active or (telemetry is not None and telemetry.active))
+        # Every model request has a trail (cost and limits read it even with audit and telemetry off).
+        trail = RequestTrail(route.protocol, route.endpoint or "models", request.request_id)
+        observation = (
+            telemetry.begin(trail)
+            if telemetry is not None and telemetry.active and route.endpoint is not None
             else None
         )
-        observation = telemetry.begin(trail) if trail is not None and telemetry is not None else None
         with runtime.lease():
             try:
                 if request.method != route.method:
@@ -180,17 +180,14 @@ class ModelAPI:
                 else:
                     await self._serve(request, runtime, route, trail)
             except GatewayError as error:
-                if trail is not None:
-                    trail.http_status, trail.error_type = error.status, error.slug
+                trail.http_status, trail.error_type = error.status, error.slug
                 if not request.started_response:
                     await request.problem(error)
             except ClientDisconnected:
-                if trail is not None:
-                    trail.http_status, trail.error_type = CLIENT_CLOSED, "client-disconnected"
+                trail.http_status, trail.error_type = CLIENT_CLOSED, "client-disconnected"
             except Exception:
                 log.exception("model API request failed", extra={"request_id": request.request_id})
-                if trail is not None:
-                    trail.http_status, trail.error_type = 500, "internal-error"
+                trail.http_status, trail.error_type = 500, "internal-error"
                 if not request.started_response:
                     await request.problem(
                         InternalError(
@@ -198,7 +195,7 @@ class ModelAPI:
                         )
                     )
             finally:
-                if trail is not None:
+                if route.endpoint is not None:
                     if observation is not None:
                         telemetry.end(trail, observation, runtime.routes)  # type: ignore[union-attr]
                     self.audit.record(trail)
@@ -217,15 +214,13 @@ class ModelAPI:
         await request.respond(200, body, extra=[(b"x-config-version", runtime.version.encode())])
 
     async def _serve(
-        self, request: ModelRequest, runtime: Runtime, route: Route, trail: RequestTrail | None
+        self, request: ModelRequest, runtime: Runtime, route: Route, trail: RequestTrail
     ) -> None:
         config = runtime.config
-        if trail is not None:
-            trail.config_version = runtime.version
-            trail.client_address = client_address(runtime.proxies, request.scope)
+        trail.config_version = runtime.version
+        trail.client_address = client_address(runtime.proxies, request.scope)
         principal = authenticate_client(runtime.keys, request)
-        if trail is not None:
-            trail.client_key = principal.name
+        trail.client_key = principal.name
         raw = await request.body(config.server.max_body_bytes)
         try:
             body = orjson.loads(raw)
@@ -236,8 +231,7 @@ class ModelAPI:
         assert route.parse is not None and route.endpoint is not None
         parsed = route.parse(body)
         model: str = parsed.model
-        if trail is not None:
-            trail.model = model
+        trail.model = model
         model_route = runtime.routes.get(model)
         if model_route is None or not principal.may_use(model):
             if model_route is not None:
@@ -262,9 +256,8 @@ class ModelAPI:
             request_id=request.request_id,
             public_model=model,
         )
-        attempts: list[Attempt] = trail.attempts if trail is not None else []
-        if trail is not None:
-            trail.stream = call.stream
+        attempts: list[Attempt] = trail.attempts
+        trail.stream = call.stream
         try:
             async with asyncio.timeout_at(deadline):
                 served = await _unless_disconnected(
@@ -272,10 +265,9 @@ class ModelAPI:
                 )
         except TimeoutError:
             raise deadline_exceeded(tier) from None
-        if trail is not None:
-            trail.backend = served.target.backend.name
-            trail.backend_type = served.target.config.type
-            trail.upstream_model = served.target.target.model
+        trail.backend = served.target.backend.name
+        trail.backend_type = served.target.config.type
+        trail.upstream_model = served.target.target.model
         tried = sum(1 for a in served.attempts if a.tried)
         headers = [
             (b"x-gateway-backend", served.target.backend.name.encode()),
@@ -285,22 +277,19 @@ class ModelAPI:
         result = served.result
         kind = type(result)
         if kind is PassThroughReply:
-            if trail is not None:
-                trail.http_status, trail.usage = result.status, result.usage
-                if result.status >= 400:
-                    trail.error_type = f"http-{result.status}"
+            trail.http_status, trail.usage = result.status, result.usage
+            if result.status >= 400:
+                trail.error_type = f"http-{result.status}"
             await request.respond(result.status, result.body, result.content_type.encode(), headers)
             return
         if kind is PassThroughStream or kind is EventStream:
-            if trail is not None:
-                trail.http_status, trail.first_byte_at = 200, time.monotonic()
+            trail.http_status, trail.first_byte_at = 200, time.monotonic()
             include_usage = bool(getattr(parsed, "include_usage", False))
             await self._stream(request, served, result, route, include_usage, deadline, tier, headers, trail)
             return
         # The model reported to the client is the one the gateway asked the backend for.
         body = self._encoding(route, served).reply(result, served.target.target.model)
-        if trail is not None:
-            trail.http_status, trail.usage = 200, result.usage
+        trail.http_status, trail.usage = 200, result.usage
         await request.respond(200, body, b"application/json", headers)
 
     @staticmethod
@@ -322,7 +311,7 @@ class ModelAPI:
         deadline: float,
         tier: Any,
         headers: list[tuple[bytes, bytes]],
-        trail: RequestTrail | None,
+        trail: RequestTrail,
     ) -> None:
         """Write a stream: pass-through bytes as they come, or canonical events through the route's
         encoder. A failure after the first byte ends it with the protocol's error event (no end marker)."""
@@ -350,13 +339,11 @@ class ModelAPI:
                             if out:
                                 await request.stream_chunk(out)
             except TimeoutError:
-                if trail is not None:
-                    trail.timed_out, trail.error_type = True, "timeout"
+                trail.timed_out, trail.error_type = True, "timeout"
                 message = f"{deadline_exceeded(tier).detail} (request {request.request_id})"
                 await request.stream_chunk(self._encoding(route, served).error_event(message, "timeout"))
             except UpstreamFailure as failure:
-                if trail is not None:
-                    trail.error_type = "stream-failed"
+                trail.error_type = "stream-failed"
                 message = (
                     f"backend '{backend}' failed mid-stream: {failure.detail} (request {request.request_id})"
                 )
@@ -369,7 +356,7 @@ class ModelAPI:
             done, _ = await asyncio.wait((pumping, disconnect), return_when=asyncio.FIRST_COMPLETED)
             if pumping in done:
                 pumping.result()
-            elif trail is not None:
+            else:
                 trail.error_type = "client-disconnected"
         finally:
             for task in (pumping, disconnect):
@@ -377,5 +364,4 @@ class ModelAPI:
                     task.cancel()
             await asyncio.gather(pumping, disconnect, return_exceptions=True)
             await stream.aclose()
-            if trail is not None:
-                trail.usage = stream.usage
+            trail.usage = stream.usage
