@@ -1,7 +1,8 @@
 """Gateway overhead: the same small chat completion sent to a fake OpenAI server directly and through
 the gateway, so the difference is what the gateway adds.
 
-    gateway bench overhead [--quick] [--json FILE] [--clients 1,8,32] [--variants audit_off,2_workers]
+    gateway bench overhead [--quick] [--json FILE] [--clients 1,8,32]
+                           [--variants audit_off,2_workers,keyed,limits_memory,limits_redis]
                            [--duration S] [--warmup S] [--profile DIR] [--retries N] [--wait-quiet S]
                            [--no-baselines]
 
@@ -23,7 +24,10 @@ processes).
 Variants of the gateway, each started on its own after the default one and measured the same way:
 `audit_off` (`audit: {enabled: false}`; the default writes the SQLite audit log) and `2_workers`
 (`--workers 2`, not pinned: on a 2-core machine the workers share the cores with the fake and the
-load generator, so the ceiling is what bounds them there).
+load generator, so the ceiling is what bounds them there); on request, `keyed` (requests carry a
+client key), `limits_memory` and `limits_redis` (that key with a limit of every kind, none reached,
+counted in memory or in a private redis-server on loopback): the limits' cost is theirs minus
+`keyed`'s.
 
 The machine may be shared: each phase waits (up to `--wait-quiet` s) for other processes to leave
 the cores, records the CPU they used meanwhile (`foreign_cpu_cores`), and runs again (`--retries`)
@@ -37,9 +41,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +66,50 @@ from gateway.bench.harness.results import markdown_table, ms
 from gateway.bench.harness.runner import scenario_main
 from gateway.bench.harness.servers import Server, pinned, start_fake, start_listening, usable_cpus
 
+from gateway.testing.redis_server import RedisServer
+
 TARGETS = {
     "added_p50_ms_at_1_client": 1.0,  # at most
     "gateway_rps_one_worker": 1500.0,  # at least
 }
-#: The gateway variants: target name → (label, workers, audit log on). "gateway" is the default one.
-VARIANTS: dict[str, tuple[str, int, bool]] = {
-    "gateway": ("1 worker, audit log on (default)", 1, True),
-    "gateway_audit_off": ("1 worker, audit log off", 1, False),
-    "gateway_2_workers": ("2 workers, audit log on", 2, True),
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the gateway under the same load. `keyed`: requests carry a client key;
+    `limits`: that key has limits of every kind, counted in this store (`memory` or `redis`)."""
+
+    label: str
+    workers: int
+    audit: bool
+    keyed: bool = False
+    limits: str | None = None
+
+
+#: The gateway variants by target name. "gateway" is the default one.
+VARIANTS: dict[str, Variant] = {
+    "gateway": Variant("1 worker, audit log on (default)", 1, True),
+    "gateway_audit_off": Variant("1 worker, audit log off", 1, False),
+    "gateway_2_workers": Variant("2 workers, audit log on", 2, True),
+    "gateway_keyed": Variant("1 worker, audit on, a client key without limits", 1, True, keyed=True),
+    "gateway_limits_memory": Variant(
+        "1 worker, audit on, a key with every limit, memory store", 1, True, keyed=True, limits="memory"
+    ),
+    "gateway_limits_redis": Variant(
+        "1 worker, audit on, a key with every limit, Redis store", 1, True, keyed=True, limits="redis"
+    ),
 }
-VARIANT_OPTIONS = {"audit_off": "gateway_audit_off", "2_workers": "gateway_2_workers"}
+VARIANT_OPTIONS = {
+    "audit_off": "gateway_audit_off",
+    "2_workers": "gateway_2_workers",
+    "keyed": "gateway_keyed",
+    "limits_memory": "gateway_limits_memory",
+    "limits_redis": "gateway_limits_redis",
+}
+#: What `--variants` runs unless told: the limits variants are asked for by name.
+DEFAULT_VARIANTS = ("audit_off", "2_workers")
+#: The client key of the keyed variants.
+BENCH_KEY = "bench-client-key-0123456789"
 QUICK = {"duration": 0.3, "warmup": 0.15, "rps_clients": []}
 
 
@@ -155,14 +194,16 @@ def _summary(
     }
     variant_summaries = []
     for name in ["gateway", *variants]:
-        label, workers, audit = VARIANTS[name]
+        variant = VARIANTS[name]
         top = best_phase(phases, name, "non_streaming")
         variant_summaries.append(
             {
                 "variant": name,
-                "label": label,
-                "workers": workers,
-                "audit": audit,
+                "label": variant.label,
+                "workers": variant.workers,
+                "audit": variant.audit,
+                "keyed": variant.keyed,
+                "limits": variant.limits,
                 "rows": compare_rows(phases, name, clients),
                 "max_rps": top["rps"] if top else None,
                 "max_rps_clients": top["clients"] if top else None,
@@ -382,7 +423,10 @@ def run(
         per_target = 2 * len(clients) + len(extra)
         baseline_phases = 2 * len(sorted({1, *rps_clients, max(clients)})) if baselines else 0
         progress.add(per_target * (2 + len(variants)) + baseline_phases - 1)
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as directory:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-overhead-") as directory,
+        contextlib.ExitStack() as stack,
+    ):
         workdir = Path(directory)
         with _core_servers(workdir, cpus, baselines) as servers, LoadGenerator(cpus["loadgen"]) as loadgen:
             check_answers(servers)
@@ -390,13 +434,23 @@ def run(
             for target in ("direct", "gateway"):
                 _measure_target(bench, target, clients, extra)
             for name in variants:
-                _label, workers, audit = VARIANTS[name]
-                cpu = cpus["gateway"] if workers == 1 else None
+                variant = VARIANTS[name]
+                cpu = cpus["gateway"] if variant.workers == 1 else None
+                store = _redis(stack).url(0) if variant.limits == "redis" else variant.limits
                 servers[name] = start_gateway_server(
-                    name, workdir, servers["fake"].port, workers=workers, audit=audit, cpu=cpu
+                    name,
+                    workdir,
+                    servers["fake"].port,
+                    workers=variant.workers,
+                    audit=variant.audit,
+                    cpu=cpu,
+                    client_key=BENCH_KEY if variant.keyed else None,
+                    limits_store=store,
                 )
+                headers = {"authorization": f"Bearer {BENCH_KEY}"} if variant.keyed else {}
+                bench.target_headers[name] = headers
                 try:
-                    check_answers(servers, (name,))
+                    check_answers(servers, (name,), headers=headers)
                     _measure_target(bench, name, clients, extra)
                 finally:
                     servers.pop(name).stop()
@@ -416,10 +470,7 @@ def run(
             "warmup_s": warmup,
             "clients": clients,
             "rps_clients": rps_clients,
-            "variants": {
-                name: dict(zip(("label", "workers", "audit"), VARIANTS[name], strict=True))
-                for name in ["gateway", *variants]
-            },
+            "variants": {name: dataclasses.asdict(VARIANTS[name]) for name in ["gateway", *variants]},
             "reply_tokens": REPLY_TOKENS,
             "request": BODY,
             "cpus": cpus | {"gateway_2_workers": None},
@@ -435,6 +486,11 @@ def run(
     if profiles:
         result["profile"] = profiles
     return result
+
+
+def _redis(stack: contextlib.ExitStack) -> RedisServer:
+    """A private redis-server for the Redis variant (one per run, on the upstream's core's side)."""
+    return stack.enter_context(RedisServer())
 
 
 def _measure_target(bench: LoadBench, target: str, clients: list[int], extra: list[int]) -> None:
@@ -471,8 +527,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         type=_variant_list,
-        default=list(VARIANT_OPTIONS.values()),
-        help="gateway variants besides the default: audit_off, 2_workers, or none (both)",
+        default=[VARIANT_OPTIONS[n] for n in DEFAULT_VARIANTS],
+        help="gateway variants besides the default, comma-separated: audit_off, 2_workers (these two "
+        "unless told), keyed (a client key), limits_memory and limits_redis (that key with every limit, "
+        "counted in memory or in a private redis-server on loopback), or none",
     )
     parser.add_argument(
         "--retries",

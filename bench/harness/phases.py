@@ -53,16 +53,37 @@ MIN_REQUESTS = 20
 FOREIGN_LIMIT = 0.1
 
 
-def gateway_config(upstream_port: int, *, audit: bool = True, client_key_env: str | None = None) -> str:
-    """One `openai_compatible` backend on the fake; the audit log as configured by default unless off;
-    with `client_key_env`, one client key read from that variable (requests must carry it)."""
+#: Limits no bench load reaches, so every kind is checked and charged on every request and none refuses.
+BENCH_LIMITS = (
+    "{requests_per_minute: 100000000, tokens_per_minute: 100000000000, concurrent_requests: 100000, "
+    "budget_usd: {per_day: 1000000000, per_month: 1000000000}}"
+)
+
+
+def gateway_config(
+    upstream_port: int,
+    *,
+    audit: bool = True,
+    client_key_env: str | None = None,
+    limits_store: str | None = None,
+) -> str:
+    """One `openai_compatible` backend on the fake (priced, so every request has a cost); the audit log
+    as configured by default unless off; with `client_key_env`, one client key read from that variable
+    (requests must carry it); with `limits_store` (`memory` or a Redis URL), that key has limits of
+    every kind (`BENCH_LIMITS`) counted in that store."""
     text = f"""backends:
-  fake: {{type: openai_compatible, base_url: "http://127.0.0.1:{upstream_port}/v1"}}
+  fake:
+    type: openai_compatible
+    base_url: "http://127.0.0.1:{upstream_port}/v1"
+    prices: {{{MODEL}: {{input: 0.15, output: 0.6, cached_input: 0.075}}}}
 models:
   {MODEL}: {{chain: [{{backend: fake, model: {MODEL}}}]}}
 """
     if client_key_env:
-        text += f'auth: {{client_keys: [{{name: bench, key: "${{{client_key_env}}}"}}]}}\n'
+        limits = f", limits: {BENCH_LIMITS}" if limits_store else ""
+        text += f'auth: {{client_keys: [{{name: bench, key: "${{{client_key_env}}}"{limits}}}]}}\n'
+    if limits_store:
+        text += f'limits: {{store: "{limits_store}"}}\n'
     return text if audit else text + "audit: {enabled: false}\n"
 
 
@@ -75,13 +96,16 @@ def start_gateway_server(
     audit: bool,
     cpu: int | None,
     client_key: str | None = None,
+    limits_store: str | None = None,
 ) -> Server:
     """`gateway serve` on the fake, in its own directory (its audit database lives next to its config)."""
     directory = workdir / name
     directory.mkdir(exist_ok=True)
     config = directory / "gateway.yaml"
     key_env = "BENCH_CLIENT_KEY" if client_key else None
-    config.write_text(gateway_config(upstream_port, audit=audit, client_key_env=key_env))
+    config.write_text(
+        gateway_config(upstream_port, audit=audit, client_key_env=key_env, limits_store=limits_store)
+    )
     env = {"BENCH_CLIENT_KEY": client_key} if client_key else None
     gateway = start_gateway(config, workers=workers, cpu=cpu, env=env)
     return Server(name, gateway.port, gateway.process, gateway.stop, proxies=True)
@@ -100,6 +124,8 @@ class LoadBench:
     phases: list[dict[str, Any]] = field(default_factory=list)
     progress: Progress | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request (an API key)
+    #: Headers for one target only (instead of `headers`): a variant that needs a key.
+    target_headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def measure(self, target: str, stream: bool, clients: int, *, record: bool = True) -> dict[str, Any]:
         """One phase against `target` (direct, gateway, a variant, a baseline, a peer).
@@ -167,7 +193,7 @@ class LoadBench:
                 "warmup": self.warmup,
                 "duration": self.duration,
                 "min_requests": MIN_REQUESTS,
-                "headers": self.headers,
+                "headers": self.target_headers.get(target, self.headers),
             }
         )
         elapsed = time.perf_counter() - started
