@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 from gateway.admin.access import authenticate_admin, check_origin
+from gateway.admin.spreadsheet import csv_cell
 from quart import Blueprint, Response, current_app, request, websocket
 
 from gateway.audit.query import LogFilter
@@ -162,7 +163,7 @@ async def export() -> Response:
         body, mimetype = _jsonl(rows), "application/x-ndjson"
     else:
         body, mimetype = _csv(rows), "text/csv; charset=utf-8"
-    response = Response(body, mimetype=mimetype)
+    response = Response(body, content_type=mimetype)
     response.headers["content-disposition"] = f'attachment; filename="gateway-audit-{stamp}.{kind}"'
     response.timeout = None  # a large export may stream for longer than Quart's response timeout
     return response
@@ -194,22 +195,10 @@ async def _csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield out.getvalue().encode()
 
 
-#: What makes a spreadsheet read a cell as a formula (OWASP, "CSV injection"): such a text cell is
-#: written with a leading `'`, which spreadsheets show as text. Numbers are written as numbers.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def _csv_value(value: Any, column: str) -> Any:
     if column == "failover_path":
         value = orjson.dumps(value or []).decode()
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        # Text comes from clients (model names, request ids) and operators (key and backend names).
-        return "'" + value
-    return value
+    return csv_cell(value)
 
 
 @blueprint.websocket("/live")

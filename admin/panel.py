@@ -3,8 +3,8 @@ under /admin/api/session. `install_panel(app)` wires it (and the `admin.enabled`
 and loads the session secret and the local admin token at startup.
 
 The pages are one static HTML shell plus JavaScript modules that read the admin API; every page's
-URL (`/admin/logs?status=error`, `/admin/settings`, `/admin/status`) serves the shell, so a view can
-be bookmarked or shared.
+URL (`/admin/logs?status=error`, `/admin/usage`, `/admin/settings`, `/admin/status`) serves the
+shell, so a view can be bookmarked or shared.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ log = logging.getLogger("gateway.admin")
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: The panel's pages (each serves the same shell; the JavaScript shows the page the URL names).
-PAGES = ("logs", "settings", "status", "signin")
+PAGES = ("logs", "usage", "settings", "status", "signin")
 
 # The shell loads only its own files: no inline script, nothing from another origin, never framed.
 _PAGE_HEADERS = {
@@ -72,7 +72,7 @@ session_api = Blueprint("admin_session", __name__, url_prefix="/admin/api/sessio
 
 @pages.get("")
 @pages.get("/")
-@pages.get("/<any(logs, settings, status, signin):page>")
+@pages.get("/<any(logs, usage, settings, status, signin):page>")
 async def shell(page: str = "logs") -> Response:
     response = await send_from_directory(STATIC_DIR, "index.html")
     response.headers.update(_PAGE_HEADERS)

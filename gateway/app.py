@@ -22,6 +22,7 @@ from gateway.admin.openapi import blueprint as openapi_document
 from gateway.admin.panel import install_panel
 from gateway.admin.probes import blueprint as telemetry_endpoints
 from gateway.admin.session import AdminSessions
+from gateway.admin.usage import blueprint as admin_usage
 from gateway.audit.service import AuditService
 from gateway.problems import install_problem_handlers
 from gateway.runtime.live import LiveRuntime, ReloadEvent
@@ -89,6 +90,7 @@ def create_app(
     app.audit = AuditService()
     app.register_blueprint(admin_api)
     app.register_blueprint(admin_logs)
+    app.register_blueprint(admin_usage)
     install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch
     app.telemetry = Telemetry(logfire_instance)
     app.register_blueprint(telemetry_endpoints)

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.audit.record import format_ts, parse_ts
 
-__all__ = ["BACKEND_TYPES", "STATUSES", "LogFilter", "decode_cursor", "encode_cursor"]
+__all__ = ["BACKEND_TYPES", "STATUSES", "LogFilter", "decode_cursor", "encode_cursor", "parse_instant"]
 
 STATUSES = frozenset({"success", "error", "timeout", "rejected"})
 BACKEND_TYPES = frozenset({"mlx", "openai", "anthropic", "openai_compatible"})
@@ -59,8 +59,8 @@ class LogFilter:
             raise ValueError(
                 f"backend_type must be one of {', '.join(sorted(BACKEND_TYPES))}, not {backend_type!r}"
             )
-        since = _instant("since", text("since"))
-        until = _instant("until", text("until"))
+        since = parse_instant("since", text("since"))
+        until = parse_instant("until", text("until"))
         if since is not None and until is not None and since >= until:
             raise ValueError("since must be earlier than until")
         return cls(
@@ -106,7 +106,7 @@ class LogFilter:
         return self.until is None or ts < self.until
 
 
-def _instant(name: str, value: str | None) -> datetime | None:
+def parse_instant(name: str, value: str | None) -> datetime | None:
     """ISO-8601 (a `Z` or an offset; without one, UTC) or seconds since the epoch."""
     if value is None:
         return None

@@ -27,6 +27,7 @@ from gateway.audit.migrations import apply_postgres, apply_sqlite
 from gateway.audit.models import TEXT_LIMITS
 from gateway.audit.query import LogFilter, decode_cursor, encode_cursor
 from gateway.audit.record import ENTRY_FIELDS, AuditEntry, AuditRow, parse_ts
+from gateway.audit.usage import MAX_GROUPS, SpendPeriods, UsageQuery
 
 __all__ = ["CHANNEL", "DEFAULT_TIMEOUT", "MAX_PAGE_SIZE", "AuditStore"]
 
@@ -355,6 +356,36 @@ class AuditStore:
             if row["backend"] is not None:
                 counts.setdefault(str(row["backend"]), {})[str(row["outcome"])] = int(row["n"])
         return counts
+
+    async def usage(self, query: UsageQuery, limit: int = MAX_GROUPS) -> tuple[list[dict[str, Any]], bool]:
+        """The query's groups (at most `limit`), each with its counts, token sums and cost, and whether
+        more groups were left out. Without `group_by`: one row, the totals. Summed by the database."""
+        sql, params = query.statement(self._dialect, limit + 1)
+        params[0], params[1] = self._ts_param(params[0]), self._ts_param(params[1])
+        rows = await self._query(sql, params)
+        return [query.row(row) for row in rows[:limit]], len(rows) > limit
+
+    async def spend(
+        self, now: datetime, clients: Sequence[str] | None = None
+    ) -> dict[str | None, dict[str, Any]]:
+        """Each key's spend in the UTC day and month of `now` (what budgets are counted against):
+        `{client: {spent_day, unpriced_day, spent_month, unpriced_month}}`, keys without records
+        absent; only `clients` when given."""
+        wanted = tuple(clients) if clients is not None else None
+        if wanted == ():
+            return {}
+        sql, params = SpendPeriods.at(now).statement(wanted)
+        params[:6] = [self._ts_param(value) for value in params[:6]]
+        rows = await self._query(sql, params)
+        return {
+            row["client"]: {
+                "spent_day": round(float(row["spent_day"]), 9),
+                "unpriced_day": int(row["unpriced_day"]),
+                "spent_month": round(float(row["spent_month"]), 9),
+                "unpriced_month": int(row["unpriced_month"]),
+            }
+            for row in rows
+        }
 
     async def _select(
         self, filters: LogFilter, after: tuple[datetime, int] | None, limit: int

@@ -57,11 +57,12 @@ def page(context: BrowserContext) -> Iterator[Page]:
 
 @pytest.fixture
 def screenshot(tmp_path: Path) -> Callable[[Page, str], Path]:
-    """`screenshot(page, "logs")`: a PNG of the viewport (into docs/screenshots with UPDATE_SCREENSHOTS=1)."""
+    """`screenshot(page, "logs")`: a PNG of the viewport, or of the whole page with `full_page=True`
+    (into docs/screenshots with UPDATE_SCREENSHOTS=1)."""
 
-    def take(page: Page, name: str) -> Path:
+    def take(page: Page, name: str, *, full_page: bool = False) -> Path:
         path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path))
+        page.screenshot(path=str(path), full_page=full_page)
         assert path.read_bytes().startswith(b"\x89PNG")
         if os.environ.get("UPDATE_SCREENSHOTS") == "1":
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,15 @@ def same_origin(gateway: GatewayProcess, csrf: str | None = None) -> dict[str, s
 
 
 @pytest.mark.parametrize(
-    "path", ["/admin", "/admin/", "/admin/logs?status=error", "/admin/settings", "/admin/status"]
+    "path",
+    [
+        "/admin",
+        "/admin/",
+        "/admin/logs?status=error",
+        "/admin/usage?range=7d",
+        "/admin/settings",
+        "/admin/status",
+    ],
 )
 def test_every_page_url_serves_the_panel(gateway, path: str) -> None:
     response = requests.get(gateway.url(path), timeout=5)
@@ -111,6 +119,7 @@ ENDPOINTS = [
     ("GET", "/admin/api/logs/export"),
     ("GET", "/admin/api/logs/stats"),
     ("GET", "/admin/api/logs/backends"),
+    ("GET", "/admin/api/usage"),
     ("GET", "/admin/api/session"),
     ("DELETE", "/admin/api/session"),
 ]

@@ -1,5 +1,5 @@
 // The panel's shell: sign-in, the top bar, and a small router that shows the page the URL names
-// (/admin/logs, /admin/settings, /admin/status). Each page module exports `mount(container, context)`
+// (/admin/logs, /admin/usage, /admin/settings, /admin/status). Each page module exports `mount(container, context)`
 // and returns a function that stops whatever it started (sockets, timers).
 
 import { api, ApiError, events, setCsrfToken } from "./api.js";
@@ -7,6 +7,7 @@ import { fill, h } from "./dom.js";
 
 const PAGES = {
   logs: { title: "Logs", load: () => import("./logs.js") },
+  usage: { title: "Usage", load: () => import("./usage.js") },
   settings: { title: "Settings", load: () => import("./settings.js") },
   status: { title: "Status", load: () => import("./status.js") },
 };
