@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, check, schema, key, model, bench."""
+"""The `gateway` command: serve, check, schema, prices, key, model, bench."""
 
 from __future__ import annotations
 
@@ -94,6 +94,26 @@ def _schema(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _prices(args: argparse.Namespace) -> int:
+    from gateway.pricing.report import format_report, price_report
+
+    config = None
+    if args.config is not None:
+        try:
+            # Prices need no secrets: unset variables read as empty, as `gateway check --no-env`.
+            config = _load_for_check(str(args.config), strict_env=False)
+        except ConfigError as error:
+            for issue in error.issues:
+                print(issue, file=sys.stderr)
+            return 1
+    report = price_report(config)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        sys.stdout.write(format_report(report))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
@@ -162,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of gateway.yaml")
     schema.set_defaults(handler=_schema)
+
+    prices = commands.add_parser(
+        "prices",
+        help="print the price table shipped with the gateway, and a config's effective prices",
+        description="Print the prices (USD per million tokens) the gateway ships, with their date, and "
+        "with --config each backend's effective prices: its own `prices` (marked *) over the shipped "
+        "table.",
+    )
+    prices.add_argument("--config", "-c", type=Path, help="also show this config's effective prices")
+    prices.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    prices.set_defaults(handler=_prices)
 
     key = commands.add_parser("key", help="API key helpers")
     key_commands = key.add_subparsers(dest="key_command", required=True)

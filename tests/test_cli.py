@@ -1,4 +1,4 @@
-"""`gateway check` exit codes and output, `gateway key hash`."""
+"""`gateway check` exit codes and output, `gateway key hash`, `gateway prices`."""
 
 from __future__ import annotations
 
@@ -83,6 +83,43 @@ def test_check_warns_about_models_with_no_enabled_target(tmp_path: Path) -> None
 def test_key_hash_matches_sha256() -> None:
     result = gateway("key", "hash", stdin="s3cret\n")
     assert result.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
+
+
+def test_prices_prints_the_shipped_table_with_its_date() -> None:
+    from gateway.pricing import shipped_table
+
+    result = gateway("prices")
+    assert result.returncode == 0, result.stderr
+    assert f"as of {shipped_table().as_of} (USD per million tokens)" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:5] == ["gpt-4o-mini", "0.15", "0.075", "0.15", "0.6"] for line in lines)
+    assert any(line.split()[:5] == ["claude-sonnet-4-5", "3", "0.3", "3.75", "15"] for line in lines)
+
+
+def test_prices_with_a_config_shows_each_backend_s_effective_prices(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "backends:\n"
+        "  oa: {type: openai, api_key: '${UNSET_OPENAI_KEY}', prices: {gpt-4o: {input: 2, output: 8}}}\n"
+        "  up: {type: openai_compatible, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "models:\n"
+        "  gpt: {chain: [{backend: oa, model: gpt-4o}, {backend: oa, model: gpt-4.1}, {backend: up}]}\n"
+    )
+    result = gateway("prices", "--config", str(path))
+    assert result.returncode == 0, result.stderr  # secrets are not needed to read prices
+    assert "oa (openai); other models: the shipped openai prices" in result.stdout
+    own = ["gpt-4o*", "2", "2", "2", "8", "gateway.yaml"]
+    assert any(line.split() == own for line in result.stdout.splitlines())
+    report = json.loads(gateway("prices", "--json", "-c", str(path)).stdout)
+    assert report["backends"]["oa"]["models"]["gpt-4.1"]["origin"] == "shipped"
+    assert report["backends"]["up"]["models"]["gpt"] == {"price": None, "origin": None, "routed": True}
+    assert report["backends"]["up"]["other_models"] == "unknown"
+
+
+def test_prices_with_a_broken_config_says_where_and_exits_1() -> None:
+    result = gateway("prices", "--config", str(BROKEN / "unknown_backend.yaml"))
+    assert result.returncode == 1
+    assert "unknown_backend.yaml:14:" in result.stderr and result.stdout == ""
 
 
 def _check_one(path: Path) -> tuple[int, list[str]]:

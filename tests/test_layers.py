@@ -27,6 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"config"},  # data only: YAML source spans, schema, load/validate, typed config, edit planning
         {"tracing"},  # spans (a shared no-op unless something receives them)
         {"protocol"},  # canonical form; OpenAI and Anthropic decoders/encoders; SSE; usage
+        {"pricing"},  # the shipped price table, backend prices over it, usage -> cost
         {"auth"},  # keys, principals, exposure rules
         {"modelgen"},  # generated local models (files on disk)
         {"backends"},  # one contract, breaker, per-type settings; http, openai, anthropic, mlx

@@ -26,6 +26,7 @@ RUNTIME_FILES = (
     "gateway/config/gateway.schema.json",
     "gateway/openapi.yaml",
     "gateway/defaults/gateway.yaml",
+    "gateway/pricing/prices.json",
     "gateway/admin/static/index.html",
     "gateway/admin/static/panel.css",
     "gateway/admin/static/favicon.svg",

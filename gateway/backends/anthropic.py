@@ -66,4 +66,6 @@ class AnthropicBackend(HTTPBackend):
         try:
             return anthropic_protocol.parse_messages_response(data)
         except UpstreamProtocolError as error:
-            raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
+            # An answer the gateway cannot use may still have been billed: keep what it reported.
+            usage = anthropic_usage(data.get("usage") if isinstance(data, dict) else None)
+            raise UpstreamFailure("http_5xx", f"malformed response: {error}", usage=usage) from None

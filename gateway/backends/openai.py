@@ -70,7 +70,9 @@ class OpenAICompatibleBackend(HTTPBackend):
         try:
             return openai_protocol.parse_chat_response(data)
         except UpstreamProtocolError as error:
-            raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
+            # An answer the gateway cannot use may still have been billed: keep what it reported.
+            usage = openai_usage(data.get("usage") if isinstance(data, dict) else None)
+            raise UpstreamFailure("http_5xx", f"malformed response: {error}", usage=usage) from None
 
 
 class OpenAIBackend(OpenAICompatibleBackend):

@@ -96,6 +96,7 @@ class UpstreamFailure(Exception):
         retry_after: str | None = None,
         error_type: str | None = None,
         param: str | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(detail)
         self.kind = kind
@@ -106,6 +107,9 @@ class UpstreamFailure(Exception):
         self.error_type = error_type
         #: The request member the upstream blamed, relayed for client errors.
         self.param = param
+        #: The usage the upstream reported before the attempt failed (it billed the attempt), e.g. a
+        #: whole answer that could not be translated; None when it reported none.
+        self.usage = usage
 
 
 @dataclass(slots=True)

@@ -32,6 +32,8 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from gateway.pricing.cost import TokenPrice
+from gateway.protocol.canonical import Usage
 from gateway.routing.table import ModelRoute, RouteTarget
 from gateway.tracing import span
 
@@ -54,6 +56,22 @@ class Attempt:
     status: int | None = None
     duration_ms: float = 0.0
     detail: str = ""
+    #: A failed attempt the upstream billed: the usage it reported, and the target's price (None:
+    #: unknown). The served attempt's usage is the request's own (`RequestTrail.usage`).
+    usage: Usage | None = None
+    price: TokenPrice | None = None
+
+    @property
+    def billed(self) -> bool:
+        """Whether this failed attempt was billed by the upstream (it reported usage)."""
+        return self.usage is not None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What the upstream billed for this failed attempt; None when nothing, or at an unknown price."""
+        if self.usage is None or self.price is None:
+            return None
+        return self.price.cost_usd(self.usage)
 
     @property
     def tried(self) -> bool:
@@ -147,7 +165,14 @@ async def execute(
             elapsed = (time.monotonic() - started) * 1000
             attempts.append(
                 Attempt(
-                    backend.name, step.target.model, failure.kind, failure.status, elapsed, failure.detail
+                    backend.name,
+                    step.target.model,
+                    failure.kind,
+                    failure.status,
+                    elapsed,
+                    failure.detail,
+                    usage=failure.usage,
+                    price=step.price,
                 )
             )
             if failure.kind in BACKEND_FAULTS and not isinstance(failure, ConcurrencyLimitReached):

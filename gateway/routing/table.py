@@ -17,6 +17,7 @@ from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
+from gateway.pricing.cost import TokenPrice
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 
@@ -27,6 +28,9 @@ class RouteTarget:
     backend: Backend
     #: The backend's settings (`backend.config`), of the class its type names.
     config: BackendSettings
+    #: What the upstream model costs on this backend, resolved when the config was compiled (None:
+    #: unknown, so requests served here have no cost).
+    price: TokenPrice | None = None
 
 
 @dataclass(frozen=True, slots=True)

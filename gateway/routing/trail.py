@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.pricing.cost import PICODOLLARS_PER_USD, TokenPrice
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
 
@@ -48,6 +49,34 @@ class RequestTrail:
     #: The gateway limit that refused the request (see `AuditEntry.limit_name`).
     limit_name: str | None = None
     trace_id: str | None = None
+
+    def settle(self, usage: Usage | None, price: TokenPrice | None) -> None:
+        """The served answer's usage, and the request's cost: that usage at its target's `price`, plus
+        the failed attempts the upstream billed. None when the usage or any price is unknown."""
+        self.usage = usage
+        if usage is None or price is None:
+            self.cost_usd = None
+            return
+        cost = price.picodollars(usage)
+        for attempt in self.attempts:
+            if attempt.usage is not None:  # rare: an attempt billed, then failed over from
+                if attempt.price is None:
+                    self.cost_usd = None
+                    return
+                cost += attempt.price.picodollars(attempt.usage)
+        self.cost_usd = cost / PICODOLLARS_PER_USD
+
+    def settle_failed(self) -> None:
+        """The cost of a request no backend served: the failed attempts the upstream billed (None when
+        none was billed, or one's price is unknown)."""
+        cost: int | None = None
+        for attempt in self.attempts:
+            if attempt.usage is not None:
+                if attempt.price is None:
+                    self.cost_usd = None
+                    return
+                cost = (cost or 0) + attempt.price.picodollars(attempt.usage)
+        self.cost_usd = None if cost is None else cost / PICODOLLARS_PER_USD
 
     def tried(self) -> int:
         """How many backends were actually asked (skipped steps of the chain do not count)."""

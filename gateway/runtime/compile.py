@@ -15,6 +15,7 @@ from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config
+from gateway.pricing import TokenPrice, resolve_price
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
 
 __all__ = ["compile_runtime"]
@@ -42,9 +43,17 @@ def compile_runtime(
         backends[settings.name] = backend
     models = []
     routes: dict[str, ModelRoute] = {}
+    prices: dict[tuple[str, str], TokenPrice | None] = {}
     for model in config.models:
         chain = tuple(
-            RouteTarget(target=t, backend=backends[t.backend], config=backends[t.backend].config)
+            RouteTarget(
+                target=t,
+                backend=backends[t.backend],
+                config=backends[t.backend].config,
+                # This config's settings: a reused backend object keeps the settings it was built
+                # with, and a price change does not rebuild a backend.
+                price=_price(config.backends, t.backend, t.model, prices),
+            )
             for t in model.chain
         )
         route = ModelRoute(name=model.name, config=model, chain=chain)
@@ -63,3 +72,18 @@ def compile_runtime(
         local_models=local_models,
     )
     return runtime, created
+
+
+def _price(
+    settings: tuple[BackendSettings, ...],
+    backend: str,
+    model: str,
+    seen: dict[tuple[str, str], TokenPrice | None],
+) -> TokenPrice | None:
+    """The price of `model` on `backend` (resolved once per pair and config)."""
+    key = (backend, model)
+    if key not in seen:
+        [own] = [s for s in settings if s.name == backend]
+        resolved = resolve_price(own, model)
+        seen[key] = None if resolved is None else TokenPrice.of(resolved.price)
+    return seen[key]

@@ -37,6 +37,7 @@ from gateway.errors import (
     MethodNotAllowed,
     ModelNotFound,
 )
+from gateway.pricing import format_usd
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
@@ -264,7 +265,11 @@ class ModelAPI:
                     request, execute(model_route, call, tier, config.failover, deadline, attempts)
                 )
         except TimeoutError:
+            trail.settle_failed()
             raise deadline_exceeded(tier) from None
+        except BaseException:
+            trail.settle_failed()  # attempts the upstream billed before the chain gave up
+            raise
         trail.backend = served.target.backend.name
         trail.backend_type = served.target.config.type
         trail.upstream_model = served.target.target.model
@@ -277,7 +282,10 @@ class ModelAPI:
         result = served.result
         kind = type(result)
         if kind is PassThroughReply:
-            trail.http_status, trail.usage = result.status, result.usage
+            trail.http_status = result.status
+            trail.settle(result.usage, served.target.price)
+            if trail.cost_usd is not None:
+                headers.append((b"x-gateway-cost-usd", format_usd(trail.cost_usd).encode()))
             if result.status >= 400:
                 trail.error_type = f"http-{result.status}"
             await request.respond(result.status, result.body, result.content_type.encode(), headers)
@@ -289,7 +297,10 @@ class ModelAPI:
             return
         # The model reported to the client is the one the gateway asked the backend for.
         body = self._encoding(route, served).reply(result, served.target.target.model)
-        trail.http_status, trail.usage = 200, result.usage
+        trail.http_status = 200
+        trail.settle(result.usage, served.target.price)
+        if trail.cost_usd is not None:
+            headers.append((b"x-gateway-cost-usd", format_usd(trail.cost_usd).encode()))
         await request.respond(200, body, b"application/json", headers)
 
     @staticmethod
@@ -364,4 +375,6 @@ class ModelAPI:
                     task.cancel()
             await asyncio.gather(pumping, disconnect, return_exceptions=True)
             await stream.aclose()
-            trail.usage = stream.usage
+            # The cost header left with the stream's head, before the usage was known: a stream's
+            # cost is in its audit record, log line, span and metric only.
+            trail.settle(stream.usage, served.target.price)

@@ -85,6 +85,14 @@ class GatewayMetrics:
             ["model", "backend", "direction"],
             registry=registry,
         )
+        self.cost = Counter(
+            "gateway_cost_usd",
+            "USD spent, by public model, serving backend and client key (its name): each request's "
+            "usage at its backend's price, plus failed attempts the upstream billed. Requests of "
+            "unknown cost (a model priced nowhere) are not counted; the audit log holds them as null.",
+            ["model", "backend", "client"],
+            registry=registry,
+        )
         self.failovers = Counter(
             "gateway_failovers",
             "Backend attempts beyond the first of a request (each one a failover to the next target).",
@@ -183,6 +191,7 @@ class GatewayMetrics:
         self._children: dict[tuple[str, ...], tuple[Any, ...]] = {}
         self._attempt_children: dict[tuple[str, str], Any] = {}
         self._failover_children: dict[str, Any] = {}
+        self._cost_children: dict[tuple[str, str, str], Any] = {}
         self._version: str | None = None
         self._audit_seen: dict[str, int] = {}
         self._gauge_backends: set[str] = set()
@@ -218,6 +227,13 @@ class GatewayMetrics:
                 tokens_in.inc(usage.prompt_tokens)
             if usage.completion_tokens:
                 tokens_out.inc(usage.completion_tokens)
+        cost = trail.cost_usd
+        if cost is not None:
+            spender = (model, backend, trail.client_key or "")
+            child = self._cost_children.get(spender)
+            if child is None:
+                child = self._cost_children[spender] = self.cost.labels(*spender)
+            child.inc(cost)
         attempts = trail.attempts
         if attempts:
             tried = 0

@@ -120,6 +120,8 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
     if usage is not None:
         attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
         attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+    if trail.cost_usd is not None:
+        attributes["gateway.cost_usd"] = trail.cost_usd
     request_span.set_attributes({k: v for k, v in attributes.items() if v is not None})
     if status in ("error", "timeout"):
         request_span.set_level("error")
@@ -150,6 +152,7 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
         "ttft_ms": round((trail.first_byte_at - trail.started) * 1000, 2) if trail.first_byte_at else None,
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
+        "cost_usd": trail.cost_usd,
         "client": trail.client_key,
         "client_address": trail.client_address,
         "config_version": trail.config_version,

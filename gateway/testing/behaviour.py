@@ -62,6 +62,9 @@ class Behaviour:
     # reports no cache writes). Both 0: usage without cache members, as servers without a prompt cache.
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    # 200 with the usage reported but no answer (OpenAI `choices: []`, Anthropic no `content`): billed by
+    # the upstream, yet nothing a translating gateway can give its client.
+    no_answer: bool = False
 
     def __post_init__(self) -> None:
         for name in ("latency_ms", "token_delay_ms"):
@@ -84,7 +87,7 @@ class Behaviour:
             isinstance(self.status, bool) or not isinstance(self.status, int) or not 400 <= self.status <= 599
         ):
             raise ValueError(f"behaviour.status must be an HTTP error status 400-599, got {self.status!r}")
-        for name in ("hang", "malformed"):
+        for name in ("hang", "malformed", "no_answer"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"behaviour.{name} must be a boolean")
         if self.api_key is not None and not isinstance(self.api_key, str):

@@ -201,6 +201,8 @@ class FakeAnthropic(FakeServer):
             "usage": _usage(input_tokens, output_tokens, behaviour),
         }
         if body.get("stream") is not True:
+            if behaviour.no_answer:
+                del message["content"]
             return self.json_response(message, behaviour)
 
         # As the real API: message_start carries the input counts (and output_tokens 1), message_delta

@@ -204,7 +204,7 @@ class FakeOpenAI(FakeServer):
                 message["tool_calls"] = [call]
             choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             obj = {"id": cid, "object": "chat.completion", "created": created, "model": model}
-            obj.update(choices=[choice], usage=usage)
+            obj.update(choices=[] if behaviour.no_answer else [choice], usage=usage)
             return self.json_response(obj, behaviour)
 
         include_usage = _include_usage(body)

@@ -283,6 +283,7 @@ def test_the_drawer_shows_a_record_with_its_failover_path_and_trace(
     expect(drawer).to_contain_text("billing-app")
     expect(drawer).to_contain_text("Cached prompt tokens")  # 0: the fake upstream reports no cache use
     expect(drawer).to_contain_text("Prompt tokens written to cache")
+    expect(drawer).to_contain_text("Cost (USD)")  # unknown here ("–"): these backends are unpriced
     path = drawer.locator("#failover-path tbody tr")
     expect(path).to_have_count(2)
     expect(path.nth(0)).to_contain_text("broken")

@@ -188,3 +188,15 @@ def test_the_supervisor_wipes_an_operators_directory_and_makes_its_own(
     monkeypatch.delenv(MULTIPROC_ENV)
     path, made = prepare_multiprocess_dir(tmp_path)
     assert made and path.parent == tmp_path and os.environ[MULTIPROC_ENV] == str(path)
+
+
+def test_cost_counts_by_model_backend_and_client_when_known(metrics: GatewayMetrics) -> None:
+    for cost in (0.000125, 0.5, None):
+        done = trail(backend="oa", http_status=200, client_key="billing", cost_usd=cost)
+        metrics.observe(done, "success", 0.1, ROUTES)
+    local = trail(backend="local", http_status=200, client_key="billing", cost_usd=0.0)
+    metrics.observe(local, "success", 0.1, ROUTES)
+    assert value(metrics, "gateway_cost_usd_total", model="chat", backend="oa", client="billing") == 0.500125
+    assert value(metrics, "gateway_cost_usd_total", model="chat", backend="local", client="billing") == 0.0
+    series = [key for key in scrape(metrics) if key[0] == "gateway_cost_usd_total"]
+    assert len(series) == 2  # a free local model has its series at 0; an unknown cost is not counted

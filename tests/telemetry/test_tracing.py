@@ -21,7 +21,7 @@ from gateway.telemetry.requests import REQUEST_SPAN
 from gateway.testing import FakeAnthropic, FakeOpenAI
 from gateway.testing.inprocess import InProcessGateway, gateway_in_thread
 from tests.conftest import wait_until
-from tests.telemetry.conftest import ENV, gateway_yaml
+from tests.telemetry.conftest import CHAT_PRICE, CLAUDE_PRICE, ENV, gateway_yaml
 
 HTTP_SPAN = "POST /v1/chat/completions"
 
@@ -85,6 +85,8 @@ def test_success_has_a_request_span_an_attempt_span_and_an_http_span(
     assert attributes["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
     assert attributes["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
     assert attributes["config_version"] == response.headers["x-config-version"]
+    cost = (usage["prompt_tokens"] * CHAT_PRICE[0] + usage["completion_tokens"] * CHAT_PRICE[1]) / 10**6
+    assert attributes["gateway.cost_usd"] == float(cost) == float(response.headers["x-gateway-cost-usd"])
     assert "ttft_ms" not in attributes  # a whole reply has no first token of its own
     [attempt] = children(spans, request)
     assert attempt["name"] == ATTEMPT_SPAN
@@ -146,6 +148,7 @@ def test_error_without_any_answer(gateway: InProcessGateway, capfire: CaptureLog
     assert request["attributes"]["status"] == "error"
     assert request["attributes"]["error_type"] == "upstream-error"
     assert "backend" not in request["attributes"]
+    assert "gateway.cost_usd" not in request["attributes"]  # nothing was billed
 
 
 def test_stream_records_time_to_first_token(gateway: InProcessGateway, capfire: CaptureLogfire) -> None:
@@ -165,6 +168,10 @@ def test_stream_records_time_to_first_token(gateway: InProcessGateway, capfire: 
     assert request["attributes"]["backend"] == "an" and request["attributes"]["status"] == "success"
     assert request["attributes"]["ttft_ms"] >= 0
     assert request["attributes"]["gen_ai.usage.output_tokens"] > 0
+    tokens_in, tokens_out = (request["attributes"][f"gen_ai.usage.{k}_tokens"] for k in ("input", "output"))
+    cost = (tokens_in * CLAUDE_PRICE[0] + tokens_out * CLAUDE_PRICE[1]) / 10**6
+    assert request["attributes"]["gateway.cost_usd"] == float(cost)
+    assert "x-gateway-cost-usd" not in response.headers  # a stream's head leaves before its usage
     [attempt] = children(spans, request)
     [http] = children(spans, attempt)
     assert http["name"] == "POST /v1/messages"

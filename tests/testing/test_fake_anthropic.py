@@ -299,3 +299,14 @@ async def test_prompt_cache_usage_in_the_apis_shape(
         prompt,
         0,
     )
+
+
+async def test_no_answer_reports_usage_without_content(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    """A 200 the upstream billed but whose answer is missing (what a translating gateway cannot use)."""
+    fake.behaviour = Behaviour(no_answer=True)
+    raw = await client.messages.with_raw_response.create(model=MODEL, max_tokens=100, messages=MESSAGES)
+    body = raw.http_response.json()
+    assert "content" not in body
+    assert body["usage"]["output_tokens"] == 16

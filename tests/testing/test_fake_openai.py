@@ -461,3 +461,11 @@ async def test_prompt_cache_usage_in_the_apis_shape(fake: FakeOpenAI, client: op
     completion = await client.completions.create(model="gpt-4o", prompt="one two three", max_tokens=2)
     assert completion.usage is not None and completion.usage.prompt_tokens_details is not None
     assert completion.usage.prompt_tokens_details.cached_tokens == 3  # capped at the prompt's tokens
+
+
+async def test_no_answer_reports_usage_without_choices(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    """A 200 the upstream billed but whose answer is missing (what a translating gateway cannot use)."""
+    fake.behaviour = Behaviour(no_answer=True)
+    reply = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert reply.choices == []
+    assert reply.usage is not None and reply.usage.completion_tokens == 16

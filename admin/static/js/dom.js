@@ -61,6 +61,15 @@ export function formatMs(ms) {
   return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }
 
+/** A cost in USD for a table cell: "$0.0123", "$0.00004125"; "" when unknown (null). */
+export function formatUsd(usd) {
+  if (usd === null || usd === undefined) return "";
+  if (usd === 0) return "$0";
+  if (usd >= 0.01) return `$${usd.toFixed(4)}`;
+  if (usd < 1e-8) return "< $0.00000001";
+  return `$${usd.toFixed(8).replace(/0+$/, "")}`;
+}
+
 /** Seconds as a person reads them: "900 s" → "15 min", "86400" → "24 h". */
 export function humanSeconds(seconds) {
   if (!Number.isFinite(seconds)) return "";

@@ -3,7 +3,7 @@
 // reconnects with backoff, a drawer with one record's details, and a JSON Lines export.
 
 import { api, ApiError } from "./api.js";
-import { fill, formatMs, formatTime, fromLocalInput, h, toLocalInput } from "./dom.js";
+import { fill, formatMs, formatTime, formatUsd, fromLocalInput, h, toLocalInput } from "./dom.js";
 
 const FILTERS = ["model", "backend_type", "status", "since", "until", "request_id"];
 const STATUSES = ["success", "error", "timeout", "rejected"];
@@ -104,7 +104,7 @@ class LogsView {
           h("th", {}, "Time"), h("th", {}, "Status"), h("th", { class: "num" }, "HTTP"), h("th", {}, "Model"),
           h("th", {}, "Backend"), h("th", {}, "Endpoint"), h("th", { class: "num" }, "Attempts"),
           h("th", { class: "num" }, "Latency"), h("th", { class: "num" }, "Tokens in / out"),
-          h("th", {}, "Client"), h("th", {}, "Request id"))),
+          h("th", { class: "num" }, "Cost"), h("th", {}, "Client"), h("th", {}, "Request id"))),
         this.tbody),
       this.sentinel, this.endNote);
     this.drawer = h("aside", { class: "drawer", id: "drawer", "aria-label": "Record details" });
@@ -268,6 +268,7 @@ class LogsView {
     h("td", { class: "num" }, record.attempts),
     h("td", { class: "num" }, formatMs(record.latency_ms)),
     h("td", { class: "num" }, tokens),
+    h("td", { class: "num", title: record.cost_usd == null ? "" : `${record.cost_usd} USD` }, formatUsd(record.cost_usd)),
     h("td", {}, record.client_key || h("span", { class: "muted" }, "–")),
     h("td", { class: "rid", title: record.request_id }, record.request_id));
     if (this.selected === String(record.id)) row.setAttribute("aria-selected", "true");
@@ -451,7 +452,9 @@ class LogsView {
           // Subsets of the prompt tokens; null on records stored before the gateway kept them.
           field("Cached prompt tokens", record.cached_tokens == null ? null : String(record.cached_tokens)),
           field("Prompt tokens written to cache",
-            record.cache_creation_tokens == null ? null : String(record.cache_creation_tokens))),
+            record.cache_creation_tokens == null ? null : String(record.cache_creation_tokens)),
+          // Null when a price is unknown (never a guess), or no usage was reported.
+          field("Cost (USD)", record.cost_usd == null ? null : String(record.cost_usd))),
         h("h3", {}, "Failover path"),
         path.length
           ? h("table", { class: "path", id: "failover-path" },
