@@ -17,6 +17,7 @@ from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
+from gateway.limits import BackendQuota, Limiter
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 
@@ -27,6 +28,8 @@ class RouteTarget:
     backend: Backend
     #: The backend's settings (`backend.config`), of the class its type names.
     config: BackendSettings
+    #: The backend's quota (`backends.<name>.limits` of this config), or None.
+    quota: BackendQuota | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class Runtime:
     #: `server.trusted_proxies`, compiled (empty: the peer is the client).
     proxies: TrustedProxies
     local_models: LocalModelStore = field(compare=False, repr=False)
+    #: Limits of client keys and backends; its store is shared with the Runtimes of equal `limits`.
+    limits: Limiter = field(compare=False, repr=False)
     usage: _Usage = field(default_factory=_Usage, compare=False, repr=False)
 
     @property

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.limits import Admission
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
 
@@ -47,6 +48,8 @@ class RequestTrail:
     cost_usd: float | None = None
     #: The gateway limit that refused the request (see `AuditEntry.limit_name`).
     limit_name: str | None = None
+    #: What the limits let through (the key's admission, the serving backend's quota), settled at the end.
+    admissions: list[Admission] | None = None
     trace_id: str | None = None
 
     def tried(self) -> int:
