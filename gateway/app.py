@@ -24,6 +24,7 @@ from gateway.admin.probes import blueprint as telemetry_endpoints
 from gateway.admin.session import AdminSessions
 from gateway.admin.usage import blueprint as admin_usage
 from gateway.audit.service import AuditService
+from gateway.limits import Clock, system_clock
 from gateway.problems import install_problem_handlers
 from gateway.runtime.live import LiveRuntime, ReloadEvent
 from gateway.runtime.watch import watch_config
@@ -74,6 +75,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
     watch: bool | None = None,
     logfire_instance: Logfire | None = None,
+    limits_clock: Clock | None = None,
 ) -> ModelAPI:
     """The gateway (an ASGI app) for the config file at `config_path`.
 
@@ -82,10 +84,11 @@ def create_app(
 
     `host` is the address actually bound (for the keys-required check); `watch` overrides
     `reload.watch` from the file. `logfire_instance`: trace to this Logfire instance whatever the
-    config and environment say (tests pass the one `capfire` configured).
+    config and environment say (tests pass the one `capfire` configured). `limits_clock`: the time
+    the rate limits and budgets read (tests pass a `ManualClock`), instead of the system's.
     """
     app = GatewayApp(__name__, static_folder=None)  # the panel serves its own files; no /static route
-    app.live = LiveRuntime(config_path, host=host, env=env)
+    app.live = LiveRuntime(config_path, host=host, env=env, clock=limits_clock or system_clock)
     install_problem_handlers(app)
     app.audit = AuditService()
     app.register_blueprint(admin_api)

@@ -84,6 +84,11 @@ def _warnings(config: object) -> list[str]:
                 if b.name in {t.backend for t in model.chain}
             )
             found.append(f"models.{model.name}: no enabled target, clients get 503 ({reasons})")
+    from gateway.limits import per_worker_warning
+
+    per_worker = per_worker_warning(config, config.server.workers)
+    if per_worker:
+        found.append(per_worker)
     return found
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "HeadersTooLarge",
     "InternalError",
     "InvalidRequest",
+    "LimitExceeded",
+    "LimitsUnavailable",
     "MethodNotAllowed",
     "ModelNotFound",
     "NotFound",
@@ -161,6 +163,17 @@ class RateLimited(GatewayError):
     openai_type, anthropic_type = "rate_limit_error", "rate_limit_error"
 
 
+class LimitExceeded(RateLimited):
+    """A client key (or the anonymous callers) is past one of its limits (`auth.client_keys[].limits`,
+    `auth.default_limits`); the extensions `limit` and `key` name them."""
+
+    slug, title = "limit-exceeded", "Limit exceeded"
+
+    @property
+    def limit(self) -> str:
+        return str(self.extensions["limit"])
+
+
 class InternalError(GatewayError):
     """A bug in the gateway. The detail never carries a stack trace; the logs do."""
 
@@ -173,6 +186,12 @@ class UpstreamError(GatewayError):
 class ServiceUnavailable(GatewayError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
     openai_type, anthropic_type = "server_error", "overloaded_error"
+
+
+class LimitsUnavailable(ServiceUnavailable):
+    """The limits store is unreachable and `limits.on_store_down` is deny."""
+
+    slug, title = "limits-unavailable", "Limits store unavailable"
 
 
 class ConfigBusy(ServiceUnavailable):

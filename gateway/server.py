@@ -29,6 +29,7 @@ from gateway.config.issues import ConfigError
 from gateway.config.load import load_config
 from gateway.config.model import ServerTimeouts
 from gateway.connections import ConnectionPolicy, serve_connections
+from gateway.limits import per_worker_warning
 from gateway.telemetry.logging import configure_logging
 from gateway.telemetry.metrics import (
     mark_worker_dead,
@@ -107,6 +108,9 @@ def serve(
             "event_loop": "uvloop" if loop_factory else "asyncio",
         },
     )
+    per_worker = per_worker_warning(config, options.workers)
+    if per_worker:
+        log.warning(per_worker, extra={"event": "limits_per_worker"})
     if not config.auth.admin_keys:
         _announce_admin_sign_in(path, bound[0], bound[1])
     if options.workers == 1:

@@ -13,6 +13,7 @@ import pytest
 
 from gateway.runtime.configlock import lock_file_candidates
 from gateway.testing.process import GatewayProcess, start_gateway
+from gateway.testing.redis_server import RedisServer, redis_server_binary
 
 __all__ = ["start_gateway", "wait_until", "writers_lock_held"]
 
@@ -102,3 +103,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny"
     create_model(path, preset="tiny", seed=0)
     return path
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port (no persistence), stopped afterwards; tests may
+    `stop()` and `start()` it again on the same port."""
+    if redis_server_binary() is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    with RedisServer() as server:
+        yield server

@@ -5,11 +5,14 @@ A connect error, a timeout before the first byte, 429, 5xx and overload (the bac
 lists them; a backend that refuses the gateway's credentials or cannot serve the endpoint always
 does; a client error (the request itself is wrong) never does. The gateway's own concurrency limit
 does not count for the circuit breaker: a full queue says nothing about the backend's health.
+A backend with a quota (`backends.<name>.limits`) past it is skipped (outcome `quota`) without being
+called, as the provider would only answer 429.
 Once `execute` returns, the first byte can go to the client and there is no more failover.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,6 +35,7 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamError,
 )
+from gateway.limits import Admission
 from gateway.pricing.cost import TokenPrice
 from gateway.protocol.canonical import Usage
 from gateway.routing.table import ModelRoute, RouteTarget
@@ -48,11 +52,11 @@ TIMER_SLACK_S = 0.005
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One step of the chain: tried (with its outcome) or skipped (disabled, circuit open)."""
+    """One step of the chain: tried (with its outcome) or skipped (disabled, circuit open, quota)."""
 
     backend: str
     model: str
-    outcome: str  # "ok", a failure kind, "disabled" or "circuit_open"
+    outcome: str  # "ok", a failure kind, "disabled", "circuit_open" or "quota"
     status: int | None = None
     duration_ms: float = 0.0
     detail: str = ""
@@ -73,12 +77,18 @@ class Attempt:
             return None
         return self.price.cost_usd(self.usage)
 
+    #: For a skip: seconds until the step could be taken again (a quota's window, a circuit's cooldown).
+    retry_after: float | None = None
+
     @property
     def tried(self) -> bool:
         """Whether the backend was contacted (not skipped, and not refused before any request)."""
         if self.outcome == "unsupported" and self.status is None:
             return False
-        return self.outcome not in ("disabled", "circuit_open")
+        return self.outcome not in _SKIPS
+
+
+_SKIPS = frozenset({"disabled", "circuit_open", "quota"})
 
 
 @dataclass(slots=True)
@@ -86,6 +96,8 @@ class Served:
     result: Reply | Stream
     target: RouteTarget
     attempts: list[Attempt]
+    #: The serving backend's quota charge (its tokens are corrected when the request ends), or None.
+    quota: Admission | None = None
 
 
 def deadline_exceeded(tier: TimeoutTier) -> GatewayTimeout:
@@ -104,11 +116,13 @@ async def execute(
     policy: FailoverPolicy,
     deadline: float,
     attempts: list[Attempt] | None = None,
+    tokens: int = 0,
 ) -> Served:
     """Try the chain's targets in order until one answers. Raises a GatewayError if none does.
 
     Each step is appended to `attempts` (a new list when None) as it ends, so a caller holding the
-    list sees the path even when the request fails."""
+    list sees the path even when the request fails. `tokens`: the estimate of the request's input,
+    charged to the quotas of the backends it is sent to."""
     if attempts is None:
         attempts = []
     breaker_policy = policy.circuit_breaker
@@ -132,6 +146,15 @@ async def execute(
         if time.monotonic() >= deadline - TIMER_SLACK_S:
             breaker.release_probe()
             raise deadline_exceeded(tier)
+        charge: Admission | None = None
+        if step.quota is not None:
+            taken = await step.quota.take(tokens)
+            if type(taken) is Admission:
+                charge = taken
+            elif taken is not None:  # refused: the quota is used up for now
+                breaker.release_probe()
+                attempts.append(_quota_skip(step, taken.refused, taken.retry_after))  # type: ignore[union-attr]
+                continue
         tried += 1
         limits = AttemptLimits(connect=tier.connect, first_byte=tier.first_byte, deadline=deadline)
         started = time.monotonic()
@@ -187,8 +210,23 @@ async def execute(
         breaker.record_success()
         elapsed = (time.monotonic() - started) * 1000
         attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed))
-        return Served(result, step, attempts)
+        return Served(result, step, attempts, charge)
     raise _final_error(route, attempts, tier, deadline, last=None)
+
+
+def _quota_skip(step: RouteTarget, limit: str | None, wait: float) -> Attempt:
+    assert step.quota is not None
+    rules = step.quota.rules
+    value = rules.requests_per_minute if limit == "requests_per_minute" else rules.tokens_per_minute
+    seconds = max(1, math.ceil(wait))
+    return Attempt(
+        step.backend.name,
+        step.target.model,
+        "quota",
+        detail=f"quota backends.{rules.name}.limits.{limit} ({value} per minute) used up; "
+        f"frees in {seconds} s",
+        retry_after=seconds,
+    )
 
 
 def _client_error(failure: UpstreamFailure) -> GatewayError:
@@ -226,6 +264,17 @@ def _final_error(
     if unable and not tried and not any(a.outcome == "circuit_open" for a in attempts):
         # Not a failure of anything: no enabled backend of this model can do what was asked.
         return BadRequest(f"model '{route.name}' cannot serve this request: {summary}", attempts=path)
+    quota = [a.retry_after or 1.0 for a in attempts if a.outcome == "quota"]
+    if quota and all(a.outcome in ("http_429", "overloaded") for a in tried):
+        # Quotas used up (and whatever was tried rate-limited): the client may retry when one frees.
+        retry = min(quota)
+        if tried and last is not None and last.retry_after:
+            retry = min(retry, _seconds(last.retry_after))
+        return RateLimited(
+            f"every backend for model '{route.name}' is over its quota or rate-limited: {summary}",
+            attempts=path,
+            headers={"retry-after": str(max(1, math.ceil(retry)))},
+        )
     if not tried:
         # Skipped: disabled backends and open circuits. Nothing was contacted.
         return ServiceUnavailable(
@@ -247,6 +296,14 @@ def _final_error(
             attempts=path,
         )
     return UpstreamError(f"every backend for model '{route.name}' failed: {summary}", attempts=path)
+
+
+def _seconds(retry_after: str) -> float:
+    """A Retry-After value in seconds (an HTTP date, which it may also be, counts as 1 s)."""
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        return 1.0
 
 
 def _retry_after(attempts: list[Attempt]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
+from gateway.limits import BackendQuota, Limiter
 from gateway.pricing.cost import TokenPrice
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
@@ -31,6 +32,8 @@ class RouteTarget:
     #: What the upstream model costs on this backend, resolved when the config was compiled (None:
     #: unknown, so requests served here have no cost).
     price: TokenPrice | None = None
+    #: The backend's quota (`backends.<name>.limits` of this config), or None.
+    quota: BackendQuota | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class Runtime:
     #: `server.trusted_proxies`, compiled (empty: the peer is the client).
     proxies: TrustedProxies
     local_models: LocalModelStore = field(compare=False, repr=False)
+    #: Limits of client keys and backends; its store is shared with the Runtimes of equal `limits`.
+    limits: Limiter = field(compare=False, repr=False)
     usage: _Usage = field(default_factory=_Usage, compare=False, repr=False)
 
     @property

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway.limits import Admission
 from gateway.pricing.cost import PICODOLLARS_PER_USD, TokenPrice
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
@@ -48,6 +49,8 @@ class RequestTrail:
     cost_usd: float | None = None
     #: The gateway limit that refused the request (see `AuditEntry.limit_name`).
     limit_name: str | None = None
+    #: What the limits let through (the key's admission, the serving backend's quota), settled at the end.
+    admissions: list[Admission] | None = None
     trace_id: str | None = None
 
     def settle(self, usage: Usage | None, price: TokenPrice | None) -> None:

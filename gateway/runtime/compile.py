@@ -1,7 +1,9 @@
 """Compile a `Config` into a `Runtime`: the immutable routing table request handlers read.
 
 Backend objects are reused from the previous Runtime when their own settings are unchanged (equal), so
-a reload keeps connection pools, loaded model weights, circuit breakers and concurrency counts.
+a reload keeps connection pools, loaded model weights, circuit breakers and concurrency counts. The
+limits store is reused likewise when `limits` is unchanged, so counters survive a reload; the limits
+themselves (keys', backends' quotas) are always compiled from the new config.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config
+from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
 from gateway.pricing import TokenPrice, resolve_price
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
 
@@ -22,9 +25,14 @@ __all__ = ["compile_runtime"]
 
 
 def compile_runtime(
-    config: Config, previous: Runtime | None, source: str, local_models: LocalModelStore | None = None
+    config: Config,
+    previous: Runtime | None,
+    source: str,
+    local_models: LocalModelStore | None = None,
+    clock: Clock = system_clock,
 ) -> tuple[Runtime, list[Backend]]:
-    """Build the Runtime for `config`. Returns it and the backends that are new (to be started)."""
+    """Build the Runtime for `config`. Returns it and the backends that are new (to be started).
+    `clock`: what the limits read the time from (tests pass a manual one)."""
     if local_models is None:
         local_models = previous.local_models if previous is not None else LocalModelStore()
     local_models.set_budget(config.local_models.memory_budget_gb)
@@ -41,6 +49,18 @@ def compile_runtime(
             backend = build_backend(settings, shared)
             created.append(backend)
         backends[settings.name] = backend
+    if previous is not None and previous.config.limits == config.limits:
+        store = previous.limits.store
+    else:
+        store = build_store(config.limits)
+    limiter = Limiter(store, config.limits, MappingProxyType(dict(key_rules(config.auth))), clock)
+    # Quotas come from this config's settings: a backend reused from the previous Runtime keeps its
+    # old settings object, whose `limits` (not compared) may be out of date.
+    quotas: dict[str, BackendQuota] = {}
+    for settings in config.backends:
+        rules = backend_rules(settings.name, settings.limits)
+        if rules is not None:
+            quotas[settings.name] = BackendQuota(limiter, rules)
     models = []
     routes: dict[str, ModelRoute] = {}
     prices: dict[tuple[str, str], TokenPrice | None] = {}
@@ -53,6 +73,7 @@ def compile_runtime(
                 # This config's settings: a reused backend object keeps the settings it was built
                 # with, and a price change does not rebuild a backend.
                 price=_price(config.backends, t.backend, t.model, prices),
+                quota=quotas.get(t.backend),
             )
             for t in model.chain
         )
@@ -70,6 +91,7 @@ def compile_runtime(
         keys=KeyTable(config.auth),
         proxies=TrustedProxies(config.server.trusted_proxies),
         local_models=local_models,
+        limits=limiter,
     )
     return runtime, created
 

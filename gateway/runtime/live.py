@@ -27,6 +27,7 @@ from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version, parse_config
 from gateway.config.model import Config
 from gateway.config.yamlsource import parse_yaml
+from gateway.limits import Clock, system_clock
 from gateway.routing.table import Runtime
 from gateway.runtime.compile import compile_runtime
 
@@ -89,8 +90,11 @@ class LiveRuntime:
         host: str | None = None,
         env: Mapping[str, str] | None = None,
         history: int = 100,
+        clock: Clock = system_clock,
     ) -> None:
         self.path = Path(path)
+        #: The time the limits read (windows, budget periods); tests pass a manual clock.
+        self.clock = clock
         #: The address actually bound (CLI flags may override the file); used for the exposure check.
         self.host = host
         self.env = env
@@ -169,7 +173,7 @@ class LiveRuntime:
         started = perf_counter() if started is None else started
         config = await self.check(raw)
         previous = self.current
-        runtime, created = compile_runtime(config, previous, source, self.local_models)
+        runtime, created = compile_runtime(config, previous, source, self.local_models, self.clock)
         running: list[Backend] = []
         failing: Backend | None = None
         try:
@@ -179,6 +183,7 @@ class LiveRuntime:
         except Exception as error:
             for backend in running:
                 await backend.close()
+            await _close_new_store(runtime, previous)
             path = f"backends.{failing.name}" if failing is not None else "backends"
             keys = ("backends", failing.name) if failing is not None else ("backends",)
             where = _locate(raw, str(self.path), keys, self.env)
@@ -206,12 +211,13 @@ class LiveRuntime:
         )
 
     async def discard(self, prepared: PreparedRuntime) -> None:
-        """Close the backends `prepared` started: it will not be swapped in."""
+        """Close the backends (and the limits store) `prepared` started: it will not be swapped in."""
         for backend in prepared.created:
             try:
                 await backend.close()
             except Exception:  # a failing close must not stop the others
                 log.exception("closing backend %s failed", backend.name)
+        await _close_new_store(prepared.runtime, prepared.previous)
 
     def unchanged(self, source: str, started: float) -> ReloadEvent:
         """Record that `source` found the live version already in place. Call with `lock` held."""
@@ -223,7 +229,8 @@ class LiveRuntime:
     def _retire(self, old: Runtime, new: Runtime) -> None:
         kept = {id(b) for b in new.backends.values()}
         dropped = [b for b in old.backends.values() if id(b) not in kept]
-        if not dropped:
+        store = old.limits.store if old.limits.store is not new.limits.store else None
+        if not dropped and store is None:
             return
 
         async def release() -> None:
@@ -233,6 +240,11 @@ class LiveRuntime:
                     await backend.close()
                 except Exception:  # a failing close must not stop the others
                     log.exception("closing backend %s failed", backend.name)
+            if store is not None:  # `limits` changed: the old counters go with it
+                try:
+                    await store.close()
+                except Exception:
+                    log.exception("closing the limits store failed")
 
         task = asyncio.get_running_loop().create_task(release())
         self._retiring.add(task)
@@ -290,7 +302,17 @@ class LiveRuntime:
         if self.current is not None:
             for backend in self.current.backends.values():
                 await backend.close()
+            await self.current.limits.store.close()
         await self.local_models.close()
+
+
+async def _close_new_store(runtime: Runtime, previous: Runtime | None) -> None:
+    """Close `runtime`'s limits store if it built its own (it is not the live one's)."""
+    if previous is None or runtime.limits.store is not previous.limits.store:
+        try:
+            await runtime.limits.store.close()
+        except Exception:
+            log.exception("closing the limits store failed")
 
 
 def _locate(raw: bytes, name: str, keys: tuple[str, ...], env: Mapping[str, str] | None) -> Location:

@@ -34,9 +34,11 @@ from gateway.errors import (
     Forbidden,
     GatewayError,
     InternalError,
+    LimitExceeded,
     MethodNotAllowed,
     ModelNotFound,
 )
+from gateway.limits import Admission, Limiter
 from gateway.pricing import format_usd
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
@@ -137,6 +139,18 @@ class _NoAudit:
         pass
 
 
+def _settle(limiter: Limiter, trail: RequestTrail) -> None:
+    """Settle what the limits let through (lease, token correction, spend); never raises."""
+    usage = trail.usage
+    tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
+    admissions: list[Admission] = trail.admissions or []
+    for admission in admissions:
+        try:
+            limiter.settle(admission, tokens, trail.cost_usd)
+        except Exception:
+            log.exception("settling a request's limits failed", extra={"request_id": trail.request_id})
+
+
 class ModelAPI:
     def __init__(
         self,
@@ -196,6 +210,8 @@ class ModelAPI:
                         )
                     )
             finally:
+                if trail.admissions is not None:
+                    _settle(runtime.limits, trail)
                 if route.endpoint is not None:
                     if observation is not None:
                         telemetry.end(trail, observation, runtime.routes)  # type: ignore[union-attr]
@@ -247,6 +263,22 @@ class ModelAPI:
                 f"Model '{model}' not found; available: {', '.join(available) or 'none'}", model=model
             )
         tier = runtime.timeouts.for_kind(_TIER[route.endpoint])  # type: ignore[arg-type]
+        # Token estimate of the input: the body's length / 4 (its JSON syntax and parameters
+        # included: cheap, and corrected to the reported usage when the request ends).
+        tokens = 0 if route.endpoint == "count_tokens" else len(raw) >> 2
+        limiter = runtime.limits
+        rate_headers: list[tuple[bytes, bytes]] = []
+        if limiter.keys:
+            rules = limiter.keys.get(principal.name)
+            if rules is not None:
+                try:
+                    admission = await limiter.admit(rules, tokens, tier.total)
+                except LimitExceeded as refused:
+                    trail.limit_name = refused.limit
+                    raise
+                if admission is not None:
+                    trail.admissions = [admission]
+                    rate_headers = limiter.headers(admission)
         deadline = time.monotonic() + tier.total
         call = UpstreamCall(
             endpoint=route.endpoint,
@@ -262,7 +294,7 @@ class ModelAPI:
         try:
             async with asyncio.timeout_at(deadline):
                 served = await _unless_disconnected(
-                    request, execute(model_route, call, tier, config.failover, deadline, attempts)
+                    request, execute(model_route, call, tier, config.failover, deadline, attempts, tokens)
                 )
         except TimeoutError:
             trail.settle_failed()
@@ -273,11 +305,17 @@ class ModelAPI:
         trail.backend = served.target.backend.name
         trail.backend_type = served.target.config.type
         trail.upstream_model = served.target.target.model
+        if served.quota is not None:
+            if trail.admissions is None:
+                trail.admissions = [served.quota]
+            else:
+                trail.admissions.append(served.quota)
         tried = sum(1 for a in served.attempts if a.tried)
         headers = [
             (b"x-gateway-backend", served.target.backend.name.encode()),
             (b"x-gateway-attempts", str(tried).encode()),
             (b"x-config-version", runtime.version.encode()),
+            *rate_headers,
         ]
         result = served.result
         kind = type(result)

@@ -13,6 +13,9 @@ SIGTERM), or a model with no usable target.
   would not bring the database back, and every replica sharing it would leave the load balancer at
   once. The check says `"status": "degraded"` while the database is down, with the numbers (`lost`
   counts records the spill file could not take either; the metrics carry it for alerts).
+- limits: reported, never a reason to be not ready, like the audit check: `degraded` while the
+  limits store (Redis) fails, with `on_store_down` saying what requests get meanwhile (served
+  unlimited, or refused with 503).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def readiness(
             "loaded_at": runtime.loaded_at.isoformat(),
         }
         checks["audit"] = _audit(audit_stats, runtime.config.audit.buffer_records)
+        checks["limits"] = _limits(runtime)
         checks["models"] = _models(runtime)
     return all(check["ok"] for check in checks.values()), checks
 
@@ -71,6 +75,24 @@ def _audit(stats: Mapping[str, Any], limit: int | None) -> dict[str, Any]:
         check["detail"] = (
             "the audit database is down: records go to the spill file and are replayed when it answers"
         )
+    return check
+
+
+def _limits(runtime: Runtime) -> dict[str, Any]:
+    status = runtime.limits.status()
+    up = bool(status["up"])
+    check: dict[str, Any] = {
+        "ok": True,  # as for the audit: a shared store's outage would take every replica out at once
+        "status": "ok" if up else "degraded",
+        **status,
+    }
+    if not up:
+        serving = (
+            "requests are served without limits"
+            if status["on_store_down"] == "allow"
+            else "limited requests are refused with 503"
+        )
+        check["detail"] = f"the limits store is unreachable: {serving} (limits.on_store_down)"
     return check
 
 

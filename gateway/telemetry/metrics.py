@@ -103,8 +103,28 @@ class GatewayMetrics:
             "gateway_backend_attempts",
             "Steps of failover chains, by backend and outcome: ok, a failure kind (http_5xx, timeout, "
             "connect_error, http_429, overloaded, auth, unsupported, client_error), or a skip "
-            "(circuit_open, disabled).",
+            "(circuit_open, disabled, quota).",
             ["backend", "outcome"],
+            registry=registry,
+        )
+        self.limit_rejections = Counter(
+            "gateway_limit_rejections",
+            "Requests refused with 429 by a client key's limit (`limit`: requests_per_minute, "
+            "tokens_per_minute, concurrent_requests, budget_usd.per_day, budget_usd.per_month; "
+            "`client`: the key's name, or anonymous).",
+            ["limit", "client"],
+            registry=registry,
+        )
+        self.quota_skips = Counter(
+            "gateway_backend_quota_skips",
+            "Chain steps skipped because the backend's quota (backends.<name>.limits) was used up.",
+            ["backend"],
+            registry=registry,
+        )
+        self.limit_store_errors = Counter(
+            "gateway_limit_store_errors",
+            "Calls to the limits store (Redis) that failed or timed out (limits.store_timeout_ms); "
+            "each admission among them followed limits.on_store_down.",
             registry=registry,
         )
         self.in_flight = Gauge(
@@ -192,6 +212,10 @@ class GatewayMetrics:
         self._attempt_children: dict[tuple[str, str], Any] = {}
         self._failover_children: dict[str, Any] = {}
         self._cost_children: dict[tuple[str, str, str], Any] = {}
+        self._rejection_children: dict[tuple[str, str], Any] = {}
+        self._quota_children: dict[str, Any] = {}
+        #: The limits store last synced and its error count then (a new store counts from zero).
+        self._store_seen: tuple[int, int] = (0, 0)
         self._version: str | None = None
         self._audit_seen: dict[str, int] = {}
         self._gauge_backends: set[str] = set()
@@ -234,12 +258,26 @@ class GatewayMetrics:
             if child is None:
                 child = self._cost_children[spender] = self.cost.labels(*spender)
             child.inc(cost)
+        limit = trail.limit_name
+        if limit is not None:
+            refused = (limit, trail.client_key or "")
+            child = self._rejection_children.get(refused)
+            if child is None:
+                child = self._rejection_children[refused] = self.limit_rejections.labels(*refused)
+            child.inc()
         attempts = trail.attempts
         if attempts:
             tried = 0
             for attempt in attempts:
                 if attempt.tried:
                     tried += 1
+                elif attempt.outcome == "quota":
+                    skips = self._quota_children.get(attempt.backend)
+                    if skips is None:
+                        skips = self._quota_children[attempt.backend] = self.quota_skips.labels(
+                            attempt.backend
+                        )
+                    skips.inc()
                 step = (attempt.backend, attempt.outcome)
                 child = self._attempt_children.get(step)
                 if child is None:
@@ -285,7 +323,17 @@ class GatewayMetrics:
                         with contextlib.suppress(KeyError):
                             gauge.remove(gone)
             self._gauge_backends = names
+            self._sync_limits(runtime)
         self._sync_audit(audit_stats)
+
+    def _sync_limits(self, runtime: Runtime) -> None:
+        store = runtime.limits.store
+        errors = int(store.status()["errors"])
+        seen_store, seen_errors = self._store_seen
+        delta = errors - seen_errors if id(store) == seen_store else errors
+        if delta > 0:
+            self.limit_store_errors.inc(delta)
+        self._store_seen = (id(store), errors)
 
     def _sync_audit(self, stats: Mapping[str, Any]) -> None:
         if not stats.get("enabled"):

@@ -1,77 +1,57 @@
-"""A private `redis-server` on a free loopback port (tests and benchmarks): nothing saved to disk, stopped
-and started again on the same port (a store outage), removed when closed."""
+"""A private `redis-server` on a loopback port, for tests and benchmarks of the shared limits store: no
+persistence, stopped and started again on the same port to play an outage."""
 
 from __future__ import annotations
 
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from gateway.testing.process import free_port
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisServer", "redis_server_binary"]
+
+
+def redis_server_binary() -> str | None:
+    """The `redis-server` on PATH (or Debian's), or None."""
+    found = shutil.which("redis-server")
+    if found is None and Path("/usr/bin/redis-server").exists():
+        found = "/usr/bin/redis-server"
+    return found
 
 
 class RedisServer:
-    """`with RedisServer() as redis: redis.url` — `stop()` takes it down, `start()` brings it back."""
+    """`start()` launches it (again, on the same port), `stop()` ends it; `url(db)` points at it."""
 
-    def __init__(self, port: int | None = None, executable: str = "redis-server") -> None:
-        found = shutil.which(executable)
-        if found is None:
-            raise RuntimeError(f"{executable} is not installed (apt-get install redis-server)")
-        self.executable = found
+    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
         self.port = port or free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="gateway-redis-"))
+        binary = binary or redis_server_binary()
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10) -> None:
         if self.process is not None and self.process.poll() is None:
             return
-        command = [
-            self.executable,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.directory),
-        ]  # fmt: skip
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while not self._answers():
+        while not self.answers():
             if self.process.poll() is not None:
-                output = (self.directory / "redis.log").read_text()[-500:]
-                raise RuntimeError(f"redis-server exited: {output}")
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout:g} s")
+                raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s")
             time.sleep(0.02)
 
-    def stop(self) -> None:
-        """Take the server down (its data is lost: nothing is saved)."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
@@ -79,11 +59,21 @@ class RedisServer:
         except OSError:
             return False
 
+    def stop(self) -> None:
+        """End the server (its data goes with it: nothing is persisted)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
     def __enter__(self) -> RedisServer:
         self.start()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -72,7 +72,7 @@ def test_ready_flips_when_every_target_of_a_model_has_an_open_circuit(
         ready = requests.get(gateway.url("/ready"), timeout=10)
         assert ready.status_code == 200
         checks = ready.json()["checks"]
-        assert set(checks) == {"config", "draining", "audit", "models"}
+        assert set(checks) == {"config", "draining", "audit", "limits", "models"}
         assert checks["models"]["models"]["pair"] == {
             "ok": True,
             "usable": ["first", "second"],
