@@ -7,7 +7,6 @@ Requests per minute, tokens per minute (estimate corrected to the usage), concur
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import sqlite3
@@ -43,8 +42,13 @@ auth:
 backends:
   oa: {{type: openai_compatible, base_url: "{fake.base_url}"}}
   oa-hang: {{type: openai_compatible, base_url: "{fake.base_url}", {hang}}}
+  oa-dear:
+    type: openai_compatible
+    base_url: "{fake.base_url}"
+    prices: {{gpt-4o: {{input: 500000, output: 500000}}}}   # $0.50 a token
 models:
   gpt: {{chain: [{{backend: oa, model: gpt-4o}}]}}
+  gpt-dear: {{chain: [{{backend: oa-dear, model: gpt-4o}}]}}
   gpt-hang: {{chain: [{{backend: oa-hang, model: gpt-4o}}]}}
 audit:
   database_url: "sqlite://{audit_db}"
@@ -198,20 +202,15 @@ def test_concurrent_requests_wait_for_the_one_in_flight(
 
 
 def test_a_daily_budget_refuses_until_utc_midnight(gateway: InProcessGateway, clock: ManualClock) -> None:
-    # team-d has only the default limits: $1 a day. Its spend comes from requests' cost; here one
-    # request of known cost is settled through the Runtime's own limiter, as the model API does.
-    limiter = gateway.app.live.current.limits  # type: ignore[union-attr]
-    rules = limiter.keys["team-d"]
-
-    async def spend(usd: float) -> None:
-        admission = await limiter.admit(rules, 0, 30)
-        assert admission is not None
-        limiter.settle(admission, None, usd)
-
-    first = chat(gateway, "team-d")
+    # team-d has only the default limits: $1 a day. One request to a backend priced at $0.50 a token
+    # costs more than that (its cost charged to the budget when it ends); the next is refused.
+    dear = {"model": "gpt-dear", "messages": USER}
+    first = chat(gateway, "team-d", dear)
     assert first.status_code == 200
     assert '"budget_usd.per_day";r=100;t=' in first.headers["ratelimit"]
-    asyncio.run(spend(1.25))
+    usage = first.json()["usage"]
+    cost = float(first.headers["x-gateway-cost-usd"])
+    assert cost == 0.5 * (usage["prompt_tokens"] + usage["completion_tokens"]) >= 1.0
     refused = chat(gateway, "team-d")
     problem = assert_problem(refused, 429)
     assert problem["limit"] == "budget_usd.per_day" and problem["key"] == "team-d"
