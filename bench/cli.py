@@ -59,6 +59,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "gateway.bench.streams_held",
         "thousands of open streams on one worker: all complete? memory per stream, TTFT added",
     ),
+    "limits": (
+        "gateway.bench.limits_cost",
+        "what one request's limits cost: memory store CPU, Redis store admission latency (no gateway)",
+    ),
     "audit": (
         "gateway.bench.audit_cost",
         "what one request's audit record costs the worker's CPU, SQLite and PostgreSQL (no network)",

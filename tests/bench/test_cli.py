@@ -30,6 +30,7 @@ def test_every_scenario_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
         "audit",
         "faults",
         "streams-held",
+        "limits",
     }
     with pytest.raises(SystemExit) as exit_info:
         gateway_main(["bench", "--help"])
