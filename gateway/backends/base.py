@@ -46,7 +46,8 @@ class Backend(Protocol):
         `limits.first_byte`); raises UpstreamFailure for a failure before that point.
 
         Pass-through forms (bytes in the client's protocol) only when the backend speaks it; otherwise the
-        canonical forms (`ChatResponse`, `TokenCount`, an `EventStream`), never another protocol's bytes."""
+        canonical forms (`ChatResponse`, `TokenCount`, `EmbeddingResponse`, an `EventStream`), never
+        another protocol's bytes."""
 
     def describe(self) -> dict[str, Any]:
         """What this type of backend adds to `GET /admin/api/backends` and the metrics, e.g. a local

@@ -19,6 +19,7 @@ from gateway.protocol.canonical import (
     ChatResponse,
     CompletionRequest,
     EmbeddingRequest,
+    EmbeddingResponse,
     StreamEvent,
     TokenCount,
     Usage,
@@ -123,7 +124,7 @@ class PassThroughReply:
 
 
 #: A complete answer in the canonical form; the surface encodes it for the client.
-CanonicalReply: TypeAlias = ChatResponse | TokenCount
+CanonicalReply: TypeAlias = ChatResponse | TokenCount | EmbeddingResponse
 #: A complete, non-streamed answer.
 Reply: TypeAlias = PassThroughReply | CanonicalReply
 

@@ -29,6 +29,7 @@ __all__ = [
     "ChatResponse",
     "CompletionRequest",
     "EmbeddingRequest",
+    "EmbeddingResponse",
     "FinishReason",
     "ImagePart",
     "Message",
@@ -261,6 +262,20 @@ class ChatResponse:
     @property
     def text(self) -> str:
         return join_text(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResponse:
+    """The answer to an embeddings request: one vector per input, in the order of the inputs."""
+
+    #: Each vector as `dimensions` little-endian float32 values (the bytes OpenAI's base64 form
+    #: carries), so a vector is written either way without conversion and compares by value.
+    vectors: tuple[bytes, ...]
+    dimensions: int
+    #: Input tokens only (`completion_tokens` is 0).
+    usage: Usage
+    #: How the client asked for the vectors to be written (OpenAI's `encoding_format`).
+    encoding_format: Literal["float", "base64"] = "float"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import orjson
 
-from gateway.protocol.canonical import ChatResponse, StreamEvent, TokenCount
+from gateway.protocol.canonical import ChatResponse, EmbeddingResponse, StreamEvent, TokenCount
 
-__all__ = ["ClientEncoding", "StreamEncoder", "whole_reply"]
+__all__ = ["ClientEncoding", "StreamEncoder", "WholeAnswer", "not_streamed", "whole_reply"]
+
+#: The canonical forms of a whole answer.
+WholeAnswer: TypeAlias = ChatResponse | TokenCount | EmbeddingResponse
 
 
 class StreamEncoder(Protocol):
@@ -28,7 +31,7 @@ class StreamEncoder(Protocol):
 @dataclass(frozen=True, slots=True)
 class ClientEncoding:
     #: The whole, non-streamed answer's body; the `str` is the model name to report.
-    reply: Callable[[ChatResponse | TokenCount, str], bytes]
+    reply: Callable[[WholeAnswer, str], bytes]
     #: A new encoder for one stream: (model name, whether the client asked for usage in the stream).
     stream: Callable[[str, bool], StreamEncoder]
     #: The protocol's in-stream error event, for a stream that fails after it started (pass-through
@@ -37,14 +40,28 @@ class ClientEncoding:
 
 
 def whole_reply(
-    kind: type[ChatResponse] | type[TokenCount], what: str, encode: Callable[[Any, str], dict[str, Any]]
-) -> Callable[[ChatResponse | TokenCount, str], bytes]:
-    """A `ClientEncoding.reply` that writes `encode(response, model)` as JSON, for a response of `kind`
-    only (`what` names the client's body in the error a mismatch raises: a gateway bug, never input)."""
+    kind: type[WholeAnswer],
+    what: str,
+    encode: Callable[[Any, str], dict[str, Any]],
+    option: int = 0,
+) -> Callable[[WholeAnswer, str], bytes]:
+    """A `ClientEncoding.reply` that writes `encode(response, model)` as JSON (with orjson's `option`),
+    for a response of `kind` only (`what` names the client's body in the error a mismatch raises: a
+    gateway bug, never input)."""
 
-    def reply(response: ChatResponse | TokenCount, model: str) -> bytes:
+    def reply(response: WholeAnswer, model: str) -> bytes:
         if type(response) is not kind:
             raise TypeError(f"{what} cannot carry {type(response).__name__}")
-        return orjson.dumps(encode(response, model))
+        return orjson.dumps(encode(response, model), option=option)
 
     return reply
+
+
+def not_streamed(what: str) -> Callable[[str, bool], StreamEncoder]:
+    """A `ClientEncoding.stream` for an endpoint whose answers are never streamed (calling it is a
+    gateway bug, never input)."""
+
+    def stream(model: str, include_usage: bool) -> StreamEncoder:
+        raise TypeError(f"{what} is never streamed")
+
+    return stream

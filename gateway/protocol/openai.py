@@ -28,18 +28,22 @@ Mapping rules (the Anthropic half is in `gateway.protocol.anthropic`):
   canonical `prompt_tokens`, `completion_tokens`, `cached_tokens` (`gateway.protocol.usage`); cache writes
   have no OpenAI member.
 
-`CHAT` and `COMPLETIONS` are how the OpenAI surface writes canonical answers (`ClientEncoding`).
+`CHAT`, `COMPLETIONS` and `EMBEDDINGS` are how the OpenAI surface writes canonical answers
+(`ClientEncoding`).
 """
 
 from __future__ import annotations
 
-from gateway.protocol.canonical import ChatResponse
-from gateway.protocol.encoding import ClientEncoding, whole_reply
+import orjson
+
+from gateway.protocol.canonical import ChatResponse, EmbeddingResponse
+from gateway.protocol.encoding import ClientEncoding, not_streamed, whole_reply
 from gateway.protocol.openai_legacy import (
     CompletionStreamEncoder,
     completion_request_to_body,
     embedding_request_to_body,
     encode_completion_response,
+    encode_embedding_response,
     parse_completion_request,
     parse_embedding_request,
 )
@@ -51,6 +55,7 @@ from gateway.protocol.usage import openai_usage, usage_to_openai
 __all__ = [
     "CHAT",
     "COMPLETIONS",
+    "EMBEDDINGS",
     "CompletionStreamEncoder",
     "OpenAIStreamDecoder",
     "OpenAIStreamEncoder",
@@ -59,6 +64,7 @@ __all__ = [
     "embedding_request_to_body",
     "encode_chat_response",
     "encode_completion_response",
+    "encode_embedding_response",
     "openai_usage",
     "parse_chat_request",
     "parse_chat_response",
@@ -77,5 +83,15 @@ CHAT = ClientEncoding(
 COMPLETIONS = ClientEncoding(
     reply=whole_reply(ChatResponse, "an OpenAI text completion", encode_completion_response),
     stream=lambda model, include_usage: CompletionStreamEncoder(model, include_usage=include_usage),
+    error_event=stream_error_event,
+)
+EMBEDDINGS = ClientEncoding(
+    reply=whole_reply(
+        EmbeddingResponse,
+        "an OpenAI embeddings list",
+        encode_embedding_response,
+        orjson.OPT_SERIALIZE_NUMPY,
+    ),
+    stream=not_streamed("an OpenAI embeddings list"),
     error_event=stream_error_event,
 )

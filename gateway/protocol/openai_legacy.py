@@ -1,9 +1,11 @@
-"""OpenAI legacy `/v1/completions` and `/v1/embeddings` requests ⇄ canonical form. Both only ever reach
-OpenAI-compatible backends, so the prompt and input are validated but kept as sent, and unknown members
-ride in `extra`."""
+"""OpenAI legacy `/v1/completions` and `/v1/embeddings` requests ⇄ canonical form, and the canonical
+answers written for an OpenAI client. The prompt and input are validated but kept as sent (an
+OpenAI-compatible backend gets them as they came, a local model reads them itself), and unknown
+members ride in `extra`."""
 
 from __future__ import annotations
 
+import base64
 import time
 from array import array
 from typing import Any
@@ -30,6 +32,7 @@ from gateway.protocol.canonical import (
     ChatResponse,
     CompletionRequest,
     EmbeddingRequest,
+    EmbeddingResponse,
     StreamEnd,
     StreamError,
     StreamEvent,
@@ -39,13 +42,14 @@ from gateway.protocol.canonical import (
     UsageEvent,
 )
 from gateway.protocol.openai_stream import stream_error_event
-from gateway.protocol.usage import usage_to_openai
+from gateway.protocol.usage import embedding_usage_to_openai, usage_to_openai
 
 __all__ = [
     "CompletionStreamEncoder",
     "completion_request_to_body",
     "embedding_request_to_body",
     "encode_completion_response",
+    "encode_embedding_response",
     "parse_completion_request",
     "parse_embedding_request",
 ]
@@ -73,6 +77,8 @@ _COMPLETION_BOOLS = frozenset({"echo"})
 MAX_TOKEN_ID = 2**32 - 1
 #: The most dimensions an embedding may be asked for (OpenAI's largest model has 3072).
 MAX_DIMENSIONS = 65536
+#: The most inputs one embeddings request may hold (OpenAI's documented bound).
+MAX_EMBEDDING_INPUTS = 2048
 _PROMPT_SHAPES = "a string, an array of strings, an array of token ids, or an array of token-id arrays"
 
 
@@ -191,6 +197,11 @@ def parse_embedding_request(body: Any) -> EmbeddingRequest:
     if value == "":
         raise FieldError("input", "must not be an empty string")
     value = _prompt(value, "input")
+    if type(value) is list and type(value[0]) is not int:
+        if len(value) > MAX_EMBEDDING_INPUTS:
+            raise FieldError("input", f"must hold at most {MAX_EMBEDDING_INPUTS} inputs, got {len(value)}")
+        if type(value[0]) is str and "" in value:
+            raise FieldError(f"input[{value.index('')}]", "must not be an empty string")
     encoding = body.get("encoding_format")
     if encoding is not None and encoding not in ("float", "base64"):
         raise FieldError("encoding_format", f"must be 'float' or 'base64', got {encoding!r}")
@@ -240,6 +251,24 @@ def encode_completion_response(resp: ChatResponse, model: str) -> dict[str, Any]
     if resp.usage is not None:
         body["usage"] = usage_to_openai(resp.usage)
     return body
+
+
+def encode_embedding_response(resp: EmbeddingResponse, model: str) -> dict[str, Any]:
+    """An embeddings `list` object for an OpenAI client, each vector written as the client asked: JSON
+    numbers (float32's shortest form, so they read back as the same float32) or base64 of the
+    little-endian float32 bytes. Write it with `orjson.OPT_SERIALIZE_NUMPY`."""
+    if resp.encoding_format == "base64":
+        vectors: list[Any] = [base64.b64encode(v).decode("ascii") for v in resp.vectors]
+    else:
+        import numpy as np
+
+        vectors = [np.frombuffer(v, dtype="<f4").astype(np.float32, copy=False) for v in resp.vectors]
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": embedding_usage_to_openai(resp.usage),
+    }
 
 
 class CompletionStreamEncoder:

@@ -18,7 +18,13 @@ from typing import Any
 
 from gateway.protocol.canonical import Usage
 
-__all__ = ["anthropic_usage", "openai_usage", "usage_to_anthropic", "usage_to_openai"]
+__all__ = [
+    "anthropic_usage",
+    "embedding_usage_to_openai",
+    "openai_usage",
+    "usage_to_anthropic",
+    "usage_to_openai",
+]
 
 
 def _int(value: Any) -> int:
@@ -75,6 +81,12 @@ def usage_to_openai(usage: Usage) -> dict[str, Any]:
     if usage.cached_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     return out
+
+
+def embedding_usage_to_openai(usage: Usage) -> dict[str, Any]:
+    """The `usage` object of an OpenAI embeddings answer: input tokens only, as OpenAI writes it (no
+    `completion_tokens`); `openai_usage` reads it back as the same Usage."""
+    return {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}
 
 
 def usage_to_anthropic(usage: Usage) -> dict[str, Any]:

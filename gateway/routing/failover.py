@@ -231,7 +231,9 @@ def _quota_skip(step: RouteTarget, limit: str | None, wait: float) -> Attempt:
 
 def _client_error(failure: UpstreamFailure) -> GatewayError:
     """The backend said the request itself is wrong: tell the client, with the backend's status."""
-    error = BadRequest(failure.detail, upstream_status=failure.status)
+    # A local model refusing an input has no upstream status to report.
+    status = {} if failure.status is None else {"upstream_status": failure.status}
+    error = BadRequest(failure.detail, **status)
     if failure.param:
         error.extensions["field"] = failure.param
     if failure.status and 400 <= failure.status < 500:

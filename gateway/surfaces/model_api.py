@@ -74,8 +74,10 @@ ROUTES: dict[str, Route] = {
     "/v1/completions": Route(
         "POST", "openai", "completions", openai_legacy.parse_completion_request, openai_protocol.COMPLETIONS
     ),
-    # Embeddings only ever reach OpenAI-compatible backends, whose answer is passed through.
-    "/v1/embeddings": Route("POST", "openai", "embeddings", openai_legacy.parse_embedding_request, None),
+    # OpenAI-compatible backends' answers pass through; local models answer in the canonical form.
+    "/v1/embeddings": Route(
+        "POST", "openai", "embeddings", openai_legacy.parse_embedding_request, openai_protocol.EMBEDDINGS
+    ),
     "/v1/models": Route("GET", "openai", None, None, None),
     "/v1/messages": Route(
         "POST", "anthropic", "chat", anthropic_protocol.parse_messages_request, anthropic_protocol.MESSAGES

@@ -1,5 +1,6 @@
 """Local inference through the real server: a generated tiny model served by the mlx backend, with
-both SDKs, concurrency, cancellation, a full queue failing over, stop sequences and reloads."""
+both SDKs, concurrency, cancellation, a full queue failing over, stop sequences, embeddings and
+reloads."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import numpy as np
 import openai
 import pytest
 import requests
 
+from gateway.modelgen.presets import PRESETS
 from gateway.testing import FakeOpenAI
 from tests.conftest import wait_until
 
@@ -258,10 +261,73 @@ def test_shared_prefix_is_read_from_the_prompt_cache(gateway) -> None:
     assert second.choices[0].message.content == reference.choices[0].message.content
 
 
-def test_embeddings_are_a_clear_unsupported_problem(gateway) -> None:
-    response = requests.post(gateway.url("/v1/embeddings"), json={"model": "tiny", "input": "hi"}, timeout=30)
+EMBED_TEXTS = ["The sea at night.", "A lighthouse keeper counts the ships that pass his rock.", "Hi"]
+
+
+def vectors(answer) -> np.ndarray:
+    return np.array([item.embedding for item in answer.data], dtype=np.float32)
+
+
+def test_openai_sdk_embeddings_from_the_local_model(gateway) -> None:
+    client = oai(gateway)
+    raw = client.embeddings.with_raw_response.create(model="tiny", input=EMBED_TEXTS)  # asks for base64
+    batch = raw.parse()
+    assert raw.headers["x-gateway-backend"] == "local"
+    assert batch.model == "tiny" and [item.index for item in batch.data] == [0, 1, 2]
+    matrix = vectors(batch)
+    assert matrix.shape == (len(EMBED_TEXTS), PRESETS["tiny"].hidden_size)
+    assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    # JSON numbers read back as exactly the float32 values base64 carries.
+    floats = client.embeddings.create(model="tiny", input=EMBED_TEXTS, encoding_format="float")
+    assert vectors(floats).tobytes() == matrix.tobytes()
+    assert vectors(client.embeddings.create(model="tiny", input=EMBED_TEXTS)).tobytes() == matrix.tobytes()
+    alone = np.concatenate([vectors(client.embeddings.create(model="tiny", input=t)) for t in EMBED_TEXTS])
+    assert np.allclose(alone, matrix, atol=1e-5)
+    # The tokenizer's count: the one /v1/completions reports for the same text.
+    completions = [client.completions.create(model="tiny", prompt=t, max_tokens=1) for t in EMBED_TEXTS]
+    counted = sum(c.usage.prompt_tokens for c in completions)
+    assert batch.usage.prompt_tokens == batch.usage.total_tokens == counted
+    ids = client.embeddings.create(model="tiny", input=[[1, 2, 3], [4, 5]])
+    assert len(vectors(ids)) == 2 and ids.usage.prompt_tokens == 5
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="tiny", input="hi", dimensions=64)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input": "hi", "dimensions": 64}, "dimensions"),
+        ({"input": ""}, "input"),
+        ({"input": []}, "input"),
+        ({"input": ["hi", ""]}, "input[1]"),
+        ({"input": [1, 5000]}, "input[1]"),
+        ({"input": ["hi", [1]]}, "input[1]"),
+    ],
+)
+def test_embedding_refusals_are_problems_naming_the_field(gateway, body: dict, field: str) -> None:
+    response = requests.post(gateway.url("/v1/embeddings"), json={"model": "tiny", **body}, timeout=30)
     assert response.status_code == 400
-    assert "do not serve embeddings" in response.json()["detail"]
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["field"] == field and problem["error"]["param"] == field
+    assert problem["detail"].startswith(f"{field}: ")
+    assert problem["request_id"] == response.headers["x-request-id"]
+
+
+def test_embedding_usage_reaches_the_audit_log(gateway) -> None:
+    raw = oai(gateway).embeddings.with_raw_response.create(model="tiny", input=EMBED_TEXTS)
+    usage = raw.parse().usage
+    path = f"/admin/api/logs?request_id={raw.headers['x-request-id']}"
+    records: list[dict] = []
+
+    def recorded() -> bool:
+        records[:] = gateway.admin("GET", path).json()["records"]
+        return bool(records)
+
+    wait_until(recorded, timeout=10, interval=0.1)
+    record = records[0]
+    assert (record["endpoint"], record["backend_type"], record["status"]) == ("embeddings", "mlx", "success")
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (usage.prompt_tokens, 0)
 
 
 def test_model_swap_reloads_only_that_model(gateway_server, tiny_model: Path, tmp_path: Path) -> None:

@@ -6,14 +6,18 @@ encoder against transcripts in OpenAI's own wire format."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
+import numpy as np
+import openai.types
 import orjson
 import pytest
 
 from gateway.errors import FieldError
 from gateway.protocol import (
     ChatResponse,
+    EmbeddingResponse,
     ImagePart,
     Message,
     RawPart,
@@ -32,6 +36,7 @@ from gateway.protocol import (
     UsageEvent,
 )
 from gateway.protocol.openai import (
+    EMBEDDINGS,
     OpenAIStreamDecoder,
     OpenAIStreamEncoder,
     chat_request_to_body,
@@ -43,6 +48,8 @@ from gateway.protocol.openai import (
     parse_completion_request,
     parse_embedding_request,
 )
+from gateway.protocol.openai_legacy import MAX_EMBEDDING_INPUTS
+from gateway.protocol.usage import openai_usage
 
 
 def chat(**overrides: Any) -> dict[str, Any]:
@@ -635,6 +642,10 @@ def test_embedding_request() -> None:
         ({"model": "m"}, "input"),
         ({"model": "m", "input": ""}, "input"),
         ({"model": "m", "input": ["a", None]}, "input[1]"),
+        ({"model": "m", "input": ["a", "b", ""]}, "input[2]"),
+        ({"model": "m", "input": ["a"] * (MAX_EMBEDDING_INPUTS + 1)}, "input"),
+        ({"model": "m", "input": [[1]] * (MAX_EMBEDDING_INPUTS + 1)}, "input"),
+        ({"model": "m", "input": []}, "input"),
         ({"model": "m", "input": "a", "dimensions": 0}, "dimensions"),
         ({"model": "m", "input": "a", "encoding_format": "int8"}, "encoding_format"),
         ({"model": "", "input": "a"}, "model"),
@@ -644,3 +655,47 @@ def test_invalid_embedding_request(body: dict[str, Any], field: str) -> None:
     with pytest.raises(FieldError) as info:
         parse_embedding_request(body)
     assert info.value.field == field
+
+
+def test_embedding_input_bounds_leave_one_long_token_array_alone() -> None:
+    assert len(parse_embedding_request({"model": "m", "input": ["a"] * MAX_EMBEDDING_INPUTS}).input) == 2048
+    # One input given as token ids: its length is a number of tokens, for the model to bound.
+    assert len(parse_embedding_request({"model": "m", "input": [1] * 5000}).input) == 5000
+
+
+VECTORS = np.array([[0.1, -1 / 3, 2.5e-8], [1.0, 0.0, -0.0]], dtype=np.float32)
+
+
+def embedding_response(encoding_format: Any) -> EmbeddingResponse:
+    return EmbeddingResponse(
+        tuple(v.astype("<f4").tobytes() for v in VECTORS), 3, Usage(prompt_tokens=9), encoding_format
+    )
+
+
+@pytest.mark.parametrize("encoding_format", ["float", "base64"])
+def test_embeddings_are_written_in_openai_shape(encoding_format: str) -> None:
+    body = orjson.loads(EMBEDDINGS.reply(embedding_response(encoding_format), "tiny"))
+    assert (body["object"], body["model"], [d["index"] for d in body["data"]]) == ("list", "tiny", [0, 1])
+    if encoding_format == "float":  # the SDK's type (its base64 strings are decoded after parsing)
+        openai.types.CreateEmbeddingResponse.model_validate(body)
+    assert body["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
+    assert openai_usage(body["usage"]) == Usage(prompt_tokens=9)
+    for row, item in zip(VECTORS, body["data"], strict=True):
+        assert item["object"] == "embedding"
+        if encoding_format == "base64":
+            decoded = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+        else:
+            decoded = np.array(item["embedding"], dtype=np.float32)  # shortest float32 form reads back
+        assert decoded.tobytes() == row.tobytes()
+
+
+def test_embeddings_as_floats_are_float32_short() -> None:
+    raw = EMBEDDINGS.reply(embedding_response("float"), "tiny")
+    assert b"0.1," in raw and b"-0.33333334," in raw and b"2.5e-8" in raw
+
+
+def test_the_embeddings_encoding_takes_only_embeddings() -> None:
+    with pytest.raises(TypeError):
+        EMBEDDINGS.reply(ChatResponse(id="", model="m", content=(), finish_reason="stop"), "m")
+    with pytest.raises(TypeError):
+        EMBEDDINGS.stream("m", False)

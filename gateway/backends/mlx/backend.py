@@ -1,8 +1,8 @@
 """The `mlx` backend: a local model served in-process by an engine thread with continuous batching.
 
 Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, and the
-answer goes back canonical (a ChatResponse, or stream events by token) for the surface to encode in
-whatever protocol the client speaks.
+answer goes back canonical (a ChatResponse, or stream events by token; an EmbeddingResponse for
+embeddings) for the surface to encode in whatever protocol the client speaks.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimit
+from gateway.backends.mlx.embeddings import EmbeddingFailed, EmbeddingJob, InputRejected
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
 from gateway.backends.upstream import AttemptLimits, EventStream, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import MLXSettings
@@ -22,6 +23,8 @@ from gateway.protocol.canonical import (
     ChatRequest,
     ChatResponse,
     CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
     StreamEnd,
     StreamEvent,
     StreamStart,
@@ -108,8 +111,6 @@ class LocalModelBackend:
     # -- serving ----------------------------------------------------------------------------------
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
-        if call.endpoint == "embeddings":
-            raise UpstreamFailure("unsupported", "local models do not serve embeddings")
         try:
             engine = await self._ensure_engine()
         except UpstreamFailure:
@@ -117,6 +118,9 @@ class LocalModelBackend:
         except Exception as error:
             raise UpstreamFailure("http_5xx", f"the local model failed to load: {error}") from None
         request = call.request
+        if call.endpoint == "embeddings":
+            assert isinstance(request, EmbeddingRequest)
+            return await self._embed(engine, request, limits)
         prompt = self._prompt(engine, request)
         if call.endpoint == "count_tokens":
             return TokenCount(len(prompt))
@@ -143,6 +147,46 @@ class LocalModelBackend:
         if call.stream:
             return self._stream(engine, job, first, model)
         return await self._reply(engine, job, first, model)
+
+    async def _embed(
+        self, engine: Engine, request: EmbeddingRequest, limits: AttemptLimits
+    ) -> EmbeddingResponse:
+        embedder = engine.embedder
+        size = embedder.hidden_size if embedder is not None else None
+        if size is None:
+            raise UpstreamFailure("unsupported", "this model's architecture has no hidden states to embed")
+        if request.dimensions is not None and request.dimensions != size:
+            # The vectors are the model's hidden states: they have its hidden size and no shorter form.
+            raise UpstreamFailure(
+                "client_error",
+                f"dimensions: this model's embeddings have {size} dimensions, got {request.dimensions}; "
+                f"leave dimensions out or set it to {size}",
+                param="dimensions",
+            )
+        value = request.input
+        single = type(value) is str or type(value[0]) is int
+        inputs: Any = [value] if single else value
+        job = EmbeddingJob(inputs, single, asyncio.get_running_loop())
+        try:
+            engine.submit_embedding(job)
+        except EngineOverloaded as error:
+            raise UpstreamFailure("overloaded", f"local model busy: {error}", retry_after="1") from None
+        # The whole answer is its first byte: it must come within the first-byte limit.
+        wait = limits.until_first_byte()
+        try:
+            async with asyncio.timeout(wait):
+                vectors, tokens = await job.result
+        except TimeoutError:
+            engine.cancel_embedding(job)
+            raise UpstreamFailure("timeout", f"no embeddings within {wait:g} s (first-byte limit)") from None
+        except InputRejected as error:
+            raise UpstreamFailure("client_error", str(error), param=error.field) from None
+        except EmbeddingFailed as error:
+            raise UpstreamFailure("http_5xx", str(error)) from None
+        except BaseException:
+            engine.cancel_embedding(job)
+            raise
+        return EmbeddingResponse(vectors, size, Usage(tokens), request.encoding_format or "float")
 
     def _prompt(self, engine: Engine, request: Any) -> list[int]:
         tokenizer = engine.tokenizer

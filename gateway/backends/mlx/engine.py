@@ -13,6 +13,10 @@ Two things keep a burst of requests cheap:
 - burst admission: when the batch is empty, arrivals are gathered until the queue has been quiet for
   `ADMIT_QUIET_S` (at most `ADMIT_WINDOW_S`), so a burst is prefilled together instead of the first
   request alone and the others behind it.
+
+Embedding requests (`submit_embedding`) share the thread and the queue: between two decode steps the
+loop runs one step of the current embedding batch (`embeddings.py`), whose rows come from every
+embedding request waiting, so neither kind of work holds the other up for long.
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gateway.backends.mlx.embeddings import (
+    BATCH_TOKENS,
+    Embedder,
+    EmbeddingBatch,
+    EmbeddingFailed,
+    EmbeddingJob,
+    InputRejected,
+)
 
 __all__ = ["Engine", "EngineOverloaded", "Job", "JobEvent"]
 
@@ -112,10 +125,15 @@ class Engine:
         self._prompt_cache: Any = None
         self.model: Any = None
         self.tokenizer: Any = None
-        self._inbox: queue.SimpleQueue[tuple[str, Job]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._pending: deque[Job] = deque()
         self._jobs: dict[int, Job] = {}
+        #: Embedding requests with rows not yet in a batch, and the batch being computed.
+        self._embed_queue: deque[EmbeddingJob] = deque()
+        self._embedding: EmbeddingBatch | None = None
+        #: Set once the model is loaded.
+        self.embedder: Embedder | None = None
         #: Events posted during the current decode step, delivered together by `_flush`.
         self._outbox: list[tuple[Job, JobEvent]] = []
         # Submitted but not yet in the batch = submitted - taken; each counter has one writing thread.
@@ -132,8 +150,9 @@ class Engine:
 
     @property
     def active(self) -> int:
-        """Sequences in the running batch (prefilling or decoding)."""
-        return len(self._jobs)
+        """Sequences in the running batch (prefilling or decoding), embedding rows included."""
+        embedding = self._embedding
+        return len(self._jobs) + (len(embedding.rows) if embedding is not None else 0)
 
     @property
     def running(self) -> bool:
@@ -174,6 +193,20 @@ class Engine:
         self._inbox.put(("cancel", job))
         self._wake.set()
 
+    def submit_embedding(self, job: EmbeddingJob) -> None:
+        """Queue an embedding request; it waits in the same queue (and `max_queue`) as generation."""
+        if self.queued >= self.max_queue:
+            raise EngineOverloaded(f"{self.queued} requests already wait for this model (max_queue)")
+        self._submitted += 1
+        self.last_used = time.monotonic()
+        self._inbox.put(("embed", job))
+        self._wake.set()
+
+    def cancel_embedding(self, job: EmbeddingJob) -> None:
+        """Stop computing `job` (its rows still in a batch finish with the batch's other rows)."""
+        job.cancelled = True
+        self._wake.set()
+
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
@@ -197,6 +230,7 @@ class Engine:
                 job.post(JobEvent("error", text="the local engine failed; see the gateway log"))
             self._flush()
         finally:
+            self._drop_embeddings(EmbeddingFailed("the local model stopped before answering"))
             generator.close()
 
     def _load(self) -> Any:
@@ -212,6 +246,7 @@ class Engine:
 
         started = time.perf_counter()
         self.model, self.tokenizer = load(str(self.path))
+        self.embedder = Embedder(self.model, self.tokenizer)
         from mlx.utils import tree_flatten
 
         self.loaded_bytes = sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
@@ -245,9 +280,13 @@ class Engine:
             if not self._jobs and self._pending and self.batching:
                 self._gather_burst(generator)
             self._admit(generator)
+            embedding = self._embedding is not None or bool(self._embed_queue)
+            if embedding:
+                self._embed_step()
             if not self._jobs:
-                self._wake.wait(timeout=1.0)
-                self._wake.clear()
+                if not embedding:
+                    self._wake.wait(timeout=1.0)
+                    self._wake.clear()
                 continue
             try:
                 for response in generator.next_generated():
@@ -300,6 +339,8 @@ class Engine:
                     self._pending.append(job)
                 else:
                     self._taken += 1
+            elif command == "embed":
+                self._embed_queue.append(job)
             elif command == "cancel":
                 if job.uid is not None and job.uid in self._jobs:
                     generator.remove([job.uid])
@@ -341,6 +382,87 @@ class Engine:
             job.outbox = self._outbox
             job.detokenizer = self.tokenizer.detokenizer
             self._jobs[uid] = job
+
+    def _embed_step(self) -> None:
+        """One step of the current embedding batch (a new batch first, if there is none)."""
+        batch = self._embedding
+        try:
+            if batch is None or batch.abandoned:
+                batch = self._embedding = self._next_embedding_batch()
+                if batch is None:
+                    return
+            if batch.step():
+                self._embedding = None
+                batch.finish()
+        except Exception:
+            log.exception("embedding on %s failed", self.path)
+            self._embedding = None
+            if batch is not None:
+                for job, _ in batch.rows:
+                    if not job.cancelled:
+                        job.fail(EmbeddingFailed("the local engine failed to embed; see the gateway log"))
+
+    def _next_embedding_batch(self) -> EmbeddingBatch | None:
+        """Rows from the waiting embedding requests, in arrival order, up to `max_batch_size` rows and
+        `BATCH_TOKENS` padded tokens (a longer row goes alone)."""
+        embedder = self.embedder
+        assert embedder is not None
+        rows: list[tuple[EmbeddingJob, int]] = []
+        width = 0
+        full = False
+        while self._embed_queue and not full:
+            job = self._embed_queue[0]
+            if not job.started:
+                job.started = True
+                self._taken += 1
+                if not job.cancelled:
+                    try:
+                        embedder.prepare(job)
+                    except InputRejected as error:
+                        job.fail(error)
+                    except Exception:
+                        log.exception("preparing an embedding request on %s failed", self.path)
+                        job.fail(EmbeddingFailed("the local engine failed to embed; see the gateway log"))
+            while not job.cancelled and job.scheduled < len(job.order):
+                i = job.order[job.scheduled]
+                n = len(job.tokens[i])
+                if len(rows) >= self.max_batch_size or (
+                    rows and (len(rows) + 1) * max(width, n) > BATCH_TOKENS
+                ):
+                    full = True
+                    break
+                rows.append((job, i))
+                width = max(width, n)
+                job.scheduled += 1
+            if not full:
+                self._embed_queue.popleft()
+        if not rows:
+            return None
+        try:
+            return EmbeddingBatch(embedder, rows)
+        except Exception:
+            log.exception("embedding on %s failed", self.path)
+            for job in dict.fromkeys(job for job, _ in rows):
+                job.fail(EmbeddingFailed("the local engine failed to embed; see the gateway log"))
+            return None
+
+    def _drop_embeddings(self, error: Exception) -> None:
+        """Fail every embedding request still waiting or computing (the engine stops)."""
+        jobs = list(self._embed_queue)
+        while True:
+            try:
+                command, job = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if command == "embed":
+                jobs.append(job)
+        if self._embedding is not None:
+            jobs += [job for job, _ in self._embedding.rows]
+        self._embed_queue.clear()
+        self._embedding = None
+        for job in dict.fromkeys(jobs):
+            if not job.cancelled:
+                job.fail(error)
 
     def _cached_prefix(self, prompt: list[int]) -> tuple[Any, list[int]]:
         """The KV cache of the longest cached prefix of `prompt` (a copy) and the tokens still to

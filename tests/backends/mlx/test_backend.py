@@ -4,44 +4,20 @@ speaks (the surface encodes), with usage on every path, and `aclose()` mid-strea
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from gateway.backends.mlx.backend import LocalModelBackend
-from gateway.backends.upstream import AttemptLimits, EventStream, UpstreamCall
+from gateway.backends.upstream import EventStream, UpstreamCall
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatResponse, StreamEnd, StreamStart, TextDelta, TokenCount, UsageEvent
-from gateway.runtime.live import LiveRuntime
+from tests.backends.mlx.conftest import limits
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about the sea."}]
-# One event loop for the module: the engine (loaded once) posts its events to the loop it started on.
+# One event loop for the module: the engine (loaded once, `local`) posts its events to the loop it
+# started on.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def local(
-    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[LocalModelBackend]:
-    path = Path(tmp_path_factory.mktemp("mlx-backend")) / "gateway.yaml"
-    path.write_text(
-        f'backends:\n  local: {{type: mlx, path: "{tiny_model}", load: startup}}\n'
-        "models:\n  tiny: {chain: [{backend: local}]}\nreload: {watch: false}\n"
-    )
-    live = LiveRuntime(path)
-    runtime = await live.start()
-    backend = runtime.routes["tiny"].chain[0].backend
-    assert isinstance(backend, LocalModelBackend)
-    yield backend
-    await live.close()
-
-
-def limits() -> AttemptLimits:
-    return AttemptLimits(connect=5, first_byte=60, deadline=time.monotonic() + 120)
 
 
 def openai_call(stream: bool, **extra: object) -> UpstreamCall:
