@@ -2,7 +2,7 @@
 the gateway, so the difference is what the gateway adds.
 
     gateway bench overhead [--quick] [--json FILE] [--clients 1,8,32]
-                           [--variants audit_off,2_workers,keyed,limits_memory,limits_redis]
+                           [--variants audit_off,2_workers,keyed,limits_memory,limits_redis,cache_memory,...]
                            [--duration S] [--warmup S] [--profile DIR] [--retries N] [--wait-quiet S]
                            [--no-baselines]
 
@@ -27,7 +27,8 @@ Variants of the gateway, each started on its own after the default one and measu
 load generator, so the ceiling is what bounds them there); on request, `keyed` (requests carry a
 client key), `limits_memory` and `limits_redis` (that key with a limit of every kind, none reached,
 counted in memory or in a private redis-server on loopback): the limits' cost is theirs minus
-`keyed`'s.
+`keyed`'s; `cache_memory` and `cache_redis` (the model's answers cached, exact, any temperature:
+after the first request every one is a hit served with no upstream call).
 
 The machine may be shared: each phase waits (up to `--wait-quiet` s) for other processes to leave
 the cores, records the CPU they used meanwhile (`foreign_cpu_cores`), and runs again (`--retries`)
@@ -84,6 +85,9 @@ class Variant:
     audit: bool
     keyed: bool = False
     limits: str | None = None
+    #: The model's answers cached in this store (`memory` or `redis`): every request after the first
+    #: is an exact hit, answered with no upstream call.
+    cache: str | None = None
 
 
 #: The gateway variants by target name. "gateway" is the default one.
@@ -98,6 +102,12 @@ VARIANTS: dict[str, Variant] = {
     "gateway_limits_redis": Variant(
         "1 worker, audit on, a key with every limit, Redis store", 1, True, keyed=True, limits="redis"
     ),
+    "gateway_cache_memory": Variant(
+        "1 worker, audit on, every answer an exact cache hit, memory", 1, True, cache="memory"
+    ),
+    "gateway_cache_redis": Variant(
+        "1 worker, audit on, every answer an exact cache hit, Redis", 1, True, cache="redis"
+    ),
 }
 VARIANT_OPTIONS = {
     "audit_off": "gateway_audit_off",
@@ -105,6 +115,8 @@ VARIANT_OPTIONS = {
     "keyed": "gateway_keyed",
     "limits_memory": "gateway_limits_memory",
     "limits_redis": "gateway_limits_redis",
+    "cache_memory": "gateway_cache_memory",
+    "cache_redis": "gateway_cache_redis",
 }
 #: What `--variants` runs unless told: the limits variants are asked for by name.
 DEFAULT_VARIANTS = ("audit_off", "2_workers")
@@ -428,6 +440,7 @@ def run(
         contextlib.ExitStack() as stack,
     ):
         workdir = Path(directory)
+        redis: list[RedisServer] = []
         with _core_servers(workdir, cpus, baselines) as servers, LoadGenerator(cpus["loadgen"]) as loadgen:
             check_answers(servers)
             bench = LoadBench(loadgen, servers, warmup, duration, retries, wait_quiet, progress=progress)
@@ -436,7 +449,8 @@ def run(
             for name in variants:
                 variant = VARIANTS[name]
                 cpu = cpus["gateway"] if variant.workers == 1 else None
-                store = _redis(stack).url(0) if variant.limits == "redis" else variant.limits
+                store = _redis(stack, redis).url(0) if variant.limits == "redis" else variant.limits
+                cache = _redis(stack, redis).url(1) if variant.cache == "redis" else variant.cache
                 servers[name] = start_gateway_server(
                     name,
                     workdir,
@@ -446,6 +460,7 @@ def run(
                     cpu=cpu,
                     client_key=BENCH_KEY if variant.keyed else None,
                     limits_store=store,
+                    cache_store=cache,
                 )
                 headers = {"authorization": f"Bearer {BENCH_KEY}"} if variant.keyed else {}
                 bench.target_headers[name] = headers
@@ -488,9 +503,11 @@ def run(
     return result
 
 
-def _redis(stack: contextlib.ExitStack) -> RedisServer:
-    """A private redis-server for the Redis variant (one per run, on the upstream's core's side)."""
-    return stack.enter_context(RedisServer())
+def _redis(stack: contextlib.ExitStack, started: list[RedisServer]) -> RedisServer:
+    """The run's private redis-server for the Redis variants (started by the first that needs it)."""
+    if not started:
+        started.append(stack.enter_context(RedisServer()))
+    return started[0]
 
 
 def _measure_target(bench: LoadBench, target: str, clients: list[int], extra: list[int]) -> None:
@@ -530,7 +547,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[VARIANT_OPTIONS[n] for n in DEFAULT_VARIANTS],
         help="gateway variants besides the default, comma-separated: audit_off, 2_workers (these two "
         "unless told), keyed (a client key), limits_memory and limits_redis (that key with every limit, "
-        "counted in memory or in a private redis-server on loopback), or none",
+        "counted in memory or in a private redis-server on loopback), cache_memory and cache_redis "
+        "(every answer an exact cache hit), or none",
     )
     parser.add_argument(
         "--retries",

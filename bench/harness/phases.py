@@ -66,25 +66,33 @@ def gateway_config(
     audit: bool = True,
     client_key_env: str | None = None,
     limits_store: str | None = None,
+    cache_store: str | None = None,
 ) -> str:
     """One `openai_compatible` backend on the fake (priced, so every request has a cost); the audit log
     as configured by default unless off; with `client_key_env`, one client key read from that variable
     (requests must carry it); with `limits_store` (`memory` or a Redis URL), that key has limits of
-    every kind (`BENCH_LIMITS`) counted in that store."""
+    every kind (`BENCH_LIMITS`) counted in that store; with `cache_store`, the model's answers are
+    cached (exact, any temperature: after the first request every one is a hit) in that store."""
     text = f"""backends:
   fake:
     type: openai_compatible
     base_url: "http://127.0.0.1:{upstream_port}/v1"
     prices: {{{MODEL}: {{input: 0.15, output: 0.6, cached_input: 0.075}}}}
 models:
-  {MODEL}: {{chain: [{{backend: fake, model: {MODEL}}}]}}
+  {MODEL}: {{chain: [{{backend: fake, model: {MODEL}}}]{_model_cache(cache_store)}}}
 """
+    if cache_store:
+        text += f'cache: {{store: "{cache_store}"}}\n'
     if client_key_env:
         limits = f", limits: {BENCH_LIMITS}" if limits_store else ""
         text += f'auth: {{client_keys: [{{name: bench, key: "${{{client_key_env}}}"{limits}}}]}}\n'
     if limits_store:
         text += f'limits: {{store: "{limits_store}"}}\n'
     return text if audit else text + "audit: {enabled: false}\n"
+
+
+def _model_cache(store: str | None) -> str:
+    return ", cache: {mode: exact, any_temperature: true}" if store else ""
 
 
 def start_gateway_server(
@@ -97,6 +105,7 @@ def start_gateway_server(
     cpu: int | None,
     client_key: str | None = None,
     limits_store: str | None = None,
+    cache_store: str | None = None,
 ) -> Server:
     """`gateway serve` on the fake, in its own directory (its audit database lives next to its config)."""
     directory = workdir / name
@@ -104,7 +113,13 @@ def start_gateway_server(
     config = directory / "gateway.yaml"
     key_env = "BENCH_CLIENT_KEY" if client_key else None
     config.write_text(
-        gateway_config(upstream_port, audit=audit, client_key_env=key_env, limits_store=limits_store)
+        gateway_config(
+            upstream_port,
+            audit=audit,
+            client_key_env=key_env,
+            limits_store=limits_store,
+            cache_store=cache_store,
+        )
     )
     env = {"BENCH_CLIENT_KEY": client_key} if client_key else None
     gateway = start_gateway(config, workers=workers, cpu=cpu, env=env)
