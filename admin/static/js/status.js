@@ -76,17 +76,20 @@ function render(config, backends, outcomes, audit, cache, refresh) {
   ];
 }
 
+// What the last Clear did, kept across the refreshes that re-render the card.
+let lastCleared = "";
+
 function cacheCard(cache, refresh) {
   const used = cache.models.filter((model) => model.mode !== "off").map((model) => model.name);
   const counts = cache.requests;
   const rate = cache.hit_rate === null ? "–" : `${Math.round(cache.hit_rate * 1000) / 10}%`;
   const store = cache.store;
-  const note = h("span", { class: "muted", id: "cache-cleared" });
+  const note = h("span", { class: "muted", id: "cache-cleared" }, lastCleared);
   async function clear() {
     if (!window.confirm("Drop every stored answer?")) return;
     try {
       const { data } = await api("/cache/clear", { method: "POST", body: {} });
-      note.textContent = ` ${data.cleared} entries dropped.`;
+      lastCleared = ` ${data.cleared} entries dropped.`;
       refresh();
     } catch (error) {
       note.textContent = ` ${error.message}`;
