@@ -152,6 +152,47 @@ async def reload_config() -> Response:
     return _json(event.as_dict())
 
 
+@blueprint.get("/cache")
+async def cache_status() -> Response:
+    """The response cache: its store, what it did in this worker, which models use it."""
+    runtime: Runtime = current_app.live.current
+    cache = runtime.cache
+    if cache is None:
+        raise ServiceUnavailable("the gateway has no runtime yet")
+    return _json(
+        {
+            "store": cache.store.status(),
+            "worker_pid": os.getpid(),
+            **cache.stats.as_dict(),
+            "models": [{"name": route.name, "mode": route.config.cache.mode} for route in runtime.models],
+        }
+    )
+
+
+@blueprint.post("/cache/clear")
+async def clear_cache() -> Response:
+    """Drop every stored answer, or one model's (`model` in the query or the JSON body)."""
+    runtime: Runtime = current_app.live.current
+    model = request.args.get("model")
+    if model is None and (await request.get_data()):
+        body = await request.get_json(force=True, silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("model", ""), str):
+            raise BadRequest('the body must be a JSON object, {"model": "<name>"} or {}')
+        model = body.get("model") or None
+    if model is not None:
+        route = runtime.routes.get(model)
+        if route is None:
+            raise InvalidRequest(f"no model '{model}' in the config")
+        model = route.name  # an alias clears its model's entries
+    if runtime.cache is None:
+        raise ServiceUnavailable("the gateway has no runtime yet")
+    try:
+        dropped = await runtime.cache.store.clear(model)
+    except Exception as error:
+        raise ServiceUnavailable(f"the cache store failed: {type(error).__name__}") from None
+    return _json({"cleared": dropped, "model": model, "store": runtime.cache.store.kind})
+
+
 @blueprint.get("/config/timeouts")
 async def get_timeouts() -> Response:
     runtime = current_app.live.current

@@ -69,6 +69,9 @@ CSV_COLUMNS = (
     "client_address",
     "cost_usd",
     "limit_name",
+    "cache",
+    "saved_tokens",
+    "saved_usd",
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0

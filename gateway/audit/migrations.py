@@ -39,6 +39,9 @@ _CLIENT_ADDRESS = (("client_address", "VARCHAR(64)"),)
 #: Version 4: spend control, the request's cost in USD (null: unknown price) and the limit that refused
 #: it (older rows read as null).
 _SPEND = (("cost_usd", "DOUBLE PRECISION"), ("limit_name", "VARCHAR(64)"))
+#: Version 5: the response cache, what it did (hit / miss / bypass / off) and what a hit saved (older
+#: rows read as null).
+_RESPONSE_CACHE = (("cache", "VARCHAR(8)"), ("saved_tokens", "BIGINT"), ("saved_usd", "DOUBLE PRECISION"))
 
 
 def _indexes() -> tuple[str, ...]:
@@ -99,6 +102,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
         Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
         Migration(4, "spend", add_columns=_SPEND),
+        Migration(5, "response_cache", add_columns=_RESPONSE_CACHE),
     ),
     "postgres": (
         Migration(
@@ -114,6 +118,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(2, "cache_tokens", add_columns=_CACHE_TOKENS),
         Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
         Migration(4, "spend", add_columns=_SPEND),
+        Migration(5, "response_cache", add_columns=_RESPONSE_CACHE),
     ),
 }
 

@@ -31,6 +31,7 @@ TEXT_LIMITS = {
     "config_version": 64,
     "client_address": 64,
     "limit_name": 64,
+    "cache": 8,
 }
 
 
@@ -66,6 +67,9 @@ class AuditRecord(Model):
     client_address = fields.CharField(max_length=TEXT_LIMITS["client_address"], null=True)  # migration 3
     cost_usd = fields.FloatField(null=True)  # migration 4
     limit_name = fields.CharField(max_length=TEXT_LIMITS["limit_name"], null=True)  # migration 4
+    cache = fields.CharField(max_length=TEXT_LIMITS["cache"], null=True)  # migration 5
+    saved_tokens = fields.BigIntField(null=True)  # migration 5
+    saved_usd = fields.FloatField(null=True)  # migration 5
 
     class Meta:
         table = "audit_records"

@@ -123,6 +123,13 @@ class AuditEntry:
     cost_usd: float | None = None
     #: The limit that refused the request (`requests_per_minute`, `budget_usd.per_day`, ...), else None.
     limit_name: str | None = None
+    #: What the response cache did: hit, miss, bypass, off; None for endpoints it does not serve (and
+    #: on records written before the gateway stored it).
+    cache: str | None = None
+    #: On a cache hit: the stored answer's tokens (input + output) and their cost in USD, which the
+    #: hit did not spend.
+    saved_tokens: int | None = None
+    saved_usd: float | None = None
     #: The row id, set only on entries read back from the database.
     id: int | None = None
 
@@ -247,6 +254,9 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
                 trail.client_address,
                 trail.cost_usd,
                 trail.limit_name,
+                trail.cache,
+                trail.saved_tokens,
+                trail.saved_usd,
             )
         )
     return rows

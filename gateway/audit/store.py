@@ -44,7 +44,7 @@ DEFAULT_TIMEOUT = 5.0
 #: Seconds applying migrations may take at open (another instance may hold the lock meanwhile).
 MIGRATE_TIMEOUT = 60.0
 MAX_PAGE_SIZE = 1000
-#: Rows per multi-row INSERT … RETURNING on SQLite (x 26 parameters stays under its limit of 32,766).
+#: Rows per multi-row INSERT … RETURNING on SQLite (x 29 parameters stays under its limit of 32,766).
 _ROWS_PER_STATEMENT = 500
 #: NOTIFY payloads must stay under 8000 bytes.
 _NOTIFY_BYTES = 7900
@@ -61,7 +61,9 @@ _INT_AT = tuple(
     for i, name in enumerate(_COLUMNS)
     if name in ("http_status", "attempts") or name.endswith("_tokens")
 )
-_FLOAT_AT = tuple(i for i, name in enumerate(_COLUMNS) if name in ("latency_ms", "ttft_ms", "cost_usd"))
+_FLOAT_AT = tuple(
+    i for i, name in enumerate(_COLUMNS) if name in ("latency_ms", "ttft_ms", "cost_usd", "saved_usd")
+)
 _TS = _COLUMNS.index("ts")
 _STREAM = _COLUMNS.index("stream")
 _PATH = _COLUMNS.index("failover_path")
@@ -83,6 +85,8 @@ _POSTGRES_TYPES = {
     "cached_tokens": "int8",
     "cache_creation_tokens": "int8",
     "cost_usd": "float8",
+    "saved_tokens": "int8",
+    "saved_usd": "float8",
 }
 #: The batch travels as one JSON array of rows (orjson makes it in one call; binding 25 values a row,
 #: or 25 arrays, cost asyncpg several times more CPU) and PostgreSQL takes it apart. One prepared

@@ -23,6 +23,7 @@ from gateway.config.model import (
     AuditConfig,
     AuthConfig,
     Budget,
+    CacheConfig,
     CircuitBreakerPolicy,
     ClientKey,
     Config,
@@ -32,6 +33,7 @@ from gateway.config.model import (
     LocalModelsConfig,
     LogfireConfig,
     LoggingConfig,
+    ModelCache,
     ModelConfig,
     PrometheusConfig,
     ReloadConfig,
@@ -285,6 +287,8 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
                 description=raw.get("description", ""),
                 aliases=tuple(raw["aliases"]),
                 chain=tuple(Target(backend=t["backend"], model=t.get("model", name)) for t in raw["chain"]),
+                # A bare `off` is YAML's false.
+                cache=ModelCache(**{**raw["cache"], "mode": raw["cache"]["mode"] or "off"}),
             )
             for name, raw in data["models"].items()
         ),
@@ -312,5 +316,6 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
         admin=AdminConfig(**data["admin"]),
         reload=ReloadConfig(**data["reload"]),
         limits=LimitsConfig(**data["limits"]),
+        cache=CacheConfig(**data["cache"]),
         unset_env=frozenset(doc.unset),
     )

@@ -21,6 +21,7 @@ __all__ = [
     "AuthConfig",
     "BackendLimits",
     "Budget",
+    "CacheConfig",
     "CircuitBreakerPolicy",
     "ClientKey",
     "Config",
@@ -30,6 +31,7 @@ __all__ = [
     "LocalModelsConfig",
     "LogfireConfig",
     "LoggingConfig",
+    "ModelCache",
     "ModelConfig",
     "Price",
     "PrometheusConfig",
@@ -145,11 +147,23 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelCache:
+    """`models.<name>.cache`: whether and how this model's answers are cached."""
+
+    mode: Literal["off", "exact"] = "off"
+    #: None: the top-level `cache.ttl_seconds`.
+    ttl_seconds: int | None = None
+    any_temperature: bool = False
+    client_control: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     description: str
     aliases: tuple[str, ...]
     chain: tuple[Target, ...]
+    cache: ModelCache = ModelCache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +263,21 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """`cache`: where the response cache lives and how long its entries last."""
+
+    #: "memory" or a Redis URL (it may hold a password: never printed).
+    store: str = field(default="memory", repr=False)
+    max_entries: int = 10000
+    max_bytes: int = 104857600
+    ttl_seconds: int = 3600
+    max_ttl_seconds: int = 86400
+    shared_between_keys: bool = False
+    key_prefix: str = "gateway:cache:"
+    store_timeout_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadConfig:
     watch: bool
     debounce_ms: int
@@ -273,6 +302,7 @@ class Config:
     admin: AdminConfig
     reload: ReloadConfig
     limits: LimitsConfig
+    cache: CacheConfig = CacheConfig()
     #: Environment variables referenced but unset (only with `gateway check --no-env`).
     unset_env: frozenset[str] = frozenset()
 

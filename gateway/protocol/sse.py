@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import NamedTuple
 
-__all__ = ["SSEEvent", "iter_sse_events", "sse_events"]
+__all__ = ["SSEEvent", "iter_sse_events", "parse_block", "sse_events"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -116,3 +116,9 @@ async def iter_sse_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[tuple[s
                 name.decode("utf-8", "replace") if name is not None else None,
                 event.data.decode("utf-8", "replace"),
             )
+
+
+def parse_block(block: bytes) -> SSEEvent:
+    """One complete block (its blank line included, line ends `\\n`), e.g. the raw bytes a pass-through
+    relay forwarded, read as `sse_events` reads it."""
+    return _parse(block)

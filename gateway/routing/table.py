@@ -15,6 +15,7 @@ from datetime import datetime
 from gateway.auth import KeyTable, TrustedProxies
 from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
+from gateway.cache import ResponseCache
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
 from gateway.limits import BackendQuota, Limiter
@@ -76,6 +77,8 @@ class Runtime:
     #: Limits of client keys and backends; its store is shared with the Runtimes of equal `limits`.
     limits: Limiter = field(compare=False, repr=False)
     usage: _Usage = field(default_factory=_Usage, compare=False, repr=False)
+    #: The response cache; its store is shared with the Runtimes of equal `cache` settings.
+    cache: ResponseCache | None = field(default=None, compare=False, repr=False)
 
     @property
     def version(self) -> str:

@@ -52,6 +52,11 @@ class RequestTrail:
     #: What the limits let through (the key's admission, the serving backend's quota), settled at the end.
     admissions: list[Admission] | None = None
     trace_id: str | None = None
+    #: What the response cache did: hit, miss, bypass or off; None for endpoints it does not serve.
+    cache: str | None = None
+    #: On a hit: the stored answer's tokens (input + output) and their cost at its target's price.
+    saved_tokens: int | None = None
+    saved_usd: float | None = None
 
     def settle(self, usage: Usage | None, price: TokenPrice | None) -> None:
         """The served answer's usage, and the request's cost: that usage at its target's `price`, plus

@@ -3,7 +3,8 @@
 Backend objects are reused from the previous Runtime when their own settings are unchanged (equal), so
 a reload keeps connection pools, loaded model weights, circuit breakers and concurrency counts. The
 limits store is reused likewise when `limits` is unchanged, so counters survive a reload; the limits
-themselves (keys', backends' quotas) are always compiled from the new config.
+themselves (keys', backends' quotas) are always compiled from the new config. The response cache's
+store is reused when `cache` is unchanged (models' own cache settings are read per request).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gateway.auth import KeyTable, TrustedProxies
 from gateway.backends.base import Backend, SharedResources
 from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
+from gateway.cache import CacheStats, ResponseCache, build_cache_store
 from gateway.config.backends import BackendSettings
 from gateway.config.model import Config
 from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
@@ -53,6 +55,10 @@ def compile_runtime(
         store = previous.limits.store
     else:
         store = build_store(config.limits)
+    if previous is not None and previous.cache is not None and previous.config.cache == config.cache:
+        cache_store, cache_stats = previous.cache.store, previous.cache.stats
+    else:
+        cache_store, cache_stats = build_cache_store(config.cache), CacheStats()
     limiter = Limiter(store, config.limits, MappingProxyType(dict(key_rules(config.auth))), clock)
     # Quotas come from this config's settings: a backend reused from the previous Runtime keeps its
     # old settings object, whose `limits` (not compared) may be out of date.
@@ -92,6 +98,7 @@ def compile_runtime(
         proxies=TrustedProxies(config.server.trusted_proxies),
         local_models=local_models,
         limits=limiter,
+        cache=ResponseCache(config.cache, cache_store, cache_stats),
     )
     return runtime, created
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from gateway.auth import exposure_issue
 from gateway.backends.base import Backend
 from gateway.backends.mlx.store import LocalModelStore
+from gateway.cache import CacheStore
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version, parse_config
 from gateway.config.model import Config
@@ -230,7 +231,8 @@ class LiveRuntime:
         kept = {id(b) for b in new.backends.values()}
         dropped = [b for b in old.backends.values() if id(b) not in kept]
         store = old.limits.store if old.limits.store is not new.limits.store else None
-        if not dropped and store is None:
+        cache = _own_cache_store(old, new)
+        if not dropped and store is None and cache is None:
             return
 
         async def release() -> None:
@@ -245,6 +247,11 @@ class LiveRuntime:
                     await store.close()
                 except Exception:
                     log.exception("closing the limits store failed")
+            if cache is not None:  # `cache` changed: the old entries go with it
+                try:
+                    await cache.close()
+                except Exception:
+                    log.exception("closing the cache store failed")
 
         task = asyncio.get_running_loop().create_task(release())
         self._retiring.add(task)
@@ -303,6 +310,8 @@ class LiveRuntime:
             for backend in self.current.backends.values():
                 await backend.close()
             await self.current.limits.store.close()
+            if self.current.cache is not None:
+                await self.current.cache.store.close()
         await self.local_models.close()
 
 
@@ -313,6 +322,21 @@ async def _close_new_store(runtime: Runtime, previous: Runtime | None) -> None:
             await runtime.limits.store.close()
         except Exception:
             log.exception("closing the limits store failed")
+    cache = _own_cache_store(runtime, previous)
+    if cache is not None:
+        try:
+            await cache.close()
+        except Exception:
+            log.exception("closing the cache store failed")
+
+
+def _own_cache_store(runtime: Runtime, other: Runtime | None) -> CacheStore | None:
+    """`runtime`'s cache store when `other` does not share it (None: shared, or none)."""
+    if runtime.cache is None:
+        return None
+    if other is not None and other.cache is not None and other.cache.store is runtime.cache.store:
+        return None
+    return runtime.cache.store
 
 
 def _locate(raw: bytes, name: str, keys: tuple[str, ...], env: Mapping[str, str] | None) -> Location:

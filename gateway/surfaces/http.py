@@ -30,6 +30,10 @@ _WANTED = frozenset(
         b"content-length",
         b"content-type",
         b"anthropic-version",
+        # The response cache's client control (gateway/cache/cache.py).
+        b"cache-control",
+        b"x-gateway-cache",
+        b"x-gateway-cache-ttl",
     }
 )
 

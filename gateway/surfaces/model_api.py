@@ -12,6 +12,7 @@ writes in the client's protocol. In-stream errors come from the same encoding.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,14 @@ from gateway.backends.upstream import (
     UpstreamCall,
     UpstreamFailure,
 )
+from gateway.cache import (
+    CachedAnswer,
+    CachePlan,
+    PassThroughAssembler,
+    ResponseCache,
+    StreamAssembler,
+    storable,
+)
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -39,13 +48,14 @@ from gateway.errors import (
     ModelNotFound,
 )
 from gateway.limits import Admission, Limiter
-from gateway.pricing import format_usd
+from gateway.pricing import PICODOLLARS_PER_USD, format_usd
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
+from gateway.protocol.canonical import ChatRequest, ChatResponse, Usage
 from gateway.protocol.encoding import ClientEncoding, StreamEncoder
 from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
-from gateway.routing.table import Runtime
+from gateway.routing.table import ModelRoute, Runtime
 from gateway.routing.trail import RequestTrail
 from gateway.runtime.live import LiveRuntime
 from gateway.surfaces.access import authenticate_client, client_address
@@ -214,6 +224,8 @@ class ModelAPI:
             finally:
                 if trail.admissions is not None:
                     _settle(runtime.limits, trail)
+                if trail.cache is not None and runtime.cache is not None:
+                    runtime.cache.stats.count(trail.cache, trail.saved_tokens, trail.saved_usd)
                 if route.endpoint is not None:
                     if observation is not None:
                         telemetry.end(trail, observation, runtime.routes)  # type: ignore[union-attr]
@@ -281,6 +293,28 @@ class ModelAPI:
                 if admission is not None:
                     trail.admissions = [admission]
                     rate_headers = limiter.headers(admission)
+        plan: CachePlan | None = None
+        cache = runtime.cache
+        if cache is not None and route.endpoint == "chat":
+            plan = cache.plan(
+                model_route.config.cache,
+                route.protocol,
+                route.endpoint,
+                model_route.name,
+                principal.name,
+                parsed,
+                request.headers,
+            )
+            trail.cache = plan.result
+            if plan.result != "miss":
+                plan = None
+            else:
+                found = await cache.lookup(plan)
+                if found is not None:
+                    await self._hit(
+                        request, runtime, route, model_route, parsed, trail, cache, found, rate_headers
+                    )
+                    return
         deadline = time.monotonic() + tier.total
         call = UpstreamCall(
             endpoint=route.endpoint,
@@ -319,6 +353,8 @@ class ModelAPI:
             (b"x-config-version", runtime.version.encode()),
             *rate_headers,
         ]
+        if trail.cache is not None:
+            headers.append((b"x-gateway-cache", trail.cache.encode()))
         result = served.result
         kind = type(result)
         if kind is PassThroughReply:
@@ -329,11 +365,15 @@ class ModelAPI:
             if result.status >= 400:
                 trail.error_type = f"http-{result.status}"
             await request.respond(result.status, result.body, result.content_type.encode(), headers)
+            if plan is not None and result.status == 200:
+                _remember(cache, plan, served, _decode_reply(route.protocol, result.body, result.usage))  # type: ignore[arg-type]
             return
         if kind is PassThroughStream or kind is EventStream:
             trail.http_status, trail.first_byte_at = 200, time.monotonic()
             include_usage = bool(getattr(parsed, "include_usage", False))
-            await self._stream(request, served, result, route, include_usage, deadline, tier, headers, trail)
+            await self._stream(
+                request, served, result, route, include_usage, deadline, tier, headers, trail, cache, plan
+            )
             return
         # The model reported to the client is the one the gateway asked the backend for.
         body = self._encoding(route, served).reply(result, served.target.target.model)
@@ -342,6 +382,65 @@ class ModelAPI:
         if trail.cost_usd is not None:
             headers.append((b"x-gateway-cost-usd", format_usd(trail.cost_usd).encode()))
         await request.respond(200, body, b"application/json", headers)
+        if plan is not None and type(result) is ChatResponse:
+            _remember(cache, plan, served, result)  # type: ignore[arg-type]
+
+    async def _hit(
+        self,
+        request: ModelRequest,
+        runtime: Runtime,
+        route: Route,
+        model_route: ModelRoute,
+        parsed: ChatRequest,
+        trail: RequestTrail,
+        cache: ResponseCache,
+        found: CachedAnswer,
+        rate_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Answer from the cache: no upstream call, encoded in the client's protocol (streamed when
+        asked, as the canonical events of the stored answer). It costs nothing; what it saved is noted."""
+        trail.cache = "hit"
+        trail.stream = parsed.stream
+        trail.upstream_model = found.upstream_model
+        response = found.response
+        usage = response.usage
+        trail.usage, trail.cost_usd = Usage(), 0.0  # nothing was asked of any backend
+        if usage is not None:
+            trail.saved_tokens = usage.total_tokens
+            price = next(
+                (
+                    t.price
+                    for t in model_route.chain
+                    if t.backend.name == found.backend and t.target.model == found.upstream_model
+                ),
+                None,
+            )
+            if price is not None:
+                trail.saved_usd = price.picodollars(usage) / PICODOLLARS_PER_USD
+        age = max(0, int(cache.clock() - found.created))
+        headers = [
+            (b"x-gateway-cache", b"hit"),
+            (b"age", str(age).encode()),
+            (b"x-gateway-attempts", b"0"),
+            (b"x-config-version", runtime.version.encode()),
+            *rate_headers,
+        ]
+        encoding = route.encoding
+        assert encoding is not None
+        trail.http_status = 200
+        if not parsed.stream:
+            headers.append((b"x-gateway-cost-usd", format_usd(0.0).encode()))
+            body = encoding.reply(response, found.upstream_model)
+            await request.respond(200, body, b"application/json", headers)
+            return
+        encoder = encoding.stream(found.upstream_model, parsed.include_usage)
+        await request.start_stream(headers)
+        trail.first_byte_at = time.monotonic()
+        for event in found.events():
+            out = encoder.encode(event)
+            if out:
+                await request.stream_chunk(out)
+        await request.end_stream()
 
     @staticmethod
     def _encoding(route: Route, served: Served) -> ClientEncoding:
@@ -363,10 +462,19 @@ class ModelAPI:
         tier: Any,
         headers: list[tuple[bytes, bytes]],
         trail: RequestTrail,
+        cache: ResponseCache | None = None,
+        plan: CachePlan | None = None,
     ) -> None:
         """Write a stream: pass-through bytes as they come, or canonical events through the route's
-        encoder. A failure after the first byte ends it with the protocol's error event (no end marker)."""
+        encoder. A failure after the first byte ends it with the protocol's error event (no end marker).
+        With a cache `plan`, the answer is assembled on the way and stored if the stream ends normally."""
         backend = served.target.backend.name
+        assembler: PassThroughAssembler | StreamAssembler | None = None
+        if plan is not None:
+            is_events = type(stream) is EventStream
+            assembler = StreamAssembler() if is_events else PassThroughAssembler(route.protocol)
+        watch = assembler.feed if assembler is not None else None
+        finished = False
 
         async def pump() -> None:
             encoder: StreamEncoder | None = None
@@ -378,15 +486,24 @@ class ModelAPI:
                 async with asyncio.timeout_at(deadline):
                     if encoder is None:
                         await request.stream_chunk(stream.first)  # type: ignore[arg-type]
+                        if watch is not None:
+                            watch(stream.first)  # type: ignore[arg-type]
                         async for chunk in stream.rest:
                             await request.stream_chunk(chunk)  # type: ignore[arg-type]
+                            if watch is not None:
+                                watch(chunk)  # type: ignore[arg-type]
                     else:
                         encode = encoder.encode
                         out = b"".join([encode(event) for event in stream.first])  # type: ignore[union-attr]
+                        if watch is not None:
+                            for event in stream.first:  # type: ignore[union-attr]
+                                watch(event)  # type: ignore[arg-type]
                         if out:
                             await request.stream_chunk(out)
                         async for event in stream.rest:
                             out = encode(event)  # type: ignore[arg-type]
+                            if watch is not None:
+                                watch(event)  # type: ignore[arg-type]
                             if out:
                                 await request.stream_chunk(out)
             except TimeoutError:
@@ -407,6 +524,7 @@ class ModelAPI:
             done, _ = await asyncio.wait((pumping, disconnect), return_when=asyncio.FIRST_COMPLETED)
             if pumping in done:
                 pumping.result()
+                finished = trail.error_type is None
             else:
                 trail.error_type = "client-disconnected"
         finally:
@@ -418,3 +536,31 @@ class ModelAPI:
             # The cost header left with the stream's head, before the usage was known: a stream's
             # cost is in its audit record, log line, span and metric only.
             trail.settle(stream.usage, served.target.price)
+            if finished and assembler is not None:
+                _remember(cache, plan, served, assembler.answer(stream.usage))  # type: ignore[arg-type]
+
+
+def _decode_reply(protocol: str, body: bytes, usage: Usage | None) -> ChatResponse | None:
+    """A pass-through chat answer in the canonical form (for the cache), or None if it is not one."""
+    try:
+        data = orjson.loads(body)
+        if protocol == "anthropic":
+            response = anthropic_protocol.parse_messages_response(data)
+        else:
+            if len(data.get("choices") or ()) != 1:
+                return None  # several choices have no place in one canonical answer
+            response = openai_protocol.parse_chat_response(data)
+    except Exception:
+        return None
+    return response if usage is None else dataclasses.replace(response, usage=usage)
+
+
+def _remember(cache: ResponseCache, plan: CachePlan, served: Served, response: ChatResponse | None) -> None:
+    """Store an answer that ended normally (the store never raises; Redis writes in a task)."""
+    if response is None or not storable(response):
+        return
+    target = served.target
+    try:
+        cache.save(plan, CachedAnswer(response, cache.clock(), target.backend.name, target.target.model))
+    except Exception:
+        log.exception("storing an answer in the response cache failed")

@@ -127,6 +127,44 @@ class GatewayMetrics:
             "each admission among them followed limits.on_store_down.",
             registry=registry,
         )
+        self.cache_requests = Counter(
+            "gateway_cache_requests",
+            "Chat requests by what the response cache did: hit (served from it, no upstream call), "
+            "miss, bypass (the client said no-cache), off (the model's cache is off, or the request "
+            "is not deterministic).",
+            ["model", "result"],
+            registry=registry,
+        )
+        self.cache_saved_tokens = Counter(
+            "gateway_cache_saved_tokens",
+            "Tokens (input + output) of the stored answers that cache hits served instead of a backend.",
+            ["model"],
+            registry=registry,
+        )
+        self.cache_saved_usd = Counter(
+            "gateway_cache_saved_usd",
+            "USD the cache hits did not spend: the stored answers' usage at their backends' prices.",
+            ["model"],
+            registry=registry,
+        )
+        self.cache_entries = Gauge(
+            "gateway_cache_entries",
+            "Answers in the response cache (memory store; with several workers, the sum of theirs).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.cache_bytes = Gauge(
+            "gateway_cache_bytes",
+            "Bytes of answers in the response cache (memory store).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.cache_store_errors = Counter(
+            "gateway_cache_store_errors",
+            "Calls to the cache store (Redis) that failed or timed out (cache.store_timeout_ms); each "
+            "lookup among them was a miss.",
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "gateway_in_flight_requests",
             "Model-API requests being served now.",
@@ -214,6 +252,9 @@ class GatewayMetrics:
         self._cost_children: dict[tuple[str, str, str], Any] = {}
         self._rejection_children: dict[tuple[str, str], Any] = {}
         self._quota_children: dict[str, Any] = {}
+        self._cache_children: dict[tuple[str, str], Any] = {}
+        #: The cache store last synced and its error count then.
+        self._cache_seen: tuple[int, int] = (0, 0)
         #: The limits store last synced and its error count then (a new store counts from zero).
         self._store_seen: tuple[int, int] = (0, 0)
         self._version: str | None = None
@@ -258,6 +299,8 @@ class GatewayMetrics:
             if child is None:
                 child = self._cost_children[spender] = self.cost.labels(*spender)
             child.inc(cost)
+        if trail.cache is not None:
+            self._observe_cache(model, trail)
         limit = trail.limit_name
         if limit is not None:
             refused = (limit, trail.client_key or "")
@@ -288,6 +331,17 @@ class GatewayMetrics:
                 if failovers is None:
                     failovers = self._failover_children[model] = self.failovers.labels(model)
                 failovers.inc(tried - 1)
+
+    def _observe_cache(self, model: str, trail: RequestTrail) -> None:
+        outcome = (model, trail.cache or "")
+        child = self._cache_children.get(outcome)
+        if child is None:
+            child = self._cache_children[outcome] = self.cache_requests.labels(*outcome)
+        child.inc()
+        if trail.saved_tokens:
+            self.cache_saved_tokens.labels(model).inc(trail.saved_tokens)
+        if trail.saved_usd:
+            self.cache_saved_usd.labels(model).inc(trail.saved_usd)
 
     # -- state copied in ---------------------------------------------------------------------------
 
@@ -324,6 +378,7 @@ class GatewayMetrics:
                             gauge.remove(gone)
             self._gauge_backends = names
             self._sync_limits(runtime)
+            self._sync_cache(runtime)
         self._sync_audit(audit_stats)
 
     def _sync_limits(self, runtime: Runtime) -> None:
@@ -334,6 +389,20 @@ class GatewayMetrics:
         if delta > 0:
             self.limit_store_errors.inc(delta)
         self._store_seen = (id(store), errors)
+
+    def _sync_cache(self, runtime: Runtime) -> None:
+        if runtime.cache is None:
+            return
+        store = runtime.cache.store
+        status = store.status()
+        self.cache_entries.set(status.get("entries", 0))
+        self.cache_bytes.set(status.get("bytes", 0))
+        errors = int(status["errors"])
+        seen_store, seen_errors = self._cache_seen
+        delta = errors - seen_errors if id(store) == seen_store else errors
+        if delta > 0:
+            self.cache_store_errors.inc(delta)
+        self._cache_seen = (id(store), errors)
 
     def _sync_audit(self, stats: Mapping[str, Any]) -> None:
         if not stats.get("enabled"):

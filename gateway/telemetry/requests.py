@@ -122,6 +122,8 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
         attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
     if trail.cost_usd is not None:
         attributes["gateway.cost_usd"] = trail.cost_usd
+    if trail.cache is not None:
+        attributes["gateway.cache"] = trail.cache
     request_span.set_attributes({k: v for k, v in attributes.items() if v is not None})
     if status in ("error", "timeout"):
         request_span.set_level("error")
@@ -153,6 +155,7 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
         "cost_usd": trail.cost_usd,
+        "cache": trail.cache,
         "client": trail.client_key,
         "client_address": trail.client_address,
         "config_version": trail.config_version,

@@ -461,3 +461,28 @@ def test_with_write_back_off_the_settings_page_shows_the_patch(
         "+    total: 60        # half a minute, for now"
     )
     assert gateway.config_path.read_bytes() == before
+
+
+def test_the_status_page_shows_the_response_cache_and_clears_it(
+    page: Page, gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    text = config(up, tmp_path / "audit.sqlite3")
+    line = "  gpt: {chain: [{backend: oa, model: gpt-4o-mini}]}"
+    assert line in text
+    cached = gateway_server(text.replace(line, line[:-1] + ", cache: {mode: exact}}"), env=ENV)
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    body = {"model": "gpt", "messages": MESSAGES, "max_tokens": 5, "temperature": 0}
+    answers = [
+        requests.post(cached.url("/v1/chat/completions"), json=body, headers=headers, timeout=10)
+        for _ in range(2)
+    ]
+    assert [a.headers["x-gateway-cache"] for a in answers] == ["miss", "hit"]
+    sign_in(page, cached, "/admin/status")
+    card = page.locator("#cache-card")
+    expect(card).to_contain_text("gpt")
+    expect(page.locator("#cache-hit-rate")).to_contain_text("50% (1 hits, 1 misses")
+    expect(card).to_contain_text("memory: 1 entries")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cache-clear")
+    expect(page.locator("#cache-cleared")).to_contain_text("1 entries dropped")
+    expect(card).to_contain_text("memory: 0 entries")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +242,66 @@ def test_no_message_content_in_spans_or_log_lines(
     lines = [formatter.format(record) for record in caplog.records]
     assert any('"event": "request"' in line or '"event":"request"' in line for line in lines)
     assert not [line for line in lines if canary in line]
+
+
+def test_no_message_content_in_spans_logs_or_audit_on_the_cache_paths(
+    tmp_path: Path,
+    openai_fake: FakeOpenAI,
+    anthropic_fake: FakeAnthropic,
+    capfire: CaptureLogfire,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The canary through every response-cache path (miss, hit, stream miss, stream hit, bypass; both
+    protocols), with the memory store: in the cache store, nowhere in spans, log lines or the audit log."""
+    caplog.set_level(logging.DEBUG)
+    canary = "Cz" + secrets.token_hex(8)  # the fakes echo a tool result's first 20 characters
+    text = gateway_yaml(openai_fake.base_url, anthropic_fake.base_url)
+    for model, backend in (("chat", "oa"), ("claude", "an")):
+        line = f"  {model}: {{chain: [{{backend: {backend}}}]}}"
+        assert line in text
+        text = text.replace(line, f"  {model}: {{chain: [{{backend: {backend}}}], cache: {{mode: exact}}}}")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    arguments = json.dumps({"q": canary})
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    conversation = [
+        {"role": "system", "content": f"secret {canary}"},  # (+ the round: a stream is a new entry)
+        {"role": "user", "content": f"find {canary}"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": canary},
+    ]
+    ids, seen = [], []
+
+    def both(running: InProcessGateway, stream: bool, headers: dict[str, str]) -> None:
+        messages = [{**conversation[0], "content": f"secret {canary} {stream}"}, *conversation[1:]]
+        body: dict[str, Any] = {"model": "chat", "messages": messages, "temperature": 0, "stream": stream}
+        answer = requests.post(running.url("/v1/chat/completions"), json=body, headers=headers, timeout=30)
+        assert canary in answer.text
+        seen.append(answer.headers["x-gateway-cache"])
+        ids.append(answer.headers["x-request-id"])
+        system = f"{canary} {stream}"
+        body = {"model": "claude", "max_tokens": 20, "temperature": 0, "stream": stream, "system": system}
+        body["messages"] = [{"role": "user", "content": canary}]
+        answer = requests.post(running.url("/v1/messages"), json=body, headers=headers, timeout=30)
+        seen.append(answer.headers["x-gateway-cache"])
+        ids.append(answer.headers["x-request-id"])
+
+    with gateway_in_thread(path, env=ENV, logfire_instance=logfire.DEFAULT_LOGFIRE_INSTANCE) as running:
+        store = running.app.live.current.cache.store  # type: ignore[union-attr]
+        for stored, stream in ((2, False), (4, True)):
+            both(running, stream, {})
+            # A stream's answer is stored once it has ended: wait for it before asking again.
+            wait_until(lambda stored=stored: store.status()["entries"] == stored)
+            both(running, stream, {})
+            both(running, stream, {"x-gateway-cache": "bypass"})
+        assert seen == (["miss"] * 2 + ["hit"] * 2 + ["bypass"] * 2) * 2
+        assert any(canary.encode() in value for value in store.values())  # the store holds it
+        for request_id in ids:
+            trace_of(capfire, request_id)
+    everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
+    assert '"gateway.cache"' in everything and canary not in everything
+    formatter = JSONFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    assert not [line for line in lines if canary in line]
+    audit = b"".join(p.read_bytes() for p in tmp_path.glob("gateway-audit.sqlite3*"))
+    assert b"hit" in audit and canary.encode() not in audit

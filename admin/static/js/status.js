@@ -1,6 +1,7 @@
 // The status page: the config version being served and how it was applied, the last rejected
 // reload with its file:line:col errors, each backend's circuit and recent error rate, and the
-// reload history. Refreshed every few seconds while open.
+// reload history, the response cache (hit rate, savings, a button that clears it). Refreshed every
+// few seconds while open.
 
 import { api, ApiError } from "./api.js";
 import { ago, fill, formatTime, h } from "./dom.js";
@@ -22,17 +23,18 @@ export function mount(container, context) {
 
   async function refresh() {
     clearTimeout(timer);
-    const [config, backends, outcomes, audit] = await Promise.all([
+    const [config, backends, outcomes, audit, cache] = await Promise.all([
       api("/config").then((r) => r.data),
       api("/backends").then((r) => r.data),
       api(`/logs/backends?minutes=${WINDOW_MINUTES}`).then((r) => r.data, (error) => error),
       api("/logs/stats").then((r) => r.data, () => null),
+      api("/cache").then((r) => r.data, () => null),
     ]).catch((error) => [error]);
     if (stopped) return;
     if (config instanceof Error) {
       fill(body, h("p", { class: "alert bad" }, config.message));
     } else {
-      fill(body, render(config, backends, outcomes, audit));
+      fill(body, render(config, backends, outcomes, audit, cache, refresh));
       updated.textContent = `Updated ${formatTime(new Date().toISOString())}`;
     }
     timer = setTimeout(refresh, REFRESH_MS);
@@ -45,7 +47,7 @@ export function mount(container, context) {
   };
 }
 
-function render(config, backends, outcomes, audit) {
+function render(config, backends, outcomes, audit, cache, refresh) {
   const rejected = config.last_error || config.history.find((event) => event.outcome === "rejected");
   return [
     h("div", { class: "cards" },
@@ -61,7 +63,8 @@ function render(config, backends, outcomes, audit) {
       h("section", { class: "card", id: "rejected-card" },
         h("h2", {}, "Last rejected reload"),
         rejected ? rejectedReload(rejected, Boolean(config.last_error), config.version)
-          : h("p", { class: "muted" }, "None since this worker started."))),
+          : h("p", { class: "muted" }, "None since this worker started.")),
+      cache ? cacheCard(cache, refresh) : null),
     h("h2", {}, "Backends"),
     h("div", { class: "panel-table" }, backendTable(backends.backends, outcomes)),
     audit && audit.enabled
@@ -71,6 +74,39 @@ function render(config, backends, outcomes, audit) {
     h("h2", {}, "Reload history"),
     h("div", { class: "panel-table" }, historyTable(config.history)),
   ];
+}
+
+// What the last Clear did, kept across the refreshes that re-render the card.
+let lastCleared = "";
+
+function cacheCard(cache, refresh) {
+  const used = cache.models.filter((model) => model.mode !== "off").map((model) => model.name);
+  const counts = cache.requests;
+  const rate = cache.hit_rate === null ? "–" : `${Math.round(cache.hit_rate * 1000) / 10}%`;
+  const store = cache.store;
+  const note = h("span", { class: "muted", id: "cache-cleared" }, lastCleared);
+  async function clear() {
+    if (!window.confirm("Drop every stored answer?")) return;
+    try {
+      const { data } = await api("/cache/clear", { method: "POST", body: {} });
+      lastCleared = ` ${data.cleared} entries dropped.`;
+      refresh();
+    } catch (error) {
+      note.textContent = ` ${error.message}`;
+    }
+  }
+  return h("section", { class: "card", id: "cache-card" },
+    h("h2", {}, "Response cache"),
+    h("dl", { class: "fields" },
+      h("dt", {}, "Models"), h("dd", {}, used.length ? used.join(", ") : "none (off for every model)"),
+      h("dt", {}, "Store"), h("dd", {}, store.store === "memory"
+        ? `memory: ${store.entries} entries, ${Math.round(store.bytes / 1024)} KiB`
+        : `redis: ${store.up ? "up" : "down"}, ${store.errors} errors`),
+      h("dt", {}, "Hit rate"), h("dd", { id: "cache-hit-rate" }, `${rate} (${counts.hit} hits, ${counts.miss} misses, `
+        + `${counts.bypass} bypassed, ${counts.off} not cacheable)`),
+      h("dt", {}, "Saved"), h("dd", { id: "cache-saved" }, `${cache.saved_tokens} tokens, $${cache.saved_usd.toFixed(4)}`),
+      h("dt", {}, "Since"), h("dd", {}, `${formatTime(cache.since)}, worker pid ${cache.worker_pid}`)),
+    h("p", {}, h("button", { type: "button", id: "cache-clear", onclick: clear }, "Clear cache"), note));
 }
 
 function describeSource(source) {

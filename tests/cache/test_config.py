@@ -1,0 +1,57 @@
+"""The `cache` section and each model's `cache`: defaults, a bare `off` (YAML's false), refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config.issues import ConfigError
+from gateway.config.load import parse_config
+from gateway.config.model import CacheConfig, ModelCache
+
+BACKENDS = "backends:\n  oa: {type: openai_compatible, base_url: 'http://127.0.0.1:9'}\n"
+
+
+def load(models: str, extra: str = ""):
+    return parse_config((BACKENDS + "models:\n" + models + extra).encode(), "gateway.yaml", env={})
+
+
+def test_off_by_default_with_the_documented_defaults() -> None:
+    config = load("  gpt: {chain: [{backend: oa}]}\n")
+    assert config.models[0].cache == ModelCache(mode="off", ttl_seconds=None, any_temperature=False)
+    assert config.cache == CacheConfig()
+    assert (config.cache.store, config.cache.ttl_seconds, config.cache.key_prefix) == (
+        "memory",
+        3600,
+        "gateway:cache:",
+    )
+
+
+def test_model_settings_and_a_bare_off() -> None:
+    config = load(
+        "  a: {chain: [{backend: oa}], cache: {mode: exact, ttl_seconds: 5, client_control: false}}\n"
+        "  b: {chain: [{backend: oa}], cache: {mode: off}}\n",
+        "cache: {store: 'redis://127.0.0.1:6379/0', shared_between_keys: true}\n",
+    )
+    a, b = config.models
+    assert (a.cache.mode, a.cache.ttl_seconds, a.cache.client_control) == ("exact", 5, False)
+    assert b.cache.mode == "off"
+    assert config.cache.store == "redis://127.0.0.1:6379/0" and config.cache.shared_between_keys
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "cache: {store: 'memcached://x'}\n",
+        "cache: {ttl_seconds: 0}\n",
+        "cache: {semantic: true}\n",
+        "cache: {store: 'redis://:hunter2@127.0.0.1:6379/0'}\n",  # a literal password
+    ],
+)
+def test_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        load("  gpt: {chain: [{backend: oa}]}\n", bad)
+
+
+def test_a_models_mode_semantic_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        load("  gpt: {chain: [{backend: oa}], cache: {mode: semantic}}\n")
