@@ -57,18 +57,20 @@ async def test_redis_keys_have_their_prefix_and_lifetime_and_clear_by_model(
 ) -> None:
     store = RedisCache(redis_server.url(), timeout_ms=500, prefix="t:cache:")
     try:
-        store.put("gpt", "k1", b"one", 30)
-        store.put("gpt", "k2", b"two", 30)
-        store.put("claude", "k1", b"three", 30)
+        k1, k2 = "1" * 64, "2" * 64  # keys are SHA-256s in hex
+        store.put("gpt", k1, b"one", 30)
+        store.put("gpt", k2, b"two", 30)
+        store.put("gpt:mini", k1, b"three", 30)  # a model whose name starts like another's
+        store.put("claude", k1, b"four", 30)
         await store.drain()
-        assert await store.get("gpt", "k1") == b"one"
+        assert await store.get("gpt", k1) == b"one"
         raw = redis.Redis.from_url(redis_server.url())
-        assert sorted(raw.keys("*")) == [b"t:cache:claude:k1", b"t:cache:gpt:k1", b"t:cache:gpt:k2"]
-        assert 0 < raw.pttl("t:cache:gpt:k1") <= 30_000
+        assert len(raw.keys("t:cache:*")) == 4
+        assert 0 < raw.pttl(f"t:cache:gpt:{k1}") <= 30_000
         raw.set("other:gpt:x", b"not ours")
         assert await store.clear("gpt") == 2
-        assert await store.get("claude", "k1") == b"three"
-        assert await store.clear(None) == 1
+        assert await store.get("gpt:mini", k1) == b"three"
+        assert await store.clear(None) == 2
         assert raw.keys("*") == [b"other:gpt:x"]
         raw.close()
     finally:
