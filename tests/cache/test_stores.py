@@ -3,6 +3,7 @@ model or all, Redis keys under their own prefix with their own expiry, and a Red
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis
@@ -94,3 +95,26 @@ async def test_a_redis_that_is_down_is_a_miss_at_once() -> None:
         assert status["up"] is False and status["errors"] == 1
     finally:
         await store.close()
+
+
+async def test_a_redis_that_does_not_answer_is_a_miss_within_the_timeout() -> None:
+    """A server that accepts connections and never answers (a hung Redis): the lookup gives up at
+    `store_timeout_ms` and counts the failure; the request is not held longer."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisCache(f"redis://127.0.0.1:{port}/0", timeout_ms=150, prefix="t:")
+    try:
+        async with asyncio.timeout(5):  # far above 150 ms: only a hang would reach it
+            assert await store.get("gpt", "k") is None
+        assert store.status()["errors"] == 1 and store.status()["last_error"] == "TimeoutError"
+    finally:
+        await store.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
