@@ -89,6 +89,11 @@ def _warnings(config: object) -> list[str]:
     per_worker = per_worker_warning(config, config.server.workers)
     if per_worker:
         found.append(per_worker)
+    from gateway.cache import per_worker_cache_warning
+
+    per_worker = per_worker_cache_warning(config, config.server.workers)
+    if per_worker:
+        found.append(per_worker)
     return found
 
 

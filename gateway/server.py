@@ -25,6 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from gateway.auth import exposure_issue
+from gateway.cache import per_worker_cache_warning
 from gateway.config.issues import ConfigError
 from gateway.config.load import load_config
 from gateway.config.model import ServerTimeouts
@@ -111,6 +112,9 @@ def serve(
     per_worker = per_worker_warning(config, options.workers)
     if per_worker:
         log.warning(per_worker, extra={"event": "limits_per_worker"})
+    per_worker = per_worker_cache_warning(config, options.workers)
+    if per_worker:
+        log.warning(per_worker, extra={"event": "cache_per_worker"})
     if not config.auth.admin_keys:
         _announce_admin_sign_in(path, bound[0], bound[1])
     if options.workers == 1:

@@ -17,10 +17,17 @@ from typing import Any, Literal
 from gateway.cache.entry import CachedAnswer
 from gateway.cache.key import cacheable, deterministic, request_key
 from gateway.cache.store import CacheStore, MemoryCache
-from gateway.config.model import CacheConfig, ModelCache
+from gateway.config.model import CacheConfig, Config, ModelCache
 from gateway.protocol.canonical import ChatRequest
 
-__all__ = ["CachePlan", "CacheResult", "CacheStats", "ResponseCache", "build_cache_store"]
+__all__ = [
+    "CachePlan",
+    "CacheResult",
+    "CacheStats",
+    "ResponseCache",
+    "build_cache_store",
+    "per_worker_cache_warning",
+]
 
 #: What the cache did for a request: served it (`hit`), looked and found nothing (`miss`), was told
 #: by the client to stay out (`bypass`), or was not used (`off`: the model's cache is off, or the
@@ -82,6 +89,20 @@ def build_cache_store(config: CacheConfig) -> CacheStore:
     from gateway.cache.redis_store import RedisCache  # (redis is imported only by those who use it)
 
     return RedisCache(config.store, timeout_ms=config.store_timeout_ms, prefix=config.key_prefix)
+
+
+def per_worker_cache_warning(config: Config, workers: int) -> str | None:
+    """What to tell an operator whose cache is per process: a memory store, several workers and a
+    model that uses it. None otherwise."""
+    if config.cache.store != "memory" or workers <= 1:
+        return None
+    if not any(model.cache.mode != "off" for model in config.models):
+        return None
+    return (
+        f"cache.store is memory and {workers} workers serve: each worker keeps its own entries, so a "
+        "repeated request answered by another worker misses; set cache.store to a Redis URL "
+        "(redis://host:6379/0) to share them"
+    )
 
 
 class ResponseCache:

@@ -83,7 +83,8 @@ class RedisCache:
     async def clear(self, model: str | None) -> int:
         # Not on the request path (an admin action): no store timeout, errors reach the caller.
         pattern = self.prefix.translate(_GLOB_SPECIAL)
-        pattern += "*" if model is None else model.translate(_GLOB_SPECIAL) + ":*"
+        # One model's keys end in ":" and exactly a SHA-256 in hex, so "llama3" leaves "llama3:8b" alone.
+        pattern += "*" if model is None else model.translate(_GLOB_SPECIAL) + ":" + "[0-9a-f]" * 64
         dropped = 0
         batch: list[bytes] = []
         async for name in self._client.scan_iter(match=pattern, count=500):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.cache import per_worker_cache_warning
 from gateway.config.issues import ConfigError
 from gateway.config.load import parse_config
 from gateway.config.model import CacheConfig, ModelCache
@@ -55,3 +56,15 @@ def test_refused(bad: str) -> None:
 def test_a_models_mode_semantic_is_refused() -> None:
     with pytest.raises(ConfigError):
         load("  gpt: {chain: [{backend: oa}], cache: {mode: semantic}}\n")
+
+
+def test_a_memory_cache_with_several_workers_is_reported() -> None:
+    config = load("  gpt: {chain: [{backend: oa}], cache: {mode: exact}}\n")
+    warning = per_worker_cache_warning(config, 4)
+    assert warning is not None and "4 workers" in warning and "redis://" in warning
+    assert per_worker_cache_warning(config, 1) is None
+    assert per_worker_cache_warning(load("  gpt: {chain: [{backend: oa}]}\n"), 4) is None
+    shared = load(
+        "  gpt: {chain: [{backend: oa}], cache: {mode: exact}}\n", "cache: {store: 'redis://h:6379/0'}\n"
+    )
+    assert per_worker_cache_warning(shared, 4) is None

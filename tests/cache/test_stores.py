@@ -3,6 +3,7 @@ model or all, Redis keys under their own prefix with their own expiry, and a Red
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis
@@ -57,18 +58,20 @@ async def test_redis_keys_have_their_prefix_and_lifetime_and_clear_by_model(
 ) -> None:
     store = RedisCache(redis_server.url(), timeout_ms=500, prefix="t:cache:")
     try:
-        store.put("gpt", "k1", b"one", 30)
-        store.put("gpt", "k2", b"two", 30)
-        store.put("claude", "k1", b"three", 30)
+        k1, k2 = "1" * 64, "2" * 64  # keys are SHA-256s in hex
+        store.put("gpt", k1, b"one", 30)
+        store.put("gpt", k2, b"two", 30)
+        store.put("gpt:mini", k1, b"three", 30)  # a model whose name starts like another's
+        store.put("claude", k1, b"four", 30)
         await store.drain()
-        assert await store.get("gpt", "k1") == b"one"
+        assert await store.get("gpt", k1) == b"one"
         raw = redis.Redis.from_url(redis_server.url())
-        assert sorted(raw.keys("*")) == [b"t:cache:claude:k1", b"t:cache:gpt:k1", b"t:cache:gpt:k2"]
-        assert 0 < raw.pttl("t:cache:gpt:k1") <= 30_000
+        assert len(raw.keys("t:cache:*")) == 4
+        assert 0 < raw.pttl(f"t:cache:gpt:{k1}") <= 30_000
         raw.set("other:gpt:x", b"not ours")
         assert await store.clear("gpt") == 2
-        assert await store.get("claude", "k1") == b"three"
-        assert await store.clear(None) == 1
+        assert await store.get("gpt:mini", k1) == b"three"
+        assert await store.clear(None) == 2
         assert raw.keys("*") == [b"other:gpt:x"]
         raw.close()
     finally:
@@ -92,3 +95,26 @@ async def test_a_redis_that_is_down_is_a_miss_at_once() -> None:
         assert status["up"] is False and status["errors"] == 1
     finally:
         await store.close()
+
+
+async def test_a_redis_that_does_not_answer_is_a_miss_within_the_timeout() -> None:
+    """A server that accepts connections and never answers (a hung Redis): the lookup gives up at
+    `store_timeout_ms` and counts the failure; the request is not held longer."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisCache(f"redis://127.0.0.1:{port}/0", timeout_ms=150, prefix="t:")
+    try:
+        async with asyncio.timeout(5):  # far above 150 ms: only a hang would reach it
+            assert await store.get("gpt", "k") is None
+        assert store.status()["errors"] == 1 and store.status()["last_error"] == "TimeoutError"
+    finally:
+        await store.close()
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

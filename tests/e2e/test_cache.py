@@ -18,6 +18,7 @@ import openai
 import pytest
 import redis
 
+from gateway.testing import Behaviour
 from gateway.testing.process import GatewayProcess
 from gateway.testing.redis_server import RedisServer
 from tests.conftest import wait_until
@@ -381,3 +382,31 @@ def test_a_reload_that_turns_a_models_cache_off_stops_serving_from_it_at_once(
     gateway.config_path.write_text(text)
     assert gateway.admin("POST", "/admin/api/config/reload").json()["outcome"] in ("applied", "unchanged")
     assert openai_call(oai(gateway), "gpt", prompt, False)[0]["x-gateway-cache"] == "hit"
+
+
+@pytest.mark.parametrize(("model", "fake"), [("gpt", "openai"), ("gpt-cross", "anthropic")])
+def test_a_stream_that_breaks_off_stores_nothing(
+    gateway: GatewayProcess, up: Upstreams, model: str, fake: str
+) -> None:
+    server = getattr(up, fake)
+    kept = server.behaviour
+    prompt = unique()
+    server.behaviour = Behaviour(api_key=kept.api_key, drop_after_chunks=3)
+    try:
+        with pytest.raises(openai.APIError):
+            openai_call(oai(gateway), model, prompt, True)
+    finally:
+        server.behaviour = kept
+    assert openai_call(oai(gateway), model, prompt, False)[0]["x-gateway-cache"] == "miss"
+
+
+def test_a_hit_counts_as_a_request_for_rate_limits(gateway_server, up: Upstreams) -> None:
+    line = '- {name: team, key: "${TEAM_KEY}"}'
+    text = config(up)
+    assert line in text
+    limited = gateway_server(text.replace(line, line[:-1] + ", limits: {requests_per_minute: 3}}"), env=ENV)
+    prompt = unique()
+    results = [openai_call(oai(limited), "gpt", prompt, False)[0]["x-gateway-cache"] for _ in range(3)]
+    assert results == ["miss", "hit", "hit"]
+    with pytest.raises(openai.RateLimitError):
+        openai_call(oai(limited), "gpt", prompt, False)
