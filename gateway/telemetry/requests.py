@@ -124,6 +124,7 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
         attributes["gateway.cost_usd"] = trail.cost_usd
     if trail.cache is not None:
         attributes["gateway.cache"] = trail.cache
+        attributes["gateway.cache.similarity"] = trail.cache_similarity
     request_span.set_attributes({k: v for k, v in attributes.items() if v is not None})
     if status in ("error", "timeout"):
         request_span.set_level("error")
