@@ -63,12 +63,14 @@ def unit_vector(values: np.ndarray) -> np.ndarray | None:
 
 
 class _Bucket:
-    __slots__ = ("expires", "keys", "matrix", "rows")
+    __slots__ = ("expires", "keys", "matrix", "present", "rows")
 
     def __init__(self, dims: int) -> None:
         self.matrix = np.empty((_FIRST_ROWS, dims), dtype=np.float32)
         self.expires = np.empty(_FIRST_ROWS, dtype=np.float64)
         self.keys: list[str] = []
+        #: The keys, for an O(1) membership test.
+        self.present: set[str] = set()
         self.rows = 0
 
     def append(self, vector: np.ndarray, key: str, expires: float) -> None:
@@ -82,6 +84,7 @@ class _Bucket:
         self.matrix[self.rows] = vector
         self.expires[self.rows] = expires
         self.keys.append(key)
+        self.present.add(key)
         self.rows += 1
 
     def drop(self, rows: np.ndarray | list[int]) -> None:
@@ -92,6 +95,7 @@ class _Bucket:
         self.matrix[:kept] = self.matrix[: self.rows][keep]
         self.expires[:kept] = self.expires[: self.rows][keep]
         self.keys = [k for k, flag in zip(self.keys, keep.tolist(), strict=True) if flag]
+        self.present = set(self.keys)
         self.rows = kept
 
 
@@ -116,7 +120,7 @@ class SemanticIndex:
             rows = self._buckets[name] = _Bucket(len(vector))
         else:
             self._buckets.move_to_end(name)
-            if key in rows.keys:  # the same request stored again: replace its row
+            if key in rows.present:  # the same request stored again: replace its row
                 rows.drop([rows.keys.index(key)])
                 self.rows -= 1
         rows.append(vector, key, self.clock() + ttl_seconds)
@@ -125,10 +129,13 @@ class SemanticIndex:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the oldest row of the least recently written bucket (its expired rows first)."""
+        """Make room in the least recently written bucket: its expired rows, else its oldest rows,
+        a 64th of the bound at a time (dropping rows copies the bucket, so not one per store). Their
+        entries stay in the store: still found by an exact lookup, no longer by a paraphrase."""
         name, rows = next(iter(self._buckets.items()))
         expired = np.flatnonzero(rows.expires[: rows.rows] <= self.clock())
-        gone = expired.tolist() if len(expired) else [0]
+        oldest = min(rows.rows, max(1, self.max_rows // 64))
+        gone = expired.tolist() if len(expired) else list(range(oldest))
         rows.drop(gone)
         self.rows -= len(gone)
         if rows.rows == 0:
@@ -161,7 +168,7 @@ class SemanticIndex:
         if key is None:
             gone = np.flatnonzero(rows.expires[: rows.rows] <= self.clock()).tolist()
         else:
-            gone = [rows.keys.index(key)] if key in rows.keys else []
+            gone = [rows.keys.index(key)] if key in rows.present else []
         if gone:
             rows.drop(gone)
             self.rows -= len(gone)
