@@ -6,6 +6,7 @@ the lookup a miss and the request is still served."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -94,6 +95,15 @@ def test_a_paraphrase_hits_above_the_threshold_with_no_upstream_chat_call(
     assert 0.8 <= float(hit.headers["x-gateway-cache-similarity"]) < 1.0
     assert hit.headers["x-gateway-attempts"] == "0" and "x-gateway-backend" not in hit.headers
     assert text(hit) == text(first)
+    request_id = hit.headers["x-request-id"]
+    line = next(
+        json.loads(line)
+        for line in reversed(gateway.log().splitlines())
+        if request_id in line and '"event": "request"' in line.replace('":"', '": "')
+    )
+    assert line["cache"] == "hit" and line["cache_similarity"] == pytest.approx(
+        float(hit.headers["x-gateway-cache-similarity"]), abs=1e-4
+    )
     assert chat_calls(up) == chats  # no upstream chat call on the hit
     assert up.openai.stats.requests["/v1/embeddings"] == embeddings + 1  # the paraphrase was embedded
     # The same request again is an exact hit: no embedding needed, no similarity header.
