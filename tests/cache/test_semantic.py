@@ -232,3 +232,27 @@ def test_exact_mode_and_requests_without_a_last_user_turn_plan_no_semantic_looku
     )
     plan = cache.plan(SEMANTIC, "openai", "chat", "gpt", "team", tool_turn, {})
     assert plan.result == "miss" and plan.semantic is None
+
+
+def test_the_embedding_answer_is_read_in_every_form_a_backend_gives() -> None:
+    import base64
+    import struct
+
+    import orjson
+
+    from gateway.backends.upstream import PassThroughReply
+    from gateway.protocol.canonical import EmbeddingResponse
+    from gateway.surfaces.model_api import _vector
+
+    values = [0.5, -0.25, 1.0]
+    raw = struct.pack("<3f", *values)
+
+    def reply(embedding: Any, status: int = 200) -> PassThroughReply:
+        body = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": embedding}]}
+        return PassThroughReply(orjson.dumps(body), None, status)
+
+    assert _vector(reply(values)).tolist() == values
+    assert _vector(reply(base64.b64encode(raw).decode())).tolist() == values
+    canonical = EmbeddingResponse(vectors=(raw,), dimensions=3, usage=Usage(2, 0))
+    assert _vector(canonical).tolist() == values
+    assert _vector(reply(values, status=500)) is None
