@@ -29,7 +29,7 @@ def up() -> Iterator[Upstreams]:
         yield upstreams
 
 
-def config(up: Upstreams, *, shared: bool = False) -> str:
+def config(up: Upstreams, *, shared: bool = False, store: str = "memory") -> str:
     def semantic(similarity: float, embedder: str = "embed") -> str:
         return f"cache: {{mode: semantic, embedding_model: {embedder}, similarity: {similarity}}}"
 
@@ -49,6 +49,7 @@ models:
   embed: {{chain: [{{backend: oa, model: text-embedding-semantic}}]}}
   embed-down: {{chain: [{{backend: dead, model: text-embedding-semantic}}]}}
 cache:
+  store: "{store}"
   shared_between_keys: {str(shared).lower()}
 """
 
@@ -187,3 +188,17 @@ def test_keys_share_paraphrases_when_the_cache_is_shared(gateway_server, up: Ups
     chats = chat_calls(up)
     para = ask(shared, "gpt", f"what's the capital city of {word}", key=OTHER)
     assert para.headers["x-gateway-cache"] == "hit" and chat_calls(up) == chats
+
+
+def test_with_redis_entries_are_shared_and_the_vectors_are_per_process(
+    gateway_server, up: Upstreams, redis_server
+) -> None:
+    text = config(up, store=redis_server.url())
+    first = gateway_server(text, env=ENV, name="semantic-first.yaml")
+    second = gateway_server(text, env=ENV, name="semantic-second.yaml")
+    word = topic()
+    ask(first, "gpt", f"What is the capital of {word}?")
+    assert ask(first, "gpt", f"what's the capital city of {word}").headers["x-gateway-cache"] == "hit"
+    # The other instance has the entry (an exact repeat hits) but not the vector (a paraphrase misses).
+    assert ask(second, "gpt", f"What is the capital of {word}?").headers["x-gateway-cache"] == "hit"
+    assert ask(second, "gpt", f"what is the capital city of {word}?").headers["x-gateway-cache"] == "miss"
