@@ -63,6 +63,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "gateway.bench.limits_cost",
         "what one request's limits cost: memory store CPU, Redis store admission latency (no gateway)",
     ),
+    "cache": (
+        "gateway.bench.cache_cost",
+        "what the semantic cache's lookup costs: nearest neighbour over 10k and 100k stored vectors",
+    ),
     "audit": (
         "gateway.bench.audit_cost",
         "what one request's audit record costs the worker's CPU, SQLite and PostgreSQL (no network)",

@@ -1,5 +1,6 @@
-"""The exact response cache (`docs/cache.md`): the key of a request, the stored answer, the memory and
-Redis stores, and the per-request decision a Runtime's `ResponseCache` makes."""
+"""The response cache (`docs/cache.md`): the key of a request, the stored answer, the memory and
+Redis stores, the semantic mode's in-process vector index, and the per-request decision a Runtime's
+`ResponseCache` makes."""
 
 from gateway.cache.cache import (
     CachePlan,
@@ -11,6 +12,7 @@ from gateway.cache.cache import (
 )
 from gateway.cache.entry import CachedAnswer, PassThroughAssembler, StreamAssembler, storable
 from gateway.cache.key import cacheable, deterministic, request_key
+from gateway.cache.semantic import SemanticIndex, SemanticQuery
 from gateway.cache.store import CacheStore, MemoryCache
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "MemoryCache",
     "PassThroughAssembler",
     "ResponseCache",
+    "SemanticIndex",
+    "SemanticQuery",
     "StreamAssembler",
     "build_cache_store",
     "cacheable",

@@ -8,14 +8,16 @@ turns a model's cache off stops serving from it at once.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.cache.entry import CachedAnswer
 from gateway.cache.key import cacheable, deterministic, request_key
+from gateway.cache.semantic import SemanticIndex, SemanticQuery, last_user_text, unit_vector
 from gateway.cache.store import CacheStore, MemoryCache
 from gateway.config.model import CacheConfig, Config, ModelCache
 from gateway.protocol.canonical import ChatRequest
@@ -24,10 +26,14 @@ __all__ = [
     "CachePlan",
     "CacheResult",
     "CacheStats",
+    "Embed",
     "ResponseCache",
     "build_cache_store",
     "per_worker_cache_warning",
 ]
+
+#: Embeds a text with a public model of the gateway: (model, text) → the vector, or None on failure.
+Embed = Callable[[str, str], Awaitable[Any]]
 
 #: What the cache did for a request: served it (`hit`), looked and found nothing (`miss`), was told
 #: by the client to stay out (`bypass`), or was not used (`off`: the model's cache is off, or the
@@ -41,6 +47,8 @@ class CachePlan:
     model: str = ""
     key: str = ""
     ttl_seconds: int = 0
+    #: A semantic model's lookup (None: exact only).
+    semantic: SemanticQuery | None = None
 
 
 _OFF = CachePlan("off")
@@ -58,6 +66,8 @@ class CacheStats:
     off: int = 0
     saved_tokens: int = 0
     saved_usd: float = 0.0
+    #: Semantic lookups whose embedding failed (the request went on as a miss).
+    embedding_errors: int = 0
 
     def count(self, result: str, saved_tokens: int | None, saved_usd: float | None) -> None:
         if result == "hit":
@@ -79,6 +89,7 @@ class CacheStats:
             "hit_rate": round(self.hit / looked, 4) if looked else None,
             "saved_tokens": self.saved_tokens,
             "saved_usd": round(self.saved_usd, 9),
+            "embedding_errors": self.embedding_errors,
         }
 
 
@@ -112,12 +123,15 @@ class ResponseCache:
         store: CacheStore,
         stats: CacheStats | None = None,
         clock: Callable[[], float] = time.time,
+        index: SemanticIndex | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.stats = stats if stats is not None else CacheStats()
         #: Wall-clock time, for entries' `created` and a hit's age.
         self.clock = clock
+        #: The semantic models' vectors, in this process (kept with the store across reloads).
+        self.index = index if index is not None else SemanticIndex(config.max_entries)
 
     def plan(
         self,
@@ -153,13 +167,55 @@ class ResponseCache:
             return _OFF
         namespace = "" if self.config.shared_between_keys else client_key
         key = request_key(protocol, endpoint, model, namespace, request)
-        return CachePlan("miss", model, key, min(ttl, self.config.max_ttl_seconds))
+        semantic = None
+        if settings.mode == "semantic" and settings.embedding_model:
+            last = last_user_text(request.messages)
+            if last is not None:
+                # The bucket: the request without its last user turn's text (system prompt, earlier
+                # turns, tools, parameters, namespace): only requests equal in all that may match.
+                at, text = last
+                messages = (*request.messages[:at], dataclasses.replace(request.messages[at], content=()))
+                bucket = request_key(
+                    protocol,
+                    f"{endpoint}/semantic",
+                    model,
+                    namespace,
+                    dataclasses.replace(request, messages=messages),
+                )
+                semantic = SemanticQuery(bucket, text, settings.embedding_model, settings.similarity)
+        return CachePlan("miss", model, key, min(ttl, self.config.max_ttl_seconds), semantic)
 
-    async def lookup(self, plan: CachePlan) -> CachedAnswer | None:
+    async def lookup(self, plan: CachePlan, embed: Embed | None = None) -> CachedAnswer | None:
+        """The exact entry; for a semantic model, else the nearest stored paraphrase above the model's
+        `similarity` (the last user turn embedded with `embed`; a failed embedding is a miss)."""
         data = await self.store.get(plan.model, plan.key)
-        if data is None:
+        if data is not None:
+            return CachedAnswer.from_bytes(data)
+        query = plan.semantic
+        if query is None or embed is None:
             return None
-        return CachedAnswer.from_bytes(data)
+        try:
+            vector = unit_vector(await embed(query.embedding_model, query.text))
+        except Exception:
+            vector = None
+        if vector is None:
+            self.stats.embedding_errors += 1
+            return None
+        query.vector = vector
+        found = self.index.search(plan.model, query.bucket, vector, query.similarity)
+        if found is None:
+            return None
+        key, similarity = found
+        data = await self.store.get(plan.model, key)
+        answer = CachedAnswer.from_bytes(data) if data is not None else None
+        if answer is None:  # expired, evicted or cleared in the store
+            self.index.forget(plan.model, query.bucket, key)
+            return None
+        query.found = similarity
+        return answer
 
     def save(self, plan: CachePlan, answer: CachedAnswer) -> None:
         self.store.put(plan.model, plan.key, answer.to_bytes(), plan.ttl_seconds)
+        query = plan.semantic
+        if query is not None and query.vector is not None:
+            self.index.add(plan.model, query.bucket, query.vector, plan.key, plan.ttl_seconds)

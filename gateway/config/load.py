@@ -150,6 +150,21 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
                     ("models", model_name, "chain", i, "backend"),
                     f"no backend named '{target['backend']}' (backends: {known})",
                 )
+        cache = model.get("cache") or {}
+        if cache.get("mode") == "semantic" and not cache.get("embedding_model"):
+            issue(
+                ("models", model_name, "cache", "mode"),
+                "mode semantic needs cache.embedding_model: the model of this gateway that embeds "
+                "the last user turn",
+            )
+        embedder = cache.get("embedding_model")
+        if embedder is not None and embedder not in data["models"]:
+            known = ", ".join(sorted(data["models"]))
+            issue(
+                ("models", model_name, "cache", "embedding_model"),
+                f"no model named '{embedder}' (models: {known}); the embedding model must be one "
+                "declared in `models` (its name, not an alias)",
+            )
         for j, public in enumerate([model_name, *model["aliases"]]):
             owner = names_in_use.get(public)
             if owner is not None:

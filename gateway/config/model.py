@@ -150,11 +150,15 @@ class Target:
 class ModelCache:
     """`models.<name>.cache`: whether and how this model's answers are cached."""
 
-    mode: Literal["off", "exact"] = "off"
+    mode: Literal["off", "exact", "semantic"] = "off"
     #: None: the top-level `cache.ttl_seconds`.
     ttl_seconds: int | None = None
     any_temperature: bool = False
     client_control: bool = True
+    #: `semantic`: the least cosine similarity of the last user turn's embedding for a hit.
+    similarity: float = 0.95
+    #: `semantic`: the public model (of `models`) that embeds the last user turn.
+    embedding_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

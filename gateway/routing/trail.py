@@ -54,6 +54,8 @@ class RequestTrail:
     trace_id: str | None = None
     #: What the response cache did: hit, miss, bypass or off; None for endpoints it does not serve.
     cache: str | None = None
+    #: A semantic cache hit's cosine similarity (None: no hit, or an exact one).
+    cache_similarity: float | None = None
     #: On a hit: the stored answer's tokens (input + output) and their cost at its target's price.
     saved_tokens: int | None = None
     saved_usd: float | None = None

@@ -57,8 +57,10 @@ def compile_runtime(
         store = build_store(config.limits)
     if previous is not None and previous.cache is not None and previous.config.cache == config.cache:
         cache_store, cache_stats = previous.cache.store, previous.cache.stats
+        cache_index = previous.cache.index
     else:
         cache_store, cache_stats = build_cache_store(config.cache), CacheStats()
+        cache_index = None
     limiter = Limiter(store, config.limits, MappingProxyType(dict(key_rules(config.auth))), clock)
     # Quotas come from this config's settings: a backend reused from the previous Runtime keeps its
     # old settings object, whose `limits` (not compared) may be out of date.
@@ -98,7 +100,7 @@ def compile_runtime(
         proxies=TrustedProxies(config.server.trusted_proxies),
         local_models=local_models,
         limits=limiter,
-        cache=ResponseCache(config.cache, cache_store, cache_stats),
+        cache=ResponseCache(config.cache, cache_store, cache_stats, index=cache_index),
     )
     return runtime, created
 

@@ -12,6 +12,7 @@ writes in the client's protocol. In-stream errors come from the same encoding.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import logging
 import time
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from gateway.backends.upstream import (
@@ -52,7 +54,7 @@ from gateway.pricing import PICODOLLARS_PER_USD, format_usd
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
-from gateway.protocol.canonical import ChatRequest, ChatResponse, Usage
+from gateway.protocol.canonical import ChatRequest, ChatResponse, EmbeddingResponse, Usage
 from gateway.protocol.encoding import ClientEncoding, StreamEncoder
 from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
 from gateway.routing.table import ModelRoute, Runtime
@@ -309,7 +311,11 @@ class ModelAPI:
             if plan.result != "miss":
                 plan = None
             else:
-                found = await cache.lookup(plan)
+                found = await cache.lookup(
+                    plan, _embedder(runtime, request.request_id) if plan.semantic is not None else None
+                )
+                if plan.semantic is not None:
+                    trail.cache_similarity = plan.semantic.found
                 if found is not None:
                     await self._hit(
                         request, runtime, route, model_route, parsed, trail, cache, found, rate_headers
@@ -425,6 +431,8 @@ class ModelAPI:
             (b"x-config-version", runtime.version.encode()),
             *rate_headers,
         ]
+        if trail.cache_similarity is not None:
+            headers.append((b"x-gateway-cache-similarity", f"{trail.cache_similarity:.4f}".encode()))
         encoding = route.encoding
         assert encoding is not None
         trail.http_status = 200
@@ -553,6 +561,63 @@ def _decode_reply(protocol: str, body: bytes, usage: Usage | None) -> ChatRespon
     except Exception:
         return None
     return response if usage is None else dataclasses.replace(response, usage=usage)
+
+
+#: The longest a semantic lookup waits for its embedding (also bounded by the embeddings tier's
+#: first_byte): past it the lookup is a miss and the request goes on.
+EMBED_TIMEOUT_S = 2.0
+
+
+def _embedder(runtime: Runtime, request_id: str) -> Callable[[str, str], Awaitable[Any]]:
+    """The semantic cache's embedding call: `text` through this gateway's own model `name` (its chain
+    and failover, in process). The vector as float32 values, or None on any failure (never raises)."""
+
+    async def embed(name: str, text: str) -> Any:
+        route = runtime.routes.get(name)
+        if route is None:
+            return None
+        tier = runtime.timeouts.for_kind("embeddings")
+        budget = min(EMBED_TIMEOUT_S, tier.first_byte, tier.total)
+        body = {"model": name, "input": text}
+        call = UpstreamCall(
+            endpoint="embeddings",
+            protocol="openai",
+            body=body,
+            request=openai_legacy.parse_embedding_request(body),
+            stream=False,
+            request_id=request_id,
+            public_model=name,
+        )
+        deadline = time.monotonic() + budget
+        served: Served | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                served = await execute(
+                    route, call, tier, runtime.config.failover, deadline, None, len(text) >> 2
+                )
+            return _vector(served.result)
+        except Exception:  # a timeout too
+            return None
+        finally:
+            if served is not None and served.quota is not None:
+                try:
+                    runtime.limits.settle(served.quota, None, None)
+                except Exception:
+                    log.exception("settling an embedding call's backend quota failed")
+
+    return embed
+
+
+def _vector(result: Any) -> Any:
+    """The first vector of an embeddings answer (OpenAI JSON, floats or base64; or the canonical form)."""
+    if type(result) is EmbeddingResponse:
+        return np.frombuffer(result.vectors[0], dtype="<f4") if result.vectors else None
+    if type(result) is not PassThroughReply or result.status != 200:
+        return None
+    value = orjson.loads(result.body)["data"][0]["embedding"]
+    if isinstance(value, str):
+        return np.frombuffer(base64.b64decode(value), dtype="<f4")
+    return np.asarray(value, dtype=np.float32)
 
 
 def _remember(cache: ResponseCache, plan: CachePlan, served: Served, response: ChatResponse | None) -> None:

@@ -124,6 +124,7 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
         attributes["gateway.cost_usd"] = trail.cost_usd
     if trail.cache is not None:
         attributes["gateway.cache"] = trail.cache
+        attributes["gateway.cache.similarity"] = trail.cache_similarity
     request_span.set_attributes({k: v for k, v in attributes.items() if v is not None})
     if status in ("error", "timeout"):
         request_span.set_level("error")
@@ -160,6 +161,8 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
         "client_address": trail.client_address,
         "config_version": trail.config_version,
     }
+    if trail.cache_similarity is not None:  # a semantic hit
+        fields["cache_similarity"] = round(trail.cache_similarity, 4)
     writer = json_line_writer(access_log)
     if writer is None:  # someone else's handlers (or text lines): through the logging machinery
         access_log.info("%s", message, extra=fields)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import secrets
 import struct
 import time
@@ -31,7 +32,14 @@ from gateway.testing.behaviour import (
 
 __all__ = ["FakeOpenAI"]
 
-MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large")
+MODELS = (
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1-mini",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-semantic",
+)
 _FINISH = {"end": "stop", "stop_sequence": "stop", "length": "length"}
 _ERROR_TYPES = {429: "requests", 401: "invalid_request_error", 403: "invalid_request_error"}
 _ERROR_CODES = {429: "rate_limit_exceeded", 401: "invalid_api_key"}
@@ -112,6 +120,43 @@ def embedding(key: bytes, dims: int) -> list[float]:
     vec = [x / 2147483647.5 - 1.0 for x in raw]
     norm = math.sqrt(sum(v * v for v in vec)) or 1.0
     # Round-trip through float32 so the float and base64 encodings carry the same numbers.
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in vec))))
+
+
+#: The model whose vectors carry meaning (a bag of word stems): paraphrases are close, unrelated texts
+#: nearly orthogonal. Every other model's vectors are a hash of the whole input.
+SEMANTIC_EMBEDDING_MODEL = "text-embedding-semantic"
+_SEMANTIC_DIMS = 256
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP_TEXT = (
+    "a an the of to in on at for and or is are was were be do does did what whats which who how "
+    "me my i you your it its this that s please tell"
+)
+_STOP_WORDS = frozenset(_STOP_TEXT.split())
+_SUFFIXES = ("ing", "ies", "es", "ed", "ly", "s")
+
+
+def _stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def semantic_embedding(text: str, dims: int = _SEMANTIC_DIMS) -> list[float]:
+    """A unit-length bag of word stems hashed into `dims` buckets (lower case, no punctuation, a few
+    stop words dropped), float32-exact: "What is the capital of France?" and "what's the capital city
+    of France" are about 0.8 apart by cosine, unrelated texts near 0."""
+    vec = [0.0] * dims
+    for word in _WORD.findall(text.lower().replace("'", "")):
+        if word in _STOP_WORDS:
+            continue
+        digest = hashlib.blake2b(_stem(word).encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "little") % dims
+        vec[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec))
+    if norm == 0.0:  # nothing but stop words: a fixed direction of its own
+        return embedding(text.encode(), dims)
     return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in vec))))
 
 
@@ -295,7 +340,8 @@ class FakeOpenAI(FakeServer):
             inputs = raw
         else:
             raise FakeError(400, "'input' must be a non-empty string or array.", param="input")
-        dims = body.get("dimensions", 16)
+        semantic = model == SEMANTIC_EMBEDDING_MODEL
+        dims = body.get("dimensions", _SEMANTIC_DIMS if semantic else 16)
         if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 8192:
             raise FakeError(400, "'dimensions' must be an integer between 1 and 8192.", param="dimensions")
         fmt = body.get("encoding_format") or "float"
@@ -303,7 +349,10 @@ class FakeOpenAI(FakeServer):
             raise FakeError(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
         data = []
         for i, item in enumerate(inputs):
-            vec = embedding(item.encode() if isinstance(item, str) else orjson.dumps(item), dims)
+            if semantic and isinstance(item, str):
+                vec = semantic_embedding(item, dims)
+            else:
+                vec = embedding(item.encode() if isinstance(item, str) else orjson.dumps(item), dims)
             value: Any = vec if fmt == "float" else base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
             data.append({"object": "embedding", "index": i, "embedding": value})
         tokens = sum(count_tokens(i) if isinstance(i, str) else len(i) for i in inputs)

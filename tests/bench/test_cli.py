@@ -31,6 +31,7 @@ def test_every_scenario_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
         "faults",
         "streams-held",
         "limits",
+        "cache",
     }
     with pytest.raises(SystemExit) as exit_info:
         gateway_main(["bench", "--help"])

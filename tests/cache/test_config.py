@@ -53,11 +53,6 @@ def test_refused(bad: str) -> None:
         load("  gpt: {chain: [{backend: oa}]}\n", bad)
 
 
-def test_a_models_mode_semantic_is_refused() -> None:
-    with pytest.raises(ConfigError):
-        load("  gpt: {chain: [{backend: oa}], cache: {mode: semantic}}\n")
-
-
 def test_a_memory_cache_with_several_workers_is_reported() -> None:
     config = load("  gpt: {chain: [{backend: oa}], cache: {mode: exact}}\n")
     warning = per_worker_cache_warning(config, 4)
@@ -68,3 +63,34 @@ def test_a_memory_cache_with_several_workers_is_reported() -> None:
         "  gpt: {chain: [{backend: oa}], cache: {mode: exact}}\n", "cache: {store: 'redis://h:6379/0'}\n"
     )
     assert per_worker_cache_warning(shared, 4) is None
+
+
+def test_semantic_mode_with_its_embedding_model() -> None:
+    config = load(
+        "  gpt: {chain: [{backend: oa}], cache: {mode: semantic, embedding_model: embed, similarity: 0.9}}\n"
+        "  embed: {chain: [{backend: oa, model: text-embedding-3-small}]}\n"
+    )
+    gpt = config.models[0].cache
+    assert (gpt.mode, gpt.embedding_model, gpt.similarity) == ("semantic", "embed", 0.9)
+    default = (
+        load("  gpt: {chain: [{backend: oa}], cache: {mode: semantic, embedding_model: gpt}}\n")
+        .models[0]
+        .cache
+    )
+    assert default.similarity == 0.95
+
+
+@pytest.mark.parametrize(
+    ("cache", "path", "says"),
+    [
+        ("{mode: semantic}", "models.gpt.cache.mode", "needs cache.embedding_model"),
+        ("{mode: semantic, embedding_model: nowhere}", "models.gpt.cache.embedding_model", "no model named"),
+        ("{mode: semantic, embedding_model: gpt, similarity: 0}", "models.gpt.cache.similarity", ""),
+        ("{mode: semantic, embedding_model: gpt, similarity: 1.5}", "models.gpt.cache.similarity", ""),
+    ],
+)
+def test_semantic_refusals_are_located(cache: str, path: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load(f"  gpt: {{chain: [{{backend: oa}}], cache: {cache}}}\n")
+    [issue] = [i for i in refused.value.issues if i.path == path]
+    assert says in issue.message and issue.location.line == 4
