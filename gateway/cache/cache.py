@@ -202,7 +202,7 @@ class ResponseCache:
             self.stats.embedding_errors += 1
             return None
         query.vector = vector
-        found = self.index.search(plan.model, query.bucket, vector, query.similarity)
+        found = await self.index.search_off_loop(plan.model, query.bucket, vector, query.similarity)
         if found is None:
             return None
         key, similarity = found

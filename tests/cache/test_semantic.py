@@ -256,3 +256,40 @@ def test_the_embedding_answer_is_read_in_every_form_a_backend_gives() -> None:
     canonical = EmbeddingResponse(vectors=(raw,), dimensions=3, usage=Usage(2, 0))
     assert _vector(canonical).tolist() == values
     assert _vector(reply(values, status=500)) is None
+
+
+def _unit_rows(count: int, dims: int, seed: int) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, dims)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+async def test_a_large_bucket_is_searched_off_the_loop_with_the_same_answer() -> None:
+    from gateway.cache.semantic import OFF_LOOP_ELEMENTS
+
+    dims = 256
+    count = OFF_LOOP_ELEMENTS // dims + 10
+    index = SemanticIndex(count + 1)
+    vectors = _unit_rows(count, dims, 1)
+    for i, vector in enumerate(vectors):
+        index.add("m", "b", vector, f"k{i}", 60)
+    query = vectors[1234]
+    assert await index.search_off_loop("m", "b", query, 0.99) == index.search("m", "b", query, 0.99)
+    assert (await index.search_off_loop("m", "b", query, 0.99))[0] == "k1234"  # type: ignore[index]
+
+
+def test_dropping_rows_never_changes_the_arrays_a_searching_thread_holds() -> None:
+    # search_off_loop hands a thread the bucket's arrays as they are and reads the keys with them:
+    # a drop (forget, replace, evict) must leave those arrays as they were, or keys and rows mismatch.
+    index = SemanticIndex(1000)
+    vectors = _unit_rows(300, 16, 2)
+    for i, vector in enumerate(vectors):
+        index.add("m", "b", vector, f"k{i}", 60)
+    bucket = index._buckets[("m", "b")]
+    matrix, expires, keys = bucket.matrix[: bucket.rows], bucket.expires[: bucket.rows], bucket.keys
+    held = (matrix.copy(), expires.copy(), list(keys))
+    for i in range(0, 200, 2):
+        index.forget("m", "b", f"k{i}")
+    index.add("m", "b", vectors[299], "k299", 60)  # the same key again: its row replaced
+    assert np.array_equal(matrix, held[0]) and np.array_equal(expires, held[1]) and keys == held[2]
+    found = index.search("m", "b", vectors[299], 0.99)
+    assert found is not None and found[0] == "k299"
