@@ -305,3 +305,50 @@ def test_no_message_content_in_spans_logs_or_audit_on_the_cache_paths(
     assert not [line for line in lines if canary in line]
     audit = b"".join(p.read_bytes() for p in tmp_path.glob("gateway-audit.sqlite3*"))
     assert b"hit" in audit and canary.encode() not in audit
+
+
+def test_no_message_content_in_spans_logs_or_audit_on_the_semantic_cache_path(
+    tmp_path: Path,
+    openai_fake: FakeOpenAI,
+    anthropic_fake: FakeAnthropic,
+    capfire: CaptureLogfire,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The canary through the semantic cache: the last user turn goes to the embedding model (a call
+    of its own through the chain), a paraphrase is then a hit; the canary is never in spans (the
+    embedding attempt's included), log lines or the audit log."""
+    caplog.set_level(logging.DEBUG)
+    canary = "Sq" + secrets.token_hex(8)
+    text = gateway_yaml(openai_fake.base_url, anthropic_fake.base_url)
+    line = "  chat: {chain: [{backend: oa}]}"
+    assert line in text
+    semantic = "cache: {mode: semantic, embedding_model: embed, similarity: 0.8}"
+    text = text.replace(
+        line,
+        f"  chat: {{chain: [{{backend: oa}}], {semantic}}}\n"
+        "  embed: {chain: [{backend: oa, model: text-embedding-semantic}]}",
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    questions = (f"what is the capital of {canary} today", f"what's the capital city of {canary} today")
+    seen, ids = [], []
+    with gateway_in_thread(path, env=ENV, logfire_instance=logfire.DEFAULT_LOGFIRE_INSTANCE) as running:
+        store = running.app.live.current.cache.store  # type: ignore[union-attr]
+        for question in questions:
+            body = {"model": "chat", "temperature": 0, "messages": [{"role": "user", "content": question}]}
+            answer = requests.post(running.url("/v1/chat/completions"), json=body, timeout=30)
+            seen.append(answer.headers["x-gateway-cache"])
+            ids.append(answer.headers["x-request-id"])
+            wait_until(lambda: store.status()["entries"] >= 1)
+        assert seen == ["miss", "hit"]
+        # (The store holds the answer under a hash of the request, and the index a vector: the
+        # fake's answer does not echo this prompt, so here the canary is nowhere at all.)
+        for request_id in ids:
+            trace_of(capfire, request_id)
+    everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
+    assert '"gateway.cache.similarity"' in everything and canary not in everything
+    formatter = JSONFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    assert not [line for line in lines if canary in line]
+    audit = b"".join(p.read_bytes() for p in tmp_path.glob("gateway-audit.sqlite3*"))
+    assert b"hit" in audit and canary.encode() not in audit
