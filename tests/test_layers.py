@@ -31,10 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"auth"},  # keys, principals, exposure rules
         {"modelgen"},  # generated local models (files on disk)
         {"backends"},  # one contract, breaker, per-type settings; http, openai, anthropic, mlx
-        {
-            "limits",
-            "cache",
-        },  # limits of keys and backends; the response cache (both: memory and Redis stores)
+        {"limits", "cache"},  # key limits and backend quotas; the response cache (memory and Redis stores)
         {"routing"},  # the routing table, failover over a chain, the request trail
         {"audit", "telemetry"},  # records and signals built from the request trail
         {"runtime"},  # compile, prepare -> swap -> retire, watch, the edit transaction
