@@ -22,7 +22,7 @@ SOURCES = {"gateway": ROOT / "gateway", "gateway.admin": ROOT / "admin", "gatewa
 LAYERS: tuple[frozenset[str], ...] = tuple(
     frozenset(layer)
     for layer in (
-        {"errors", "blas", "request_ids"},  # the error kinds; OpenBLAS for mlx; request ids (no imports)
+        {"errors", "blas", "request_ids", "redis_link"},  # error kinds; OpenBLAS; request ids; a Redis link
         {"problems"},  # problem+json shapes of the errors
         {"config"},  # data only: YAML source spans, schema, load/validate, typed config, edit planning
         {"tracing"},  # spans (a shared no-op unless something receives them)

@@ -21,25 +21,17 @@ import asyncio
 import itertools
 import logging
 import os
-import time
 from typing import Any
-
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from gateway.limits.periods import Periods
 from gateway.limits.rules import WINDOW_SECONDS, Rules
 from gateway.limits.store import StoreUnavailable, Verdict
+from gateway.redis_link import RedisLink
 
 __all__ = ["RedisStore"]
 
 log = logging.getLogger("gateway.limits")
 
-#: After a failed call, calls fail at once for this long (then the next one tries Redis again).
-DOWN_BACKOFF_S = 1.0
-#: A warning about the store being down is logged at most this often.
-WARN_EVERY_S = 30.0
 #: Spend keys live this long past their period's end.
 SPEND_KEEP_S = 86400
 
@@ -160,25 +152,16 @@ class RedisStore:
     kind = "redis"
 
     def __init__(self, url: str, *, timeout_ms: int, prefix: str) -> None:
-        self.timeout_s = timeout_ms / 1000
-        self.prefix = prefix
-        self._client = Redis.from_url(
-            url,
-            socket_timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s,
-            retry=Retry(NoBackoff(), 0),  # the caller decides what a failure means; no hidden retries
+        self.link = RedisLink(
+            url, timeout_ms=timeout_ms, log=log, what="the limits store (Redis)", event="limits_store"
         )
-        self._admit = self._client.register_script(ADMIT)
-        self._settle = self._client.register_script(SETTLE)
+        self.timeout_s = self.link.timeout_s
+        self.prefix = prefix
+        self._admit = self.link.client.register_script(ADMIT)
+        self._settle = self.link.client.register_script(SETTLE)
         self._keys: dict[str, tuple[str, str, str, str]] = {}
         self._leases = itertools.count()
         self._instance = f"{os.getpid()}-{os.urandom(4).hex()}"
-        self._pending: set[asyncio.Task[None]] = set()
-        self.up = True
-        self.errors = 0
-        self.last_error: str | None = None
-        self._down_until = 0.0
-        self._warned_at = -WARN_EVERY_S
 
     def _subject_keys(self, subject: str) -> tuple[str, str, str, str]:
         keys = self._keys.get(subject)
@@ -190,8 +173,9 @@ class RedisStore:
     async def admit(
         self, rules: Rules, now: float, tokens: int, lease_seconds: float, periods: Periods
     ) -> Verdict:
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailable(self.last_error or "down")
+        link = self.link
+        if not link.available():
+            raise StoreUnavailable(link.last_error or "down")
         rpm_key, tpm_key, conc_key, base = self._subject_keys(rules.subject)
         slots = rules.concurrent_requests or 0
         lease = f"{self._instance}-{next(self._leases)}" if slots else ""
@@ -215,9 +199,9 @@ class RedisStore:
             async with asyncio.timeout(self.timeout_s):
                 answer = await self._admit(keys=keys, args=args)
         except Exception as error:  # connection refused, timeout, a script error: the store failed
-            self._failed(error)
-            raise StoreUnavailable(self.last_error or "error") from error
-        self._answered()
+            link.failed(error)
+            raise StoreUnavailable(link.last_error or "error") from error
+        link.answered()
         refused, retry, rpm_used, rpm_oldest, tpm_used, tpm_oldest, in_flight = answer[:7]
         day_spent, month_spent, second, charged, taken = answer[7:]
         return Verdict(
@@ -258,9 +242,7 @@ class RedisStore:
             int(periods.day_end - now) + SPEND_KEEP_S,
             int(periods.month_end - now) + SPEND_KEEP_S,
         )
-        task = asyncio.ensure_future(self._run_settle(keys, args))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self.link.spawn(self._run_settle(keys, args))
 
     async def _run_settle(self, keys: tuple[str, ...], args: tuple[Any, ...]) -> None:
         # Settling is not skipped while the store counts as down: releasing a lease matters most
@@ -269,39 +251,15 @@ class RedisStore:
             async with asyncio.timeout(self.timeout_s):
                 await self._settle(keys=keys, args=args)
         except Exception as error:
-            self._failed(error)
+            self.link.failed(error)
         else:
-            self._answered()
-
-    def _failed(self, error: BaseException) -> None:
-        self.errors += 1
-        self.last_error = type(error).__name__
-        self._down_until = time.monotonic() + DOWN_BACKOFF_S
-        if self.up or time.monotonic() - self._warned_at >= WARN_EVERY_S:
-            self._warned_at = time.monotonic()
-            log.warning(
-                "the limits store (Redis) failed: %s: %s",
-                type(error).__name__,
-                error,
-                extra={"event": "limits_store_down", "error": type(error).__name__},
-            )
-        self.up = False
-
-    def _answered(self) -> None:
-        if not self.up:
-            self.up = True
-            log.info("the limits store (Redis) answers again", extra={"event": "limits_store_up"})
+            self.link.answered()
 
     def status(self) -> dict[str, Any]:
-        return {"store": "redis", "up": self.up, "errors": self.errors, "last_error": self.last_error}
+        return self.link.status()
 
     async def drain(self) -> None:
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=self.timeout_s + 1)
+        await self.link.drain()
 
     async def close(self) -> None:
-        await self.drain()
-        try:
-            await self._client.aclose()
-        except Exception:  # closing a pool to a Redis that went away
-            log.debug("closing the limits store failed", exc_info=True)
+        await self.link.close()
