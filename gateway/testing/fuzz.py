@@ -14,9 +14,10 @@ and by benchmarks that want a longer run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -479,8 +480,31 @@ def generate_requests(
     def collect(request: FuzzRequest) -> None:
         found.append(request)
 
-    collect()
+    with _no_local_constants():
+        collect()
     return found[:count]
+
+
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis mixes constants read from the project's loaded modules into what it draws, and
+    the pool grows as modules load: the same seed then gives other requests later in a process (or
+    once a module is added to the project). Without them, the requests depend on the seed alone.
+    (An internal of Hypothesis: where it is missing, nothing is changed.)"""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None or not hasattr(providers, "Constants"):  # pragma: no cover
+        yield
+        return
+    providers._get_local_constants = providers.Constants  # an empty pool
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
 
 
 # -- sending ---------------------------------------------------------------------------------------------
