@@ -298,13 +298,7 @@ def test_no_message_content_in_spans_logs_or_audit_on_the_cache_paths(
         assert any(canary.encode() in value for value in store.values())  # the store holds it
         for request_id in ids:
             trace_of(capfire, request_id)
-    everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
-    assert '"gateway.cache"' in everything and canary not in everything
-    formatter = JSONFormatter()
-    lines = [formatter.format(record) for record in caplog.records]
-    assert not [line for line in lines if canary in line]
-    audit = b"".join(p.read_bytes() for p in tmp_path.glob("gateway-audit.sqlite3*"))
-    assert b"hit" in audit and canary.encode() not in audit
+    assert_canary_nowhere(canary, '"gateway.cache"', capfire, caplog, tmp_path)
 
 
 def test_no_message_content_in_spans_logs_or_audit_on_the_semantic_cache_path(
@@ -345,8 +339,16 @@ def test_no_message_content_in_spans_logs_or_audit_on_the_semantic_cache_path(
         # fake's answer does not echo this prompt, so here the canary is nowhere at all.)
         for request_id in ids:
             trace_of(capfire, request_id)
+    assert_canary_nowhere(canary, '"gateway.cache.similarity"', capfire, caplog, tmp_path)
+
+
+def assert_canary_nowhere(
+    canary: str, attribute: str, capfire: CaptureLogfire, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The cache paths' spans carry `attribute` and never the canary; nor do log lines; the audit
+    database has a hit and no canary."""
     everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
-    assert '"gateway.cache.similarity"' in everything and canary not in everything
+    assert attribute in everything and canary not in everything
     formatter = JSONFormatter()
     lines = [formatter.format(record) for record in caplog.records]
     assert not [line for line in lines if canary in line]
