@@ -138,7 +138,8 @@ def create_model(
                 name = plan.shard_name(index)
                 writer.write_shard(building / name, shard)
                 weight_map.update({t.name: name for t in shard})
-                say(f"wrote {name} ({format_bytes(sum(t.nbytes for t in shard))})")
+                size = format_bytes(sum(t.nbytes for t in shard))
+                say(f"wrote {name} ({size}; shard {index + 1} of {len(plan.shards)})")
         finally:
             writer.close()
         index_data = {

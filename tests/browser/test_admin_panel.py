@@ -486,3 +486,22 @@ def test_the_status_page_shows_the_response_cache_and_clears_it(
     page.click("#cache-clear")
     expect(page.locator("#cache-cleared")).to_contain_text("1 entries dropped")
     expect(card).to_contain_text("memory: 0 entries")
+
+
+def test_the_status_page_warns_of_a_local_model_on_the_slow_bundled_blas(
+    page: Page, gateway_server, tiny_model: Path, tmp_path: Path
+) -> None:
+    text = f"""
+auth:
+  admin_keys: [{{name: ops, key: "${{GW_ADMIN_KEY}}"}}]
+backends:
+  local: {{type: mlx, path: "{tiny_model}", load: startup}}
+models:
+  local: {{chain: [{{backend: local}}]}}
+audit: {{database_url: "sqlite://{tmp_path / "audit.sqlite3"}"}}
+"""
+    slow = gateway_server(text, env={**ENV, "GATEWAY_OPENBLAS": "off"})
+    sign_in(page, slow, "/admin/status")
+    warning = page.locator("#blas-warning")
+    expect(warning).to_contain_text("Slow local model: local")
+    expect(warning).to_contain_text("bundled reference BLAS")

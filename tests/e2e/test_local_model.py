@@ -394,3 +394,37 @@ def test_shipped_config_generates_its_tiny_model_on_first_start_and_serves_it(ga
     assert answer.choices[0].message.content and answer.usage.completion_tokens >= 1
     status = local_status(gateway, "local")
     assert status["loaded"] and status["path"].endswith("models/tiny")
+
+
+def test_a_model_on_the_bundled_blas_warns_on_start_in_ready_and_in_the_backends_api(
+    gateway_server, tiny_model: Path
+) -> None:
+    text = f"""
+backends:
+  a: {{type: mlx, path: "{tiny_model}", load: startup}}
+models:
+  a: {{chain: [{{backend: a}}]}}
+"""
+    # GATEWAY_OPENBLAS=off keeps mlx on the reference BLAS its Linux wheel bundles.
+    gateway = gateway_server(text, env={"GATEWAY_OPENBLAS": "off"})
+    lines = [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
+    slow = [line for line in lines if line.get("event") == "slow_blas"]
+    assert slow, "no slow_blas line in the startup log"
+    assert slow[0]["level"] == "warning"
+    assert "bundled reference BLAS" in slow[0]["message"] and "30x slower" in slow[0]["message"]
+    ready = requests.get(gateway.url("/ready"), timeout=5)
+    assert ready.status_code == 200  # slow is not down
+    check = ready.json()["checks"]["local_models"]
+    assert check["status"] == "degraded" and "local_models" in ready.json()["degraded"]
+    assert "bundled reference BLAS" in check["detail"]
+    assert local_status(gateway, "a")["blas_warning"] == check["detail"]
+
+
+def test_a_model_on_openblas_has_no_blas_warning(gateway) -> None:
+    oai(gateway).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1, temperature=0)
+    status = local_status(gateway, "local")
+    if not status["blas"].startswith("OpenBLAS"):
+        pytest.skip(f"mlx does not run on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`")
+    assert status["blas_warning"] is None
+    check = requests.get(gateway.url("/ready"), timeout=5).json()["checks"]["local_models"]
+    assert check["status"] == "ok" and "detail" not in check

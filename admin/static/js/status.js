@@ -1,6 +1,7 @@
 // The status page: the config version being served and how it was applied, the last rejected
 // reload with its file:line:col errors, each backend's circuit and recent error rate, and the
-// reload history, the response cache (hit rate, savings, a button that clears it). Refreshed every
+// reload history, the response cache (hit rate, savings, a button that clears it), and a warning
+// when a local model computes on mlx's slow bundled BLAS. Refreshed every
 // few seconds while open.
 
 import { api, ApiError } from "./api.js";
@@ -49,7 +50,14 @@ export function mount(container, context) {
 
 function render(config, backends, outcomes, audit, cache, refresh) {
   const rejected = config.last_error || config.history.find((event) => event.outcome === "rejected");
+  const slow = backends.backends.filter((backend) => backend.local && backend.local.blas_warning);
   return [
+    slow.length
+      ? h("div", { class: "alert warn", id: "blas-warning", role: "alert" },
+        h("p", {}, h("strong", {}, `Slow local model${slow.length > 1 ? "s" : ""}: `),
+          slow.map((backend) => backend.name).join(", ")),
+        h("p", {}, slow[0].local.blas_warning))
+      : null,
     h("div", { class: "cards" },
       h("section", { class: "card", id: "config-card" },
         h("h2", {}, "Config"),

@@ -8,6 +8,7 @@ embeddings) for the surface to encode in whatever protocol the client speaks.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ from gateway.protocol.canonical import (
 )
 
 __all__ = ["LocalModelBackend"]
+
+log = logging.getLogger("gateway.mlx")
 
 
 class LocalModelBackend:
@@ -68,6 +71,7 @@ class LocalModelBackend:
                 "max_batch_size": self.config.max_batch_size,
                 "loaded_bytes": engine.loaded_bytes if engine is not None else 0,
                 "blas": engine.blas if engine is not None else "",
+                "blas_warning": engine.blas_warning if engine is not None else None,
                 "path": str(self.config.path) if self.config.path else self.config.hf_repo,
             }
         }
@@ -101,8 +105,32 @@ class LocalModelBackend:
             return path
         if path is not None and self.config.create_preset:
             from gateway.modelgen.create import ensure_model
+            from gateway.modelgen.plan import format_bytes, plan_model
 
-            ensure_model(path, self.config.create_preset)
+            preset = self.config.create_preset
+            plan = plan_model(preset)
+            count = plan.parameters
+            parameters = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+            # The 3b preset and up take minutes and gigabytes: say so, then how it goes.
+            log.info(
+                "generating local model %s (preset %s, %s parameters, %s of weights) for backend %s",
+                path,
+                preset,
+                parameters,
+                format_bytes(plan.weight_bytes),
+                self.name,
+                extra={"event": "model_generating", "model_path": str(path), "preset": preset},
+            )
+            ensure_model(
+                path,
+                preset,
+                progress=lambda message: log.info(
+                    "generating local model %s: %s",
+                    path,
+                    message,
+                    extra={"event": "model_generating", "model_path": str(path)},
+                ),
+            )
             return path
         if self.config.hf_repo:
             return Path(self.config.hf_repo)  # mlx_lm.load resolves a repository id (online machines only)

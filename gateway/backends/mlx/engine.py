@@ -145,6 +145,8 @@ class Engine:
         self.loaded_bytes = 0
         self.last_used = time.monotonic()
         self.blas = ""
+        #: The problem and its fix when mlx runs on its slow bundled BLAS (None otherwise).
+        self.blas_warning: str | None = None
 
     # -- asyncio side -----------------------------------------------------------------------------
 
@@ -238,6 +240,15 @@ class Engine:
 
         info = ensure_fast_blas()
         self.blas = info.description
+        self.blas_warning = info.warning
+        if info.warning:
+            # Not info: a model on the reference BLAS answers about 30x slower, and the fix is one package.
+            log.warning(
+                "local model %s: %s",
+                self.path,
+                info.warning,
+                extra={"event": "slow_blas", "model_path": str(self.path), "blas": info.description},
+            )
         if self.blas_threads is not None and info.threads is not None:
             self.blas = info.with_threads(set_threads(self.blas_threads or info.threads))
         import mlx.core as mx
