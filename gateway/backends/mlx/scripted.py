@@ -60,7 +60,8 @@ def _forcing(tokens: list[int]) -> Callable[[Any, Any], Any]:
         nonlocal step
         token = tokens[min(step, len(tokens) - 1)]
         step += 1
-        return mx.where(mx.arange(logits.shape[-1]) == token, mx.array(0.0, logits.dtype), -mx.inf)
+        keep = mx.arange(logits.shape[-1]) == token
+        return mx.where(keep, mx.zeros_like(logits), mx.full(logits.shape, -mx.inf, logits.dtype))
 
     return force
 

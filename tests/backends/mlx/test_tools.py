@@ -68,7 +68,8 @@ def test_two_calls_get_indexes_in_order_and_their_own_ids() -> None:
     assert [(s.index, s.name) for s in starts] == [(0, "get_weather"), (1, "get_time")]
     assert starts[0].id != starts[1].id and all(s.id.startswith("call_") for s in starts)
     deltas = [e for e in events if type(e) is ToolCallDelta]
-    assert [(d.index, json.loads(d.arguments)) for d in deltas] == [(0, {"city": "Paris"}), (1, {"city": "Oslo"})]
+    arguments = [(d.index, json.loads(d.arguments)) for d in deltas]
+    assert arguments == [(0, {"city": "Paris"}), (1, {"city": "Oslo"})]
     assert summary(events)[1] == ("text", "\n")
 
 
