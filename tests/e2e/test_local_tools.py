@@ -6,6 +6,7 @@ forces or removes calls; tools, tool calls and tool results reach the prompt by 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,29 @@ CLAUDE_TOOLS = [
 ]
 
 
+#: A chat template with no tool-call format (mlx-lm finds no tool parser for it).
+PLAIN_TEMPLATE = (
+    "{%- for message in messages %}{{- message['role'] + ': ' + message['content'] + '\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- 'assistant: ' }}{%- endif %}"
+)
+
+
 @pytest.fixture(scope="module")
 def gateway(gateway_server_module, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    script = tmp_path_factory.mktemp("script") / "script.json"
+    folder = tmp_path_factory.mktemp("local-tools")
+    script = folder / "script.json"
     script.write_text(json.dumps(SCRIPT))
+    plain = shutil.copytree(tiny_model, folder / "plain")
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    (plain / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": PLAIN_TEMPLATE}))
     return gateway_server_module(
         f"""
 backends:
   local: {{type: mlx, path: "{tiny_model}"}}
+  plain: {{type: mlx, path: "{plain}"}}
 models:
   tiny: {{chain: [{{backend: local}}]}}
+  plain: {{chain: [{{backend: plain}}]}}
 timeouts:
   chat: {{total: 120, first_byte: 60}}
 """,
@@ -275,3 +289,28 @@ def test_a_tool_result_round_trip_renders_into_the_prompt(gateway, tokenizer) ->
         ],
     )
     assert count.input_tokens == after.usage.prompt_tokens
+
+
+def test_a_model_without_a_tool_call_format_refuses_tools(gateway) -> None:
+    client = oai(gateway)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="plain", messages=ask("x"), tools=TOOLS, max_tokens=4)
+    assert "tool-call format" in refused.value.response.json()["detail"]
+    assert refused.value.response.headers["content-type"].startswith("application/problem+json")
+    # Without tools, or with tool_choice none (the tools leave the prompt), it answers.
+    answer = client.chat.completions.create(
+        model="plain", messages=ask("x"), tools=TOOLS, tool_choice="none", max_tokens=4
+    )
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_named_tool_that_is_not_offered_is_the_clients_error(gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        oai(gateway).chat.completions.create(
+            model="tiny",
+            messages=ask("x"),
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "launch"}},
+            max_tokens=4,
+        )
+    assert "launch" in refused.value.response.json()["detail"]
