@@ -1,8 +1,9 @@
 """The `mlx` backend: a local model served in-process by an engine thread with continuous batching.
 
-Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, and the
-answer goes back canonical (a ChatResponse, or stream events by token; an EmbeddingResponse for
-embeddings) for the surface to encode in whatever protocol the client speaks.
+Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, tools
+included (`prompt.py`), and the answer goes back canonical (a ChatResponse, or stream events by token;
+an EmbeddingResponse for embeddings), tool calls parsed out of the text (`tools.py`), for the surface to
+encode in whatever protocol the client speaks.
 """
 
 from __future__ import annotations

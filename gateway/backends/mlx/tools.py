@@ -61,11 +61,15 @@ class ToolCallParser:
             self.feed(prefill)
 
     def feed(self, text: str) -> list[StreamEvent]:
+        # Inside a call, only the new text (and a marker's length before it) can hold the end marker:
+        # each token costs its own length, not the call's.
+        searched = max(0, len(self._buffer) - len(self.end) + 1) if self._in_call else 0
         self._buffer += text
         events: list[StreamEvent] = []
         while True:
             if self._in_call:
-                at = self._buffer.find(self.end)
+                at = self._buffer.find(self.end, searched)
+                searched = 0
                 if at < 0:
                     return events
                 body, self._buffer = self._buffer[:at], self._buffer[at + len(self.end) :]
