@@ -10,7 +10,8 @@ encoding, but every id the model can sample decodes to valid UTF-8 text. Trained
 cached per vocabulary size in `$GATEWAY_CACHE_DIR/tokenizers` (default
 `~/.cache/gateway/tokenizers`), keyed by the corpus's hash.
 
-`tokenizer_config.json` carries Llama 3's `chat_template`; `generation_config.json` and
+`tokenizer_config.json` carries a `chat_template` with Llama 3's headers and Hermes / Qwen 2.5's
+`<tool_call>` format for tools; `generation_config.json` and
 `config.json` name the same end-of-turn ids (`<|end_of_text|>`, `<|eom_id|>`, `<|eot_id|>`).
 """
 
@@ -66,19 +67,57 @@ SPLIT_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Llama 3's format; content may be a string or a list of {"type": "text", "text": ...} parts.
+# Llama 3's header tokens around Hermes / Qwen 2.5's tool format: the tools listed in the system turn
+# inside <tools></tools>, an assistant's calls as <tool_call>{"name": ..., "arguments": {...}}</tool_call>
+# (arguments a mapping, or JSON text kept as it is), tool results in a `tool` turn inside
+# <tool_response></tool_response> (consecutive results share one turn). mlx-lm infers its `json_tools`
+# parser from "<tool_call>" and "tool_call.name" in it. Content may be a string or a list of
+# {"type": "text", "text": ...} parts.
 CHAT_TEMPLATE = (
-    "{{- bos_token }}"
-    "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
-    "{%- if message['content'] is string %}"
-    "{{- message['content'] | trim }}"
-    "{%- elif message['content'] is not none %}"
-    "{%- for part in message['content'] %}"
+    "{%- macro render(content) %}"
+    "{%- if content is string %}{{- content | trim }}"
+    "{%- elif content is not none %}"
+    "{%- for part in content %}"
     "{%- if part['type'] == 'text' %}{{- part['text'] | trim }}{%- endif %}"
     "{%- endfor %}"
     "{%- endif %}"
+    "{%- endmacro %}"
+    "{{- bos_token }}"
+    "{%- set skip_first = messages and messages[0]['role'] == 'system' and tools %}"
+    "{%- if tools %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\n\n' }}"
+    "{%- if skip_first %}{{- render(messages[0]['content']) + '\n\n' }}{%- endif %}"
+    "{{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' }}"
+    "{{- 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments '"
+    " + 'within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}'
+    "\n</tool_call><|eot_id|>' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if loop.first and skip_first %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}"
+    "{{- '<|start_header_id|>tool<|end_header_id|>\n\n' }}"
+    "{%- else %}{{- '\n' }}"
+    "{%- endif %}"
+    "{{- '<tool_response>\n' + render(message['content']) + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|eot_id|>' }}{%- endif %}"
+    "{%- else %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + render(message['content']) }}"
+    "{%- if message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{%- for tool_call in message['tool_calls'] %}"
+    "{%- if tool_call['function'] is defined %}{%- set tool_call = tool_call['function'] %}{%- endif %}"
+    "{%- if not loop.first or message['content'] %}{{- '\n' }}{%- endif %}"
+    '{{- \'<tool_call>\n{"name": "\' + tool_call.name + \'", "arguments": \' }}'
+    "{%- if tool_call.arguments is string %}{{- tool_call.arguments }}"
+    "{%- else %}{{- tool_call.arguments | tojson }}{%- endif %}"
+    "{{- '}\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{%- endif %}"
     "{{- '<|eot_id|>' }}"
+    "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}"
     "{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"

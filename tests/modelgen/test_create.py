@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.modelgen.create import CreatedModel, create_model, ensure_model
+from gateway.modelgen.create import CreatedModel, create_model, ensure_model, refresh_chat_template
 from gateway.modelgen.plan import plan_model
 from gateway.modelgen.presets import get_preset
-from gateway.modelgen.tokenizer import EOS_TOKENS, SPECIAL_TOKENS, _token_text, _train, train_tokenizer
+from gateway.modelgen.tokenizer import (
+    CHAT_TEMPLATE,
+    EOS_TOKENS,
+    SPECIAL_TOKENS,
+    _token_text,
+    _train,
+    train_tokenizer,
+)
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -95,6 +102,39 @@ def test_chat_template_is_llama_3(loaded_tiny) -> None:
     assert tokenizer.eos_token_ids == {tokenizer.convert_tokens_to_ids(t) for t in EOS_TOKENS}
     assert tokenizer.encode("héllo wörld 😀", add_special_tokens=False)
     assert tokenizer.decode(tokenizer.encode("héllo wörld 😀", add_special_tokens=False)) == "héllo wörld 😀"
+
+
+def test_chat_template_lists_tools_and_mlx_lm_infers_the_json_tool_parser(loaded_tiny) -> None:
+    _, tokenizer = loaded_tiny
+    assert tokenizer.has_tool_calling
+    assert (tokenizer.tool_call_start, tokenizer.tool_call_end) == ("<tool_call>", "</tool_call>")
+    assert tokenizer.tool_parser.__module__ == "mlx_lm.tool_parsers.json_tools"
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    history = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}],
+        },
+        {"role": "tool", "tool_call_id": "1", "content": "one"},
+        {"role": "tool", "tool_call_id": "2", "content": "two"},
+    ]
+    text = tokenizer.apply_chat_template(history, tools=[tool], add_generation_prompt=True, tokenize=False)
+    assert text == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.\n\n# Tools\n\n"
+        "You may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        '{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}\n</tools>\n\n'
+        "For each function call, return a json object with function name and arguments within "
+        '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
+        "<args-json-object>}\n</tool_call><|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nTell me a story about the sea.<|eot_id|>"
+        '<|start_header_id|>assistant<|end_header_id|>\n\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}'
+        "\n</tool_call><|eot_id|><|start_header_id|>tool<|end_header_id|>\n\n<tool_response>\none\n"
+        "</tool_response>\n<tool_response>\ntwo\n</tool_response><|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
 
 
 def test_every_id_detokenizes(loaded_tiny) -> None:
@@ -216,6 +256,32 @@ def test_ensure_model_creates_once_even_when_racing(tmp_path: Path, tokenizer_ca
     before = (path / "config.json").stat().st_mtime_ns
     assert ensure_model(path, "tiny") == path
     assert (path / "config.json").stat().st_mtime_ns == before
+
+
+def test_ensure_model_gives_an_older_generated_model_the_current_chat_template(
+    created_tiny: CreatedModel, tmp_path: Path
+) -> None:
+    import shutil
+
+    path = Path(shutil.copytree(created_tiny.path, tmp_path / "tiny"))
+    config_path = path / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "chat_template": "{{ messages }}"}))
+    weights = hashes(path)
+    assert ensure_model(path, "tiny") == path
+    assert json.loads(config_path.read_text()) == config  # only the template changed back
+    assert {k: v for k, v in hashes(path).items() if k != "tokenizer_config.json"} == {
+        k: v for k, v in weights.items() if k != "tokenizer_config.json"
+    }
+    assert not refresh_chat_template(path)  # current already: nothing written
+    assert sorted(p.name for p in path.iterdir()) == sorted(weights)  # no temporary file left
+    # A model that was not generated here keeps its own template.
+    model_config = json.loads((path / "config.json").read_text())
+    del model_config["generated_by"]
+    (path / "config.json").write_text(json.dumps(model_config))
+    config_path.write_text(json.dumps({**config, "chat_template": "{{ messages }}"}))
+    assert not refresh_chat_template(path)
+    assert json.loads(config_path.read_text())["chat_template"] == "{{ messages }}" != CHAT_TEMPLATE
 
 
 def test_ensure_model_refuses_a_directory_that_is_not_a_model(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The `mlx` backend: a local model served in-process by an engine thread with continuous batching.
 
-Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, and the
-answer goes back canonical (a ChatResponse, or stream events by token; an EmbeddingResponse for
-embeddings) for the surface to encode in whatever protocol the client speaks.
+Requests arrive in the canonical form; the prompt is built with the tokenizer's chat template, tools
+included (`prompt.py`), and the answer goes back canonical (a ChatResponse, or stream events by token;
+an EmbeddingResponse for embeddings), tool calls parsed out of the text (`tools.py`), for the surface to
+encode in whatever protocol the client speaks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimit
 from gateway.backends.mlx.embeddings import EmbeddingFailed, EmbeddingJob, InputRejected
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
+from gateway.backends.mlx.prompt import ChatPrompt, build_chat_prompt
+from gateway.backends.mlx.tools import ToolCallParser
 from gateway.backends.upstream import AttemptLimits, EventStream, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import MLXSettings
 from gateway.protocol.canonical import (
@@ -26,12 +29,16 @@ from gateway.protocol.canonical import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
+    Part,
     StreamEnd,
     StreamEvent,
     StreamStart,
     TextDelta,
     TextPart,
     TokenCount,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
     Usage,
     UsageEvent,
 )
@@ -101,9 +108,10 @@ class LocalModelBackend:
 
     def _model_path(self) -> Path:
         path = self.config.path
-        if path is not None and (path / "config.json").exists():
+        if path is not None and (path / "config.json").exists() and not self.config.create_preset:
             return path
         if path is not None and self.config.create_preset:
+            # Also for a model that exists: one generated earlier gets the current chat template.
             from gateway.modelgen.create import ensure_model
             from gateway.modelgen.plan import format_bytes, plan_model
 
@@ -149,12 +157,12 @@ class LocalModelBackend:
         if call.endpoint == "embeddings":
             assert isinstance(request, EmbeddingRequest)
             return await self._embed(engine, request, limits)
-        prompt = self._prompt(engine, request)
+        chat_prompt = self._prompt(engine, request)
         if call.endpoint == "count_tokens":
-            return TokenCount(len(prompt))
+            return TokenCount(len(chat_prompt.tokens))
         assert isinstance(request, ChatRequest | CompletionRequest)
         job = Job(
-            prompt=prompt,
+            prompt=chat_prompt.tokens,
             max_tokens=request.max_tokens or self.config.default_max_tokens,
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
@@ -172,9 +180,10 @@ class LocalModelBackend:
         except BaseException:
             engine.cancel(job)
             raise
+        tools = self._tool_parser(engine, chat_prompt)
         if call.stream:
-            return self._stream(engine, job, first, model)
-        return await self._reply(engine, job, first, model)
+            return self._stream(engine, job, first, model, tools)
+        return await self._reply(engine, job, first, model, tools)
 
     async def _embed(
         self, engine: Engine, request: EmbeddingRequest, limits: AttemptLimits
@@ -216,24 +225,33 @@ class LocalModelBackend:
             raise
         return EmbeddingResponse(vectors, size, Usage(tokens), request.encoding_format or "float")
 
-    def _prompt(self, engine: Engine, request: Any) -> list[int]:
+    def _prompt(self, engine: Engine, request: Any) -> ChatPrompt:
         tokenizer = engine.tokenizer
         if isinstance(request, CompletionRequest):
             prompt = request.prompt
             if isinstance(prompt, str):
-                return tokenizer.encode(prompt)
+                return ChatPrompt(tokenizer.encode(prompt))
             if prompt and all(isinstance(t, int) for t in prompt):
-                return list(prompt)
+                return ChatPrompt(list(prompt))  # type: ignore[arg-type]
             if len(prompt) == 1 and isinstance(prompt[0], str):
-                return tokenizer.encode(prompt[0])
+                return ChatPrompt(tokenizer.encode(prompt[0]))
             raise UpstreamFailure("unsupported", "local models take one prompt per request")
-        messages = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        for message in request.messages:
-            role = "user" if message.role == "tool" else message.role
-            messages.append({"role": role, "content": message.text})
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        return build_chat_prompt(tokenizer, request)
+
+    @staticmethod
+    def _tool_parser(engine: Engine, prompt: ChatPrompt) -> ToolCallParser | None:
+        """What parses tool calls out of the answer; None when the request offers no tools."""
+        if not prompt.tools:
+            return None
+        tokenizer = engine.tokenizer
+        return ToolCallParser(
+            tokenizer.tool_call_start,
+            tokenizer.tool_call_end,
+            tokenizer.tool_parser,
+            prompt.tools,
+            prefill=prompt.prefill,
+            single_call=prompt.single_call,
+        )
 
     async def _first_event(self, job: Job, limits: AttemptLimits) -> JobEvent:
         wait = limits.until_first_byte()
@@ -246,7 +264,9 @@ class LocalModelBackend:
             raise UpstreamFailure("http_5xx", event.text)
         return event
 
-    async def _reply(self, engine: Engine, job: Job, event: JobEvent, model: str) -> ChatResponse:
+    async def _reply(
+        self, engine: Engine, job: Job, event: JobEvent, model: str, tools: ToolCallParser | None
+    ) -> ChatResponse:
         parts: list[str] = []
         try:
             while event.kind == "text":
@@ -258,28 +278,43 @@ class LocalModelBackend:
         if event.kind == "error":
             raise UpstreamFailure("http_5xx", event.text)
         text = "".join(parts)
+        finish_reason = event.finish_reason
+        if tools is None:
+            content: tuple[Part, ...] = (TextPart(text),) if text else ()
+        else:
+            content = _content([*tools.feed(text), *tools.finish()])
+            if tools.calls and finish_reason == "stop":
+                finish_reason = "tool_calls"
         return ChatResponse(
             id="",  # the client's encoder makes an id in its protocol's form
             model=model,
-            content=(TextPart(text),) if text else (),
-            finish_reason=event.finish_reason,  # type: ignore[arg-type]
+            content=content,
+            finish_reason=finish_reason,  # type: ignore[arg-type]
             usage=Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens),
             stop_sequence=event.stop_sequence,
         )
 
-    def _stream(self, engine: Engine, job: Job, first: JobEvent, model: str) -> EventStream:
+    def _stream(
+        self, engine: Engine, job: Job, first: JobEvent, model: str, tools: ToolCallParser | None
+    ) -> EventStream:
         finished = False
 
         def events(event: JobEvent) -> tuple[StreamEvent, ...]:
             nonlocal finished
             if event.kind == "text":
-                return (TextDelta(event.text),)
+                return (TextDelta(event.text),) if tools is None else tuple(tools.feed(event.text))
             finished = True
             if event.kind == "done":
                 usage = Usage(event.prompt_tokens, event.completion_tokens, event.cached_tokens)
                 stream.usage = usage
-                end = StreamEnd(event.finish_reason or "stop", event.stop_sequence)  # type: ignore[arg-type]
-                return (UsageEvent(usage), end)
+                finish_reason = event.finish_reason or "stop"
+                rest: list[StreamEvent] = []
+                if tools is not None:
+                    rest = tools.finish()
+                    if tools.calls and finish_reason == "stop":
+                        finish_reason = "tool_calls"
+                end = StreamEnd(finish_reason, event.stop_sequence)  # type: ignore[arg-type]
+                return (*rest, UsageEvent(usage), end)
             raise UpstreamFailure("http_5xx", event.text)
 
         async def rest() -> AsyncIterator[StreamEvent]:
@@ -299,3 +334,24 @@ class LocalModelBackend:
 
     def __repr__(self) -> str:
         return f"<LocalModelBackend {self.config.name} {self.config.path or self.config.hf_repo}>"
+
+
+def _content(events: list[StreamEvent]) -> tuple[Part, ...]:
+    """A whole answer's parts from its parsed events: text runs joined, each call one part."""
+    parts: list[Part] = []
+    text = ""
+    for event in events:
+        if type(event) is TextDelta:
+            text += event.text
+        elif type(event) is ToolCallStart:
+            if text:
+                parts.append(TextPart(text))
+                text = ""
+            parts.append(ToolCallPart(event.id, event.name, ""))
+        elif type(event) is ToolCallDelta:
+            call = parts[-1]
+            assert type(call) is ToolCallPart  # the parser sends a call's delta right after its start
+            parts[-1] = ToolCallPart(call.id, call.name, call.arguments + event.arguments)
+    if text:
+        parts.append(TextPart(text))
+    return tuple(parts)

@@ -123,6 +123,8 @@ class Engine:
         self.max_queue = max_queue
         self.prompt_cache_size = prompt_cache_size
         self._prompt_cache: Any = None
+        #: Test-only scripted output (`scripted.py`); None unless GATEWAY_TESTING_MLX_SCRIPT is set.
+        self._script: Any = None
         self.model: Any = None
         self.tokenizer: Any = None
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -258,6 +260,9 @@ class Engine:
         started = time.perf_counter()
         self.model, self.tokenizer = load(str(self.path))
         self.embedder = Embedder(self.model, self.tokenizer)
+        from gateway.backends.mlx.scripted import load_script
+
+        self._script = load_script(self.tokenizer)
         from mlx.utils import tree_flatten
 
         self.loaded_bytes = sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
@@ -380,6 +385,10 @@ class Engine:
             job.cached = len(job.prompt) - len(rest)
             caches.append(cache)
             rests.append(rest)
+        scripted = {}
+        if self._script is not None:
+            forced = [self._script.processor(job.prompt) for job in batch]
+            scripted["logits_processors"] = [[p] if p is not None else [] for p in forced]
         uids = generator.insert(
             rests,
             caches=caches,
@@ -387,6 +396,7 @@ class Engine:
             max_tokens=[job.max_tokens for job in batch],
             samplers=[self._sampler(job) for job in batch],
             stop_sequences=[self._no_stops if job.ignore_eos else self._eos_stops for job in batch],
+            **scripted,
         )
         for uid, job in zip(uids, batch, strict=True):
             job.uid = uid
