@@ -116,19 +116,20 @@ class LocalModelBackend:
             from gateway.modelgen.plan import format_bytes, plan_model
 
             preset = self.config.create_preset
-            plan = plan_model(preset)
-            count = plan.parameters
-            parameters = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
-            # The 3b preset and up take minutes and gigabytes: say so, then how it goes.
-            log.info(
-                "generating local model %s (preset %s, %s parameters, %s of weights) for backend %s",
-                path,
-                preset,
-                parameters,
-                format_bytes(plan.weight_bytes),
-                self.name,
-                extra={"event": "model_generating", "model_path": str(path), "preset": preset},
-            )
+            if not (path / "config.json").exists():
+                plan = plan_model(preset)
+                count = plan.parameters
+                parameters = f"{count / 1e9:.2f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"
+                # The 3b preset and up take minutes and gigabytes: say so, then how it goes.
+                log.info(
+                    "generating local model %s (preset %s, %s parameters, %s of weights) for backend %s",
+                    path,
+                    preset,
+                    parameters,
+                    format_bytes(plan.weight_bytes),
+                    self.name,
+                    extra={"event": "model_generating", "model_path": str(path), "preset": preset},
+                )
             ensure_model(
                 path,
                 preset,
