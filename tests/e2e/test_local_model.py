@@ -424,7 +424,7 @@ def test_a_model_on_openblas_has_no_blas_warning(gateway) -> None:
     oai(gateway).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1, temperature=0)
     status = local_status(gateway, "local")
     if not status["blas"].startswith("OpenBLAS"):
-        pytest.skip(f"mlx does not run on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`")
+        pytest.skip(f"mlx is not on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`")
     assert status["blas_warning"] is None
     check = requests.get(gateway.url("/ready"), timeout=5).json()["checks"]["local_models"]
     assert check["status"] == "ok" and "detail" not in check
