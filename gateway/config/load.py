@@ -301,7 +301,14 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
                 name=name,
                 description=raw.get("description", ""),
                 aliases=tuple(raw["aliases"]),
-                chain=tuple(Target(backend=t["backend"], model=t.get("model", name)) for t in raw["chain"]),
+                chain=tuple(
+                    Target(
+                        backend=t["backend"],
+                        model=t.get("model", name),
+                        capabilities=tuple(sorted((t.get("capabilities") or {}).items())),
+                    )
+                    for t in raw["chain"]
+                ),
                 # A bare `off` is YAML's false.
                 cache=ModelCache(**{**raw["cache"], "mode": raw["cache"]["mode"] or "off"}),
             )
