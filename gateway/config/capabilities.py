@@ -16,6 +16,7 @@ __all__ = [
     "CAPABILITIES",
     "DEFAULTS_BY_TYPE",
     "EXTRA_FIELDS_BY_TYPE",
+    "capability_list",
     "default_capabilities",
     "resolve_capabilities",
 ]
@@ -81,3 +82,8 @@ def resolve_capabilities(base: frozenset[str], overrides: Mapping[str, bool] | N
     on = {name for name, value in overrides.items() if value}
     off = {name for name, value in overrides.items() if not value}
     return frozenset((base | on) - off)
+
+
+def capability_list(capabilities: frozenset[str]) -> list[str]:
+    """`capabilities` in documentation order, for JSON answers."""
+    return [name for name in CAPABILITIES if name in capabilities]
