@@ -32,6 +32,7 @@ __all__ = [
     "OPENAI_EMBEDDINGS",
     "OPENAI_PARTS",
     "FieldRule",
+    "markdown_tables",
 ]
 
 Kind = Literal["canonical", "capability", "native", "ignored"]
@@ -95,7 +96,7 @@ OPENAI_CHAT: Mapping[str, FieldRule] = MappingProxyType(
         "user": _USER,
         "n": _capability("n", "more than one choice (n > 1)"),
         "logprobs": _capability("logprobs", "when true"),
-        "top_logprobs": _capability("logprobs"),
+        "top_logprobs": _capability("logprobs", "when above 0"),
         "logit_bias": _capability("logit_bias", "when not empty"),
         "presence_penalty": _capability("penalties", "when not 0"),
         "frequency_penalty": _capability("penalties", "when not 0"),
@@ -274,3 +275,24 @@ FIELD_TABLES: Mapping[tuple[str, str], Mapping[str, FieldRule]] = MappingProxyTy
 INERT_VALUES: Mapping[str, tuple[Any, ...]] = MappingProxyType(
     {"store": (False,), "modalities": (["text"],), "best_of": (1,), "echo": (False,)}
 )
+
+
+_TITLES = (
+    ("OpenAI chat completions: `POST /v1/chat/completions`", OPENAI_CHAT),
+    ("OpenAI completions (legacy): `POST /v1/completions`", OPENAI_COMPLETIONS),
+    ("OpenAI embeddings: `POST /v1/embeddings`", OPENAI_EMBEDDINGS),
+    ("Anthropic messages: `POST /v1/messages`", ANTHROPIC_MESSAGES),
+    ("Anthropic token counting: `POST /v1/messages/count_tokens`", ANTHROPIC_COUNT_TOKENS),
+    ("OpenAI content part types (`messages[].content[].type`)", OPENAI_PARTS),
+    ("Anthropic content block types (`messages[].content[].type`)", ANTHROPIC_BLOCKS),
+)
+
+
+def markdown_tables() -> str:
+    """The tables of docs/fields.md (a test keeps the file and this module in step)."""
+    out: list[str] = []
+    for title, table in _TITLES:
+        out += [f"### {title}", "", "| Field | Class | Notes |", "|---|---|---|"]
+        out += [f"| `{name}` | {rule.label} | {rule.note} |" for name, rule in table.items()]
+        out.append("")
+    return "\n".join(out)

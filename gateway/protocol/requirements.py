@@ -86,7 +86,9 @@ def _chat_needs(request: ChatRequest, needs: set[str], native: list[str]) -> Non
                 needs.add("tools")
                 for inner in part.parts or ():
                     if type(inner) is ImagePart:
+                        # OpenAI tool messages carry text only: only Anthropic backends get the image.
                         needs.add("images")
+                        native.append("image in a tool result")
                     elif type(inner) is RawPart:
                         native.append(_raw_name(inner))
             elif kind is RawPart:
@@ -135,6 +137,8 @@ def _active_capability(name: str, value: Any, rule: FieldRule) -> str | None:
         return "n" if value != 1 else None
     if name == "logprobs":
         return "logprobs" if value is not False else None
+    if name == "top_logprobs":  # 0 alternatives asks for nothing (logprobs: true asks on its own)
+        return "logprobs" if value != 0 else None
     if name == "logit_bias":
         return "logit_bias" if value else None
     if name in ("presence_penalty", "frequency_penalty"):
