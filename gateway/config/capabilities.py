@@ -41,7 +41,8 @@ _ALL = frozenset(CAPABILITIES)
 
 #: What each backend type can do when the config says nothing. A capability is claimed only where the
 #: type's whole code path honours it: OpenAI-protocol backends take OpenAI fields as sent (pass-through)
-#: but have no `top_k` (the Anthropic -> OpenAI translation cannot carry it); the Anthropic translation
+#: but have no `top_k` (OpenAI has none; a server that takes it, like vLLM, is given it by an override,
+#: and the Anthropic -> OpenAI translation then carries it); the Anthropic translation
 #: carries no `response_format`, `n`, `logprobs`, `logit_bias` or penalties, and the Anthropic API has no
 #: completions or embeddings; local models read no images and report no logprobs.
 DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(

@@ -88,6 +88,7 @@ models:
   claude-only: {{chain: [{{backend: an, model: claude}}]}}
   gpt-then-claude: {{chain: [{{backend: oa, model: gpt}}, {{backend: an, model: claude}}]}}
   gpt-only: {{chain: [{{backend: oa, model: gpt}}]}}
+  vllm-like: {{chain: [{{backend: oa, model: gpt, capabilities: {{top_k: true}}}}]}}
   off-then-claude: {{chain: [{{backend: unused, model: gpt}}, {{backend: an, model: claude}}]}}
 failover:
   # Skipped targets do not count: a chain whose first target is skipped still reaches its second.
@@ -192,6 +193,11 @@ def test_anthropic_top_k_skips_an_openai_target_by_default(running: Running) -> 
     body = assert_problem(caught.value.response, 400, sdk_error=caught.value)
     assert body["capability"] == "top_k"
     assert body["error"]["type"] == "invalid_request_error"
+    # An OpenAI-protocol target that says it takes top_k (vLLM) gets it, translated.
+    served = running.anthropic.messages.with_raw_response.create(
+        model="vllm-like", max_tokens=16, messages=USER, extra_body={"top_k": 5}
+    )
+    assert served.headers["x-gateway-backend"] == "oa"
 
 
 # -------------------------------------------------------------------------------------- native fields
