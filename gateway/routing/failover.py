@@ -321,17 +321,20 @@ def _incapable_error(
     route: ModelRoute, attempts: list[Attempt], path: list[dict[str, object]], refusals: Sequence[Refusal]
 ) -> UnsupportedCapability:
     """No enabled target can serve the request: a 400 naming what it needs (the first target's refusal
-    names it; each target's own reason follows)."""
+    names it in the extensions; each target's own reason follows in the detail)."""
     first = refusals[0]
+    alike = all(r.capability == first.capability and r.field == first.field for r in refusals)
+    named: dict[str, str] = {}
     if first.capability is not None:
-        need = f"it needs capability '{first.capability}', which none of its backends has"
-        named = {"capability": first.capability}
+        named["capability"] = first.capability
     elif first.field is not None:
+        named["field"] = first.field
+    if alike and first.capability is not None:
+        need = f"it needs capability '{first.capability}', which none of its backends has"
+    elif alike and first.field is not None:
         need = f"it carries '{first.field}', which none of its backends can take"
-        named = {"field": first.field}
     else:
-        need = "none of its backends can serve it"
-        named = {}
+        need = "none of its backends has everything it needs"
     reasons = "; ".join(
         f"{a.backend}: {a.detail}" if a.outcome == "incapable" else f"{a.backend}: disabled ({a.detail})"
         for a in attempts

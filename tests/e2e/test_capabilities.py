@@ -88,6 +88,8 @@ models:
   claude-only: {{chain: [{{backend: an, model: claude}}]}}
   gpt-then-claude: {{chain: [{{backend: oa, model: gpt}}, {{backend: an, model: claude}}]}}
   gpt-only: {{chain: [{{backend: oa, model: gpt}}]}}
+  each-lacks-one:
+    chain: [{{backend: an, model: claude}}, {{backend: oa, model: gpt, capabilities: {{images: false}}}}]
   vllm-like: {{chain: [{{backend: oa, model: gpt, capabilities: {{top_k: true}}}}]}}
   off-then-claude: {{chain: [{{backend: unused, model: gpt}}, {{backend: an, model: claude}}]}}
 failover:
@@ -271,6 +273,16 @@ def test_a_disabled_capable_target_and_an_incapable_one_is_a_400(running: Runnin
     assert problem["capability"] == "n"
     assert [a["outcome"] for a in problem["attempts"]] == ["disabled", "incapable"]
     assert "unused: disabled (enabled: false); an: lacks capability 'n'" in problem["detail"]
+
+
+def test_targets_lacking_different_capabilities_are_each_named(running: Running) -> None:
+    body = {"model": "each-lacks-one", "messages": NEEDS["images"][2]["messages"], "n": 2}
+    problem = assert_problem(post(running, "/v1/chat/completions", body), 400)
+    assert problem["detail"] == (
+        "model 'each-lacks-one' cannot serve this request: none of its backends has everything it needs "
+        "(an: lacks capability 'n'; oa: lacks capability 'images')"
+    )
+    assert problem["capability"] == "n"  # the first target's
 
 
 def test_skips_do_not_open_the_circuit(running: Running) -> None:
