@@ -85,3 +85,12 @@ def test_a_capability_change_does_not_make_the_settings_unequal() -> None:
     assert after["vllm"] == before["vllm"]
     # ...while the new settings say what it can do now.
     assert after["vllm"].capabilities == ALL - {"top_k", "n"}
+
+
+def test_the_documented_example_loads_as_described() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "capabilities.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    loaded = parse_config(example.encode(), Path("/srv/gw/gateway.yaml"), env={"ANTHROPIC_API_KEY": "k"})
+    vllm, claude = loaded.models[0].chain
+    assert "tools" not in loaded.backend("vllm").capabilities_for(vllm.model, dict(vllm.capabilities))  # type: ignore[union-attr]
+    assert "n" not in loaded.backend("claude").capabilities_for(claude.model)  # type: ignore[union-attr]
