@@ -11,6 +11,7 @@ import orjson
 from gateway.admin.access import authenticate_admin, check_origin
 from quart import Blueprint, Response, current_app, request
 
+from gateway.config.capabilities import capability_list
 from gateway.config.issues import ConfigError
 from gateway.config.model import TimeoutTier
 from gateway.config.schema import load_schema
@@ -79,7 +80,13 @@ async def config_status() -> Response:
         "history": [event.as_dict() for event in reversed(live.history)],
         "timeouts": _timeouts(runtime),
         "backends": [
-            {"name": b.name, "type": b.type, "enabled": b.enabled, "disabled_reason": b.disabled_reason}
+            {
+                "name": b.name,
+                "type": b.type,
+                "enabled": b.enabled,
+                "disabled_reason": b.disabled_reason,
+                "capabilities": capability_list(b.capabilities),
+            }
             for b in config.backends
         ],
         "models": [
@@ -87,7 +94,14 @@ async def config_status() -> Response:
                 "name": route.name,
                 "aliases": list(route.config.aliases),
                 "available": route.available,
-                "chain": [{"backend": s.target.backend, "model": s.target.model} for s in route.chain],
+                "chain": [
+                    {
+                        "backend": s.target.backend,
+                        "model": s.target.model,
+                        "capabilities": capability_list(s.capabilities),
+                    }
+                    for s in route.chain
+                ],
             }
             for route in runtime.models
         ],
@@ -105,11 +119,15 @@ async def backends() -> Response:
     for name, backend in runtime.backends.items():
         config = backend.config
         breaker = backend.breaker
+        # This config's settings: a backend carried over by a reload keeps the settings it was built
+        # with, whose capabilities (not compared) may be out of date.
+        settings = runtime.config.backend(name) or config
         item: dict[str, Any] = {
             "name": name,
             "type": config.type,
             "enabled": config.enabled,
             "disabled_reason": config.disabled_reason,
+            "capabilities": capability_list(settings.capabilities),
             "circuit": {
                 "state": breaker.state,
                 "consecutive_failures": breaker.consecutive_failures,

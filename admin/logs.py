@@ -127,7 +127,8 @@ async def stats() -> Response:
 
 #: Attempt outcomes that are not the backend's fault: it answered, refused the client's request, or
 #: was not tried at all.
-_NOT_FAILURES = frozenset({"ok", "client_error", "disabled", "circuit_open"})
+_SKIPS = frozenset({"disabled", "circuit_open", "quota", "incapable"})
+_NOT_FAILURES = frozenset({"ok", "client_error"}) | _SKIPS
 
 
 @blueprint.get("/backends")
@@ -141,7 +142,7 @@ async def backend_outcomes() -> Response:
     counts = await store.backend_outcomes(since)
     backends = {}
     for name, outcomes in sorted(counts.items()):
-        tried = sum(n for outcome, n in outcomes.items() if outcome not in ("disabled", "circuit_open"))
+        tried = sum(n for outcome, n in outcomes.items() if outcome not in _SKIPS)
         failed = sum(n for outcome, n in outcomes.items() if outcome not in _NOT_FAILURES)
         backends[name] = {
             "attempts": tried,

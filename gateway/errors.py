@@ -33,6 +33,7 @@ __all__ = [
     "ServiceUnavailable",
     "StaleConfigVersion",
     "Unauthorized",
+    "UnsupportedCapability",
     "UnsupportedMediaType",
     "UpstreamError",
     "WriteBackDisabled",
@@ -76,6 +77,14 @@ class FieldError(BadRequest):
     def __init__(self, field: str, detail: str, **extensions: Any) -> None:
         super().__init__(f"{field}: {detail}", field=field, **extensions)
         self.field = field
+
+
+class UnsupportedCapability(BadRequest):
+    """No target of the model's chain can serve the request: it needs a capability none has, or a field
+    only a backend speaking the client's protocol takes (docs/capabilities.md). The extensions
+    `capability` or `field` name it, `attempts` holds why each target was skipped."""
+
+    slug, title = "unsupported-capability", "No backend of this model can serve the request"
 
 
 class InvalidRequest(GatewayError):

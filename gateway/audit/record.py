@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.routing.failover import Attempt
 from gateway.routing.trail import RequestTrail
 
 __all__ = [
@@ -104,7 +105,8 @@ class AuditEntry:
     http_status: int
     error_type: str | None = None
     attempts: int
-    #: Each step of the failover chain: {backend, model, outcome, status, duration_ms}.
+    #: Each step of the failover chain: {backend, model, outcome, status, duration_ms}, and `detail`
+    #: for a step skipped as `incapable` (the capability it lacks, the field it cannot take).
     failover_path: list[dict[str, Any]] = field(default_factory=list)
     latency_ms: float
     ttft_ms: float | None = None
@@ -206,18 +208,7 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
         usage = trail.usage
         started = trail.started
         first_byte = trail.first_byte_at
-        path = dumps(
-            [
-                {
-                    "backend": a.backend,
-                    "model": a.model,
-                    "outcome": a.outcome,
-                    "status": a.status,
-                    "duration_ms": round(a.duration_ms, 2),
-                }
-                for a in trail.attempts
-            ]
-        ).decode()
+        path = dumps([_step(a) for a in trail.attempts]).decode()
         rows.append(
             (
                 uid,
@@ -260,3 +251,17 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
             )
         )
     return rows
+
+
+def _step(attempt: Attempt) -> dict[str, Any]:
+    """One step of the failover path as stored."""
+    step: dict[str, Any] = {
+        "backend": attempt.backend,
+        "model": attempt.model,
+        "outcome": attempt.outcome,
+        "status": attempt.status,
+        "duration_ms": round(attempt.duration_ms, 2),
+    }
+    if attempt.outcome == "incapable":
+        step["detail"] = attempt.detail
+    return step

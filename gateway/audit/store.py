@@ -341,7 +341,8 @@ class AuditStore:
         """How each backend's attempts ended in records from `since` on: `{backend: {outcome: n}}`.
 
         Counted over every step of each record's failover path, so a backend that failed and was
-        failed over from counts too (outcomes: `ok`, a failure kind, `disabled`, `circuit_open`).
+        failed over from counts too (outcomes: `ok`, a failure kind, or a skip: `disabled`,
+        `circuit_open`, `quota`, `incapable`).
         """
         if self._dialect == "sqlite":
             steps = (

@@ -39,6 +39,8 @@ class AnthropicBackend(HTTPBackend):
         return headers
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
+        # Routing skips targets lacking the capability (`gateway.routing.capabilities`) before calling
+        # here; these refusals are a safety net for a config that claims what the API cannot do.
         if call.endpoint not in ("chat", "count_tokens"):
             raise UpstreamFailure("unsupported", f"the Anthropic API has no {call.endpoint} endpoint")
         same = call.protocol == "anthropic"

@@ -42,6 +42,7 @@ class OpenAICompatibleBackend(HTTPBackend):
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
         path = _PATHS.get(call.endpoint)
+        # Routing never sends count_tokens here (`gateway.routing.capabilities`); a safety net.
         if path is None:
             raise UpstreamFailure("unsupported", f"the OpenAI API cannot answer {call.endpoint}")
         same = call.protocol == "openai"

@@ -24,6 +24,7 @@ from gateway.protocol.canonical import (
     TokenCount,
     Usage,
 )
+from gateway.protocol.requirements import Requirements, requirements
 
 __all__ = [
     "AttemptLimits",
@@ -68,6 +69,12 @@ class UpstreamCall:
     request_id: str
     #: The public model name the client asked for.
     public_model: str
+    #: The capabilities and native fields the request needs, computed once here; failover skips the
+    #: targets that cannot serve it.
+    needs: Requirements = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.needs = requirements(self.endpoint, self.protocol, self.request)
 
 
 @dataclass(frozen=True, slots=True)

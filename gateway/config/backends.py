@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Self
 
+from gateway.config.capabilities import default_capabilities, resolve_capabilities
 from gateway.config.secret import Secret
 
 __all__ = [
@@ -96,6 +97,12 @@ class BackendSettings:
     #: Not compared: a price or quota change does not rebuild the backend (its pools and weights stay).
     prices: Mapping[str, Price] = field(compare=False)
     limits: BackendLimits = field(compare=False)
+    #: What the backend can do (`gateway.config.capabilities`): its type's defaults with
+    #: `backends.<name>.capabilities` applied. Not compared: a change re-routes, it rebuilds nothing.
+    capabilities: frozenset[str] = field(compare=False)
+    #: `backends.<name>.capabilities` as written (name -> on/off), applied again per chain target on
+    #: top of the defaults for its upstream model.
+    capability_overrides: Mapping[str, bool] = field(compare=False)
 
     @classmethod
     def from_source(cls, source: BackendSource) -> Self:
@@ -107,6 +114,7 @@ class BackendSettings:
         (They name their class in `super(...)`: a slots dataclass is a new class, which the
         zero-argument form would not see.)"""
         raw = source.raw
+        overrides = raw.get("capabilities") or {}
         return {
             "name": source.name,
             "enabled": raw["enabled"],
@@ -116,7 +124,17 @@ class BackendSettings:
             "queue_timeout_seconds": raw["queue_timeout_seconds"],
             "prices": MappingProxyType({m: Price.from_raw(p) for m, p in raw.get("prices", {}).items()}),
             "limits": BackendLimits(**raw.get("limits", {})),
+            "capabilities": resolve_capabilities(default_capabilities(raw["type"]), overrides),
+            "capability_overrides": MappingProxyType(dict(overrides)),
         }
+
+    def capabilities_for(
+        self, upstream_model: str, target: Mapping[str, bool] | None = None
+    ) -> frozenset[str]:
+        """The capabilities of one chain target on this backend: the defaults for `upstream_model`,
+        then this backend's overrides, then the target's own (`models.<m>.chain[i].capabilities`)."""
+        base = default_capabilities(self.type, upstream_model)
+        return resolve_capabilities(resolve_capabilities(base, self.capability_overrides), target)
 
 
 @dataclass(frozen=True, slots=True)

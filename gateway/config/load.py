@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.backends import BackendSettings, BackendSource, backend_settings
+from gateway.config.capabilities import default_capabilities, resolve_capabilities
 from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.literal_secrets import env_name, literal_key_message, literal_secrets, reference_fix
 from gateway.config.model import (
@@ -132,6 +133,21 @@ def _drop_unset_env_issues(issues: list[ConfigIssue], doc: LocatedDocument) -> l
     return [issue for issue in issues if issue.path not in unknown]
 
 
+def _serves_embeddings(data: dict[str, Any], model: str) -> bool:
+    """Whether some target of `model`'s chain has the `embeddings` capability (from the raw document:
+    the type's defaults, the backend's overrides, the target's)."""
+    backends = data["backends"]
+    for target in data["models"][model]["chain"]:
+        backend = backends.get(target["backend"])
+        if backend is None:
+            continue  # told elsewhere
+        base = default_capabilities(backend["type"], target.get("model", model))
+        own = resolve_capabilities(base, backend.get("capabilities"))
+        if "embeddings" in resolve_capabilities(own, target.get("capabilities")):
+            return True
+    return False
+
+
 def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -> list[ConfigIssue]:
     """What the schema cannot express: references between sections, unique names, secrets in the open."""
     issues: list[ConfigIssue] = []
@@ -164,6 +180,13 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
                 ("models", model_name, "cache", "embedding_model"),
                 f"no model named '{embedder}' (models: {known}); the embedding model must be one "
                 "declared in `models` (its name, not an alias)",
+            )
+        elif embedder is not None and not _serves_embeddings(data, embedder):
+            issue(
+                ("models", model_name, "cache", "embedding_model"),
+                f"model '{embedder}' cannot embed: no target of its chain has the capability "
+                "'embeddings' (see docs/capabilities.md; an override `capabilities: {embeddings: true}` "
+                "on its backend or target says it has)",
             )
         for j, public in enumerate([model_name, *model["aliases"]]):
             owner = names_in_use.get(public)
@@ -301,7 +324,14 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
                 name=name,
                 description=raw.get("description", ""),
                 aliases=tuple(raw["aliases"]),
-                chain=tuple(Target(backend=t["backend"], model=t.get("model", name)) for t in raw["chain"]),
+                chain=tuple(
+                    Target(
+                        backend=t["backend"],
+                        model=t.get("model", name),
+                        capabilities=tuple(sorted((t.get("capabilities") or {}).items())),
+                    )
+                    for t in raw["chain"]
+                ),
                 # A bare `off` is YAML's false.
                 cache=ModelCache(**{**raw["cache"], "mode": raw["cache"]["mode"] or "off"}),
             )

@@ -144,6 +144,8 @@ class AuthConfig:
 class Target:
     backend: str
     model: str
+    #: `models.<m>.chain[i].capabilities` as written: name -> on/off over the backend's capabilities.
+    capabilities: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,6 +190,10 @@ def _unknown_key(key: str, known: list[str]) -> str:
 
 
 def _invalid_name(error: ValidationError) -> str:
+    if error.validator == "enum":  # a key from a fixed set (capability names)
+        options = [str(o) for o in error.validator_value]
+        hint = _did_you_mean(str(error.instance), options)
+        return f"unknown name '{error.instance}'" + (hint or f"; allowed here: {', '.join(options)}")
     description = (error.schema.get("description") or "").rstrip(".")
     description = description[:1].lower() + description[1:]
     return f"'{error.instance}' is not a valid name" + (f" ({description})" if description else "")

@@ -318,6 +318,11 @@ def chat_request_to_body(
     same = req.source == "openai"
     body: dict[str, Any] = dict(req.extra) if same and req.extra else {}
     body["model"] = upstream_model
+    if not same and req.extra.get("top_k") is not None:
+        # Anthropic's top_k as vLLM's (and SGLang's) top-level member. Routing sends a request with
+        # top_k only to targets claiming the `top_k` capability, which OpenAI-protocol ones do only
+        # when the config says so: OpenAI itself never gets it.
+        body["top_k"] = req.extra["top_k"]
     messages: list[dict[str, Any]] = []
     if req.system is not None:
         messages.append({"role": "system", "content": req.system})

@@ -6,7 +6,9 @@ lists them; a backend that refuses the gateway's credentials or cannot serve the
 does; a client error (the request itself is wrong) never does. The gateway's own concurrency limit
 does not count for the circuit breaker: a full queue says nothing about the backend's health.
 A backend with a quota (`backends.<name>.limits`) past it is skipped (outcome `quota`) without being
-called, as the provider would only answer 429.
+called, as the provider would only answer 429. A target lacking a capability the request needs, or
+unable to take one of its fields (`gateway.routing.capabilities`), is skipped (outcome `incapable`);
+when no enabled target can serve the request the client gets 400 `unsupported-capability`.
 Once `execute` returns, the first byte can go to the client and there is no more failover.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.backends.concurrency import ConcurrencyLimitReached
@@ -33,11 +36,13 @@ from gateway.errors import (
     GatewayTimeout,
     RateLimited,
     ServiceUnavailable,
+    UnsupportedCapability,
     UpstreamError,
 )
 from gateway.limits import Admission
 from gateway.pricing.cost import TokenPrice
 from gateway.protocol.canonical import Usage
+from gateway.routing.capabilities import Refusal, refusal
 from gateway.routing.table import ModelRoute, RouteTarget
 from gateway.tracing import span
 
@@ -52,11 +57,12 @@ TIMER_SLACK_S = 0.005
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One step of the chain: tried (with its outcome) or skipped (disabled, circuit open, quota)."""
+    """One step of the chain: tried (with its outcome) or skipped (disabled, circuit open, quota,
+    incapable of serving the request)."""
 
     backend: str
     model: str
-    outcome: str  # "ok", a failure kind, "disabled", "circuit_open" or "quota"
+    outcome: str  # "ok", a failure kind, or a skip: "disabled", "circuit_open", "quota", "incapable"
     status: int | None = None
     duration_ms: float = 0.0
     detail: str = ""
@@ -88,7 +94,7 @@ class Attempt:
         return self.outcome not in _SKIPS
 
 
-_SKIPS = frozenset({"disabled", "circuit_open", "quota"})
+_SKIPS = frozenset({"disabled", "circuit_open", "quota", "incapable"})
 
 
 @dataclass(slots=True)
@@ -126,6 +132,8 @@ async def execute(
     if attempts is None:
         attempts = []
     breaker_policy = policy.circuit_breaker
+    needs = call.needs
+    refusals: list[Refusal] = []
     tried = 0
     for step in route.chain:
         backend = step.backend
@@ -133,6 +141,12 @@ async def execute(
             attempts.append(
                 Attempt(backend.name, step.target.model, "disabled", detail=step.config.disabled_reason)
             )
+            continue
+        refused = refusal(needs, step)
+        if refused is not None:
+            # Before any request, and not the backend's fault: no attempt counted, the breaker untouched.
+            refusals.append(refused)
+            attempts.append(Attempt(backend.name, step.target.model, "incapable", detail=refused.detail))
             continue
         if policy.max_attempts and tried >= policy.max_attempts:
             break
@@ -206,12 +220,12 @@ async def execute(
                 raise _client_error(failure) from None
             if failure.kind in ALWAYS_NEXT or failure.kind in policy.retry_on:
                 continue
-            raise _final_error(route, attempts, tier, deadline, last=failure) from None
+            raise _final_error(route, attempts, tier, deadline, last=failure, refusals=refusals) from None
         breaker.record_success()
         elapsed = (time.monotonic() - started) * 1000
         attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed))
         return Served(result, step, attempts, charge)
-    raise _final_error(route, attempts, tier, deadline, last=None)
+    raise _final_error(route, attempts, tier, deadline, last=None, refusals=refusals)
 
 
 def _quota_skip(step: RouteTarget, limit: str | None, wait: float) -> Attempt:
@@ -249,6 +263,7 @@ def _final_error(
     tier: TimeoutTier,
     deadline: float,
     last: UpstreamFailure | None,
+    refusals: Sequence[Refusal] = (),
 ) -> GatewayError:
     summary = "; ".join(
         f"{a.backend}: {a.detail or a.outcome}" + (f" (HTTP {a.status})" if a.status else "")
@@ -262,6 +277,8 @@ def _final_error(
         error: GatewayError = deadline_exceeded(tier)
         error.extensions["attempts"] = path
         return error
+    if refusals and not tried and all(a.outcome in ("incapable", "disabled") for a in attempts):
+        return _incapable_error(route, attempts, path, refusals)
     unable = [a for a in attempts if a.outcome == "unsupported" and a.status is None]
     if unable and not tried and not any(a.outcome == "circuit_open" for a in attempts):
         # Not a failure of anything: no enabled backend of this model can do what was asked.
@@ -298,6 +315,33 @@ def _final_error(
             attempts=path,
         )
     return UpstreamError(f"every backend for model '{route.name}' failed: {summary}", attempts=path)
+
+
+def _incapable_error(
+    route: ModelRoute, attempts: list[Attempt], path: list[dict[str, object]], refusals: Sequence[Refusal]
+) -> UnsupportedCapability:
+    """No enabled target can serve the request: a 400 naming what it needs (the first target's refusal
+    names it in the extensions; each target's own reason follows in the detail)."""
+    first = refusals[0]
+    alike = all(r.capability == first.capability and r.field == first.field for r in refusals)
+    named: dict[str, str] = {}
+    if first.capability is not None:
+        named["capability"] = first.capability
+    elif first.field is not None:
+        named["field"] = first.field
+    if alike and first.capability is not None:
+        need = f"it needs capability '{first.capability}', which none of its backends has"
+    elif alike and first.field is not None:
+        need = f"it carries '{first.field}', which none of its backends can take"
+    else:
+        need = "none of its backends has everything it needs"
+    reasons = "; ".join(
+        f"{a.backend}: {a.detail}" if a.outcome == "incapable" else f"{a.backend}: disabled ({a.detail})"
+        for a in attempts
+    )
+    return UnsupportedCapability(
+        f"model '{route.name}' cannot serve this request: {need} ({reasons})", attempts=path, **named
+    )
 
 
 def _seconds(retry_after: str) -> float:

@@ -35,6 +35,14 @@ class RouteTarget:
     price: TokenPrice | None = None
     #: The backend's quota (`backends.<name>.limits` of this config), or None.
     quota: BackendQuota | None = None
+    #: What this target can do (`gateway.config.capabilities`): its backend type's defaults for the
+    #: upstream model, with the backend's and the target's overrides applied, resolved at compile time.
+    capabilities: frozenset[str] = frozenset()
+
+    @property
+    def speaks(self) -> str | None:
+        """The wire protocol of the backend (`openai`, `anthropic`), or None for a local model."""
+        return getattr(self.backend, "protocol", None) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,10 @@ class RequestTrail:
                 cost = (cost or 0) + attempt.price.picodollars(attempt.usage)
         self.cost_usd = None if cost is None else cost / PICODOLLARS_PER_USD
 
+    def skipped_as_incapable(self) -> list[str]:
+        """Why targets were skipped as unable to serve the request ("local: lacks capability 'images'")."""
+        return [f"{a.backend}: {a.detail}" for a in self.attempts if a.outcome == "incapable"]
+
     def tried(self) -> int:
         """How many backends were actually asked (skipped steps of the chain do not count)."""
         return sum(1 for a in self.attempts if a.tried)

@@ -18,7 +18,7 @@ from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.cache import CacheStats, ResponseCache, build_cache_store
 from gateway.config.backends import BackendSettings
-from gateway.config.model import Config
+from gateway.config.model import Config, Target
 from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
 from gateway.pricing import TokenPrice, resolve_price
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
@@ -82,6 +82,7 @@ def compile_runtime(
                 # with, and a price change does not rebuild a backend.
                 price=_price(config.backends, t.backend, t.model, prices),
                 quota=quotas.get(t.backend),
+                capabilities=_capabilities(config, t),
             )
             for t in model.chain
         )
@@ -103,6 +104,14 @@ def compile_runtime(
         cache=ResponseCache(config.cache, cache_store, cache_stats, index=cache_index),
     )
     return runtime, created
+
+
+def _capabilities(config: Config, target: Target) -> frozenset[str]:
+    """What a chain target can do, from this config's settings (a reused backend object keeps the
+    settings it was built with, and a capability change does not rebuild a backend)."""
+    settings = config.backend(target.backend)
+    assert settings is not None  # the loader checked every chain's backend names
+    return settings.capabilities_for(target.model, dict(target.capabilities))
 
 
 def _price(

@@ -40,6 +40,7 @@ from gateway.cache import (
     StreamAssembler,
     storable,
 )
+from gateway.config.capabilities import capability_list
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -236,8 +237,17 @@ class ModelAPI:
     async def _models(self, request: ModelRequest, runtime: Runtime) -> None:
         principal = authenticate_client(runtime.keys, request)
         created = int(runtime.loaded_at.timestamp())
+        # `capabilities` (not OpenAI's): what the model's enabled targets can do between them.
         data = [
-            {"id": public, "object": "model", "created": created, "owned_by": "gateway"}
+            {
+                "id": public,
+                "object": "model",
+                "created": created,
+                "owned_by": "gateway",
+                "capabilities": capability_list(
+                    frozenset().union(*(s.capabilities for s in route.chain if s.config.enabled))
+                ),
+            }
             for route in runtime.models
             if route.available
             for public in (route.name, *route.config.aliases)

@@ -103,7 +103,7 @@ class GatewayMetrics:
             "gateway_backend_attempts",
             "Steps of failover chains, by backend and outcome: ok, a failure kind (http_5xx, timeout, "
             "connect_error, http_429, overloaded, auth, unsupported, client_error), or a skip "
-            "(circuit_open, disabled, quota).",
+            "(circuit_open, disabled, quota, incapable).",
             ["backend", "outcome"],
             registry=registry,
         )

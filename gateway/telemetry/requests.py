@@ -114,6 +114,9 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
         "client": trail.client_key,
         "config_version": trail.config_version,
     }
+    incapable = trail.skipped_as_incapable()
+    if incapable:
+        attributes["skipped_incapable"] = incapable
     if trail.first_byte_at is not None:
         attributes["ttft_ms"] = round((trail.first_byte_at - trail.started) * 1000, 3)
     usage = trail.usage
@@ -161,6 +164,9 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
         "client_address": trail.client_address,
         "config_version": trail.config_version,
     }
+    incapable = trail.skipped_as_incapable()
+    if incapable:  # targets that could not serve the request (a capability, a field)
+        fields["skipped_incapable"] = incapable
     if trail.cache_similarity is not None:  # a semantic hit
         fields["cache_similarity"] = round(trail.cache_similarity, 4)
     writer = json_line_writer(access_log)

@@ -45,6 +45,30 @@ def test_a_spill_line_from_before_the_cache_counts_reads_them_as_null() -> None:
     assert entry.prompt_tokens == 10
 
 
+def test_an_incapable_skip_keeps_its_reason_in_the_failover_path() -> None:
+    trail = make_trail(
+        1,
+        attempts=[
+            Attempt("claude", "sonnet", "incapable", detail="lacks capability 'n'"),
+            Attempt("local", "tiny", "ok", 200, 9.5),
+        ],
+    )
+    (row,) = rows_from_trails([(trail, trail.started + 0.1)])
+    entry = AuditEntry.from_row(row)
+    assert entry.failover_path == [
+        {
+            "backend": "claude",
+            "model": "sonnet",
+            "outcome": "incapable",
+            "status": None,
+            "duration_ms": 0.0,
+            "detail": "lacks capability 'n'",
+        },
+        {"backend": "local", "model": "tiny", "outcome": "ok", "status": 200, "duration_ms": 9.5},
+    ]
+    assert entry.attempts == 1  # a skip is no attempt
+
+
 def test_rows_from_trails_hold_what_each_request_did() -> None:
     failed_over = make_trail(
         1,

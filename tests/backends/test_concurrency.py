@@ -84,6 +84,8 @@ def test_no_limit_is_no_object() -> None:
             queue_timeout_seconds=0,
             prices={},
             limits=BackendLimits(),
+            capabilities=frozenset(),
+            capability_overrides={},
             base_url="http://127.0.0.1:1",
             api_key=Secret(""),
             headers=(),

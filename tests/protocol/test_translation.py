@@ -208,7 +208,12 @@ def test_anthropic_request_round_trips_through_openai() -> None:
     ]
     assert openai_body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert openai_body["stop"] == ["\n\nHuman:"] and openai_body["max_tokens"] == 512
-    assert "top_k" not in openai_body  # Anthropic-only extras never reach an OpenAI backend
+    # Top_k as vLLM takes it: routing sends it only to targets claiming the `top_k` capability (OpenAI
+    # backends do not, unless the config says so); no other Anthropic-only extra reaches them.
+    assert openai_body["top_k"] == 5
+    unknown = parse_messages_request(copy.deepcopy(dict(ANTHROPIC_REQUEST, speed="fast")))
+    assert "speed" not in chat_request_to_body(unknown, "gpt-4o")
+    del openai_body["top_k"]
     back = messages_request_to_body(parse_chat_request(openai_body), "claude")
     assert back == ANTHROPIC_REQUEST
 

@@ -71,7 +71,15 @@ class HeldBackend:
 def route(config: Config) -> tuple[ModelRoute, dict[str, HeldBackend]]:
     backends = {b.name: HeldBackend(b) for b in config.backends}
     model = config.models[0]
-    chain = tuple(RouteTarget(t, backends[t.backend], backends[t.backend].config) for t in model.chain)  # type: ignore[arg-type]
+    chain = tuple(
+        RouteTarget(
+            t,
+            backends[t.backend],  # type: ignore[arg-type]
+            backends[t.backend].config,
+            capabilities=backends[t.backend].config.capabilities_for(t.model),
+        )
+        for t in model.chain
+    )
     return ModelRoute(model.name, model, chain), backends
 
 

@@ -490,7 +490,8 @@ class LogsView {
 /** A failover step's badge: answered, skipped (not tried), or failed. */
 function outcomeClass(outcome) {
   if (outcome === "ok") return "ok";
-  return outcome === "disabled" || outcome === "circuit_open" ? "" : "error";
+  const skipped = ["disabled", "circuit_open", "quota", "incapable"];
+  return skipped.includes(outcome) ? "" : "error";
 }
 
 function isNewer(record, than) {

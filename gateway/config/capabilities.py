@@ -1,0 +1,90 @@
+"""Capabilities: what a backend can do beyond plain chat, by name, with each backend type's defaults.
+
+A request that needs a capability (tools, images, `n` > 1, ...) is routed only to chain targets that
+have it (`gateway.routing.capabilities`); the others are skipped, never sent a request they would
+drop part of. Here is the data: the names, the defaults per backend `type`, and how overrides
+(`backends.<name>.capabilities`, `models.<m>.chain[i].capabilities`) resolve. Plain data, no imports
+above `gateway.config`, so the loader checks configs with it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+__all__ = [
+    "CAPABILITIES",
+    "DEFAULTS_BY_TYPE",
+    "EXTRA_FIELDS_BY_TYPE",
+    "capability_list",
+    "default_capabilities",
+    "resolve_capabilities",
+]
+
+#: Every capability name, in documentation order (the schema's enum lists the same).
+CAPABILITIES: tuple[str, ...] = (
+    "chat",
+    "completions",
+    "embeddings",
+    "tools",
+    "images",
+    "json_object",
+    "json_schema",
+    "n",
+    "logprobs",
+    "logit_bias",
+    "penalties",
+    "top_k",
+)
+
+_ALL = frozenset(CAPABILITIES)
+
+#: What each backend type can do when the config says nothing. A capability is claimed only where the
+#: type's whole code path honours it: OpenAI-protocol backends take OpenAI fields as sent (pass-through)
+#: but have no `top_k` (OpenAI has none; a server that takes it, like vLLM, is given it by an override,
+#: and the Anthropic -> OpenAI translation then carries it); the Anthropic translation
+#: carries no `response_format`, `n`, `logprobs`, `logit_bias` or penalties, and the Anthropic API has no
+#: completions or embeddings; local models read no images and report no logprobs.
+DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "openai": _ALL - {"top_k"},
+        "openai_compatible": _ALL - {"top_k"},
+        "anthropic": frozenset({"chat", "tools", "images", "top_k"}),
+        "mlx": _ALL - {"images", "logprobs"},
+    }
+)
+
+#: Request fields outside the canonical form that a backend type honours although it does not speak the
+#: client's protocol: vLLM's `ignore_eos`, which local models take (benchmarks use it).
+EXTRA_FIELDS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType({"mlx": frozenset({"ignore_eos"})})
+
+#: Upstream models of `openai` backends whose names say what they serve (OpenAI's embedding models
+#: answer nothing else), by name prefix.
+_OPENAI_MODEL_DEFAULTS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("text-embedding-", frozenset({"embeddings"})),
+)
+
+
+def default_capabilities(backend_type: str, upstream_model: str | None = None) -> frozenset[str]:
+    """The built-in capabilities of a backend type, narrowed for an `openai` upstream model whose name
+    says it serves one thing (`text-embedding-*`: embeddings only)."""
+    base = DEFAULTS_BY_TYPE.get(backend_type, frozenset())
+    if backend_type == "openai" and upstream_model is not None:
+        for prefix, only in _OPENAI_MODEL_DEFAULTS:
+            if upstream_model.startswith(prefix):
+                return base & only
+    return base
+
+
+def resolve_capabilities(base: frozenset[str], overrides: Mapping[str, bool] | None) -> frozenset[str]:
+    """`base` with each named capability switched on (true) or off (false) as `overrides` says."""
+    if not overrides:
+        return base
+    on = {name for name, value in overrides.items() if value}
+    off = {name for name, value in overrides.items() if not value}
+    return frozenset((base | on) - off)
+
+
+def capability_list(capabilities: frozenset[str]) -> list[str]:
+    """`capabilities` in documentation order, for JSON answers."""
+    return [name for name in CAPABILITIES if name in capabilities]
