@@ -15,8 +15,11 @@ from typing import Any
 from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimit
+from gateway.backends.mlx.choices import ChoiceQueue, Choices
 from gateway.backends.mlx.embeddings import EmbeddingFailed, EmbeddingJob, InputRejected
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
+from gateway.backends.mlx.grammar import GrammarProcessor, grammar_tokenizer, response_format_grammar
+from gateway.backends.mlx.sampling import SamplingFields, sampling_fields, vocab_size
 from gateway.backends.upstream import AttemptLimits, EventStream, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import MLXSettings
 from gateway.protocol.canonical import (
@@ -125,16 +128,12 @@ class LocalModelBackend:
         if call.endpoint == "count_tokens":
             return TokenCount(len(prompt))
         assert isinstance(request, ChatRequest | CompletionRequest)
-        job = Job(
-            prompt=prompt,
-            max_tokens=request.max_tokens or self.config.default_max_tokens,
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            seed=request.seed,
-            stop=request.stop,
-            loop=asyncio.get_running_loop(),
-            ignore_eos=request.extra.get("ignore_eos") is True,
-        )
+        n, fields, grammar = await self._decoding(engine, request)
+        if n > 1:
+            shared: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
+            jobs = [self._job(request, prompt, fields, grammar, i, ChoiceQueue(shared, i)) for i in range(n)]
+            return await self._send_choices(Choices(engine, jobs, shared), call.stream, model, limits)
+        job = self._job(request, prompt, fields, grammar, 0)
         try:
             engine.submit(job)
         except EngineOverloaded as error:
@@ -147,6 +146,84 @@ class LocalModelBackend:
         if call.stream:
             return self._stream(engine, job, first, model)
         return await self._reply(engine, job, first, model)
+
+    async def _decoding(
+        self, engine: Engine, request: ChatRequest | CompletionRequest
+    ) -> tuple[int, SamplingFields, tuple[Any, str] | None]:
+        """The request's choice count, sampling fields and grammar (llguidance's tokenizer and the
+        compiled `response_format`), all checked before anything is queued: a value the model cannot
+        honour is the client's error."""
+        extra = request.extra
+        if not extra:
+            return 1, SamplingFields(), None
+        openai = isinstance(request, CompletionRequest) or request.source == "openai"
+        n = extra.get("n") if openai else None
+        if n is None:
+            n = 1
+        elif type(n) is not int or not 1 <= n <= 128:
+            raise UpstreamFailure("client_error", "n: must be an integer from 1 to 128", param="n")
+        # Anthropic clients' top_k is the only sampling member of theirs a local model reads.
+        fields = sampling_fields(extra if openai else {"top_k": extra.get("top_k")}, vocab_size(engine))
+        response_format = extra.get("response_format") if openai else None
+        if response_format is None or isinstance(request, CompletionRequest):
+            return n, fields, None
+        # Compiling a schema and (once per model) building llguidance's tokenizer block: not on the loop.
+        grammar = await asyncio.to_thread(response_format_grammar, response_format)
+        if grammar is None:
+            return n, fields, None
+        return n, fields, (await asyncio.to_thread(grammar_tokenizer, engine), grammar)
+
+    def _job(
+        self,
+        request: ChatRequest | CompletionRequest,
+        prompt: list[int],
+        fields: SamplingFields,
+        grammar: tuple[Any, str] | None,
+        index: int,
+        events: asyncio.Queue[JobEvent] | None = None,
+    ) -> Job:
+        """Choice `index`'s job: its own processors, and seed + index when seeded."""
+        processors = fields.processors()
+        if grammar is not None:
+            processors.append(GrammarProcessor(*grammar))
+        job = Job(
+            prompt=prompt,
+            max_tokens=request.max_tokens or self.config.default_max_tokens,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=None if request.seed is None else request.seed + index,
+            stop=request.stop,
+            loop=asyncio.get_running_loop(),
+            ignore_eos=request.extra.get("ignore_eos") is True,
+            processors=processors,
+            top_k=fields.top_k,
+        )
+        if events is not None:
+            job.events = events
+        return job
+
+    async def _send_choices(
+        self, choices: Choices, stream: bool, model: str, limits: AttemptLimits
+    ) -> Reply | Stream:
+        """`n` > 1: n jobs in the same batch, answered together (see `choices.py`)."""
+        engine = choices.engine
+        submitted = 0
+        try:
+            for job in choices.jobs:
+                engine.submit(job)
+                submitted += 1
+        except EngineOverloaded as error:
+            for job in choices.jobs[:submitted]:
+                engine.cancel(job)
+            raise UpstreamFailure("overloaded", f"local model busy: {error}", retry_after="1") from None
+        try:
+            first = await choices.first(limits)
+        except BaseException:
+            choices.cancel()
+            raise
+        if stream:
+            return choices.stream(first, model)
+        return await choices.reply(first, model)
 
     async def _embed(
         self, engine: Engine, request: EmbeddingRequest, limits: AttemptLimits
