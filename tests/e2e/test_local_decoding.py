@@ -167,9 +167,7 @@ def test_n_streams_every_choice_with_its_index(gateway) -> None:
     client = oai(gateway)
     args = {"model": "tiny", "messages": MESSAGES, "max_tokens": 12, "temperature": 1.0, "seed": 5, "n": 3}
     whole = client.chat.completions.create(**args)
-    chunks = list(
-        client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True})
-    )
+    chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
     texts = ["", "", ""]
     finishes: dict[int, str] = {}
     for chunk in chunks:
@@ -260,4 +258,3 @@ def test_penalties_make_a_repeated_token_rarer(gateway, tokenizer, penalty: str)
     penalised = client.chat.completions.create(**args, extra_body={penalty: 2.0}).choices[0].message.content
     again = tokenizer.encode(penalised, add_special_tokens=False)
     assert again.count(repeated) < ids.count(repeated)
-
