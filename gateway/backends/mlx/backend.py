@@ -128,12 +128,13 @@ class LocalModelBackend:
         if call.endpoint == "count_tokens":
             return TokenCount(len(prompt))
         assert isinstance(request, ChatRequest | CompletionRequest)
-        n, fields, grammar = await self._decoding(engine, request)
+        n, fields, grammars = await self._decoding(engine, request)
         if n > 1:
             shared: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
-            jobs = [self._job(request, prompt, fields, grammar, i, ChoiceQueue(shared, i)) for i in range(n)]
+            each = grammars or [None] * n
+            jobs = [self._job(request, prompt, fields, each[i], i, ChoiceQueue(shared, i)) for i in range(n)]
             return await self._send_choices(Choices(engine, jobs, shared), call.stream, model, limits)
-        job = self._job(request, prompt, fields, grammar, 0)
+        job = self._job(request, prompt, fields, grammars[0] if grammars else None, 0)
         try:
             engine.submit(job)
         except EngineOverloaded as error:
@@ -149,13 +150,13 @@ class LocalModelBackend:
 
     async def _decoding(
         self, engine: Engine, request: ChatRequest | CompletionRequest
-    ) -> tuple[int, SamplingFields, tuple[Any, str] | None]:
-        """The request's choice count, sampling fields and grammar (llguidance's tokenizer and the
-        compiled `response_format`), all checked before anything is queued: a value the model cannot
-        honour is the client's error."""
+    ) -> tuple[int, SamplingFields, list[GrammarProcessor]]:
+        """The request's choice count, sampling fields and a grammar processor per choice (none without
+        a `response_format`), all checked before anything is queued: a value the model cannot honour
+        is the client's error."""
         extra = request.extra
         if not extra:
-            return 1, SamplingFields(), None
+            return 1, SamplingFields(), []
         openai = isinstance(request, CompletionRequest) or request.source == "openai"
         n = extra.get("n") if openai else None
         if n is None:
@@ -166,26 +167,24 @@ class LocalModelBackend:
         fields = sampling_fields(extra if openai else {"top_k": extra.get("top_k")}, vocab_size(engine))
         response_format = extra.get("response_format") if openai else None
         if response_format is None or isinstance(request, CompletionRequest):
-            return n, fields, None
-        # Compiling a schema and (once per model) building llguidance's tokenizer block: not on the loop.
-        grammar = await asyncio.to_thread(response_format_grammar, response_format)
-        if grammar is None:
-            return n, fields, None
-        return n, fields, (await asyncio.to_thread(grammar_tokenizer, engine), grammar)
+            return n, fields, []
+        # Compiling a schema, building llguidance's tokenizer (once per model) and a matcher per choice
+        # (~1 ms each for a schema of 30 members) block: not on the loop.
+        return n, fields, await asyncio.to_thread(_grammar_processors, engine, response_format, n)
 
     def _job(
         self,
         request: ChatRequest | CompletionRequest,
         prompt: list[int],
         fields: SamplingFields,
-        grammar: tuple[Any, str] | None,
+        grammar: GrammarProcessor | None,
         index: int,
         events: asyncio.Queue[JobEvent] | None = None,
     ) -> Job:
         """Choice `index`'s job: its own processors, and seed + index when seeded."""
         processors = fields.processors()
         if grammar is not None:
-            processors.append(GrammarProcessor(*grammar))
+            processors.append(grammar)
         job = Job(
             prompt=prompt,
             max_tokens=request.max_tokens or self.config.default_max_tokens,
@@ -348,3 +347,12 @@ class LocalModelBackend:
 
     def __repr__(self) -> str:
         return f"<LocalModelBackend {self.config.name} {self.config.path or self.config.hf_repo}>"
+
+
+def _grammar_processors(engine: Engine, response_format: Any, n: int) -> list[GrammarProcessor]:
+    """One grammar processor per choice for `response_format` (none for plain text). Blocking."""
+    grammar = response_format_grammar(response_format)
+    if grammar is None:
+        return []
+    tokenizer = grammar_tokenizer(engine)
+    return [GrammarProcessor(tokenizer, grammar) for _ in range(n)]
