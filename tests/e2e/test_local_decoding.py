@@ -41,6 +41,7 @@ backends:
   local: {{type: mlx, path: "{tiny_model}", max_batch_size: 16, max_queue: 256}}
 models:
   tiny: {{chain: [{{backend: local}}]}}
+  tiny-cached: {{chain: [{{backend: local}}], cache: {{mode: exact}}}}
 timeouts:
   chat: {{total: 300, first_byte: 120}}
 """
@@ -179,6 +180,21 @@ def test_n_streams_every_choice_with_its_index(gateway) -> None:
     assert texts == [c.message.content for c in whole.choices]
     assert finishes == {c.index: c.finish_reason for c in whole.choices}
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_the_response_cache_serves_one_choice_and_passes_several_through(gateway) -> None:
+    client = oai(gateway)
+    args = {"model": "tiny-cached", "messages": MESSAGES, "max_tokens": 8, "seed": 4, "temperature": 1.0}
+    # One choice: stored, then served with the same content.
+    first = client.chat.completions.with_raw_response.create(**args, response_format=SHIP_FORMAT)
+    again = client.chat.completions.with_raw_response.create(**args, response_format=SHIP_FORMAT)
+    assert again.headers["x-gateway-cache"] == "hit"
+    assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
+    # Several: one stored answer cannot hold them, so each request reaches the model.
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(**args, n=2)
+        assert raw.headers["x-gateway-cache"] == "off"
+        assert [c.index for c in raw.parse().choices] == [0, 1]
 
 
 def test_n_on_legacy_completions(gateway) -> None:
