@@ -121,27 +121,22 @@ class LogitBias:
 
 
 class Penalties:
-    """OpenAI's presence and frequency penalties over the tokens this sequence generated."""
+    """OpenAI's presence and frequency penalties over the tokens this sequence generated. The counts
+    stay an mlx array updated lazily (no sync with the device, no Python loop over the vocabulary)."""
 
-    __slots__ = ("_counts", "_first", "frequency", "presence")
+    __slots__ = ("_counts", "frequency", "presence")
 
     def __init__(self, presence: float, frequency: float) -> None:
         self.presence = presence
         self.frequency = frequency
-        self._counts: dict[int, int] = {}
-        self._first = True
+        self._counts: Any = None
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import mlx.core as mx
 
-        if self._first:  # tokens[-1] is the prompt's last token
-            self._first = False
-        else:
-            token = int(tokens[-1].item())
-            self._counts[token] = self._counts.get(token, 0) + 1
-        if not self._counts:
+        if self._counts is None:  # first step: tokens[-1] is the prompt's last token
+            self._counts = mx.zeros((logits.shape[-1],), dtype=mx.float32)
             return logits
-        ids = mx.array(list(self._counts), dtype=mx.int32)
-        counts = mx.array(list(self._counts.values()), dtype=mx.float32)
-        penalty = counts * self.frequency + self.presence
-        return logits.at[:, ids].subtract(penalty.astype(logits.dtype))
+        self._counts = self._counts.at[tokens[-1:]].add(1.0)
+        penalty = self._counts * self.frequency + (self._counts > 0) * self.presence
+        return logits - penalty.astype(logits.dtype)
