@@ -97,6 +97,7 @@ def test_json_object_output_parses_as_an_object(gateway) -> None:
         n=4,
         max_tokens=2000,
     )
+    assert any(choice.finish_reason == "stop" for choice in reply.choices)
     for choice in reply.choices:
         if choice.finish_reason == "stop":
             assert isinstance(json.loads(choice.message.content), dict)
