@@ -7,6 +7,8 @@ re-exports the canonical types and the SSE parser.
 from gateway.protocol.canonical import (
     ChatRequest,
     ChatResponse,
+    Choice,
+    ChoiceEnd,
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -40,6 +42,8 @@ from gateway.protocol.sse import iter_sse_events
 __all__ = [
     "ChatRequest",
     "ChatResponse",
+    "Choice",
+    "ChoiceEnd",
     "CompletionRequest",
     "EmbeddingRequest",
     "EmbeddingResponse",

@@ -14,6 +14,10 @@ Design notes:
   `ToolCallStart` i); `UsageEvent`s anywhere after the start, each carrying cumulative totals (the last one
   wins); and last either `StreamEnd` or `StreamError`. Decoders hold `StreamEnd` back until the upstream
   is complete, so every usage report precedes it.
+* Several choices (OpenAI `n` > 1): a `ChatResponse` holds the first choice in its own fields and the
+  others in `extra_choices`; in a stream, `TextDelta.choice` says which choice a delta belongs to, each
+  choice's end is a `ChoiceEnd`, and the final `StreamEnd` repeats choice 0's finish reason. Only OpenAI
+  clients can ask for several choices; other encoders never see `choice` > 0.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from gateway.errors import UpstreamError
 __all__ = [
     "ChatRequest",
     "ChatResponse",
+    "Choice",
+    "ChoiceEnd",
     "CompletionRequest",
     "EmbeddingRequest",
     "EmbeddingResponse",
@@ -250,18 +256,35 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    """One of several answers to the same request (OpenAI `n`)."""
+
+    content: tuple[Part, ...]
+    finish_reason: FinishReason | None
+    stop_sequence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatResponse:
     id: str
     model: str
     content: tuple[Part, ...]
     finish_reason: FinishReason | None
+    #: For all the choices together: the prompt counted once, the completions summed (as OpenAI's).
     usage: Usage | None = None
     #: The stop sequence that ended generation, when the backend reports it.
     stop_sequence: str | None = None
+    #: Choices 1, 2, ... when the client asked for several (OpenAI `n`); the fields above are choice 0.
+    extra_choices: tuple[Choice, ...] = ()
 
     @property
     def text(self) -> str:
         return join_text(self.content)
+
+    @property
+    def choices(self) -> tuple[Choice, ...]:
+        """Every choice, choice 0 first."""
+        return (Choice(self.content, self.finish_reason, self.stop_sequence), *self.extra_choices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +326,8 @@ class StreamStart:
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    #: Which choice the text belongs to (OpenAI `n` > 1); 0 otherwise.
+    choice: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +357,16 @@ class StreamEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class ChoiceEnd:
+    """One choice of several (OpenAI `n` > 1) is complete; the others may go on. The stream still ends
+    with a `StreamEnd`."""
+
+    choice: int
+    finish_reason: FinishReason
+    stop_sequence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamError:
     """The backend reported an error mid-stream; `type` is the backend's error type name."""
 
@@ -340,5 +375,5 @@ class StreamError:
 
 
 StreamEvent: TypeAlias = (
-    StreamStart | TextDelta | ToolCallStart | ToolCallDelta | UsageEvent | StreamEnd | StreamError
+    StreamStart | TextDelta | ToolCallStart | ToolCallDelta | UsageEvent | ChoiceEnd | StreamEnd | StreamError
 )

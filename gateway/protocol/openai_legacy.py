@@ -30,6 +30,7 @@ from gateway.protocol._fields import (
 from gateway.protocol._maps import finish_to_openai, new_id
 from gateway.protocol.canonical import (
     ChatResponse,
+    ChoiceEnd,
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -40,6 +41,7 @@ from gateway.protocol.canonical import (
     TextDelta,
     Usage,
     UsageEvent,
+    join_text,
 )
 from gateway.protocol.openai_stream import stream_error_event
 from gateway.protocol.usage import embedding_usage_to_openai, usage_to_openai
@@ -233,7 +235,8 @@ def embedding_request_to_body(req: EmbeddingRequest, upstream_model: str) -> dic
 
 
 def encode_completion_response(resp: ChatResponse, model: str) -> dict[str, Any]:
-    """A `text_completion` object for an OpenAI client; `model` is the name to report."""
+    """A `text_completion` object for an OpenAI client; `model` is the name to report. Several
+    choices (`n`) are written with their indexes 0, 1, ..."""
     body: dict[str, Any] = {
         "id": resp.id or new_id("cmpl-"),
         "object": "text_completion",
@@ -241,11 +244,12 @@ def encode_completion_response(resp: ChatResponse, model: str) -> dict[str, Any]
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "text": resp.text,
+                "index": index,
+                "text": join_text(choice.content),
                 "logprobs": None,
-                "finish_reason": finish_to_openai(resp.finish_reason),
+                "finish_reason": finish_to_openai(choice.finish_reason),
             }
+            for index, choice in enumerate(resp.choices)
         ],
     }
     if resp.usage is not None:
@@ -275,7 +279,7 @@ class CompletionStreamEncoder:
     """Canonical stream events → `text_completion` SSE chunks, ending with `data: [DONE]` (or, after a
     `StreamError` or `error()`, with an error chunk and no `[DONE]`)."""
 
-    __slots__ = ("closed", "created", "id", "include_usage", "model", "usage")
+    __slots__ = ("closed", "created", "ended_first", "id", "include_usage", "model", "usage")
 
     def __init__(self, model: str, *, include_usage: bool = False) -> None:
         self.model = model
@@ -284,8 +288,10 @@ class CompletionStreamEncoder:
         self.created = int(time.time())
         self.usage: Usage | None = None
         self.closed = False
+        #: Whether choice 0's finish chunk went out with its `ChoiceEnd` (OpenAI `n`).
+        self.ended_first = False
 
-    def _chunk(self, text: str, finish_reason: str | None) -> bytes:
+    def _chunk(self, text: str, finish_reason: str | None, index: int = 0) -> bytes:
         if not self.id:
             self.id = new_id("cmpl-")
         chunk = {
@@ -293,7 +299,7 @@ class CompletionStreamEncoder:
             "object": "text_completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}],
         }
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
@@ -302,7 +308,10 @@ class CompletionStreamEncoder:
             return b""
         kind = type(event)
         if kind is TextDelta:
-            return self._chunk(event.text, None) if event.text else b""
+            return self._chunk(event.text, None, event.choice) if event.text else b""
+        if kind is ChoiceEnd:
+            self.ended_first = self.ended_first or event.choice == 0
+            return self._chunk("", finish_to_openai(event.finish_reason), event.choice)
         if kind is StreamStart:
             self.id = event.id.replace("chatcmpl-", "cmpl-")
             return b""
@@ -311,7 +320,7 @@ class CompletionStreamEncoder:
             return b""
         if kind is StreamEnd:
             self.closed = True
-            out = self._chunk("", finish_to_openai(event.finish_reason))
+            out = b"" if self.ended_first else self._chunk("", finish_to_openai(event.finish_reason))
             if self.include_usage and self.usage is not None:
                 usage_chunk = {
                     "id": self.id,

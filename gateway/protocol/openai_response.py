@@ -61,11 +61,10 @@ def parse_chat_response(body: Any) -> ChatResponse:
         ) from e
 
 
-def encode_chat_response(resp: ChatResponse, model: str) -> dict[str, Any]:
-    """The `chat.completion` body for an OpenAI client; `model` is the name the client asked for."""
+def _encode_choice(index: int, content: tuple[Part, ...], finish_reason: Any) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for part in resp.content:
+    for part in content:
         if type(part) is TextPart:
             texts.append(part.text)
         elif type(part) is ToolCallPart:
@@ -77,19 +76,26 @@ def encode_chat_response(resp: ChatResponse, model: str) -> dict[str, Any]:
     }
     if calls:
         message["tool_calls"] = calls
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish_to_openai(finish_reason),
+    }
+
+
+def encode_chat_response(resp: ChatResponse, model: str) -> dict[str, Any]:
+    """The `chat.completion` body for an OpenAI client; `model` is the name the client asked for.
+    Several choices (`n`) are written with their indexes 0, 1, ...; the usage covers them all."""
+    choices = [_encode_choice(0, resp.content, resp.finish_reason)]
+    for index, choice in enumerate(resp.extra_choices, 1):
+        choices.append(_encode_choice(index, choice.content, choice.finish_reason))
     body: dict[str, Any] = {
         "id": resp.id or new_id("chatcmpl-"),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_to_openai(resp.finish_reason),
-            }
-        ],
+        "choices": choices,
     }
     if resp.usage is not None:
         body["usage"] = usage_to_openai(resp.usage)

@@ -1,9 +1,11 @@
 """OpenAI `chat.completion.chunk` streams ⇄ canonical stream events: a decoder for backend streams and an
 encoder that writes `data: ...` SSE bytes for OpenAI clients.
 
-Only choice 0 is translated (canonical responses have one choice). The decoder holds `StreamEnd` back
-until `[DONE]` or the end of the stream, because with `stream_options.include_usage` the usage chunk
-(`choices: []`) comes after the chunk carrying `finish_reason`.
+The decoder translates choice 0 only (a backend is asked for one choice); the encoder writes every
+choice of a local model's `n` > 1 stream with its index (`TextDelta.choice`, `ChoiceEnd`). The
+decoder holds `StreamEnd` back until `[DONE]` or the end of the stream, because with
+`stream_options.include_usage` the usage chunk (`choices: []`) comes after the chunk carrying
+`finish_reason`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import orjson
 
 from gateway.protocol._maps import error_type_to_openai, finish_from_openai, finish_to_openai, new_id
 from gateway.protocol.canonical import (
+    ChoiceEnd,
     FinishReason,
     StreamEnd,
     StreamError,
@@ -159,7 +162,18 @@ class OpenAIStreamEncoder:
     the stream with an error chunk and no `[DONE]`, which the OpenAI SDK raises as an APIError.
     """
 
-    __slots__ = ("_closed", "_created", "_head", "_id", "_include_usage", "_model", "_tail", "_usage")
+    __slots__ = (
+        "_closed",
+        "_created",
+        "_ended_first",
+        "_head",
+        "_id",
+        "_include_usage",
+        "_model",
+        "_started",
+        "_tail",
+        "_usage",
+    )
 
     def __init__(
         self, model: str, *, include_usage: bool = False, id: str | None = None, created: int | None = None
@@ -172,6 +186,10 @@ class OpenAIStreamEncoder:
         self._tail = b""
         self._usage: Usage | None = None
         self._closed = False
+        #: Choices > 0 that have had their role chunk (OpenAI `n`).
+        self._started: set[int] = set()
+        #: Whether choice 0's finish chunk went out with its `ChoiceEnd`.
+        self._ended_first = False
 
     def _start(self, upstream_id: str) -> bytes:
         # Every chunk shares one prefix and suffix; build them once and splice each delta in between.
@@ -205,7 +223,15 @@ class OpenAIStreamEncoder:
         if kind is TextDelta:
             if not event.text:
                 return prefix
+            if event.choice:
+                return prefix + self._other_choice(event.choice, {"content": event.text}, None)
             return prefix + self._head + orjson.dumps({"content": event.text}) + self._tail
+        if kind is ChoiceEnd:
+            reason = finish_to_openai(event.finish_reason)
+            if event.choice == 0:
+                self._ended_first = True
+                return prefix + self._finish_chunk(orjson.dumps(reason))
+            return prefix + self._other_choice(event.choice, {}, reason)
         if kind is ToolCallDelta:
             delta = {"tool_calls": [{"index": event.index, "function": {"arguments": event.arguments}}]}
             return prefix + self._head + orjson.dumps(delta) + self._tail
@@ -229,11 +255,33 @@ class OpenAIStreamEncoder:
     def encode_all(self, events: list[StreamEvent]) -> bytes:
         return b"".join([self.encode(e) for e in events])
 
+    def _finish_chunk(self, reason: bytes) -> bytes:
+        """Choice 0's last chunk: an empty delta and its finish reason."""
+        tail = b',"usage":null}\n\n' if self._include_usage else b"}\n\n"
+        return self._head + b'{},"logprobs":null,"finish_reason":' + reason + b"}]" + tail
+
+    def _other_choice(self, index: int, delta: dict[str, Any], finish_reason: str | None) -> bytes:
+        """A chunk of choice `index` > 0, after its role chunk if it has had none yet."""
+        out = b""
+        if index not in self._started:
+            self._started.add(index)
+            out = self._other_choice(index, {"role": "assistant", "content": ""}, None)
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        return out + b"data: " + orjson.dumps(chunk) + b"\n\n"
+
     def _end(self, finish_reason: FinishReason) -> bytes:
         self._closed = True
-        reason = orjson.dumps(finish_to_openai(finish_reason))
-        tail = b',"usage":null}\n\n' if self._include_usage else b"}\n\n"
-        out = self._head + b'{},"logprobs":null,"finish_reason":' + reason + b"}]" + tail
+        out = b""
+        if not self._ended_first:
+            out = self._finish_chunk(orjson.dumps(finish_to_openai(finish_reason)))
         if self._include_usage and self._usage is not None:
             usage_chunk = {
                 "id": self._id,

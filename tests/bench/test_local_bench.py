@@ -88,7 +88,7 @@ def test_local_quick(run_bench: Callable[..., BenchRun]) -> None:
 
     result = run.result
     check_envelope(result, "local")
-    assert result["parts"] == ["servers", "two_models", "tiers"]
+    assert result["parts"] == ["servers", "two_models", "tiers", "grammar"]
     assert result["failed_requests"] == 0
 
     # servers: batching on and off, mlx_lm.server and the bare loop, at 1 and 4 streams.
@@ -148,6 +148,33 @@ def test_local_quick(run_bench: Callable[..., BenchRun]) -> None:
     assert tiny["model_path"].endswith("tiny-q4")
     for phase in tiny["phases"]:
         _check_generation(phase, tiers["max_tokens"], phase["streams"] * tiers["rounds"])
+
+    _check_grammar(result["grammar"])
+
+
+def _check_grammar(grammar: dict[str, Any]) -> None:
+    """Every mode at every stream count, decoding the same tokens; costs relative to `plain`."""
+    from gateway.bench.local.grammar import MODES
+
+    assert grammar["failed_requests"] == 0
+    rows = grammar["rows"]
+    assert [(r["mode"], r["streams"]) for r in rows] == [(m, s) for s in (1, 2) for m in MODES]
+    for row in rows:
+        assert row["tokens"] == row["streams"] * (grammar["max_tokens"] - 1) * grammar["rounds"]
+        assert row["us_per_token"] > 0
+        if row["mode"] == "plain":
+            assert row["overhead_us"] == 0
+    assert set(grammar["processor_us"]) == {"sampling", "json_schema"}
+    assert all(us > 0 for us in grammar["processor_us"].values())
+
+
+@pytest.mark.timeout(300)
+def test_local_grammar_part_quick(run_bench: Callable[..., BenchRun]) -> None:
+    run = run_bench("local", "--parts", "grammar")
+    assert run.exit_code == 0
+    assert "| mode | streams |" in run.stdout and "json_schema processors alone" in run.stdout
+    assert run.result["parts"] == ["grammar"]
+    _check_grammar(run.result["grammar"])
 
 
 def test_tier_that_does_not_fit_says_why(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,9 +17,12 @@ from typing import Any
 from gateway.backends.base import SharedResources
 from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimit
+from gateway.backends.mlx.choices import ChoiceQueue, Choices
 from gateway.backends.mlx.embeddings import EmbeddingFailed, EmbeddingJob, InputRejected
 from gateway.backends.mlx.engine import Engine, EngineOverloaded, Job, JobEvent
+from gateway.backends.mlx.grammar import GrammarProcessor, grammar_tokenizer, response_format_grammar
 from gateway.backends.mlx.prompt import ChatPrompt, build_chat_prompt
+from gateway.backends.mlx.sampling import SamplingFields, sampling_fields, vocab_size
 from gateway.backends.mlx.tools import ToolCallParser
 from gateway.backends.upstream import AttemptLimits, EventStream, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import MLXSettings
@@ -162,16 +165,17 @@ class LocalModelBackend:
         if call.endpoint == "count_tokens":
             return TokenCount(len(chat_prompt.tokens))
         assert isinstance(request, ChatRequest | CompletionRequest)
-        job = Job(
-            prompt=chat_prompt.tokens,
-            max_tokens=request.max_tokens or self.config.default_max_tokens,
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            seed=request.seed,
-            stop=request.stop,
-            loop=asyncio.get_running_loop(),
-            ignore_eos=request.extra.get("ignore_eos") is True,
-        )
+        prompt = chat_prompt.tokens
+        n, fields, grammars = await self._decoding(engine, request)
+        if n > 1:
+            if chat_prompt.tools:
+                # Several choices are not parsed for tool calls: refused rather than answered as text.
+                raise UpstreamFailure("unsupported", "local models answer n > 1 only without tools")
+            shared: asyncio.Queue[tuple[int, JobEvent]] = asyncio.Queue()
+            each = grammars or [None] * n
+            jobs = [self._job(request, prompt, fields, each[i], i, ChoiceQueue(shared, i)) for i in range(n)]
+            return await self._send_choices(Choices(engine, jobs, shared), call.stream, model, limits)
+        job = self._job(request, prompt, fields, grammars[0] if grammars else None, 0)
         try:
             engine.submit(job)
         except EngineOverloaded as error:
@@ -185,6 +189,82 @@ class LocalModelBackend:
         if call.stream:
             return self._stream(engine, job, first, model, tools)
         return await self._reply(engine, job, first, model, tools)
+
+    async def _decoding(
+        self, engine: Engine, request: ChatRequest | CompletionRequest
+    ) -> tuple[int, SamplingFields, list[GrammarProcessor]]:
+        """The request's choice count, sampling fields and a grammar processor per choice (none without
+        a `response_format`), all checked before anything is queued: a value the model cannot honour
+        is the client's error."""
+        extra = request.extra
+        if not extra:
+            return 1, SamplingFields(), []
+        openai = isinstance(request, CompletionRequest) or request.source == "openai"
+        n = extra.get("n") if openai else None
+        if n is None:
+            n = 1
+        elif type(n) is not int or not 1 <= n <= 128:
+            raise UpstreamFailure("client_error", "n: must be an integer from 1 to 128", param="n")
+        # Anthropic clients' top_k is the only sampling member of theirs a local model reads.
+        fields = sampling_fields(extra if openai else {"top_k": extra.get("top_k")}, vocab_size(engine))
+        response_format = extra.get("response_format") if openai else None
+        if response_format is None or isinstance(request, CompletionRequest):
+            return n, fields, []
+        # Compiling a schema, building llguidance's tokenizer (once per model) and a matcher per choice
+        # (~1 ms each for a schema of 30 members) block: not on the loop.
+        return n, fields, await asyncio.to_thread(_grammar_processors, engine, response_format, n)
+
+    def _job(
+        self,
+        request: ChatRequest | CompletionRequest,
+        prompt: list[int],
+        fields: SamplingFields,
+        grammar: GrammarProcessor | None,
+        index: int,
+        events: asyncio.Queue[JobEvent] | None = None,
+    ) -> Job:
+        """Choice `index`'s job: its own processors, and seed + index when seeded."""
+        processors = fields.processors()
+        if grammar is not None:
+            processors.append(grammar)
+        job = Job(
+            prompt=prompt,
+            max_tokens=request.max_tokens or self.config.default_max_tokens,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=None if request.seed is None else request.seed + index,
+            stop=request.stop,
+            loop=asyncio.get_running_loop(),
+            ignore_eos=request.extra.get("ignore_eos") is True,
+            processors=processors,
+            top_k=fields.top_k,
+        )
+        if events is not None:
+            job.events = events
+        return job
+
+    async def _send_choices(
+        self, choices: Choices, stream: bool, model: str, limits: AttemptLimits
+    ) -> Reply | Stream:
+        """`n` > 1: n jobs in the same batch, answered together (see `choices.py`)."""
+        engine = choices.engine
+        submitted = 0
+        try:
+            for job in choices.jobs:
+                engine.submit(job)
+                submitted += 1
+        except EngineOverloaded as error:
+            for job in choices.jobs[:submitted]:
+                engine.cancel(job)
+            raise UpstreamFailure("overloaded", f"local model busy: {error}", retry_after="1") from None
+        try:
+            first = await choices.first(limits)
+        except BaseException:
+            choices.cancel()
+            raise
+        if stream:
+            return choices.stream(first, model)
+        return await choices.reply(first, model)
 
     async def _embed(
         self, engine: Engine, request: EmbeddingRequest, limits: AttemptLimits
@@ -356,3 +436,12 @@ def _content(events: list[StreamEvent]) -> tuple[Part, ...]:
     if text:
         parts.append(TextPart(text))
     return tuple(parts)
+
+
+def _grammar_processors(engine: Engine, response_format: Any, n: int) -> list[GrammarProcessor]:
+    """One grammar processor per choice for `response_format` (none for plain text). Blocking."""
+    grammar = response_format_grammar(response_format)
+    if grammar is None:
+        return []
+    tokenizer = grammar_tokenizer(engine)
+    return [GrammarProcessor(tokenizer, grammar) for _ in range(n)]

@@ -80,6 +80,11 @@ class Job:
     loop: asyncio.AbstractEventLoop
     #: Generate through end-of-sequence tokens (vLLM's `ignore_eos`), e.g. for benchmarks.
     ignore_eos: bool = False
+    #: Logits processors of this sequence alone (grammar, logit bias, penalties: see `sampling.py` and
+    #: `grammar.py`); none keeps the batch's shared-sampler fast path.
+    processors: list[Any] = field(default_factory=list)
+    #: Sample among the k likeliest tokens only (0: all).
+    top_k: int = 0
     events: asyncio.Queue[JobEvent] = field(default_factory=asyncio.Queue)
     submitted_at: float = field(default_factory=time.monotonic)
     # Engine-thread state.
@@ -143,7 +148,7 @@ class Engine:
         self._taken = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._samplers: dict[tuple[float, float], Callable[[Any], Any]] = {}
+        self._samplers: dict[tuple[float, float, int], Callable[[Any], Any]] = {}
         self.loaded_bytes = 0
         self.last_used = time.monotonic()
         self.blas = ""
@@ -385,18 +390,19 @@ class Engine:
             job.cached = len(job.prompt) - len(rest)
             caches.append(cache)
             rests.append(rest)
-        scripted = {}
+        processors = [job.processors for job in batch]
         if self._script is not None:
+            # Test-only: the scripted text's tokens forced last, over any other processor.
             forced = [self._script.processor(job.prompt) for job in batch]
-            scripted["logits_processors"] = [[p] if p is not None else [] for p in forced]
+            processors = [[*p, f] if f is not None else p for p, f in zip(processors, forced, strict=True)]
         uids = generator.insert(
             rests,
             caches=caches,
             all_tokens=[job.prompt[: job.cached] for job in batch],
             max_tokens=[job.max_tokens for job in batch],
             samplers=[self._sampler(job) for job in batch],
+            logits_processors=processors,
             stop_sequences=[self._no_stops if job.ignore_eos else self._eos_stops for job in batch],
-            **scripted,
         )
         for uid, job in zip(uids, batch, strict=True):
             job.uid = uid
@@ -504,27 +510,30 @@ class Engine:
         return cache, rest
 
     def _sampler(self, job: Job) -> Callable[[Any], Any]:
-        from mlx_lm.sample_utils import apply_top_p, make_sampler
+        from mlx_lm.sample_utils import apply_top_k, apply_top_p, make_sampler
 
         mx = self._mx
         if job.seed is not None and job.temperature > 0:
             # Its own PRNG key, so a seeded request is reproducible whatever else is in the batch.
             key = mx.random.key(job.seed)
-            temperature, top_p = job.temperature, job.top_p
+            temperature, top_p, top_k = job.temperature, job.top_p, job.top_k
 
             def seeded(logprobs: Any) -> Any:
                 nonlocal key
                 key, sub = mx.random.split(key)
+                if top_k > 0:
+                    logprobs = apply_top_k(logprobs, top_k)
                 if top_p < 1.0:
                     logprobs = apply_top_p(logprobs, top_p)
                 return mx.random.categorical(logprobs * (1.0 / temperature), key=sub)
 
             return seeded
         # Shared sampler objects let the generator sample the whole batch in one call.
-        setting = (job.temperature, job.top_p if job.temperature > 0 else 1.0)
+        warm = job.temperature > 0
+        setting = (job.temperature, job.top_p if warm else 1.0, job.top_k if warm else 0)
         sampler = self._samplers.get(setting)
         if sampler is None:
-            sampler = make_sampler(temp=setting[0], top_p=setting[1])
+            sampler = make_sampler(temp=setting[0], top_p=setting[1], top_k=setting[2])
             self._samplers[setting] = sampler
         return sampler
 
