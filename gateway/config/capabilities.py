@@ -55,8 +55,11 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
 )
 
 #: Request fields outside the canonical form that a backend type honours although it does not speak the
-#: client's protocol: vLLM's `ignore_eos`, which local models take (benchmarks use it).
-EXTRA_FIELDS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType({"mlx": frozenset({"ignore_eos"})})
+#: client's protocol: vLLM's `ignore_eos` (benchmarks use it) and vLLM-style `top_k` from OpenAI clients,
+#: which local models take.
+EXTRA_FIELDS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
+    {"mlx": frozenset({"ignore_eos", "top_k"})}
+)
 
 #: Upstream models of `openai` backends whose names say what they serve (OpenAI's embedding models
 #: answer nothing else), by name prefix.
