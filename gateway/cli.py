@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,7 @@ def _warnings(config: object) -> list[str]:
                 if b.name in {t.backend for t in model.chain}
             )
             found.append(f"models.{model.name}: no enabled target, clients get 503 ({reasons})")
+    found.extend(_timeout_warnings(config))
     from gateway.limits import per_worker_warning
 
     per_worker = per_worker_warning(config, config.server.workers)
@@ -94,6 +96,23 @@ def _warnings(config: object) -> list[str]:
     per_worker = per_worker_cache_warning(config, config.server.workers)
     if per_worker:
         found.append(per_worker)
+    return found
+
+
+def _timeout_warnings(config: Config) -> list[str]:
+    """A per-attempt limit longer than the whole request's: the attempt is cut by `total` first, so a
+    backend that hangs takes the whole budget and the chain never fails over."""
+    found = []
+    for kind in ("chat", "completions", "embeddings"):
+        tier = config.timeouts.for_kind(kind)  # type: ignore[arg-type]
+        for name in ("first_byte", "connect"):
+            seconds = getattr(tier, name)
+            if seconds > tier.total:
+                found.append(
+                    f"timeouts.{kind}.{name} ({seconds:g} s) is longer than timeouts.{kind}.total "
+                    f"({tier.total:g} s): a backend that hangs uses the whole request's time and the "
+                    f"chain never fails over; set {name} below total"
+                )
     return found
 
 
@@ -158,10 +177,47 @@ def _key_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_new(args: argparse.Namespace) -> int:
+    """The key goes to standard output alone (to copy or pipe into a secret store), the entry to add to
+    gateway.yaml to standard error: the file holds only the hash, never the key."""
+    import re
+    import secrets
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", args.name):
+        print(
+            f"gateway key new: {args.name!r} is not a usable name: letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 64 characters",
+            file=sys.stderr,
+        )
+        return 2
+    key = "gw-" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    section = "admin_keys" if args.admin else "client_keys"
+    print(key)
+    print(
+        f"\n# The key above is shown once. Add this under auth.{section} in gateway.yaml:\n"
+        f"    - name: {args.name}\n      key_sha256: {digest}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _model_create(args: argparse.Namespace) -> int:
     from gateway.modelgen.cli import run_create
 
     return run_create(args)
+
+
+def _usage(parser: argparse.ArgumentParser, example: str) -> Callable[[argparse.Namespace], int]:
+    """A command group named alone: what it can do, with an example, instead of argparse's
+    "the following arguments are required" about an internal name."""
+
+    def handler(_args: argparse.Namespace) -> int:
+        print(f"{parser.prog}: say what to do, for example:\n  {example}", file=sys.stderr)
+        print(f"(`{parser.prog} --help` lists every command)", file=sys.stderr)
+        return 2
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,17 +261,30 @@ def build_parser() -> argparse.ArgumentParser:
     prices.set_defaults(handler=_prices)
 
     key = commands.add_parser("key", help="API key helpers")
-    key_commands = key.add_subparsers(dest="key_command", required=True)
+    key_commands = key.add_subparsers(dest="key_command", metavar="{hash,new}")
+    key.set_defaults(
+        handler=_usage(key, "gateway key new NAME  makes a key and prints its gateway.yaml entry")
+    )
     key_hash = key_commands.add_parser(
         "hash", help="print a key's SHA-256, for key_sha256 (reads stdin if no KEY)"
     )
     key_hash.add_argument("key", nargs="?")
     key_hash.set_defaults(handler=_key_hash)
+    key_new = key_commands.add_parser(
+        "new",
+        help="make a new random key: prints the key once and the gateway.yaml entry holding its hash",
+    )
+    key_new.add_argument("name", help="the key's name (audit records and limits use it)")
+    key_new.add_argument("--admin", action="store_true", help="an admin key (auth.admin_keys)")
+    key_new.set_defaults(handler=_key_new)
 
     from gateway.modelgen.cli import add_create_arguments
 
     model = commands.add_parser("model", help="local model helpers")
-    model_commands = model.add_subparsers(dest="model_command", required=True)
+    model_commands = model.add_subparsers(dest="model_command", metavar="{create}")
+    model.set_defaults(
+        handler=_usage(model, "gateway model create PATH --preset tiny  generates a local model to serve")
+    )
     model_create = model_commands.add_parser(
         "create",
         help="generate a random-weight model with the shapes of a real one (mlx_lm.load reads it offline)",

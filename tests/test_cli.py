@@ -85,6 +85,47 @@ def test_key_hash_matches_sha256() -> None:
     assert result.stdout.strip() == hashlib.sha256(b"s3cret").hexdigest()
 
 
+@pytest.mark.parametrize(
+    ("group", "example"), [("key", "gateway key new NAME"), ("model", "gateway model create")]
+)
+def test_a_command_group_alone_says_what_it_can_do(group: str, example: str) -> None:
+    result = gateway(group)
+    assert result.returncode == 2
+    assert example in result.stderr
+    assert "required" not in result.stderr and "_command" not in result.stderr  # no argparse internals
+
+
+def test_key_new_prints_the_key_once_and_an_entry_the_config_accepts(tmp_path: Path) -> None:
+    result = gateway("key", "new", "billing-app")
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert key.startswith("gw-") and len(key) > 40
+    assert key not in result.stderr  # the entry holds the hash only
+    entry = result.stderr[result.stderr.index("    - name:") :]
+    path = tmp_path / "g.yaml"
+    path.write_text(VALID + "auth:\n  client_keys:\n" + entry)
+    from gateway.config.load import load_config
+
+    (client,) = load_config(path).auth.client_keys
+    assert client.name == "billing-app"
+    assert client.key_sha256 == hashlib.sha256(key.encode()).hexdigest()
+    assert gateway("key", "new", "billing-app").stdout.strip() != key  # random each time
+    admin = gateway("key", "new", "ops", "--admin")
+    assert "auth.admin_keys" in admin.stderr
+    refused = gateway("key", "new", "not a name")
+    assert refused.returncode == 2 and "not a usable name" in refused.stderr and not refused.stdout
+
+
+def test_check_warns_when_a_per_attempt_timeout_exceeds_the_total(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(VALID + "timeouts:\n  chat: {total: 30, first_byte: 60}\n  embeddings: {total: 120}\n")
+    result = gateway("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "timeouts.chat.first_byte (60 s) is longer than timeouts.chat.total (30 s)" in result.stderr
+    assert "embeddings" not in result.stderr  # first_byte's default (120 s) is not longer than 120 s
+    assert "connect" not in result.stderr
+
+
 def test_prices_prints_the_shipped_table_with_its_date() -> None:
     from gateway.pricing import shipped_table
 

@@ -272,6 +272,9 @@ class ModelAPI:
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
         assert route.parse is not None and route.endpoint is not None
+        named = body.get("model")
+        if type(named) is str:
+            trail.model = named  # kept on the audit record if the request is refused below
         parsed = route.parse(body)
         model: str = parsed.model
         trail.model = model

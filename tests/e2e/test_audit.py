@@ -175,6 +175,16 @@ def test_records_hold_the_metadata_of_each_kind_of_outcome(gateway_server, up: U
     )
     record = record_of(gateway, unknown.headers["x-request-id"])
     assert (record["status"], record["http_status"], record["model"]) == ("rejected", 404, "nope")
+    # Invalid, but its model was readable: the record keeps it, so filtering by model finds it.
+    invalid = requests.post(
+        gateway.url("/v1/chat/completions"),
+        json={"model": "gpt", "messages": "not a list"},
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+        timeout=5,
+    )
+    assert invalid.status_code == 400, invalid.text
+    record = record_of(gateway, invalid.headers["x-request-id"])
+    assert (record["status"], record["http_status"], record["model"]) == ("rejected", 400, "gpt")
 
     # A backend that never answers: a timeout, after the first-byte limit.
     with pytest.raises(openai.APIStatusError) as raised:
