@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, check, schema, prices, key, model, bench."""
+"""The `gateway` command: serve, init, check, schema, prices, key, model, bench."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_CONFIG = "gateway.yaml"
-#: The embedded defaults (a copy of the repository's gateway.yaml, shipped in the wheel).
-EMBEDDED_DEFAULTS = Path(__file__).with_name("defaults") / "gateway.yaml"
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -145,27 +143,39 @@ def _prices(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
+    from gateway.starter import StarterError, embedded_config
 
     config = args.config
     if config is None:
         config = Path(DEFAULT_CONFIG)
         if not config.exists():
-            _write_embedded_defaults(config)
-    return serve(config, host=args.host, port=args.port, workers=args.workers)
+            try:
+                config, made = embedded_config()
+            except StarterError as error:
+                print(f"gateway: not starting: {error}", file=sys.stderr)
+                return 1
+            print(
+                f"gateway: no {DEFAULT_CONFIG} in {Path.cwd()}: serving the embedded defaults from "
+                f"{config}{' (written now)' if made else ''}; the local model and the audit database "
+                f"live in {config.parent}. `gateway init` writes a {DEFAULT_CONFIG} here to edit.",
+                file=sys.stderr,
+            )
+    return serve(config, host=args.host, port=args.port, workers=args.workers, debug=args.debug)
 
 
-def _write_embedded_defaults(path: Path) -> None:
-    """First run in a directory with no gateway.yaml (an install, not a checkout): write the embedded
-    defaults there, so that the file the gateway serves, watches and writes back is the user's."""
-    text = EMBEDDED_DEFAULTS.read_text(encoding="utf-8")
-    with path.open("x", encoding="utf-8") as file:  # never replaces a file that appeared meanwhile
-        file.write(text)
-    print(
-        f"gateway: no {DEFAULT_CONFIG} here; wrote the embedded defaults to {path.absolute()} "
-        "(a tiny local model, OpenAI and Anthropic with keys from the environment). Edit it, or pass "
-        "--config FILE.",
-        file=sys.stderr,
-    )
+def _init(args: argparse.Namespace) -> int:
+    from gateway.starter import StarterError, write_starter
+
+    try:
+        written = write_starter(args.directory, force=args.force)
+    except StarterError as error:
+        print(f"gateway init: {error}", file=sys.stderr)
+        return 1
+    config = written[0]
+    print(f"wrote {config} (and its schema, {written[1].name}, for editors)")
+    shown = config if args.directory == Path() else args.directory / config.name
+    print(f"next: edit it, `gateway check {shown}`, then `gateway serve --config {shown}`")
+    return 0
 
 
 def _key_hash(args: argparse.Namespace) -> int:
@@ -229,12 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         "-c",
         type=Path,
-        help="config file (default: gateway.yaml; if there is none, the embedded defaults are written there)",
+        help="config file (default: ./gateway.yaml; if there is none, the embedded defaults, kept in the "
+        "per-user data directory: $GATEWAY_DATA_DIR, else $XDG_DATA_HOME/gateway or ~/.local/share/gateway)",
     )
     serve.add_argument("--host", help="address to bind (overrides server.host for this run)")
     serve.add_argument("--port", type=int, help="port to bind (overrides server.port; 0 picks a free one)")
     serve.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    serve.add_argument(
+        "--debug", action="store_true", help="show the traceback of a failed start (one line without)"
+    )
     serve.set_defaults(handler=_serve)
+
+    init = commands.add_parser(
+        "init",
+        help="write a commented starter gateway.yaml (and its schema) to edit",
+        description="Write DIR/gateway.yaml: the embedded defaults with the next steps (client keys, an "
+        "OpenAI-compatible backend, PostgreSQL) commented out, and DIR/gateway.schema.json for editors. "
+        "An existing gateway.yaml is kept unless --force.",
+    )
+    init.add_argument("directory", nargs="?", type=Path, default=Path(), help="where (default: here)")
+    init.add_argument("--force", action="store_true", help="replace an existing gateway.yaml")
+    init.set_defaults(handler=_init)
 
     check = commands.add_parser("check", help="validate config files; exit 1 if any is invalid")
     check.add_argument("files", nargs="*", help="files to check (default: gateway.yaml)")

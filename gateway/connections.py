@@ -481,10 +481,12 @@ async def serve_connections(
     policy: ConnectionPolicy,
     stop: asyncio.Event,
     refused: Callable[[str], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve `app` on `listeners` until `stop` is set, then drain (Hypercorn's `worker_serve`, with
     the connection policy): stop accepting, answer what arrives with 503, let in-flight requests
-    finish for up to `graceful_seconds`, then run the app's shutdown."""
+    finish for up to `graceful_seconds`, then run the app's shutdown. `on_ready` is called once the
+    app has started and connections are being accepted."""
     loop = asyncio.get_running_loop()
     drain = Drain(refused)
     wrapped = wrap_app(RequestGuard(app, policy.timeouts.body_seconds, drain), 0, "asgi")
@@ -497,6 +499,8 @@ async def serve_connections(
 
     server = ConnectionServer(wrapped, config, policy, drain, lifespan_state)
     acceptors = [loop.create_task(server.accept(listener)) for listener in listeners]
+    if on_ready is not None and not stop.is_set():
+        on_ready()
     try:
         await stop.wait()
     finally:

@@ -7,6 +7,7 @@ so all workers share the port. SIGHUP reloads the config in every worker; SIGTER
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import multiprocessing
@@ -38,7 +39,7 @@ from gateway.telemetry.metrics import (
     remove_multiprocess_dir,
 )
 
-__all__ = ["ServeOptions", "event_loop_factory", "serve"]
+__all__ = ["ReadyAnnouncement", "ServeOptions", "StartError", "event_loop_factory", "serve"]
 
 log = logging.getLogger("gateway.server")
 
@@ -55,18 +56,60 @@ class ServeOptions:
     timeouts: ServerTimeouts
     max_client_connections: int
     event_loop: str = "auto"
+    #: Tracebacks of a failed start (one line without).
+    debug: bool = False
 
 
 def serve(
-    config_path: str | os.PathLike[str], *, host: str | None, port: int | None, workers: int | None
+    config_path: str | os.PathLike[str],
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    debug: bool = False,
 ) -> int:
-    """Run the gateway until SIGTERM/SIGINT. Returns the process exit code."""
-    path = Path(config_path)
+    """Run the gateway until SIGTERM/SIGINT. Returns the process exit code.
+
+    A start that fails says why in one line on standard error, naming the fix, and returns 1 (the
+    traceback too with `debug`)."""
+    try:
+        return _serve(Path(config_path), host, port, workers, debug)
+    except StartError as error:
+        _say_fatal(str(error), debug)
+        return 1
+    except Exception as error:  # a failed start is one line, not a traceback
+        _say_fatal(f"{type(error).__name__}: {error}", debug)
+        return 1
+
+
+class StartError(Exception):
+    """A start that cannot go on: the message names the cause and the fix."""
+
+
+def _say_fatal(message: str, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    elif logging.getLogger().handlers:
+        log.critical("not starting: %s", message, extra={"event": "start_failed"})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        return
+    print(f"gateway: not starting: {message}", file=sys.stderr, flush=True)
+
+
+def _serve(path: Path, host: str | None, port: int | None, workers: int | None, debug: bool) -> int:
     try:
         config = load_config(path)
     except ConfigError as error:
-        print(f"gateway: {path} is not valid; not starting.", file=sys.stderr)
-        for issue in error.issues:
+        issues = error.issues
+        print(
+            f"gateway: not starting: {path} is not valid ({len(issues)} error(s); fix them, "
+            f"`gateway check {path}` says the same):",
+            file=sys.stderr,
+        )
+        for issue in issues:
             print(f"  {issue}", file=sys.stderr)
         return 1
     options = ServeOptions(
@@ -80,22 +123,21 @@ def serve(
         timeouts=config.server.timeouts,
         max_client_connections=config.server.max_client_connections,
         event_loop=config.server.event_loop,
+        debug=debug,
     )
     try:
         loop_factory = event_loop_factory(options.event_loop)
     except RuntimeError as error:
-        print(f"gateway: not starting: {error}", file=sys.stderr)
-        return 1
+        raise StartError(str(error)) from None
     problem = exposure_issue(config, options.host)
     if problem:
-        print(f"gateway: not starting: {problem}", file=sys.stderr)
-        return 1
+        raise StartError(problem)
     configure_logging(options.log_level, options.log_format)
     hypercorn = _hypercorn_config(options)
-    sockets = hypercorn.create_sockets()
+    sockets = _bind(hypercorn, options.host, options.port)
     bound = sockets.insecure_sockets[0].getsockname()
     log.info(
-        "gateway listening on http://%s:%s (%d worker(s), config %s, %s event loop)",
+        "gateway bound to %s:%s, starting %d worker(s) (config %s, %s event loop)",
         bound[0],
         bound[1],
         options.workers,
@@ -115,38 +157,58 @@ def serve(
     per_worker = per_worker_cache_warning(config, options.workers)
     if per_worker:
         log.warning(per_worker, extra={"event": "cache_per_worker"})
-    if not config.auth.admin_keys:
-        _announce_admin_sign_in(path, bound[0], bound[1])
+    sign_in = None if config.auth.admin_keys else _admin_sign_in(path, bound[0], bound[1])
+    announce = ReadyAnnouncement(bound[0], bound[1], options.workers, sign_in)
     if options.workers == 1:
-        code = _run_worker(options, hypercorn, sockets)
+        code = _run_worker(options, hypercorn, sockets, announce)
     else:
-        code = _supervise(options, hypercorn, sockets)
+        code = _supervise(options, hypercorn, sockets, announce)
     log.info("gateway stopped", extra={"event": "stopped", "exit_code": code})
     return code
 
 
-def _announce_admin_sign_in(config_path: Path, host: str, port: int) -> None:
-    """No admin keys: the admin API takes the local admin token (made here before any worker starts).
-    Its sign-in URL goes to a terminal only, never through logging: a captured stderr (a container's
-    log, a journal) is a file log, and the token would outlive the console in it."""
+def _bind(hypercorn: HypercornConfig, host: str, port: int) -> Sockets:
+    """The listening sockets, or a StartError saying why the address cannot be had and what to do."""
+    try:
+        return hypercorn.create_sockets()
+    except OSError as error:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            why = (
+                f"the address is in use: another program (or gateway) listens there (`ss -ltnp "
+                f"'sport = :{port}'` shows which); stop it, or choose another port (--port, server.port)"
+            )
+        elif error.errno == errno.EACCES:
+            why = (
+                "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port "
+                "of 1024 or more (--port, server.port)"
+            )
+        elif error.errno == errno.EADDRNOTAVAIL:
+            why = "no interface of this machine has that address; choose one it has (--host, server.host)"
+        else:
+            why = f"{error.strerror or error}; check --host/--port (server.host, server.port)"
+        raise StartError(f"cannot listen on {where}: {why}") from None
+
+
+def _admin_sign_in(config_path: Path, host: str, port: int) -> str | None:
+    """No admin keys: the admin API takes the local admin token, made here before any worker starts.
+    Returns the panel's sign-in URL when standard error is a terminal (said with the ready line);
+    otherwise only where the token is goes to the log: a captured stderr (a container's log, a
+    journal) is a file log, and the token would outlive the console in it."""
     from gateway.admin.panel import sign_in_url
     from gateway.admin.secret import TOKEN_ENV_VAR, AdminTokenUnavailable, load_admin_token
 
     try:
         token = load_admin_token(config_path)
     except AdminTokenUnavailable as error:
-        print(
-            f"gateway: no admin keys and no local admin token; the admin API refuses everyone: {error}",
-            file=sys.stderr,
+        log.warning(
+            "no admin keys and no local admin token; the admin API refuses everyone: %s",
+            error,
+            extra={"event": "admin_token_unavailable"},
         )
-        return
+        return None
     if sys.stderr.isatty():
-        print(
-            f"gateway: admin panel (no admin keys configured): {sign_in_url(host, port, token.value)}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return
+        return sign_in_url(host, port, token.value)
     where = TOKEN_ENV_VAR if token.source == TOKEN_ENV_VAR else token.source
     log.info(
         "no admin keys configured: sign in at %s with the local admin token from %s",
@@ -154,6 +216,37 @@ def _announce_admin_sign_in(config_path: Path, host: str, port: int) -> None:
         where,
         extra={"event": "admin_token", "token_source": where},
     )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyAnnouncement:
+    """The line said once every worker answers: where the model API and the admin panel are."""
+
+    host: str
+    port: int
+    workers: int
+    #: The panel's sign-in link with the local admin token (to a terminal only, never to the log).
+    sign_in: str | None = None
+
+    def say(self) -> None:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        base = f"http://{host}:{self.port}"
+        log.info(
+            "gateway ready: model API %s/v1, admin panel %s/admin/ (%d worker(s))",
+            base,
+            base,
+            self.workers,
+            extra={"event": "ready", "model_api": f"{base}/v1", "admin_panel": f"{base}/admin/"},
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        if self.sign_in:
+            print(f"gateway: sign in to the admin panel: {self.sign_in}", file=sys.stderr, flush=True)
 
 
 def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
@@ -172,8 +265,14 @@ def _hypercorn_config(options: ServeOptions) -> HypercornConfig:
     return config
 
 
-def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
-    """One worker: build the app, serve on `sockets` until told to stop."""
+def _run_worker(
+    options: ServeOptions,
+    hypercorn: HypercornConfig,
+    sockets: Sockets,
+    ready: ReadyAnnouncement | multiprocessing.connection.Connection,
+) -> int:
+    """One worker: build the app, serve on `sockets` until told to stop. Once it answers, it says
+    the ready line (the only worker) or tells the supervisor (`ready` is then a pipe's end)."""
     # A SIGTERM that arrives while this worker is still starting (importing, opening the audit
     # database) is kept and honoured once the loop runs: it must not kill the worker mid-start.
     stop_before_serving: list[int] = []
@@ -205,14 +304,22 @@ def _run_worker(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sock
             begin_stopping()
         policy = ConnectionPolicy(options.timeouts, options.max_client_connections, options.graceful_seconds)
         refused = RefusalReport(app.fallback.telemetry.metrics.connection_refusals)
-        await serve_connections(app, hypercorn, list(sockets.insecure_sockets), policy, stop, refused)
+        on_ready = ready.say if isinstance(ready, ReadyAnnouncement) else lambda: ready.send(os.getpid())
+        await serve_connections(
+            app, hypercorn, list(sockets.insecure_sockets), policy, stop, refused, on_ready=on_ready
+        )
 
     try:
         with asyncio.Runner(loop_factory=event_loop_factory(options.event_loop)) as runner:
             runner.run(main())
     except ConfigError as error:
         # The file changed between the supervisor's check and this worker's start.
-        for issue in error.issues:
+        issues = error.issues
+        print(
+            f"gateway: not starting: {options.config_path} is not valid ({len(issues)} error(s)):",
+            file=sys.stderr,
+        )
+        for issue in issues:
             print(f"  {issue}", file=sys.stderr)
         return 1
     return 0
@@ -280,13 +387,27 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
     return uvloop.new_event_loop
 
 
-def _worker_entry(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> None:
+def _worker_entry(
+    options: ServeOptions,
+    hypercorn: HypercornConfig,
+    sockets: Sockets,
+    ready: multiprocessing.connection.Connection,
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when workers stop
-    sys.exit(_run_worker(options, hypercorn, sockets))
+    try:
+        code = _run_worker(options, hypercorn, sockets, ready)
+    except Exception as error:  # a failed start is one line, not a traceback
+        _say_fatal(f"worker {os.getpid()}: {type(error).__name__}: {error}", options.debug)
+        code = 1
+    sys.exit(code)
 
 
-def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets) -> int:
+def _supervise(
+    options: ServeOptions, hypercorn: HypercornConfig, sockets: Sockets, announce: ReadyAnnouncement
+) -> int:
     """Start N worker processes, forward SIGHUP/SIGTERM to them, restart one that dies unexpectedly.
+    The ready line is said once all N answer; a worker that dies before then stops the start (exit 1:
+    restarting it would repeat the same failure forever).
 
     The workers share their Prometheus metrics through a directory made here (before they are
     spawned, so they inherit PROMETHEUS_MULTIPROC_DIR) and removed when the server stops."""
@@ -299,8 +420,14 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
         extra={"event": "metrics_directory", "directory": str(metrics_dir)},
     )
 
+    readiness, ready_end = context.Pipe(duplex=False)
+    ready: set[int] = set()
+    announced = False
+
     def spawn() -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker_entry, args=(options, hypercorn, sockets), daemon=False)
+        process = context.Process(
+            target=_worker_entry, args=(options, hypercorn, sockets, ready_end), daemon=False
+        )
         process.start()
         started = {"event": "worker_started", "worker_pid": process.pid}
         log.info("worker %s started", process.pid, extra=started)
@@ -327,7 +454,12 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
 
     exit_code = 0
     while workers:
-        multiprocessing.connection.wait([p.sentinel for p in workers], timeout=1.0)
+        multiprocessing.connection.wait([readiness, *(p.sentinel for p in workers)], timeout=1.0)
+        while readiness.poll():
+            ready.add(readiness.recv())
+        if not announced and not stopping and len(ready) >= options.workers:
+            announced = True
+            announce.say()
         for index, process in enumerate(list(workers)):
             if process.is_alive():
                 continue
@@ -340,6 +472,16 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
                 # it served anything (a clean stop, not a failure).
                 if process.exitcode != -signal.SIGTERM:
                     exit_code = exit_code or (process.exitcode or 0)
+            elif not announced:
+                log.critical(
+                    "not starting: worker %s exited with %s before it could answer; stopping the others",
+                    process.pid,
+                    process.exitcode,
+                    extra={"event": "start_failed", "worker_pid": process.pid},
+                )
+                exit_code = 1
+                forward(signal.SIGTERM, None)
+                workers.remove(process)
             else:
                 log.error(
                     "worker %s exited with %s; starting a new one",
@@ -351,6 +493,8 @@ def _supervise(options: ServeOptions, hypercorn: HypercornConfig, sockets: Socke
                 workers[index] = spawn()
     for sock in sockets.insecure_sockets:
         sock.close()
+    readiness.close()
+    ready_end.close()
     if made_metrics_dir:
         remove_multiprocess_dir(metrics_dir)
     return exit_code

@@ -294,3 +294,59 @@ def test_check_reports_a_loader_failure_as_a_located_error(
         f"{path}:1:1: the config could not be loaded (RuntimeError: a bug in the loader)",
         f"{path}: 1 error(s)",
     ]
+
+
+def test_init_writes_a_starter_that_check_accepts_and_keeps_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "new"
+    result = gateway("init", str(target))
+    assert result.returncode == 0, result.stderr
+    config = target / "gateway.yaml"
+    assert config.is_file() and (target / "gateway.schema.json").is_file()
+    text = config.read_text()
+    assert text.startswith("# yaml-language-server: $schema=./gateway.schema.json\n")
+    assert json.loads((target / "gateway.schema.json").read_text())["title"]
+    assert f"gateway check {target / 'gateway.yaml'}" in result.stdout
+    checked = gateway("check", str(config))
+    assert checked.returncode == 0, checked.stderr
+
+    config.write_text(text + "# mine\n")
+    again = gateway("init", str(target))
+    assert again.returncode == 1 and "exists; not replacing it" in again.stderr
+    assert config.read_text().endswith("# mine\n")
+    assert gateway("init", str(target), "--force").returncode == 0
+    assert not config.read_text().endswith("# mine\n")
+
+
+def test_the_starter_s_commented_next_steps_are_valid_once_uncommented(tmp_path: Path) -> None:
+    """The commented-out blocks are what an operator uncomments first, each where its line says
+    (`(under backends:)`, `(a new section)`): done so, the file must check clean."""
+    import re
+
+    import yaml
+
+    from gateway.starter import starter_text
+
+    text = starter_text()
+    data = yaml.safe_load(text)
+    tail = text[text.index("# Next steps") :]
+    blocks = re.findall(r"\((under (\w+):[^)]*|a new section)\)\n((?:#  ?\S.*\n|#   .*\n)+)", tail)
+    assert len(blocks) == 4, tail
+    digest = hashlib.sha256(b"k").hexdigest()
+    for where, section, body in blocks:
+        block = "".join(line[2:] + "\n" for line in body.splitlines())
+        parsed = yaml.safe_load(block.replace("<from gateway key new billing-app>", digest))
+        if where == "a new section":
+            assert not set(parsed) & set(data), parsed  # really new
+            data.update(parsed)
+        else:
+            data[section].update(parsed)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = gateway("check", "--no-env", str(path))
+    assert result.returncode == 0, result.stderr
+    from gateway.config.load import load_config
+
+    loaded = load_config(path, strict_env=False)
+    assert [k.name for k in loaded.auth.client_keys] == ["billing-app"]
+    assert [t.backend for t in next(m for m in loaded.models if m.name == "llama").chain] == ["vllm", "local"]
+    assert loaded.audit.database_url.startswith("postgres://")

@@ -39,7 +39,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"admin"},  # admin API, panel, probes
         {"app"},  # wiring
         {"connections"},  # accepting, per-connection deadlines and the drain, around Hypercorn's protocol
-        {"server"},  # Hypercorn and the worker supervisor
+        {"server", "starter"},  # Hypercorn and the worker supervisor; the first run's config and `init`
         {"testing"},  # fake upstreams and gateway processes for tests and benchmarks
         {"bench"},  # benchmarks
         {"cli", "__main__"},  # commands

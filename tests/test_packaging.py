@@ -129,10 +129,12 @@ def test_the_unpacked_wheel_runs_outside_the_repository(wheel: Path, tmp_path: P
     work = tmp_path / "work"
     work.mkdir()
     probe = """
-import gateway, gateway.admin.panel as panel, gateway.cli as cli
+import gateway, gateway.admin.panel as panel, gateway.starter as starter
+from gateway.config.schema import SCHEMA_PATH
 from gateway.bench.harness import paths
 print(gateway.__file__)
-print(panel.STATIC_DIR.joinpath("index.html").is_file(), cli.EMBEDDED_DEFAULTS.is_file())
+print(panel.STATIC_DIR.joinpath("index.html").is_file(), starter.EMBEDDED_DEFAULTS.is_file(),
+      SCHEMA_PATH.is_file())
 print(paths.CHECKOUT, paths.RESULTS_DIR.absolute())
 """
     # PYTHONPATH comes before site-packages and the editable install's finder (appended to meta_path).
@@ -143,7 +145,7 @@ print(paths.CHECKOUT, paths.RESULTS_DIR.absolute())
     assert done.returncode == 0, done.stderr
     where, files, results = done.stdout.splitlines()
     assert Path(where).is_relative_to(site)
-    assert files == "True True"
+    assert files == "True True True"
     assert results == f"None {work / 'bench-results'}"
     bench = subprocess.run(
         [sys.executable, "-c", "import sys, gateway.cli; sys.exit(gateway.cli.main(['bench', '--help']))"],

@@ -1,4 +1,4 @@
-"""Log lines: one JSON object per line (or plain text), with secrets redacted wherever they appear.
+"""Log lines: one JSON object per line, or text for a terminal, with secrets redacted wherever they appear.
 
 Every line is redacted as a whole, after formatting, so a key is caught whichever field carries it
 (message, extra field, exception), in its JSON encoding. Lines logged while a traced request runs
@@ -23,11 +23,13 @@ from gateway.config.model import LoggingConfig
 __all__ = [
     "CoalescingStreamHandler",
     "JSONFormatter",
+    "TextFormatter",
     "apply_logging",
     "configure_logging",
     "json_line",
     "json_line_writer",
     "redact",
+    "resolve_format",
 ]
 
 # Never in a log line, whatever logged them: bearer tokens, sk-... style API keys, Logfire tokens,
@@ -94,9 +96,31 @@ class JSONFormatter(logging.Formatter):
         return redact(orjson.dumps(line, default=str).decode())
 
 
-class _TextFormatter(logging.Formatter):
+_LEVEL_WORDS = {"WARNING": "warn ", "ERROR": "ERROR", "CRITICAL": "FATAL", "DEBUG": "debug", "INFO": "info "}
+
+
+class TextFormatter(logging.Formatter):
+    """For a person at a terminal: local time, level, message; warnings and errors stand out.
+    The structured fields stay in the JSON format (the message says what happened)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        level = _LEVEL_WORDS.get(record.levelname, record.levelname.lower())
+        line = f"{when} {level} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact(line)
+
+
+def resolve_format(fmt: str, stream: TextIO | None = None) -> str:
+    """`auto` -> `text` when `stream` (standard error) is a terminal, else `json`."""
+    if fmt != "auto":
+        return fmt
+    stream = sys.stderr if stream is None else stream
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # closed, or not a real stream
+        return "json"
 
 
 class CoalescingStreamHandler(logging.StreamHandler):
@@ -175,13 +199,13 @@ def json_line(fields: dict[str, object]) -> str:
     return redact(orjson.dumps(fields, default=str).decode())
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     handler = CoalescingStreamHandler(sys.stderr)
     setattr(handler, _OURS, True)
-    if fmt == "json":
+    if resolve_format(fmt) == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

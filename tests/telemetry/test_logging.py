@@ -109,3 +109,34 @@ def test_a_reload_reconfigures_only_the_gateways_own_handler() -> None:
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_auto_is_text_at_a_terminal_and_json_anywhere_else(tmp_path) -> None:
+    import os
+
+    from gateway.telemetry.logging import resolve_format
+
+    leader, follower = os.openpty()
+    try:
+        with os.fdopen(follower, "w", closefd=False) as terminal:
+            assert resolve_format("auto", terminal) == "text"
+            assert resolve_format("json", terminal) == "json"  # said explicitly: kept
+        with open(tmp_path / "captured.log", "w") as file:
+            assert resolve_format("auto", file) == "json"
+            assert resolve_format("text", file) == "text"
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_text_lines_are_short_human_and_redacted() -> None:
+    from gateway.telemetry.logging import TextFormatter
+
+    record = logging.LogRecord(
+        "gateway.server", logging.WARNING, __file__, 1, "key %s", ("sk-0123456789abcdef",), None
+    )
+    record.event = "something"
+    line = TextFormatter().format(record)
+    assert line.endswith(" warn  key [REDACTED]"), line
+    assert line[2] == ":" and line[5] == ":"  # HH:MM:SS first
+    assert "event" not in line and "{" not in line
