@@ -12,11 +12,13 @@ that test (planted broken snippets) go through the same code.
   backend `openai` without defining it). Both are checked by `gateway check --no-env`'s loader.
 - Shell blocks: every command whose program is `gateway` parses with the CLI's real argparse parser
   (`gateway bench ...` with the bench parser), without running. A usage synopsis (a line with
-  `[optional]` parts or UPPER-CASE placeholders) is checked for its subcommands and option names.
+  `[optional]` parts or UPPER-CASE placeholders) is checked for its subcommands and option names,
+  and so is an inline code span `gateway ...` in the prose (often partial: `gateway bench`).
 - `curl`, `websocat` and `http` URLs to the gateway (a local host, a `$VARIABLE` host or a host with
   `gateway` in its name) name a route the app serves, with the method the route takes; a local URL
   uses the default port, 8080.
-- Relative Markdown links name a file of the repository, and a `#anchor` a heading of it.
+- Relative Markdown links name a file of the repository, and a `#anchor` a heading of it (GitHub's
+  slugs); a code span holding a path that climbs out of the document's folder (`../x`) names one too.
 
 A block is left out by an HTML comment right before its fence, which must give the reason:
 `<!-- docs-test: skip (shows the error a typo gives) -->`; a YAML file, by a
@@ -131,13 +133,15 @@ def merge_fragment(fragment: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def check_config_text(text: str) -> list[str]:
-    """What the gateway's loader says of a config block (a fragment merged onto the base first)."""
+def check_config_text(text: str, *, first_line: int = 1) -> list[str]:
+    """What the gateway's loader says of a config block whose first line is `first_line` of its file
+    (a fragment is merged onto the base first: its problems are named by key, not line)."""
     from gateway.config.issues import ConfigError
     from gateway.config.load import load_config
 
     data = yaml.safe_load(text)
-    if "version" not in data:
+    fragment = "version" not in data
+    if fragment:
         text = yaml.safe_dump(merge_fragment(data), sort_keys=False)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "gateway.yaml"
@@ -146,7 +150,9 @@ def check_config_text(text: str) -> list[str]:
             load_config(path, env={}, strict_env=False)
         except ConfigError as error:
             return [
-                f"{issue.location.line}:{issue.location.column}: {issue.message}" for issue in error.issues
+                f"{'fragment' if fragment else first_line + issue.location.line - 1}: "
+                + (f"{issue.path}: {issue.message}" if issue.path else issue.message)
+                for issue in error.issues
             ]
     return []
 
@@ -228,7 +234,7 @@ def check_gateway_args(args: list[str]) -> list[str]:
     return []
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
@@ -241,17 +247,17 @@ def _check_synopsis(
     """A usage line: its subcommands exist and every option it names is an option of the last one."""
     parser, rest = top, [a.strip("[]") for a in args]
     parsers = [parser]
-    while rest and _subcommands(parser) and not rest[0].startswith("-"):
+    while rest and subcommands(parser) and not rest[0].startswith("-"):
         word = rest.pop(0)
         if re.fullmatch(r"[A-Z][A-Z_]+", word):  # a placeholder (SCENARIO): options every choice takes
-            parsers = list(_subcommands(parser).values())
+            parsers = list(subcommands(parser).values())
             break
         if parser is top and word == "bench":
             parser = bench
-        elif word in _subcommands(parser):
-            parser = _subcommands(parser)[word]
+        elif word in subcommands(parser):
+            parser = subcommands(parser)[word]
         else:
-            return [f"{parser.prog}: no subcommand {word!r} (choices: {', '.join(_subcommands(parser))})"]
+            return [f"{parser.prog}: no subcommand {word!r} (choices: {', '.join(subcommands(parser))})"]
         parsers = [parser]
     options = [word.split("=")[0] for word in rest if word.startswith("-") and word not in ("-", "--")]
     return [
@@ -354,42 +360,42 @@ def check_http_command(program_name: str, args: list[str], router: Router) -> li
     return problems
 
 
-def check_shell_block(text: str, router: Router, *, console: bool = False) -> list[str]:
-    """Every `gateway` command and every HTTP client call of a shell block."""
+def check_shell_block(text: str, router: Router, *, console: bool = False, first_line: int = 1) -> list[str]:
+    """Every `gateway` command and every HTTP client call of a shell block (whose first line is
+    `first_line` of its file)."""
     problems = []
     for offset, argv in shell_commands(text, console=console):
         name, args = program(argv)
+        line = first_line + offset
         if name == "gateway":
-            problems += [f"+{offset}: gateway {' '.join(args)}: {p}" for p in check_gateway_args(args)]
+            problems += [f"{line}: gateway {' '.join(args)}: {p}" for p in check_gateway_args(args)]
         elif name in HTTP_CLIENTS:
-            problems += [f"+{offset}: {p}" for p in check_http_command(name, args, router)]
+            problems += [f"{line}: {p}" for p in check_http_command(name, args, router)]
     return problems
 
 
-def commands_in_yaml(text: str) -> list[str]:
-    """Shell lines a non-config YAML file runs (CI `run:` steps, compose/Kubernetes `command:`)."""
-    try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError:
-        return []
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("run", "command", "entrypoint") and isinstance(value, str):
-                    found.append(value)
-                elif key in ("command", "entrypoint") and isinstance(value, list):
-                    found.append(shlex.join(str(v) for v in value + node.get("args", [])))
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    for document in documents:
-        walk(document)
+def inline_commands(text: str) -> list[tuple[int, list[str]]]:
+    """(line, arguments) of every code span in the prose that reads `gateway SUBCOMMAND ...`."""
+    found = []
+    prose = _prose(text, keep_spans=True)
+    for span in re.finditer(r"`gateway ([a-z][^`\n]*)`", prose):
+        try:
+            args = shlex.split(span[1])
+        except ValueError:
+            continue
+        found.append((prose.count("\n", 0, span.start()) + 1, args))
     return found
+
+
+def check_inline_commands(text: str) -> list[str]:
+    """Inline `gateway ...` spans are often partial (`gateway bench`), so they are read as synopses:
+    their subcommands and options exist."""
+    top, bench = _parsers()
+    return [
+        f"{line}: gateway {' '.join(args)}: {problem}"
+        for line, args in inline_commands(text)
+        for problem in _check_synopsis(args, top, bench)
+    ]
 
 
 # --- Markdown links ---------------------------------------------------------------------------------
@@ -398,14 +404,15 @@ _LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\((?P<target>[^)\s]+)(?:\s+\"[
 _HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$")
 
 
-def _prose(text: str) -> str:
+def _prose(text: str, *, keep_spans: bool = False) -> str:
     """The document with its fenced blocks blanked (line numbers kept) and code spans emptied."""
     lines = text.split("\n")
     for block in extract_blocks(text, ""):
         end = block.line + block.text.count("\n") + 1
         for number in range(block.line - 1, min(end + 1, len(lines))):
             lines[number] = ""
-    return re.sub(r"`[^`\n]*`", "``", "\n".join(lines))
+    prose = "\n".join(lines)
+    return prose if keep_spans else re.sub(r"`[^`\n]*`", "``", prose)
 
 
 def github_slug(title: str) -> str:
@@ -452,6 +459,12 @@ def check_links(text: str, source: Path, root: Path = ROOT) -> list[str]:
             text_there = text if not file_part else path.read_text(encoding="utf-8")
             if anchor not in anchors(text_there):
                 problems.append(f"{line}: {target}: no heading with the anchor #{anchor}")
+    spans = _prose(text, keep_spans=True)
+    for span in re.finditer(r"`(\.\./[^`\s<>*]+)`", spans):  # a path climbing out of the document's folder
+        line = spans.count("\n", 0, span.start()) + 1
+        path = (source.parent / span[1]).resolve()
+        if not path.is_relative_to(root.resolve()) or not path.exists():
+            problems.append(f"{line}: `{span[1]}`: no such file in the repository")
     return problems
 
 

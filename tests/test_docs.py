@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs_examples import example_file_parts
 from tests.docs_snippets import (
     ROOT,
     SHELL_LANGS,
@@ -15,9 +16,9 @@ from tests.docs_snippets import (
     Router,
     all_blocks,
     check_config_text,
+    check_inline_commands,
     check_links,
     check_shell_block,
-    commands_in_yaml,
     example_yaml_files,
     extract_blocks,
     is_gateway_config,
@@ -37,13 +38,9 @@ CONFIG_BLOCKS += [
     if block.skip is not None or is_gateway_config(block.text)
 ]
 SHELL_BLOCKS = [b for b in BLOCKS if b.lang in SHELL_LANGS]
-#: YAML files under examples/ that are not gateway configs (CI, compose, Kubernetes) but run commands.
-RUNNERS = [
-    Block(relative(p), 1, "sh", "\n".join(commands_in_yaml(p.read_text(encoding="utf-8"))))
-    for p in example_yaml_files()
-    if not is_gateway_config(p.read_text(encoding="utf-8"))
-    and commands_in_yaml(p.read_text(encoding="utf-8"))
-]
+#: Commands and embedded configs of the other example files (CI, compose, Kubernetes, units, Containerfiles).
+EXAMPLE_COMMANDS, EMBEDDED_CONFIGS = example_file_parts()
+CONFIG_BLOCKS += EMBEDDED_CONFIGS
 
 
 @pytest.fixture(scope="module")
@@ -61,20 +58,27 @@ def _checked(block: Block) -> None:
 @pytest.mark.parametrize("block", CONFIG_BLOCKS, ids=[b.id for b in CONFIG_BLOCKS])
 def test_config_block_is_valid(block: Block) -> None:
     _checked(block)
-    problems = check_config_text(block.text)
+    first_line = block.line + 1 if block.source.endswith(".md") else block.line
+    problems = check_config_text(block.text, first_line=first_line)
     assert not problems, f"{block.id}: not a valid gateway config:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("block", SHELL_BLOCKS + RUNNERS, ids=[b.id for b in SHELL_BLOCKS + RUNNERS])
+COMMAND_BLOCKS = SHELL_BLOCKS + EXAMPLE_COMMANDS
+
+
+@pytest.mark.parametrize("block", COMMAND_BLOCKS, ids=[b.id for b in COMMAND_BLOCKS])
 def test_shell_block_commands_and_urls(block: Block, router: Router) -> None:
     _checked(block)
-    problems = check_shell_block(block.text, router, console=block.lang == "console")
+    # A Markdown block's text starts the line after its fence; an example file's command is its line.
+    first_line = block.line + 1 if block.source.endswith(".md") else block.line
+    problems = check_shell_block(block.text, router, console=block.lang == "console", first_line=first_line)
     assert not problems, f"{block.id}:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=[relative(p) for p in markdown_files()])
-def test_links_resolve(path: Path) -> None:
-    problems = check_links(path.read_text(encoding="utf-8"), path)
+def test_links_and_inline_commands(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    problems = check_links(text, path) + check_inline_commands(text)
     assert not problems, f"{relative(path)}:\n" + "\n".join(problems)
 
 
@@ -82,7 +86,8 @@ def test_the_documents_hold_snippets_of_every_kind() -> None:
     """Extraction finds what it is meant to (a regex that matched nothing would pass every test)."""
     assert len(CONFIG_BLOCKS) >= 15 and len(SHELL_BLOCKS) >= 30
     assert any(b.source.startswith("examples/configs/") for b in CONFIG_BLOCKS)
-    assert any(b.source == "examples/ci/gateway-check.yml" for b in RUNNERS)
+    assert any(b.source == "examples/ci/gateway-check.yml" for b in EXAMPLE_COMMANDS)
+    assert any(b.source == "examples/kubernetes/gateway.k8s.yml" for b in EMBEDDED_CONFIGS)
 
 
 # --- the test of the test: planted mistakes are reported ----------------------------------------------
@@ -91,6 +96,7 @@ PLANTED = """\
 # Planted
 
 See [the cache](docs/no-such-file.md) and [a heading](#no-such-heading), [fine](#planted).
+The design is in `../shared/DESIGN.md`; run `gateway chekc`, or `gateway bench overhead --nope`.
 
 ```yaml
 backends:
@@ -124,7 +130,44 @@ def test_planted_mistakes_are_reported(router: Router) -> None:
         assert any(expected in p for p in problems), (expected, problems)
     assert len(problems) == 7, problems
     links = check_links(PLANTED, ROOT / "planted.md")
-    assert len(links) == 2 and "no such file" in links[0] and "#no-such-heading" in links[1], links
+    assert [p.split(": ")[-1] for p in links] == [
+        "no such file",
+        "no heading with the anchor #no-such-heading",
+        "no such file in the repository",
+    ], links
+    inline = check_inline_commands(PLANTED)
+    assert len(inline) == 2 and "chekc" in inline[0] and "--nope" in inline[1], inline
+
+
+PLANTED_FILES = {
+    "compose.yaml": """\
+services:
+  gateway:
+    image: gateway:latest
+    command: ["serve", "--confg", "/etc/gateway/gateway.yaml"]
+    healthcheck: {test: ["CMD", "curl", "-f", "http://localhost:8080/healthz"]}
+configs:
+  gateway:
+    content: |
+      models:
+        m: {chain: [{backend: nowhere}]}
+""",
+    "gateway.service": "[Service]\nExecStart=/opt/gateway/bin/gateway serve \\\n    --wrokers 2\n",
+    "Containerfile": 'FROM python:3.11\nRUN pip install .\nENTRYPOINT ["gateway"]\nCMD ["serv"]\n',
+}
+
+
+def test_planted_mistakes_in_example_files_are_reported(tmp_path: Path, router: Router) -> None:
+    for name, text in PLANTED_FILES.items():
+        (tmp_path / "examples" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "examples" / name).write_text(text)
+    commands, configs = example_file_parts(tmp_path)
+    problems = [p for block in commands for p in check_shell_block(block.text, router)]
+    for expected in ("--confg", "/healthz", "--wrokers", "'serv'"):
+        assert any(expected in p for p in problems), (expected, problems)
+    assert len(problems) == 4, problems
+    assert [b.id for b in configs] == ["examples/compose.yaml:9"]
+    assert any("nowhere" in p for p in check_config_text(configs[0].text))
 
 
 def test_sound_snippets_pass(router: Router) -> None:
