@@ -26,6 +26,7 @@ from tests.docs_snippets import (
     relative,
     skip_problem,
     yaml_file_block,
+    yaml_problem,
 )
 
 BLOCKS = list(all_blocks())
@@ -82,6 +83,14 @@ def test_links_and_inline_commands(path: Path) -> None:
     assert not problems, f"{relative(path)}:\n" + "\n".join(problems)
 
 
+def test_yaml_blocks_and_files_parse() -> None:
+    yaml_texts = [b for b in BLOCKS if b.lang in YAML_LANGS and b.skip is None]
+    yaml_texts += [yaml_file_block(p.read_text(encoding="utf-8"), relative(p)) for p in example_yaml_files()]
+    problems = [f"{b.id}: {yaml_problem(b.text)}" for b in yaml_texts if yaml_problem(b.text)]
+    assert not problems, "\n".join(problems)
+    assert yaml_problem("models: {a: [}") is not None
+
+
 def test_the_documents_hold_snippets_of_every_kind() -> None:
     """Extraction finds what it is meant to (a regex that matched nothing would pass every test)."""
     assert len(CONFIG_BLOCKS) >= 15 and len(SHELL_BLOCKS) >= 30
@@ -95,7 +104,10 @@ def test_the_documents_hold_snippets_of_every_kind() -> None:
 PLANTED = """\
 # Planted
 
-See [the cache](docs/no-such-file.md) and [a heading](#no-such-heading), [fine](#planted).
+See [the cache](docs/no-such-file.md) and [a heading](#no-such-heading), [fine](#planted),
+[a reference][gone], <img src="docs/screenshots/gone.png">.
+
+[gone]: docs/gone.md
 The design is in `../shared/DESIGN.md`; run `gateway chekc`, or `gateway bench overhead --nope`.
 
 ```yaml
@@ -116,6 +128,7 @@ gateway check [FILE ...] [--nope]
 curl -s localhost:8080/v1/nonexistent
 curl -s localhost:8000/v1/models
 curl -s localhost:8080/v1/models -d '{}'
+kubectl exec deploy/gateway -- gateway chekc
 ```
 """
 
@@ -128,12 +141,14 @@ def test_planted_mistakes_are_reported(router: Router) -> None:
     problems = check_shell_block(shell.text, router)
     for expected in ("chekc", "--formt", "--no-such-flag", "--nope", "/v1/nonexistent", "8080", "takes GET"):
         assert any(expected in p for p in problems), (expected, problems)
-    assert len(problems) == 7, problems
+    assert len(problems) == 8 and problems[-1].startswith("8: gateway chekc"), problems
     links = check_links(PLANTED, ROOT / "planted.md")
-    assert [p.split(": ")[-1] for p in links] == [
-        "no such file",
-        "no heading with the anchor #no-such-heading",
-        "no such file in the repository",
+    assert [p.split(": ", 1)[1] for p in links] == [
+        "docs/no-such-file.md: no such file",
+        "#no-such-heading: no heading with the anchor #no-such-heading",
+        "docs/screenshots/gone.png: no such file",
+        "docs/gone.md: no such file",
+        "`../shared/DESIGN.md`: no such file in the repository",
     ], links
     inline = check_inline_commands(PLANTED)
     assert len(inline) == 2 and "chekc" in inline[0] and "--nope" in inline[1], inline
@@ -183,5 +198,9 @@ def test_sound_snippets_pass(router: Router) -> None:
         "output line gateway chekc\n"
         "$ websocat ws://localhost:8080/admin/api/logs/live\n"
         "$ curl -X PATCH localhost:8080/admin/api/config/timeouts -d '{}'\n"
+        "$ curl -s 'localhost:9090/api/v1/query?query=up'\n"  # Prometheus, not the gateway
+        "$ gateway serve --port 9000 & curl localhost:9000/health\n"
+        "$ cat > gateway.yaml <<'EOF'\ncurl localhost:1/nowhere\nEOF\n"  # a here-document is text
+        "$ http :8080/v1/models\n"
     )
     assert check_shell_block(text, router, console=True) == []
