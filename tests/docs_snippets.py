@@ -57,8 +57,13 @@ FRAGMENT_BASE: dict[str, Any] = {
 }
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+.-]*)")
-_MARKER = re.compile(r"<!--\s*docs-test:\s*skip\s*(?:\((?P<reason>[^)]*)\))?\s*-->")
-_FILE_MARKER = re.compile(r"^#\s*docs-test:\s*skip\s*(?:\((?P<reason>[^)]*)\))?\s*$", re.MULTILINE)
+_MARKER = re.compile(r"<!--\s*docs-test:\s*skip\s*(?:\((?P<reason>.*)\))?\s*-->")
+_FILE_MARKER = re.compile(r"^#\s*docs-test:\s*skip\s*(?:\((?P<reason>.*)\))?\s*$", re.MULTILINE)
+#: Said with every failure, so that whoever meets one knows the way out for a deliberate mistake.
+SKIP_HINT = (
+    "(a block wrong on purpose, or not about the gateway: put `<!-- docs-test: skip (the reason) -->` "
+    "right before its fence)"
+)
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ def shell_commands(text: str, *, console: bool = False) -> Iterator[tuple[int, l
             index += 1
             line = line[:-1] + " " + lines[index]
         index += 1
-        heredoc = re.search(r"<<-?\s*(['\"]?)(\w+)\1", line)
+        heredoc = re.search(r"(?<!<)<<(?!<)-?\s*(['\"]?)(\w+)\1", line)
         if heredoc:  # its body is a file's text, not commands
             while index < len(lines) and lines[index].strip() != heredoc[2]:
                 index += 1

@@ -11,6 +11,7 @@ from tests.docs_examples import example_file_parts
 from tests.docs_snippets import (
     ROOT,
     SHELL_LANGS,
+    SKIP_HINT,
     YAML_LANGS,
     Block,
     Router,
@@ -61,7 +62,7 @@ def test_config_block_is_valid(block: Block) -> None:
     _checked(block)
     first_line = block.line + 1 if block.source.endswith(".md") else block.line
     problems = check_config_text(block.text, first_line=first_line)
-    assert not problems, f"{block.id}: not a valid gateway config:\n" + "\n".join(problems)
+    assert not problems, f"{block.id}: not a valid gateway config {SKIP_HINT}:\n" + "\n".join(problems)
 
 
 COMMAND_BLOCKS = SHELL_BLOCKS + EXAMPLE_COMMANDS
@@ -73,7 +74,7 @@ def test_shell_block_commands_and_urls(block: Block, router: Router) -> None:
     # A Markdown block's text starts the line after its fence; an example file's command is its line.
     first_line = block.line + 1 if block.source.endswith(".md") else block.line
     problems = check_shell_block(block.text, router, console=block.lang == "console", first_line=first_line)
-    assert not problems, f"{block.id}:\n" + "\n".join(problems)
+    assert not problems, f"{block.id} {SKIP_HINT}:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("path", markdown_files(), ids=[relative(p) for p in markdown_files()])
