@@ -4,6 +4,7 @@ and the pieces (gateway config, Prometheus, Grafana) pointing at each other."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,10 +15,15 @@ from typing import Any
 
 import jsonschema
 import pytest
+import requests
 import yaml
 
 from gateway.auth import exposure_issue
 from gateway.config.load import load_config
+from gateway.testing.process import start_gateway
+from gateway.testing.redis_server import RedisServer
+from tests.audit.conftest import PG_HOST, PG_PORT, PG_SKIP, pg_execute, postgres_available, query, run_sync
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "examples" / "compose"
@@ -136,6 +142,67 @@ def test_the_gateway_config_is_valid_and_uses_the_stack() -> None:
     state = Path("/var/lib/gateway")
     assert state in config.audit.spill_path.parents  # the volume, not the mounted config directory
     assert state in Path(config.backend("local").path).parents
+
+
+def test_the_gateway_config_serves_with_a_real_postgres_and_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The stack's gateway.yaml with only the service names pointed at this machine's PostgreSQL and a
+    private Redis: a keyed request is served, audited in PostgreSQL, and counted in Redis."""
+    if not postgres_available():
+        pytest.skip(PG_SKIP)
+    database = f"gateway_compose_{os.getpid()}"
+    run_sync(pg_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    run_sync(pg_execute(f'CREATE DATABASE "{database}"'))
+    text = (COMPOSE_DIR / "gateway" / "gateway.yaml").read_text()
+    url = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{database}"
+    text = text.replace("postgres://gateway:${AUDIT_DATABASE_PASSWORD}@postgres:5432/gateway", url)
+    text = text.replace("redis://redis:6379/0", redis_server.url())
+    text = text.replace("/var/lib/gateway", str(tmp_path / "state"))
+    assert "postgres:5432" not in text and "redis:6379" not in text
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "gateway" / "gateway.yaml"
+    config.parent.mkdir()
+    config.write_text(text)
+    client_key, admin_key = "compose-client-key", "compose-admin-key"
+    env = {
+        "GATEWAY_CLIENT_KEY_SHA256": hashlib.sha256(client_key.encode()).hexdigest(),
+        "GATEWAY_ADMIN_KEY_SHA256": hashlib.sha256(admin_key.encode()).hexdigest(),
+        "OPENAI_API_KEY": "",
+        "ANTHROPIC_API_KEY": "",
+    }
+    gateway = start_gateway(config, env=env, ready_path="/health", timeout=90)
+    try:
+        ready = requests.get(gateway.url("/ready"), timeout=10).json()
+        assert ready["checks"]["audit"]["db_up"] is True, ready
+        assert ready["checks"]["limits"]["ok"] is True, ready
+        answer = requests.post(
+            gateway.url("/v1/chat/completions"),
+            headers={"authorization": f"Bearer {client_key}"},
+            json={"model": "local", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        request_id = answer.headers["x-request-id"]
+
+        def audited() -> bool:
+            rows = run_sync(query(url, 'SELECT "client_key" FROM "audit_records"'))
+            return rows == [{"client_key": "default"}]
+
+        wait_until(audited, timeout=30)
+        keys = subprocess.run(
+            ["redis-cli", "-p", str(redis_server.port), "--scan", "--pattern", "gateway:*"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert keys, "the limits store wrote nothing to Redis"
+        logs = requests.get(
+            gateway.url("/admin/api/logs"), headers={"authorization": f"Bearer {admin_key}"}, timeout=10
+        ).json()
+        assert [r["request_id"] for r in logs["records"]] == [request_id]
+    finally:
+        gateway.stop()
+        run_sync(pg_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 def test_every_variable_the_stack_needs_is_in_env_example() -> None:
