@@ -173,9 +173,13 @@ def test_the_gateway_config_serves_with_a_real_postgres_and_redis(
     }
     gateway = start_gateway(config, env=env, ready_path="/health", timeout=90)
     try:
-        ready = requests.get(gateway.url("/ready"), timeout=10).json()
-        assert ready["checks"]["audit"]["db_up"] is True, ready
-        assert ready["checks"]["limits"]["ok"] is True, ready
+
+        def checks() -> dict[str, Any]:
+            return requests.get(gateway.url("/ready"), timeout=10).json()["checks"]
+
+        # The audit writer connects in the background after start.
+        wait_until(lambda: checks()["audit"]["db_up"] is True, timeout=30)
+        assert checks()["limits"]["ok"] is True
         answer = requests.post(
             gateway.url("/v1/chat/completions"),
             headers={"authorization": f"Bearer {client_key}"},
