@@ -19,6 +19,12 @@ const signOutButton = document.getElementById("sign-out");
 
 const state = { session: null, config: null, unmount: null, renderId: 0 };
 
+// The top bar is one row or two, as the screen's width allows; what sits below it (the logs drawer)
+// reads its height from --topbar-height.
+new ResizeObserver(() => {
+  document.documentElement.style.setProperty("--topbar-height", `${topbar.offsetHeight}px`);
+}).observe(topbar);
+
 function pageOf(pathname) {
   const name = pathname.replace(/^\/admin\/?/, "").split("/")[0];
   return name in PAGES ? name : "logs";
@@ -122,6 +128,7 @@ async function signedIn(session) {
   setCsrfToken(session.csrf_token);
   // Without admin keys configured, the only admin there can be is the local admin token.
   whoName.textContent = session.admin_keys_configured ? session.name : "local (admin token)";
+  whoName.title = whoName.textContent; // a narrow screen shows the name cut short
   signOutButton.hidden = session.via !== "session";
   await loadConfig();
   await render();

@@ -58,13 +58,13 @@ class SettingsView {
     this.result = h("div", { class: "result", id: "result", "aria-live": "polite" }, previousResult);
     const rows = TIERS.map(([kind, routes]) => h("tr", {},
       h("th", { scope: "row" }, kind, h("small", {}, routes)),
-      FIELDS.map((name) => h("td", {}, this.field(kind, name)))));
+      FIELDS.map((name) => h("td", { dataset: { label: `${name} (seconds)` } }, this.field(kind, name)))));
     this.form = h("form", { class: "card", novalidate: true, id: "timeouts",
       oninput: () => this.validate(), onsubmit: (event) => { event.preventDefault(); this.save(); } },
-      h("table", { class: "tiers" },
+      h("div", { class: "table-scroll" }, h("table", { class: "tiers" },
         h("thead", {}, h("tr", {}, h("th", {}, "Endpoint kind"),
           FIELDS.map((name) => h("th", {}, `${name} (seconds)`)))),
-        h("tbody", {}, rows)),
+        h("tbody", {}, rows))),
       h("ul", { class: "help" }, FIELDS.map((name) => h("li", {}, h("strong", {}, name), ": ",
         this.limits[name]?.description || ""))),
       h("div", { class: "form-actions" }, this.saveButton, this.resetButton, h("span", { class: "spacer" }),
