@@ -173,8 +173,11 @@ def _init(args: argparse.Namespace) -> int:
         return 1
     config = written[0]
     print(f"wrote {config} (and its schema, {written[1].name}, for editors)")
-    shown = config if args.directory == Path() else args.directory / config.name
-    print(f"next: edit it, `gateway check {shown}`, then `gateway serve --config {shown}`")
+    if args.directory.resolve() == Path.cwd().resolve():
+        print("next: edit it, `gateway check`, then `gateway serve` (both read ./gateway.yaml)")
+    else:
+        shown = args.directory / config.name
+        print(f"next: edit it, `gateway check {shown}`, then `gateway serve --config {shown}`")
     return 0
 
 
