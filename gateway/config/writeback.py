@@ -24,7 +24,7 @@ from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version
 from gateway.config.yamlsource import CONTROL_CHARACTER
 
-__all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits"]
+__all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits", "unified_diff"]
 
 _PLAIN_SAFE = re.compile(r"^[A-Za-z0-9_./@+-][A-Za-z0-9_ ./@+:-]*$")
 
@@ -78,16 +78,24 @@ def plan_edits(raw: bytes, path: str | os.PathLike[str], edits: Sequence[Edit]) 
         text = _apply(text, edit)
     new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
     _check_applied(text, edits, str(path))
+    return EditPlan(raw, new_raw, unified_diff(original, text, path))
+
+
+def unified_diff(before: str, after: str, path: str | os.PathLike[str]) -> str:
+    """The unified diff from `before` to `after` as `git apply` takes it (`a/<name>`, `b/<name>`;
+    a last line without a line break is marked so)."""
     name = Path(path).name
-    diff = "".join(
-        difflib.unified_diff(
-            original.splitlines(keepends=True),
-            text.splitlines(keepends=True),
-            fromfile=f"a/{name}",
-            tofile=f"b/{name}",
-        )
-    )
-    return EditPlan(raw, new_raw, diff)
+    lines = []
+    for line in difflib.unified_diff(
+        before.splitlines(keepends=True),
+        after.splitlines(keepends=True),
+        fromfile=f"a/{name}",
+        tofile=f"b/{name}",
+    ):
+        lines.append(line)
+        if not line.endswith("\n"):
+            lines.append("\n\\ No newline at end of file\n")
+    return "".join(lines)
 
 
 def _compose(text: str) -> Node | None:

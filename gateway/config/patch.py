@@ -1,0 +1,748 @@
+"""Apply an RFC 6902 JSON Patch to gateway.yaml as text: each operation is a minimal source edit.
+
+Every byte outside the edited node stays as it was: comments beside untouched values, quoting,
+`${VAR}` references, line endings (CRLF stays CRLF), a byte-order mark, a missing final newline.
+
+Placement rules (docs/config-edits.md):
+
+- `replace` of a scalar by a scalar changes only the scalar's text (its quoting style kept when the
+  value allows). Any other replace re-writes the entry (its key text kept) in the file's style.
+- `add` of a new mapping key puts it after the mapping's last entry, at the indentation of its
+  siblings; in a flow mapping (`{a: 1}`) it is appended inside the braces, in flow style. `add` to a
+  sequence inserts the item before the one at that index (`-` appends after the last one), with the
+  same dash column (block) or inside the brackets (flow).
+- `remove` deletes the entry's lines (its own trailing comment with it); in a flow collection, the
+  item and one separating comma. Removing the only entry of a collection leaves `{}` or `[]`.
+- `move` between two keys of one mapping renames the key in place; other moves are a remove then an
+  add. `copy` is an add of the value read at `from`.
+- New values are written as block YAML in the file's indentation (flow inside flow collections);
+  strings are quoted only when needed, with the rules of `gateway.config.writeback`.
+- A scalar set from the environment (`${VAR}`) is never replaced by content: `replace` of it needs a
+  value that is itself a `${...}` reference, `remove` of it is refused (remove the entry that holds
+  it, or change the variable). `move` and `copy` carry the reference.
+- A node with an anchor (`&name`) that an alias (`*name`) uses elsewhere is not edited, nor anything
+  inside it, nor a path through an alias: the edit would change both places, or neither.
+
+The whole patch applies or nothing does; each failure names the operation's index and path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.config.writeback import EditPlan, WriteBackError, _scalar, unified_diff
+
+__all__ = ["PatchError", "PatchOp", "apply_patch_text", "parse_patch", "plan_patch"]
+
+_OPS = ("add", "remove", "replace", "move", "copy", "test")
+_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
+#: A `${VAR}` reference alone, written plain (as people write it) when YAML reads it back the same.
+_PLAIN_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[A-Za-z0-9_./@+-]*)?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class PatchOp:
+    op: str
+    path: str
+    value: Any = None
+    from_: str | None = None
+
+
+class PatchError(WriteBackError):
+    """Operation `index` (from 0) of the patch cannot be applied; nothing of the patch was."""
+
+    def __init__(self, index: int, path: str, message: str, *, kind: str = "invalid") -> None:
+        super().__init__(f"operation {index} ({path or '/'}): {message}")
+        self.index = index
+        self.path = path
+        self.reason = message
+        #: "invalid" (a malformed operation or pointer), "test" (a `test` op failed), "refused" (the
+        #: edit cannot be made in this file: `${VAR}`, an alias), "missing" (no such path).
+        self.kind = kind
+
+
+def parse_patch(body: Any) -> list[PatchOp]:
+    """A JSON Patch document (already JSON-decoded) as operations. Raises PatchError."""
+    if not isinstance(body, list):
+        raise PatchError(-1, "", "a JSON Patch is a JSON array of operations")
+    ops = []
+    for index, item in enumerate(body):
+        if not isinstance(item, dict):
+            raise PatchError(index, "", "each operation is a JSON object")
+        op, path = item.get("op"), item.get("path")
+        if op not in _OPS:
+            raise PatchError(index, str(path or ""), f"op must be one of {', '.join(_OPS)}")
+        if not isinstance(path, str):
+            raise PatchError(index, "", "path must be a JSON Pointer string")
+        _tokens(path, index)
+        allowed = {"op", "path"} | ({"value"} if op in ("add", "replace", "test") else set())
+        allowed |= {"from"} if op in ("move", "copy") else set()
+        unknown = sorted(set(item) - allowed)
+        if unknown:
+            raise PatchError(index, path, f"{op} takes no member {', '.join(unknown)}")
+        if op in ("add", "replace", "test") and "value" not in item:
+            raise PatchError(index, path, f"{op} needs a value")
+        source = item.get("from")
+        if op in ("move", "copy"):
+            if not isinstance(source, str):
+                raise PatchError(index, path, f"{op} needs from, a JSON Pointer string")
+            _tokens(source, index)
+            if op == "move" and path.startswith(source + "/"):
+                raise PatchError(index, path, "a value cannot be moved into itself")
+        ops.append(PatchOp(op, path, item.get("value"), source))
+    return ops
+
+
+def _tokens(pointer: str, index: int) -> list[str]:
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise PatchError(index, pointer, "a JSON Pointer is empty or starts with /")
+    if re.search(r"~[^01]|~$", pointer):
+        raise PatchError(index, pointer, "~ in a JSON Pointer is escaped as ~0 (and / as ~1)")
+    return [token.replace("~1", "/").replace("~0", "~") for token in pointer[1:].split("/")]
+
+
+def plan_patch(raw: bytes, path: str | os.PathLike[str], ops: Sequence[PatchOp]) -> EditPlan:
+    """The file content `raw` with the patch applied, and its diff. Raises PatchError."""
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    try:
+        original = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise WriteBackError(f"the config file is not UTF-8 text ({error.reason})") from None
+    text = apply_patch_text(original, ops)
+    new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+    return EditPlan(raw, new_raw, unified_diff(original, text, path))
+
+
+def apply_patch_text(text: str, ops: Sequence[PatchOp]) -> str:
+    """`text` (a YAML document) with every operation of the patch applied as a source edit."""
+    crlf = "\r\n" in text and "\n" not in text.replace("\r\n", "")
+    work = text.replace("\r\n", "\n") if crlf else text
+    no_final_newline = bool(work) and not work.endswith("\n")
+    if no_final_newline:
+        work += "\n"
+    for index, op in enumerate(ops):
+        work = _Editor(work, index, op.path).apply(op)
+    if no_final_newline and work.endswith("\n"):
+        work = work[:-1]
+    return work.replace("\n", "\r\n") if crlf else work
+
+
+# ---------------------------------------------------------------------------------------------------
+# Composing with aliases kept apart
+
+
+class _Alias(Node):
+    """An alias (`*name`) where it is written (PyYAML's composer returns the anchored node itself)."""
+
+    id = "alias"
+
+    def __init__(self, name: str, target: Node, start_mark: Any, end_mark: Any) -> None:
+        super().__init__("alias", target, start_mark, end_mark)
+        self.name = name
+
+
+class _Composer(yaml.SafeLoader):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.anchor_of: dict[int, str] = {}
+        self.aliased: set[str] = set()
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            target = super().compose_node(parent, index)
+            self.aliased.add(event.anchor)
+            return _Alias(event.anchor, target, event.start_mark, event.end_mark)
+        event = self.peek_event()
+        node = super().compose_node(parent, index)
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self.anchor_of[id(node)] = anchor
+        return node
+
+
+def _load(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One operation
+
+
+@dataclass(slots=True)
+class _Step:
+    """A node reached by a pointer: its parent, the key node (mappings) and the value node."""
+
+    parent: Node | None
+    key: Node | None
+    node: Node | None
+    token: str
+
+
+class _Editor:
+    def __init__(self, text: str, index: int, pointer: str) -> None:
+        self.text = text
+        self.index = index
+        self.pointer = pointer
+        loader = _Composer(text)
+        try:
+            self.root = loader.get_single_node()
+        except yaml.YAMLError as error:
+            raise WriteBackError(f"the config file is not valid YAML: {error}") from None
+        finally:
+            loader.dispose()
+        self.anchor_of = loader.anchor_of
+        self.aliased = loader.aliased
+        self.data = _load(text)
+
+    def fail(self, message: str, kind: str = "invalid", path: str | None = None) -> PatchError:
+        return PatchError(self.index, self.pointer if path is None else path, message, kind=kind)
+
+    # -- entry points ------------------------------------------------------------------------------
+
+    def apply(self, op: PatchOp) -> str:
+        tokens = _tokens(op.path, self.index)
+        expected = copy.deepcopy(self.data)
+        if op.op == "test":
+            found, value = _get(self.data, tokens)
+            if not found:
+                raise self.fail("no value at this path", "missing")
+            if not _json_equal(value, op.value):
+                raise self.fail("test failed: the value is not the one given", "test")
+            return self.text
+        if op.op == "add":
+            expected = _data_add(expected, tokens, op.value, self)
+            result = self.add(tokens, op.value)
+        elif op.op == "remove":
+            expected = _data_remove(expected, tokens, self)
+            result = self.remove(tokens)
+        elif op.op == "replace":
+            found, _ = _get(self.data, tokens)
+            if not found:
+                raise self.fail("no value at this path to replace", "missing")
+            expected = _data_replace(expected, tokens, op.value)
+            result = self.replace(tokens, op.value)
+        else:
+            source = _tokens(op.from_ or "", self.index)
+            found, value = _get(self.data, source)
+            if not found:
+                raise self.fail(f"no value at from ({op.from_})", "missing")
+            if op.op == "move":
+                if source == tokens:
+                    return self.text
+                expected = _data_add(_data_remove(expected, source, self), tokens, value, self)
+                result = self.move(source, tokens, value)
+            else:
+                expected = _data_add(expected, tokens, value, self)
+                result = self.add(tokens, value, carried=True)
+        self._check(result, expected)
+        return result
+
+    def _check(self, result: str, expected: Any) -> None:
+        try:
+            got = _load(result)
+        except yaml.YAMLError:
+            got = _Unequal
+        if got is None and expected == {}:
+            got = {}
+        if not _json_equal(got, expected):
+            raise self.fail(
+                "this edit cannot be made as text in this file (it would not read back as "
+                "the patched value); edit the file by hand",
+                "refused",
+            )
+
+    # -- navigation --------------------------------------------------------------------------------
+
+    def step(self, tokens: list[str], *, for_add: bool = False) -> _Step:
+        """The node at `tokens`: for `add`, its parent must exist, the node itself need not."""
+        if self.root is None:
+            raise self.fail("the file is empty", "missing")
+        parent: Node | None = None
+        key: Node | None = None
+        node: Node | None = self.root
+        token = ""
+        for depth, token in enumerate(tokens):
+            assert node is not None
+            self._guard_alias(node)
+            last = depth == len(tokens) - 1
+            parent, key = node, None
+            if isinstance(node, MappingNode):
+                match = [(k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == token]
+                if match:
+                    key, node = match[-1]
+                elif last and for_add:
+                    node = None
+                else:
+                    if any(isinstance(k, ScalarNode) and k.tag.endswith(":merge") for k, _ in node.value):
+                        raise self.fail(
+                            "the key comes from a merge (<<) of an anchor; edit the anchor", "refused"
+                        )
+                    raise self.fail(f"no key {token!r} here", "missing")
+            elif isinstance(node, SequenceNode):
+                if token == "-" and last and for_add:
+                    node = None
+                    continue
+                if not re.fullmatch(r"0|[1-9][0-9]*", token):
+                    raise self.fail(f"{token!r} is not a sequence index")
+                position = int(token)
+                if position < len(node.value):
+                    node = node.value[position]
+                elif last and for_add and position == len(node.value):
+                    node = None
+                else:
+                    raise self.fail(f"index {position} is past the end of the sequence", "missing")
+            else:
+                raise self.fail(f"cannot go into a single value with {token!r}", "missing")
+        return _Step(parent, key, node, token)
+
+    def _guard_alias(self, node: Node) -> None:
+        if isinstance(node, _Alias):
+            raise self.fail(
+                f"the path goes through the alias *{node.name}; edit its anchor &{node.name} instead",
+                "refused",
+            )
+        anchor = self.anchor_of.get(id(node))
+        if anchor is not None and anchor in self.aliased:
+            raise self.fail(
+                f"the node has the anchor &{anchor}, which an alias (*{anchor}) uses "
+                "elsewhere; an edit here would change both places",
+                "refused",
+            )
+
+    def _guard_subtree(self, node: Node) -> None:
+        """Refuse to drop or rewrite a node holding an anchor that an alias uses."""
+        if isinstance(node, _Alias):
+            return
+        self._guard_alias(node)
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                self._guard_subtree(key)
+                self._guard_subtree(value)
+        elif isinstance(node, SequenceNode):
+            for item in node.value:
+                self._guard_subtree(item)
+
+    def _guard_env(self, node: Node, value: Any = None, *, removing: bool = False) -> None:
+        if not isinstance(node, ScalarNode):
+            return
+        names = _REFERENCE.findall(node.value)
+        if not names:
+            return
+        if removing:
+            raise self.fail(
+                f"the value is set from the environment (${{{names[0]}}}); remove the entry "
+                "that holds it or change the variable instead",
+                "refused",
+            )
+        if not (isinstance(value, str) and _REFERENCE.search(value)):
+            raise self.fail(
+                f"the value is set from the environment (${{{names[0]}}}): it is replaced "
+                "only by another ${...} reference; change the variable instead",
+                "refused",
+            )
+
+    # -- operations --------------------------------------------------------------------------------
+
+    def replace(self, tokens: list[str], value: Any) -> str:
+        if not tokens:
+            self._guard_subtree(self.root) if self.root is not None else None
+            return _render_document(value, self.style())
+        step = self.step(tokens)
+        assert step.node is not None
+        self._guard_subtree(step.node)
+        self._guard_env(step.node, value)
+        return self._replace_node(step, value)
+
+    def _replace_node(self, step: _Step, value: Any) -> str:
+        node, parent = step.node, step.parent
+        assert node is not None and parent is not None
+        text = self.text
+        scalar_new = not isinstance(value, dict | list) or not value
+        if isinstance(node, ScalarNode | _Alias) and scalar_new:
+            style = node.style if isinstance(node, ScalarNode) else None
+            start, end = node.start_mark.index, _content_end(node, text)
+            rendered = _flow(value, style if style in ("'", '"') else None)
+            trail = text[start:end][len(text[start:end].rstrip("\n")) :]
+            return text[:start] + rendered + trail + text[end:]
+        if _is_flow(node) or parent.flow_style:
+            start, end = node.start_mark.index, _content_end(node, text)
+            return text[:start] + _flow(value) + text[end:]
+        # A block entry re-written in whole: its key text (or dash) kept, the value in block style.
+        start, end, column = self._block_region(step)
+        style = self.style()
+        if isinstance(parent, MappingNode):
+            assert step.key is not None
+            key_text = text[step.key.start_mark.index : step.key.end_mark.index]
+            lines = _entry_lines(key_text, value, column, style)
+        else:
+            lines = _item_lines(value, column, style)
+        first_pad = "" if text[_line_start(text, start) : start].strip() else None
+        return text[:start] + _join(lines, first_pad) + text[end:]
+
+    def add(self, tokens: list[str], value: Any, *, carried: bool = False) -> str:
+        if not tokens:
+            return self.replace(tokens, value)
+        step = self.step(tokens, for_add=True)
+        parent = step.parent
+        assert parent is not None
+        if isinstance(parent, MappingNode) and step.node is not None:
+            self._guard_subtree(step.node)
+            if not carried:
+                self._guard_env(step.node, value)
+            return self._replace_node(step, value)
+        self._guard_alias(parent)
+        text = self.text
+        style = self.style()
+        if isinstance(parent, MappingNode):
+            entry_key = _flow(step.token)
+            if parent.flow_style or not parent.value:
+                return self._flow_insert(parent, f"{entry_key}: {_flow(value)}", len(parent.value))
+            column = parent.value[0][0].start_mark.column
+            last_value = parent.value[-1][1]
+            at = _region_end(last_value, text)
+            return text[:at] + _join(_entry_lines(entry_key, value, column, style)) + text[at:]
+        if not isinstance(parent, SequenceNode):
+            raise self.fail("the parent is a single value, not a mapping or a sequence", "missing")
+        position = len(parent.value) if step.token == "-" else int(step.token)
+        if parent.flow_style or not parent.value:
+            return self._flow_insert(parent, _flow(value), position)
+        dash = self._dash(parent.value[0])
+        column = dash - _line_start(text, dash)
+        if position < len(parent.value):
+            at = _line_start(text, self._dash(parent.value[position]))
+        else:
+            at = _region_end(parent.value[-1], text)
+        return text[:at] + _join(_item_lines(value, column, style)) + text[at:]
+
+    def remove(self, tokens: list[str], *, carried: bool = False) -> str:
+        if not tokens:
+            raise self.fail("the whole document cannot be removed")
+        step = self.step(tokens)
+        parent, node = step.parent, step.node
+        assert parent is not None and node is not None
+        self._guard_alias(parent)
+        self._guard_subtree(node)
+        if not carried:
+            self._guard_env(node, removing=True)
+        text = self.text
+        entries = parent.value
+        count = len(entries)
+        if count == 1 and not parent.flow_style and parent is not self.root:
+            # The collection becomes empty: `{}` / `[]` in place of its block.
+            grand_tokens = tokens[:-1]
+            empty: Any = {} if isinstance(parent, MappingNode) else []
+            return self._replace_node(self.step(grand_tokens), empty)
+        position = next(i for i, e in enumerate(entries) if (e[1] if isinstance(e, tuple) else e) is node)
+        if parent.flow_style:
+
+            def start_of(entry: Any) -> int:
+                return (entry[0] if isinstance(entry, tuple) else entry).start_mark.index
+
+            def end_of(entry: Any) -> int:
+                return _content_end(entry[1] if isinstance(entry, tuple) else entry, text)
+
+            if position + 1 < count:
+                return text[: start_of(entries[position])] + text[start_of(entries[position + 1]) :]
+            if position > 0:
+                return text[: end_of(entries[position - 1])] + text[end_of(entries[position]) :]
+            return text[: start_of(entries[position])] + text[end_of(entries[position]) :]
+        start, end, _ = self._block_region(step)
+        if text[_line_start(text, start) : start].strip():  # `- a: 1` compact: the next key moves up
+            return text[:start] + text[entries[position + 1][0].start_mark.index :]
+        return text[:start] + text[end:]
+
+    def move(self, source: list[str], target: list[str], value: Any) -> str:
+        if source[:-1] == target[:-1] and source and target:
+            step = self.step(source)
+            if isinstance(step.parent, MappingNode) and step.key is not None:
+                self._guard_alias(step.parent)
+                text = self.text
+                if _get(self.data, target)[0]:
+                    text = _Editor(text, self.index, self.pointer).remove(target)
+                    step = _Editor(text, self.index, self.pointer).step(source)
+                assert step.key is not None
+                key_style = step.key.style if isinstance(step.key, ScalarNode) else None
+                rendered = _flow(target[-1], key_style if key_style in ("'", '"') else None)
+                return text[: step.key.start_mark.index] + rendered + text[step.key.end_mark.index :]
+        step = self.step(source)
+        assert step.node is not None
+        self._guard_subtree(step.node)
+        editor = _Editor(self.remove(source, carried=True), self.index, self.pointer)
+        return editor.add(target, value, carried=True)
+
+    # -- text geometry -------------------------------------------------------------------------------
+
+    def _flow_insert(self, parent: Node, entry: str, position: int) -> str:
+        text = self.text
+        entries = parent.value
+        if not entries:
+            if not parent.flow_style:  # pragma: no cover - a block collection always has an entry
+                raise self.fail("cannot add to an empty block collection")
+            at = parent.start_mark.index + 1
+            return text[:at] + entry + text[at:]
+        if position < len(entries):
+            first = entries[position]
+            at = (first[0] if isinstance(first, tuple) else first).start_mark.index
+            return text[:at] + entry + ", " + text[at:]
+        last = entries[-1]
+        at = _content_end(last[1] if isinstance(last, tuple) else last, text)
+        return text[:at] + ", " + entry + text[at:]
+
+    def _dash(self, item: Node) -> int:
+        """The index of the `-` that starts block sequence item `item`."""
+        text = self.text
+        at = item.start_mark.index - 1
+        while at >= 0 and text[at] in " \n":
+            at -= 1
+        if at < 0 or text[at] != "-":
+            raise self.fail("cannot find the dash of this sequence item", "refused")
+        if text[_line_start(text, at) : at].strip():
+            raise self.fail("a sequence item shares its line with another (`- - x`); edit by hand", "refused")
+        return at
+
+    def _block_region(self, step: _Step) -> tuple[int, int, int]:
+        """[start, end) of a block entry's text (whole lines but for a compact first key) and the
+        column of its key or dash."""
+        text = self.text
+        assert step.node is not None
+        if isinstance(step.parent, MappingNode):
+            assert step.key is not None
+            start = step.key.start_mark.index
+            column = step.key.start_mark.column
+            if not text[_line_start(text, start) : start].strip():
+                start = _line_start(text, start)
+        else:
+            dash = self._dash(step.node)
+            start = _line_start(text, dash)
+            column = dash - start
+        return start, _region_end(step.node, text), column
+
+    def style(self) -> _Style:
+        return _file_style(self.root)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry and rendering helpers
+
+
+class _UnequalType:
+    pass
+
+
+_Unequal = _UnequalType()
+
+
+def _is_flow(node: Node) -> bool:
+    return isinstance(node, MappingNode | SequenceNode) and bool(node.flow_style)
+
+
+def _line_start(text: str, index: int) -> int:
+    return text.rfind("\n", 0, index) + 1
+
+
+def _content_end(node: Node, text: str) -> int:
+    """The index just after the node's last character of content (not its trailing comments)."""
+    if isinstance(node, MappingNode | SequenceNode) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _content_end(last[1] if isinstance(last, tuple) else last, text)
+    end = node.end_mark.index
+    if isinstance(node, ScalarNode) and node.style in ("|", ">"):
+        return end
+    if isinstance(node, ScalarNode) and node.style is None:
+        # A plain multi-line scalar's end mark may sit past spaces; trim them.
+        while end > node.start_mark.index and text[end - 1] in " \n":
+            end -= 1
+    return end
+
+
+def _region_end(node: Node, text: str) -> int:
+    """The index after the line (its comment and line break included) where `node`'s content ends."""
+    end = _content_end(node, text)
+    if end > 0 and text[end - 1] == "\n":
+        return end
+    line_end = text.find("\n", end)
+    return len(text) if line_end == -1 else line_end + 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Style:
+    #: Spaces per nesting level of mappings, and how far a block sequence under a key is indented.
+    step: int = 2
+    sequence_indent: int = 2
+
+
+def _file_style(root: Node | None) -> _Style:
+    step: int | None = None
+    sequence: int | None = None
+    pending = [root] if root is not None else []
+    while pending and (step is None or sequence is None):
+        node = pending.pop(0)
+        if isinstance(node, MappingNode) and not node.flow_style:
+            for key, value in node.value:
+                if isinstance(value, MappingNode) and not value.flow_style and value.value:
+                    offset = value.value[0][0].start_mark.column - key.start_mark.column
+                    if step is None and offset > 0:
+                        step = offset
+                block_sequence = isinstance(value, SequenceNode) and not value.flow_style
+                if block_sequence and value.value and sequence is None:
+                    item = value.value[0]
+                    # the item's dash sits two columns before a compact item's content
+                    sequence = max(0, item.start_mark.column - 2 - key.start_mark.column)
+                pending.append(value)
+        elif isinstance(node, SequenceNode) and not node.flow_style:
+            pending.extend(node.value)
+    step = step or 2
+    return _Style(step, step if sequence is None else sequence)
+
+
+def _flow(value: Any, style: str | None = None) -> str:
+    """`value` as flow YAML (a scalar with writeback's quoting rules; `{a: 1}`, `[1, 2]`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if style is None and isinstance(value, str) and _PLAIN_REFERENCE.fullmatch(value):
+        with contextlib.suppress(yaml.YAMLError):
+            if yaml.safe_load(value) == value:
+                return value
+    if isinstance(value, str) and (
+        "," in value
+        or "[" in value
+        or "]" in value
+        or "{" in value
+        or "}" in value
+        or "#" in value
+        or ": " in value
+    ):
+        return _scalar(value, '"')
+    return _scalar(value, style)
+
+
+def _is_leaf(value: Any) -> bool:
+    return not isinstance(value, dict | list) or not value
+
+
+def _entry_lines(key_text: str, value: Any, column: int, style: _Style) -> list[str]:
+    pad = " " * column
+    if _is_leaf(value):
+        return [f"{pad}{key_text}: {_flow(value)}"]
+    if isinstance(value, dict):
+        lines = [f"{pad}{key_text}:"]
+        for k, v in value.items():
+            lines += _entry_lines(_flow(str(k)), v, column + style.step, style)
+        return lines
+    lines = [f"{pad}{key_text}:"]
+    for item in value:
+        lines += _item_lines(item, column + style.sequence_indent, style)
+    return lines
+
+
+def _item_lines(value: Any, column: int, style: _Style) -> list[str]:
+    pad = " " * column
+    if _is_leaf(value):
+        return [f"{pad}- {_flow(value)}"]
+    inner = (
+        [line for k, v in value.items() for line in _entry_lines(_flow(str(k)), v, column + 2, style)]
+        if isinstance(value, dict)
+        else [line for item in value for line in _item_lines(item, column + 2, style)]
+    )
+    return [f"{pad}- {inner[0][column + 2 :]}", *inner[1:]]
+
+
+def _join(lines: list[str], first_pad: str | None = None) -> str:
+    if first_pad is not None and lines:
+        lines = [lines[0].lstrip(" "), *lines[1:]]
+    return "".join(line + "\n" for line in lines)
+
+
+def _render_document(value: Any, style: _Style) -> str:
+    if isinstance(value, dict) and value:
+        return "".join(_join(_entry_lines(_flow(str(k)), v, 0, style)) for k, v in value.items())
+    if isinstance(value, list) and value:
+        return "".join(_join(_item_lines(v, 0, style)) for v in value)
+    return _flow(value) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The same patch on plain data: what the edited text must read back as
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _get(data: Any, tokens: list[str]) -> tuple[bool, Any]:
+    for token in tokens:
+        if isinstance(data, dict) and token in data:
+            data = data[token]
+        elif isinstance(data, list) and re.fullmatch(r"0|[1-9][0-9]*", token) and int(token) < len(data):
+            data = data[int(token)]
+        else:
+            return False, None
+    return True, data
+
+
+def _data_add(data: Any, tokens: list[str], value: Any, editor: _Editor) -> Any:
+    if not tokens:
+        return copy.deepcopy(value)
+    found, parent = _get(data, tokens[:-1])
+    if not found:
+        raise editor.fail("the parent of the path does not exist", "missing")
+    token = tokens[-1]
+    if isinstance(parent, dict):
+        parent[token] = copy.deepcopy(value)
+    elif isinstance(parent, list):
+        if token == "-":
+            parent.append(copy.deepcopy(value))
+        elif re.fullmatch(r"0|[1-9][0-9]*", token) and int(token) <= len(parent):
+            parent.insert(int(token), copy.deepcopy(value))
+        else:
+            raise editor.fail(
+                f"{token!r} is not an index of the sequence (0 to {len(parent)} or -)", "missing"
+            )
+    else:
+        raise editor.fail("the parent of the path is a single value", "missing")
+    return data
+
+
+def _data_remove(data: Any, tokens: list[str], editor: _Editor) -> Any:
+    found, _ = _get(data, tokens)
+    if not found or not tokens:
+        raise editor.fail("no value at this path to remove", "missing")
+    _, parent = _get(data, tokens[:-1])
+    if isinstance(parent, dict):
+        del parent[tokens[-1]]
+    else:
+        del parent[int(tokens[-1])]
+    return data
+
+
+def _data_replace(data: Any, tokens: list[str], value: Any) -> Any:
+    if not tokens:
+        return copy.deepcopy(value)
+    _, parent = _get(data, tokens[:-1])
+    parent[tokens[-1] if isinstance(parent, dict) else int(tokens[-1])] = copy.deepcopy(value)
+    return data
