@@ -232,6 +232,8 @@ class _Editor:
             found, _ = _get(self.data, tokens)
             if not found:
                 raise self.fail("no value at this path to replace", "missing")
+            if _json_equal(_get(self.data, tokens)[1], op.value):
+                return self.text  # already this value: its text stays as it is
             expected = _data_replace(expected, tokens, op.value)
             result = self.replace(tokens, op.value)
         else:
