@@ -17,6 +17,7 @@ import orjson
 from quart import Quart, Request
 
 from gateway.admin.api import blueprint as admin_api
+from gateway.admin.config_edit import blueprint as admin_config_edit
 from gateway.admin.logs import blueprint as admin_logs
 from gateway.admin.openapi import blueprint as openapi_document
 from gateway.admin.panel import install_panel
@@ -92,6 +93,7 @@ def create_app(
     install_problem_handlers(app)
     app.audit = AuditService()
     app.register_blueprint(admin_api)
+    app.register_blueprint(admin_config_edit)
     app.register_blueprint(admin_logs)
     app.register_blueprint(admin_usage)
     install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch

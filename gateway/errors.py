@@ -98,6 +98,26 @@ class ConfigRejected(InvalidRequest):
     slug, title = "config-rejected", "Configuration rejected"
 
 
+class InvalidPatch(BadRequest):
+    """A JSON Patch that is malformed (an unknown op, a bad JSON Pointer); `op_index` names the op."""
+
+    slug, title = "invalid-patch", "Invalid JSON Patch"
+
+
+class PatchNotApplicable(InvalidRequest):
+    """A JSON Patch op whose path is not in the file, or an edit refused there (a `${VAR}` value, an
+    anchor in use); `op_index` names the op."""
+
+    slug, title = "patch-not-applicable", "JSON Patch cannot be applied"
+
+
+class PatchTestFailed(GatewayError):
+    """A `test` op of a JSON Patch found another value: the config is not in the state the patch expects."""
+
+    status, slug, title = 409, "patch-test-failed", "JSON Patch test failed"
+    openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
+
+
 class Unauthorized(GatewayError):
     status, slug, title = 401, "unauthorized", "Authentication required"
     openai_type, anthropic_type = "invalid_request_error", "authentication_error"

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -33,8 +33,13 @@ __all__ = [
     "EditResult",
     "StaleVersion",
     "WriteBackOff",
+    "check_edit",
     "edit_config",
 ]
+
+#: Plans an edit of the config file: its bytes and path in, the planned text edit out (e.g. a JSON
+#: Patch: `functools.partial(plan_patch, ops=...)`). Raises WriteBackError when it cannot be made.
+Planner = Callable[[bytes, Path], EditPlan]
 
 log = logging.getLogger("gateway.config")
 
@@ -80,13 +85,14 @@ class EditResult:
 
 async def edit_config(
     live: LiveRuntime,
-    edits: Sequence[Edit],
+    edits: Sequence[Edit] | Planner,
     expected_version: str,
     *,
     source: str = "api",
     lock_wait: float = LOCK_WAIT_S,
 ) -> EditResult:
-    """Apply `edits` to `live`'s config file if it is still at `expected_version`, as one transaction.
+    """Apply `edits` (scalar edits, or a Planner) to `live`'s config file if it is still at
+    `expected_version`, as one transaction.
 
     Raises StaleVersion (the file changed since it was read), ConfigError (the result would be
     rejected: invalid, exposed, or a backend that cannot start; the file is untouched), WriteBackError
@@ -94,11 +100,30 @@ async def edit_config(
     nothing written), ConfigLockTimeout, ConfigFileUnavailable.
     """
     # Shielded: a client that hangs up must not stop the transaction between writing and swapping.
-    return await asyncio.shield(_edit(live, tuple(edits), expected_version, source, lock_wait))
+    return await asyncio.shield(_edit(live, _planner(edits), expected_version, source, lock_wait))
+
+
+async def check_edit(
+    live: LiveRuntime, edits: Sequence[Edit] | Planner, expected_version: str, *, source: str = "api"
+) -> EditPlan:
+    """Plan the edit and run every check of the config pipeline on the result (parse, schema,
+    cross-field, exposure), short of starting backends; write nothing. For a dry run, and for
+    `admin.write_back: false`. Raises as `edit_config` does (but WriteBackOff and the lock errors)."""
+    _, _, plan = await _read_and_plan(live, _planner(edits), expected_version)
+    with _refusals_logged(source):
+        await live.check(plan.new_raw)
+    return plan
+
+
+def _planner(edits: Sequence[Edit] | Planner) -> Planner:
+    if callable(edits):
+        return edits
+    scalar_edits = tuple(edits)
+    return lambda raw, path: plan_edits(raw, path, scalar_edits)
 
 
 async def _edit(
-    live: LiveRuntime, edits: tuple[Edit, ...], expected: str, source: str, lock_wait: float
+    live: LiveRuntime, plan_edit: Planner, expected: str, source: str, lock_wait: float
 ) -> EditResult:
     deadline = time.monotonic() + lock_wait
     async with _worker_lock(live, lock_wait):
@@ -109,12 +134,10 @@ async def _edit(
         if not runtime.config.admin.write_back:
             # Nothing will be written or applied, so no writers' lock (a read-only container may have
             # nowhere to put one): validate without starting backends and hand back the patch.
-            _, _, plan = await _read_and_plan(live, edits, expected)
-            with _refusals_logged(source):
-                await live.check(plan.new_raw)
+            plan = await check_edit(live, plan_edit, expected, source=source)
             raise WriteBackOff(plan.previous_version, plan.version, plan.diff)
         async with _writers_lock(live, max(0.0, deadline - time.monotonic())):
-            real, raw, plan = await _read_and_plan(live, edits, expected)
+            real, raw, plan = await _read_and_plan(live, plan_edit, expected)
             if plan.version == runtime.version:
                 # The edited file is the live config (usually: the values were already these).
                 if plan.changes:
@@ -138,7 +161,7 @@ async def _edit(
 
 
 async def _read_and_plan(
-    live: LiveRuntime, edits: tuple[Edit, ...], expected: str
+    live: LiveRuntime, plan_edit: Planner, expected: str
 ) -> tuple[Path, bytes, EditPlan]:
     """The file's real path and bytes, checked against the version the editor read, and the edit."""
     real = Path(os.path.realpath(live.path))  # a Kubernetes-style symlink stays a symlink
@@ -149,7 +172,7 @@ async def _read_and_plan(
     current = config_version(raw)
     if current != expected:
         raise StaleVersion(current)
-    return real, raw, await asyncio.to_thread(plan_edits, raw, live.path, edits)
+    return real, raw, await asyncio.to_thread(plan_edit, raw, live.path)
 
 
 @contextlib.asynccontextmanager
