@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +149,11 @@ def test_crlf_bom_and_final_line_are_kept() -> None:
     assert plan.new_raw == b"\xef\xbb\xbfa:\r\n  b: 1\r\n  c: 2\r\n  d: 3"
     assert plan.previous_version == config_version(raw)
     assert "\\ No newline at end of file" in plan.diff
+
+
+def test_the_documented_placement_example_is_what_the_editor_does() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "config-edits.md").read_text()
+    section = doc.split("Adding `first_byte` to this fragment:")[1]
+    before, after = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[:2]
+    patch = json.loads(re.search(r"with `(\[.*?\])` gives", section, re.DOTALL).group(1).replace("\n", " "))
+    assert patched(*patch, text=before) == after
