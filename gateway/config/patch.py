@@ -223,6 +223,13 @@ class _Editor:
                 raise self.fail("test failed: the value is not the one given", "test")
             return self.text
         if op.op == "add":
+            _, parent = _get(self.data, tokens[:-1])
+            if (
+                isinstance(parent, dict)
+                and tokens
+                and _json_equal(parent.get(tokens[-1], _Unequal), op.value)
+            ):
+                return self.text  # the key already holds this value: its text stays as it is
             expected = _data_add(expected, tokens, op.value, self)
             result = self.add(tokens, op.value)
         elif op.op == "remove":
@@ -561,10 +568,9 @@ def _content_end(node: Node, text: str) -> int:
         last = node.value[-1]
         return _content_end(last[1] if isinstance(last, tuple) else last, text)
     end = node.end_mark.index
-    if isinstance(node, ScalarNode) and node.style in ("|", ">"):
-        return end
-    if isinstance(node, ScalarNode) and node.style is None:
-        # A plain multi-line scalar's end mark may sit past spaces; trim them.
+    if isinstance(node, ScalarNode) and node.style in (None, "|", ">"):
+        # A block scalar's end mark sits past its line break and any blank lines after it, a plain
+        # multi-line scalar's may sit past spaces: its content ends at its last character.
         while end > node.start_mark.index and text[end - 1] in " \n":
             end -= 1
     return end

@@ -157,3 +157,22 @@ def test_the_documented_placement_example_is_what_the_editor_does() -> None:
     before, after = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[:2]
     patch = json.loads(re.search(r"with `(\[.*?\])` gives", section, re.DOTALL).group(1).replace("\n", " "))
     assert patched(*patch, text=before) == after
+
+
+def test_a_key_after_a_block_scalar_goes_before_the_blank_line() -> None:
+    text = "a:\n  d: >\n    folded\n    text\n\nb: 1\n"
+    assert patched({"op": "add", "path": "/a/e", "value": 2}, text=text) == (
+        "a:\n  d: >\n    folded\n    text\n  e: 2\n\nb: 1\n"
+    )
+
+
+def test_setting_the_value_a_key_already_has_leaves_the_text() -> None:
+    text = "a:\n  host: '127.0.0.1'   # quoted by hand\n"
+    assert patched({"op": "replace", "path": "/a/host", "value": "127.0.0.1"}, text=text) == text
+    assert patched({"op": "add", "path": "/a/host", "value": "127.0.0.1"}, text=text) == text
+
+
+def test_a_merged_key_is_refused_with_the_reason() -> None:
+    text = "base: &b {x: 1}\nc:\n  <<: *b\n  y: 2\n"
+    error = refused({"op": "replace", "path": "/c/x", "value": 3}, text=text)
+    assert "merge" in str(error) and error.kind == "refused"
