@@ -7,7 +7,9 @@ and RFC 6902 JSON Patch edits of gateway.yaml (each one `gateway.runtime.edit` t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,6 +18,7 @@ from gateway.admin.access import authenticate_admin, check_origin
 from quart import Blueprint, Response, current_app, request
 
 from gateway.config.issues import ConfigError
+from gateway.config.literal_secrets import literal_secrets
 from gateway.config.load import config_version
 from gateway.config.patch import PatchError, PatchOp, parse_patch, plan_patch
 from gateway.config.schema import apply_defaults
@@ -84,6 +87,10 @@ async def config_tree() -> Response:
             errors=[issue.as_dict() for issue in issues],
         )
     written = yaml.safe_load(text)  # the file's own text of each `${VAR}` reference, unresolved
+    # A file the loader refuses may hold a literal secret (a key pasted in): never shown either.
+    hidden: set[tuple[Any, ...]] = set()
+    with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError):
+        hidden = {path for path, _ in literal_secrets(doc.data, doc)}
     try:
         effective = apply_defaults(doc.data)
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -93,7 +100,7 @@ async def config_tree() -> Response:
         "version": version,
         "serving_version": runtime.version,
         "write_back": runtime.config.admin.write_back,
-        "tree": _node(effective, (), doc, written),
+        "tree": _node(effective, (), _Sources(doc, written, hidden)),
     }
     return _json(body, headers={"etag": _etag(version)})
 
@@ -102,39 +109,49 @@ def _pointer(path: tuple[Any, ...]) -> str:
     return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
-def _source(path: tuple[Any, ...], doc: LocatedDocument) -> dict[str, Any]:
-    location = doc.values.get(path)
-    if location is None:
-        return {"kind": "default"}
-    variables = doc.from_env.get(path)
-    where = {"line": location.line, "column": location.column}
-    if variables:
-        return {"kind": "env", "variables": list(variables), **where}
-    return {"kind": "file", **where}
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """Where the tree's values come from: the located document, the file's own text of each value
+    (references unresolved), and the paths never shown (literal secrets of a refused file)."""
+
+    doc: LocatedDocument
+    written: Any
+    hidden: set[tuple[Any, ...]]
+
+    def source(self, path: tuple[Any, ...]) -> dict[str, Any]:
+        location = self.doc.values.get(path)
+        if location is None:
+            return {"kind": "default"}
+        variables = self.doc.from_env.get(path)
+        where = {"line": location.line, "column": location.column}
+        if variables:
+            return {"kind": "env", "variables": list(variables), **where}
+        return {"kind": "file", **where}
+
+    def written_text(self, path: tuple[Any, ...]) -> str:
+        """The scalar's text as the file holds it (`${VAR}`, `${VAR:-default}`)."""
+        value = self.written
+        for part in path:
+            value = value[part]
+        return str(value)
 
 
-def _node(value: Any, path: tuple[Any, ...], doc: LocatedDocument, written: Any) -> dict[str, Any]:
-    source = _source(path, doc)
+def _node(value: Any, path: tuple[Any, ...], sources: _Sources) -> dict[str, Any]:
+    source = sources.source(path)
     node: dict[str, Any] = {"pointer": _pointer(path), "source": source}
-    if isinstance(value, dict):
-        node["entries"] = {str(key): _node(item, (*path, key), doc, written) for key, item in value.items()}
+    if path in sources.hidden:
+        node["redacted"] = "a literal secret, which the loader refuses: it is not shown"
+    elif isinstance(value, dict):
+        node["entries"] = {str(key): _node(item, (*path, key), sources) for key, item in value.items()}
     elif isinstance(value, list):
-        node["items"] = [_node(item, (*path, index), doc, written) for index, item in enumerate(value)]
+        node["items"] = [_node(item, (*path, index), sources) for index, item in enumerate(value)]
     elif source["kind"] == "env":
         # What the file says (the reference), never what the environment resolved it to: it may be a
         # secret, whatever field holds it.
-        node["reference"] = _written(written, path)
+        node["reference"] = sources.written_text(path)
     else:
         node["value"] = value
     return node
-
-
-def _written(written: Any, path: tuple[Any, ...]) -> str:
-    """The scalar's text as the file holds it (`${VAR}`, `${VAR:-default}`)."""
-    value: Any = written
-    for part in path:
-        value = value[part]
-    return str(value)
 
 
 # --- the patch -----------------------------------------------------------------------------------

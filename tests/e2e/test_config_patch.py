@@ -93,6 +93,16 @@ def test_the_tree_shows_each_source_and_never_an_environment_value(gateway) -> N
     assert port == {"pointer": "/server/port", "source": {"kind": "default"}, "value": 8080}
 
 
+def test_a_literal_secret_saved_in_a_refused_file_is_not_shown(gateway) -> None:
+    literal = "sk-pasted-by-mistake-0123456789"
+    text = gateway.config_path.read_text().replace("${OPENAI_API_KEY}", literal)
+    gateway.config_path.write_text(text)  # reload.watch is off: the file is not applied
+    response = tree(gateway)
+    assert literal not in response.text
+    key = response.json()["tree"]["entries"]["backends"]["entries"]["openai"]["entries"]["api_key"]
+    assert "redacted" in key and "value" not in key
+
+
 def test_a_patch_edits_the_file_and_applies_it(gateway) -> None:
     etag = tree(gateway).headers["etag"]
     before = gateway.config_path.read_text()
@@ -197,7 +207,11 @@ def test_two_patches_with_the_same_if_match_one_wins(gateway) -> None:
     codes = sorted(answer.status_code for answer in answers.values())
     assert codes == [200, 409], [a.text for a in answers.values()]
     (winner,) = [value for value, answer in answers.items() if answer.status_code == 200]
-    assert yaml.safe_load(gateway.config_path.read_text())["timeouts"]["chat"]["total"] == winner
+    raw = gateway.config_path.read_bytes()
+    assert yaml.safe_load(raw)["timeouts"]["chat"]["total"] == winner
+    (loser,) = [answer for answer in answers.values() if answer.status_code == 409]
+    assert loser.json()["type"] == "/problems/stale-config-version"
+    assert loser.json()["current_version"] == config_version(raw) == answers[winner].json()["version"]
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
