@@ -68,6 +68,8 @@ ENDPOINTS = [
     ("GET", "/admin/api/config/timeouts"),
     ("POST", "/admin/api/config/reload"),
     ("PATCH", "/admin/api/config/timeouts"),
+    ("GET", "/admin/api/config/tree"),
+    ("PATCH", "/admin/api/config"),
 ]
 
 

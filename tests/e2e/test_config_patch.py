@@ -238,3 +238,15 @@ def test_write_back_off_returns_a_patch_git_apply_takes(gateway_server, tmp_path
     applied = yaml.safe_load((repo / gateway.config_path.name).read_text())
     assert "primary" in applied["backends"] and applied["backends"]["up"]["enabled"] is True
     assert applied["models"]["chat"]["chain"] == [{"backend": "primary"}]
+
+
+def test_a_cross_origin_patch_is_refused(gateway) -> None:
+    etag = tree(gateway).headers["etag"]
+    headers = admin(**{"content-type": PATCH_TYPE, "if-match": etag, "origin": "http://evil.example"})
+    ops = [{"op": "replace", "path": "/timeouts/chat/total", "value": 600}]
+    before = gateway.config_path.read_bytes()
+    response = requests.patch(
+        gateway.url("/admin/api/config"), data=json.dumps(ops), headers=headers, timeout=10
+    )
+    problem(response, 403)
+    assert gateway.config_path.read_bytes() == before
