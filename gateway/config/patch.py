@@ -295,7 +295,10 @@ class _Editor:
                 elif last and for_add:
                     node = None
                 else:
-                    if any(isinstance(k, ScalarNode) and k.tag.endswith(":merge") for k, _ in node.value):
+                    merged = any(
+                        isinstance(k, ScalarNode) and k.tag.endswith(":merge") for k, _ in node.value
+                    )
+                    if merged and _get(self.data, tokens[: depth + 1])[0]:
                         raise self.fail(
                             "the key comes from a merge (<<) of an anchor; edit the anchor", "refused"
                         )
@@ -367,7 +370,8 @@ class _Editor:
 
     def replace(self, tokens: list[str], value: Any) -> str:
         if not tokens:
-            self._guard_subtree(self.root) if self.root is not None else None
+            if self.root is not None:
+                self._guard_subtree(self.root)
             return _render_document(value, self.style())
         step = self.step(tokens)
         assert step.node is not None
