@@ -402,8 +402,27 @@ class _Editor:
             lines = _entry_lines(key_text, value, column, style)
         else:
             lines = _item_lines(value, column, style)
+        lines[0] += self._first_line_comment(step)
         first_pad = "" if text[_line_start(text, start) : start].strip() else None
         return text[:start] + _join(lines, first_pad) + text[end:]
+
+    def _first_line_comment(self, step: _Step) -> str:
+        """The comment on the entry's first line (`port: 8080   # the usual port`, `chat:  # note`),
+        with the spaces before it, or "": a re-written entry keeps it."""
+        text = self.text
+        assert step.node is not None
+        head = step.key if step.key is not None else step.node
+        line_end = text.find("\n", head.start_mark.index)
+        line_end = len(text) if line_end == -1 else line_end
+        content_end = _content_end(step.node, text)
+        if step.node.start_mark.index < line_end and content_end <= line_end:
+            after = text[content_end:line_end]  # the value sits on this line: what follows it
+        elif step.key is not None:
+            after = text[step.key.end_mark.index : line_end].lstrip().removeprefix(":")
+        else:
+            return ""
+        match = re.fullmatch(r"\s+#.*", after)
+        return match.group() if match else ""
 
     def add(self, tokens: list[str], value: Any, *, carried: bool = False) -> str:
         if not tokens:

@@ -176,3 +176,12 @@ def test_a_merged_key_is_refused_with_the_reason() -> None:
     text = "base: &b {x: 1}\nc:\n  <<: *b\n  y: 2\n"
     error = refused({"op": "replace", "path": "/c/x", "value": 3}, text=text)
     assert "merge" in str(error) and error.kind == "refused"
+
+
+def test_a_rewritten_entry_keeps_the_comment_of_its_first_line() -> None:
+    text = "server:\n  port: 8080   # the usual port\n  host: x\n"
+    assert patched({"op": "replace", "path": "/server/port", "value": {"a": 1}}, text=text) == (
+        "server:\n  port:   # the usual port\n    a: 1\n  host: x\n"
+    )
+    text = "a:   # note\n  x: 1\nb: 2\n"
+    assert patched({"op": "replace", "path": "/a", "value": 5}, text=text) == "a: 5   # note\nb: 2\n"
