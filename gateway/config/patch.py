@@ -40,7 +40,7 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config.writeback import EditPlan, WriteBackError, _scalar, unified_diff
+from gateway.config.writeback import EditPlan, WriteBackError, scalar_text, unified_diff
 
 __all__ = ["PatchError", "PatchOp", "apply_patch_text", "parse_patch", "plan_patch"]
 
@@ -660,8 +660,8 @@ def _flow(value: Any, style: str | None = None) -> str:
         or "#" in value
         or ": " in value
     ):
-        return _scalar(value, '"')
-    return _scalar(value, style)
+        return scalar_text(value, '"')
+    return scalar_text(value, style)
 
 
 def _is_leaf(value: Any) -> bool:

@@ -24,7 +24,7 @@ from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version
 from gateway.config.yamlsource import CONTROL_CHARACTER
 
-__all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits", "unified_diff"]
+__all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits", "scalar_text", "unified_diff"]
 
 _PLAIN_SAFE = re.compile(r"^[A-Za-z0-9_./@+-][A-Za-z0-9_ ./@+:-]*$")
 
@@ -132,7 +132,7 @@ def _apply(text: str, edit: Edit) -> str:
             f"{'.'.join(edit.path)} is set from the environment ({node.value}); change the variable instead"
         )
     start, end = node.start_mark.index, node.end_mark.index
-    return text[:start] + _scalar(edit.value, node.style) + text[end:]
+    return text[:start] + scalar_text(edit.value, node.style) + text[end:]
 
 
 def _insert(text: str, parent: Node, keys: tuple[str, ...], value: Any, where: tuple[str, ...]) -> str:
@@ -155,7 +155,7 @@ def _insert(text: str, parent: Node, keys: tuple[str, ...], value: Any, where: t
 
 def _insert_flow(text: str, parent: MappingNode, keys: tuple[str, ...], value: Any) -> str:
     """`{total: 120}` + connect=5 → `{total: 120, connect: 5}`."""
-    entry = _scalar(value, None)
+    entry = scalar_text(value, None)
     for key in reversed(keys[1:]):
         entry = f"{{{key}: {entry}}}"
     entry = f"{keys[0]}: {entry}"
@@ -178,13 +178,13 @@ def _block(keys: tuple[str, ...], value: Any, indent: int, step: int = 2) -> str
     for depth, key in enumerate(keys):
         pad = " " * (indent + depth * step)
         if depth == len(keys) - 1:
-            lines.append(f"{pad}{key}: {_scalar(value, None)}")
+            lines.append(f"{pad}{key}: {scalar_text(value, None)}")
         else:
             lines.append(f"{pad}{key}:")
     return "\n".join(lines) + "\n"
 
 
-def _scalar(value: Any, style: str | None) -> str:
+def scalar_text(value: Any, style: str | None) -> str:
     """`value` as YAML source that our loader (PyYAML, YAML 1.1) reads back as the same value, and that
     YAML 1.2 tools (editors, yq) read the same way too."""
     if isinstance(value, bool):
