@@ -14,6 +14,7 @@ import requests
 import yaml
 
 from gateway.config.load import config_version
+from tests.conftest import wait_until
 
 ADMIN = "admin-key-for-patch-tests"
 SECRET = "sk-never-shown-in-the-tree"
@@ -188,30 +189,48 @@ def test_content_type_and_if_match_are_required(gateway) -> None:
     assert stale["current_version"] == etag.strip('"')
 
 
-def test_two_patches_with_the_same_if_match_one_wins(gateway) -> None:
-    etag = tree(gateway).headers["etag"]
-    start = threading.Barrier(2)
-    answers: dict[int, requests.Response] = {}
+def test_two_patches_with_the_same_if_match_one_wins(gateway_server) -> None:
+    """Two workers, so the two patches of a round may land in either: one wins, the other is told
+    the winner's version."""
+    gateway = gateway_server(
+        CONFIG.replace("WRITE_BACK", "true"), env=ENV, workers=2, ready_path="/health-not-yet"
+    )
+    pids: set[int] = set()
 
-    def send(value: int) -> None:
-        start.wait()
-        answers[value] = patch(
-            gateway, [{"op": "replace", "path": "/timeouts/chat/total", "value": value}], etag
+    def both_workers_answer() -> bool:
+        response = requests.get(
+            gateway.url("/admin/api/config"), headers=admin(connection="close"), timeout=10
         )
+        pids.add(response.json()["worker_pid"])
+        return len(pids) == 2
 
-    threads = [threading.Thread(target=send, args=(value,)) for value in (100, 200)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    codes = sorted(answer.status_code for answer in answers.values())
-    assert codes == [200, 409], [a.text for a in answers.values()]
-    (winner,) = [value for value, answer in answers.items() if answer.status_code == 200]
-    raw = gateway.config_path.read_bytes()
-    assert yaml.safe_load(raw)["timeouts"]["chat"]["total"] == winner
-    (loser,) = [answer for answer in answers.values() if answer.status_code == 409]
-    assert loser.json()["type"] == "/problems/stale-config-version"
-    assert loser.json()["current_version"] == config_version(raw) == answers[winner].json()["version"]
+    wait_until(both_workers_answer, timeout=20)
+    for round_ in range(5):
+        etag = tree(gateway).headers["etag"]
+        start = threading.Barrier(2)
+        answers: dict[int, requests.Response] = {}
+
+        def send(value: int, etag: str = etag, start=start, answers=answers) -> None:
+            start.wait()
+            ops = [{"op": "replace", "path": "/timeouts/chat/total", "value": value}]
+            headers = admin(**{"content-type": PATCH_TYPE, "if-match": etag, "connection": "close"})
+            answers[value] = requests.patch(
+                gateway.url("/admin/api/config"), data=json.dumps(ops), headers=headers, timeout=30
+            )
+
+        threads = [threading.Thread(target=send, args=(value,)) for value in (100 + round_, 200 + round_)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        codes = sorted(answer.status_code for answer in answers.values())
+        assert codes == [200, 409], [a.text for a in answers.values()]
+        (winner,) = [value for value, answer in answers.items() if answer.status_code == 200]
+        raw = gateway.config_path.read_bytes()
+        assert yaml.safe_load(raw)["timeouts"]["chat"]["total"] == winner
+        (loser,) = [answer for answer in answers.values() if answer.status_code == 409]
+        assert loser.json()["type"] == "/problems/stale-config-version"
+        assert loser.json()["current_version"] == config_version(raw) == answers[winner].json()["version"]
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
