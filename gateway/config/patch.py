@@ -28,7 +28,6 @@ The whole patch applies or nothing does; each failure names the operation's inde
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import re
@@ -37,17 +36,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.config.writeback import EditPlan, WriteBackError, scalar_text, unified_diff
+from gateway.config.writeback import EditPlan, WriteBackError, unified_diff
+from gateway.config.yamltext import (
+    AliasRef,
+    FileStyle,
+    TextComposer,
+    content_end,
+    entry_lines,
+    file_style,
+    flow_text,
+    is_flow,
+    item_lines,
+    join_lines,
+    line_start,
+    region_end,
+    render_document,
+)
 
 __all__ = ["PatchError", "PatchOp", "apply_patch_text", "parse_patch", "plan_patch"]
 
 _OPS = ("add", "remove", "replace", "move", "copy", "test")
 _REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
-#: A `${VAR}` reference alone, written plain (as people write it) when YAML reads it back the same.
-_PLAIN_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[A-Za-z0-9_./@+-]*)?\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,44 +151,6 @@ def apply_patch_text(text: str, ops: Sequence[PatchOp]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Composing with aliases kept apart
-
-
-class _Alias(Node):
-    """An alias (`*name`) where it is written (PyYAML's composer returns the anchored node itself)."""
-
-    id = "alias"
-
-    def __init__(self, name: str, target: Node, start_mark: Any, end_mark: Any) -> None:
-        super().__init__("alias", target, start_mark, end_mark)
-        self.name = name
-
-
-class _Composer(yaml.SafeLoader):
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.anchor_of: dict[int, str] = {}
-        self.aliased: set[str] = set()
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
-        if self.check_event(AliasEvent):
-            event = self.peek_event()
-            target = super().compose_node(parent, index)
-            self.aliased.add(event.anchor)
-            return _Alias(event.anchor, target, event.start_mark, event.end_mark)
-        event = self.peek_event()
-        node = super().compose_node(parent, index)
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            self.anchor_of[id(node)] = anchor
-        return node
-
-
-def _load(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
-# ---------------------------------------------------------------------------------------------------
 # One operation
 
 
@@ -196,7 +169,7 @@ class _Editor:
         self.text = text
         self.index = index
         self.pointer = pointer
-        loader = _Composer(text)
+        loader = TextComposer(text)
         try:
             self.root = loader.get_single_node()
         except yaml.YAMLError as error:
@@ -321,7 +294,7 @@ class _Editor:
         return _Step(parent, key, node, token)
 
     def _guard_alias(self, node: Node) -> None:
-        if isinstance(node, _Alias):
+        if isinstance(node, AliasRef):
             raise self.fail(
                 f"the path goes through the alias *{node.name}; edit its anchor &{node.name} instead",
                 "refused",
@@ -336,7 +309,7 @@ class _Editor:
 
     def _guard_subtree(self, node: Node) -> None:
         """Refuse to drop or rewrite a node holding an anchor that an alias uses."""
-        if isinstance(node, _Alias):
+        if isinstance(node, AliasRef):
             return
         self._guard_alias(node)
         if isinstance(node, MappingNode):
@@ -372,7 +345,7 @@ class _Editor:
         if not tokens:
             if self.root is not None:
                 self._guard_subtree(self.root)
-            return _render_document(value, self.style())
+            return render_document(value, self.style())
         step = self.step(tokens)
         assert step.node is not None
         self._guard_subtree(step.node)
@@ -384,27 +357,27 @@ class _Editor:
         assert node is not None and parent is not None
         text = self.text
         scalar_new = not isinstance(value, dict | list) or not value
-        if isinstance(node, ScalarNode | _Alias) and scalar_new:
+        if isinstance(node, ScalarNode | AliasRef) and scalar_new:
             style = node.style if isinstance(node, ScalarNode) else None
-            start, end = node.start_mark.index, _content_end(node, text)
-            rendered = _flow(value, style if style in ("'", '"') else None)
+            start, end = node.start_mark.index, content_end(node, text)
+            rendered = flow_text(value, style if style in ("'", '"') else None)
             trail = text[start:end][len(text[start:end].rstrip("\n")) :]
             return text[:start] + rendered + trail + text[end:]
-        if _is_flow(node) or parent.flow_style:
-            start, end = node.start_mark.index, _content_end(node, text)
-            return text[:start] + _flow(value) + text[end:]
+        if is_flow(node) or parent.flow_style:
+            start, end = node.start_mark.index, content_end(node, text)
+            return text[:start] + flow_text(value) + text[end:]
         # A block entry re-written in whole: its key text (or dash) kept, the value in block style.
         start, end, column = self._block_region(step)
         style = self.style()
         if isinstance(parent, MappingNode):
             assert step.key is not None
             key_text = text[step.key.start_mark.index : step.key.end_mark.index]
-            lines = _entry_lines(key_text, value, column, style)
+            lines = entry_lines(key_text, value, column, style)
         else:
-            lines = _item_lines(value, column, style)
+            lines = item_lines(value, column, style)
         lines[0] += self._first_line_comment(step)
-        first_pad = "" if text[_line_start(text, start) : start].strip() else None
-        return text[:start] + _join(lines, first_pad) + text[end:]
+        first_pad = "" if text[line_start(text, start) : start].strip() else None
+        return text[:start] + join_lines(lines, first_pad) + text[end:]
 
     def _first_line_comment(self, step: _Step) -> str:
         """The comment on the entry's first line (`port: 8080   # the usual port`, `chat:  # note`),
@@ -414,9 +387,9 @@ class _Editor:
         head = step.key if step.key is not None else step.node
         line_end = text.find("\n", head.start_mark.index)
         line_end = len(text) if line_end == -1 else line_end
-        content_end = _content_end(step.node, text)
-        if step.node.start_mark.index < line_end and content_end <= line_end:
-            after = text[content_end:line_end]  # the value sits on this line: what follows it
+        value_end = content_end(step.node, text)
+        if step.node.start_mark.index < line_end and value_end <= line_end:
+            after = text[value_end:line_end]  # the value sits on this line: what follows it
         elif step.key is not None:
             after = text[step.key.end_mark.index : line_end].lstrip().removeprefix(":")
         else:
@@ -439,25 +412,25 @@ class _Editor:
         text = self.text
         style = self.style()
         if isinstance(parent, MappingNode):
-            entry_key = _flow(step.token)
+            entry_key = flow_text(step.token)
             if parent.flow_style or not parent.value:
-                return self._flow_insert(parent, f"{entry_key}: {_flow(value)}", len(parent.value))
+                return self._flow_insert(parent, f"{entry_key}: {flow_text(value)}", len(parent.value))
             column = parent.value[0][0].start_mark.column
             last_value = parent.value[-1][1]
-            at = _region_end(last_value, text)
-            return text[:at] + _join(_entry_lines(entry_key, value, column, style)) + text[at:]
+            at = region_end(last_value, text)
+            return text[:at] + join_lines(entry_lines(entry_key, value, column, style)) + text[at:]
         if not isinstance(parent, SequenceNode):
             raise self.fail("the parent is a single value, not a mapping or a sequence", "missing")
         position = len(parent.value) if step.token == "-" else int(step.token)
         if parent.flow_style or not parent.value:
-            return self._flow_insert(parent, _flow(value), position)
+            return self._flow_insert(parent, flow_text(value), position)
         dash = self._dash(parent.value[0])
-        column = dash - _line_start(text, dash)
+        column = dash - line_start(text, dash)
         if position < len(parent.value):
-            at = _line_start(text, self._dash(parent.value[position]))
+            at = line_start(text, self._dash(parent.value[position]))
         else:
-            at = _region_end(parent.value[-1], text)
-        return text[:at] + _join(_item_lines(value, column, style)) + text[at:]
+            at = region_end(parent.value[-1], text)
+        return text[:at] + join_lines(item_lines(value, column, style)) + text[at:]
 
     def remove(self, tokens: list[str], *, carried: bool = False) -> str:
         if not tokens:
@@ -484,7 +457,7 @@ class _Editor:
                 return (entry[0] if isinstance(entry, tuple) else entry).start_mark.index
 
             def end_of(entry: Any) -> int:
-                return _content_end(entry[1] if isinstance(entry, tuple) else entry, text)
+                return content_end(entry[1] if isinstance(entry, tuple) else entry, text)
 
             if position + 1 < count:
                 return text[: start_of(entries[position])] + text[start_of(entries[position + 1]) :]
@@ -492,7 +465,7 @@ class _Editor:
                 return text[: end_of(entries[position - 1])] + text[end_of(entries[position]) :]
             return text[: start_of(entries[position])] + text[end_of(entries[position]) :]
         start, end, _ = self._block_region(step)
-        if text[_line_start(text, start) : start].strip():  # `- a: 1` compact: the next key moves up
+        if text[line_start(text, start) : start].strip():  # `- a: 1` compact: the next key moves up
             return text[:start] + text[entries[position + 1][0].start_mark.index :]
         return text[:start] + text[end:]
 
@@ -507,7 +480,7 @@ class _Editor:
                     step = _Editor(text, self.index, self.pointer).step(source)
                 assert step.key is not None
                 key_style = step.key.style if isinstance(step.key, ScalarNode) else None
-                rendered = _flow(target[-1], key_style if key_style in ("'", '"') else None)
+                rendered = flow_text(target[-1], key_style if key_style in ("'", '"') else None)
                 return text[: step.key.start_mark.index] + rendered + text[step.key.end_mark.index :]
         step = self.step(source)
         assert step.node is not None
@@ -530,7 +503,7 @@ class _Editor:
             at = (first[0] if isinstance(first, tuple) else first).start_mark.index
             return text[:at] + entry + ", " + text[at:]
         last = entries[-1]
-        at = _content_end(last[1] if isinstance(last, tuple) else last, text)
+        at = content_end(last[1] if isinstance(last, tuple) else last, text)
         return text[:at] + ", " + entry + text[at:]
 
     def _dash(self, item: Node) -> int:
@@ -541,7 +514,7 @@ class _Editor:
             at -= 1
         if at < 0 or text[at] != "-":
             raise self.fail("cannot find the dash of this sequence item", "refused")
-        if text[_line_start(text, at) : at].strip():
+        if text[line_start(text, at) : at].strip():
             raise self.fail("a sequence item shares its line with another (`- - x`); edit by hand", "refused")
         return at
 
@@ -554,20 +527,20 @@ class _Editor:
             assert step.key is not None
             start = step.key.start_mark.index
             column = step.key.start_mark.column
-            if not text[_line_start(text, start) : start].strip():
-                start = _line_start(text, start)
+            if not text[line_start(text, start) : start].strip():
+                start = line_start(text, start)
         else:
             dash = self._dash(step.node)
-            start = _line_start(text, dash)
+            start = line_start(text, dash)
             column = dash - start
-        return start, _region_end(step.node, text), column
+        return start, region_end(step.node, text), column
 
-    def style(self) -> _Style:
-        return _file_style(self.root)
+    def style(self) -> FileStyle:
+        return file_style(self.root)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Geometry and rendering helpers
+# The same patch on plain data: what the edited text must read back as
 
 
 class _UnequalType:
@@ -575,142 +548,6 @@ class _UnequalType:
 
 
 _Unequal = _UnequalType()
-
-
-def _is_flow(node: Node) -> bool:
-    return isinstance(node, MappingNode | SequenceNode) and bool(node.flow_style)
-
-
-def _line_start(text: str, index: int) -> int:
-    return text.rfind("\n", 0, index) + 1
-
-
-def _content_end(node: Node, text: str) -> int:
-    """The index just after the node's last character of content (not its trailing comments)."""
-    if isinstance(node, MappingNode | SequenceNode) and not node.flow_style and node.value:
-        last = node.value[-1]
-        return _content_end(last[1] if isinstance(last, tuple) else last, text)
-    end = node.end_mark.index
-    if isinstance(node, ScalarNode) and node.style in (None, "|", ">"):
-        # A block scalar's end mark sits past its line break and any blank lines after it, a plain
-        # multi-line scalar's may sit past spaces: its content ends at its last character.
-        while end > node.start_mark.index and text[end - 1] in " \n":
-            end -= 1
-    return end
-
-
-def _region_end(node: Node, text: str) -> int:
-    """The index after the line (its comment and line break included) where `node`'s content ends."""
-    end = _content_end(node, text)
-    if end > 0 and text[end - 1] == "\n":
-        return end
-    line_end = text.find("\n", end)
-    return len(text) if line_end == -1 else line_end + 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Style:
-    #: Spaces per nesting level of mappings, and how far a block sequence under a key is indented.
-    step: int = 2
-    sequence_indent: int = 2
-
-
-def _file_style(root: Node | None) -> _Style:
-    step: int | None = None
-    sequence: int | None = None
-    pending = [root] if root is not None else []
-    while pending and (step is None or sequence is None):
-        node = pending.pop(0)
-        if isinstance(node, MappingNode) and not node.flow_style:
-            for key, value in node.value:
-                if isinstance(value, MappingNode) and not value.flow_style and value.value:
-                    offset = value.value[0][0].start_mark.column - key.start_mark.column
-                    if step is None and offset > 0:
-                        step = offset
-                block_sequence = isinstance(value, SequenceNode) and not value.flow_style
-                if block_sequence and value.value and sequence is None:
-                    item = value.value[0]
-                    # the item's dash sits two columns before a compact item's content
-                    sequence = max(0, item.start_mark.column - 2 - key.start_mark.column)
-                pending.append(value)
-        elif isinstance(node, SequenceNode) and not node.flow_style:
-            pending.extend(node.value)
-    step = step or 2
-    return _Style(step, step if sequence is None else sequence)
-
-
-def _flow(value: Any, style: str | None = None) -> str:
-    """`value` as flow YAML (a scalar with writeback's quoting rules; `{a: 1}`, `[1, 2]`)."""
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_flow(str(k))}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    if style is None and isinstance(value, str) and _PLAIN_REFERENCE.fullmatch(value):
-        with contextlib.suppress(yaml.YAMLError):
-            if yaml.safe_load(value) == value:
-                return value
-    if isinstance(value, str) and (
-        "," in value
-        or "[" in value
-        or "]" in value
-        or "{" in value
-        or "}" in value
-        or "#" in value
-        or ": " in value
-    ):
-        return scalar_text(value, '"')
-    return scalar_text(value, style)
-
-
-def _is_leaf(value: Any) -> bool:
-    return not isinstance(value, dict | list) or not value
-
-
-def _entry_lines(key_text: str, value: Any, column: int, style: _Style) -> list[str]:
-    pad = " " * column
-    if _is_leaf(value):
-        return [f"{pad}{key_text}: {_flow(value)}"]
-    if isinstance(value, dict):
-        lines = [f"{pad}{key_text}:"]
-        for k, v in value.items():
-            lines += _entry_lines(_flow(str(k)), v, column + style.step, style)
-        return lines
-    lines = [f"{pad}{key_text}:"]
-    for item in value:
-        lines += _item_lines(item, column + style.sequence_indent, style)
-    return lines
-
-
-def _item_lines(value: Any, column: int, style: _Style) -> list[str]:
-    pad = " " * column
-    if _is_leaf(value):
-        return [f"{pad}- {_flow(value)}"]
-    inner = (
-        [line for k, v in value.items() for line in _entry_lines(_flow(str(k)), v, column + 2, style)]
-        if isinstance(value, dict)
-        else [line for item in value for line in _item_lines(item, column + 2, style)]
-    )
-    return [f"{pad}- {inner[0][column + 2 :]}", *inner[1:]]
-
-
-def _join(lines: list[str], first_pad: str | None = None) -> str:
-    if first_pad is not None and lines:
-        lines = [lines[0].lstrip(" "), *lines[1:]]
-    return "".join(line + "\n" for line in lines)
-
-
-def _render_document(value: Any, style: _Style) -> str:
-    if isinstance(value, dict) and value:
-        return "".join(_join(_entry_lines(_flow(str(k)), v, 0, style)) for k, v in value.items())
-    if isinstance(value, list) and value:
-        return "".join(_join(_item_lines(v, 0, style)) for v in value)
-    return _flow(value) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------------
-# The same patch on plain data: what the edited text must read back as
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -777,3 +614,7 @@ def _data_replace(data: Any, tokens: list[str], value: Any) -> Any:
     _, parent = _get(data, tokens[:-1])
     parent[tokens[-1] if isinstance(parent, dict) else int(tokens[-1])] = copy.deepcopy(value)
     return data
+
+
+def _load(text: str) -> Any:
+    return yaml.safe_load(text)
