@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from gateway.config.issues import ConfigError
@@ -292,3 +294,30 @@ def _common_prefix(a: str, b: str) -> str:
             break
         end += 1
     return a[:end]
+
+
+PAIRS = [(path, [case[1] for case in operations(text_of(path))]) for path in CORPUS]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_several_operations_in_one_patch_equal_the_reference(data: st.DataObject) -> None:
+    """Operations applied one after another on the re-read text give what the reference gives; a
+    patch the reference cannot apply is refused whole."""
+    path, patches = data.draw(st.sampled_from(PAIRS))
+    ops = [
+        op for patch in data.draw(st.lists(st.sampled_from(patches), min_size=2, max_size=4)) for op in patch
+    ]
+    text = text_of(path)
+    try:
+        expected = reference_apply(yaml.safe_load(text), ops)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, AssertionError):
+        expected = None
+    try:
+        result = apply_patch_text(text, parse_patch(ops))
+    except PatchError as error:
+        if expected is not None:  # refused only for the documented reasons
+            assert error.kind == "refused", str(error)
+        return
+    assert expected is not None, f"the editor applied a patch the reference cannot: {ops}"
+    assert yaml.safe_load(result) == expected or (expected == {} and yaml.safe_load(result) is None)
