@@ -248,7 +248,9 @@ def _flag(value: str) -> bool:
 
 
 def _patch_problem(error: PatchError) -> Exception:
-    extensions = {"op_index": error.index, "path": error.path, "reason": error.reason}
+    extensions = (
+        {"op_index": error.index, "path": error.path, "reason": error.reason} if error.index >= 0 else {}
+    )
     detail = f"{error}; nothing was changed"
     if error.kind == "invalid":
         return InvalidPatch(detail, **extensions)

@@ -55,9 +55,11 @@ from gateway.config.yamltext import (
     render_document,
 )
 
-__all__ = ["PatchError", "PatchOp", "apply_patch_text", "parse_patch", "plan_patch"]
+__all__ = ["MAX_OPERATIONS", "PatchError", "PatchOp", "apply_patch_text", "parse_patch", "plan_patch"]
 
 _OPS = ("add", "remove", "replace", "move", "copy", "test")
+#: Each operation re-reads the file's text: a patch is an edit by a person or a panel, not a bulk load.
+MAX_OPERATIONS = 1000
 _REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -70,10 +72,11 @@ class PatchOp:
 
 
 class PatchError(WriteBackError):
-    """Operation `index` (from 0) of the patch cannot be applied; nothing of the patch was."""
+    """Operation `index` (from 0; -1 for the patch as a whole) cannot be applied; nothing of the patch
+    was."""
 
     def __init__(self, index: int, path: str, message: str, *, kind: str = "invalid") -> None:
-        super().__init__(f"operation {index} ({path or '/'}): {message}")
+        super().__init__(message if index < 0 else f"operation {index} ({path or '/'}): {message}")
         self.index = index
         self.path = path
         self.reason = message
@@ -86,6 +89,8 @@ def parse_patch(body: Any) -> list[PatchOp]:
     """A JSON Patch document (already JSON-decoded) as operations. Raises PatchError."""
     if not isinstance(body, list):
         raise PatchError(-1, "", "a JSON Patch is a JSON array of operations")
+    if len(body) > MAX_OPERATIONS:
+        raise PatchError(-1, "", f"a patch holds at most {MAX_OPERATIONS} operations")
     ops = []
     for index, item in enumerate(body):
         if not isinstance(item, dict):

@@ -126,6 +126,7 @@ def test_the_patch_applies_whole_or_not_at_all() -> None:
         ([{"op": "move", "path": "/a"}], "needs from"),
         ([{"op": "remove", "path": "/a", "value": 1}], "takes no member value"),
         ([{"op": "move", "from": "/a", "path": "/a/b"}], "into itself"),
+        ([{"op": "test", "path": "", "value": 1}] * 1001, "at most 1000 operations"),
     ],
 )
 def test_malformed_patches_are_refused(body: Any, message: str) -> None:
