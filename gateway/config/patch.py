@@ -417,7 +417,10 @@ class _Editor:
         text = self.text
         style = self.style()
         if isinstance(parent, MappingNode):
-            entry_key = flow_text(step.token)
+            # Keys quoted alike (all `"x":` or all `'x':`) get a new sibling quoted the same way.
+            key_styles = {key.style for key, _ in parent.value if isinstance(key, ScalarNode)}
+            key_style = key_styles.pop() if len(key_styles) == 1 else None
+            entry_key = flow_text(step.token, key_style if key_style in ("'", '"') else None)
             if parent.flow_style or not parent.value:
                 return self._flow_insert(parent, f"{entry_key}: {flow_text(value)}", len(parent.value))
             column = parent.value[0][0].start_mark.column

@@ -186,3 +186,11 @@ def test_a_rewritten_entry_keeps_the_comment_of_its_first_line() -> None:
     )
     text = "a:   # note\n  x: 1\nb: 2\n"
     assert patched({"op": "replace", "path": "/a", "value": 5}, text=text) == "a: 5   # note\nb: 2\n"
+
+
+def test_a_new_key_is_quoted_like_its_siblings() -> None:
+    text = "\"a\":\n  'x': 1\n  'y': 2\n\"b\": 3\n"
+    after = patched(
+        {"op": "add", "path": "/a/z", "value": 3}, {"op": "add", "path": "/c", "value": 4}, text=text
+    )
+    assert after == "\"a\":\n  'x': 1\n  'y': 2\n  'z': 3\n\"b\": 3\n\"c\": 4\n"
