@@ -138,7 +138,7 @@ def plan_patch(raw: bytes, path: str | os.PathLike[str], ops: Sequence[PatchOp])
         raise WriteBackError(f"the config file is not UTF-8 text ({error.reason})") from None
     text = apply_patch_text(original, ops)
     new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
-    return EditPlan(raw, new_raw, unified_diff(original, text, path))
+    return EditPlan(raw, new_raw, unified_diff(original, text, path, bom=bom))
 
 
 def apply_patch_text(text: str, ops: Sequence[PatchOp]) -> str:

@@ -78,13 +78,16 @@ def plan_edits(raw: bytes, path: str | os.PathLike[str], edits: Sequence[Edit]) 
         text = _apply(text, edit)
     new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
     _check_applied(text, edits, str(path))
-    return EditPlan(raw, new_raw, unified_diff(original, text, path))
+    return EditPlan(raw, new_raw, unified_diff(original, text, path, bom=bom))
 
 
-def unified_diff(before: str, after: str, path: str | os.PathLike[str]) -> str:
+def unified_diff(before: str, after: str, path: str | os.PathLike[str], *, bom: bool = False) -> str:
     """The unified diff from `before` to `after` as `git apply` takes it (`a/<name>`, `b/<name>`;
-    a last line without a line break is marked so)."""
+    a last line without a line break is marked so; `bom`: the file starts with a byte-order mark,
+    which the first line's context must hold)."""
     name = Path(path).name
+    if bom:
+        before, after = "\ufeff" + before, "\ufeff" + after
     lines = []
     for line in difflib.unified_diff(
         before.splitlines(keepends=True),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from gateway.config.issues import ConfigError
 from gateway.config.load import parse_config
-from gateway.config.patch import PatchError, apply_patch_text, parse_patch
+from gateway.config.patch import PatchError, apply_patch_text, parse_patch, plan_patch
 
 CORPUS = sorted((Path(__file__).parent / "corpus").glob("*.yaml"))
 ENV = {
@@ -321,3 +323,26 @@ def test_several_operations_in_one_patch_equal_the_reference(data: st.DataObject
         return
     assert expected is not None, f"the editor applied a patch the reference cannot: {ops}"
     assert yaml.safe_load(result) == expected or (expected == {} and yaml.safe_load(result) is None)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_the_diff_is_a_patch_git_apply_takes(path: Path, tmp_path: Path) -> None:
+    """The diff `admin.write_back: false` hands back, applied by git to the original file, gives the
+    edited bytes (CRLF, a byte-order mark, a last line without a line break included)."""
+    raw = path.read_bytes()
+    data = yaml.safe_load(text_of(path))
+    first, last = next(iter(data)), list(data)[-1]
+    ops = [
+        {"op": "add", "path": f"/{last}/zz_added", "value": 1}
+        if isinstance(data[last], dict)
+        else {"op": "add", "path": "/zz_added", "value": 1},
+        {"op": "move", "from": f"/{first}", "path": f"/{first}_renamed"},
+    ]
+    plan = plan_patch(raw, path.name, parse_patch(ops))
+    (tmp_path / path.name).write_bytes(raw)
+    (tmp_path / "change.patch").write_bytes(plan.diff.encode())
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "apply", "--check", "change.patch"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "apply", "change.patch"], cwd=tmp_path, check=True)
+    assert (tmp_path / path.name).read_bytes() == plan.new_raw
