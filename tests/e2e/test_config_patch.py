@@ -269,3 +269,18 @@ def test_a_cross_origin_patch_is_refused(gateway) -> None:
     )
     problem(response, 403)
     assert gateway.config_path.read_bytes() == before
+
+
+def test_a_patch_that_changes_nothing_writes_nothing(gateway) -> None:
+    etag = tree(gateway).headers["etag"]
+    before = gateway.config_path.stat().st_mtime_ns, gateway.config_path.read_bytes()
+    ops = [
+        {"op": "test", "path": "/timeouts/chat/total", "value": 900},
+        {"op": "replace", "path": "/timeouts/chat/total", "value": 900},
+    ]
+    response = patch(gateway, ops, etag)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["written"] is False and body["diff"] == "" and body["version"] == etag.strip('"')
+    assert body["reload"]["outcome"] == "unchanged"
+    assert (gateway.config_path.stat().st_mtime_ns, gateway.config_path.read_bytes()) == before
