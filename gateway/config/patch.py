@@ -48,6 +48,7 @@ from gateway.config.yamltext import (
     file_style,
     flow_text,
     is_flow,
+    is_multiline,
     item_lines,
     join_lines,
     line_start,
@@ -362,7 +363,9 @@ class _Editor:
         assert node is not None and parent is not None
         text = self.text
         scalar_new = not isinstance(value, dict | list) or not value
-        if isinstance(node, ScalarNode | AliasRef) and scalar_new:
+        # A multi-line string in block context is re-written as a literal block (`|`), below.
+        literal = is_multiline(value) and not parent.flow_style and not is_flow(node)
+        if isinstance(node, ScalarNode | AliasRef) and scalar_new and not literal:
             style = node.style if isinstance(node, ScalarNode) else None
             start, end = node.start_mark.index, content_end(node, text)
             rendered = flow_text(value, style if style in ("'", '"') else None)

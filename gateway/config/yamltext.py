@@ -23,11 +23,13 @@ __all__ = [
     "AliasRef",
     "FileStyle",
     "TextComposer",
+    "block_literal",
     "content_end",
     "entry_lines",
     "file_style",
     "flow_text",
     "is_flow",
+    "is_multiline",
     "item_lines",
     "join_lines",
     "line_start",
@@ -165,6 +167,9 @@ def _is_leaf(value: Any) -> bool:
 
 def entry_lines(key_text: str, value: Any, column: int, style: FileStyle) -> list[str]:
     pad = " " * column
+    literal = block_literal(value, column + style.step)
+    if literal is not None:
+        return [f"{pad}{key_text}: {literal[0]}", *literal[1:]]
     if _is_leaf(value):
         return [f"{pad}{key_text}: {flow_text(value)}"]
     if isinstance(value, dict):
@@ -180,6 +185,9 @@ def entry_lines(key_text: str, value: Any, column: int, style: FileStyle) -> lis
 
 def item_lines(value: Any, column: int, style: FileStyle) -> list[str]:
     pad = " " * column
+    literal = block_literal(value, column + 2)
+    if literal is not None:
+        return [f"{pad}- {literal[0]}", *literal[1:]]
     if _is_leaf(value):
         return [f"{pad}- {flow_text(value)}"]
     inner = (
@@ -188,6 +196,35 @@ def item_lines(value: Any, column: int, style: FileStyle) -> list[str]:
         else [line for item in value for line in item_lines(item, column + 2, style)]
     )
     return [f"{pad}- {inner[0][column + 2 :]}", *inner[1:]]
+
+
+#: What a literal block scalar can hold as it is: printable text and line breaks, no tab, nothing
+#: YAML folds or strips (the other line separators, a byte-order mark).
+_LITERAL_SAFE = re.compile(
+    r"[\x20-\x7e\n\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
+)
+
+
+def is_multiline(value: Any) -> bool:
+    """A string with a line break inside: written as a literal block (`|`) where one fits."""
+    return isinstance(value, str) and "\n" in value.rstrip("\n")
+
+
+def block_literal(value: Any, indent: int) -> list[str] | None:
+    """A multi-line string as a literal block: its header (`|` or `|-`) then its lines at `indent`,
+    or None when the text cannot be one (it is read back to be sure)."""
+    if not is_multiline(value) or not _LITERAL_SAFE.fullmatch(value) or value[0] in " \n":
+        return None
+    if value.endswith("\n\n") or any(line != line.rstrip(" ") for line in value.split("\n")):
+        return None
+    header = "|" if value.endswith("\n") else "|-"
+    body = [(" " * indent + line) if line else "" for line in value.removesuffix("\n").split("\n")]
+    try:
+        if yaml.safe_load("k: " + header + "\n" + "\n".join(body) + "\n") != {"k": value}:
+            return None
+    except yaml.YAMLError:
+        return None
+    return [header, *body]
 
 
 def join_lines(lines: list[str], first_pad: str | None = None) -> str:

@@ -194,3 +194,13 @@ def test_a_new_key_is_quoted_like_its_siblings() -> None:
         {"op": "add", "path": "/a/z", "value": 3}, {"op": "add", "path": "/c", "value": 4}, text=text
     )
     assert after == "\"a\":\n  'x': 1\n  'y': 2\n  'z': 3\n\"b\": 3\n\"c\": 4\n"
+
+
+def test_a_multi_line_string_is_a_literal_block_in_block_context() -> None:
+    text = "models:\n  chat:\n    description: short   # shown in /v1/models\n    chain: []\n"
+    after = patched({"op": "replace", "path": "/models/chat/description", "value": "one\ntwo\n"}, text=text)
+    assert after == (
+        "models:\n  chat:\n    description: |   # shown in /v1/models\n      one\n      two\n    chain: []\n"
+    )
+    flow = patched({"op": "add", "path": "/m/b", "value": "a\nb"}, text="m: {a: 1}\n")
+    assert flow == 'm: {a: 1, b: "a\\x0ab"}\n'

@@ -135,6 +135,9 @@ def operations(text: str) -> Iterator[tuple[str, list[dict[str, Any]], list[dict
                 [{"op": "replace", "path": path, "value": new}],
                 [{"op": "replace", "path": path, "value": value}],
             )
+            if isinstance(value, str) and "${" not in value:
+                lines = value + "\nand a second line"
+                yield f"replace {path} multi-line", [{"op": "replace", "path": path, "value": lines}], None
         yield f"test {path}", [{"op": "test", "path": path, "value": value}], None
         if isinstance(parent, dict):
             yield f"remove {path}", [{"op": "remove", "path": path}], None
