@@ -10,11 +10,13 @@ result stored in the audit database (`bench_runs`) with the config version it ra
 - `DELETE /admin/api/backends/<name>/bench/<id>` → cancels the run; it ends as `cancelled`, keeping
   the levels finished and the figures of the level it was in (`partial: true`).
 
-One run at a time in a gateway process (per worker: with `server.workers` > 1 each worker could run
-one). A run is refused (409 problem+json) while another runs, while the backend is disabled or has
-more than `admin.benchmark.max_inflight` requests in flight or queued, and when no model of the
-config routes to it and the request names no `model`. Requests go straight to the backend object
-(`gateway.admin.bench_load`), not through the gateway's own HTTP front.
+One run at a time per gateway: in a process, and across its worker processes through a lock file
+(`gateway.admin.bench_lock`; instances on other hosts do not share it). A run is refused (409
+problem+json) while another runs, while the backend is disabled or has more than
+`admin.benchmark.max_inflight` requests in flight or queued, and when no model of the config routes
+to it and the request names no `model`. Requests go straight to the backend object
+(`gateway.admin.bench_load`), not through the gateway's own HTTP front. A cancel must reach the
+worker running the run (another one answers 409 naming its pid).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from typing import Any
 import orjson
 from gateway.admin.access import authenticate_admin, check_origin
 from gateway.admin.bench_load import LevelLoad, bench_call
+from gateway.admin.bench_lock import BenchLock
 from quart import Blueprint, Quart, Response, current_app, g, request
 
 from gateway.audit.bench_store import MAX_HISTORY, BenchRecord, list_bench_runs, save_bench_run
@@ -77,7 +81,9 @@ class BenchmarkRunning(GatewayError):
 
 
 class BenchmarkRefused(GatewayError):
-    """The backend cannot be benchmarked now; `reason`: `disabled`, `busy`, `no-model` or `finished`."""
+    """The backend cannot be benchmarked now (or the run cancelled); `reason`: `disabled`, `busy`,
+    `no-model`, `finished` (a cancel of an ended run) or `other-worker` (a cancel that reached a worker
+    process other than the run's)."""
 
     status, slug, title = 409, "benchmark-refused", "The backend cannot be benchmarked now"
     openai_type, anthropic_type = "invalid_request_error", "invalid_request_error"
@@ -201,9 +207,31 @@ class ActiveRun:
 class BenchRunner:
     """This process's benchmark: the one run under way and the runs it remembers."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: BenchLock) -> None:
         self.active: ActiveRun | None = None
         self.recent: deque[ActiveRun] = deque(maxlen=KEPT_IN_MEMORY)
+        #: Shared with the other workers of this gateway.
+        self.lock = lock
+
+    def elsewhere(self) -> dict[str, Any] | None:
+        """The run another worker process of this gateway has under way, as it recorded it."""
+        holder = self.lock.holder()
+        if holder is None or holder.get("pid") == os.getpid():
+            return None
+        return holder
+
+    def claim(self, holder: dict[str, Any]) -> dict[str, Any] | None:
+        """Take the gateway-wide lock for a run: None when taken, else the other worker's run. A lock
+        file that cannot be made anywhere leaves only the per-process rule (logged)."""
+        try:
+            return self.lock.take(holder)
+        except OSError as error:
+            log.warning(
+                "benchmark lock unavailable, one run per worker process only: %s",
+                error,
+                extra={"event": "bench_lock_unavailable"},
+            )
+            return None
 
     def start(
         self, app: Quart, runtime: Runtime, backend: Backend, model: str, params: BenchParams, admin: str
@@ -220,6 +248,9 @@ class BenchRunner:
             status="running",
             parameters=params.as_dict() | {"model": model},
         )
+        other = self.claim({"id": record.uid, "backend": record.backend, "admin": admin, "pid": os.getpid()})
+        if other is not None:
+            raise running_elsewhere(other)
         run = ActiveRun(record, params)
         self.active = run
         run.task = asyncio.create_task(self._run(app, run, runtime, backend), name=f"bench {record.uid}")
@@ -252,6 +283,26 @@ class BenchRunner:
             deadline = min(time.monotonic() + tier.total, end)
             return AttemptLimits(connect=tier.connect, first_byte=tier.first_byte, deadline=deadline)
 
+        try:
+            status, error = await self._measure(run, runtime, backend, make_call, limits_for)
+            record.status, record.error = status, error
+            record.finished_at = datetime.now(UTC)
+            await self._store(app, run)
+        finally:
+            self.recent.appendleft(run)
+            if self.active is run:
+                self.active = None
+            self.lock.release()
+        log.info(
+            "backend benchmark ended",
+            extra={"event": "bench_ended", "backend": record.backend, "run": record.uid, "status": status},
+        )
+
+    async def _measure(
+        self, run: ActiveRun, runtime: Runtime, backend: Backend, make_call: Any, limits_for: Any
+    ) -> tuple[str, str | None]:
+        """Run the levels in turn; the run's status and error. Cancelled: the partial level is kept."""
+        record, params = run.record, run.params
         status, error = "done", None
         with runtime.lease():  # a reload that drops the backend closes it only after the run
             try:
@@ -272,16 +323,7 @@ class BenchRunner:
                 log.exception("backend benchmark failed", extra={"event": "bench_failed", "run": record.uid})
             finally:
                 run.level = None
-        record.status, record.error = status, error
-        record.finished_at = datetime.now(UTC)
-        await self._store(app, run)
-        self.recent.appendleft(run)
-        if self.active is run:
-            self.active = None
-        log.info(
-            "backend benchmark ended",
-            extra={"event": "bench_ended", "backend": record.backend, "run": record.uid, "status": status},
-        )
+        return status, error
 
     async def _store(self, app: Quart, run: ActiveRun) -> None:
         try:
@@ -311,9 +353,28 @@ class BenchRunner:
                 await asyncio.wait({run.task}, timeout=CANCEL_WAIT_S)
 
 
+def _summary(run: ActiveRun) -> dict[str, Any]:
+    return {
+        "id": run.record.uid,
+        "backend": run.record.backend,
+        "admin": run.record.admin,
+        "pid": os.getpid(),
+    }
+
+
+def running_elsewhere(other: dict[str, Any]) -> BenchmarkRunning:
+    """The 409 for a start while `other` (a run's summary, maybe another worker's) is under way."""
+    where = "" if other.get("pid") in (None, os.getpid()) else f" in worker process {other['pid']}"
+    return BenchmarkRunning(
+        f"{other.get('admin') or 'an admin'} is benchmarking backend '{other.get('backend', '?')}'{where} "
+        f"(run {other.get('id', '?')}); wait for it to end or cancel it",
+        run={"id": other.get("id"), "backend": other.get("backend"), "admin": other.get("admin")},
+    )
+
+
 def install_bench(app: Quart) -> None:
     """Register the benchmark API and the runner it uses (cancelled when the app stops)."""
-    runner = BenchRunner()
+    runner = BenchRunner(BenchLock(app.live.path))  # type: ignore[attr-defined]
     app.bench_runner = runner  # type: ignore[attr-defined]
     app.register_blueprint(blueprint)
     app.after_serving(runner.close)
@@ -359,11 +420,7 @@ async def start_bench(name: str) -> Response:
     runner = _runner()
     active = runner.active
     if active is not None:
-        raise BenchmarkRunning(
-            f"{active.record.admin or 'an admin'} is benchmarking backend '{active.record.backend}' "
-            f"(run {active.record.uid}); wait for it to end or cancel it",
-            run={"id": active.record.uid, "backend": active.record.backend, "admin": active.record.admin},
-        )
+        raise running_elsewhere(_summary(active))
     settings = runtime.config.backend(name) or backend.config
     if not settings.enabled:
         raise BenchmarkRefused(
@@ -419,11 +476,7 @@ async def bench_status(name: str) -> Response:
         {
             "backend": name,
             "running": active.to_json() if active is not None and active.record.backend == name else None,
-            "active": (
-                {"id": active.record.uid, "backend": active.record.backend, "admin": active.record.admin}
-                if active is not None
-                else None
-            ),
+            "active": _summary(active) if active is not None else runner.elsewhere(),
             "latest": latest.to_json() if latest is not None else None,
             "history": history,
             "history_error": history_error,
@@ -445,6 +498,15 @@ async def cancel_bench(name: str, run_id: str) -> Response:
     _backend(runtime, name)
     runner = _runner()
     run = runner.find(run_id)
+    other = runner.elsewhere() if run is None else None
+    if other is not None and other.get("id") == run_id:
+        raise BenchmarkRefused(
+            f"run '{run_id}' runs in worker process {other.get('pid')}, not the one this request reached; "
+            "send the cancel again",
+            reason="other-worker",
+            pid=other.get("pid"),
+            headers={"retry-after": "0"},
+        )
     if run is None or run.record.backend != name:
         raise NotFound(f"no benchmark run '{run_id}' of backend '{name}' in this gateway process")
     if run.record.status != "running" or run.task is None:

@@ -235,3 +235,37 @@ def test_with_the_audit_database_down_the_run_says_it_was_not_stored(
     assert latest["stored"] is False and "audit database" in latest["store_error"]
     view = status(down)
     assert view["history_error"] and view["history"][0]["id"] == run["id"]
+
+
+def test_one_run_at_a_time_across_worker_processes(gateway_server, fake: FakeOpenAI, tmp_path: Path) -> None:
+    """Two workers: whichever a request reaches, a second start is refused while the first runs, and
+    every worker names the run under way; a cancel that reaches the other worker says so (409) and
+    is sent again until it reaches the run's."""
+    fake.behaviour = Behaviour(latency_ms=50)
+    workers = gateway_server(config(fake, f"sqlite://{tmp_path / 'audit.sqlite3'}"), env=ENV, workers=2)
+    first = start(workers, body={"concurrency": [1], "seconds_per_level": 20})
+    assert first.status_code == 202, first.text
+    run_id = first.json()["id"]
+    reached: set[bool] = set()  # whether a refusal came from the run's own worker or the other
+
+    def refused_by_both_workers() -> bool:
+        refused = start(workers, "other")
+        assert refused.status_code == 409 and refused.json()["run"]["id"] == run_id
+        reached.add("in worker process" in refused.json()["detail"])
+        view = status(workers, "other")
+        assert view["active"]["id"] == run_id and view["active"]["backend"] == "up"
+        return reached == {True, False}
+
+    wait_until(refused_by_both_workers, timeout=15, interval=0.01)
+
+    def cancelled() -> bool:
+        response = cancel(workers, "up", run_id)
+        if response.status_code == 409:
+            assert response.json()["reason"] == "other-worker"
+        return response.status_code == 200
+
+    wait_until(cancelled, timeout=20, interval=0.05)
+    wait_until(lambda: bool(status(workers)["history"]), timeout=10)
+    assert status(workers)["history"][0]["status"] == "cancelled"
+    assert status(workers, "other")["active"] is None
+    assert start(workers, "other", body={"concurrency": [1], "seconds_per_level": 0.5}).status_code == 202

@@ -8,6 +8,7 @@ import { api } from "./api.js";
 import { fill, formatMs, formatTime, h } from "./dom.js";
 
 const POLL_MS = 1000;
+const CANCEL_TRIES = 10;
 
 /** The area holding the tiles; `open(name, start)` shows a backend's tile (and starts a run). */
 export function benchArea() {
@@ -65,10 +66,17 @@ export function benchArea() {
     };
 
     tile.cancel = async (id) => {
-      try {
-        await api(`/backends/${encodeURIComponent(name)}/bench/${encodeURIComponent(id)}`, { method: "DELETE" });
-      } catch (error) {
-        tile.message = error.message;
+      // With several worker processes a cancel may reach one that does not run it (409
+      // "other-worker"): sent again, a few times, until it reaches the run's.
+      for (let attempt = 0; attempt < CANCEL_TRIES; attempt += 1) {
+        try {
+          await api(`/backends/${encodeURIComponent(name)}/bench/${encodeURIComponent(id)}`, { method: "DELETE" });
+          break;
+        } catch (error) {
+          if (error.problem.reason === "other-worker" && attempt + 1 < CANCEL_TRIES) continue;
+          tile.message = error.message;
+          break;
+        }
       }
       tile.load();
     };
@@ -85,7 +93,9 @@ export function benchArea() {
       if (stopped || !tiles.has(name)) return;
       tile.view = view;
       fill(content, renderTile(view, tile));
-      if (view.running) tile.timer = setTimeout(tile.load, POLL_MS);
+      // A run on this backend in another worker process shows as `active` only: polled too.
+      const elsewhere = view.active && view.active.backend === name;
+      if (view.running || elsewhere) tile.timer = setTimeout(tile.load, POLL_MS);
     };
     return tile;
   }
@@ -108,7 +118,13 @@ function renderTile(view, tile) {
     tile.message ? h("p", { class: "alert bad bench-error", role: "alert" }, tile.message) : null,
     running ? progress(running, tile) : null,
     !running && view.active
-      ? h("p", { class: "muted" }, `${view.active.admin || "An admin"} is benchmarking ${view.active.backend}.`) : null,
+      ? h("p", { class: "muted bench-elsewhere" },
+        `${view.active.admin || "An admin"} is benchmarking ${view.active.backend}`,
+        view.active.pid ? ` (worker process ${view.active.pid})` : "", ".",
+        view.active.backend === view.backend
+          ? [" ", h("button", { type: "button", class: "bench-cancel", onclick: () => tile.cancel(view.active.id) }, "Cancel")]
+          : null)
+      : null,
     latest ? result(latest) : (running ? null : h("p", { class: "muted" }, "No runs yet.")),
     view.history_error ? h("p", { class: "muted bench-history-error" }, `History: ${view.history_error}`) : null,
     earlier.length ? historyTable(earlier) : null,
