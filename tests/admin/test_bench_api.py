@@ -6,6 +6,7 @@ database down the run still reports its figures and says they were not stored.""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from gateway.testing import Behaviour, FakeOpenAI
+from tests.audit.conftest import PG_HOST, PG_PORT, PG_SKIP, pg_execute, postgres_available, run_sync
 from tests.conftest import wait_until
 
 CLIENT_KEY = "client-key-bench-api"
@@ -269,3 +271,27 @@ def test_one_run_at_a_time_across_worker_processes(gateway_server, fake: FakeOpe
     assert status(workers)["history"][0]["status"] == "cancelled"
     assert status(workers, "other")["active"] is None
     assert start(workers, "other", body={"concurrency": [1], "seconds_per_level": 0.5}).status_code == 202
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for the audit log (skipped when nothing answers at 5432)."""
+    if not postgres_available():
+        pytest.skip(PG_SKIP)
+    name = f"gateway_test_bench_{secrets.token_hex(4)}"
+    run_sync(pg_execute(f'CREATE DATABASE "{name}"'))
+    yield f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    run_sync(pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_on_postgresql_the_run_is_stored_and_returned_in_the_history(
+    gateway_server, fake: FakeOpenAI, postgres_url: str
+) -> None:
+    on_postgres = gateway_server(config(fake, postgres_url), env=ENV)
+    run = start(on_postgres, body={"concurrency": [1, 2], "seconds_per_level": 0.5, "stream": False}).json()
+    latest = ended(on_postgres, "up", run["id"])
+    assert latest["status"] == "done" and latest["stored"] is True
+    history = status(on_postgres)["history"]
+    assert [entry["id"] for entry in history] == [run["id"]]
+    assert history[0]["levels"] == latest["levels"] and history[0]["parameters"]["stream"] is False
+    assert history[0]["levels"][0]["ttft_ms"] is None  # not streamed: no first token to time
