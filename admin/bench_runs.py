@@ -254,7 +254,20 @@ class BenchRunner:
         run = ActiveRun(record, params)
         self.active = run
         run.task = asyncio.create_task(self._run(app, run, runtime, backend), name=f"bench {record.uid}")
+        run.task.add_done_callback(lambda _task: self._ended(run))
         return run
+
+    def _ended(self, run: ActiveRun) -> None:
+        """The run's task is over. Normally `_run` has already let go of everything; a task cancelled
+        before it began (or ended by something `_run` does not catch) never ran its own cleanup."""
+        if run.record.status == "running":
+            run.record.status = "cancelled"
+            run.record.finished_at = datetime.now(UTC)
+            run.stored, run.store_error = False, "the run ended before it began; nothing to store"
+        if self.active is run:
+            self.active = None
+            self.recent.appendleft(run)
+            self.lock.release()
 
     async def _run(self, app: Quart, run: ActiveRun, runtime: Runtime, backend: Backend) -> None:
         record, params = run.record, run.params
