@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from gateway.testing import Behaviour, FakeOpenAI
+from gateway.testing import Behaviour, FakeAnthropic, FakeOpenAI
 from tests.audit.conftest import PG_HOST, PG_PORT, PG_SKIP, pg_execute, postgres_available, run_sync
 from tests.conftest import wait_until
 
@@ -107,6 +107,7 @@ def test_a_run_is_stored_and_returned_in_the_history(gateway, fake: FakeOpenAI) 
         assert level["requests"] >= 1 and level["errors"] == 0 and level["requests_per_s"] > 0
         assert level["latency_ms"]["p50"] <= level["latency_ms"]["p95"]
         assert level["ttft_ms"]["p50"] is not None  # streamed: time to the first event
+        assert level["output_tokens_per_s"] > 0  # the usage the stream reported
     assert fake.stats.total >= 2  # the backend itself was called
 
     version = gateway.admin("GET", "/admin/api/config").json()["version"]
@@ -295,3 +296,29 @@ def test_on_postgresql_the_run_is_stored_and_returned_in_the_history(
     assert [entry["id"] for entry in history] == [run["id"]]
     assert history[0]["levels"] == latest["levels"] and history[0]["parameters"]["stream"] is False
     assert history[0]["levels"][0]["ttft_ms"] is None  # not streamed: no first token to time
+
+
+def test_an_anthropic_backend_is_measured_through_its_own_protocol(gateway_server, tmp_path: Path) -> None:
+    """The benchmark's request is the gateway's canonical chat request: a backend that speaks another
+    protocol translates it as it does for clients, and its streamed events are timed the same way."""
+    with FakeAnthropic.in_thread(Behaviour(reply_tokens=6)) as anthropic:
+        claude = gateway_server(
+            f"""\
+backends:
+  claude: {{type: anthropic, base_url: "{anthropic.base_url}", api_key: "${{FAKE_KEY}}"}}
+models:
+  haiku: {{chain: [{{backend: claude, model: claude-haiku-4-5}}]}}
+audit:
+  database_url: "sqlite://{tmp_path / "audit.sqlite3"}"
+reload:
+  watch: false
+""",
+            env={"FAKE_KEY": "sk-fake-anthropic"},
+        )
+        run = start(claude, "claude", body={"concurrency": [2], "seconds_per_level": 0.5}).json()
+        latest = ended(claude, "claude", run["id"])
+        level = latest["levels"][0]
+        assert latest["status"] == "done" and latest["model"] == "claude-haiku-4-5"
+        assert level["errors"] == 0 and level["requests"] >= 1 and level["ttft_ms"]["p50"] is not None
+        assert level["output_tokens_per_s"] > 0  # the usage of the translated stream was read
+        assert anthropic.stats.total >= 1
