@@ -22,6 +22,9 @@ from gateway.runtime.configlock import lock_file_candidates
 
 __all__ = ["BenchLock", "bench_lock_candidates"]
 
+#: Attempts at the lock while it is held by no run (an empty file): `holder()` probes it briefly.
+_TRIES = 3
+
 
 def bench_lock_candidates(config_path: str | os.PathLike[str]) -> list[Path]:
     """Where the benchmark lock of `config_path` may live, first choice first."""
@@ -42,16 +45,19 @@ class BenchLock:
         """Take the lock and record `holder` in it: None when taken, else what the other holder
         recorded (`{}` when it could not be read). Raises OSError when no lock file can be made."""
         fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
+        for attempt in range(_TRIES):
             try:
-                return _read(fd)
-            finally:
-                os.close(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                other = _read(fd)
+                # Empty: no run holds it, only another worker's `holder()` looking for a moment.
+                if other or attempt == _TRIES - 1:
+                    os.close(fd)
+                    return other
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(holder), 0)
         self._fd = fd
