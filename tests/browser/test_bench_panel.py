@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from playwright.sync_api import Page, expect
 
 from gateway.testing import Behaviour, FakeOpenAI
@@ -103,5 +104,20 @@ def test_a_refused_run_shows_the_problem_on_the_tile(page: Page, gateway: Gatewa
     tile.locator(".bench-start").click()  # while one runs: refused (409)
     expect(tile.locator(".bench-error")).to_contain_text("ops is benchmarking backend 'up'")
     expect(tile.locator(".bench-progress")).to_be_visible()  # the run under way goes on
+    tile.locator(".bench-cancel").click()
+    expect(tile.locator(".bench-result")).to_contain_text("cancelled")
+
+
+def test_a_run_under_way_shows_its_tile_when_the_page_opens(page: Page, gateway: GatewayProcess) -> None:
+    started = requests.post(
+        gateway.url("/admin/api/backends/up/bench"),
+        json={"concurrency": [1], "seconds_per_level": 20},
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=10,
+    )
+    assert started.status_code == 202, started.text
+    sign_in(page, gateway, "/admin/status")
+    tile = page.locator("#bench-up")
+    expect(tile.locator(".bench-progress")).to_contain_text("Level 1 of 1 (concurrency 1)")
     tile.locator(".bench-cancel").click()
     expect(tile.locator(".bench-result")).to_contain_text("cancelled")

@@ -100,9 +100,21 @@ export function benchArea() {
     return tile;
   }
 
+  /** Show the tile of a run already under way (started before this page was opened, or by another
+   * admin). Any backend's answer names it: `active`. */
+  async function resume(anyBackend) {
+    try {
+      const view = (await api(`/backends/${encodeURIComponent(anyBackend)}/bench`)).data;
+      if (!stopped && view.active && !tiles.has(view.active.backend)) open(view.active.backend);
+    } catch (error) {
+      // Nothing to resume; the buttons still work.
+    }
+  }
+
   return {
     element,
     open,
+    resume,
     stop() {
       stopped = true;
       for (const tile of tiles.values()) clearTimeout(tile.timer);

@@ -17,6 +17,7 @@ export function mount(container, context) {
   const body = h("div", { id: "status" }, h("p", { class: "muted" }, "Loading…"));
   const updated = h("span", { class: "muted", id: "updated" });
   const bench = benchArea(); // outside `body`, so the refresh keeps the benchmark tiles
+  let resumed = false;
   fill(container,
     h("div", { class: "page-head" },
       h("div", {}, h("h1", {}, "Status"), h("p", {}, "What this gateway is serving, and how its backends are doing.")),
@@ -39,6 +40,8 @@ export function mount(container, context) {
       fill(body, h("p", { class: "alert bad" }, config.message));
     } else {
       fill(body, render(config, backends, outcomes, audit, cache, refresh, bench.open));
+      if (!resumed && backends.backends.length) bench.resume(backends.backends[0].name);
+      resumed = true;
       updated.textContent = `Updated ${formatTime(new Date().toISOString())}`;
     }
     timer = setTimeout(refresh, REFRESH_MS);
