@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 
 from gateway.testing import Behaviour, FakeOpenAI
 from gateway.testing.process import GatewayProcess
+from tests.browser.test_layout import assert_no_sideways_scroll, assert_tables_scroll_in_wrappers
 
 ADMIN_KEY = "admin-key-bench-browser"
 
@@ -121,3 +122,26 @@ def test_a_run_under_way_shows_its_tile_when_the_page_opens(page: Page, gateway:
     expect(tile.locator(".bench-progress")).to_contain_text("Level 1 of 1 (concurrency 1)")
     tile.locator(".bench-cancel").click()
     expect(tile.locator(".bench-result")).to_contain_text("cancelled")
+
+
+def test_on_a_phone_the_tile_fits_the_screen(browser, gateway: GatewayProcess, screenshot) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        sign_in(page, gateway, "/admin/status")
+        page.click('#backends tr[data-backend="up"] .bench-open')
+        tile = page.locator("#bench-up")
+        expect(tile.locator(".bench-progress")).to_be_visible()
+        tile.locator(".bench-cancel").click()
+        expect(tile.locator(".bench-result")).to_contain_text("cancelled")
+        tile.locator(".bench-levels").fill("1, 2, 4")
+        tile.locator(".bench-seconds").fill("0.5")
+        tile.locator(".bench-start").click()
+        expect(tile.locator(".bench-result")).to_contain_text("done", timeout=30_000)
+        tile.locator(".bench-history summary").click()
+        assert_no_sideways_scroll(page, 390)
+        assert_tables_scroll_in_wrappers(page, 390)
+        tile.scroll_into_view_if_needed()
+        screenshot(page, "status-benchmark-phone")
+    finally:
+        context.close()

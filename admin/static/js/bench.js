@@ -170,7 +170,7 @@ function result(run) {
 }
 
 function levelTable(levels) {
-  return h("table", { class: "grid bench-levels-table" },
+  return h("div", { class: "bench-scroll" }, h("table", { class: "grid bench-levels-table" },
     h("thead", {}, h("tr", {},
       h("th", { class: "num" }, "Concurrency"), h("th", { class: "num" }, "Req/s"),
       h("th", { class: "num" }, "p50"), h("th", { class: "num" }, "p95"),
@@ -185,13 +185,13 @@ function levelTable(levels) {
       h("td", { class: "num" }, level.ttft_ms ? formatMs(level.ttft_ms.p95) : "–"),
       h("td", { class: "num" }, level.requests),
       h("td", { class: "num", title: Object.entries(level.error_kinds || {}).map(([k, v]) => `${k} ${v}`).join(", ") },
-        level.errors)))));
+        level.errors))))));
 }
 
 function historyTable(runs) {
   return h("details", { class: "bench-history" },
     h("summary", {}, `Earlier runs (${runs.length})`),
-    h("table", { class: "grid" },
+    h("div", { class: "bench-scroll" }, h("table", { class: "grid" },
       h("thead", {}, h("tr", {}, h("th", {}, "When"), h("th", {}, "Status"), h("th", {}, "Req/s by concurrency"),
         h("th", {}, "p50 by concurrency"), h("th", {}, "Config"))),
       h("tbody", {}, runs.map((run) => h("tr", { dataset: { run: run.id } },
@@ -199,5 +199,5 @@ function historyTable(runs) {
         h("td", {}, run.status),
         h("td", {}, run.levels.map((l) => `${l.concurrency}: ${l.requests_per_s.toFixed(1)}`).join(" · ")),
         h("td", {}, run.levels.map((l) => `${l.concurrency}: ${formatMs(l.latency_ms.p50) || "–"}`).join(" · ")),
-        h("td", {}, h("code", {}, run.config_version || "–")))))));
+        h("td", {}, h("code", {}, run.config_version || "–"))))))));
 }
