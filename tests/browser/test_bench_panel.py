@@ -5,6 +5,7 @@ on the tile with the earlier runs below."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_test_performance_shows_progress_then_the_result_on_the_tile(
     page.click('#backends tr[data-backend="up"] .bench-open')
     tile = page.locator("#bench-up")
     expect(tile.locator(".bench-progress")).to_contain_text("Level 1 of 3 (concurrency 1)")
-    expect(tile.locator(".bench-progress")).to_contain_text(" requests.")
+    expect(tile.locator(".bench-progress")).to_contain_text(re.compile(r"[1-9][0-9]* requests"))
     tile.locator(".bench-cancel").click()
     expect(tile.locator(".bench-result")).to_contain_text("cancelled")
     expect(tile.locator(".bench-progress")).to_have_count(0)

@@ -273,7 +273,7 @@ def test_a_field_read_through_an_accessor_needs_the_accessor_called() -> None:
         ROOT / "gateway" / "surfaces" / "model_api.py",
         ROOT / "gateway" / "cli.py",
         ROOT / "admin" / "api.py",
-        ROOT / "admin" / "bench_runs.py",
+        ROOT / "admin" / "bench_runner.py",
     )
     read = attributes_read(RUNTIME_SOURCES, excluded=(*NOT_RUNTIME, *callers))
     problems = unread_properties(load_schema(), read)

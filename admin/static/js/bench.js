@@ -144,7 +144,7 @@ function renderTile(view, tile) {
 }
 
 function progress(run, tile) {
-  const p = run.progress;
+  const p = run.progress || { level: 0, levels: 0, level_elapsed_s: 0, seconds_per_level: 0, requests: 0, elapsed_s: 0, total_s: 1 };
   const bar = h("i");
   bar.style.width = `${Math.min(100, (100 * p.elapsed_s) / p.total_s)}%`; // CSSOM: the CSP forbids style attributes
   return h("div", { class: "bench-progress" },
