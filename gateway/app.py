@@ -17,6 +17,7 @@ import orjson
 from quart import Quart, Request
 
 from gateway.admin.api import blueprint as admin_api
+from gateway.admin.bench_runs import install_bench
 from gateway.admin.config_edit import blueprint as admin_config_edit
 from gateway.admin.logs import blueprint as admin_logs
 from gateway.admin.openapi import blueprint as openapi_document
@@ -96,6 +97,7 @@ def create_app(
     app.register_blueprint(admin_config_edit)
     app.register_blueprint(admin_logs)
     app.register_blueprint(admin_usage)
+    install_bench(app)  # the panel's backend benchmark
     install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch
     app.telemetry = Telemetry(logfire_instance)
     app.register_blueprint(telemetry_endpoints)

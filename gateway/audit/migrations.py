@@ -44,6 +44,29 @@ _SPEND = (("cost_usd", "DOUBLE PRECISION"), ("limit_name", "VARCHAR(64)"))
 _RESPONSE_CACHE = (("cache", "VARCHAR(8)"), ("saved_tokens", "BIGINT"), ("saved_usd", "DOUBLE PRECISION"))
 
 
+#: Version 6: the admin panel's backend benchmark runs (`gateway/audit/bench_store.py`).
+def _bench_runs(id_column: str, ts: str, json: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE IF NOT EXISTS "bench_runs" (
+    "id" {id_column},
+    "uid" VARCHAR(64) NOT NULL UNIQUE,
+    "ts" {ts} NOT NULL,
+    "finished_at" {ts},
+    "instance" VARCHAR(255) NOT NULL,
+    "admin" VARCHAR(255),
+    "backend" VARCHAR(255) NOT NULL,
+    "backend_type" VARCHAR(32) NOT NULL,
+    "model" VARCHAR(255),
+    "config_version" VARCHAR(64),
+    "status" VARCHAR(16) NOT NULL,
+    "parameters" {json} NOT NULL,
+    "levels" {json} NOT NULL,
+    "error" TEXT
+)""",
+        'CREATE INDEX IF NOT EXISTS "bench_runs_backend_ts" ON "bench_runs" ("backend", "ts", "id")',
+    )
+
+
 def _indexes() -> tuple[str, ...]:
     return (
         'CREATE INDEX IF NOT EXISTS "audit_records_ts_id" ON "audit_records" ("ts", "id")',
@@ -103,6 +126,9 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
         Migration(4, "spend", add_columns=_SPEND),
         Migration(5, "response_cache", add_columns=_RESPONSE_CACHE),
+        Migration(
+            6, "bench_runs", _bench_runs("INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL", "TIMESTAMP", "JSON")
+        ),
     ),
     "postgres": (
         Migration(
@@ -119,6 +145,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(3, "client_address", add_columns=_CLIENT_ADDRESS),
         Migration(4, "spend", add_columns=_SPEND),
         Migration(5, "response_cache", add_columns=_RESPONSE_CACHE),
+        Migration(6, "bench_runs", _bench_runs("BIGSERIAL NOT NULL PRIMARY KEY", "TIMESTAMPTZ", "JSONB")),
     ),
 }
 

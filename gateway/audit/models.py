@@ -11,7 +11,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-__all__ = ["TEXT_LIMITS", "AuditRecord", "SchemaVersion"]
+__all__ = ["TEXT_LIMITS", "AuditRecord", "BenchRun", "SchemaVersion"]
 
 #: Longest value each text column keeps; longer values are cut by the store (never a rejected batch).
 TEXT_LIMITS = {
@@ -82,6 +82,31 @@ class AuditRecord(Model):
             Index(fields=("status", "ts", "id"), name="audit_records_status_ts"),
             Index(fields=("backend_type", "ts", "id"), name="audit_records_backend_type_ts"),
         )
+
+
+class BenchRun(Model):
+    """One admin-panel benchmark run against a backend (migration 6; `gateway/audit/bench_store.py`)."""
+
+    id = fields.BigIntField(primary_key=True)
+    uid = fields.CharField(max_length=64, unique=True)
+    ts = fields.DatetimeField()
+    finished_at = fields.DatetimeField(null=True)
+    instance = fields.CharField(max_length=255)
+    admin = fields.CharField(max_length=255, null=True)
+    backend = fields.CharField(max_length=255)
+    backend_type = fields.CharField(max_length=32)
+    model = fields.CharField(max_length=255, null=True)
+    config_version = fields.CharField(max_length=64, null=True)
+    status = fields.CharField(max_length=16)
+    #: The request's settings: concurrency levels, seconds per level, stream, max_tokens.
+    parameters = fields.JSONField()
+    #: Per concurrency level: requests, errors, requests/s, latency and TTFT percentiles.
+    levels = fields.JSONField()
+    error = fields.TextField(null=True)
+
+    class Meta:
+        table = "bench_runs"
+        indexes = (Index(fields=("backend", "ts", "id"), name="bench_runs_backend_ts"),)
 
 
 class SchemaVersion(Model):

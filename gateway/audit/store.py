@@ -276,6 +276,15 @@ class AuditStore:
     def _ts_param(self, ts: datetime) -> Any:
         return _sqlite_ts(ts) if self._dialect == "sqlite" else _utc(ts)
 
+    def ts_param(self, ts: datetime) -> Any:
+        """A time as this dialect's statements take it (sortable UTC text on SQLite)."""
+        return self._ts_param(ts)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """One statement of a sibling module (`?` parameters on both dialects), under the store's
+        timeout; its rows as dicts ([] for a statement that returns none)."""
+        return await self._query(sql, list(params))
+
     # -- reading ---------------------------------------------------------------------------------
 
     async def page(

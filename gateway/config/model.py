@@ -251,10 +251,19 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BenchmarkConfig:
+    """`admin.benchmark`: the panel's "Test performance" runs against one backend."""
+
+    #: A run is refused while the backend has more requests than this in flight (or queued).
+    max_inflight: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     enabled: bool
     write_back: bool
     session_hours: float
+    benchmark: BenchmarkConfig = BenchmarkConfig()
 
 
 @dataclass(frozen=True, slots=True)

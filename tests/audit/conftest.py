@@ -107,7 +107,11 @@ def pg_database() -> Iterator[str]:
 
 
 def _pg_reset(name: str) -> None:
-    run_sync(pg_execute('DROP TABLE IF EXISTS "audit_records", "audit_schema_version"', database=name))
+    run_sync(
+        pg_execute(
+            'DROP TABLE IF EXISTS "audit_records", "audit_schema_version", "bench_runs"', database=name
+        )
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -5,6 +5,7 @@
 // few seconds while open.
 
 import { api, ApiError } from "./api.js";
+import { benchArea } from "./bench.js";
 import { ago, fill, formatTime, h } from "./dom.js";
 
 const REFRESH_MS = 5000;
@@ -15,12 +16,15 @@ export function mount(container, context) {
   let timer = null;
   const body = h("div", { id: "status" }, h("p", { class: "muted" }, "Loading…"));
   const updated = h("span", { class: "muted", id: "updated" });
+  const bench = benchArea(); // outside `body`, so the refresh keeps the benchmark tiles
+  let resumed = false;
   fill(container,
     h("div", { class: "page-head" },
       h("div", {}, h("h1", {}, "Status"), h("p", {}, "What this gateway is serving, and how its backends are doing.")),
       h("span", { class: "spacer" }), updated,
       h("button", { type: "button", onclick: () => refresh() }, "Refresh")),
-    body);
+    body,
+    bench.element);
 
   async function refresh() {
     clearTimeout(timer);
@@ -35,7 +39,9 @@ export function mount(container, context) {
     if (config instanceof Error) {
       fill(body, h("p", { class: "alert bad" }, config.message));
     } else {
-      fill(body, render(config, backends, outcomes, audit, cache, refresh));
+      fill(body, render(config, backends, outcomes, audit, cache, refresh, bench.open));
+      if (!resumed && backends.backends.length) bench.resume(backends.backends[0].name);
+      resumed = true;
       updated.textContent = `Updated ${formatTime(new Date().toISOString())}`;
     }
     timer = setTimeout(refresh, REFRESH_MS);
@@ -45,10 +51,11 @@ export function mount(container, context) {
   return () => {
     stopped = true;
     clearTimeout(timer);
+    bench.stop();
   };
 }
 
-function render(config, backends, outcomes, audit, cache, refresh) {
+function render(config, backends, outcomes, audit, cache, refresh, openBench) {
   const rejected = config.last_error || config.history.find((event) => event.outcome === "rejected");
   const slow = backends.backends.filter((backend) => backend.local && backend.local.blas_warning);
   return [
@@ -74,7 +81,7 @@ function render(config, backends, outcomes, audit, cache, refresh) {
           : h("p", { class: "muted" }, "None since this worker started.")),
       cache ? cacheCard(cache, refresh) : null),
     h("h2", {}, "Backends"),
-    h("div", { class: "panel-table" }, backendTable(backends.backends, outcomes)),
+    h("div", { class: "panel-table" }, backendTable(backends.backends, outcomes, openBench)),
     audit && audit.enabled
       ? h("p", { class: "muted" }, `Audit log: ${audit.written} written, ${audit.buffered} buffered, `
         + `${audit.spilled} spilled, ${audit.lost} lost; database ${audit.db_up ? "up" : "down"}.`)
@@ -136,13 +143,13 @@ function rejectedReload(event, current, serving) {
     h("ul", { class: "error-list" }, (event.errors || []).map((error) => h("li", {}, error.text))));
 }
 
-function backendTable(backends, outcomes) {
+function backendTable(backends, outcomes, openBench) {
   const recent = outcomes instanceof Error ? null : outcomes.backends;
   const unavailable = outcomes instanceof ApiError ? outcomes.message : "";
   return h("table", { class: "grid", id: "backends" },
     h("thead", {}, h("tr", {},
       h("th", {}, "Backend"), h("th", {}, "Type"), h("th", {}, "Enabled"), h("th", {}, "Circuit"),
-      h("th", {}, `Errors, last ${WINDOW_MINUTES} min`), h("th", {}, "Attempts by outcome"))),
+      h("th", {}, `Errors, last ${WINDOW_MINUTES} min`), h("th", {}, "Attempts by outcome"), h("th", {}, "Performance"))),
     h("tbody", {}, backends.map((backend) => {
       const circuit = backend.circuit;
       const stats = recent ? recent[backend.name] : null;
@@ -157,7 +164,9 @@ function backendTable(backends, outcomes) {
           circuit.consecutive_failures
             ? h("span", { class: "muted" }, ` · ${circuit.consecutive_failures} failed in a row`) : null),
         h("td", { class: "error-rate" }, errorRate(stats, recent, unavailable)),
-        h("td", { class: "muted" }, stats ? Object.entries(stats.outcomes).map(([k, v]) => `${k} ${v}`).join(", ") : ""));
+        h("td", { class: "muted" }, stats ? Object.entries(stats.outcomes).map(([k, v]) => `${k} ${v}`).join(", ") : ""),
+        h("td", {}, h("button", { type: "button", class: "bench-open", disabled: !backend.enabled,
+          onclick: () => openBench(backend.name, true) }, "Test performance")));
     })));
 }
 
