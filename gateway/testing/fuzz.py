@@ -15,6 +15,7 @@ and by benchmarks that want a longer run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -273,8 +274,11 @@ class _Schemas:
         generated = self.value(schema)
         examples = schema.get("examples")
         if examples:
-            from_example = st.tuples(st.sampled_from(examples), generated).map(lambda p: {**p[1], **p[0]})
-            generated = st.one_of(generated, st.sampled_from(examples), from_example)
+            # A copy of each example: a request's body is mutated in place later (`_set_path`), and the
+            # document's own examples must stay as written for the next request (and the next run).
+            example = st.sampled_from(examples).map(copy.deepcopy)
+            from_example = st.tuples(example, generated).map(lambda p: {**p[1], **p[0]})
+            generated = st.one_of(generated, example, from_example)
         model = st.sampled_from(list(models)) if models else st.text(max_size=10)
         return st.tuples(generated, st.one_of(model, model, model, st.text(max_size=10))).map(
             lambda pair: {**pair[0], "model": pair[1]} if "model" in schema.get("properties", {}) else pair[0]
