@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -257,6 +259,38 @@ def _parse_timeout_edits(body: Any) -> list[Edit]:
     return edits
 
 
+@contextlib.contextmanager
+def edit_problems(live: Any, expected: str, *, redo: str, edited: str, instead: str) -> Iterator[None]:
+    """The edit transaction's refusals as the problems an admin client sees (one mapping for every
+    endpoint that edits gateway.yaml): `redo` says what to do after a stale version, `edited` names
+    the change ("edited", "patched"), `instead` what to do with the patch when write-back is off."""
+    try:
+        yield
+    except StaleVersion as stale:
+        raise StaleConfigVersion(
+            f"gateway.yaml changed since you read it (you edited {expected}, it is now "
+            f"{stale.current_version}); {redo}",
+            current_version=stale.current_version,
+            headers={"etag": _etag(stale.current_version)},
+        ) from None
+    except ConfigError as error:
+        raise ConfigRejected(
+            f"the gateway would reject the {edited} config, so gateway.yaml was not changed and version "
+            f"{live.current.version} is still serving: " + "; ".join(str(i) for i in error.issues[:5]),
+            errors=[issue.as_dict() for issue in error.issues],
+        ) from None
+    except WriteBackError as error:
+        raise InvalidRequest(str(error)) from None
+    except ConfigLockTimeout as error:
+        raise ConfigBusy(f"{error}; try again", headers={"retry-after": "1"}) from None
+    except WriteBackOff as off:
+        raise WriteBackDisabled(
+            f"admin.write_back is false: {instead}", patch=off.diff, version=off.previous_version
+        ) from None
+    except ConfigFileUnavailable as error:
+        raise ServiceUnavailable(f"{error}; nothing was changed") from None
+
+
 @blueprint.patch("/config/timeouts")
 async def patch_timeouts() -> Response:
     """Change timeout tiers in gateway.yaml itself. Requires `If-Match: "<version>"` (the ETag read)."""
@@ -274,33 +308,14 @@ async def patch_timeouts() -> Response:
         raise BadRequest("the request body is not valid JSON")
     edits = _parse_timeout_edits(body)
     source = "ui" if request.headers.get("x-gateway-client") == "admin-ui" else "api"
-    try:
+    with edit_problems(
+        live,
+        expected,
+        redo="reload the values and edit again",
+        edited="edited",
+        instead="commit this patch to gateway.yaml instead",
+    ):
         result = await edit_config(live, edits, expected, source=source)
-    except StaleVersion as stale:
-        raise StaleConfigVersion(
-            f"gateway.yaml changed since you read it (you edited {expected}, it is now "
-            f"{stale.current_version}); reload the values and edit again",
-            current_version=stale.current_version,
-            headers={"etag": _etag(stale.current_version)},
-        ) from None
-    except ConfigError as error:
-        raise ConfigRejected(
-            "the gateway would reject the edited config, so gateway.yaml was not changed and version "
-            f"{live.current.version} is still serving: " + "; ".join(str(i) for i in error.issues[:5]),
-            errors=[issue.as_dict() for issue in error.issues],
-        ) from None
-    except WriteBackError as error:
-        raise InvalidRequest(str(error)) from None
-    except ConfigLockTimeout as error:
-        raise ConfigBusy(f"{error}; try again", headers={"retry-after": "1"}) from None
-    except WriteBackOff as off:
-        raise WriteBackDisabled(
-            "admin.write_back is false: commit this patch to gateway.yaml instead",
-            patch=off.diff,
-            version=off.previous_version,
-        ) from None
-    except ConfigFileUnavailable as error:
-        raise ServiceUnavailable(f"{error}; nothing was changed") from None
     return _json(
         {
             "previous_version": result.previous_version,

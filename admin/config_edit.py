@@ -15,34 +15,24 @@ from typing import Any
 import orjson
 import yaml
 from gateway.admin.access import authenticate_admin, check_origin
+from gateway.admin.api import edit_problems
 from quart import Blueprint, Response, current_app, request
 
-from gateway.config.issues import ConfigError
 from gateway.config.literal_secrets import literal_secrets
 from gateway.config.load import config_version
 from gateway.config.patch import PatchError, PatchOp, parse_patch, plan_patch
 from gateway.config.schema import apply_defaults
-from gateway.config.writeback import WriteBackError
 from gateway.config.yamlsource import LocatedDocument, parse_yaml
 from gateway.errors import (
     BadRequest,
-    ConfigBusy,
     ConfigRejected,
     InvalidPatch,
-    InvalidRequest,
     PatchNotApplicable,
     PatchTestFailed,
     PreconditionRequired,
-    ServiceUnavailable,
-    StaleConfigVersion,
     UnsupportedMediaType,
-    WriteBackDisabled,
 )
-from gateway.runtime.configlock import ConfigLockTimeout
 from gateway.runtime.edit import (
-    ConfigFileUnavailable,
-    StaleVersion,
-    WriteBackOff,
     check_edit,
     edit_config,
 )
@@ -181,47 +171,29 @@ async def patch_config() -> Response:
         raise _patch_problem(error) from None
     planner = functools.partial(_plan, ops=tuple(ops))
     source = "ui" if request.headers.get("x-gateway-client") == "admin-ui" else "api"
-    try:
-        if dry_run:
-            plan = await check_edit(live, planner, expected, source=source)
-            return _json(
-                {
-                    "dry_run": True,
-                    "previous_version": plan.previous_version,
-                    "version": plan.version,
-                    "diff": plan.diff,
-                    "written": False,
-                },
-                headers={"etag": _etag(plan.previous_version)},
-            )
-        result = await edit_config(live, planner, expected, source=source)
-    except PatchError as error:
-        raise _patch_problem(error) from None
-    except StaleVersion as stale:
-        raise StaleConfigVersion(
-            f"gateway.yaml changed since you read it (you edited {expected}, it is now "
-            f"{stale.current_version}); read it again and re-apply your patch",
-            current_version=stale.current_version,
-            headers={"etag": _etag(stale.current_version)},
-        ) from None
-    except ConfigError as error:
-        raise ConfigRejected(
-            "the gateway would reject the patched config, so gateway.yaml was not changed and version "
-            f"{live.current.version} is still serving: " + "; ".join(str(i) for i in error.issues[:5]),
-            errors=[issue.as_dict() for issue in error.issues],
-        ) from None
-    except WriteBackError as error:
-        raise InvalidRequest(str(error)) from None
-    except ConfigLockTimeout as error:
-        raise ConfigBusy(f"{error}; try again", headers={"retry-after": "1"}) from None
-    except WriteBackOff as off:
-        raise WriteBackDisabled(
-            "admin.write_back is false: commit this patch to gateway.yaml instead (git apply takes it)",
-            patch=off.diff,
-            version=off.previous_version,
-        ) from None
-    except ConfigFileUnavailable as error:
-        raise ServiceUnavailable(f"{error}; nothing was changed") from None
+    with edit_problems(
+        live,
+        expected,
+        redo="read it again and re-apply your patch",
+        edited="patched",
+        instead="commit this patch to gateway.yaml instead (git apply takes it)",
+    ):
+        try:  # first: a PatchError is a WriteBackError, which edit_problems would answer more vaguely
+            if dry_run:
+                plan = await check_edit(live, planner, expected, source=source)
+                return _json(
+                    {
+                        "dry_run": True,
+                        "previous_version": plan.previous_version,
+                        "version": plan.version,
+                        "diff": plan.diff,
+                        "written": False,
+                    },
+                    headers={"etag": _etag(plan.previous_version)},
+                )
+            result = await edit_config(live, planner, expected, source=source)
+        except PatchError as error:
+            raise _patch_problem(error) from None
     return _json(
         {
             "previous_version": result.previous_version,
