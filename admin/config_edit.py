@@ -1,7 +1,8 @@
 """Admin JSON API for generic config edits: the config as a tree with where each value comes from,
 and RFC 6902 JSON Patch edits of gateway.yaml (each one `gateway.runtime.edit` transaction).
 
-`GET /admin/api/config/tree` and `PATCH /admin/api/config` (docs/config-edits.md).
+`GET /admin/api/config/tree`, `GET /admin/api/config/schema` (what the panel's forms are built from)
+and `PATCH /admin/api/config` (docs/config-edits.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from quart import Blueprint, Response, current_app, request
 from gateway.config.literal_secrets import literal_secrets
 from gateway.config.load import config_version
 from gateway.config.patch import PatchError, PatchOp, parse_patch, plan_patch
-from gateway.config.schema import apply_defaults
+from gateway.config.schema import apply_defaults, load_schema
 from gateway.config.yamlsource import LocatedDocument, parse_yaml
 from gateway.errors import (
     BadRequest,
@@ -142,6 +143,18 @@ def _node(value: Any, path: tuple[Any, ...], sources: _Sources) -> dict[str, Any
     else:
         node["value"] = value
     return node
+
+
+@functools.cache
+def _schema_body() -> bytes:
+    return orjson.dumps(load_schema())
+
+
+@blueprint.get("/config/schema")
+async def config_schema() -> Response:
+    """The JSON Schema gateway.yaml is validated by: types, bounds, enums and descriptions of every
+    setting (the panel builds its forms from it)."""
+    return Response(_schema_body(), content_type="application/schema+json")
 
 
 # --- the patch -----------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ log = logging.getLogger("gateway.admin")
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: The panel's pages (each serves the same shell; the JavaScript shows the page the URL names).
-PAGES = ("logs", "usage", "settings", "status", "signin")
+PAGES = ("logs", "usage", "models", "backends", "keys", "settings", "status", "signin")
 
 # The shell loads only its own files: no inline script, nothing from another origin, never framed.
 _PAGE_HEADERS = {

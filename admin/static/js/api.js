@@ -23,17 +23,19 @@ export class ApiError extends Error {
   }
 }
 
-/** `await api("/config")` → {data, headers, status}; throws ApiError for any non-2xx answer. */
-export async function api(path, { method = "GET", body, headers = {}, quiet401 = false } = {}) {
+/** `await api("/config")` → {data, headers, status}; throws ApiError for any non-2xx answer. `body` is
+ * sent as JSON; `rawBody` as it is, with `contentType` (a JSON Patch is application/json-patch+json). */
+export async function api(path, { method = "GET", body, rawBody, contentType, headers = {}, quiet401 = false } = {}) {
   const sent = { accept: "application/json", ...headers };
   if (body !== undefined) sent["content-type"] = "application/json";
+  if (rawBody !== undefined) sent["content-type"] = contentType || "application/json";
   if (method !== "GET" && method !== "HEAD" && csrfToken) sent["x-csrf-token"] = csrfToken;
   let response;
   try {
     response = await fetch(`/admin/api${path}`, {
       method,
       headers: sent,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: rawBody !== undefined ? rawBody : body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       cache: "no-store",
     });

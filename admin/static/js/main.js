@@ -1,5 +1,6 @@
 // The panel's shell: sign-in, the top bar, and a small router that shows the page the URL names
-// (/admin/logs, /admin/usage, /admin/settings, /admin/status). Each page module exports `mount(container, context)`
+// (/admin/logs, /admin/usage, /admin/models, /admin/backends, /admin/keys, /admin/settings,
+// /admin/status). Each page module exports `mount(container, context)`
 // and returns a function that stops whatever it started (sockets, timers).
 
 import { api, ApiError, events, setCsrfToken } from "./api.js";
@@ -8,6 +9,9 @@ import { fill, h } from "./dom.js";
 const PAGES = {
   logs: { title: "Logs", load: () => import("./logs.js") },
   usage: { title: "Usage", load: () => import("./usage.js") },
+  models: { title: "Models", load: () => import("./models.js") },
+  backends: { title: "Backends", load: () => import("./backends.js") },
+  keys: { title: "Keys", load: () => import("./keys.js") },
   settings: { title: "Settings", load: () => import("./settings.js") },
   status: { title: "Status", load: () => import("./status.js") },
 };
