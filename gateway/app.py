@@ -19,6 +19,7 @@ from quart import Quart, Request
 from gateway.admin.api import blueprint as admin_api
 from gateway.admin.bench_runs import install_bench
 from gateway.admin.config_edit import blueprint as admin_config_edit
+from gateway.admin.keys import blueprint as admin_keys
 from gateway.admin.logs import blueprint as admin_logs
 from gateway.admin.openapi import blueprint as openapi_document
 from gateway.admin.panel import install_panel
@@ -95,6 +96,7 @@ def create_app(
     app.audit = AuditService()
     app.register_blueprint(admin_api)
     app.register_blueprint(admin_config_edit)
+    app.register_blueprint(admin_keys)
     app.register_blueprint(admin_logs)
     app.register_blueprint(admin_usage)
     install_bench(app)  # the panel's backend benchmark

@@ -8,6 +8,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -20,9 +21,11 @@ __all__ = [
     "Principal",
     "TrustedProxies",
     "exposure_issue",
+    "generate_key",
     "host_name",
     "is_local_request",
     "is_loopback",
+    "key_sha256",
     "not_local_because",
     "presented_key",
 ]
@@ -47,6 +50,18 @@ class Principal:
 
 
 ANONYMOUS = Principal(name="anonymous", role="anonymous")
+
+
+def key_sha256(key: str) -> str:
+    """What `key_sha256:` holds for a key: its SHA-256, in hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """A new random key and its SHA-256 (`gateway key new`, `POST /admin/api/keys/new`): 256 bits
+    from the OS, `gw-` in front so a secret scanner and a person can tell what it is."""
+    key = "gw-" + secrets.token_urlsafe(32)
+    return key, key_sha256(key)
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
@@ -80,7 +95,7 @@ class KeyTable:
     def lookup(self, key: str | None) -> Principal | None:
         if not key:
             return None
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        digest = key_sha256(key)
         return self.clients.get(digest) or self.admins.get(digest)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -182,11 +181,13 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _key_hash(args: argparse.Namespace) -> int:
+    from gateway.auth import key_sha256
+
     key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
     if not key:
         print("gateway key hash: no key given", file=sys.stderr)
         return 2
-    print(hashlib.sha256(key.encode()).hexdigest())
+    print(key_sha256(key))
     return 0
 
 
@@ -194,7 +195,8 @@ def _key_new(args: argparse.Namespace) -> int:
     """The key goes to standard output alone (to copy or pipe into a secret store), the entry to add to
     gateway.yaml to standard error: the file holds only the hash, never the key."""
     import re
-    import secrets
+
+    from gateway.auth import generate_key
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", args.name):
         print(
@@ -203,8 +205,7 @@ def _key_new(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    key = "gw-" + secrets.token_urlsafe(32)
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    key, digest = generate_key()
     section = "admin_keys" if args.admin else "client_keys"
     print(key)
     print(
