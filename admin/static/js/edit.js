@@ -69,14 +69,16 @@ export function isReference(value) {
  *                                              saved: (result) => page.load() });
  *   review.propose("Move gpt-4o's target up", (state) => [{op: "move", ...}]);
  * `current()` answers the state the page shows ({version, writeBack, config, tree}, as `loadTree`
- * gives); `reload()` loads it again and answers it; `saved(result)` runs after a save applied.
+ * gives); `reload()` loads it again and answers it; `saved(result)` runs after a save applied;
+ * `patched(patch)` (optional) after write-back off showed the patch to commit instead.
  */
 export class ChangeReview {
-  constructor(element, { current, reload, saved }) {
+  constructor(element, { current, reload, saved, patched }) {
     this.element = element;
     this.current = current;
     this.reload = reload;
     this.saved = saved || (() => {});
+    this.patched = patched || (() => {}); // write-back off: the patch to commit was shown
     this.pending = null; // {summary, build, ops, version}
     element.classList.add("review-area");
     element.setAttribute("aria-live", "polite");
@@ -195,6 +197,7 @@ export class ChangeReview {
         h("div", { class: "form-actions" },
           h("button", { type: "button", id: "copy-patch", onclick: (event) => copy(patch, event.target) }, "Copy patch"),
           h("button", { type: "button", onclick: () => this.clear() }, "Done")));
+      this.patched(patch);
     } else if (error.status === 422 && problem.errors) {
       this.pending = null;
       this.show(h("div", { class: "alert bad", id: "rejected", role: "alert" },
