@@ -16,10 +16,12 @@ import requests
 from playwright.sync_api import Page, expect
 
 from gateway.testing.process import GatewayProcess
+from tests.conftest import wait_until
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
 
 CLIENT_KEY, ADMIN_KEY = "client-key-keys-page", "admin-key-keys-page"
 REPORTS_KEY, OLD_KEY, LEGACY_KEY = "reports-key-keys-page", "old-key-keys-page", "legacy-key-keys-page"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 ENV = {**GATEWAY_ENV, "GW_CLIENT_KEY": CLIENT_KEY, "GW_ADMIN_KEY": ADMIN_KEY}
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -28,7 +30,7 @@ def sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def config(up: Upstreams, *, write_back: bool = True) -> str:
+def config(up: Upstreams, audit: Path, *, write_back: bool = True) -> str:
     return f"""\
 # Team gateway. Every comment here must survive the keys page.
 auth:
@@ -55,7 +57,8 @@ models:
   claude: {{chain: [{{backend: an, model: claude-haiku-4-5}}]}}
 
 audit:
-  enabled: false
+  database_url: "sqlite://{audit}"
+  flush_interval_ms: 50
 
 admin:
   write_back: {"true" if write_back else "false"}   # GitOps switch
@@ -69,9 +72,10 @@ def up() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="module")
-def gateway(gateway_server_module, up: Upstreams) -> GatewayProcess:
+def gateway(gateway_server_module, up: Upstreams, tmp_path_factory) -> GatewayProcess:
     """One gateway for the tests that write: each edits keys no other test touches."""
-    return gateway_server_module(config(up), env=ENV)
+    audit = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
+    return gateway_server_module(config(up, audit), env=ENV)
 
 
 def chat(gateway: GatewayProcess, key: str, model: str = "gpt") -> requests.Response:
@@ -132,7 +136,11 @@ def test_a_new_client_key_is_stored_as_its_hash_shown_once_and_works_at_once(
     page.click("#review-key")
     expect(page.locator("#review pre.diff")).to_contain_text("+    - name: mobile-app")
     diff = shown_diff(page)
-    [digest] = [line.split()[-1].strip("\"'") for line in diff.splitlines() if line.startswith("+") and "key_sha256:" in line]
+    [digest] = [
+        line.split()[-1].strip("\"'")
+        for line in diff.splitlines()
+        if line.startswith("+") and "key_sha256:" in line
+    ]
     assert len(digest) == 64 and "gw-" not in diff
     expect(page.locator("#new-key")).to_have_count(0)  # no key before the save
 
@@ -156,8 +164,18 @@ def test_a_new_client_key_is_stored_as_its_hash_shown_once_and_works_at_once(
     expect(row(page, "mobile-app")).to_contain_text(f"SHA-256 {digest[:8]}…")
     expect(row(page, "mobile-app")).to_contain_text("30 req/min · $2.5/day")
 
+    used: dict[str, int] = {}
+
+    def counted() -> bool:
+        answer = requests.get(
+            gateway.url("/admin/api/usage"), params={"group_by": "client"}, headers=ADMIN, timeout=10
+        )
+        used.update({r["client"]: r["requests"] for r in answer.json()["rows"]})
+        return used.get("mobile-app", 0) >= 2
+
+    wait_until(counted, timeout=10, interval=0.1)
     page.reload()
-    expect(row(page, "mobile-app")).to_be_visible()
+    expect(row(page, "mobile-app").locator("td.usage")).to_contain_text(f"{used['mobile-app']} requests")
     expect(page.locator("#new-key")).to_have_count(0)
     assert key not in page.content()
 
@@ -213,7 +231,9 @@ def test_a_conflict_is_reapplied_by_the_keys_name(page: Page, gateway: GatewayPr
     expect(row(page, "legacy")).to_be_visible()
     # Someone adds a key by hand on disk: legacy moves down the list.
     edited = gateway.config_path.read_text().replace(
-        "  client_keys:\n", "  client_keys:\n    - {name: by-hand, key_sha256: " + "ab" * 32 + "}  # added by hand\n", 1
+        "  client_keys:\n",
+        "  client_keys:\n    - {name: by-hand, key_sha256: " + "ab" * 32 + "}  # added by hand\n",
+        1,
     )
     gateway.config_path.write_text(edited)
 
@@ -234,7 +254,7 @@ def test_a_conflict_is_reapplied_by_the_keys_name(page: Page, gateway: GatewayPr
 def test_with_write_back_off_the_new_keys_patch_applies_and_the_key_is_shown(
     page: Page, gateway_server, up: Upstreams, tmp_path: Path
 ) -> None:
-    readonly = gateway_server(config(up, write_back=False), env=ENV)
+    readonly = gateway_server(config(up, tmp_path / "audit.sqlite3", write_back=False), env=ENV)
     original = readonly.config_path.read_bytes()
     sign_in(page, readonly)
     expect(page.locator("#write-back-off")).to_be_visible()
@@ -271,3 +291,29 @@ def test_on_a_phone_with_the_keyboard(page: Page, gateway: GatewayProcess, scree
     assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     page.click("#cancel-key")
     screenshot(page, "keys-phone")
+
+
+def test_the_first_admin_key_is_shown_before_the_local_token_sessions_end(
+    page: Page, gateway_server, up: Upstreams, tmp_path: Path
+) -> None:
+    text = config(up, tmp_path / "audit.sqlite3")
+    text = text.replace("  admin_keys:\n    - name: ops\n      key: ${GW_ADMIN_KEY}\n", "")
+    local = gateway_server(text, env=ENV)
+    page.goto(local.url("/admin/keys"))
+    page.fill("#admin-key", local.admin_token)
+    page.click("form button[type=submit]")
+    expect(page.locator("#admin-keys")).to_have_count(0)  # none yet
+    page.click("#new-admin-key")
+    expect(page.locator("#first-admin-key")).to_contain_text("turns the local admin token off")
+    page.fill("#key-name", "ops-2")
+    page.click("#review-key")
+    page.click("#confirm-save")
+    expect(page.locator("#new-key")).to_contain_text("this session has ended")
+    key = page.input_value("#new-key-value")
+    assert key not in local.config_path.read_text() and sha256(key) in local.config_path.read_text()
+
+    page.reload()
+    page.fill("#admin-key", key)
+    page.click("form button[type=submit]")
+    expect(page.locator("#who-name")).to_have_text("ops-2")
+    expect(row(page, "ops-2")).to_contain_text(f"SHA-256 {sha256(key)[:8]}…")

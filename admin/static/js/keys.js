@@ -337,10 +337,14 @@ class KeysView {
     const fields = client ? this.limitFields(preset) : {};
     this.showEditor(this.form("key-form", `New ${KINDS[kind].one}`,
       preset.rotating
-        ? `A successor for ${preset.rotating}, with the same models and limits: both keys work until you revoke ${preset.rotating}.`
+        ? `A successor for ${preset.rotating}, with the same ${client ? "models and limits" : "rights"}: both keys work until you revoke ${preset.rotating}.`
         : "The gateway makes a random key; gateway.yaml gets only its SHA-256, and you see the key once, after the save.",
-      [h("div", { class: "field-grid" }, name.element, client ? fields.models.element : null),
-        client ? this.limitsFieldset(fields) : null],
+      [this.endsLocalSession(kind) ? h("p", { class: "alert warn", id: "first-admin-key" },
+        h("strong", {}, "The first admin key turns the local admin token off: "),
+        "this session (opened with the token) ends once the key is saved. Copy the key when it is shown, ",
+        "then sign in with it.") : null,
+      h("div", { class: "field-grid" }, name.element, client ? fields.models.element : null),
+      client ? this.limitsFieldset(fields) : null],
       "Review the new key",
       () => this.proposeCreate(kind, name, fields)));
   }
@@ -381,9 +385,19 @@ class KeysView {
     });
   }
 
+  /** Whether adding a key of `kind` ends this session: the first admin key turns the local token off. */
+  endsLocalSession(kind) {
+    return kind === "admin" && this.context.session?.admin_keys_configured === false && this.state.writeBack;
+  }
+
   async afterSave() {
     const made = this.creating;
     this.creating = null;
+    if (made && this.endsLocalSession(made.kind)) {
+      // This session is over: loading anything now would show the sign-in page, and lose the key.
+      this.showKey(made, true, true);
+      return;
+    }
     await this.reload();
     this.loadUsage();
     if (made) this.showKey(made, true);
@@ -396,7 +410,7 @@ class KeysView {
   }
 
   /** The new key, once: it is in no file, no log and no later answer of the gateway. */
-  showKey(made, applied) {
+  showKey(made, applied, sessionEnded = false) {
     const value = h("input", { type: "text", id: "new-key-value", readonly: true, value: made.key, spellcheck: "false",
       autocomplete: "off", "aria-describedby": "new-key-note", onfocus: (event) => event.target.select() });
     const copyButton = h("button", { type: "button", id: "copy-key", onclick: () => copyKey(value, copyButton) }, "Copy");
@@ -411,7 +425,8 @@ class KeysView {
     applied
       ? h("p", {}, made.kind === "client"
         ? "It works now: send it as Authorization: Bearer <key> or x-api-key."
-        : "It opens this panel and the admin API now.")
+        : "It opens this panel and the admin API now.",
+      sessionEnded ? h("strong", {}, " The local admin token no longer does: this session has ended; sign in with this key.") : null)
       : h("p", { id: "new-key-pending" }, h("strong", {}, "It does not work yet: "),
         "write-back is off, so it works only once the patch below is committed to gateway.yaml and applied. ",
         "Keep the key until then; if the patch is never applied, the key is worth nothing."),
@@ -470,7 +485,7 @@ class KeysView {
     if (kind !== "admin") return "";
     const session = this.context.session || {};
     const admins = keysOf(state, "admin");
-    if (session.name !== name) return "";
+    if (!session.admin_keys_configured || session.name !== name) return "";
     const last = admins.length === 1;
     return `You are signed in with ${name}: removing it ends this session at once${last
       ? ", and as it is the last admin key, the admin API would then take only the local admin token "
