@@ -199,6 +199,14 @@ def test_a_keys_models_allowlist_and_emptied_limits(page: Page, gateway: Gateway
     assert chat(gateway, REPORTS_KEY, "claude").status_code == 200
     expect(row(page, "reports").locator("td.models")).to_have_text("claude")
 
+    page.click("#edit-default-limits")
+    page.fill("#limit-concurrent_requests", "8")
+    page.click("#review-key")
+    expect(page.locator("#review pre.diff")).to_contain_text("+  default_limits:")
+    page.click("#confirm-save")
+    expect(page.locator("#default-limits")).to_have_text("8 at once")
+    assert "  default_limits:\n    concurrent_requests: 8\n" in gateway.config_path.read_text()
+
 
 def test_a_revoked_key_gets_401_and_the_sessions_own_admin_key_is_not_revoked(
     page: Page, gateway: GatewayProcess

@@ -14,7 +14,7 @@
 
 import { api } from "./api.js";
 import { fill, formatUsd, h } from "./dom.js";
-import { ChangeReview, loadTree, nodeAt, pointer } from "./edit.js";
+import { ChangeReview, isReference, loadTree, nodeAt, pointer } from "./edit.js";
 import { describe, loadSchema, schemaAt, schemaField } from "./form.js";
 
 const KINDS = {
@@ -95,8 +95,10 @@ function limitsText(limits) {
 
 /** How a key is stored, never the key: the variable's name, or the start of its SHA-256. */
 function storedAs(key) {
-  if (typeof key.key === "string") {
-    const variables = [...key.key.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]);
+  const reference = [key.key, key.key_sha256].find(isReference);
+  if (reference) {
+    // The variable's name only: a `${VAR:-default}`'s default may be the key itself.
+    const variables = [...reference.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)/g)].map((m) => m[1]);
     return h("span", {}, h("code", {}, variables.length ? variables.map((v) => `\${${v}}`).join(", ") : "${…}"),
       h("small", { class: "muted block" }, "environment variable"));
   }
