@@ -139,11 +139,11 @@ class KeysView {
     });
     this.reviewArea.addEventListener("review-cancelled", () => { this.creating = null; });
     this.note = h("div", { id: "keys-note" });
-    fill(container,
+    fill(container, h("div", { class: "keys-page" },
       h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Keys"),
         h("p", {}, "Who may call this gateway: client keys for the model API, admin keys for this panel and the admin API. ",
           "gateway.yaml holds each key as a ${VAR} reference or its SHA-256, never the key."))),
-      this.note, this.keyArea, this.editor, this.reviewArea, this.body, runbook());
+      this.note, this.keyArea, this.editor, this.reviewArea, this.body, runbook()));
   }
 
   stop() {
