@@ -2,9 +2,9 @@
 
 No client speaks Gemini, so every request goes out translated from the canonical form
 (`gateway.protocol.gemini`) and every answer comes back canonical (`gateway.protocol.gemini_response`):
-chat as `models/{model}:generateContent` (streamed: `:streamGenerateContent?alt=sse`), embeddings as
-`:batchEmbedContents`. The key goes in the `x-goog-api-key` header, never in the URL, so it stays out of
-logs and spans.
+chat as `models/{model}:generateContent` (streamed: `:streamGenerateContent?alt=sse`), token counts
+as `:countTokens`, embeddings as `:batchEmbedContents`. The key goes in the `x-goog-api-key` header,
+never in the URL, so it stays out of logs and spans.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gateway.protocol.canonical import ChatRequest, EmbeddingRequest, UpstreamPr
 from gateway.protocol.gemini_response import (
     GeminiBlocked,
     GeminiStreamDecoder,
+    parse_count_tokens_response,
     parse_embeddings_response,
     parse_generate_response,
 )
@@ -49,12 +50,22 @@ class GeminiBackend(HTTPBackend):
         resource = gemini_protocol.model_path(model)
         if call.endpoint == "embeddings" and isinstance(request, EmbeddingRequest):
             return await self._embed(request, model, resource, limits)
-        if call.endpoint != "chat" or not isinstance(request, ChatRequest):
+        if call.endpoint not in ("chat", "count_tokens") or not isinstance(request, ChatRequest):
             raise UpstreamFailure("unsupported", f"the Gemini API cannot answer {call.endpoint}")
         try:
-            body = gemini_protocol.chat_request_to_body(request)
+            if call.endpoint == "count_tokens":
+                body = gemini_protocol.count_tokens_body(request, model)
+            else:
+                body = gemini_protocol.chat_request_to_body(request)
         except gemini_protocol.GeminiRefusal as refusal:
             raise _refused(refusal) from None
+        if call.endpoint == "count_tokens":
+            response = await self.post(f"/v1beta/{resource}:countTokens", orjson.dumps(body), limits)
+            _, data = await self.read_json(response, limits)
+            try:
+                return parse_count_tokens_response(data)
+            except UpstreamProtocolError as error:
+                raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
         if call.stream:
             path = f"/v1beta/{resource}:streamGenerateContent?alt=sse"
             response = await self.post(path, orjson.dumps(body), limits)

@@ -26,6 +26,8 @@ Mapping rules (field names are the API's camelCase):
   request using a capability field only to targets that claim it (`gateway.config.capabilities`).
 * Not sent, as Gemini has no equivalent and the answer does not depend on them: the end-user id
   (`user`), a message's `name`. Native fields never get here (routing skips this backend for them).
+* Token counting (Anthropic `count_tokens`): `:countTokens` with the whole `generateContentRequest`
+  (its model named inside, as the API wants), so system instructions and tools are counted too.
 * Embeddings: one `requests[]` entry per input {`model`, `content`: {`parts`: [{`text`}]},
   `outputDimensionality`}; token-id inputs are refused (the API takes text).
 """
@@ -54,6 +56,7 @@ from gateway.protocol.canonical import (
 __all__ = [
     "GeminiRefusal",
     "chat_request_to_body",
+    "count_tokens_body",
     "embedding_request_to_body",
     "model_path",
 ]
@@ -217,6 +220,12 @@ def _arguments(text: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {"_raw_arguments": text}
     return value if isinstance(value, dict) else {"_raw_arguments": text}
+
+
+def count_tokens_body(req: ChatRequest, model: str) -> dict[str, Any]:
+    """The `countTokens` body for `req`; raises `GeminiRefusal`."""
+    name = model if "/" in model else f"models/{model}"
+    return {"generateContentRequest": {"model": name, **chat_request_to_body(req)}}
 
 
 def embedding_request_to_body(req: EmbeddingRequest, model: str) -> tuple[dict[str, Any], int]:

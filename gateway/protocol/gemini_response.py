@@ -33,6 +33,7 @@ from gateway.protocol.canonical import (
     StreamStart,
     TextDelta,
     TextPart,
+    TokenCount,
     ToolCallDelta,
     ToolCallPart,
     ToolCallStart,
@@ -47,6 +48,7 @@ __all__ = [
     "GeminiStreamDecoder",
     "blocked_message",
     "finish_from_gemini",
+    "parse_count_tokens_response",
     "parse_embeddings_response",
     "parse_generate_response",
 ]
@@ -243,3 +245,11 @@ def parse_embeddings_response(
             f"malformed Gemini embeddings from the backend ({type(e).__name__}: {e})"
         ) from e
     return EmbeddingResponse(vectors, size, Usage(), encoding_format or "float")
+
+
+def parse_count_tokens_response(body: Any) -> TokenCount:
+    """Read a `countTokens` answer (`totalTokens`)."""
+    total = body.get("totalTokens") if isinstance(body, dict) else None
+    if type(total) is not int:
+        raise UpstreamProtocolError("malformed Gemini token count from the backend: no totalTokens")
+    return TokenCount(total)

@@ -192,6 +192,16 @@ class FakeGemini(FakeServer):
             if request.query.get("alt") != "sse":
                 raise FakeError(400, "this fake streams only with ?alt=sse")
             return await self._generate(request, behaviour, model, stream=True)
+        if method == "countTokens":
+            body = await self.read_json(request)
+            _unknown(body, frozenset({"contents", "generateContentRequest"}), "")
+            inner = body.get("generateContentRequest")
+            if inner is not None:
+                if not isinstance(inner, dict) or inner.get("model") != f"models/{model}":
+                    raise FakeError(400, "generateContentRequest.model must name the model of the URL")
+                body = {k: v for k, v in inner.items() if k != "model"}
+            prompt, _ = self._read_request(body)
+            return self.json_response({"totalTokens": prompt}, behaviour)
         if method == "batchEmbedContents":
             return await self._batch_embed(request, behaviour, model)
         if method == "embedContent":
@@ -206,37 +216,11 @@ class FakeGemini(FakeServer):
         self, request: web.Request, behaviour: Behaviour, model: str, *, stream: bool
     ) -> web.StreamResponse:
         body = await self.read_json(request)
-        _unknown(body, _REQUEST_FIELDS, "")
-        contents = body.get("contents")
-        if not isinstance(contents, list) or not contents:
-            raise FakeError(400, "* GenerateContentRequest.contents: contents is not specified")
-        prompt = 0
-        for i, content in enumerate(contents):
-            if not isinstance(content, dict) or content.get("role") not in ("user", "model"):
-                raise FakeError(400, f"Please use a valid role: user, model. (contents[{i}])")
-            _unknown(content, frozenset({"role", "parts"}), f"contents[{i}]")
-            prompt += count_tokens(_text(_check_parts(content.get("parts"), f"contents[{i}]")))
-        system = body.get("systemInstruction")
-        if system is not None:
-            if not isinstance(system, dict):
-                raise FakeError(400, "Invalid value at 'system_instruction'")
-            prompt += count_tokens(_text(_check_parts(system.get("parts"), "system_instruction")))
+        prompt, declarations = self._read_request(body)
+        contents = body["contents"]
         config = body.get("generationConfig") or {}
-        if not isinstance(config, dict):
-            raise FakeError(400, "Invalid value at 'generation_config'")
-        _unknown(config, _GENERATION_FIELDS, "generation_config")
-        if config.get("candidateCount", 1) != 1:
-            raise FakeError(400, "Only one candidate can be specified in the current model")
         max_tokens = config.get("maxOutputTokens")
-        if max_tokens is not None and (
-            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-        ):
-            raise FakeError(400, "Invalid value at 'generation_config.max_output_tokens'")
         stops = config.get("stopSequences") or []
-        if not isinstance(stops, list) or len(stops) > 5:
-            raise FakeError(400, "generation_config.stop_sequences: at most 5 stop sequences")
-        declarations = self._declarations(body.get("tools"))
-        prompt += TOOL_TOKENS * len(declarations)
 
         last = contents[-1]
         answered = any("functionResponse" in p for p in last["parts"])
@@ -312,6 +296,41 @@ class FakeGemini(FakeServer):
         frames[-1]["usageMetadata"] = usage(output)
         encoded = [_frame(f) for f in frames]
         return await self.send_sse(request, behaviour, [], encoded[:-1], encoded[-1:])
+
+    def _read_request(self, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+        """Validate a GenerateContentRequest as the API does; its prompt tokens and function declarations."""
+        _unknown(body, _REQUEST_FIELDS, "")
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise FakeError(400, "* GenerateContentRequest.contents: contents is not specified")
+        prompt = 0
+        for i, content in enumerate(contents):
+            if not isinstance(content, dict) or content.get("role") not in ("user", "model"):
+                raise FakeError(400, f"Please use a valid role: user, model. (contents[{i}])")
+            _unknown(content, frozenset({"role", "parts"}), f"contents[{i}]")
+            prompt += count_tokens(_text(_check_parts(content.get("parts"), f"contents[{i}]")))
+        system = body.get("systemInstruction")
+        if system is not None:
+            if not isinstance(system, dict):
+                raise FakeError(400, "Invalid value at 'system_instruction'")
+            prompt += count_tokens(_text(_check_parts(system.get("parts"), "system_instruction")))
+        config = body.get("generationConfig") or {}
+        if not isinstance(config, dict):
+            raise FakeError(400, "Invalid value at 'generation_config'")
+        _unknown(config, _GENERATION_FIELDS, "generation_config")
+        if config.get("candidateCount", 1) != 1:
+            raise FakeError(400, "Only one candidate can be specified in the current model")
+        max_tokens = config.get("maxOutputTokens")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        ):
+            raise FakeError(400, "Invalid value at 'generation_config.max_output_tokens'")
+        stops = config.get("stopSequences") or []
+        if not isinstance(stops, list) or len(stops) > 5:
+            raise FakeError(400, "generation_config.stop_sequences: at most 5 stop sequences")
+        declarations = self._declarations(body.get("tools"))
+        prompt += TOOL_TOKENS * len(declarations)
+        return prompt, declarations
 
     @staticmethod
     def _declarations(tools: Any) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from gateway.protocol.canonical import (
     StreamStart,
     TextDelta,
     TextPart,
+    TokenCount,
     ToolCallDelta,
     ToolCallPart,
     ToolCallStart,
@@ -304,3 +305,12 @@ async def test_the_fake_refuses_unknown_members_and_wants_the_key(fake: FakeGemi
             assert 'Unknown name "n"' in error["message"]
         async with session.post(url, json={"contents": body["contents"]}) as response:
             assert (response.status, (await response.json())["error"]["status"]) == (403, "PERMISSION_DENIED")
+
+
+async def test_an_anthropic_token_count_is_asked_of_count_tokens(gemini: Backend, fake: FakeGemini) -> None:
+    body = {"model": "m", "system": "be brief", "messages": [{"role": "user", "content": "hello there"}]}
+    request = anthropic_protocol.parse_count_tokens_request(body)
+    call = UpstreamCall("count_tokens", "anthropic", body, request, False, "req_test", "m")
+    reply = await gemini.send(call, "gemini-2.5-flash", limits())
+    assert reply == TokenCount(4)
+    assert fake.stats.requests == {"/v1beta/models/gemini-2.5-flash:countTokens": 1}

@@ -20,6 +20,8 @@ from gateway.protocol.canonical import (
     StreamError,
     StreamStart,
     TextDelta,
+    TextPart,
+    TokenCount,
     ToolCallDelta,
     ToolCallPart,
     ToolCallStart,
@@ -30,6 +32,7 @@ from gateway.protocol.canonical import (
 from gateway.protocol.gemini import (
     GeminiRefusal,
     chat_request_to_body,
+    count_tokens_body,
     embedding_request_to_body,
     model_path,
 )
@@ -37,6 +40,7 @@ from gateway.protocol.gemini_response import (
     GeminiBlocked,
     GeminiStreamDecoder,
     finish_from_gemini,
+    parse_count_tokens_response,
     parse_embeddings_response,
     parse_generate_response,
 )
@@ -495,3 +499,17 @@ def test_embeddings_are_read_as_float32_vectors() -> None:
         parse_embeddings_response({"embeddings": [{"values": [0.5]}]}, 2, None)
     with pytest.raises(UpstreamProtocolError):
         parse_embeddings_response({"oops": 1}, 1, None)
+
+
+def test_token_counting_sends_the_whole_request_and_reads_total_tokens() -> None:
+    request = ChatRequest("m", (Message("user", (TextPart("hi"),)),), system="s")
+    assert count_tokens_body(request, "gemini-2.5-flash") == {
+        "generateContentRequest": {
+            "model": "models/gemini-2.5-flash",
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "systemInstruction": {"parts": [{"text": "s"}]},
+        }
+    }
+    assert parse_count_tokens_response({"totalTokens": 31}) == TokenCount(31)
+    with pytest.raises(UpstreamProtocolError):
+        parse_count_tokens_response({"total": 31})
