@@ -93,6 +93,31 @@ _DECLARATION_FIELDS = frozenset(
 _DIMS = 16
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+#: Members whose value is the caller's own JSON (arguments, results, schemas): their keys stay as sent.
+_FREE_FORM = frozenset(
+    {"args", "response", "parameters", "parametersJsonSchema", "responseSchema", "responseJsonSchema"}
+)
+
+
+def _camel_keys(value: Any) -> Any:
+    """`value` with every member name in lowerCamelCase: like any proto3 JSON parser, the API takes a
+    field by that name or by its proto name (`max_output_tokens`), which some SDKs send."""
+    if isinstance(value, list):
+        return [_camel_keys(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for name, item in value.items():
+        key = _camel(name)
+        out[key] = item if key in _FREE_FORM else _camel_keys(item)
+    return out
+
+
 def _unknown(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
     for name in obj:
         if name not in known:
@@ -144,7 +169,14 @@ class FakeGemini(FakeServer):
     request_id_header: ClassVar[str] = "x-goog-request-id"
 
     def api_routes(self) -> list[tuple[str, str, Handler]]:
-        return [("POST", "/v1beta/models/{target}", self._model_method)]
+        # The gateway calls v1beta; SDKs may call the stable v1, which takes the same bodies here.
+        return [
+            ("POST", "/v1beta/models/{target}", self._model_method),
+            ("POST", "/v1/models/{target}", self._model_method),
+        ]
+
+    async def read_json(self, request: web.Request) -> dict[str, Any]:  # type: ignore[override]
+        return _camel_keys(await FakeServer.read_json(request))
 
     def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
         if behaviour.api_key is None:
