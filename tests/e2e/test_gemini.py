@@ -1,11 +1,12 @@
 """The official OpenAI SDK as the client of the real gateway in front of a `type: gemini` backend (the
-fake Gemini API): chat whole and streamed, tool calls, a refused image URL, and failover from a
-rate-limited Gemini to the chain's next target."""
+fake Gemini API): chat whole and streamed, tool calls, a refused image URL, the cost of cached input,
+and failover from a rate-limited Gemini to the chain's next target."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 
 import openai
 import pytest
@@ -53,7 +54,11 @@ def healthy(gemini: FakeGemini, fallback: FakeOpenAI) -> None:
 def client(gateway_server_module, gemini: FakeGemini, fallback: FakeOpenAI) -> openai.OpenAI:
     config = f"""
 backends:
-  gem: {{type: gemini, base_url: "{gemini.base_url}", api_key: "${{FAKE_KEY}}"}}
+  gem:
+    type: gemini
+    base_url: "{gemini.base_url}"
+    api_key: "${{FAKE_KEY}}"
+    prices: {{gemini-2.5-flash: {{input: 1.5, cached_input: 0.25, output: 4}}}}
   oa: {{type: openai_compatible, base_url: "{fallback.base_url}", api_key: "${{FAKE_KEY}}"}}
 models:
   flash:
@@ -156,3 +161,14 @@ def test_a_rate_limited_gemini_fails_over_to_the_next_target(
     assert text == REPLY.text
     assert generate_calls(gemini) == 1
     assert fallback.stats.requests == {"/v1/chat/completions": 1}
+
+
+def test_the_cost_prices_cached_content_at_the_cached_rate(client: openai.OpenAI, gemini: FakeGemini) -> None:
+    gemini.behaviour = Behaviour(api_key=FAKE_KEY, cached_tokens=4)
+    raw = client.chat.completions.with_raw_response.create(model="flash", messages=MESSAGES)
+    usage = raw.parse().usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 4
+    fresh = PROMPT_TOKENS - 4
+    expected = (Decimal(fresh) * Decimal("1.5") + 4 * Decimal("0.25") + REPLY.tokens * 4) / 1_000_000
+    assert Decimal(raw.headers["x-gateway-cost-usd"]) == expected
