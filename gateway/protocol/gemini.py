@@ -24,8 +24,8 @@ Mapping rules (field names are the API's camelCase):
   application/json (json_schema adds `responseJsonSchema`), `presence_penalty`/`frequency_penalty` ⇄
   `presencePenalty`/`frequencyPenalty` and an Anthropic client's `top_k` ⇄ `topK`. Routing sends a
   request using a capability field only to targets that claim it (`gateway.config.capabilities`).
-* Not sent, as Gemini has no equivalent and the answer does not depend on them: the end-user id
-  (`user`), a message's `name`. Native fields never get here (routing skips this backend for them).
+* Not sent, as Gemini has no equivalent (docs/gemini.md says so): the end-user id (`user`), a
+  message's `name`, a tool's `strict`. Native fields never get here (routing skips this backend).
 * Token counting (Anthropic `count_tokens`): `:countTokens` with the whole `generateContentRequest`
   (its model named inside, as the API wants), so system instructions and tools are counted too.
 * Embeddings: one `requests[]` entry per input {`model`, `content`: {`parts`: [{`text`}]},
