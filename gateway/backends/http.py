@@ -1,4 +1,4 @@
-"""What the HTTP backends (openai, anthropic, openai_compatible) share: one aiohttp pool per backend,
+"""What the HTTP backends (openai, anthropic, openai_compatible, gemini) share: one aiohttp pool per backend,
 the attempt limits applied to a request, and failure classification. Streams are read in
 `gateway.backends.streaming`."""
 
@@ -143,8 +143,12 @@ class HTTPBackend:
             raw = b""
         finally:
             response.release()
+        return self.status_failure(status, raw, response.headers.get("retry-after"))
+
+    def status_failure(self, status: int, raw: bytes, retry_after: str | None) -> UpstreamFailure:
+        """What an error status with body `raw` (its start) means for failover. A backend type whose
+        API reports some failures differently overrides it."""
         message, error_type, param = _error_message(raw)
-        retry_after = response.headers.get("retry-after")
         detail = f"HTTP {status}" + (f": {message}" if message else "")
         if status == 429:
             return UpstreamFailure("http_429", detail, status=status, retry_after=retry_after)

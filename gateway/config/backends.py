@@ -24,6 +24,7 @@ __all__ = [
     "BackendLimits",
     "BackendSettings",
     "BackendSource",
+    "GeminiSettings",
     "HTTPSettings",
     "MLXSettings",
     "OpenAICompatibleSettings",
@@ -210,6 +211,14 @@ class AnthropicSettings(HTTPSettings):
 
 
 @dataclass(frozen=True, slots=True)
+class GeminiSettings(HTTPSettings):
+    """`gemini`: Google's Gemini API (Google AI Studio keys), spoken natively."""
+
+    type: ClassVar[str] = "gemini"
+    cloud_key_env: ClassVar[str | None] = "GEMINI_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
 class MLXSettings(BackendSettings):
     """`mlx`: a local model served in-process with continuous batching."""
 
@@ -243,7 +252,10 @@ class MLXSettings(BackendSettings):
 
 #: The settings class of each backend `type` (the schema's `type` enum lists the same names).
 SETTINGS_BY_TYPE: Mapping[str, type[BackendSettings]] = MappingProxyType(
-    {cls.type: cls for cls in (MLXSettings, OpenAISettings, AnthropicSettings, OpenAICompatibleSettings)}
+    {
+        cls.type: cls
+        for cls in (MLXSettings, OpenAISettings, AnthropicSettings, OpenAICompatibleSettings, GeminiSettings)
+    }
 )
 
 

@@ -44,13 +44,18 @@ _ALL = frozenset(CAPABILITIES)
 #: but have no `top_k` (OpenAI has none; a server that takes it, like vLLM, is given it by an override,
 #: and the Anthropic -> OpenAI translation then carries it); the Anthropic translation
 #: carries no `response_format`, `n`, `logprobs`, `logit_bias` or penalties, and the Anthropic API has no
-#: completions or embeddings; local models read no images and report no logprobs.
+#: completions or embeddings; local models read no images and report no logprobs; the Gemini translation
+#: (`gateway.protocol.gemini`) asks for one candidate, no logprobs and no logit bias, and the API has no
+#: completions endpoint.
 DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "openai": _ALL - {"top_k"},
         "openai_compatible": _ALL - {"top_k"},
         "anthropic": frozenset({"chat", "tools", "images", "top_k"}),
         "mlx": _ALL - {"images", "logprobs"},
+        "gemini": frozenset(
+            {"chat", "embeddings", "tools", "images", "json_object", "json_schema", "penalties", "top_k"}
+        ),
     }
 )
 

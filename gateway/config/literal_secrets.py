@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from gateway.config.backends import SETTINGS_BY_TYPE
 from gateway.config.yamlsource import ENV_MARK, LocatedDocument, Path
 
 __all__ = ["CREDENTIAL_HEADER", "env_name", "literal_key_message", "literal_secrets", "reference_fix"]
@@ -153,11 +154,11 @@ def _url_message(doc: LocatedDocument, path: Path, value: str) -> str | None:
 
 
 def _api_key_variable(backend: str, kind: Any) -> str:
-    if kind == "openai":
-        return "OPENAI_API_KEY"
-    if kind == "anthropic":
-        return "ANTHROPIC_API_KEY"
-    return f"{env_name(backend)}_API_KEY"
+    """The variable to suggest: a cloud type's usual one (`OPENAI_API_KEY`), else one named after
+    the backend."""
+    settings = SETTINGS_BY_TYPE.get(kind) if isinstance(kind, str) else None
+    usual = getattr(settings, "cloud_key_env", None)
+    return usual if isinstance(usual, str) else f"{env_name(backend)}_API_KEY"
 
 
 def env_name(text: str) -> str:

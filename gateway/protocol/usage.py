@@ -10,6 +10,11 @@ and `cache_creation_tokens` (written to it) are subsets of it.
   prompt = `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`. A stream reports
   the input counts in `message_start` and the output count in `message_delta` (which newer API versions
   also give updated input counts): each report is merged over the previous one, member by member.
+* Gemini (`usageMetadata`): `promptTokenCount` already counts every input token (the cached content
+  included), cache reads are `cachedContentTokenCount`; tokens the model spent thinking
+  (`thoughtsTokenCount`) are billed as output, so output = `candidatesTokenCount` + `thoughtsTokenCount`;
+  input a built-in tool's prompt added (`toolUsePromptTokenCount`) is billed as input. Gemini reports no
+  cache writes. A stream repeats the cumulative counts in every chunk: the last one wins.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from gateway.protocol.canonical import Usage
 __all__ = [
     "anthropic_usage",
     "embedding_usage_to_openai",
+    "gemini_usage",
     "openai_usage",
     "usage_to_anthropic",
     "usage_to_openai",
@@ -68,6 +74,15 @@ def anthropic_usage(usage: Any, previous: Usage | None = None) -> Usage | None:
     if type(value) is int:
         output = value
     return Usage(plain + read + written, output, read, written)
+
+
+def gemini_usage(usage: Any) -> Usage | None:
+    """A Gemini `usageMetadata` object as canonical Usage; None when it is absent."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
+    output = _int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount"))
+    return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
 
 
 def usage_to_openai(usage: Usage) -> dict[str, Any]:

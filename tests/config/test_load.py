@@ -297,3 +297,15 @@ def test_a_credential_header_holds_references_and_at_most_an_auth_scheme(value: 
         raised.value
     )
     assert "sk-literal" not in str(raised.value) and "trailing" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "variable"),
+    [("openai", "OPENAI_API_KEY"), ("gemini", "GEMINI_API_KEY"), ("openai_compatible", "MINE_API_KEY")],
+)
+def test_a_literal_api_key_is_refused_naming_the_usual_variable(kind: str, variable: str) -> None:
+    backend = f"{{type: {kind}, base_url: 'http://h/v1', api_key: 'literal-key-123'}}"
+    with pytest.raises(ConfigError) as raised:
+        load(f"backends:\n  mine: {backend}\n" + model_on("mine"))
+    assert f"${{{variable}}}" in str(raised.value)
+    assert "literal-key-123" not in str(raised.value)
