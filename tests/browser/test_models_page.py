@@ -50,6 +50,7 @@ models:
         model: ${{SUPPORT_MODEL}}
       - backend: an            # fallback
         model: claude-haiku-4-5
+        capabilities: {{json_schema: false}}
   triage:
     chain:
       - backend: oa
@@ -136,10 +137,12 @@ def wait_applied(gateway: GatewayProcess) -> None:
     """Until the gateway serves the file on disk (its watcher reloaded it)."""
     version = config_version(gateway.config_path)
     wait_until(
-        lambda: requests.get(gateway.url("/admin/api/config/tree"), headers=ADMIN, timeout=5).json()[
-            "serving_version"
-        ]
-        == version,
+        lambda: (
+            requests.get(gateway.url("/admin/api/config/tree"), headers=ADMIN, timeout=5).json()[
+                "serving_version"
+            ]
+            == version
+        ),
         timeout=10,
         interval=0.1,
     )
@@ -173,10 +176,9 @@ def test_a_chain_reordered_by_drag_is_shown_saved_as_shown_and_served(
     assert gateway.config_path.read_bytes() == before  # nothing written before the save
 
     after = save_and_check(page, gateway, before, tmp_path).decode()
-    assert after == before.decode().replace(
-        "      - backend: an\n        model: claude-haiku-4-5\n      - backend: oa\n        model: gpt-4o-mini\n",
-        "      - backend: oa\n        model: gpt-4o-mini\n      - backend: an\n        model: claude-haiku-4-5\n",
-    )
+    an = "      - backend: an\n        model: claude-haiku-4-5\n"
+    oa = "      - backend: oa\n        model: gpt-4o-mini\n"
+    assert after == before.decode().replace(an + oa, oa + an)
     assert "# Customer support: the official API first" in after and "# GitOps switch" in after
     assert served_by(gateway, "drafts") == "oa"
 
@@ -293,9 +295,8 @@ def test_a_file_edited_on_disk_meanwhile_is_a_conflict_and_the_move_is_reapplied
     wait_applied(gateway)
 
     # Move the fallback (an) first, as the page shows it: position 1.
+    # The dry run is sent with the version the page loaded: the review reports the conflict.
     targets(page, "support").nth(1).locator(".move-up").click()
-    expect(page.locator("#review pre.diff")).to_be_visible()
-    page.click("#confirm-save")
     expect(page.locator("#conflict")).to_contain_text("gateway.yaml changed since this page loaded")
     assert gateway.config_path.read_text() == edited
     page.click("#reapply")
@@ -305,7 +306,9 @@ def test_a_file_edited_on_disk_meanwhile_is_a_conflict_and_the_move_is_reapplied
     expect(page.locator("#saved")).to_contain_text("Saved and applied")
     after = gateway.config_path.read_text()
     assert after.split("  support:")[1].split("  triage:")[0].count("- backend:") == 3
-    assert after.index("- backend: an            # fallback") < after.index("- backend: oa   # added by hand")
+    # The moved target's own comment goes with its old lines (a move in a sequence is a remove and
+    # an add); every other comment stays.
+    assert after.index("- backend: an") < after.index("- backend: oa   # added by hand")
     assert after.index("- backend: oa   # added by hand") < after.index("- backend: oa-official   # primary")
     wait_applied(gateway)
     assert served_by(gateway, "support") == "an"
@@ -319,6 +322,11 @@ def test_references_are_read_only_the_keys_link_and_the_page_fits_a_phone(
     reference = support.locator("code.reference", has_text="${SUPPORT_MODEL}")
     expect(reference).to_be_visible()
     expect(support.locator("li.target").filter(has=reference).locator("input")).to_have_count(0)
+    # The target's own capabilities, its backend's type and state.
+    fallback = support.locator('li.target[data-backend="an"]')
+    expect(fallback.locator(".capabilities")).to_contain_text("json_schema no")
+    expect(fallback).to_contain_text("anthropic")
+    expect(fallback).to_contain_text("enabled")
     expect(page.locator("#limits-note a")).to_have_attribute("href", "/admin/keys")
     expect(page.locator("#write-back-off")).to_have_count(0)
     screenshot(page, "models")

@@ -8,7 +8,7 @@
 // target by backend+model in the fresh chain, so a chain changed on disk meanwhile is never
 // reordered by stale positions.
 
-import { ChangeReview, isReference, loadTree, nodeAt, plain, pointer, sourceText } from "./edit.js";
+import { ChangeReview, isReference, loadTree, nodeAt, plain, pointer } from "./edit.js";
 import { checkValue, loadSchema, schemaAt, schemaField } from "./form.js";
 import { fill, h } from "./dom.js";
 
@@ -49,6 +49,12 @@ function guard(model, index, key) {
     ops.push({ op: "test", path: pointer("models", model, "chain", index, "model"), value: key.model });
   }
   return ops;
+}
+
+/** "gateway.yaml line 12" for a node the file holds. */
+function where(node) {
+  const line = node?.source?.line;
+  return line ? `gateway.yaml line ${line}` : "";
 }
 
 /** Whether the file itself sets the value at `parts` (not a schema default the tree fills in). */
@@ -189,13 +195,14 @@ class ModelsView {
     let modelEditor;
     if (isReference(target.model)) {
       modelEditor = h("div", { class: "field" }, h("span", { class: "field-label" }, "Upstream model"),
-        h("code", { class: "reference", title: "Set from the environment: change the variable, not the file" },
-          target.model));
+        h("span", {}, h("code", { class: "reference" }, target.model),
+          h("small", { class: "muted" }, ` (set from the environment, read-only here: ${where(modelNode)})`)));
     } else {
       const field = schemaField(modelSpec, target.model, {
         name: `upstream-model-${index}`, label: "Upstream model",
       });
       field.input.setAttribute("placeholder", `default: ${name}`);
+      if (modelSpec.description) field.input.setAttribute("title", modelSpec.description);
       field.input.setAttribute("aria-label", `Upstream model of ${targetLabel(key)}`);
       const apply = h("button", { type: "button", class: "set-model", onclick: () => {
         const { value, error, changed } = field.read();
@@ -224,7 +231,7 @@ class ModelsView {
         h("strong", { class: "target-backend" }, target.backend),
         backend ? h("span", { class: "badge" }, backend.type) : h("span", { class: "badge error" }, "undefined backend"),
         backend ? h("span", { class: `badge ${enabled ? "ok" : "error"}` }, enabled ? "enabled" : "disabled") : null,
-        h("span", { class: "source" }, sourceText(modelNode || nodeAt(this.state.tree, "models", name, "chain", index)))),
+        h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", index)))),
       capabilities.length
         ? h("p", { class: "capabilities small" }, "Capabilities: ",
           capabilities.map(([cap, on], i) => [i ? ", " : "", h("span", { class: on ? "" : "muted" }, `${cap} ${on ? "yes" : "no"}`)]))
@@ -377,7 +384,8 @@ class ModelsView {
     const editor = (parts, fieldSpec, value, label) => {
       if (isReference(value)) {
         return h("div", { class: "field" }, h("span", { class: "field-label" }, label),
-          h("code", { class: "reference", title: "Set from the environment" }, value));
+          h("span", {}, h("code", { class: "reference" }, value),
+            h("small", { class: "muted" }, " (set from the environment, read-only here)")));
       }
       const field = schemaField(fieldSpec || {}, value, { name: parts.join("-"), label });
       fields.push({ parts, field });
