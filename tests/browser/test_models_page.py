@@ -238,6 +238,11 @@ def test_new_aliases_answer_on_the_model_api_and_an_emptied_description_is_remov
     sign_in(page, gateway)
     support = card(page, "support")
     support.locator("summary", has_text="Description, aliases and cache").click()
+    # An alias another model has is refused by the gateway's checks at the dry run.
+    support.get_by_label("Aliases").fill("helpdesk, gpt")
+    support.locator(".review-settings").click()
+    expect(page.locator("#rejected")).to_contain_text("gpt")
+    assert gateway.config_path.read_bytes() == before
     support.get_by_label("Aliases").fill("helpdesk, support-bot")
     support.get_by_label("Description").fill("")
     support.locator(".review-settings").click()
