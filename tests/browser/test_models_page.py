@@ -255,6 +255,47 @@ def test_new_aliases_answer_on_the_model_api_and_an_emptied_description_is_remov
     assert response.headers["x-gateway-backend"] == "oa-official"
 
 
+def test_cache_settings_from_the_schema_are_added_then_an_emptied_one_removed(
+    page: Page, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    def cache_of_second_request() -> str:
+        body = {"model": "gpt", "messages": [{"role": "user", "content": "Cache me"}], "temperature": 0}
+        headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+        for _ in range(2):
+            url = gateway.url("/v1/chat/completions")
+            response = requests.post(url, json=body, headers=headers, timeout=10)
+            assert response.status_code == 200
+        return response.headers.get("x-gateway-cache", "")
+
+    assert cache_of_second_request() != "hit"
+    before = gateway.config_path.read_bytes()
+    sign_in(page, gateway)
+    gpt = card(page, "gpt")
+    gpt.locator("summary", has_text="Description, aliases and cache").click()
+    mode, ttl = gpt.get_by_label("mode", exact=True), gpt.get_by_label("ttl_seconds")
+    expect(mode.locator("option")).to_have_text(["default (off)", "off", "exact", "semantic"])
+    expect(ttl).to_have_attribute("max", "31536000")  # the schema's bound
+    mode.select_option("exact")
+    ttl.fill("0")
+    gpt.locator(".review-settings").click()
+    expect(gpt.locator(".model-settings .problem").last).to_contain_text("At least 1")
+    ttl.fill("60")
+    gpt.locator(".review-settings").click()
+    expect(page.locator("#review pre.diff")).to_contain_text("cache: {mode: exact, ttl_seconds: 60}")
+    before = save_and_check(page, gateway, before, tmp_path)
+    assert cache_of_second_request() == "hit"
+
+    gpt = card(page, "gpt")
+    gpt.locator("summary", has_text="Description, aliases and cache").click()
+    expect(gpt.get_by_label("ttl_seconds")).to_have_value("60")
+    gpt.get_by_label("ttl_seconds").fill("")
+    gpt.locator(".review-settings").click()
+    expect(page.locator("#review pre.diff")).to_contain_text("-  gpt:")
+    after = save_and_check(page, gateway, before, tmp_path).decode()
+    gpt_line = "  gpt: {chain: [{backend: oa, model: gpt-4o-mini}], cache: {mode: exact}}   # the default\n"
+    assert gpt_line in after
+
+
 def test_a_model_is_created_renamed_and_deleted(page: Page, gateway: GatewayProcess, tmp_path: Path) -> None:
     sign_in(page, gateway)
     before = gateway.config_path.read_bytes()

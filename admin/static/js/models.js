@@ -190,8 +190,10 @@ class ModelsView {
     const enabled = backend ? backend.enabled !== false : false;
     const capabilities = Object.entries(target.capabilities || {});
     const label = `${targetLabel(key)}, position ${index + 1} of ${chain.length}`;
-    const modelSpec = schemaAt(this.schema, ["models", name, "chain", index]).properties?.model || {};
-    const modelNode = nodeAt(this.state.tree, "models", name, "chain", index, "model");
+    // Where the target is in the file (the page may show it moved, before the move is saved).
+    const savedAt = Math.max(0, (this.state.config.models[name]?.chain || []).findIndex((t) => sameTarget(t, key)));
+    const modelSpec = schemaAt(this.schema, ["models", name, "chain", savedAt]).properties?.model || {};
+    const modelNode = nodeAt(this.state.tree, "models", name, "chain", savedAt, "model");
     let modelEditor;
     if (isReference(target.model)) {
       modelEditor = h("div", { class: "field" }, h("span", { class: "field-label" }, "Upstream model"),
@@ -215,7 +217,7 @@ class ModelsView {
     const row = h("li", {
       class: "target", tabindex: "0", dataset: { index: String(index), backend: target.backend },
       "aria-label": label,
-      onkeydown: (event) => this.targetKey(event, name, chain, index),
+      onkeydown: (event) => this.onTargetKey(event, name, chain, index),
       ondragover: (event) => this.dragOver(event, name, row),
       ondragleave: () => row.classList.remove("drop-before", "drop-after"),
       ondrop: (event) => this.drop(event, name, chain, index, row),
@@ -231,7 +233,7 @@ class ModelsView {
         h("strong", { class: "target-backend" }, target.backend),
         backend ? h("span", { class: "badge" }, backend.type) : h("span", { class: "badge error" }, "undefined backend"),
         backend ? h("span", { class: `badge ${enabled ? "ok" : "error"}` }, enabled ? "enabled" : "disabled") : null,
-        h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", index)))),
+        h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", savedAt)))),
       capabilities.length
         ? h("p", { class: "capabilities small" }, "Capabilities: ",
           capabilities.map(([cap, on], i) => [i ? ", " : "", h("span", { class: on ? "" : "muted" }, `${cap} ${on ? "yes" : "no"}`)]))
@@ -251,7 +253,7 @@ class ModelsView {
     return row;
   }
 
-  targetKey(event, name, chain, index) {
+  onTargetKey(event, name, chain, index) {
     if (!event.altKey || (event.key !== "ArrowUp" && event.key !== "ArrowDown")) return;
     if (event.target !== event.currentTarget) return; // typing in the model field
     event.preventDefault();
