@@ -6,6 +6,7 @@ on disk meanwhile is a conflict the page reapplies its change to."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -169,7 +170,16 @@ def test_a_chain_reordered_by_drag_is_shown_saved_as_shown_and_served(
     rows = targets(page, "drafts")
     expect(rows).to_have_count(2)
     # Drag the second target's handle onto the first target's upper half: it goes first.
-    rows.nth(1).locator(".drag-handle").drag_to(rows.nth(0), target_position={"x": 40, "y": 4})
+    rows.nth(1).scroll_into_view_if_needed()
+    handle, first = rows.nth(1).locator(".drag-handle").bounding_box(), rows.nth(0).bounding_box()
+    assert handle is not None and first is not None
+    page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(first["x"] + 40, first["y"] + 10, steps=5)
+    # While dragged over the upper half of the first target, a line shows it will go before it.
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bdrop-before\b"))
+    expect(rows.nth(1)).to_have_class(re.compile(r"\bdragging\b"))
+    page.mouse.up()
     expect(rows.nth(0)).to_have_attribute("data-backend", "oa")
     expect(page.locator("#models-announce")).to_contain_text("moved to position 1 of 2")
     expect(page.locator("#review pre.diff")).to_contain_text("+      - backend: oa")

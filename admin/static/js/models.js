@@ -219,7 +219,10 @@ class ModelsView {
       "aria-label": label,
       onkeydown: (event) => this.onTargetKey(event, name, chain, index),
       ondragover: (event) => this.dragOver(event, name, row),
-      ondragleave: () => row.classList.remove("drop-before", "drop-after"),
+      ondragleave: (event) => {
+        // Into one of its own children is not out of the row: keep the drop line steady.
+        if (!row.contains(event.relatedTarget)) row.classList.remove("drop-before", "drop-after");
+      },
       ondrop: (event) => this.drop(event, name, chain, index, row),
     },
     h("span", {
