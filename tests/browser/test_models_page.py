@@ -60,6 +60,7 @@ models:
         model: claude-haiku-4-5   # the cheap one
   claude: {{chain: [{{backend: an, model: claude-haiku-4-5}}]}}
   gpt: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}   # the default
+  writer: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}
   drafts:
     chain:
       - backend: an
@@ -203,8 +204,9 @@ def test_a_chain_reordered_by_keyboard_is_announced_and_served(
     rows.nth(0).focus()
     page.keyboard.press("Alt+ArrowDown")
     expect(page.locator("#models-announce")).to_contain_text("oa (gpt-4o-mini) moved to position 2 of 2")
-    expect(rows.nth(1)).to_be_focused()
     expect(page.locator("#review pre.diff")).to_contain_text("+      - backend: an")
+    expect(rows.nth(1)).to_be_focused()  # still on the moved target once the review is shown
+    expect(rows.nth(1)).to_have_attribute("data-backend", "oa")
     after = save_and_check(page, gateway, before, tmp_path).decode()
     assert "        model: claude-haiku-4-5   # the cheap one\n      - backend: oa\n" in after
     assert served_by(gateway, "triage") == "an"
@@ -238,6 +240,47 @@ def test_a_target_is_added_then_the_first_removed_and_the_last_cannot_be(
     after = save_and_check(page, gateway, before, tmp_path).decode()
     assert "  claude: {chain: [{backend: oa, model: gpt-4o-mini}]}\n" in after
     assert served_by(gateway, "claude") == "oa"
+
+
+def test_a_target_s_upstream_model_is_changed_then_emptied_to_the_public_name(
+    page: Page, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    def upstream_model(request_id: str) -> str:
+        response = requests.post(
+            gateway.url("/v1/chat/completions"),
+            json={"model": "writer", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5},
+            headers={"authorization": f"Bearer {CLIENT_KEY}", "x-request-id": request_id},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        found: list[dict] = []
+
+        def stored() -> bool:
+            url, params = gateway.url("/admin/api/logs"), {"request_id": request_id}
+            found[:] = requests.get(url, params=params, headers=ADMIN, timeout=5).json()["records"]
+            return bool(found)
+
+        wait_until(stored, timeout=10, interval=0.1)
+        return found[0]["upstream_model"]
+
+    assert upstream_model("writer-before") == "gpt-4o-mini"
+    before = gateway.config_path.read_bytes()
+    sign_in(page, gateway)
+    row = targets(page, "writer").nth(0)
+    row.get_by_label("Upstream model of oa (gpt-4o-mini)").fill("gpt-4o")
+    row.locator(".set-model").click()
+    expect(page.locator("#review pre.diff")).to_contain_text(
+        "+  writer: {chain: [{backend: oa, model: gpt-4o}]}"
+    )
+    before = save_and_check(page, gateway, before, tmp_path)
+    assert upstream_model("writer-changed") == "gpt-4o"
+
+    row = targets(page, "writer").nth(0)
+    row.get_by_label("Upstream model of oa (gpt-4o)").fill("")
+    row.locator(".set-model").click()
+    expect(page.locator("#review pre.diff")).to_contain_text("+  writer: {chain: [{backend: oa}]}")
+    save_and_check(page, gateway, before, tmp_path)
+    assert upstream_model("writer-emptied") == "writer"
 
 
 def test_new_aliases_answer_on_the_model_api_and_an_emptied_description_is_removed(
@@ -295,8 +338,7 @@ def test_cache_settings_from_the_schema_are_added_then_an_emptied_one_removed(
     before = save_and_check(page, gateway, before, tmp_path)
     assert cache_of_second_request() == "hit"
 
-    gpt = card(page, "gpt")
-    gpt.locator("summary", has_text="Description, aliases and cache").click()
+    gpt = card(page, "gpt")  # drawn again from the saved file, its settings still open
     expect(gpt.get_by_label("ttl_seconds")).to_have_value("60")
     gpt.get_by_label("ttl_seconds").fill("")
     gpt.locator(".review-settings").click()

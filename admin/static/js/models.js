@@ -142,15 +142,24 @@ class ModelsView {
       h("p", { class: "muted limits-note", id: "limits-note" },
         "Limits (requests, tokens, spend) are set per client key, not per model: see ",
         h("a", { href: "/admin/keys", onclick: (event) => this.go(event, "/admin/keys") }, "Keys"), "."));
+    // A save or reload draws the cards again: sections the admin had open stay open.
+    const open = new Set([...this.body.querySelectorAll("details[open]")].map((d) => d.dataset.key));
     fill(this.body,
       h("div", { class: "model-list" }, Object.keys(models).map((name) => this.modelCard(name))),
       this.newModelCard());
+    for (const details of this.body.querySelectorAll("details")) details.open = open.has(details.dataset.key);
   }
 
   go(event, url) {
     if (event.ctrlKey || event.metaKey || event.shiftKey || event.button === 1) return;
     event.preventDefault();
     this.context.navigate(url);
+  }
+
+  /** "oa (openai_compatible)", "local (mlx, disabled)". */
+  backendOption(name) {
+    const backend = this.state.config.backends[name] || {};
+    return `${name} (${backend.type}${backend.enabled === false ? ", disabled" : ""})`;
   }
 
   backendNames() {
@@ -180,7 +189,8 @@ class ModelsView {
       chain.map((target, index) => this.targetRow(name, chain, target, index)));
     return h("div", { class: "chain-wrap" },
       h("h3", {}, "Failover chain"),
-      h("p", { class: "muted small" }, "Drag a target by its handle, or focus it and press Alt+↑ / Alt+↓, to change the order."),
+      h("p", { class: "muted small", id: this.hintId(name) },
+        "Drag a target by its handle, or focus it and press Alt+↑ / Alt+↓, to change the order."),
       list);
   }
 
@@ -216,7 +226,7 @@ class ModelsView {
     }
     const row = h("li", {
       class: "target", tabindex: "0", dataset: { index: String(index), backend: target.backend },
-      "aria-label": label,
+      "aria-label": label, "aria-describedby": this.hintId(name),
       onkeydown: (event) => this.onTargetKey(event, name, chain, index),
       ondragover: (event) => this.dragOver(event, name, row),
       ondragleave: (event) => {
@@ -328,6 +338,10 @@ class ModelsView {
     if (keepFocus === "key" && list?.children[to]?.isConnected) list.children[to].focus();
   }
 
+  hintId(name) {
+    return `reorder-hint-${name.replace(/[^A-Za-z0-9_-]/g, "-")}`;
+  }
+
   cardOf(name) {
     return [...this.body.querySelectorAll(".model-card")].find((card) => card.dataset.model === name);
   }
@@ -355,7 +369,7 @@ class ModelsView {
   addTargetForm(name) {
     const backends = this.backendNames();
     const select = h("select", { name: "backend", "aria-label": `Backend of the new target of ${name}` },
-      backends.map((backend) => h("option", { value: backend }, `${backend} (${this.state.config.backends[backend].type})`)));
+      backends.map((backend) => h("option", { value: backend }, this.backendOption(backend))));
     const upstream = h("input", { type: "text", name: "model", spellcheck: "false", placeholder: `default: ${name}`,
       "aria-label": `Upstream model of the new target of ${name}` });
     const problem = h("span", { class: "problem", role: "alert" });
@@ -421,7 +435,7 @@ class ModelsView {
       CACHE_FIELDS.map((field) => editor(["cache", field], cacheSpec.properties?.[field], fileValue("cache", field), field))),
     h("div", { class: "form-actions" },
       h("button", { type: "submit", class: "review-settings" }, "Review changes"), status));
-    return h("details", { class: "model-settings-wrap" },
+    return h("details", { class: "model-settings-wrap", dataset: { key: `${name}/settings` } },
       h("summary", {}, "Description, aliases and cache"), form);
   }
 
@@ -486,7 +500,7 @@ class ModelsView {
           });
         } }, `Review deleting ${name}`),
         h("button", { type: "button", onclick: () => fill(confirmArea) }, "Keep it"))));
-    return h("details", { class: "model-admin" },
+    return h("details", { class: "model-admin", dataset: { key: `${name}/admin` } },
       h("summary", {}, "Rename or delete"),
       rename,
       h("div", { class: "form-actions" },
@@ -501,7 +515,7 @@ class ModelsView {
     const backends = this.backendNames();
     const nameInput = h("input", { type: "text", id: "new-model-name", name: "name", spellcheck: "false", required: true });
     const select = h("select", { id: "new-model-backend", name: "backend" },
-      backends.map((backend) => h("option", { value: backend }, `${backend} (${this.state.config.backends[backend].type})`)));
+      backends.map((backend) => h("option", { value: backend }, this.backendOption(backend))));
     const upstream = h("input", { type: "text", id: "new-model-upstream", name: "model", spellcheck: "false",
       placeholder: "default: the public name" });
     const problem = h("span", { class: "problem", role: "alert" });
