@@ -3,8 +3,8 @@ under /admin/api/session. `install_panel(app)` wires it (and the `admin.enabled`
 and loads the session secret and the local admin token at startup.
 
 The pages are one static HTML shell plus JavaScript modules that read the admin API; every page's
-URL (`/admin/logs?status=error`, `/admin/usage`, `/admin/settings`, `/admin/status`) serves the
-shell, so a view can be bookmarked or shared.
+URL (`/admin/logs?status=error`, `/admin/usage`, `/admin/models`, `/admin/settings`, ...) serves
+the shell, so a view can be bookmarked or shared.
 """
 
 from __future__ import annotations
