@@ -72,7 +72,7 @@ session_api = Blueprint("admin_session", __name__, url_prefix="/admin/api/sessio
 
 @pages.get("")
 @pages.get("/")
-@pages.get("/<any(logs, usage, settings, status, signin):page>")
+@pages.get("/<any(logs, usage, models, backends, keys, settings, status, signin):page>")
 async def shell(page: str = "logs") -> Response:
     response = await send_from_directory(STATIC_DIR, "index.html")
     response.headers.update(_PAGE_HEADERS)

@@ -52,18 +52,23 @@ export function schemaAt(schema, path, value = {}) {
 
 function withProperties(schema, node, value) {
   const properties = {};
+  const required = [...(node.required || [])];
   for (const [name, spec] of Object.entries(node.properties || {})) {
     if (spec !== true) properties[name] = resolve(schema, spec);
   }
   for (const branch of node.allOf || []) {
     const cond = branch.if?.properties || {};
-    const selected = Object.entries(cond).every(([name, test]) => test.const === undefined || value?.[name] === test.const);
+    const selected = Object.entries(cond).every(([name, test]) => (test.const !== undefined
+      ? value?.[name] === test.const
+      : !test.enum || test.enum.includes(value?.[name])));
     const part = selected ? branch.then : !branch.if ? branch : null;
     for (const [name, spec] of Object.entries(part?.properties || {})) {
-      if (spec !== true) properties[name] = resolve(schema, spec);
+      // A branch refining a property (a default) keeps what the first definition said.
+      if (spec !== true) properties[name] = { ...(properties[name] || {}), ...resolve(schema, spec) };
     }
+    required.push(...(part?.required || []));
   }
-  return { ...node, properties };
+  return { ...node, properties, required };
 }
 
 /** Markdown's `code` in a description as <code> elements (descriptions are plain text otherwise). */
