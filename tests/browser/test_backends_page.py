@@ -46,6 +46,7 @@ backends:
     max_concurrency: 8       # the provider's plan
   cloud: {{type: openai, api_key: "${{MISSING_OPENAI_KEY:-}}"}}   # no key in this environment
   spare: {{type: openai_compatible, base_url: "{oa}"}}
+  local: {{type: mlx, hf_repo: mlx-community/none-such, load: first_use}}   # never loaded here
 
 models:
   duo: {{chain: [{{backend: primary, model: gpt-4o-mini}}, {{backend: secondary, model: claude-haiku-4-5}}]}}
@@ -318,9 +319,29 @@ def test_the_page_is_keyboard_usable_and_fits_a_phone(
     expect(page.locator("#review")).to_have_count(0)
     expect(switch).to_be_checked()  # cancelled: the switch shows the file again
 
-    card(page, "secondary").locator("summary", has_text="Settings").click()
+    # A local model's card: its own settings from the schema (no base URL, no API key).
+    local = card(page, "local")
+    expect(local.locator(".live")).to_contain_text("model not loaded yet")
+    local.locator("summary", has_text="Settings").click()
+    expect(local.locator("input[name=max_batch_size]")).to_have_attribute("min", "1")
+    expect(local.locator("select[name=load]")).to_have_value("first_use")
+    expect(local.locator("input[name=base_url], input[name=api_key]")).to_have_count(0)
+    # The anthropic branch refines base_url's default; the pattern of every HTTP backend still holds.
+    secondary = card(page, "secondary")
+    secondary.locator("summary", has_text="Settings").click()
+    secondary.locator("input[name=base_url]").fill("ftp://files.example")
+    expect(secondary.locator("input[name=base_url] ~ .problem")).to_have_text(
+        "Must be an http:// or https:// URL."
+    )
+    expect(secondary.locator("input[name=base_url] ~ .help-text")).to_contain_text("API root URL")
+    secondary.get_by_role("button", name="Undo changes").click()
+    secondary.locator("summary", has_text="Settings").click()
+
+    card(page, "primary").locator("summary", has_text="Settings").click()
+    page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "backends")
     page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("window.scrollTo(0, 0)")
     expect(card(page, "primary")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     screenshot(page, "backends-phone")

@@ -160,6 +160,7 @@ class BackendsPage {
     h("div", { class: "backend-head" },
       h("h2", { id: titleId }, name),
       h("span", { class: "badge" }, backend.type),
+      serving && !serving.enabled ? h("span", { class: "badge error off" }, "off") : null,
       h("label", { class: "switch" }, toggle, fromEnv ? `Enabled (set by ${enabledNode.reference})` : "Enabled")),
     reason ? h("p", { class: "alert warn disabled-reason", role: "note" }, `Disabled: ${reason}.`) : null,
     h("dl", { class: "backend-facts" },
@@ -226,6 +227,7 @@ class BackendsPage {
       const value = inFile(node) ? plain(node) : undefined;
       const field = schemaField(fieldSpec, value, { name: parts.join("."), label,
         required: (spec.required || []).includes(parts[0]) && parts.length === 1 });
+      if (parts[0] === "limits") field.input.placeholder = "no limit";
       fields.push({ parts, field });
     };
     for (const key of names) add([key], spec.properties[key], key);
@@ -377,7 +379,7 @@ class BackendsPage {
       } else {
         if (text) {
           const bad = checkValue(spec.properties.base_url, text);
-          if (bad) error ||= `Base URL: ${bad.startsWith("Does not match") ? "must be an http:// or https:// URL." : bad}`;
+          if (bad) error ||= `Base URL: ${bad}`;
           value.base_url = text;
         } else if ((spec.required || []).includes("base_url")) error ||= "Base URL: required for this type.";
         if (reference && !REFERENCE.test(reference)) error ||= "API key: only a ${NAME} reference, never the key itself.";
@@ -488,6 +490,9 @@ function liveState(live) {
     h("span", { class: "muted concurrency" }, concurrency
       ? ` · ${concurrency.in_flight} of ${concurrency.max_concurrency} in flight, ${concurrency.queued} queued`
       : " · no concurrency limit"),
+    live.local ? h("span", { class: "muted engine" }, live.local.loaded
+      ? ` · model loaded: ${live.local.active} decoding, ${live.local.queued} waiting`
+      : " · model not loaded yet") : null,
   ];
 }
 

@@ -93,7 +93,10 @@ export function checkValue(spec, value) {
   }
   if (types.includes("string") && typeof value === "string") {
     if (spec.minLength !== undefined && value.length < spec.minLength) return spec.minLength === 1 ? "Required." : `At least ${spec.minLength} characters.`;
-    if (spec.pattern && !new RegExp(spec.pattern, "u").test(value)) return `Does not match ${spec.pattern}.`;
+    if (spec.pattern && !new RegExp(spec.pattern, "u").test(value)) {
+      const said = spec.errorMessage?.pattern; // the schema's own words ("must be an http:// or https:// URL")
+      return said ? `${said[0].toUpperCase()}${said.slice(1)}.` : `Does not match ${spec.pattern}.`;
+    }
   }
   return "";
 }
