@@ -24,9 +24,11 @@ PRIMARY = (
 )
 
 
-def config(up: Upstreams, *, write_back: bool = True) -> str:
+def config(up: Upstreams, *, write_back: bool = True, local: bool = True) -> str:
+    """The test file; `local` adds an mlx backend (never loaded, but its start costs a few seconds)."""
     oa, an = up.openai.base_url, up.anthropic.base_url
     primary = PRIMARY.format(oa=oa)
+    mlx = "  local: {type: mlx, hf_repo: mlx-community/none-such, load: first_use}   # never loaded here\n"
     return f"""\
 # Team gateway. Every comment here must survive the backends page.
 auth:
@@ -46,8 +48,7 @@ backends:
     max_concurrency: 8       # the provider's plan
   cloud: {{type: openai, api_key: "${{MISSING_OPENAI_KEY:-}}"}}   # no key in this environment
   spare: {{type: openai_compatible, base_url: "{oa}"}}
-  local: {{type: mlx, hf_repo: mlx-community/none-such, load: first_use}}   # never loaded here
-
+{mlx if local else ""}
 models:
   duo: {{chain: [{{backend: primary, model: gpt-4o-mini}}, {{backend: secondary, model: claude-haiku-4-5}}]}}
   solo: {{chain: [{{backend: primary, model: gpt-4o-mini}}]}}
@@ -350,7 +351,7 @@ def test_the_page_is_keyboard_usable_and_fits_a_phone(
 def test_with_write_back_off_the_page_gives_a_patch_that_git_applies(
     page: Page, gateway_server, up: Upstreams, tmp_path: Path
 ) -> None:
-    readonly = gateway_server(config(up, write_back=False), env=ENV)
+    readonly = gateway_server(config(up, write_back=False, local=False), env=ENV)
     before = readonly.config_path.read_text()
     sign_in(page, readonly)
     expect(page.locator("#write-back-off")).to_be_visible()
