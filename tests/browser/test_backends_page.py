@@ -5,6 +5,7 @@ a conflict reapplied on the new file; with write-back off, a patch that `git app
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,6 +233,24 @@ def test_a_setting_is_checked_against_the_schema_before_any_request_then_saved_l
     page.click("#cancel-change")
     expect(page.locator("#review")).to_have_count(0)
 
+    # A quota on a backend without `limits` adds the whole entry, in the entry's own (flow) style.
+    spare = card(page, "spare")
+    spare.locator("summary", has_text="Settings").click()
+    spare.locator("input[name='limits.requests_per_minute']").fill("60")
+    spare.get_by_role("button", name="Review changes").click()
+    expect(page.locator("#review pre.diff span.add")).to_have_text(
+        [
+            re.compile(
+                r'^\+  spare: \{type: openai_compatible, base_url: ".*", '
+                r"limits: \{requests_per_minute: 60\}\}$"
+            )
+        ]
+    )
+    page.click("#cancel-change")
+    assert gateway.config_path.read_text() == before.replace(
+        'api_key: "${FAKE_KEY}"}   # the main', 'api_key: "${FAKE_KEY}", max_concurrency: 4}   # the main'
+    )
+
 
 def test_a_file_changed_on_disk_is_a_conflict_and_the_change_is_reapplied_to_it(
     page: Page, gateway: GatewayProcess
@@ -361,6 +380,7 @@ def test_with_write_back_off_the_page_gives_a_patch_that_git_applies(
     page.click("#confirm-save")
     expect(page.locator("#patch-note")).to_contain_text("Write-back is off")
     patch = shown(page, "pre.patch")
+    expect(card(page, "spare").get_by_role("switch", name="spare enabled")).to_be_checked()  # as the file is
     assert readonly.config_path.read_text() == before
     spare = f'  spare: {{type: openai_compatible, base_url: "{up.openai.base_url}"}}'
     expected = before.replace(spare, spare[:-1] + ", enabled: false}")

@@ -56,7 +56,10 @@ class BackendsPage {
       reload: () => this.load(),
       saved: () => this.load(),
     });
-    this.reviewElement.addEventListener("review-cancelled", () => this.resetSwitches());
+    // A switch shows the admin's intent while its change is reviewed, and the file again once the
+    // review is over without a save (cancelled, refused, or only shown as a patch).
+    new MutationObserver(() => { if (!this.review.busy && this.state) this.resetSwitches(); })
+      .observe(this.reviewElement, { childList: true });
   }
 
   stop() {
