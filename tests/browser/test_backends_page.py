@@ -149,6 +149,10 @@ def test_the_switch_disables_a_backend_as_the_diff_shows_and_requests_fail_over(
     expect(card(page, "cloud").locator(".api-key [data-key-set]")).to_have_text("empty")
     expect(card(page, "cloud").locator(".disabled-reason")).to_contain_text("set MISSING_OPENAI_KEY")
     assert "sk-fake" not in page.content()  # the resolved key is never on the page
+    listing = requests.get(gateway.url("/admin/api/backends"), headers=ADMIN, timeout=5)
+    keys = {b["name"]: b.get("api_key_set") for b in listing.json()["backends"]}
+    assert keys == {"primary": True, "secondary": True, "cloud": False, "spare": False, "local": None}
+    assert "sk-fake" not in listing.text
 
     primary.get_by_role("switch", name="primary enabled").uncheck()
     review = page.locator("#review")
@@ -169,6 +173,7 @@ def test_the_switch_disables_a_backend_as_the_diff_shows_and_requests_fail_over(
     assert served_by(gateway, "duo") == "secondary"
     assert served_by(gateway, "solo").startswith("none")
     expect(primary.get_by_role("switch", name="primary enabled")).not_to_be_checked()
+    expect(primary.locator(".badge.off")).to_be_visible()
 
     primary.get_by_role("switch", name="primary enabled").check()
     expect(page.locator("#review pre.diff")).to_contain_text(
