@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from gateway.testing.process import GatewayProcess
-from tests.browser.test_admin_panel import ADMIN, ADMIN_KEY, CLIENT_KEY, ENV, MESSAGES
+from tests.browser.test_admin_panel import ADMIN, ADMIN_KEY, CLIENT_KEY, ENV, FAILS, MESSAGES
 from tests.conftest import wait_until
 from tests.e2e.upstreams import Upstreams, config_version, fake_upstreams
 
@@ -49,10 +49,12 @@ backends:
     max_concurrency: 8       # the provider's plan
   cloud: {{type: openai, api_key: "${{MISSING_OPENAI_KEY:-}}"}}   # no key in this environment
   spare: {{type: openai_compatible, base_url: "{oa}"}}
+  broken: {{type: openai_compatible, base_url: "{oa}", api_key: "${{FAKE_KEY}}", headers: {{{FAILS}}}}}
 {mlx if local else ""}
 models:
   duo: {{chain: [{{backend: primary, model: gpt-4o-mini}}, {{backend: secondary, model: claude-haiku-4-5}}]}}
   solo: {{chain: [{{backend: primary, model: gpt-4o-mini}}]}}
+  bad: {{chain: [{{backend: broken, model: gpt-4o}}]}}
 
 failover:
   circuit_breaker: {{failure_threshold: 3, cooldown_seconds: 600}}   # global, on the Settings page
@@ -151,7 +153,14 @@ def test_the_switch_disables_a_backend_as_the_diff_shows_and_requests_fail_over(
     assert "sk-fake" not in page.content()  # the resolved key is never on the page
     listing = requests.get(gateway.url("/admin/api/backends"), headers=ADMIN, timeout=5)
     keys = {b["name"]: b.get("api_key_set") for b in listing.json()["backends"]}
-    assert keys == {"primary": True, "secondary": True, "cloud": False, "spare": False, "local": None}
+    assert keys == {
+        "primary": True,
+        "secondary": True,
+        "cloud": False,
+        "spare": False,
+        "broken": True,
+        "local": None,
+    }
     assert "sk-fake" not in listing.text
 
     primary.get_by_role("switch", name="primary enabled").uncheck()
@@ -333,6 +342,9 @@ def test_the_page_is_keyboard_usable_and_fits_a_phone(
     page: Page, gateway: GatewayProcess, screenshot
 ) -> None:
     sign_in(page, gateway)
+    expect(card(page, "broken").locator(".live .circuit")).to_have_text("closed")
+    for _ in range(3):  # the breaker opens after 3 failures in a row
+        assert served_by(gateway, "bad").startswith("none")
     switch = card(page, "spare").get_by_role("switch", name="spare enabled")
     switch.focus()
     page.keyboard.press("Space")
@@ -343,6 +355,14 @@ def test_the_page_is_keyboard_usable_and_fits_a_phone(
     page.keyboard.press("Enter")
     expect(page.locator("#review")).to_have_count(0)
     expect(switch).to_be_checked()  # cancelled: the switch shows the file again
+
+    # The breaker's live state, refreshed while the page is open (opened meanwhile; its thresholds
+    # are global: the Settings page edits them).
+    broken = card(page, "broken")
+    expect(broken.locator(".live .circuit")).to_have_text("open", timeout=10_000)
+    expect(broken.locator(".live")).to_contain_text("3 failed in a row")
+    expect(broken.get_by_role("link", name="Settings")).to_have_attribute("href", "/admin/settings")
+    expect(broken).to_contain_text('x-fake-behaviour: {"status": 500}')  # headers, read-only
 
     # A local model's card: its own settings from the schema (no base URL, no API key).
     local = card(page, "local")

@@ -183,7 +183,7 @@ class BackendsPage {
       h("dt", {}, "Capabilities"), h("dd", { class: "muted" }, ((live || serving || {}).capabilities || []).join(", ") || "–"),
       Object.keys(backend.headers || {}).length
         ? [h("dt", {}, "Headers"), h("dd", {}, Object.entries(backend.headers).map(([key, value]) =>
-          h("div", {}, h("code", {}, `${key}: ${value}`))))]
+          h("div", {}, h("code", {}, `${key}: ${value === null ? "(a literal credential: not shown)" : value}`))))]
         : null),
     this.settingsForm(name),
     this.removeArea(name, used));
