@@ -11,13 +11,13 @@ import { checkValue, describe, loadSchema, schemaAt, schemaField } from "./form.
 import { fill, h } from "./dom.js";
 
 const REFRESH_MS = 5000;
-//: Shown and edited elsewhere on the card (or read-only), not as plain settings fields.
+/** Shown and edited elsewhere on the card (or read-only), not as plain settings fields. */
 const OWN_FIELDS = new Set(["type", "enabled", "api_key", "headers", "capabilities", "prices", "limits"]);
-//: The settings in the order a person looks for them; the schema's others follow.
+/** The settings in the order a person looks for them; the schema's others follow. */
 const ORDER = ["base_url", "path", "hf_repo", "create_preset", "load", "max_concurrency", "max_queue",
   "queue_timeout_seconds", "max_connections", "batching", "max_batch_size", "prompt_cache_size",
   "default_max_tokens", "organization", "anthropic_version"];
-//: A secret's only accepted form: a reference to an environment variable (`${NAME}`, `${NAME:-}`).
+/** A secret's only accepted form: a reference to an environment variable (`${NAME}`, `${NAME:-}`). */
 const REFERENCE = /^\$\{[A-Za-z_][A-Za-z0-9_]*(:-)?\}$/;
 const CLOUD_TYPES = new Set(["openai", "anthropic"]);
 
