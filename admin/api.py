@@ -136,6 +136,10 @@ async def backends() -> Response:
                 "retry_in_seconds": round(breaker.retry_in(policy), 3),
             },
         }
+        api_key = getattr(settings, "api_key", None)
+        if api_key is not None:
+            # Whether the key is set, never the key: the Backends page names the `${VAR}` to set.
+            item["api_key_set"] = bool(api_key)
         limit = backend.concurrency
         if limit is not None:
             item["concurrency"] = {

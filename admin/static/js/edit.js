@@ -94,8 +94,10 @@ export class ChangeReview {
     fill(this.element);
   }
 
-  /** Show the diff `build(state)` would make (a dry run), with Save and Cancel. */
-  async propose(summary, build) {
+  /** Show the diff `build(state)` would make (a dry run), with Save and Cancel. `options.warn(state)`
+   * may answer warnings (a string or strings) shown above the diff, e.g. what the change leaves
+   * without a backend; it runs again on the fresh state after a reapply. */
+  async propose(summary, build, options = {}) {
     const state = this.current();
     let ops;
     try {
@@ -108,22 +110,24 @@ export class ChangeReview {
       this.clear();
       return;
     }
-    this.pending = { summary, build, ops, version: state.version };
+    const warnings = [].concat((options.warn && options.warn(state)) || []);
+    this.pending = { summary, build, ops, version: state.version, options };
     this.show(h("p", { class: "muted" }, "Checking the change…"));
     try {
       const { data } = await this.send(ops, state.version, true);
-      this.showReview(summary, data.diff, state.writeBack);
+      this.showReview(summary, data.diff, state.writeBack, warnings);
     } catch (error) {
       this.failed(error);
     }
   }
 
-  showReview(summary, diff, writeBack) {
+  showReview(summary, diff, writeBack, warnings = []) {
     const save = h("button", { type: "button", class: "primary", id: "confirm-save", onclick: () => this.confirm() },
       writeBack ? "Save to gateway.yaml" : "Show the patch");
     const cancel = h("button", { type: "button", id: "cancel-change", onclick: () => this.cancel() }, "Cancel");
     this.show(h("section", { class: "card review", id: "review", "aria-labelledby": "review-title" },
       h("h2", { id: "review-title" }, "Review: ", summary),
+      warnings.map((text) => h("p", { class: "alert warn review-warning", role: "alert" }, text)),
       diff
         ? [h("p", { class: "muted" }, writeBack
           ? "This is the change to gateway.yaml. Nothing is written until you save."
@@ -227,7 +231,7 @@ export class ChangeReview {
       if (state && state.version !== pending.version) break;
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
-    await this.propose(pending.summary, pending.build);
+    await this.propose(pending.summary, pending.build, pending.options);
   }
 
   show(...children) {

@@ -52,18 +52,23 @@ export function schemaAt(schema, path, value = {}) {
 
 function withProperties(schema, node, value) {
   const properties = {};
+  const required = [...(node.required || [])];
   for (const [name, spec] of Object.entries(node.properties || {})) {
     if (spec !== true) properties[name] = resolve(schema, spec);
   }
   for (const branch of node.allOf || []) {
     const cond = branch.if?.properties || {};
-    const selected = Object.entries(cond).every(([name, test]) => test.const === undefined || value?.[name] === test.const);
+    const selected = Object.entries(cond).every(([name, test]) => (test.const !== undefined
+      ? value?.[name] === test.const
+      : !test.enum || test.enum.includes(value?.[name])));
     const part = selected ? branch.then : !branch.if ? branch : null;
     for (const [name, spec] of Object.entries(part?.properties || {})) {
-      if (spec !== true) properties[name] = resolve(schema, spec);
+      // A branch refining a property (a default) keeps what the first definition said.
+      if (spec !== true) properties[name] = { ...(properties[name] || {}), ...resolve(schema, spec) };
     }
+    required.push(...(part?.required || []));
   }
-  return { ...node, properties };
+  return { ...node, properties, required };
 }
 
 /** Markdown's `code` in a description as <code> elements (descriptions are plain text otherwise). */
@@ -88,7 +93,10 @@ export function checkValue(spec, value) {
   }
   if (types.includes("string") && typeof value === "string") {
     if (spec.minLength !== undefined && value.length < spec.minLength) return spec.minLength === 1 ? "Required." : `At least ${spec.minLength} characters.`;
-    if (spec.pattern && !new RegExp(spec.pattern, "u").test(value)) return `Does not match ${spec.pattern}.`;
+    if (spec.pattern && !new RegExp(spec.pattern, "u").test(value)) {
+      const said = spec.errorMessage?.pattern; // the schema's own words ("must be an http:// or https:// URL")
+      return said ? `${said[0].toUpperCase()}${said.slice(1)}.` : `Does not match ${spec.pattern}.`;
+    }
   }
   return "";
 }
