@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from gateway.backends.anthropic import AnthropicBackend
+from gateway.backends.azure_openai import AzureOpenAIBackend
 from gateway.backends.base import Backend, SharedResources
 from gateway.backends.mlx.backend import LocalModelBackend
 from gateway.backends.openai import OpenAIBackend, OpenAICompatibleBackend
@@ -21,6 +22,7 @@ BACKEND_CLASSES: Mapping[str, Callable[..., Backend]] = MappingProxyType(
         "openai": OpenAIBackend,
         "openai_compatible": OpenAICompatibleBackend,
         "anthropic": AnthropicBackend,
+        "azure_openai": AzureOpenAIBackend,
     }
 )
 
