@@ -184,10 +184,10 @@ class OpenAICompatibleSettings(HTTPSettings):
 
     type: ClassVar[str] = "openai_compatible"
     #: A `gateway.config.providers` preset name, or None for a plain OpenAI-compatible server.
-    provider: str | None
+    provider: str | None = None
     #: OpenRouter's attribution headers (`HTTP-Referer`, `X-Title`), sent when set.
-    app_url: str | None
-    app_title: str | None
+    app_url: str | None = None
+    app_title: str | None = None
 
     @classmethod
     def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
