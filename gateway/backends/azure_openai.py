@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import orjson
 
+from gateway.backends.http import HTTPBackend
 from gateway.backends.openai import OpenAICompatibleBackend
 from gateway.backends.upstream import ContentFilterRefusal, UpstreamFailure
 from gateway.config.backends import AzureOpenAISettings
@@ -52,9 +53,8 @@ class AzureOpenAIBackend(OpenAICompatibleBackend):
     stream_decoder = AzureStreamDecoder
 
     def default_headers(self) -> dict[str, str]:
-        # Not the base's `Authorization: Bearer {api_key}`: Azure takes the key as `api-key`.
-        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        headers.update({name: value.reveal() for name, value in self.config.headers})
+        # Not OpenAI's `Authorization: Bearer {api_key}`: Azure takes the key as `api-key`.
+        headers = HTTPBackend.default_headers(self)
         if self.config.auth == "entra":
             if self.config.azure_ad_token:
                 headers["authorization"] = f"Bearer {self.config.azure_ad_token.reveal()}"
