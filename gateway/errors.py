@@ -13,6 +13,7 @@ __all__ = [
     "BadRequest",
     "ConfigBusy",
     "ConfigRejected",
+    "ContentFiltered",
     "Draining",
     "FieldError",
     "Forbidden",
@@ -85,6 +86,13 @@ class UnsupportedCapability(BadRequest):
     `capability` or `field` name it, `attempts` holds why each target was skipped."""
 
     slug, title = "unsupported-capability", "No backend of this model can serve the request"
+
+
+class ContentFiltered(BadRequest):
+    """The backend's content filter refused the prompt (Azure OpenAI); the extension `categories` names
+    the filter categories that tripped. Not failed over: another backend would get the same prompt."""
+
+    slug, title = "content-filter", "Refused by the backend's content filter"
 
 
 class InvalidRequest(GatewayError):

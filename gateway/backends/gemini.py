@@ -9,6 +9,8 @@ never in the URL, so it stays out of logs and spans.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 
 from gateway.backends.http import HTTPBackend
@@ -95,13 +97,13 @@ class GeminiBackend(HTTPBackend):
         except UpstreamProtocolError as error:
             raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
 
-    def status_failure(self, status: int, raw: bytes, retry_after: str | None) -> UpstreamFailure:
+    def status_failure(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
         """Gemini's error body is `{"error": {"code", "message", "status", "details"}}`. Most statuses
         mean what they mean elsewhere (429 RESOURCE_EXHAUSTED, 5xx UNAVAILABLE: retryable; 401/403:
         the gateway's credentials); two 400s are the backend's fault, not the client's: an invalid key
         (`API_KEY_INVALID`) and FAILED_PRECONDITION (the API is not available to this project, e.g. in
         its region)."""
-        failure = super().status_failure(status, raw, retry_after)
+        failure = super().status_failure(status, raw, headers)
         if status != 400:
             return failure
         grpc_status, reasons = _error_status(raw)

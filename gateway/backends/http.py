@@ -1,10 +1,11 @@
-"""What the HTTP backends (openai, anthropic, openai_compatible, gemini) share: one aiohttp pool per backend,
-the attempt limits applied to a request, and failure classification. Streams are read in
-`gateway.backends.streaming`."""
+"""What the HTTP backends (openai, anthropic, openai_compatible, gemini, azure_openai) share: one
+aiohttp pool per backend, the attempt limits applied to a request, and failure classification.
+Streams are read in `gateway.backends.streaming`."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -143,12 +144,13 @@ class HTTPBackend:
             raw = b""
         finally:
             response.release()
-        return self.status_failure(status, raw, response.headers.get("retry-after"))
+        return self.status_failure(status, raw, response.headers)
 
-    def status_failure(self, status: int, raw: bytes, retry_after: str | None) -> UpstreamFailure:
-        """What an error status with body `raw` (its start) means for failover. A backend type whose
-        API reports some failures differently overrides it."""
+    def status_failure(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
+        """The failure an error status means, from the start of its body; a backend type whose API
+        reports some failures its own way (Azure's content filter) refines it."""
         message, error_type, param = _error_message(raw)
+        retry_after = headers.get("retry-after")
         detail = f"HTTP {status}" + (f": {message}" if message else "")
         if status == 429:
             return UpstreamFailure("http_429", detail, status=status, retry_after=retry_after)

@@ -7,6 +7,8 @@ comes back canonical, for the surface to encode.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from gateway.backends.http import HTTPBackend
@@ -19,7 +21,7 @@ from gateway.backends.upstream import (
     UpstreamCall,
     UpstreamFailure,
 )
-from gateway.config.backends import OpenAISettings
+from gateway.config.backends import OpenAICompatibleSettings, OpenAISettings
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError
 from gateway.protocol.usage import openai_usage
@@ -30,18 +32,38 @@ _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embedding
 
 
 class OpenAICompatibleBackend(HTTPBackend):
-    """`openai_compatible`, and the base of `openai`: a server speaking OpenAI's API."""
+    """`openai_compatible`, and the base of `openai` and `azure_openai`: a server speaking OpenAI's API."""
 
     protocol = "openai"
+    #: Reads the upstream's stream when the client speaks another protocol.
+    stream_decoder: type[openai_protocol.OpenAIStreamDecoder] = openai_protocol.OpenAIStreamDecoder
 
     def default_headers(self) -> dict[str, str]:
         headers = super().default_headers()
         if self.config.api_key:
             headers["authorization"] = f"Bearer {self.config.api_key.reveal()}"
+        config = self.config
+        if isinstance(config, OpenAICompatibleSettings):  # OpenRouter's attribution, when set
+            if config.app_url:
+                headers["http-referer"] = config.app_url
+            if config.app_title:
+                headers["x-title"] = config.app_title
         return headers
 
+    def describe(self) -> dict[str, Any]:
+        """The vendor preset, when `provider` names one (`GET /admin/api/backends` shows it)."""
+        config = self.config
+        if isinstance(config, OpenAICompatibleSettings) and config.provider:
+            return {"provider": config.provider}
+        return {}
+
+    def path_for(self, endpoint: str, model: str) -> str | None:
+        """The path (after `base_url`) that answers `endpoint` for upstream `model`; None: no such
+        endpoint."""
+        return _PATHS.get(endpoint)
+
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
-        path = _PATHS.get(call.endpoint)
+        path = self.path_for(call.endpoint, model)
         # Routing never sends count_tokens here (`gateway.routing.capabilities`); a safety net.
         if path is None:
             raise UpstreamFailure("unsupported", f"the OpenAI API cannot answer {call.endpoint}")
@@ -64,7 +86,7 @@ class OpenAICompatibleBackend(HTTPBackend):
             if same:
                 wants_usage = bool(getattr(call.request, "include_usage", False))
                 return await open_pass_through(response, OpenAIPassThrough(wants_usage), limits)
-            return await open_event_stream(response, openai_protocol.OpenAIStreamDecoder(), limits)
+            return await open_event_stream(response, self.stream_decoder(), limits)
         raw, data = await self.read_json(response, limits)
         if same:
             return PassThroughReply(raw, openai_usage(data.get("usage") if isinstance(data, dict) else None))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from gateway.backends.anthropic import AnthropicBackend
+from gateway.backends.azure_openai import AzureOpenAIBackend
 from gateway.backends.base import Backend, SharedResources
 from gateway.backends.gemini import GeminiBackend
 from gateway.backends.mlx.backend import LocalModelBackend
@@ -23,6 +24,7 @@ BACKEND_CLASSES: Mapping[str, Callable[..., Backend]] = MappingProxyType(
         "openai_compatible": OpenAICompatibleBackend,
         "anthropic": AnthropicBackend,
         "gemini": GeminiBackend,
+        "azure_openai": AzureOpenAIBackend,
     }
 )
 

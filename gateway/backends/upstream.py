@@ -29,6 +29,7 @@ from gateway.protocol.requirements import Requirements, requirements
 __all__ = [
     "AttemptLimits",
     "CanonicalReply",
+    "ContentFilterRefusal",
     "Endpoint",
     "EventStream",
     "FailureKind",
@@ -118,6 +119,15 @@ class UpstreamFailure(Exception):
         #: The usage the upstream reported before the attempt failed (it billed the attempt), e.g. a
         #: whole answer that could not be translated; None when it reported none.
         self.usage = usage
+
+
+class ContentFilterRefusal(UpstreamFailure):
+    """The provider's content filter refused the prompt (Azure OpenAI's `content_filter` error): the
+    request's own fault, so never failed over. `categories` names what tripped, never the content."""
+
+    def __init__(self, detail: str, categories: tuple[str, ...], *, status: int | None = None) -> None:
+        super().__init__("client_error", detail, status=status, error_type="invalid_request_error")
+        self.categories = categories
 
 
 @dataclass(slots=True)

@@ -10,17 +10,19 @@ branch of the schema's `backend` definition.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Self
 
 from gateway.config.capabilities import default_capabilities, resolve_capabilities
+from gateway.config.providers import preset
 from gateway.config.secret import Secret
 
 __all__ = [
     "SETTINGS_BY_TYPE",
     "AnthropicSettings",
+    "AzureOpenAISettings",
     "BackendLimits",
     "BackendSettings",
     "BackendSource",
@@ -125,7 +127,9 @@ class BackendSettings:
             "queue_timeout_seconds": raw["queue_timeout_seconds"],
             "prices": MappingProxyType({m: Price.from_raw(p) for m, p in raw.get("prices", {}).items()}),
             "limits": BackendLimits(**raw.get("limits", {})),
-            "capabilities": resolve_capabilities(default_capabilities(raw["type"]), overrides),
+            "capabilities": resolve_capabilities(
+                default_capabilities(raw["type"], provider=raw.get("provider")), overrides
+            ),
             "capability_overrides": MappingProxyType(dict(overrides)),
         }
 
@@ -134,8 +138,12 @@ class BackendSettings:
     ) -> frozenset[str]:
         """The capabilities of one chain target on this backend: the defaults for `upstream_model`,
         then this backend's overrides, then the target's own (`models.<m>.chain[i].capabilities`)."""
-        base = default_capabilities(self.type, upstream_model)
+        base = default_capabilities(self.type, upstream_model, self.preset_name())
         return resolve_capabilities(resolve_capabilities(base, self.capability_overrides), target)
+
+    def preset_name(self) -> str | None:
+        """The vendor preset (`gateway.config.providers`) these settings follow; None for most types."""
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +161,16 @@ class HTTPSettings(BackendSettings):
     max_connections: int
 
     @classmethod
+    def _uses_api_key(cls, raw: Mapping[str, Any]) -> bool:
+        """Whether this backend authenticates with `api_key` (else an empty one does not disable it)."""
+        return True
+
+    @classmethod
     def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
         fields = super(HTTPSettings, cls)._fields_from(source)
         raw = source.raw
         api_key = raw.get("api_key", "")
-        if fields["enabled"] and cls.cloud_key_env and not api_key:
+        if fields["enabled"] and cls.cloud_key_env and cls._uses_api_key(raw) and not api_key:
             variables = source.api_key_env or (cls.cloud_key_env,)
             fields["enabled"] = False
             fields["disabled_reason"] = f"api_key is empty (set {' or '.join(variables)} to enable it)"
@@ -172,9 +185,74 @@ class HTTPSettings(BackendSettings):
 
 @dataclass(frozen=True, slots=True)
 class OpenAICompatibleSettings(HTTPSettings):
-    """`openai_compatible`: any server speaking OpenAI's API (vLLM, Ollama, mlx_lm.server, a gateway)."""
+    """`openai_compatible`: any server speaking OpenAI's API (vLLM, Ollama, mlx_lm.server, a gateway),
+    or a vendor named by `provider`, whose preset fills the base URL and states what it refuses."""
 
     type: ClassVar[str] = "openai_compatible"
+    #: A `gateway.config.providers` preset name, or None for a plain OpenAI-compatible server.
+    provider: str | None = None
+    #: OpenRouter's attribution headers (`HTTP-Referer`, `X-Title`), sent when set.
+    app_url: str | None = None
+    app_title: str | None = None
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        raw = source.raw
+        vendor = preset(raw.get("provider"))
+        if vendor is not None and not raw.get("base_url"):
+            source = replace(source, raw={**raw, "base_url": vendor.base_url})
+        fields = super(OpenAICompatibleSettings, cls)._fields_from(source)
+        if vendor is not None and vendor.key_env and fields["enabled"] and not raw.get("api_key"):
+            fields["enabled"] = False
+            if source.api_key_env:
+                variables = " or ".join(source.api_key_env)
+                fields["disabled_reason"] = f"api_key is empty (set {variables} to enable it)"
+            else:
+                fields["disabled_reason"] = (
+                    f"no api_key ({vendor.title} needs one: write `api_key: ${{{vendor.key_env}}}` "
+                    f"and set {vendor.key_env})"
+                )
+        fields.update(
+            provider=raw.get("provider"), app_url=raw.get("app_url"), app_title=raw.get("app_title")
+        )
+        return fields
+
+    def preset_name(self) -> str | None:
+        return self.provider
+
+
+@dataclass(frozen=True, slots=True)
+class AzureOpenAISettings(HTTPSettings):
+    """`azure_openai`: Azure OpenAI. `base_url` is the resource's endpoint
+    (https://{resource}.openai.azure.com), requests go to `/openai/deployments/{deployment}/...` with
+    the chain target's `model` as the deployment, and `api-version` on every request."""
+
+    type: ClassVar[str] = "azure_openai"
+    cloud_key_env: ClassVar[str | None] = "AZURE_OPENAI_API_KEY"
+    api_version: str
+    #: `api_key`: the key in the `api-key` header; `entra`: a Microsoft Entra ID bearer token.
+    auth: Literal["api_key", "entra"]
+    #: The Entra ID token for `auth: entra` (from the environment; the gateway does not refresh it).
+    azure_ad_token: Secret
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        raw = source.raw
+        if not raw.get("base_url"):
+            source = replace(source, raw={**raw, "base_url": f"https://{raw['resource']}.openai.azure.com"})
+        fields = super(AzureOpenAISettings, cls)._fields_from(source)
+        auth, token = raw["auth"], raw.get("azure_ad_token", "")
+        if fields["enabled"] and auth == "entra" and not token:
+            fields["enabled"] = False
+            fields["disabled_reason"] = (
+                "azure_ad_token is empty (auth: entra; set the variable it names, e.g. AZURE_OPENAI_AD_TOKEN)"
+            )
+        fields.update(api_version=raw["api_version"], auth=auth, azure_ad_token=Secret(token))
+        return fields
+
+    @classmethod
+    def _uses_api_key(cls, raw: Mapping[str, Any]) -> bool:
+        return raw["auth"] == "api_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +332,14 @@ class MLXSettings(BackendSettings):
 SETTINGS_BY_TYPE: Mapping[str, type[BackendSettings]] = MappingProxyType(
     {
         cls.type: cls
-        for cls in (MLXSettings, OpenAISettings, AnthropicSettings, OpenAICompatibleSettings, GeminiSettings)
+        for cls in (
+            MLXSettings,
+            OpenAISettings,
+            AnthropicSettings,
+            OpenAICompatibleSettings,
+            GeminiSettings,
+            AzureOpenAISettings,
+        )
     }
 )
 

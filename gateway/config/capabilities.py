@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from gateway.config.providers import preset
+
 __all__ = [
     "CAPABILITIES",
     "DEFAULTS_BY_TYPE",
@@ -51,6 +53,7 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "openai": _ALL - {"top_k"},
         "openai_compatible": _ALL - {"top_k"},
+        "azure_openai": _ALL - {"top_k"},
         "anthropic": frozenset({"chat", "tools", "images", "top_k"}),
         "mlx": _ALL - {"images", "logprobs"},
         "gemini": frozenset(
@@ -73,10 +76,16 @@ _OPENAI_MODEL_DEFAULTS: tuple[tuple[str, frozenset[str]], ...] = (
 )
 
 
-def default_capabilities(backend_type: str, upstream_model: str | None = None) -> frozenset[str]:
+def default_capabilities(
+    backend_type: str, upstream_model: str | None = None, provider: str | None = None
+) -> frozenset[str]:
     """The built-in capabilities of a backend type, narrowed for an `openai` upstream model whose name
-    says it serves one thing (`text-embedding-*`: embeddings only)."""
+    says it serves one thing (`text-embedding-*`: embeddings only), and for an `openai_compatible`
+    backend's `provider` preset (`gateway.config.providers`: what the vendor refuses or adds)."""
     base = DEFAULTS_BY_TYPE.get(backend_type, frozenset())
+    vendor = preset(provider) if backend_type == "openai_compatible" else None
+    if vendor is not None:
+        base = (base | vendor.adds) - vendor.refuses.keys()
     if backend_type == "openai" and upstream_model is not None:
         for prefix, only in _OPENAI_MODEL_DEFAULTS:
             if upstream_model.startswith(prefix):

@@ -68,6 +68,12 @@ def literal_secrets(data: dict[str, Any], doc: LocatedDocument) -> Iterator[tupl
             message = literal_key_message(doc, path, key, _api_key_variable(name, backend.get("type")))
             if message:
                 yield path, message
+        token = backend.get("azure_ad_token")
+        if isinstance(token, str):
+            path = ("backends", name, "azure_ad_token")
+            message = literal_key_message(doc, path, token, "AZURE_OPENAI_AD_TOKEN")
+            if message:
+                yield path, message
         headers = backend.get("headers")
         if isinstance(headers, dict):
             for header, header_value in headers.items():

@@ -142,7 +142,7 @@ def _serves_embeddings(data: dict[str, Any], model: str) -> bool:
         backend = backends.get(target["backend"])
         if backend is None:
             continue  # told elsewhere
-        base = default_capabilities(backend["type"], target.get("model", model))
+        base = default_capabilities(backend["type"], target.get("model", model), backend.get("provider"))
         own = resolve_capabilities(base, backend.get("capabilities"))
         if "embeddings" in resolve_capabilities(own, target.get("capabilities")):
             return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config.capabilities import CAPABILITIES, EXTRA_FIELDS_BY_TYPE
+from gateway.config.providers import CAPABILITY_FIELDS, preset
 from gateway.protocol.requirements import Requirements
 from gateway.routing.table import RouteTarget
 
@@ -33,6 +34,14 @@ def refusal(needs: Requirements, step: RouteTarget) -> Refusal | None:
     for most requests (those with no native field)."""
     if not needs.capabilities <= step.capabilities:
         missing = min(needs.capabilities - step.capabilities, key=lambda name: _ORDER.get(name, 99))
+        vendor = preset(step.config.preset_name())
+        why = vendor.refuses.get(missing) if vendor is not None else None
+        if why is not None:  # the vendor's documented refusal: name it, and the field that asks for it
+            return Refusal(
+                f"lacks capability '{missing}' ({why})",
+                capability=missing,
+                field=CAPABILITY_FIELDS.get(missing),
+            )
         return Refusal(f"lacks capability '{missing}'", capability=missing)
     speaks = step.speaks
     if needs.native and speaks != needs.protocol:

@@ -24,6 +24,7 @@ from gateway.backends.upstream import (
     ALWAYS_NEXT,
     BACKEND_FAULTS,
     AttemptLimits,
+    ContentFilterRefusal,
     Reply,
     Stream,
     UpstreamCall,
@@ -32,6 +33,7 @@ from gateway.backends.upstream import (
 from gateway.config.model import FailoverPolicy, TimeoutTier
 from gateway.errors import (
     BadRequest,
+    ContentFiltered,
     GatewayError,
     GatewayTimeout,
     RateLimited,
@@ -247,6 +249,8 @@ def _client_error(failure: UpstreamFailure) -> GatewayError:
     """The backend said the request itself is wrong: tell the client, with the backend's status."""
     # A local model refusing an input has no upstream status to report.
     status = {} if failure.status is None else {"upstream_status": failure.status}
+    if isinstance(failure, ContentFilterRefusal):
+        return ContentFiltered(failure.detail, categories=list(failure.categories), **status)
     error = BadRequest(failure.detail, **status)
     if failure.param:
         error.extensions["field"] = failure.param
@@ -327,7 +331,7 @@ def _incapable_error(
     named: dict[str, str] = {}
     if first.capability is not None:
         named["capability"] = first.capability
-    elif first.field is not None:
+    if first.field is not None:  # a capability a vendor refuses names its field too
         named["field"] = first.field
     if alike and first.capability is not None:
         need = f"it needs capability '{first.capability}', which none of its backends has"

@@ -1,4 +1,5 @@
-"""Fake OpenAI, Anthropic and Gemini HTTP servers with fault injection, for tests and benchmarks.
+"""Fake OpenAI, Anthropic, Gemini and Azure OpenAI HTTP servers with fault injection, for the gateway's
+tests and benchmarks.
 
 Use `async with FakeOpenAI(Behaviour(...)) as fake`, `with FakeAnthropic.in_thread() as fake`, or
 `python -m gateway.testing openai|anthropic|gemini --port 0` for a separate process.
@@ -6,7 +7,17 @@ Use `async with FakeOpenAI(Behaviour(...)) as fake`, `with FakeAnthropic.in_thre
 
 from gateway.testing.behaviour import Behaviour, FakeServer, Stats, count_tokens
 from gateway.testing.fake_anthropic import FakeAnthropic
+from gateway.testing.fake_azure_openai import FakeAzureOpenAI
 from gateway.testing.fake_gemini import FakeGemini
 from gateway.testing.fake_openai import FakeOpenAI
 
-__all__ = ["Behaviour", "FakeAnthropic", "FakeGemini", "FakeOpenAI", "FakeServer", "Stats", "count_tokens"]
+__all__ = [
+    "Behaviour",
+    "FakeAnthropic",
+    "FakeAzureOpenAI",
+    "FakeGemini",
+    "FakeOpenAI",
+    "FakeServer",
+    "Stats",
+    "count_tokens",
+]

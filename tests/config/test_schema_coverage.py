@@ -39,6 +39,8 @@ CONSUMED_BY_THE_LOADER: dict[str, str] = {
     "auth.client_keys[].key": "hashed at load into key_sha256; keys are compared by hash and the key "
     "itself is never kept",
     "auth.admin_keys[].key": "hashed at load into key_sha256, as for client keys",
+    "backends{}.resource": "an azure_openai resource name: builds base_url "
+    "(https://{resource}.openai.azure.com) when none is given",
 }
 
 #: Fields read by name through an accessor of the config class (a `getattr` the AST scan cannot see):
@@ -210,6 +212,7 @@ def test_the_walk_reaches_every_part_of_the_schema() -> None:
         "AnthropicSettings",
         "OpenAICompatibleSettings",
         "GeminiSettings",
+        "AzureOpenAISettings",
     }
 
 
