@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from gateway.backends.anthropic import AnthropicBackend
 from gateway.backends.base import Backend, SharedResources
+from gateway.backends.bedrock import BedrockBackend
 from gateway.backends.mlx.backend import LocalModelBackend
 from gateway.backends.openai import OpenAIBackend, OpenAICompatibleBackend
 from gateway.config.backends import BackendSettings
@@ -21,6 +22,7 @@ BACKEND_CLASSES: Mapping[str, Callable[..., Backend]] = MappingProxyType(
         "openai": OpenAIBackend,
         "openai_compatible": OpenAICompatibleBackend,
         "anthropic": AnthropicBackend,
+        "bedrock": BedrockBackend,
     }
 )
 

@@ -51,6 +51,9 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
         "openai_compatible": _ALL - {"top_k"},
         "anthropic": frozenset({"chat", "tools", "images", "top_k"}),
         "mlx": _ALL - {"images", "logprobs"},
+        # Converse: chat only (no completions or embeddings API), no response_format, n, logprobs,
+        # logit_bias, penalties or top_k in its common request.
+        "bedrock": frozenset({"chat", "tools", "images"}),
     }
 )
 

@@ -10,6 +10,10 @@ and `cache_creation_tokens` (written to it) are subsets of it.
   prompt = `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`. A stream reports
   the input counts in `message_start` and the output count in `message_delta` (which newer API versions
   also give updated input counts): each report is merged over the previous one, member by member.
+* Bedrock (Converse): as Anthropic's, `inputTokens` counts only the tokens neither read from nor
+  written to the cache (`totalTokens` = input + output + `cacheReadInputTokens` +
+  `cacheWriteInputTokens`), so prompt = the three input counts summed. A stream reports usage once,
+  in its `metadata` event.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from gateway.protocol.canonical import Usage
 
 __all__ = [
     "anthropic_usage",
+    "bedrock_usage",
     "embedding_usage_to_openai",
     "openai_usage",
     "usage_to_anthropic",
@@ -68,6 +73,16 @@ def anthropic_usage(usage: Any, previous: Usage | None = None) -> Usage | None:
     if type(value) is int:
         output = value
     return Usage(plain + read + written, output, read, written)
+
+
+def bedrock_usage(usage: Any) -> Usage | None:
+    """A Bedrock `usage` (TokenUsage) object as canonical Usage; None when it is absent."""
+    if not isinstance(usage, dict):
+        return None
+    read = _int(usage.get("cacheReadInputTokens"))
+    written = _int(usage.get("cacheWriteInputTokens"))
+    prompt = _int(usage.get("inputTokens")) + read + written
+    return Usage(prompt, _int(usage.get("outputTokens")), read, written)
 
 
 def usage_to_openai(usage: Usage) -> dict[str, Any]:

@@ -209,6 +209,7 @@ def test_the_walk_reaches_every_part_of_the_schema() -> None:
         "OpenAISettings",
         "AnthropicSettings",
         "OpenAICompatibleSettings",
+        "BedrockSettings",
     }
 
 
