@@ -84,7 +84,7 @@ class BedrockStreamDecoder:
             ) from e
 
     def _feed(self, name: str, event: dict[str, Any]) -> list[StreamEvent]:
-        if name == "contentBlockDelta":
+        if name == "contentBlockDelta" and self._started:
             delta = event["delta"]
             if "text" in delta:
                 text = delta["text"]
