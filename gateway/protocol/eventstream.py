@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,9 +72,17 @@ class EventStreamDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[EventMessage]:
+        """Take `data`; return the messages it completes."""
+        self._buffer += data
+        return list(self.messages())
+
+    def add(self, data: bytes) -> None:
+        self._buffer += data
+
+    def messages(self) -> Iterator[EventMessage]:
+        """The complete messages buffered, one at a time: a broken one raises only once the messages
+        before it have been taken."""
         buffer = self._buffer
-        buffer += data
-        out: list[EventMessage] = []
         while len(buffer) >= _PRELUDE_LENGTH:
             total, headers_length, prelude_crc = _PRELUDE.unpack_from(buffer)
             if zlib.crc32(memoryview(buffer)[:8]) != prelude_crc:
@@ -85,15 +93,14 @@ class EventStreamDecoder:
             if payload_length < 0 or payload_length > _MAX_PAYLOAD:
                 raise EventStreamError(f"event-stream message length {total} is out of range")
             if len(buffer) < total:
-                break
+                return
             frame = bytes(buffer[:total])
             del buffer[:total]
             (message_crc,) = struct.unpack_from(">I", frame, total - _CRC_LENGTH)
             if zlib.crc32(memoryview(frame)[: total - _CRC_LENGTH]) != message_crc:
                 raise EventStreamError("event-stream message CRC mismatch")
             end = _PRELUDE_LENGTH + headers_length
-            out.append(EventMessage(_headers(frame, _PRELUDE_LENGTH, end), frame[end : total - _CRC_LENGTH]))
-        return out
+            yield EventMessage(_headers(frame, _PRELUDE_LENGTH, end), frame[end : total - _CRC_LENGTH])
 
     def finish(self) -> None:
         if self._buffer:
@@ -195,6 +202,7 @@ async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[EventFrame]:
     frame or a body that ends inside one."""
     decoder = EventStreamDecoder()
     async for chunk in chunks:
-        for message in decoder.feed(chunk):
+        decoder.add(chunk)
+        for message in decoder.messages():
             yield frame_of(message)
     decoder.finish()

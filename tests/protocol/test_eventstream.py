@@ -99,3 +99,18 @@ async def test_frames_reads_an_async_body_and_fails_on_a_cut() -> None:
     assert [f.data async for f in frames(body(wire))] == [PAYLOAD, PAYLOAD]
     with pytest.raises(EventStreamError):
         [f async for f in frames(body(wire[:-1]))]
+
+
+async def test_the_messages_before_a_broken_one_are_read_first() -> None:
+    good = encode_message(HEADERS, PAYLOAD)
+    broken = bytearray(good)
+    broken[-1] ^= 0x01
+
+    async def body():
+        yield good + bytes(broken)  # one chunk holding both
+
+    got: list[bytes] = []
+    with pytest.raises(EventStreamError, match="message CRC mismatch"):
+        async for frame in frames(body()):
+            got.append(frame.data)
+    assert got == [PAYLOAD]
