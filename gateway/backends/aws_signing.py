@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import ReadOnlyCredentials
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.session import Session
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
+
+# botocore is imported where it is used: it takes a while to import, and only bedrock backends need it.
 
 __all__ = ["SIGNING_NAME", "AWSSigner", "MissingCredentials"]
 
@@ -54,6 +53,9 @@ class AWSSigner:
             raise MissingCredentials(f"no AWS region: set `region` on the backend (or in {where})")
 
     def _look_up(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.session import Session
+
         self._looked_up_at = time.monotonic()
         try:
             session = Session(profile=self.profile)
@@ -84,6 +86,8 @@ class AWSSigner:
                 raise MissingCredentials(self._missing)
         refresh_needed = getattr(credentials, "refresh_needed", None)
         if refresh_needed is not None and refresh_needed():
+            from botocore.exceptions import BotoCoreError, ClientError
+
             # Temporary credentials near their expiry: botocore refreshes them (maybe an STS or
             # metadata call) inside get_frozen_credentials, so that runs in a thread, one at a time.
             async with self._lock:
@@ -99,6 +103,9 @@ class AWSSigner:
         """The headers to send with a request to `url` (its path already percent-encoded as sent):
         `headers` plus X-Amz-Date, X-Amz-Security-Token (temporary credentials) and Authorization.
         Raises MissingCredentials."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
         frozen = await self._frozen()
         request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
         SigV4Auth(frozen, SIGNING_NAME, self.region).add_auth(request)

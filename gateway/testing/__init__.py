@@ -1,11 +1,13 @@
-"""Fake OpenAI and Anthropic HTTP servers with fault injection, for the gateway's tests and benchmarks.
+"""Fake OpenAI, Anthropic and Bedrock HTTP servers with fault injection, for the gateway's tests and
+benchmarks.
 
 Use `async with FakeOpenAI(Behaviour(...)) as fake`, `with FakeAnthropic.in_thread() as fake`, or
-`python -m gateway.testing openai|anthropic --port 0` for a separate process.
+`python -m gateway.testing openai|anthropic|bedrock --port 0` for a separate process.
 """
 
 from gateway.testing.behaviour import Behaviour, FakeServer, Stats, count_tokens
 from gateway.testing.fake_anthropic import FakeAnthropic
+from gateway.testing.fake_bedrock import FakeBedrock
 from gateway.testing.fake_openai import FakeOpenAI
 
-__all__ = ["Behaviour", "FakeAnthropic", "FakeOpenAI", "FakeServer", "Stats", "count_tokens"]
+__all__ = ["Behaviour", "FakeAnthropic", "FakeBedrock", "FakeOpenAI", "FakeServer", "Stats", "count_tokens"]

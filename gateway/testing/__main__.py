@@ -1,6 +1,6 @@
 """CLI: run a fake provider in its own process (for benchmarks), until SIGTERM or SIGINT.
 
-    python -m gateway.testing openai|anthropic --host 127.0.0.1 --port 0 [--latency-ms X ...]
+    python -m gateway.testing openai|anthropic|bedrock --host 127.0.0.1 --port 0 [--latency-ms X ...]
 
 Prints `listening on http://HOST:PORT` (the real port when 0 was asked) once it accepts connections.
 """
@@ -14,9 +14,14 @@ import sys
 
 from gateway.testing.behaviour import Behaviour, FakeServer
 from gateway.testing.fake_anthropic import FakeAnthropic
+from gateway.testing.fake_bedrock import FakeBedrock
 from gateway.testing.fake_openai import FakeOpenAI
 
-FAKES: dict[str, type[FakeServer]] = {"openai": FakeOpenAI, "anthropic": FakeAnthropic}
+FAKES: dict[str, type[FakeServer]] = {
+    "openai": FakeOpenAI,
+    "anthropic": FakeAnthropic,
+    "bedrock": FakeBedrock,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
