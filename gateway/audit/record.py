@@ -98,7 +98,7 @@ class AuditEntry:
     endpoint: str  # chat | completions | embeddings | count_tokens | models
     model: str | None = None  # the public model the client asked for
     backend: str | None = None
-    backend_type: str | None = None  # mlx | openai | anthropic | openai_compatible
+    backend_type: str | None = None  # mlx | openai | anthropic | openai_compatible | bedrock
     upstream_model: str | None = None
     stream: bool
     status: str  # success | error | timeout | rejected
