@@ -12,6 +12,9 @@ model errors are 5xx, a model timeout is a timeout, access and signature refusal
 credentials (`auth`), an unknown model moves on (`unsupported`), and a `ValidationException` is the
 request's own fault, relayed as a 400. The same exceptions inside a stream, before its first event,
 fail over like the status they stand for.
+
+An Anthropic client's token count goes to CountTokens (`/model/{modelId}/count-tokens`) with the
+Converse input the request would send.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from gateway.config.backends import BedrockSettings
 from gateway.protocol.bedrock import (
     Untranslatable,
     converse_request_to_body,
+    count_tokens_request_to_body,
     parse_converse_response,
+    parse_count_tokens_response,
     stop_sequence_of,
 )
 from gateway.protocol.bedrock_stream import BedrockStreamDecoder
@@ -43,6 +48,8 @@ from gateway.protocol.usage import bedrock_usage
 __all__ = ["BedrockBackend", "failure_kind"]
 
 _JSON = "application/json"
+#: The API operation (its path's last segment) of each endpoint a bedrock backend answers.
+_OPERATIONS = {"chat": "converse", "count_tokens": "count-tokens"}
 
 #: Failure kind of each error type the API names (operations' `errors`, plus the signing and
 #: credential refusals of AWS's front door); the stream's exception members are these in camelCase.
@@ -105,21 +112,22 @@ class BedrockBackend(HTTPBackend):
         # Sent exactly as signed: the model id's `:` and `/` stay percent-encoded.
         return URL(self.config.base_url + path, encoded=True)
 
-    def describe(self) -> dict[str, Any]:
-        return {}
-
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
         request = call.request
         # Routing skips targets lacking the capability before calling here; a safety net.
-        if call.endpoint != "chat" or not isinstance(request, ChatRequest):
+        if call.endpoint not in _OPERATIONS or not isinstance(request, ChatRequest):
             raise UpstreamFailure("unsupported", f"the Bedrock Converse API cannot answer {call.endpoint}")
+        counting = call.endpoint == "count_tokens"
         try:
-            body = orjson.dumps(converse_request_to_body(request))
+            converse = (
+                count_tokens_request_to_body(request) if counting else converse_request_to_body(request)
+            )
         except Untranslatable as error:
             raise UpstreamFailure(
                 "unsupported", f"cannot take {error.field}: {error.detail}", param=error.field
             ) from None
-        operation = "converse-stream" if call.stream else "converse"
+        body = orjson.dumps(converse)
+        operation = "converse-stream" if call.stream else _OPERATIONS[call.endpoint]
         path = f"/model/{quote(model, safe='')}/{operation}"
         headers = {"content-type": _JSON, "accept": CONTENT_TYPE if call.stream else _JSON}
         if self.signer is not None:
@@ -145,6 +153,11 @@ class BedrockBackend(HTTPBackend):
                 raise UpstreamFailure(kind, f"in-stream {error.message}", status=None)
             return stream
         _, data = await self.read_json(response, limits)
+        if counting:
+            try:
+                return parse_count_tokens_response(data)
+            except UpstreamProtocolError as error:
+                raise UpstreamFailure("http_5xx", str(error)) from None
         try:
             return parse_converse_response(
                 data,

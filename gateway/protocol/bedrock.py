@@ -26,6 +26,8 @@ Mapping rules:
   malformed_model_output / malformed_tool_use ⇄ `error`. Converse does not say which stop sequence
   matched: it is reported only when the request gave exactly one.
 * Usage (`gateway.protocol.usage.bedrock_usage`): `inputTokens` excludes the cache, as Anthropic's.
+* Token counting (an Anthropic client's count_tokens) ⇄ CountTokens with the Converse input
+  (`input.converse`: messages, system, tools) ⇄ `inputTokens`.
 
 What the API cannot take raises `Untranslatable` naming the request field, before anything is sent:
 an image given by URL (Converse takes bytes or S3 objects only; the gateway fetches nothing), a
@@ -49,6 +51,7 @@ from gateway.protocol.canonical import (
     Part,
     RawPart,
     TextPart,
+    TokenCount,
     Tool,
     ToolCallPart,
     ToolResultPart,
@@ -60,7 +63,9 @@ from gateway.protocol.usage import bedrock_usage
 __all__ = [
     "Untranslatable",
     "converse_request_to_body",
+    "count_tokens_request_to_body",
     "parse_converse_response",
+    "parse_count_tokens_response",
     "stop_sequence_of",
     "tool_use_id",
 ]
@@ -111,6 +116,28 @@ def converse_request_to_body(req: ChatRequest) -> dict[str, Any]:
             )
         body["requestMetadata"] = {"user": req.user}
     return body
+
+
+def count_tokens_request_to_body(req: ChatRequest) -> dict[str, Any]:
+    """The CountTokens body (`POST /model/{modelId}/count-tokens`) for `req`: the Converse input it
+    would send (messages, system, tools), without sampling settings or metadata."""
+    messages, hoisted = _encode_messages(req.messages)
+    converse: dict[str, Any] = {"messages": messages}
+    system = _encode_system(req, hoisted)
+    if system:
+        converse["system"] = system
+    tool_config = _encode_tool_config(req, messages)
+    if tool_config is not None:
+        converse["toolConfig"] = tool_config
+    return {"input": {"converse": converse}}
+
+
+def parse_count_tokens_response(body: Any) -> TokenCount:
+    """Read a CountTokens answer; raises `UpstreamProtocolError` when malformed."""
+    count = body.get("inputTokens") if isinstance(body, dict) else None
+    if type(count) is not int or count < 0:
+        raise UpstreamProtocolError(f"malformed CountTokens answer from the backend: {str(body)[:200]}")
+    return TokenCount(count)
 
 
 def stop_sequence_of(req: ChatRequest) -> str | None:

@@ -1,5 +1,5 @@
-"""A fake Amazon Bedrock Runtime (Converse and ConverseStream) on loopback, with deterministic replies
-and the fault injection of `Behaviour`, for tests and benchmarks.
+"""A fake Amazon Bedrock Runtime (Converse, ConverseStream and CountTokens) on loopback, with
+deterministic replies and the fault injection of `Behaviour`, for tests and benchmarks.
 
 Like the real service it checks what it is sent: every request must be signed with SigV4 for
 service `bedrock` in the fake's region by a key it knows (`TEST_CREDENTIALS`; the signature is
@@ -114,6 +114,7 @@ class FakeBedrock(FakeServer):
         return [
             ("POST", "/model/{model_id}/converse", self._converse),
             ("POST", "/model/{model_id}/converse-stream", self._converse),
+            ("POST", "/model/{model_id}/count-tokens", self._count_tokens),
         ]
 
     def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
@@ -271,15 +272,50 @@ class FakeBedrock(FakeServer):
         self.last_body = body
         return await self._answer(request, behaviour, body, streaming)
 
+    async def _count_tokens(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        raw = await request.read()
+        self._verify(request, raw, behaviour)
+        model = request.match_info["model_id"]
+        model_shape = service_model(_SERVICE)["shapes"]["FoundationModelVersionIdentifier"]
+        if not re.fullmatch(model_shape["pattern"], model) or len(model) > model_shape["max"]:
+            raise FakeError(
+                400,
+                f"1 validation error detected: Value '{model}' at 'modelId' failed to "
+                "satisfy constraint: Member must satisfy regular expression pattern",
+            )
+        try:
+            body = orjson.loads(raw)
+            check_input(_SERVICE, "CountTokens", body)
+        except orjson.JSONDecodeError:
+            raise FakeError(
+                400, "Malformed input request, please reformat your input and try again."
+            ) from None
+        except ShapeError as error:
+            raise FakeError(
+                400, f"Malformed input request: {error}, please reformat your input and try again."
+            ) from None
+        converse = body["input"].get("converse")
+        if converse is None:
+            raise FakeError(400, "The fake counts the tokens of Converse input only.")
+        self._check_conversation(converse)
+        self.last_body = body
+        return self.json_response({"inputTokens": self._prompt_tokens(converse)}, behaviour)
+
+    @staticmethod
+    def _prompt_tokens(body: dict[str, Any]) -> int:
+        """The fakes' count of a Converse input: words of the system and messages, plus each tool's."""
+        system = " ".join(block.get("text", "") for block in body.get("system") or ())
+        tools = [t for t in (body.get("toolConfig") or {}).get("tools", ()) if "toolSpec" in t]
+        tokens = count_tokens(system) + sum(count_tokens(_text(m["content"])) for m in body["messages"])
+        return tokens + TOOL_TOKENS * len(tools)
+
     async def _answer(
         self, request: web.Request, behaviour: Behaviour, body: dict[str, Any], streaming: bool
     ) -> web.StreamResponse:
         messages = body["messages"]
-        system = " ".join(block.get("text", "") for block in body.get("system") or ())
         tool_config = body.get("toolConfig") or {}
         tools = [t["toolSpec"] for t in tool_config.get("tools", ()) if "toolSpec" in t]
-        input_tokens = count_tokens(system) + sum(count_tokens(_text(m["content"])) for m in messages)
-        input_tokens += TOOL_TOKENS * len(tools)
+        input_tokens = self._prompt_tokens(body)
         inference = body.get("inferenceConfig") or {}
         last = messages[-1]
         result = next((b["toolResult"] for b in last["content"] if "toolResult" in b), None)

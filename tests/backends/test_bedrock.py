@@ -25,7 +25,15 @@ from gateway.backends.bedrock import BedrockBackend
 from gateway.backends.upstream import AttemptLimits, EventStream, UpstreamCall, UpstreamFailure
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
-from gateway.protocol.canonical import ChatResponse, StreamEnd, StreamError, StreamStart, TextDelta, Usage
+from gateway.protocol.canonical import (
+    ChatResponse,
+    StreamEnd,
+    StreamError,
+    StreamStart,
+    TextDelta,
+    TokenCount,
+    Usage,
+)
 from gateway.runtime.live import LiveRuntime
 from gateway.testing import Behaviour
 from gateway.testing.behaviour import plan_text, reply_words
@@ -335,3 +343,21 @@ async def test_expiring_credentials_are_refreshed_off_the_event_loop(aws_env: No
     assert refreshed_in and refreshed_in[0] != loop_thread
     await signer.sign("POST", "https://bedrock-runtime.us-east-1.amazonaws.com/model/m/converse", b"{}", {})
     assert len(refreshed_in) == 1  # fresh now: no refresh, no thread
+
+
+async def test_an_anthropic_token_count_goes_to_count_tokens(
+    fake: FakeBedrock, build: Callable[..., Any]
+) -> None:
+    body = {"model": "m", "system": "Be brief.", "messages": [{"role": "user", "content": PROMPT}]}
+    request = anthropic_protocol.parse_count_tokens_request(body)
+    counting = UpstreamCall("count_tokens", "anthropic", body, request, False, "req_test", "m")
+    backend = await build(fake.base_url)
+    assert await backend.send(counting, MODEL, limits()) == TokenCount(5)
+    assert fake.last_body == {
+        "input": {
+            "converse": {
+                "messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+                "system": [{"text": "Be brief."}],
+            }
+        }
+    }

@@ -160,3 +160,10 @@ def test_embeddings_are_refused_on_a_bedrock_only_model(gateway) -> None:
         openai_client(gateway).embeddings.create(model="claude", input="hello")
     assert refused.value.status_code == 400
     assert "embeddings" in refused.value.message
+
+
+def test_anthropic_sdk_count_tokens_is_answered_by_bedrock(gateway, bedrock: FakeBedrock) -> None:
+    client = anthropic.Anthropic(base_url=gateway.base_url, api_key="unused", max_retries=0)
+    counted = client.messages.count_tokens(model="claude", messages=MESSAGES, system="Be brief.")
+    assert counted.input_tokens == count_tokens(PROMPT) + count_tokens("Be brief.")
+    assert bedrock.stats.requests == {f"/model/{MODEL_ID}/count-tokens": 1}

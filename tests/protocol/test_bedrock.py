@@ -14,7 +14,9 @@ from gateway.protocol import openai as openai_protocol
 from gateway.protocol.bedrock import (
     Untranslatable,
     converse_request_to_body,
+    count_tokens_request_to_body,
     parse_converse_response,
+    parse_count_tokens_response,
     stop_sequence_of,
 )
 from gateway.protocol.bedrock_stream import BedrockStreamDecoder
@@ -24,6 +26,7 @@ from gateway.protocol.canonical import (
     StreamStart,
     TextDelta,
     TextPart,
+    TokenCount,
     ToolCallDelta,
     ToolCallPart,
     ToolCallStart,
@@ -364,3 +367,20 @@ def test_a_stream_cut_before_message_stop_is_an_error_but_one_cut_before_metadat
 def test_content_before_message_start_is_malformed() -> None:
     with pytest.raises(UpstreamProtocolError, match="before messageStart"):
         feed(BedrockStreamDecoder("r"), STREAM[1:2])
+
+
+def test_a_token_count_sends_the_converse_input_only() -> None:
+    request = anthropic_protocol.parse_count_tokens_request(
+        {
+            "model": "m",
+            "system": "Rules.",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "w", "input_schema": WEATHER}],
+        }
+    )
+    body = count_tokens_request_to_body(request)
+    check_input("bedrock-runtime", "CountTokens", body)
+    assert set(body["input"]["converse"]) == {"messages", "system", "toolConfig"}
+    assert parse_count_tokens_response({"inputTokens": 7}) == TokenCount(7)
+    with pytest.raises(UpstreamProtocolError):
+        parse_count_tokens_response({"inputTokens": "7"})
