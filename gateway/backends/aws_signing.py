@@ -91,6 +91,8 @@ class AWSSigner:
             # Temporary credentials near their expiry: botocore refreshes them (maybe an STS or
             # metadata call) inside get_frozen_credentials, so that runs in a thread, one at a time.
             async with self._lock:
+                if not refresh_needed():  # another request refreshed them while this one waited
+                    return credentials.get_frozen_credentials()
                 try:
                     return await asyncio.to_thread(credentials.get_frozen_credentials)
                 except (BotoCoreError, ClientError) as error:
