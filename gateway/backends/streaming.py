@@ -1,7 +1,7 @@
 """Reading an upstream stream (SSE, or another framing: AWS event-stream), for the two stream forms of
-`gateway.backends.upstream`: pass-through
-(the client speaks the upstream's protocol: events go out as they came, usage is read on the way) and
-canonical (the upstream's events decoded; the surface encodes them for the client).
+`gateway.backends.upstream`: pass-through (the client speaks the upstream's protocol: events go out as
+they came, usage is read on the way) and canonical (the upstream's events decoded; the surface encodes
+them for the client).
 
 Either way `send` returns only once the first event has arrived (within the first-byte limit), and a
 stream that is cut short or malformed raises UpstreamFailure mid-stream, never a silent end.
