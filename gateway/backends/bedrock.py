@@ -14,15 +14,18 @@ request's own fault, relayed as a 400. The same exceptions inside a stream, befo
 fail over like the status they stand for.
 
 An Anthropic client's token count goes to CountTokens (`/model/{modelId}/count-tokens`) with the
-Converse input the request would send.
+Converse input the request would send; embeddings (Amazon Titan text embedding models) go to
+InvokeModel (`/model/{modelId}/invoke`), one request per input.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import orjson
 from yarl import URL
 
@@ -40,8 +43,21 @@ from gateway.protocol.bedrock import (
     parse_count_tokens_response,
     stop_sequence_of,
 )
+from gateway.protocol.bedrock_embeddings import (
+    TitanEmbedding,
+    embedding_response,
+    parse_titan_response,
+    titan_request_bodies,
+)
 from gateway.protocol.bedrock_stream import BedrockStreamDecoder
-from gateway.protocol.canonical import ChatRequest, StreamError, StreamStart, UpstreamProtocolError
+from gateway.protocol.canonical import (
+    ChatRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    StreamError,
+    StreamStart,
+    UpstreamProtocolError,
+)
 from gateway.protocol.eventstream import CONTENT_TYPE, frames
 from gateway.protocol.usage import bedrock_usage
 
@@ -112,8 +128,22 @@ class BedrockBackend(HTTPBackend):
         # Sent exactly as signed: the model id's `:` and `/` stay percent-encoded.
         return URL(self.config.base_url + path, encoded=True)
 
+    async def signed_post(
+        self, path: str, body: bytes, limits: AttemptLimits, accept: str = _JSON
+    ) -> aiohttp.ClientResponse:
+        """`post`, signed with SigV4 unless the backend has a Bedrock API key."""
+        headers = {"content-type": _JSON, "accept": accept}
+        if self.signer is not None:
+            try:
+                headers = await self.signer.sign("POST", self.config.base_url + path, body, headers)
+            except MissingCredentials as error:
+                raise UpstreamFailure("auth", str(error)) from None
+        return await self.post(path, body, limits, headers)
+
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
         request = call.request
+        if call.endpoint == "embeddings" and isinstance(request, EmbeddingRequest):
+            return await self._embed(request, model, limits)
         # Routing skips targets lacking the capability before calling here; a safety net.
         if call.endpoint not in _OPERATIONS or not isinstance(request, ChatRequest):
             raise UpstreamFailure("unsupported", f"the Bedrock Converse API cannot answer {call.endpoint}")
@@ -129,14 +159,7 @@ class BedrockBackend(HTTPBackend):
         body = orjson.dumps(converse)
         operation = "converse-stream" if call.stream else _OPERATIONS[call.endpoint]
         path = f"/model/{quote(model, safe='')}/{operation}"
-        headers = {"content-type": _JSON, "accept": CONTENT_TYPE if call.stream else _JSON}
-        if self.signer is not None:
-            url = self.config.base_url + path
-            try:
-                headers = await self.signer.sign("POST", url, body, headers)
-            except MissingCredentials as error:
-                raise UpstreamFailure("auth", str(error)) from None
-        response = await self.post(path, body, limits, headers)
+        response = await self.signed_post(path, body, limits, CONTENT_TYPE if call.stream else _JSON)
         response_id = response.headers.get("x-amzn-requestid") or ""
         stop_sequence = stop_sequence_of(request)
         single_tool_call = request.parallel_tool_calls is False
@@ -169,6 +192,33 @@ class BedrockBackend(HTTPBackend):
             # An answer the gateway cannot use may still have been billed: keep what it reported.
             usage = bedrock_usage(data.get("usage") if isinstance(data, dict) else None)
             raise UpstreamFailure("http_5xx", f"malformed response: {error}", usage=usage) from None
+
+    async def _embed(self, request: EmbeddingRequest, model: str, limits: AttemptLimits) -> EmbeddingResponse:
+        """Titan text embeddings: one InvokeModel request per input, all at once (within the pool)."""
+        try:
+            bodies = titan_request_bodies(request)
+        except Untranslatable as error:
+            raise UpstreamFailure(
+                "unsupported", f"cannot take {error.field}: {error.detail}", param=error.field
+            ) from None
+        path = f"/model/{quote(model, safe='')}/invoke"
+
+        async def embed(body: dict[str, Any]) -> TitanEmbedding:
+            response = await self.signed_post(path, orjson.dumps(body), limits)
+            _, data = await self.read_json(response, limits)
+            return parse_titan_response(data)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(embed(body)) for body in bodies]
+        except* UpstreamFailure as failures:
+            raise failures.exceptions[0] from None  # the others were cancelled
+        except* UpstreamProtocolError as errors:
+            raise UpstreamFailure("http_5xx", str(errors.exceptions[0])) from None
+        try:
+            return embedding_response([task.result() for task in tasks], request)
+        except UpstreamProtocolError as error:
+            raise UpstreamFailure("http_5xx", str(error)) from None
 
     def status_failure(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
         try:

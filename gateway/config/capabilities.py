@@ -51,8 +51,8 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
         "openai_compatible": _ALL - {"top_k"},
         "anthropic": frozenset({"chat", "tools", "images", "top_k"}),
         "mlx": _ALL - {"images", "logprobs"},
-        # Converse: chat only (no completions or embeddings API), no response_format, n, logprobs,
-        # logit_bias, penalties or top_k in its common request.
+        # Converse: chat (embeddings from Titan models only, by name below), no completions API, no
+        # response_format, n, logprobs, logit_bias, penalties or top_k in its common request.
         "bedrock": frozenset({"chat", "tools", "images"}),
     }
 )
@@ -64,21 +64,25 @@ EXTRA_FIELDS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
     {"mlx": frozenset({"ignore_eos", "top_k"})}
 )
 
-#: Upstream models of `openai` backends whose names say what they serve (OpenAI's embedding models
-#: answer nothing else), by name prefix.
-_OPENAI_MODEL_DEFAULTS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("text-embedding-", frozenset({"embeddings"})),
+#: Upstream models whose names say what they serve, by backend type and name prefix: OpenAI's
+#: embedding models answer nothing else; Bedrock's Titan text embedding models are served through
+#: InvokeModel (embeddings only), where the type's other models serve chat through Converse.
+_MODEL_DEFAULTS: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = MappingProxyType(
+    {
+        "openai": (("text-embedding-", frozenset({"embeddings"})),),
+        "bedrock": (("amazon.titan-embed-text-", frozenset({"embeddings"})),),
+    }
 )
 
 
 def default_capabilities(backend_type: str, upstream_model: str | None = None) -> frozenset[str]:
-    """The built-in capabilities of a backend type, narrowed for an `openai` upstream model whose name
-    says it serves one thing (`text-embedding-*`: embeddings only)."""
+    """The built-in capabilities of a backend type, or, for an upstream model whose name says what
+    it serves (`text-embedding-*` on `openai`, `amazon.titan-embed-text-*` on `bedrock`), that."""
     base = DEFAULTS_BY_TYPE.get(backend_type, frozenset())
-    if backend_type == "openai" and upstream_model is not None:
-        for prefix, only in _OPENAI_MODEL_DEFAULTS:
+    if upstream_model is not None:
+        for prefix, only in _MODEL_DEFAULTS.get(backend_type, ()):
             if upstream_model.startswith(prefix):
-                return base & only
+                return only
     return base
 
 

@@ -1,5 +1,6 @@
-"""A fake Amazon Bedrock Runtime (Converse, ConverseStream and CountTokens) on loopback, with
-deterministic replies and the fault injection of `Behaviour`, for tests and benchmarks.
+"""A fake Amazon Bedrock Runtime (Converse, ConverseStream, CountTokens, and InvokeModel for Titan
+text embeddings) on loopback, with deterministic replies and the fault injection of `Behaviour`, for
+tests and benchmarks.
 
 Like the real service it checks what it is sent: every request must be signed with SigV4 for
 service `bedrock` in the fake's region by a key it knows (`TEST_CREDENTIALS`; the signature is
@@ -17,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hmac
+import random
 import re
 import secrets
 import uuid
+import zlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -115,6 +118,7 @@ class FakeBedrock(FakeServer):
             ("POST", "/model/{model_id}/converse", self._converse),
             ("POST", "/model/{model_id}/converse-stream", self._converse),
             ("POST", "/model/{model_id}/count-tokens", self._count_tokens),
+            ("POST", "/model/{model_id}/invoke", self._invoke),
         ]
 
     def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
@@ -300,6 +304,42 @@ class FakeBedrock(FakeServer):
         self._check_conversation(converse)
         self.last_body = body
         return self.json_response({"inputTokens": self._prompt_tokens(converse)}, behaviour)
+
+    async def _invoke(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        """InvokeModel for Amazon Titan text embeddings (v1: 1536 dimensions; v2: 256, 512 or 1024),
+        with a deterministic unit vector per text."""
+        raw = await request.read()
+        self._verify(request, raw, behaviour)
+        model = request.match_info["model_id"]
+        if not model.startswith("amazon.titan-embed-text-"):
+            raise FakeError(400, f"The fake serves InvokeModel for Titan text embeddings only, not {model}.")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise FakeError(
+                400, "Malformed input request, please reformat your input and try again."
+            ) from None
+        v1 = model.startswith("amazon.titan-embed-text-v1")
+        allowed = {"inputText"} if v1 else {"inputText", "dimensions", "normalize", "embeddingTypes"}
+        extra = sorted(set(body) - allowed) if isinstance(body, dict) else []
+        if not isinstance(body, dict) or extra:
+            raise FakeError(
+                400,
+                f"Malformed input request: extraneous key [{extra[0] if extra else '#'}] is "
+                "not permitted, please reformat your input and try again.",
+            )
+        text = body.get("inputText")
+        if not isinstance(text, str) or not text:
+            raise FakeError(400, "Malformed input request: #: required key [inputText] not found")
+        size = 1536 if v1 else body.get("dimensions", 1024)
+        if size not in (256, 512, 1024, 1536):
+            raise FakeError(400, "Malformed input request: #/dimensions: 1000 is not a valid enum value")
+        self.last_body = body
+        rng = random.Random(zlib.crc32(text.encode()))
+        vector = [rng.gauss(0, 1) for _ in range(size)]
+        norm = sum(v * v for v in vector) ** 0.5
+        answer = {"embedding": [v / norm for v in vector], "inputTextTokenCount": count_tokens(text)}
+        return self.json_response(answer, behaviour)
 
     @staticmethod
     def _prompt_tokens(body: dict[str, Any]) -> int:

@@ -27,6 +27,7 @@ from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import (
     ChatResponse,
+    EmbeddingResponse,
     StreamEnd,
     StreamError,
     StreamStart,
@@ -34,6 +35,7 @@ from gateway.protocol.canonical import (
     TokenCount,
     Usage,
 )
+from gateway.protocol.openai_legacy import parse_embedding_request
 from gateway.runtime.live import LiveRuntime
 from gateway.testing import Behaviour
 from gateway.testing.behaviour import plan_text, reply_words
@@ -361,3 +363,42 @@ async def test_an_anthropic_token_count_goes_to_count_tokens(
             }
         }
     }
+
+
+TITAN = "amazon.titan-embed-text-v2:0"
+
+
+async def test_titan_embeddings_are_one_invoke_per_input(
+    fake: FakeBedrock, build: Callable[..., Any]
+) -> None:
+    body = {"model": "m", "input": ["first text", "the second text"], "dimensions": 256}
+    request = parse_embedding_request(body)
+    embedding = UpstreamCall("embeddings", "openai", body, request, False, "req_test", "m")
+    backend = await build(fake.base_url)
+    answer = await backend.send(embedding, TITAN, limits())
+    assert type(answer) is EmbeddingResponse and answer.dimensions == 256
+    assert len(answer.vectors) == 2 and answer.vectors[0] != answer.vectors[1]
+    assert answer.usage == Usage(5)  # the token counts of both inputs
+    assert fake.stats.requests == {f"/model/{TITAN}/invoke": 2}
+
+
+async def test_token_id_inputs_are_refused_for_titan(fake: FakeBedrock, build: Callable[..., Any]) -> None:
+    body = {"model": "m", "input": [[1, 2, 3]]}
+    embedding = UpstreamCall("embeddings", "openai", body, parse_embedding_request(body), False, "r", "m")
+    backend = await build(fake.base_url)
+    with pytest.raises(UpstreamFailure) as failure:
+        await backend.send(embedding, TITAN, limits())
+    assert failure.value.kind == "unsupported" and failure.value.param == "input"
+    assert fake.stats.total == 0
+
+
+async def test_one_failed_input_fails_the_embedding_request(
+    fake: FakeBedrock, build: Callable[..., Any]
+) -> None:
+    fake.behaviour = Behaviour(fail_first_n=1, status=429)
+    body = {"model": "m", "input": ["a", "b", "c"]}
+    embedding = UpstreamCall("embeddings", "openai", body, parse_embedding_request(body), False, "r", "m")
+    backend = await build(fake.base_url)
+    with pytest.raises(UpstreamFailure) as failure:
+        await backend.send(embedding, TITAN, limits())
+    assert failure.value.kind == "http_429"

@@ -1,6 +1,7 @@
 """A `bedrock` backend through the real gateway, with the official OpenAI and Anthropic SDKs as
-clients: chat whole and streamed, a tool call, failover from a throttled Bedrock target (an HTTP 429,
-or a throttling exception as the stream's first frame) to the next target, and embeddings refused.
+clients: chat whole and streamed, a tool call, token counting, failover from a throttled Bedrock
+target (an HTTP 429, or a throttling exception as the stream's first frame) to the next target, and
+embeddings from a Titan model (refused on a chat model).
 
 The fake Bedrock verifies every request's SigV4 signature; the gateway gets the fake's test keys
 through the environment (the AWS chain), with instance metadata lookups switched off.
@@ -62,6 +63,7 @@ backends:
   oa: {{type: openai_compatible, base_url: "{fallback.base_url}"}}
 models:
   claude: {{chain: [{{backend: br, model: "{MODEL_ID}"}}]}}
+  titan: {{chain: [{{backend: br, model: "amazon.titan-embed-text-v2:0"}}]}}
   resilient:
     chain:
       - {{backend: br, model: "{MODEL_ID}"}}
@@ -155,7 +157,23 @@ def test_a_throttling_exception_as_the_first_frame_fails_over(
     assert bedrock.stats.total == 1
 
 
-def test_embeddings_are_refused_on_a_bedrock_only_model(gateway) -> None:
+def test_openai_sdk_embeddings_from_a_titan_model(gateway, bedrock: FakeBedrock) -> None:
+    answer = openai_client(gateway).embeddings.create(
+        model="titan", input=["hello", "hello world"], dimensions=256
+    )
+    assert [len(item.embedding) for item in answer.data] == [256, 256]
+    assert abs(sum(v * v for v in answer.data[0].embedding) - 1) < 1e-3  # Titan's vectors are unit length
+    assert answer.usage.prompt_tokens == 3
+    assert bedrock.stats.requests == {"/model/amazon.titan-embed-text-v2:0/invoke": 2}
+
+
+def test_titan_models_serve_embeddings_only(gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client(gateway).chat.completions.create(model="titan", messages=MESSAGES)
+    assert "lacks capability 'chat'" in refused.value.message
+
+
+def test_embeddings_are_refused_on_a_bedrock_chat_model(gateway) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         openai_client(gateway).embeddings.create(model="claude", input="hello")
     assert refused.value.status_code == 400

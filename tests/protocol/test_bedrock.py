@@ -4,6 +4,7 @@ the answer and the stream read back, and usage with the prompt cache."""
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from gateway.protocol.bedrock import (
     parse_count_tokens_response,
     stop_sequence_of,
 )
+from gateway.protocol.bedrock_embeddings import parse_titan_response, titan_request_bodies
 from gateway.protocol.bedrock_stream import BedrockStreamDecoder
 from gateway.protocol.canonical import (
     StreamEnd,
@@ -34,6 +36,7 @@ from gateway.protocol.canonical import (
     Usage,
     UsageEvent,
 )
+from gateway.protocol.openai_legacy import parse_embedding_request
 from gateway.protocol.usage import bedrock_usage
 from gateway.testing.aws_shapes import ShapeError, check_input
 
@@ -384,3 +387,14 @@ def test_a_token_count_sends_the_converse_input_only() -> None:
     assert parse_count_tokens_response({"inputTokens": 7}) == TokenCount(7)
     with pytest.raises(UpstreamProtocolError):
         parse_count_tokens_response({"inputTokens": "7"})
+
+
+def test_titan_embedding_bodies_and_answers() -> None:
+    request = parse_embedding_request({"model": "m", "input": "hi there", "dimensions": 512})
+    assert titan_request_bodies(request) == [{"inputText": "hi there", "dimensions": 512}]
+    vector, tokens = parse_titan_response({"embedding": [0.5, -0.25], "inputTextTokenCount": 2})
+    assert (struct.unpack("<2f", vector), tokens) == ((0.5, -0.25), 2)
+    with pytest.raises(UpstreamProtocolError):
+        parse_titan_response({"embedding": [], "inputTextTokenCount": 2})
+    with pytest.raises(Untranslatable):
+        titan_request_bodies(parse_embedding_request({"model": "m", "input": [1, 2]}))
