@@ -15,7 +15,9 @@ from gateway.audit.record import format_ts, parse_ts
 __all__ = ["BACKEND_TYPES", "STATUSES", "LogFilter", "decode_cursor", "encode_cursor", "parse_instant"]
 
 STATUSES = frozenset({"success", "error", "timeout", "rejected"})
-BACKEND_TYPES = frozenset({"mlx", "openai", "anthropic", "openai_compatible", "gemini", "azure_openai"})
+BACKEND_TYPES = frozenset(
+    {"mlx", "openai", "anthropic", "openai_compatible", "gemini", "azure_openai", "bedrock"}
+)
 #: Longest text filter accepted (longer than any stored value).
 _MAX_TEXT = 255
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""What the HTTP backends (openai, anthropic, openai_compatible, gemini, azure_openai) share: one
-aiohttp pool per backend, the attempt limits applied to a request, and failure classification.
+"""What the HTTP backends (openai, anthropic, openai_compatible, gemini, azure_openai, bedrock) share:
+one aiohttp pool per backend, the attempt limits applied to a request, and failure classification.
 Streams are read in `gateway.backends.streaming`."""
 
 from __future__ import annotations
@@ -70,16 +70,26 @@ class HTTPBackend:
             await self.session.close()
             self.session = None
 
-    async def post(self, path: str, body: bytes, limits: AttemptLimits) -> aiohttp.ClientResponse:
-        """POST and return the response once its headers arrived with a 2xx status.
+    def request_url(self, path: str) -> str | URL:
+        """The URL a request to `path` goes to (a backend that signs its requests gives a `URL` sent
+        exactly as written)."""
+        return self.config.base_url + path
+
+    async def post(
+        self, path: str, body: bytes, limits: AttemptLimits, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST and return the response once its headers arrived with a 2xx status. `headers`: this
+        request's own, over the pool's defaults.
 
         Raises UpstreamFailure: connect errors, no headers within the first-byte limit, error statuses.
         """
         if not tracing.enabled():
-            return await self._post(path, body, limits, None)
-        return await self._traced_post(path, body, limits)
+            return await self._post(path, body, limits, headers)
+        return await self._traced_post(path, body, limits, headers)
 
-    async def _traced_post(self, path: str, body: bytes, limits: AttemptLimits) -> aiohttp.ClientResponse:
+    async def _traced_post(
+        self, path: str, body: bytes, limits: AttemptLimits, own: dict[str, str] | None
+    ) -> aiohttp.ClientResponse:
         """`post` inside an HTTP client span (OpenTelemetry semantic conventions), which ends when the
         response headers arrive; the upstream gets the trace context in `traceparent`."""
         url = URL(self.config.base_url + path)
@@ -91,7 +101,7 @@ class HTTPBackend:
         }
         failed: UpstreamFailure | None = None
         with tracing.span(f"POST {url.path}", **attributes) as client_span:
-            headers: dict[str, str] = {}
+            headers: dict[str, str] = dict(own or {})
             tracing.inject_context(headers)
             try:
                 response = await self._post(path, body, limits, headers)
@@ -118,7 +128,7 @@ class HTTPBackend:
         try:
             async with asyncio.timeout(wait):
                 response = await self.session.post(
-                    self.config.base_url + path, data=body, timeout=timeout, headers=headers
+                    self.request_url(path), data=body, timeout=timeout, headers=headers
                 )
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamFailure(
@@ -147,8 +157,9 @@ class HTTPBackend:
         return self.status_failure(status, raw, response.headers)
 
     def status_failure(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
-        """The failure an error status means, from the start of its body; a backend type whose API
-        reports some failures its own way (Azure's content filter) refines it."""
+        """What an error answer (its status, the start of its body, its headers) is as a failure; a
+        backend type whose API reports some failures its own way (Azure's content filter, Gemini's
+        key errors, Bedrock's x-amzn-ErrorType) refines it."""
         message, error_type, param = _error_message(raw)
         retry_after = headers.get("retry-after")
         detail = f"HTTP {status}" + (f": {message}" if message else "")

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from gateway.backends.anthropic import AnthropicBackend
 from gateway.backends.azure_openai import AzureOpenAIBackend
 from gateway.backends.base import Backend, SharedResources
+from gateway.backends.bedrock import BedrockBackend
 from gateway.backends.gemini import GeminiBackend
 from gateway.backends.mlx.backend import LocalModelBackend
 from gateway.backends.openai import OpenAIBackend, OpenAICompatibleBackend
@@ -25,6 +26,7 @@ BACKEND_CLASSES: Mapping[str, Callable[..., Backend]] = MappingProxyType(
         "anthropic": AnthropicBackend,
         "gemini": GeminiBackend,
         "azure_openai": AzureOpenAIBackend,
+        "bedrock": BedrockBackend,
     }
 )
 

@@ -1,6 +1,7 @@
-"""Reading an upstream SSE stream, for the two stream forms of `gateway.backends.upstream`: pass-through
-(the client speaks the upstream's protocol: events go out as they came, usage is read on the way) and
-canonical (the upstream's events decoded; the surface encodes them for the client).
+"""Reading an upstream stream (SSE, or another framing: AWS event-stream), for the two stream forms of
+`gateway.backends.upstream`: pass-through (the client speaks the upstream's protocol: events go out as
+they came, usage is read on the way) and canonical (the upstream's events decoded; the surface encodes
+them for the client).
 
 Either way `send` returns only once the first event has arrived (within the first-byte limit), and a
 stream that is cut short or malformed raises UpstreamFailure mid-stream, never a silent end.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -22,6 +23,8 @@ from gateway.protocol.usage import anthropic_usage, openai_usage
 
 __all__ = [
     "AnthropicPassThrough",
+    "Frame",
+    "Framing",
     "OpenAIPassThrough",
     "PassThroughRelay",
     "StreamDecoder",
@@ -109,14 +112,30 @@ def _stream_failure(error: BaseException) -> UpstreamFailure:
 _STREAM_ERRORS = (UpstreamProtocolError, orjson.JSONDecodeError, aiohttp.ClientError, ConnectionError)
 
 
+class Frame(Protocol):
+    """One event of an upstream stream, as a decoder reads it: an SSE event, or a binary frame
+    (`gateway.protocol.eventstream`). `data` None: a comment or keep-alive, no event."""
+
+    @property
+    def event(self) -> bytes | None: ...
+
+    @property
+    def data(self) -> bytes | None: ...
+
+
+#: How a response body becomes frames: `sse_events` (the default) or AWS event-stream `frames`.
+Framing = Callable[[AsyncIterator[bytes]], AsyncIterator[Any]]
+
+
 async def _first(
     response: aiohttp.ClientResponse,
     limits: AttemptLimits,
-    until: Callable[[AsyncIterator[SSEEvent]], Awaitable[None]],
-) -> AsyncIterator[SSEEvent]:
+    until: Callable[[AsyncIterator[Any]], Awaitable[None]],
+    framing: Framing = sse_events,
+) -> AsyncIterator[Any]:
     """Run `until(events)` (which reads the first event) within the first-byte limit; return the events
     iterator for the rest. Releases the connection if it fails."""
-    events = sse_events(response.content.iter_any())
+    events = framing(response.content.iter_any())
     wait = limits.until_first_byte()
     try:
         async with asyncio.timeout(wait):
@@ -190,12 +209,17 @@ def _ends(events: Iterable[StreamEvent]) -> bool:
 
 
 async def open_event_stream(
-    response: aiohttp.ClientResponse, decoder: StreamDecoder, limits: AttemptLimits
+    response: aiohttp.ClientResponse,
+    decoder: StreamDecoder,
+    limits: AttemptLimits,
+    *,
+    framing: Framing = sse_events,
 ) -> EventStream:
-    """The upstream's stream decoded into canonical events, once the first of them has arrived."""
+    """The upstream's stream decoded into canonical events, once the first of them has arrived.
+    `framing`: how the body splits into events (SSE unless told otherwise)."""
     first: list[StreamEvent] = []
 
-    async def until(events: AsyncIterator[SSEEvent]) -> None:
+    async def until(events: AsyncIterator[Frame]) -> None:
         async for event in events:
             if event.data is not None:
                 first.extend(decoder.feed_data(event.data, event.event))
@@ -203,7 +227,7 @@ async def open_event_stream(
                     return
         first.extend(decoder.finish())
 
-    events = await _first(response, limits, until)
+    events = await _first(response, limits, until, framing)
 
     async def close() -> None:
         await events.aclose()

@@ -9,6 +9,7 @@ branch of the schema's `backend` definition.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "BackendLimits",
     "BackendSettings",
     "BackendSource",
+    "BedrockSettings",
     "GeminiSettings",
     "HTTPSettings",
     "MLXSettings",
@@ -288,6 +290,44 @@ class AnthropicSettings(HTTPSettings):
         }
 
 
+#: A Bedrock Runtime host (public, FIPS or a VPC endpoint's), whose third label from the end is its region.
+_AWS_HOST = re.compile(
+    r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BedrockSettings(HTTPSettings):
+    """`bedrock`: Amazon Bedrock's Converse API, requests signed with AWS credentials (SigV4) found by
+    the usual AWS chain (environment, `profile`, instance or task role), or a Bedrock API key."""
+
+    type: ClassVar[str] = "bedrock"
+    #: The AWS region requests are signed for; None: read from `base_url`'s host when it names one,
+    #: else from the AWS configuration when the backend starts.
+    region: str | None
+    #: The AWS shared-config profile credentials (and a missing region) are read from; None: the
+    #: default chain.
+    profile: str | None
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        raw = dict(source.raw)
+        region = raw.get("region")
+        if raw.get("base_url") is None:
+            raw["base_url"] = f"https://bedrock-runtime.{region}.amazonaws.com"
+        elif region is None:
+            host = raw["base_url"].split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+            found = _AWS_HOST.search(host)
+            region = found.group(1) if found else None
+        return {
+            **super(BedrockSettings, cls)._fields_from(
+                BackendSource(source.name, raw, source.resolve_path, source.api_key_env)
+            ),
+            "region": region,
+            "profile": raw.get("profile"),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class GeminiSettings(HTTPSettings):
     """`gemini`: Google's Gemini API (Google AI Studio keys), spoken natively."""
@@ -339,6 +379,7 @@ SETTINGS_BY_TYPE: Mapping[str, type[BackendSettings]] = MappingProxyType(
             OpenAICompatibleSettings,
             GeminiSettings,
             AzureOpenAISettings,
+            BedrockSettings,
         )
     }
 )

@@ -59,6 +59,9 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
         "gemini": frozenset(
             {"chat", "embeddings", "tools", "images", "json_object", "json_schema", "penalties", "top_k"}
         ),
+        # Converse: chat (embeddings from Titan models only, by name below), no completions API, no
+        # response_format, n, logprobs, logit_bias, penalties or top_k in its common request.
+        "bedrock": frozenset({"chat", "tools", "images"}),
     }
 )
 
@@ -69,27 +72,32 @@ EXTRA_FIELDS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
     {"mlx": frozenset({"ignore_eos", "top_k"})}
 )
 
-#: Upstream models of `openai` backends whose names say what they serve (OpenAI's embedding models
-#: answer nothing else), by name prefix.
-_OPENAI_MODEL_DEFAULTS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("text-embedding-", frozenset({"embeddings"})),
+#: Upstream models whose names say what they serve, by backend type and name prefix: OpenAI's
+#: embedding models answer nothing else; Bedrock's Titan text embedding models are served through
+#: InvokeModel (embeddings only), where the type's other models serve chat through Converse.
+_MODEL_DEFAULTS: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = MappingProxyType(
+    {
+        "openai": (("text-embedding-", frozenset({"embeddings"})),),
+        "bedrock": (("amazon.titan-embed-text-", frozenset({"embeddings"})),),
+    }
 )
 
 
 def default_capabilities(
     backend_type: str, upstream_model: str | None = None, provider: str | None = None
 ) -> frozenset[str]:
-    """The built-in capabilities of a backend type, narrowed for an `openai` upstream model whose name
-    says it serves one thing (`text-embedding-*`: embeddings only), and for an `openai_compatible`
-    backend's `provider` preset (`gateway.config.providers`: what the vendor refuses or adds)."""
+    """The built-in capabilities of a backend type, narrowed for an upstream model whose name says
+    what it serves (`text-embedding-*` on `openai`, `amazon.titan-embed-text-*` on `bedrock`), and for
+    an `openai_compatible` backend's `provider` preset (`gateway.config.providers`: what the vendor
+    refuses or adds)."""
     base = DEFAULTS_BY_TYPE.get(backend_type, frozenset())
     vendor = preset(provider) if backend_type == "openai_compatible" else None
     if vendor is not None:
         base = (base | vendor.adds) - vendor.refuses.keys()
-    if backend_type == "openai" and upstream_model is not None:
-        for prefix, only in _OPENAI_MODEL_DEFAULTS:
+    if upstream_model is not None:
+        for prefix, only in _MODEL_DEFAULTS.get(backend_type, ()):
             if upstream_model.startswith(prefix):
-                return base & only
+                return only
     return base
 
 

@@ -28,6 +28,18 @@ _FROM_ANTHROPIC: dict[Any, FinishReason] = {
     "refusal": "content_filter",
 }
 
+_FROM_BEDROCK: dict[Any, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+    "malformed_model_output": "error",
+    "malformed_tool_use": "error",
+}
+
 _TO_ANTHROPIC = {"length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal"}
 
 # Error type names each SDK knows; a foreign name is translated to the nearest one.
@@ -58,6 +70,11 @@ def finish_to_openai(value: FinishReason | None) -> str:
 
 def finish_from_anthropic(value: Any) -> FinishReason:
     return _FROM_ANTHROPIC.get(value, "stop")
+
+
+def finish_from_bedrock(value: Any) -> FinishReason:
+    """A Converse `stopReason` (an unknown one reads as a plain stop, as for the other protocols)."""
+    return _FROM_BEDROCK.get(value, "stop")
 
 
 def finish_to_anthropic(value: FinishReason | None, stop_sequence: str | None) -> str:

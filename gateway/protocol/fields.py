@@ -84,7 +84,9 @@ OPENAI_CHAT: Mapping[str, FieldRule] = MappingProxyType(
         "messages": _canonical("text, images, tool calls and results; other part types are native"),
         "max_completion_tokens": _canonical(),
         "max_tokens": _canonical(),
-        "temperature": _canonical("Anthropic backends take at most 1, so higher values are sent as 1"),
+        "temperature": _canonical(
+            "Anthropic and Bedrock backends take at most 1, so higher values are sent as 1"
+        ),
         "top_p": _canonical(),
         "stop": _canonical(),
         "stream": _canonical(),

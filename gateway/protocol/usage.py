@@ -15,6 +15,10 @@ and `cache_creation_tokens` (written to it) are subsets of it.
   (`thoughtsTokenCount`) are billed as output, so output = `candidatesTokenCount` + `thoughtsTokenCount`;
   input a built-in tool's prompt added (`toolUsePromptTokenCount`) is billed as input. Gemini reports no
   cache writes. A stream repeats the cumulative counts in every chunk: the last one wins.
+* Bedrock (Converse): as Anthropic's, `inputTokens` counts only the tokens neither read from nor
+  written to the cache (`totalTokens` = input + output + `cacheReadInputTokens` +
+  `cacheWriteInputTokens`), so prompt = the three input counts summed. A stream reports usage once,
+  in its `metadata` event.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from gateway.protocol.canonical import Usage
 
 __all__ = [
     "anthropic_usage",
+    "bedrock_usage",
     "embedding_usage_to_openai",
     "gemini_usage",
     "openai_usage",
@@ -83,6 +88,16 @@ def gemini_usage(usage: Any) -> Usage | None:
     prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
     output = _int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount"))
     return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+
+
+def bedrock_usage(usage: Any) -> Usage | None:
+    """A Bedrock `usage` (TokenUsage) object as canonical Usage; None when it is absent."""
+    if not isinstance(usage, dict):
+        return None
+    read = _int(usage.get("cacheReadInputTokens"))
+    written = _int(usage.get("cacheWriteInputTokens"))
+    prompt = _int(usage.get("inputTokens")) + read + written
+    return Usage(prompt, _int(usage.get("outputTokens")), read, written)
 
 
 def usage_to_openai(usage: Usage) -> dict[str, Any]:

@@ -1,13 +1,14 @@
-"""Fake OpenAI, Anthropic, Gemini and Azure OpenAI HTTP servers with fault injection, for the gateway's
-tests and benchmarks.
+"""Fake OpenAI, Anthropic, Gemini, Azure OpenAI and Bedrock HTTP servers with fault injection, for the
+gateway's tests and benchmarks.
 
 Use `async with FakeOpenAI(Behaviour(...)) as fake`, `with FakeAnthropic.in_thread() as fake`, or
-`python -m gateway.testing openai|anthropic|gemini --port 0` for a separate process.
+`python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock --port 0` for a separate process.
 """
 
 from gateway.testing.behaviour import Behaviour, FakeServer, Stats, count_tokens
 from gateway.testing.fake_anthropic import FakeAnthropic
 from gateway.testing.fake_azure_openai import FakeAzureOpenAI
+from gateway.testing.fake_bedrock import FakeBedrock
 from gateway.testing.fake_gemini import FakeGemini
 from gateway.testing.fake_openai import FakeOpenAI
 
@@ -15,6 +16,7 @@ __all__ = [
     "Behaviour",
     "FakeAnthropic",
     "FakeAzureOpenAI",
+    "FakeBedrock",
     "FakeGemini",
     "FakeOpenAI",
     "FakeServer",

@@ -1,6 +1,6 @@
 """CLI: run a fake provider in its own process (for benchmarks), until SIGTERM or SIGINT.
 
-    python -m gateway.testing openai|anthropic|gemini|azure_openai --host 127.0.0.1 --port 0 \
+    python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock --host 127.0.0.1 --port 0 \
         [--latency-ms X ...]
 
 Prints `listening on http://HOST:PORT` (the real port when 0 was asked) once it accepts connections.
@@ -16,6 +16,7 @@ import sys
 from gateway.testing.behaviour import Behaviour, FakeServer
 from gateway.testing.fake_anthropic import FakeAnthropic
 from gateway.testing.fake_azure_openai import FakeAzureOpenAI
+from gateway.testing.fake_bedrock import FakeBedrock
 from gateway.testing.fake_gemini import FakeGemini
 from gateway.testing.fake_openai import FakeOpenAI
 
@@ -24,6 +25,7 @@ FAKES: dict[str, type[FakeServer]] = {
     "anthropic": FakeAnthropic,
     "gemini": FakeGemini,
     "azure_openai": FakeAzureOpenAI,
+    "bedrock": FakeBedrock,
 }
 
 

@@ -213,6 +213,7 @@ def test_the_walk_reaches_every_part_of_the_schema() -> None:
         "OpenAICompatibleSettings",
         "GeminiSettings",
         "AzureOpenAISettings",
+        "BedrockSettings",
     }
 
 

@@ -1,0 +1,114 @@
+"""AWS request signing for `bedrock` backends: credentials from the usual AWS chain (botocore's:
+environment, profile, web identity, SSO, container and instance roles), found once when the backend
+starts, and each request signed with Signature Version 4 (botocore's `SigV4Auth`).
+
+The lookup may block (files, the instance metadata service, an STS call), so it never runs on the
+event loop: the chain is walked in a thread at start, and again, at most once a minute, while it has
+found nothing. Temporary credentials are refreshed in a thread too, when botocore says they are about
+to expire; signing itself is a few HMACs over the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from botocore.credentials import ReadOnlyCredentials
+
+# botocore is imported where it is used: it takes a while to import, and only bedrock backends need it.
+
+__all__ = ["SIGNING_NAME", "AWSSigner", "MissingCredentials"]
+
+#: The service name Bedrock Runtime is signed under (its API model's `signingName`).
+SIGNING_NAME = "bedrock"
+_RETRY_LOOKUP_SECONDS = 60.0
+
+
+class MissingCredentials(Exception):
+    """No AWS credentials (or no region) could be found; the message says where they are looked for."""
+
+
+class AWSSigner:
+    """Signs requests for one backend with the credentials its profile (or the default chain) gives."""
+
+    def __init__(self, profile: str | None, region: str | None) -> None:
+        self.profile = profile
+        self.region = region
+        self._credentials: Any = None
+        self._looked_up_at: float | None = None
+        self._lock = asyncio.Lock()
+        #: Why the last lookup found nothing, in words (for the failure a request gets).
+        self._missing = "AWS credentials were not looked up yet"
+
+    async def start(self) -> None:
+        """Walk the credential chain (in a thread). Raises MissingCredentials when no region is known;
+        missing credentials are a failure of each request instead, so a reload still succeeds and the
+        chain moves on to its next target."""
+        await asyncio.to_thread(self._look_up)
+        if self.region is None:
+            where = f"profile '{self.profile}'" if self.profile else "AWS_REGION or the AWS config file"
+            raise MissingCredentials(f"no AWS region: set `region` on the backend (or in {where})")
+
+    def _look_up(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.session import Session
+
+        self._looked_up_at = time.monotonic()
+        try:
+            session = Session(profile=self.profile)
+            if self.region is None:
+                self.region = session.get_config_variable("region")
+            credentials = session.get_credentials()
+        except (BotoCoreError, ClientError) as error:
+            self._missing = f"the AWS credential chain failed: {type(error).__name__}: {error}"
+            return
+        if credentials is None:
+            where = f"profile '{self.profile}'" if self.profile else "the default AWS chain"
+            self._missing = (
+                f"no AWS credentials found in {where} (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, ~/.aws/credentials, SSO, a container or instance role)"
+            )
+        self._credentials = credentials
+
+    async def _frozen(self) -> ReadOnlyCredentials:
+        credentials = self._credentials
+        if credentials is None:
+            looked = self._looked_up_at
+            if looked is None or time.monotonic() - looked >= _RETRY_LOOKUP_SECONDS:
+                async with self._lock:
+                    if self._credentials is None:
+                        await asyncio.to_thread(self._look_up)
+                credentials = self._credentials
+            if credentials is None:
+                raise MissingCredentials(self._missing)
+        refresh_needed = getattr(credentials, "refresh_needed", None)
+        if refresh_needed is not None and refresh_needed():
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            # Temporary credentials near their expiry: botocore refreshes them (maybe an STS or
+            # metadata call) inside get_frozen_credentials, so that runs in a thread, one at a time.
+            async with self._lock:
+                if not refresh_needed():  # another request refreshed them while this one waited
+                    return credentials.get_frozen_credentials()
+                try:
+                    return await asyncio.to_thread(credentials.get_frozen_credentials)
+                except (BotoCoreError, ClientError) as error:
+                    raise MissingCredentials(
+                        f"refreshing the AWS credentials failed: {type(error).__name__}"
+                    ) from None
+        return credentials.get_frozen_credentials()
+
+    async def sign(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers to send with a request to `url` (its path already percent-encoded as sent):
+        `headers` plus X-Amz-Date, X-Amz-Security-Token (temporary credentials) and Authorization.
+        Raises MissingCredentials."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        frozen = await self._frozen()
+        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+        SigV4Auth(frozen, SIGNING_NAME, self.region).add_auth(request)
+        return dict(request.headers.items())
