@@ -91,6 +91,7 @@ def test_failover_change_is_reviewed_written_as_shown_and_live(
     expect(review.locator("pre.diff")).to_contain_text("+  max_attempts: 1")
     diff = shown_diff(page, "#failover #review pre.diff")
     assert gateway.config_path.read_bytes() == before  # nothing written before the save
+    page.evaluate("window.scrollTo(0, 0)")  # (the top bar is fixed: it shows where the page is scrolled)
     screenshot(page, "settings", full_page=True)
 
     page.click("#failover #confirm-save")
@@ -282,6 +283,7 @@ def test_the_page_fits_a_phone(browser: Browser, settings_gateway: GatewayProces
         page.locator("#failover-review").focus()
         page.keyboard.press("Enter")
         expect(page.locator("#failover #review pre.diff")).to_be_visible()
+        page.evaluate("window.scrollTo(0, 0)")
         screenshot(page, "settings-phone", full_page=True)
     finally:
         context.close()

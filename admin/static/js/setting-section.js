@@ -146,13 +146,13 @@ export class SettingSection {
     const node = nodeAt(state.tree, ...path);
     const reference = isReference(value);
     if (reference) for (const input of built.element.querySelectorAll("input, select")) input.disabled = true;
-    built.element.append(
+    built.element.append(...[
       h("span", { class: "source" }, path.join("."), " · ", sourceText(node)),
       reference
         ? h("small", { class: "applies" }, "Set from the environment: change the variable instead.")
         : h("small", { class: `applies ${field.live ? "live" : "restart"}` },
           field.live ? "Applies at once, without a restart." : "Needs a restart to apply."),
-      field.note ? h("small", { class: "help-text" }, field.note) : null);
+      field.note ? h("small", { class: "help-text" }, field.note) : null].filter(Boolean));
     return { ...built, path, reference };
   }
 

@@ -55,7 +55,7 @@ export class TimeoutsForm {
     const rows = TIERS.map(([kind, routes]) => h("tr", {},
       h("th", { scope: "row" }, kind, h("small", {}, routes)),
       FIELDS.map((name) => h("td", { dataset: { label: `${name} (seconds)` } }, this.field(kind, name)))));
-    this.form = h("form", { class: "card", novalidate: true, id: "timeouts",
+    this.form = h("form", { novalidate: true, id: "timeouts",
       oninput: () => this.validate(), onsubmit: (event) => { event.preventDefault(); this.save(); } },
       h("div", { class: "table-scroll" }, h("table", { class: "tiers" },
         h("thead", {}, h("tr", {}, h("th", {}, "Endpoint kind"),
