@@ -15,8 +15,10 @@ import requests
 import yaml
 from playwright.sync_api import Browser, Page, expect
 
+from gateway.testing.otlp import FakeCollector
 from gateway.testing.process import GatewayProcess
 from tests.browser.test_admin_panel import ADMIN, ENV, chat, config, sign_in
+from tests.conftest import wait_until
 from tests.e2e.upstreams import Upstreams, fake_upstreams
 
 #: The comments of test_admin_panel's config that every save must keep.
@@ -287,3 +289,51 @@ def test_the_page_fits_a_phone(browser: Browser, settings_gateway: GatewayProces
         screenshot(page, "settings-phone", full_page=True)
     finally:
         context.close()
+
+
+def test_traces_are_switched_off_and_on_and_renamed_without_a_restart(
+    page: Page, gateway_server, upstreams: Upstreams, tmp_path: Path
+) -> None:
+    collector = FakeCollector()
+    try:
+        env = {**ENV, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.traces_url}
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "50"
+        gateway = gateway_server(config(upstreams, tmp_path / "audit.sqlite3"), env=env)
+
+        def traced() -> set[str]:
+            return {
+                attribute.value.string_value
+                for span in list(collector.spans)
+                if span.name == "model request"
+                for attribute in span.attributes
+                if attribute.key == "request_id"
+            }
+
+        sign_in(page, gateway, "/admin/settings")
+        expect(page.locator("#tracing-state")).to_contain_text("Traces: on: spans go to otlp")
+        page.locator("#telemetry-logfire-enabled").uncheck()
+        page.click("#telemetry-review")
+        expect(page.locator("#telemetry #review pre.diff")).to_contain_text("+    enabled: false")
+        page.click("#telemetry #confirm-save")
+        expect(page.locator("#telemetry #saved")).to_be_visible()
+        expect(page.locator("#tracing-state")).to_contain_text(
+            "Traces: off (telemetry.logfire.enabled is false)"
+        )
+        assert chat(gateway, "gpt", "while-dark").status_code == 200
+
+        page.locator("#telemetry-logfire-enabled").check()
+        page.fill("#telemetry-logfire-service-name", "gw-from-the-panel")
+        page.click("#telemetry-review")
+        diff = page.locator("#telemetry #review pre.diff")
+        expect(diff).to_contain_text("+    service_name: gw-from-the-panel")
+        page.click("#telemetry #confirm-save")
+        expect(page.locator("#telemetry #saved")).to_be_visible()
+        expect(page.locator("#tracing-state")).to_contain_text("Traces: on: spans go to otlp")
+        assert chat(gateway, "gpt", "while-lit").status_code == 200
+        wait_until(lambda: "while-lit" in traced(), timeout=15)
+        # Spans leave in the order they end: one made while tracing was off would be here by now.
+        assert "while-dark" not in traced()
+        assert "gw-from-the-panel" in {r.get("service.name") for r in list(collector.resources)}
+        assert gateway.process.poll() is None
+    finally:
+        collector.close()
