@@ -255,8 +255,15 @@ def test_one_review_at_a_time_and_the_timeouts_form_still_saves(
     page.click("#save")
     expect(page.locator("#result #saved")).to_contain_text("Saved and applied")
     expect(page.locator("#saved")).to_have_count(1)
+    # And the other way round: after the timeouts form saved, a section's change is no conflict.
+    page.fill("#failover-circuit-breaker-cooldown-seconds", "45")
+    page.click("#failover-review")
+    expect(page.locator("#result #saved")).to_have_count(0)
+    page.click("#failover #confirm-save")
+    expect(page.locator("#failover #saved")).to_be_visible()
     text = gateway.config_path.read_text()
     assert "  max_attempts: 3\n" in text and "total: 40        # half a minute" in text
+    assert "{failure_threshold: 3, cooldown_seconds: 45}" in text
 
 
 def test_the_page_fits_a_phone(browser: Browser, settings_gateway: GatewayProcess, screenshot) -> None:

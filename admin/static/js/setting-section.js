@@ -116,7 +116,7 @@ export class SettingSection {
       this.fieldArea,
       h("div", { class: "form-actions" }, this.reviewButton, this.undoButton)),
       this.reviewArea);
-    this.review_ = new ChangeReview(this.reviewArea, {
+    this.changeReview = new ChangeReview(this.reviewArea, {
       current: () => page.state(),
       reload: () => page.reload(),
       saved: async () => {
@@ -182,13 +182,13 @@ export class SettingSection {
     this.page.reviewing(this);
     const changes = this.changes();
     const names = this.fields.filter((field) => field.read().changed).map((field) => field.path.slice(1).join("."));
-    await this.review_.propose(`${this.spec.title.toLowerCase()}: ${names.join(", ")}`,
+    await this.changeReview.propose(`${this.spec.title.toLowerCase()}: ${names.join(", ")}`,
       (state) => settingOps(state, changes));
     this.check();
   }
 
   clearReview() {
-    this.review_.clear();
+    this.changeReview.clear();
     this.check();
   }
 }
