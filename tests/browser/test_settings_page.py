@@ -344,3 +344,32 @@ def test_traces_are_switched_off_and_on_and_renamed_without_a_restart(
         assert gateway.process.poll() is None
     finally:
         collector.close()
+
+
+def test_settings_the_file_lacks_are_added_with_their_section(
+    page: Page, gateway_server, upstreams: Upstreams, tmp_path: Path
+) -> None:
+    text = config(upstreams, tmp_path / "audit.sqlite3")
+    block = "failover:\n  circuit_breaker: {failure_threshold: 3, cooldown_seconds: 600}\n\n"
+    assert block in text
+    gateway = gateway_server(text.replace(block, ""), env=ENV)
+    sign_in(page, gateway, "/admin/settings")
+    expect(page.locator("#failover-circuit-breaker-failure-threshold")).to_have_value("5")  # the default
+    page.fill("#failover-circuit-breaker-failure-threshold", "8")
+    page.fill("#failover-max-attempts", "2")
+    page.click("#failover-review")
+    expect(page.locator("#failover #review pre.diff")).to_contain_text("+failover:")
+    page.click("#failover #confirm-save")
+    expect(page.locator("#failover #saved")).to_be_visible()
+    saved = yaml.safe_load(gateway.config_path.read_text())
+    assert saved["failover"] == {"circuit_breaker": {"failure_threshold": 8}, "max_attempts": 2}
+    assert all(comment in gateway.config_path.read_text() for comment in COMMENTS)
+    # Emptying a number puts it back to its default: its line goes.
+    page.fill("#failover-max-attempts", "")
+    page.click("#failover-review")
+    expect(page.locator("#failover #review pre.diff")).to_contain_text("-  max_attempts: 2")
+    page.click("#failover #confirm-save")
+    expect(page.locator("#failover #saved")).to_be_visible()
+    assert yaml.safe_load(gateway.config_path.read_text())["failover"] == {
+        "circuit_breaker": {"failure_threshold": 8}
+    }
