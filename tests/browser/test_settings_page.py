@@ -364,6 +364,8 @@ def test_settings_the_file_lacks_are_added_with_their_section(
     saved = yaml.safe_load(gateway.config_path.read_text())
     assert saved["failover"] == {"circuit_breaker": {"failure_threshold": 8}, "max_attempts": 2}
     assert all(comment in gateway.config_path.read_text() for comment in COMMENTS)
+    # (The fields show the saved file once the section has loaded it.)
+    expect(page.locator("#failover")).to_contain_text("failover.max_attempts · gateway.yaml line")
     # Emptying a number puts it back to its default: its line goes.
     page.fill("#failover-max-attempts", "")
     page.click("#failover-review")

@@ -94,8 +94,9 @@ export function enumChecklist(spec, value, { name, label, id }) {
 
 /**
  * One section: `spec` = {id, title, intro, fields: [{path, label, live, note, kind}]}; `page` gives
- * `state()` (the loaded tree), `schema`, `reload()` (load the tree again, answer it), `saved()` (after
- * a save) and `reviewing(section)` (this section is about to show a review).
+ * `state()` (the loaded tree), `schema`, `reload()` (load the tree again, answer it), `settled()`
+ * (once a reload under way is done), `saved(section)` (after a save: reloads, renders the section) and
+ * `reviewing(section)` (this section is about to show a review).
  */
 export class SettingSection {
   constructor(spec, page) {
@@ -119,10 +120,7 @@ export class SettingSection {
     this.changeReview = new ChangeReview(this.reviewArea, {
       current: () => page.state(),
       reload: () => page.reload(),
-      saved: async () => {
-        await page.saved(this);
-        this.render();
-      },
+      saved: () => page.saved(this),
     });
   }
 
@@ -181,6 +179,7 @@ export class SettingSection {
     if (!this.check()) return;
     this.page.reviewing(this);
     const changes = this.changes();
+    await this.page.settled();
     const names = this.fields.filter((field) => field.read().changed).map((field) => field.path.slice(1).join("."));
     await this.changeReview.propose(`${this.spec.title.toLowerCase()}: ${names.join(", ")}`,
       (state) => settingOps(state, changes));

@@ -55,6 +55,7 @@ class SettingsPage {
     this.tree = null;
     this.schema = null;
     this.sections = [];
+    this.reloading = null;
     this.stopped = false;
   }
 
@@ -113,8 +114,17 @@ class SettingsPage {
   }
 
   async reload() {
-    this.tree = await loadTree();
-    return this.tree;
+    this.reloading = loadTree().then((tree) => { this.tree = tree; return tree; });
+    try {
+      return await this.reloading;
+    } finally {
+      this.reloading = null;
+    }
+  }
+
+  /** Once a reload under way (after a save) is done: a review builds on the file as saved. */
+  async settled() {
+    if (this.reloading) await this.reloading.catch(() => null);
   }
 
   /** A section is about to show a review: the others' reviews and results go (one at a time). */
@@ -123,10 +133,12 @@ class SettingsPage {
     if (section) this.timeouts.clearResult();
   }
 
-  /** After a save: the new file's tree and version for every section, and the live state. */
+  /** After a save: the new file's tree and version for every section (`section` shows its fields'
+   * new values and sources), then the live state. */
   async saved(section) {
-    await this.reload();
     if (section) this.timeouts.refreshVersion();
+    await this.reload();
+    section?.render();
     await this.loadStatus(true);
   }
 

@@ -127,6 +127,7 @@ export class TimeoutsForm {
   }
 
   async save() {
+    if (this.refreshing) await this.refreshing; // (another section just saved: send the new version)
     const changes = this.validate();
     if (!changes || !Object.keys(changes).length) return;
     this.saveButton.disabled = true;
@@ -171,7 +172,12 @@ export class TimeoutsForm {
 
   /** Take the file's version and values as they are now (after another section saved), keeping
    * what is being edited here. */
-  async refreshVersion() {
+  refreshVersion() {
+    this.refreshing = this.fetchVersion().finally(() => { this.refreshing = null; });
+    return this.refreshing;
+  }
+
+  async fetchVersion() {
     try {
       const { data, headers } = await api("/config/timeouts");
       if (this.stopped || !this.form) return;
