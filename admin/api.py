@@ -13,6 +13,7 @@ import orjson
 from gateway.admin.access import authenticate_admin, check_origin
 from quart import Blueprint, Response, current_app, request
 
+from gateway import tracing
 from gateway.config.capabilities import capability_list
 from gateway.config.issues import ConfigError
 from gateway.config.model import TimeoutTier
@@ -80,6 +81,13 @@ async def config_status() -> Response:
         "logfire_project_url": config.telemetry.logfire.project_url or None,
         "last_error": live.last_error.as_dict() if live.last_error else None,
         "history": [event.as_dict() for event in reversed(live.history)],
+        # Whether spans are being made now, and where they go (the environment decides that):
+        # `telemetry.logfire` applies on reload, after a moment (configuring takes one).
+        "tracing": {
+            "on": tracing.enabled(),
+            "destination": tracing.destination(),
+            "settled": current_app.telemetry.tracing_settled,
+        },
         "timeouts": _timeouts(runtime),
         "backends": [
             {

@@ -7,7 +7,8 @@
   the CSV, a text cell a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, tab, CR first) is
   prefixed with `'`; JSON Lines carries the values as stored.
 - `GET /admin/api/logs/stats`: the writer's counters since the process started (buffered, written,
-  spilled, replayed, lost), `spill_bytes` waiting to be replayed, `db_up` and `last_error`.
+  spilled, replayed, lost), `spill_bytes` waiting to be replayed, `db_up` and `last_error`;
+  `retention_days` and `last_purge` (`{"at", "deleted"}` of this process's last retention purge).
 - `GET /admin/api/logs/backends?minutes=15`: each backend's attempts over the last minutes, by
   outcome, with the share that failed (the status page's recent error rate).
 - `WS /admin/api/logs/live?<same filters>`: `{"type": "record", "record": {...}}` for each new matching

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +31,7 @@ __all__ = [
     "current_trace_id",
     "enabled",
     "install",
+    "replace",
     "span",
     "trace_id_of",
     "uninstall",
@@ -180,17 +181,34 @@ def install(instance: Logfire, *, owned: bool) -> None:
 
 def uninstall(instance: Logfire | None = None) -> None:
     """Stop tracing (at app shutdown); flush and shut down an instance this module configured."""
-    current, owned = _state.logfire, _state.owned
+    current = _state.logfire
     if current is None or (instance is not None and current is not instance):
         return
-    _state.logfire, _state.owned = None, False
-    if owned:
+    replace(None, owned=False)()
+
+
+def replace(instance: Logfire | None, *, owned: bool) -> Callable[[], None]:
+    """Make spans go to `instance` from now on (None: stop tracing), as a reload that changes
+    `telemetry.logfire` does. Answers the release of the instance replaced: it flushes its spans and
+    shuts it down if this module configured it, which may wait on a collector (call it off the event
+    loop). A span the old instance started ends on it."""
+    if instance is not None:
+        _attribute_spans_to_callers()
+    previous, previous_owned = _state.logfire, _state.owned
+    _state.logfire, _state.owned = instance, owned if instance is not None else False
+
+    def release() -> None:
+        if previous is None or previous is instance:
+            return
         try:
-            current.shutdown(timeout_millis=5000)
-        except Exception:  # a collector that is down must not fail the shutdown
-            log.warning("flushing spans at shutdown failed", exc_info=True)
-    else:
-        current.force_flush()
+            if previous_owned:
+                previous.shutdown(timeout_millis=5000)
+            else:
+                previous.force_flush()
+        except Exception:  # a collector that is down must not fail a shutdown or a reload
+            log.warning("flushing spans failed", exc_info=True)
+
+    return release
 
 
 def _attribute_spans_to_callers() -> None:

@@ -27,11 +27,13 @@ async def run_retention(
     interval: float = RETENTION_INTERVAL_S,
     retry_after: float = RETRY_AFTER_S,
     batch: int = 5000,
+    purged: Callable[[datetime, int], None] | None = None,
 ) -> None:
     """Purge records older than `days` now and every `interval` seconds until `stop_event` is set.
 
     `store` may be a store or a callable returning the current one (None while unavailable, e.g.
     `lambda: writer.store`). A failed purge is logged and retried after `retry_after` seconds.
+    `purged(when, deleted)` hears each purge that ran.
     """
     if days < 1:
         raise ValueError("retention days must be at least 1")
@@ -53,6 +55,8 @@ async def run_retention(
                 )
                 wait = min(interval, retry_after)
             else:
+                if purged is not None:
+                    purged(datetime.now(UTC), deleted)
                 log.info(
                     "audit retention: deleted %d records older than %d days",
                     deleted,

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from gateway.audit.query import LogFilter
@@ -88,6 +89,8 @@ class AuditService:
         self._stopping: list[AuditWriter] = []
         #: The counters of the writers that have stopped.
         self._retired_counts = dict.fromkeys(_COUNTS, 0)
+        #: The last retention purge this process ran: when (ISO 8601) and how many records it deleted.
+        self.last_purge: dict[str, Any] | None = None
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -115,6 +118,8 @@ class AuditService:
                 return
             await self._stop_readers()
             old = self.writer
+            if self.config is None or self.config.database_url != config.database_url:
+                self.last_purge = None  # (another database's)
             self.config = config
             if config.enabled:
                 writer = AuditWriter(lambda: AuditStore.open(config.database_url), config)
@@ -182,8 +187,13 @@ class AuditService:
             except ServiceUnavailable:
                 await asyncio.sleep(10)
                 continue
-            await run_retention(store, config.retention_days, stop_event=self._retention_stop)
+            await run_retention(
+                store, config.retention_days, stop_event=self._retention_stop, purged=self._purged
+            )
             return
+
+    def _purged(self, when: datetime, deleted: int) -> None:
+        self.last_purge = {"at": when.isoformat(timespec="seconds"), "deleted": deleted}
 
     # -- the admin side --------------------------------------------------------------------------
 
@@ -230,7 +240,13 @@ class AuditService:
             for key, value in stopping.stats.items():
                 if key in _COUNTS or key == "buffered":
                     stats[key] += value
-        return {"enabled": True, **stats, "spill_bytes": writer.spill_bytes()}
+        return {
+            "enabled": True,
+            **stats,
+            "spill_bytes": writer.spill_bytes(),
+            "retention_days": self.config.retention_days if self.config is not None else None,
+            "last_purge": self.last_purge,
+        }
 
     def end_live(self) -> None:
         """Shutdown has begun: end every live tail now, so open WebSockets do not hold the worker for

@@ -1,7 +1,9 @@
 """The telemetry of one app: its metrics, the per-request reporting, and tracing's lifecycle.
 
 Started after the config is loaded (`telemetry.*` comes from it) and closed at shutdown. A reload
-applies `telemetry.prometheus` and `telemetry.logging`; `telemetry.logfire` is read at startup.
+applies all of `telemetry.*`: `prometheus` and `logging` at once, `logfire` by configuring a new
+Logfire instance off the event loop (configuring is slow) and then switching spans to it (or off).
+A tracing fault is logged, never a reason to fail the reload.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway import tracing
-from gateway.config.model import LoggingConfig
+from gateway.config.model import LogfireConfig, LoggingConfig
 from gateway.routing.table import Runtime
 from gateway.telemetry.logging import apply_logging
 from gateway.telemetry.metrics import GatewayMetrics
@@ -41,6 +43,10 @@ class Telemetry:
         self._audit: Any = None
         self._sync: asyncio.Task[None] | None = None
         self._logging: LoggingConfig | None = None
+        #: The `telemetry.logfire` settings tracing was last set up for, and the latest config's.
+        self._traced_for: LogfireConfig | None = None
+        self._trace_for: LogfireConfig | None = None
+        self._retracing: asyncio.Task[None] | None = None
 
     async def start(self, current: Callable[[], Runtime | None], audit: Any) -> None:
         """Start with the loaded config; `current()` is the live Runtime, `audit` answers `stats()`.
@@ -52,6 +58,7 @@ class Telemetry:
         self.requests.apply(config)
         self._logging = config.logging  # (applied by `gateway serve` before the app was built)
         self.metrics.set_version(runtime.version)
+        self._trace_for = self._traced_for = config.logfire
         instance = self._given
         if instance is None:
             try:
@@ -65,11 +72,7 @@ class Telemetry:
         if instance is not None:
             tracing.install(instance, owned=self._given is None)
             self._tracing = instance
-            log.info(
-                "tracing on (%s)",
-                tracing.destination() or "given Logfire instance",
-                extra={"event": "tracing_on", "service_name": config.logfire.service_name},
-            )
+            _log_tracing_on(config.logfire.service_name, given=self._given is not None)
         if self.metrics.multiprocess_dir:
             self._sync = asyncio.create_task(self._sync_periodically())
 
@@ -82,6 +85,50 @@ class Telemetry:
             if config.logging != self._logging:
                 self._logging = config.logging
                 apply_logging(config.logging)
+            self._trace_for = config.logfire
+            if self._given is None and not self._traced_as_wanted() and self._retracing is None:
+                self._retracing = asyncio.get_running_loop().create_task(self._retrace())
+
+    def _traced_as_wanted(self) -> bool:
+        wanted, done = self._trace_for, self._traced_for
+        return wanted is None or (done is not None and _tracing_key(wanted) == _tracing_key(done))
+
+    @property
+    def tracing_settled(self) -> bool:
+        """Whether tracing runs as the live config's `telemetry.logfire` says (no change pending)."""
+        return self._retracing is None
+
+    async def _retrace(self) -> None:
+        """Set tracing up for the latest `telemetry.logfire` (again while reloads change it meanwhile)."""
+        try:
+            while not self._traced_as_wanted():
+                wanted = self._trace_for
+                assert wanted is not None
+                try:
+                    instance = await asyncio.to_thread(tracing.configure_logfire, wanted)
+                except Exception as error:  # the old tracing (or none) goes on; the reload stands
+                    log.error(
+                        "tracing not reconfigured after the reload: %s",
+                        error,
+                        extra={"event": "tracing_failed", "error": type(error).__name__},
+                    )
+                    self._traced_for = wanted
+                    continue
+                release = tracing.replace(instance, owned=True)
+                self._tracing, self._traced_for = instance, wanted
+                if instance is not None:
+                    _log_tracing_on(wanted.service_name, given=False)
+                else:
+                    log.info(
+                        "tracing off (%s)",
+                        "telemetry.logfire.enabled is false"
+                        if not wanted.enabled
+                        else "nothing receives spans: no LOGFIRE_TOKEN, no OTLP endpoint",
+                        extra={"event": "tracing_off"},
+                    )
+                await asyncio.to_thread(release)
+        finally:
+            self._retracing = None
 
     def sync(self) -> None:
         """Copy breaker, engine and audit state into the gauges (before a scrape, and periodically)."""
@@ -103,6 +150,22 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync
             self._sync = None
+        if self._retracing is not None:
+            with contextlib.suppress(Exception):
+                await self._retracing
         if self._tracing is not None:
             instance, self._tracing = self._tracing, None
             tracing.uninstall(instance)
+
+
+def _tracing_key(config: LogfireConfig) -> tuple[bool, str, str]:
+    """What of `telemetry.logfire` tracing is set up from (`project_url` is the panel's link only)."""
+    return (config.enabled, config.service_name, config.environment)
+
+
+def _log_tracing_on(service_name: str, *, given: bool) -> None:
+    log.info(
+        "tracing on (%s)",
+        "given Logfire instance" if given else tracing.destination(),
+        extra={"event": "tracing_on", "service_name": service_name},
+    )

@@ -51,3 +51,17 @@ async def test_records_spilled_for_a_database_are_replayed_into_that_one(
     assert await uid_counts(first) == {entry.uid: 1 for entry in entries[:30]}
     assert await uid_counts(second) == {entry.uid: 1 for entry in entries[30:]}
     assert not list((tmp_path / "spill").iterdir())
+
+
+async def test_stats_say_the_retention_and_when_its_last_purge_ran(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path / 'audit.sqlite3'}"
+    service = AuditService()
+    await service.apply(audit_config(tmp_path, url))
+    try:
+        # Retention purges once at start, then daily.
+        await wait_for(lambda: service.stats()["last_purge"] is not None)
+        stats = service.stats()
+        assert stats["retention_days"] == service.config.retention_days  # type: ignore[union-attr]
+        assert stats["last_purge"]["deleted"] == 0 and stats["last_purge"]["at"].endswith("+00:00")
+    finally:
+        await service.close()

@@ -1,235 +1,210 @@
-// The settings page: the timeout tiers of each endpoint kind. Saving sends only the changed fields
-// with If-Match (the version this page loaded), shows the diff written to gateway.yaml and the hot
-// reload that applied it; a file changed on disk meanwhile is a conflict to resolve, and with
-// write-back off the page shows the patch to commit instead.
+// The settings page: the timeout tiers (their own form, timeouts.js), failover and the circuit
+// breaker, the telemetry switches that apply at once, and the audit log's retention and database
+// (read-only). Each section saves on its own: "Review change" shows the diff to gateway.yaml before
+// anything is written (edit.js's ChangeReview), and with write-back off it gives the patch to commit.
 
-import { api, ApiError, etagVersion } from "./api.js";
-import { diffBlock, fill, h, humanSeconds } from "./dom.js";
+import { api } from "./api.js";
+import { ago, fill, formatTime, h } from "./dom.js";
+import { loadTree, nodeAt, sourceText } from "./edit.js";
+import { loadSchema } from "./form.js";
+import { SettingSection, valueAt } from "./setting-section.js";
+import { TimeoutsForm } from "./timeouts.js";
 
-const TIERS = [
-  ["chat", "/v1/chat/completions, /v1/messages"],
-  ["completions", "/v1/completions"],
-  ["embeddings", "/v1/embeddings"],
-];
-const FIELDS = ["total", "connect", "first_byte"];
+const FAILOVER = {
+  id: "failover",
+  title: "Failover",
+  intro: "When a failed attempt moves on to the next target of a model's chain, and when a failing backend is "
+    + "skipped for a while. Applies at once, to the requests that start after the save.",
+  fields: [
+    { path: ["failover", "retry_on"], label: "Move to the next target on", kind: "checklist", live: true },
+    { path: ["failover", "max_attempts"], label: "Most attempts per request", live: true },
+    { path: ["failover", "circuit_breaker", "enabled"], label: "Circuit breaker", live: true },
+    { path: ["failover", "circuit_breaker", "failure_threshold"], label: "Failures that open the circuit", live: true },
+    { path: ["failover", "circuit_breaker", "cooldown_seconds"], label: "Cooldown (seconds)", live: true },
+  ],
+};
+
+const TELEMETRY = {
+  id: "telemetry",
+  title: "Telemetry",
+  intro: "Metrics, log lines and traces. Each switch here applies at once, without a restart.",
+  fields: [
+    { path: ["telemetry", "prometheus", "enabled"], label: "Prometheus metrics", live: true },
+    { path: ["telemetry", "logging", "level"], label: "Log level", live: true },
+    { path: ["telemetry", "logging", "format"], label: "Log format", live: true },
+    {
+      path: ["telemetry", "logfire", "enabled"], label: "Traces (Logfire / OpenTelemetry)", live: true,
+      note: "Spans are sent only when the gateway's environment names a destination (LOGFIRE_TOKEN or "
+        + "OTEL_EXPORTER_OTLP_ENDPOINT). The environment is read at start: setting one needs a restart.",
+    },
+    { path: ["telemetry", "logfire", "service_name"], label: "Service name of the spans", live: true },
+    { path: ["telemetry", "logfire", "environment"], label: "Environment of the spans", live: true },
+  ],
+};
 
 export function mount(container, context) {
-  const view = new SettingsView(container, context);
-  view.load();
-  return () => view.stop();
+  const page = new SettingsPage(container, context);
+  page.load();
+  return () => page.stop();
 }
 
-class SettingsView {
+class SettingsPage {
   constructor(container, context) {
     this.container = container;
     this.context = context;
-    this.version = null;
-    this.values = null;
-    this.limits = {};
-    this.inputs = new Map(); // "chat.total" → {input, hint, problem, wrap}
+    this.tree = null;
+    this.schema = null;
+    this.sections = [];
+    this.reloading = null;
     this.stopped = false;
   }
 
   stop() {
     this.stopped = true;
+    this.timeouts?.stop();
   }
 
-  async load(keepResult = false) {
+  async load() {
+    fill(this.container, h("p", { class: "loading" }, "Loading the settings…"));
     try {
-      const { data, headers } = await api("/config/timeouts");
-      if (this.stopped) return;
-      this.version = etagVersion(headers) || data.version;
-      this.values = data.timeouts;
-      this.limits = data.fields || {};
-      this.writeBack = data.write_back !== false;
-      this.render(keepResult);
+      [this.tree, this.schema] = await Promise.all([loadTree(), loadSchema()]);
     } catch (error) {
-      if (!this.stopped) fill(this.container, h("p", { class: "alert bad" }, error.message));
-    }
-  }
-
-  render(keepResult) {
-    const previousResult = keepResult && this.result ? [...this.result.childNodes] : [];
-    this.inputs.clear();
-    this.saveButton = h("button", { type: "submit", class: "primary", id: "save" },
-      this.writeBack ? "Save to gateway.yaml" : "Show the patch");
-    this.resetButton = h("button", { type: "button", onclick: () => this.reset() }, "Undo changes");
-    this.versionNote = h("span", { class: "muted", id: "version" }, "Version ", h("code", {}, this.version));
-    this.result = h("div", { class: "result", id: "result", "aria-live": "polite" }, previousResult);
-    const rows = TIERS.map(([kind, routes]) => h("tr", {},
-      h("th", { scope: "row" }, kind, h("small", {}, routes)),
-      FIELDS.map((name) => h("td", { dataset: { label: `${name} (seconds)` } }, this.field(kind, name)))));
-    this.form = h("form", { class: "card", novalidate: true, id: "timeouts",
-      oninput: () => this.validate(), onsubmit: (event) => { event.preventDefault(); this.save(); } },
-      h("div", { class: "table-scroll" }, h("table", { class: "tiers" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Endpoint kind"),
-          FIELDS.map((name) => h("th", {}, `${name} (seconds)`)))),
-        h("tbody", {}, rows))),
-      h("ul", { class: "help" }, FIELDS.map((name) => h("li", {}, h("strong", {}, name), ": ",
-        this.limits[name]?.description || ""))),
-      h("div", { class: "form-actions" }, this.saveButton, this.resetButton, h("span", { class: "spacer" }),
-        this.versionNote));
-    fill(this.container,
-      h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Settings"),
-        h("p", {}, this.writeBack
-          ? "Timeout tiers per endpoint kind. Saving edits gateway.yaml in place (comments and ${VAR}s stay as they are) and applies it with a hot reload."
-          : "Timeout tiers per endpoint kind."))),
-      this.writeBack ? null : h("p", { class: "alert info", id: "write-back-off" },
-        "Write-back is off (admin.write_back: false): the gateway does not edit gateway.yaml. ",
-        "Saving shows the patch to commit instead."),
-      this.form, this.result);
-    this.validate();
-  }
-
-  field(kind, name) {
-    const current = this.values[kind][name];
-    const limit = this.limits[name] || {};
-    const input = h("input", {
-      type: "number", step: "any", inputmode: "decimal", name: `${kind}.${name}`, id: `${kind}-${name}`,
-      value: String(current), min: limit.exclusiveMinimum ?? 0, max: limit.maximum,
-      "aria-label": `${kind} ${name} in seconds`,
-    });
-    const hint = h("span", { class: "hint" });
-    const problem = h("span", { class: "problem", role: "alert" });
-    const wrap = h("div", { class: "field" }, h("div", { class: "input" }, input, h("span", { class: "unit" }, "s")),
-      hint, problem);
-    this.inputs.set(`${kind}.${name}`, { kind, name, input, hint, problem, wrap });
-    return wrap;
-  }
-
-  /** Check every field against the schema's bounds; returns the changed values, or null if any is wrong. */
-  validate() {
-    const changes = {};
-    let valid = true;
-    let changed = 0;
-    for (const { kind, name, input, hint, problem, wrap } of this.inputs.values()) {
-      const limit = this.limits[name] || {};
-      const text = input.value.trim();
-      const value = Number(text);
-      let message = "";
-      if (text === "" || !Number.isFinite(value)) message = "Enter a number of seconds.";
-      else if (value <= (limit.exclusiveMinimum ?? 0)) message = "Must be more than 0.";
-      else if (limit.maximum !== undefined && value > limit.maximum) {
-        message = `At most ${limit.maximum} (${humanSeconds(limit.maximum)}).`;
-      }
-      problem.textContent = message;
-      input.setAttribute("aria-invalid", message ? "true" : "false");
-      const isChanged = !message && value !== this.values[kind][name];
-      wrap.classList.toggle("changed", isChanged);
-      hint.textContent = message ? "" : isChanged
-        ? `was ${this.values[kind][name]} s · now ${humanSeconds(value)}`
-        : humanSeconds(value);
-      if (message) valid = false;
-      if (isChanged) {
-        changes[kind] = { ...(changes[kind] || {}), [name]: value };
-        changed += 1;
-      }
-    }
-    this.saveButton.disabled = !valid || changed === 0;
-    this.resetButton.disabled = changed === 0;
-    return valid ? changes : null;
-  }
-
-  reset() {
-    for (const { kind, name, input } of this.inputs.values()) input.value = String(this.values[kind][name]);
-    this.validate();
-  }
-
-  async save() {
-    const changes = this.validate();
-    if (!changes || !Object.keys(changes).length) return;
-    this.saveButton.disabled = true;
-    fill(this.result, h("p", { class: "muted" }, "Saving…"));
-    try {
-      const { data, headers } = await api("/config/timeouts", {
-        method: "PATCH",
-        body: changes,
-        headers: { "if-match": `"${this.version}"`, "x-gateway-client": "admin-ui" },
-      });
-      this.saved(data, etagVersion(headers));
-    } catch (error) {
-      this.failed(error);
-    }
-  }
-
-  saved(data, etag) {
-    this.values = data.timeouts;
-    this.version = etag || data.version;
-    for (const { kind, name, input } of this.inputs.values()) input.value = String(this.values[kind][name]);
-    fill(this.versionNote, "Version ", h("code", {}, this.version));
-    // A 200 means written and applied: the server prepares the new config before it writes the file,
-    // and refuses (422) an edit that would not apply.
-    const reload = data.reload || {};
-    fill(this.result,
-      h("p", { class: "alert ok", id: "saved" },
-        h("strong", {}, "Saved and applied. "),
-        `gateway.yaml was updated and version ${data.version} is live`,
-        reload.duration_ms !== undefined ? ` (${Math.round(reload.duration_ms)} ms).` : ".",
-        " New requests use these timeouts."),
-      h("h2", {}, "Change to gateway.yaml"),
-      data.diff ? diffBlock(data.diff) : h("p", { class: "muted" }, "No change: the file already had these values."));
-    this.validate();
-  }
-
-  failed(error) {
-    if (!(error instanceof ApiError)) {
-      fill(this.result, h("p", { class: "alert bad" }, String(error)));
-      this.validate();
+      if (!this.stopped) fill(this.container, h("p", { class: "alert bad" }, error.message || String(error)));
       return;
     }
-    const problem = error.problem;
-    if (error.kind === "stale-config-version") {
-      fill(this.result, h("div", { class: "alert warn", id: "conflict", role: "alert" },
-        h("p", {}, h("strong", {}, "gateway.yaml changed on disk since this page loaded, "),
-          "so nothing was saved (you edited version ", h("code", {}, this.version), "; the file is now ",
-          h("code", {}, problem.current_version || "newer"), ")."),
-        h("p", {}, "Load the current values, then make your change again."),
-        h("div", { class: "actions" },
-          h("button", { type: "button", id: "reload-values", onclick: () => this.reloadValues() },
-            "Load the current values"))));
-    } else if (error.kind === "write-back-disabled") {
-      fill(this.result,
-        h("div", { class: "alert info", id: "patch-note" },
-          h("p", {}, h("strong", {}, "Write-back is off "), "(admin.write_back: false), so gateway.yaml was not changed. ",
-            "Commit this patch to apply the change:")),
-        diffBlock(problem.patch || "", "patch"),
-        h("div", { class: "form-actions" },
-          h("button", { type: "button", onclick: (event) => copy(problem.patch || "", event.target) }, "Copy patch")));
-    } else if (error.status === 422 && problem.errors) {
-      fill(this.result, h("div", { class: "alert bad", id: "rejected" },
-        h("p", {}, h("strong", {}, "The gateway refused the change; "), "gateway.yaml was not modified:"),
-        h("ul", { class: "error-list" }, problem.errors.map((e) => h("li", {}, e.text || e.message)))));
-    } else if (error.status === 400 && problem.field) {
-      const entry = this.inputs.get(problem.field);
-      if (entry) entry.problem.textContent = problem.detail;
-      fill(this.result, h("p", { class: "alert bad" }, problem.detail));
-    } else {
-      fill(this.result, h("p", { class: "alert bad" }, error.message));
-    }
-    this.validate();
+    if (this.stopped) return;
+    this.render();
   }
 
-  async reloadValues() {
-    const staleVersion = this.version;
-    // The file watcher applies a save within a moment; give it a few seconds to catch up.
-    for (let attempt = 0; attempt < 10; attempt += 1) {
-      await this.load();
-      if (this.stopped || this.version !== staleVersion) break;
-      await new Promise((resolve) => setTimeout(resolve, 300));
+  render() {
+    const writeBack = this.tree.writeBack;
+    const timeoutsArea = h("section", { class: "card settings-section", id: "timeouts-section",
+      "aria-labelledby": "timeouts-title" });
+    this.sections = [FAILOVER, TELEMETRY].map((spec) => new SettingSection(spec, this));
+    this.telemetryStatus = h("ul", { class: "status-list", id: "telemetry-status", "aria-live": "polite" });
+    this.sections[1].element.querySelector("form").before(this.telemetryStatus);
+    this.audit = h("section", { class: "card settings-section", id: "audit-settings", "aria-labelledby": "audit-title" });
+    fill(this.container,
+      h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Settings"),
+        h("p", {}, writeBack
+          ? "Each section saves on its own: review the change to gateway.yaml, then save it. The file is "
+            + "edited in place (comments and ${VAR}s stay as they are) and applied with a hot reload."
+          : "Each section shows the change to gateway.yaml as a patch to commit."))),
+      writeBack ? null : h("p", { class: "alert info", id: "write-back-off" },
+        "Write-back is off (admin.write_back: false): the gateway does not edit gateway.yaml. ",
+        "Saving shows the patch to commit instead."),
+      h("nav", { class: "section-links", "aria-label": "Sections" },
+        [["timeouts-section", "Timeouts"], ["failover", "Failover"], ["telemetry", "Telemetry"],
+          ["audit-settings", "Audit log"]].map(([id, text]) => h("a", { href: `#${id}`,
+          onclick: (event) => { event.preventDefault(); document.getElementById(id)?.scrollIntoView(); } }, text))),
+      h("div", { class: "settings-sections" }, timeoutsArea, this.sections.map((s) => s.element), this.audit));
+    this.timeouts = new TimeoutsForm(timeoutsArea, {
+      saving: () => this.reviewing(null),
+      saved: () => this.saved(null),
+    });
+    this.timeouts.load();
+    for (const section of this.sections) section.render();
+    this.renderAudit(null);
+    this.loadStatus();
+  }
+
+  /** The loaded config tree (what the sections build their patches on). */
+  state() {
+    return this.tree;
+  }
+
+  async reload() {
+    this.reloading = loadTree().then((tree) => { this.tree = tree; return tree; });
+    try {
+      return await this.reloading;
+    } finally {
+      this.reloading = null;
     }
+  }
+
+  /** Once a reload under way (after a save) is done: a review builds on the file as saved. */
+  async settled() {
+    if (this.reloading) await this.reloading.catch(() => null);
+  }
+
+  /** A section is about to show a review: the others' reviews and results go (one at a time). */
+  reviewing(section) {
+    for (const other of this.sections) if (other !== section) other.clearReview();
+    if (section) this.timeouts.clearResult();
+  }
+
+  /** After a save: the new file's tree and version for every section (`section` shows its fields'
+   * new values and sources), then the live state. */
+  async saved(section) {
+    if (section) this.timeouts.refreshVersion();
+    await this.reload();
+    section?.render();
+    await this.loadStatus(true);
+  }
+
+  /** What runs now: tracing (on, where spans go), metrics, the audit log's last purge. `settle`: a save
+   * just changed telemetry.logfire, which tracing applies a moment after the reload. */
+  async loadStatus(settle = false) {
+    let config = null;
+    for (let attempt = 0; attempt < (settle ? 20 : 1); attempt += 1) {
+      config = await api("/config").then((r) => r.data, () => null);
+      if (this.stopped || !config || config.tracing?.settled !== false) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const stats = await api("/logs/stats").then((r) => r.data, () => null);
     if (this.stopped) return;
-    const note = this.version === staleVersion
-      ? h("p", { class: "alert warn" }, "The gateway has not applied the file on disk yet (is it valid? see the Status page).")
-      : h("p", { class: "alert ok", id: "reloaded" }, "Loaded the values of version ", h("code", {}, this.version), ".");
-    fill(this.result, note);
+    this.renderTelemetryStatus(config);
+    this.renderAudit(stats);
+  }
+
+  renderTelemetryStatus(config) {
+    const settings = this.tree.config.telemetry || {};
+    const metrics = settings.prometheus || {};
+    const tracing = config?.tracing;
+    let traces;
+    if (!tracing) traces = "unknown";
+    else if (tracing.on) traces = [h("strong", {}, "on"), ": spans go to ", tracing.destination || "the Logfire instance given"];
+    else if (settings.logfire?.enabled && !tracing.destination) {
+      traces = [h("strong", {}, "off"), ": nothing receives spans (no LOGFIRE_TOKEN or OTEL_EXPORTER_OTLP_ENDPOINT in ",
+        "the gateway's environment; setting one needs a restart)"];
+    } else traces = [h("strong", {}, "off"), settings.logfire?.enabled ? "" : " (telemetry.logfire.enabled is false)"];
+    fill(this.telemetryStatus,
+      h("li", { id: "metrics-state" }, "Metrics: ", metrics.enabled
+        ? [h("strong", {}, "on"), ", served at ", h("code", {}, metrics.path || "/metrics"),
+          metrics.require_admin_key ? " (admin key required)" : ""]
+        : [h("strong", {}, "off"), ": ", h("code", {}, metrics.path || "/metrics"), " answers 404"]),
+      h("li", { id: "tracing-state" }, "Traces: ", traces),
+      h("li", {}, "Log lines: ", h("strong", {}, settings.logging?.level || "info"), ", ",
+        settings.logging?.format || "auto", " format, on standard error"));
+  }
+
+  renderAudit(stats) {
+    const audit = this.tree.config.audit || {};
+    const node = (key) => nodeAt(this.tree.tree, "audit", key);
+    const purge = stats?.last_purge;
+    const rows = [
+      ["Audit log", audit.enabled === false ? "off (audit.enabled is false)" : "on", node("enabled")],
+      ["Retention", `${audit.retention_days} days: older records are deleted at start and daily`, node("retention_days")],
+      ["Database", h("code", { id: "audit-database" }, shownUrl(valueAt(this.tree.config, ["audit", "database_url"]))),
+        node("database_url")],
+      ["Last purge", audit.enabled === false ? "none (the audit log is off)"
+        : purge ? [formatTime(purge.at), ` (${ago(purge.at)}), ${purge.deleted} records deleted, by this worker`]
+          : stats ? "not yet by this worker" : "unknown", null],
+    ];
+    fill(this.audit,
+      h("h2", { id: "audit-title" }, "Audit log"),
+      h("p", { class: "muted" }, "Read-only here: edit ", h("code", {}, "audit.*"),
+        " in gateway.yaml (a change applies on reload)."),
+      h("dl", { class: "fields", id: "audit-fields" }, rows.map(([name, value, source]) => [
+        h("dt", {}, name),
+        h("dd", {}, value, source ? h("span", { class: "source" }, " · ", sourceText(source)) : null)])));
   }
 }
 
-async function copy(text, button) {
-  try {
-    await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
-  } catch (error) {
-    button.textContent = "Select the patch above and copy it";
-  }
+/** A database URL as it may be shown: a password only as its `${VAR}` reference (the tree never holds
+ * a resolved one; a literal one, which the loader refuses, is masked all the same). */
+export function shownUrl(url) {
+  if (url === null || url === undefined) return "hidden (a literal secret, which the gateway refuses)";
+  return String(url).replace(/(\/\/[^:/@]*:)([^@]*)@/, (match, user, password) => (
+    /^\$\{[^}]+\}$/.test(password) ? match : `${user}***@`));
 }
