@@ -77,6 +77,9 @@ VIEWS: dict[str, tuple[str, str, Callable[[Page], None] | None]] = {
     "logs": ("/admin/logs", "#records tr.record >> nth=0", None),
     "logs-drawer": ("/admin/logs", "#records tr.record >> nth=0", open_logs_drawer),
     "usage": ("/admin/usage", "#chart-spend rect.bar >> nth=0", None),
+    "models": ("/admin/models", ".model-card >> nth=0", None),
+    "backends": ("/admin/backends", ".backend-card >> nth=0", None),
+    "keys": ("/admin/keys", "#client-keys", None),
     "settings": ("/admin/settings", "#chat-total", edit_a_timeout),
     "status": ("/admin/status", "#backends tbody tr >> nth=0", None),
 }
@@ -225,8 +228,9 @@ def test_the_page_fits_the_screen(view: str, screen, gateway: GatewayProcess, sc
                 box = drawer.bounding_box()
                 assert box is not None and box["y"] >= bar["bottom"] - 0.5, "the drawer covers the top bar"
 
-        # The laptop's screenshots are test_admin_panel's, usage-phone test_usage_page's.
-        if screen_name == "phone" and view != "usage":
+        # The laptop's screenshots are test_admin_panel's; the phone's of the pages with a test of
+        # their own (usage, models, backends, keys, settings) are taken there.
+        if screen_name == "phone" and view in ("signin", "logs", "logs-drawer", "status"):
             screenshot(page, f"{view}-phone", full_page=view != "logs-drawer")  # the drawer: as on screen
         assert not errors, f"JavaScript errors on the page: {errors}"
     finally:
