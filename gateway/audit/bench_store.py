@@ -17,7 +17,7 @@ import orjson
 from gateway.audit.record import format_ts, parse_ts
 from gateway.audit.store import AuditStore
 
-__all__ = ["MAX_HISTORY", "BenchRecord", "list_bench_runs", "save_bench_run"]
+__all__ = ["MAX_HISTORY", "BenchRecord", "list_bench_runs", "purge_bench_runs_before", "save_bench_run"]
 
 #: Most runs one history read returns.
 MAX_HISTORY = 100
@@ -113,6 +113,15 @@ async def list_bench_runs(store: AuditStore, backend: str, limit: int = 20) -> l
         [backend, limit],
     )
     return [_record(row) for row in rows]
+
+
+async def purge_bench_runs_before(store: AuditStore, cutoff: datetime) -> int:
+    """Delete the runs started before `cutoff` (the audit log's retention applies to them too);
+    returns how many. The table holds a few rows per backend, so one statement does."""
+    rows = await store.execute(
+        'DELETE FROM "bench_runs" WHERE "ts" < ? RETURNING "id"', [store.ts_param(cutoff)]
+    )
+    return len(rows)
 
 
 def _record(row: dict[str, Any]) -> BenchRecord:

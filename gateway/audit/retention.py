@@ -1,4 +1,5 @@
-"""Retention: delete audit records older than `retention_days`, at start and then daily."""
+"""Retention: delete audit records (and the panel's benchmark runs) older than `retention_days`, at
+start and then daily."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from gateway.audit.bench_store import purge_bench_runs_before
 from gateway.audit.store import AuditStore
 
 __all__ = ["RETENTION_INTERVAL_S", "run_retention"]
@@ -46,6 +48,7 @@ async def run_retention(
             cutoff = datetime.now(UTC) - timedelta(days=days)
             try:
                 deleted = await current.purge_older_than(cutoff, batch)
+                bench_runs = await purge_bench_runs_before(current, cutoff)
             except Exception as error:
                 log.warning(
                     "audit retention purge failed (%s); retrying in %.0f s",
@@ -58,10 +61,16 @@ async def run_retention(
                 if purged is not None:
                     purged(datetime.now(UTC), deleted)
                 log.info(
-                    "audit retention: deleted %d records older than %d days",
+                    "audit retention: deleted %d records (and %d benchmark runs) older than %d days",
                     deleted,
+                    bench_runs,
                     days,
-                    extra={"event": "audit_retention", "deleted": deleted, "days": days},
+                    extra={
+                        "event": "audit_retention",
+                        "deleted": deleted,
+                        "bench_runs_deleted": bench_runs,
+                        "days": days,
+                    },
                 )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):

@@ -4,13 +4,21 @@ the table comes with the migrations of an existing database."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.audit.bench_store import MAX_HISTORY, BenchRecord, list_bench_runs, save_bench_run
+from gateway.audit.bench_store import (
+    MAX_HISTORY,
+    BenchRecord,
+    list_bench_runs,
+    purge_bench_runs_before,
+    save_bench_run,
+)
+from gateway.audit.retention import run_retention
 from gateway.audit.store import AuditStore
-from tests.audit.conftest import query
+from tests.audit.conftest import query, wait_for
 
 LEVELS = [
     {
@@ -74,3 +82,32 @@ async def test_runs_are_stored_once_and_read_newest_first_per_backend(database_u
         await store.close()
     rows = await query(database_url, 'SELECT COUNT(*) AS n FROM "bench_runs"')
     assert int(rows[0]["n"]) == 3
+
+
+async def test_retention_purges_runs_older_than_the_audit_log_keeps(database_url: str) -> None:
+    """The audit log's retention applies to the benchmark runs too: the purge that deletes old
+    records deletes the runs started before the same cutoff, and keeps the newer ones."""
+    now = datetime.now(UTC)
+    store = await AuditStore.open(database_url)
+    stop = asyncio.Event()
+    try:
+        await save_bench_run(store, run("old-1", "up", now - timedelta(days=40)))
+        await save_bench_run(store, run("old-2", "other", now - timedelta(days=31)))
+        await save_bench_run(store, run("new", "up", now - timedelta(days=29)))
+        assert await purge_bench_runs_before(store, now - timedelta(days=30)) == 2
+        assert [r.uid for r in await list_bench_runs(store, "up")] == ["new"]
+        assert await list_bench_runs(store, "other") == []
+
+        await save_bench_run(store, run("fresh", "up", now - timedelta(days=1)))
+        task = asyncio.create_task(run_retention(store, 7, stop_event=stop, interval=3600))
+
+        async def only_fresh_left() -> bool:
+            return [r.uid for r in await list_bench_runs(store, "up")] == ["fresh"]
+
+        await wait_for(only_fresh_left, timeout=5)  # the purge at start: "new" is 29 days old
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert task.exception() is None
+    finally:
+        stop.set()
+        await store.close()
