@@ -62,6 +62,9 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
         # Converse: chat (embeddings from Titan models only, by name below), no completions API, no
         # response_format, n, logprobs, logit_bias, penalties or top_k in its common request.
         "bedrock": frozenset({"chat", "tools", "images"}),
+        # Vertex AI: Gemini models as `gemini` (embeddings not yet: Vertex embeds through `:predict`);
+        # Claude models (by name, below) as `anthropic`.
+        "vertex": frozenset({"chat", "tools", "images", "json_object", "json_schema", "penalties", "top_k"}),
     }
 )
 
@@ -79,6 +82,7 @@ _MODEL_DEFAULTS: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = MappingP
     {
         "openai": (("text-embedding-", frozenset({"embeddings"})),),
         "bedrock": (("amazon.titan-embed-text-", frozenset({"embeddings"})),),
+        "vertex": (("claude-", frozenset({"chat", "tools", "images", "top_k"})),),
     }
 )
 
