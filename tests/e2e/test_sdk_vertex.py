@@ -177,3 +177,15 @@ def test_embeddings_are_refused_on_vertex(gateway) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         openai_client(gateway).embeddings.create(model="gemini", input="hello")
     assert "embeddings" in refused.value.message
+
+
+def test_an_anthropic_only_field_reaches_claude_but_not_gemini(gateway, vertex: FakeVertex) -> None:
+    """A Claude target speaks Anthropic's protocol (the request goes as sent), a Gemini one does not."""
+    native = {"service_tier": "auto"}
+    client = anthropic_client(gateway)
+    message = client.messages.create(model="claude", max_tokens=100, messages=MESSAGES, extra_body=native)
+    assert message.content[0].text == REPLY.text
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="gemini", max_tokens=100, messages=MESSAGES, extra_body=native)
+    assert "service_tier" in refused.value.message
+    assert vertex.stats.requests == {f"{PREFIX}/anthropic/models/{CLAUDE}:rawPredict": 1}
