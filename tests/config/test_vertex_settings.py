@@ -61,6 +61,11 @@ def test_project_and_region_are_required(backend: str, missing: str) -> None:
     assert missing in issue.message
 
 
+def test_an_api_key_is_refused_naming_google_credentials() -> None:
+    with pytest.raises(ConfigError, match="takes no api_key: it authenticates with Google credentials"):
+        vertex('{type: vertex, project: p, region: us-east5, api_key: "${KEY}"}')
+
+
 def test_gateway_check_locates_a_vertex_backend_without_project(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text(
