@@ -4,7 +4,8 @@ A chain target's `model` picks the publisher: a name starting with `claude-` is 
 through `rawPredict` / `streamRawPredict` with the Messages API body (`gateway.backends.anthropic`'s),
 less `model` (it is in the path) and with `anthropic_version: vertex-2023-10-16`; any other name is
 Google's, served through `generateContent`, `streamGenerateContent?alt=sse` and `countTokens` with the
-Gemini body (`gateway.backends.gemini`'s). Both live under
+Gemini body (`gateway.backends.gemini`'s), and text embedding models (`text-embedding-*`,
+`text-multilingual-embedding-*`, `gemini-embedding-*`) through `:predict`. Both live under
 `/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}`.
 
 Every request carries a Google access token (`gateway.backends.google_credentials`); an upstream 401
@@ -15,6 +16,7 @@ credentials, other 4xx the request's own fault.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +30,9 @@ from gateway.backends.google_credentials import GoogleCredentials, MissingCreden
 from gateway.backends.upstream import AttemptLimits, Reply, Stream, UpstreamCall, UpstreamFailure
 from gateway.config.backends import VertexSettings
 from gateway.protocol import gemini as gemini_protocol
-from gateway.protocol.canonical import ChatRequest
+from gateway.protocol.bedrock_embeddings import embedding_response
+from gateway.protocol.canonical import ChatRequest, EmbeddingRequest, UpstreamProtocolError
+from gateway.protocol.vertex_embeddings import VertexEmbedding, parse_predict_response, predict_bodies
 
 __all__ = ["ANTHROPIC_VERSION", "VertexBackend", "publisher_of"]
 
@@ -90,6 +94,8 @@ class VertexBackend(GeminiBackend):
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
         if publisher_of(model) == "anthropic":
             return await self._claude(call, model, limits)
+        if call.endpoint == "embeddings" and isinstance(call.request, EmbeddingRequest):
+            return await self._predict_embeddings(call.request, model, limits)
         # Routing skips targets lacking the capability before calling here; a safety net.
         if call.endpoint not in ("chat", "count_tokens"):
             raise UpstreamFailure(
@@ -105,6 +111,36 @@ class VertexBackend(GeminiBackend):
             for k, v in body.items()
             if k in ("contents", "systemInstruction", "tools", "generationConfig")
         }
+
+    async def _predict_embeddings(
+        self, request: EmbeddingRequest, model: str, limits: AttemptLimits
+    ) -> Reply:
+        """Text embedding models through `:predict` (`gateway.protocol.vertex_embeddings`), the requests
+        of a batch too large for one sent at once (within the pool)."""
+        try:
+            bodies = predict_bodies(request, model)
+        except gemini_protocol.GeminiRefusal as refusal:
+            raise UpstreamFailure(
+                "unsupported", f"Vertex AI cannot take {refusal}", param=refusal.field
+            ) from None
+        path = f"{self.model_path('google', model)}:predict"
+
+        async def predict(body: dict[str, Any]) -> list[VertexEmbedding]:
+            response = await self.post(path, orjson.dumps(body), limits)
+            _, data = await self.read_json(response, limits)
+            return parse_predict_response(data, len(body["instances"]))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(predict(body)) for body in bodies]
+        except* UpstreamFailure as failures:
+            raise failures.exceptions[0] from None  # the others were cancelled
+        except* UpstreamProtocolError as errors:
+            raise UpstreamFailure("http_5xx", str(errors.exceptions[0])) from None
+        try:
+            return embedding_response([part for task in tasks for part in task.result()], request)
+        except UpstreamProtocolError as error:
+            raise UpstreamFailure("http_5xx", str(error)) from None
 
     async def _claude(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
         body, same = messages_body(call, model)

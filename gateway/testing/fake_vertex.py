@@ -1,5 +1,6 @@
 """A fake Google Cloud Vertex AI server on loopback: Gemini models (publisher google:
-`generateContent`, `streamGenerateContent?alt=sse`, `countTokens`) and Anthropic's Claude models
+`generateContent`, `streamGenerateContent?alt=sse`, `countTokens`, and `predict` for text embedding
+models) and Anthropic's Claude models
 (publisher anthropic: `rawPredict`, `streamRawPredict`, `count-tokens:rawPredict`) under
 `/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}:{method}`, with the
 fault injection of `Behaviour`, for tests.
@@ -30,9 +31,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.testing.behaviour import Behaviour, FakeError, FakeServer, Handler
+from gateway.testing.behaviour import Behaviour, FakeError, FakeServer, Handler, count_tokens
 from gateway.testing.fake_anthropic import FakeAnthropic
 from gateway.testing.fake_gemini import FakeGemini
+from gateway.testing.fake_openai import embedding
 
 __all__ = ["ANTHROPIC_VERSION", "FakeVertex"]
 
@@ -186,7 +188,7 @@ class FakeVertex(FakeServer):
 
     async def _google(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
         self.locations.append((request.match_info["project"], request.match_info["location"]))
-        method = request.match_info["target"].partition(":")[2]
+        model, _, method = request.match_info["target"].partition(":")
         body = await self._gemini.read_json(request)
         for i, content in enumerate(body.get("contents") or ()):
             if isinstance(content, dict) and content.get("role") not in ("user", "model"):
@@ -197,9 +199,37 @@ class FakeVertex(FakeServer):
                 raise FakeError(400, f'Invalid JSON payload received. Unknown name "{min(unknown)}"')
             prompt, _ = self._gemini._read_request(body)
             return self.json_response({"totalTokens": prompt}, behaviour)
+        if method == "predict":
+            return self._predict(model, body, behaviour)
         if method not in ("generateContent", "streamGenerateContent"):
             raise FakeError(404, f"Method not found: {method or '(none)'}")
         return await self._gemini._model_method(request, behaviour)
+
+    def _predict(self, model: str, body: dict[str, Any], behaviour: Behaviour) -> web.Response:
+        """A text embedding model's `:predict`: one prediction per instance."""
+        instances, parameters = body.get("instances"), body.get("parameters") or {}
+        if not isinstance(instances, list) or not instances:
+            raise FakeError(400, "instances: must not be empty")
+        if model.startswith("gemini-embedding") and len(instances) > 1:
+            raise FakeError(400, f"Only one instance is allowed per request for {model}.")
+        if len(instances) > 250:
+            raise FakeError(400, "Too many instances: at most 250 per request.")
+        dims = parameters.get("outputDimensionality", 768)
+        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= 3072:
+            raise FakeError(400, "outputDimensionality must be between 1 and 3072")
+        predictions = []
+        for i, instance in enumerate(instances):
+            text = instance.get("content") if isinstance(instance, dict) else None
+            if not isinstance(text, str):
+                raise FakeError(400, f"instances[{i}].content: a string is required")
+            statistics = {"token_count": count_tokens(text), "truncated": False}
+            predictions.append(
+                {"embeddings": {"values": embedding(text.encode(), dims), "statistics": statistics}}
+            )
+        characters = sum(len(instance["content"]) for instance in instances)
+        return self.json_response(
+            {"predictions": predictions, "metadata": {"billableCharacterCount": characters}}, behaviour
+        )
 
     # -- publisher anthropic (Claude)
 

@@ -29,6 +29,7 @@ from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import (
     ChatResponse,
+    EmbeddingResponse,
     StreamEnd,
     StreamStart,
     TextDelta,
@@ -205,6 +206,36 @@ async def test_a_claude_token_count_goes_to_the_count_tokens_model(vertex: Backe
     assert isinstance(reply, PassThroughReply)
     assert orjson.loads(reply.body) == {"input_tokens": 2}
     assert fake.stats.requests == {f"{PREFIX}/anthropic/models/count-tokens:rawPredict": 1}
+
+
+def embed(body: dict[str, Any]) -> UpstreamCall:
+    body = {"model": "m", **body}
+    request = openai_protocol.parse_embedding_request(body)
+    return UpstreamCall("embeddings", "openai", body, request, False, "req_test", "m")
+
+
+async def test_embeddings_go_to_predict_in_one_request(vertex: Backend, fake: FakeVertex) -> None:
+    reply = await vertex.send(
+        embed({"input": ["one", "two words", "three"], "dimensions": 8}), "text-embedding-005", limits()
+    )
+    assert isinstance(reply, EmbeddingResponse)
+    assert (len(reply.vectors), reply.dimensions, len(set(reply.vectors))) == (3, 8, 3)
+    assert reply.usage == Usage(4)  # the token counts Vertex reports per instance, summed
+    assert fake.stats.requests == {f"{PREFIX}/google/models/text-embedding-005:predict": 1}
+
+
+async def test_a_gemini_embedding_model_gets_one_input_per_request(vertex: Backend, fake: FakeVertex) -> None:
+    reply = await vertex.send(embed({"input": ["one", "two", "three"]}), "gemini-embedding-001", limits())
+    assert isinstance(reply, EmbeddingResponse)
+    assert len(reply.vectors) == 3 and reply.dimensions == 768
+    assert fake.stats.requests == {f"{PREFIX}/google/models/gemini-embedding-001:predict": 3}
+
+
+async def test_token_ids_are_refused_for_embeddings(vertex: Backend, fake: FakeVertex) -> None:
+    with pytest.raises(UpstreamFailure) as failure:
+        await vertex.send(embed({"input": [1, 2, 3]}), "text-embedding-005", limits())
+    assert (failure.value.kind, failure.value.param) == ("unsupported", "input")
+    assert fake.stats.total == 0
 
 
 @pytest.mark.parametrize("model", [GEMINI, CLAUDE])

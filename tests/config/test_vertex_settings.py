@@ -47,6 +47,8 @@ def test_capabilities_follow_the_publisher() -> None:
     claude = settings.capabilities_for("claude-sonnet-4-5@20250929")
     assert {"json_schema", "penalties", "top_k"} <= gemini and "embeddings" not in gemini
     assert claude == {"chat", "tools", "images", "top_k"}
+    assert settings.capabilities_for("text-embedding-005") == {"embeddings"}
+    assert settings.capabilities_for("gemini-embedding-001") == {"embeddings"}
 
 
 @pytest.mark.parametrize(

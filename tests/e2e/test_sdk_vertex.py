@@ -1,6 +1,7 @@
 """A `vertex` backend through the real gateway, with the official OpenAI and Anthropic SDKs as
 clients: a Gemini model and a Claude model on Vertex AI (chat whole and streamed, a tool call, token
-counting), and failover from a Vertex 429 (RESOURCE_EXHAUSTED) to the next target.
+counting), embeddings from a text embedding model, and failover from a Vertex 429 (RESOURCE_EXHAUSTED)
+to the next target.
 
 The gateway authenticates as a service account the fake made (GOOGLE_APPLICATION_CREDENTIALS): the
 real JWT-bearer exchange runs against the fake's token endpoint, over loopback only.
@@ -61,6 +62,7 @@ backends:
 models:
   gemini: {{chain: [{{backend: vx, model: {GEMINI}}}]}}
   claude: {{chain: [{{backend: vx, model: "{CLAUDE}"}}]}}
+  embed: {{chain: [{{backend: vx, model: text-embedding-005}}]}}
   resilient:
     chain:
       - {{backend: vx, model: {GEMINI}}}
@@ -173,7 +175,16 @@ def test_a_vertex_429_fails_over_to_the_next_target(
     assert vertex.stats.injected_failures == 1
 
 
-def test_embeddings_are_refused_on_vertex(gateway) -> None:
+def test_openai_sdk_embeddings_from_a_vertex_embedding_model(gateway, vertex: FakeVertex) -> None:
+    answer = openai_client(gateway).embeddings.create(
+        model="embed", input=["hello", "hello world"], dimensions=64
+    )
+    assert [len(item.embedding) for item in answer.data] == [64, 64]
+    assert answer.usage.prompt_tokens == 3
+    assert vertex.stats.requests == {f"{PREFIX}/google/models/text-embedding-005:predict": 1}
+
+
+def test_embeddings_are_refused_on_a_vertex_chat_model(gateway) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         openai_client(gateway).embeddings.create(model="gemini", input="hello")
     assert "embeddings" in refused.value.message
