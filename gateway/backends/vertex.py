@@ -79,10 +79,16 @@ class VertexBackend(GeminiBackend):
         self, path: str, body: bytes, limits: AttemptLimits, headers: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
         """`post` with the access token; a 401 drops the token, so the next request refreshes it."""
+        wait = limits.until_first_byte()
         try:
-            token = await self.credentials.token()
+            async with asyncio.timeout(wait):
+                token = await self.credentials.token()
         except MissingCredentials as error:
             raise UpstreamFailure("auth", str(error)) from None
+        except TimeoutError:
+            raise UpstreamFailure(
+                "timeout", f"no Google access token within {wait:g} s (first-byte limit)"
+            ) from None
         own = {**(headers or {}), "authorization": f"Bearer {token}"}
         try:
             return await super().post(path, body, limits, own)

@@ -19,6 +19,7 @@ The answers and request checks are the fake Gemini and Anthropic servers' (`Fake
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import time
@@ -82,6 +83,8 @@ class FakeVertex(FakeServer):
         self._tokens: dict[str, float] = {}
         #: The lifetime of the tokens `/token` issues, in seconds (the real endpoint's is an hour).
         self.token_lifetime = 3600
+        #: Seconds `/token` waits before it answers (a slow token endpoint).
+        self.token_latency = 0.0
         #: How many access tokens `/token` has issued.
         self.tokens_issued = 0
         #: The (project, location) of the requests that reached a model, in order.
@@ -147,6 +150,8 @@ class FakeVertex(FakeServer):
     # -- the OAuth token endpoint
 
     async def _token(self, request: web.Request, behaviour: Behaviour | None = None) -> web.Response:
+        if self.token_latency:
+            await asyncio.sleep(self.token_latency)
         form = await request.post()
         if form.get("grant_type") != _JWT_BEARER:
             return _oauth_error("unsupported_grant_type", "Invalid grant_type.")

@@ -290,6 +290,18 @@ async def test_a_refused_token_is_dropped_and_the_next_request_gets_a_new_one(
     assert fake.tokens_issued == 2
 
 
+async def test_a_slow_token_endpoint_is_bounded_by_the_first_byte_limit(
+    vertex: Backend, fake: FakeVertex
+) -> None:
+    fake.token_latency = 1.0
+    short = AttemptLimits(connect=5, first_byte=0.1, deadline=time.monotonic() + 30)
+    with pytest.raises(UpstreamFailure) as failure:
+        await vertex.send(chat(HELLO), GEMINI, short)
+    assert failure.value.kind == "timeout"
+    assert "no Google access token" in failure.value.detail
+    assert fake.stats.total == 0
+
+
 async def test_without_credentials_the_backend_starts_and_requests_fail_as_auth(
     tmp_path: Path, fake: FakeVertex, no_ambient_google: None
 ) -> None:
