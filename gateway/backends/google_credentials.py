@@ -52,11 +52,12 @@ class GoogleCredentials:
         self._looked_up_at = time.monotonic()
         try:
             credentials, _ = google.auth.default(scopes=[SCOPE])
-        except GoogleAuthError as error:
+        except (GoogleAuthError, ValueError, OSError) as error:
+            # The message names a file or the places looked in, never a credential.
             self._missing = (
                 "no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a service-account "
                 "JSON file, run `gcloud auth application-default login`, or attach a service account): "
-                f"{type(error).__name__}"
+                f"{type(error).__name__}: {str(error)[:300]}"
             )
             return
         self._transport = Request()

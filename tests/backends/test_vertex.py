@@ -313,6 +313,18 @@ async def test_without_credentials_the_backend_starts_and_requests_fail_as_auth(
     assert fake.stats.total == 0
 
 
+async def test_a_credentials_file_that_is_not_there_is_named(
+    tmp_path: Path, fake: FakeVertex, monkeypatch: pytest.MonkeyPatch, no_ambient_google: None
+) -> None:
+    missing = tmp_path / "nowhere.json"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
+    async for backend in _backend(tmp_path, fake):
+        with pytest.raises(UpstreamFailure) as failure:
+            await backend.send(chat(HELLO), GEMINI, limits())
+        assert failure.value.kind == "auth"
+        assert str(missing) in failure.value.detail
+
+
 async def test_a_token_from_another_key_is_refused_by_the_token_endpoint(
     tmp_path: Path, fake: FakeVertex, monkeypatch: pytest.MonkeyPatch, no_ambient_google: None
 ) -> None:
