@@ -87,8 +87,6 @@ class FakeVertex(FakeServer):
         self.token_latency = 0.0
         #: How many access tokens `/token` has issued.
         self.tokens_issued = 0
-        #: The (project, location) of the requests that reached a model, in order.
-        self.locations: list[tuple[str, str]] = []
 
     # -- credentials
 
@@ -192,7 +190,6 @@ class FakeVertex(FakeServer):
     # -- publisher google (Gemini)
 
     async def _google(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
-        self.locations.append((request.match_info["project"], request.match_info["location"]))
         model, _, method = request.match_info["target"].partition(":")
         body = await self._gemini.read_json(request)
         for i, content in enumerate(body.get("contents") or ()):
@@ -239,7 +236,6 @@ class FakeVertex(FakeServer):
     # -- publisher anthropic (Claude)
 
     async def _anthropic(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
-        self.locations.append((request.match_info["project"], request.match_info["location"]))
         model, _, method = request.match_info["target"].partition(":")
         body = await FakeServer.read_json(request)
         if body.get("anthropic_version") != ANTHROPIC_VERSION:
