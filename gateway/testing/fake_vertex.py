@@ -9,7 +9,9 @@ It is its own OAuth token endpoint too (`POST /token`, the JWT-bearer grant a se
 `service_account(path)` writes a service-account JSON file with a fresh RSA key whose `token_uri` is
 this server, the endpoint checks the signed assertion against that key's public half and issues a
 short-lived access token, and every API request must carry one (`Authorization: Bearer`), as Vertex
-does, or get 401 UNAUTHENTICATED. Errors have Google's shape, `{"error": {"code", "message", "status"}}`.
+does, or get 401 UNAUTHENTICATED (`revoke_tokens()` forgets those issued); `permission_denied` answers
+403 PERMISSION_DENIED to a valid token too, as for a service account without the permission. Errors
+have Google's shape, `{"error": {"code", "message", "status"}}`.
 
 The answers and request checks are the fake Gemini and Anthropic servers' (`FakeGemini`,
 `FakeAnthropic`), plus what Vertex asks for on top: a `role` on each Gemini content, and for Claude
@@ -87,6 +89,11 @@ class FakeVertex(FakeServer):
         self.token_latency = 0.0
         #: How many access tokens `/token` has issued.
         self.tokens_issued = 0
+        #: Answer every API request 403 PERMISSION_DENIED, valid token or not: the service account
+        #: lacks the permission (no Vertex AI User role on the project).
+        self.permission_denied = False
+        #: The last generate or Claude messages request's body, as sent (Gemini's in camelCase).
+        self.last_body: dict[str, Any] | None = None
 
     # -- credentials
 
@@ -137,6 +144,13 @@ class FakeVertex(FakeServer):
                 401,
                 "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
                 "cookie or other valid authentication credential.",
+            )
+        if self.permission_denied:
+            return self.error_response(
+                403,
+                f"Permission 'aiplatform.endpoints.predict' denied on resource "
+                f"'//aiplatform.googleapis.com/projects/{request.match_info.get('project', '')}' "
+                "(or it may not exist).",
             )
         return None
 
@@ -205,6 +219,7 @@ class FakeVertex(FakeServer):
             return self._predict(model, body, behaviour)
         if method not in ("generateContent", "streamGenerateContent"):
             raise FakeError(404, f"Method not found: {method or '(none)'}")
+        self.last_body = body
         return await self._gemini._model_method(request, behaviour)
 
     def _predict(self, model: str, body: dict[str, Any], behaviour: Behaviour) -> web.Response:
@@ -250,6 +265,8 @@ class FakeVertex(FakeServer):
             raise FakeError(404, f"Method not found: {method or '(none)'}")
         elif bool(body.get("stream")) != (method == "streamRawPredict"):
             raise FakeError(400, f"stream: {method} takes stream: {method == 'streamRawPredict'}")
+        if not counting:
+            self.last_body = dict(body)
         del body["anthropic_version"]
         request[_BODY] = body if counting else {"model": model, **body}
         if counting:

@@ -5,7 +5,7 @@ mapped as documented (400 relayed, a refused gateway credential, 429 and 5xx fai
 target or answered with the documented status without one, a stream dying mid-way as an error event).
 
 A new native type joins by adding one row to `NATIVE_TYPES`: its fake, the backend's YAML, its
-models and how to make the fake refuse the gateway's credentials.
+models, how to make the fake refuse the gateway's credentials and the environment its credentials need.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import anthropic
 import openai
 import pytest
 
-from gateway.testing import Behaviour, FakeAzureOpenAI, FakeGemini, FakeOpenAI
+from gateway.testing import Behaviour, FakeAzureOpenAI, FakeGemini, FakeOpenAI, FakeVertex
 from gateway.testing.behaviour import FakeServer
 from gateway.testing.fake_azure_openai import AZURE_API_VERSION
 from gateway.testing.fake_bedrock import TEST_CREDENTIALS, FakeBedrock
@@ -56,7 +56,11 @@ def _unknown_access_key(fake: FakeServer) -> None:
     fake.credentials = {"AKIDSOMEONEELSE00001": "another-secret"}  # type: ignore[attr-defined]
 
 
-def _bedrock_env(tmp: Path) -> dict[str, str]:
+def _permission_denied(fake: FakeServer) -> None:
+    fake.permission_denied = True  # type: ignore[attr-defined]
+
+
+def _bedrock_env(tmp: Path, _fake: FakeServer) -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS[0],
         "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS[1],
@@ -64,6 +68,25 @@ def _bedrock_env(tmp: Path) -> dict[str, str]:
         "AWS_CONFIG_FILE": str(tmp / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "credentials"),
     }
+
+
+def _vertex_env(tmp: Path, fake: FakeServer) -> dict[str, str]:
+    account = fake.service_account(tmp / "service-account.json")  # type: ignore[attr-defined]
+    return {
+        "GOOGLE_APPLICATION_CREDENTIALS": str(account),
+        # Nothing else of Google's: no gcloud login, no metadata server (no network beyond loopback).
+        "CLOUDSDK_CONFIG": str(tmp / "gcloud"),
+        "NO_GCE_CHECK": "True",
+    }
+
+
+def _vertex(fake: FakeServer) -> str:
+    return f'type: vertex, base_url: "{fake.base_url}", project: test-project, region: europe-west4'
+
+
+def _functionresponse(result: str) -> str:
+    """A tool result as a Gemini `functionResponse` carries it."""
+    return json.dumps({"output": result}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -80,13 +103,14 @@ class NativeType:
     refuse_credentials: Callable[[FakeServer], None]
     #: What the upstream answers when it refuses them (the documented `auth` outcome).
     refused_status: int
-    #: Process environment the backend needs (AWS's credential chain reads it).
-    environment: Callable[[Path], dict[str, str]] = field(default=lambda _tmp: {})
+    #: Process environment the backend needs (AWS's and Google's credential chains read it), given the
+    #: test's tmp dir and the running fake.
+    environment: Callable[[Path, FakeServer], dict[str, str]] = field(default=lambda _tmp, _fake: {})
     #: A tool result as the upstream API receives it (the fakes answer with its first 20 characters).
     tool_result: Callable[[str], str] = field(default=lambda result: result)
 
 
-#: Every native type the battery covers. `vertex` gets its row here.
+#: Every native type the battery covers (`vertex` twice: one row per publisher).
 NATIVE_TYPES: dict[str, NativeType] = {
     "gemini": NativeType(
         fake=FakeGemini,
@@ -95,7 +119,7 @@ NATIVE_TYPES: dict[str, NativeType] = {
         embedding_model="text-embedding-004",
         refuse_credentials=_wrong_key,
         refused_status=400,  # INVALID_ARGUMENT with reason API_KEY_INVALID
-        tool_result=lambda result: json.dumps({"output": result}, separators=(",", ":")),  # functionResponse
+        tool_result=_functionresponse,
     ),
     "azure_openai": NativeType(
         fake=FakeAzureOpenAI,
@@ -116,6 +140,25 @@ NATIVE_TYPES: dict[str, NativeType] = {
         refuse_credentials=_unknown_access_key,
         refused_status=403,  # UnrecognizedClientException
         environment=_bedrock_env,
+    ),
+    "vertex-gemini": NativeType(
+        fake=FakeVertex,
+        backend=_vertex,
+        chat_model="gemini-2.5-flash",
+        embedding_model="text-embedding-005",  # through :predict
+        refuse_credentials=_permission_denied,
+        refused_status=403,  # PERMISSION_DENIED: the service account lacks the permission
+        environment=_vertex_env,
+        tool_result=_functionresponse,
+    ),
+    "vertex-claude": NativeType(
+        fake=FakeVertex,
+        backend=_vertex,
+        chat_model="claude-sonnet-4-5@20250929",
+        embedding_model="text-embedding-005",  # the same backend's Google embedding model
+        refuse_credentials=_permission_denied,
+        refused_status=403,
+        environment=_vertex_env,
     ),
 }
 
@@ -139,6 +182,8 @@ class Battery:
         if isinstance(self.fake, FakeBedrock):
             self.fake.credentials = {TEST_CREDENTIALS[0]: TEST_CREDENTIALS[1]}
             self.fake.stream_exception = None
+        if isinstance(self.fake, FakeVertex):
+            self.fake.permission_denied = False
 
 
 def _config(kind: str, native: NativeType, fake: FakeServer, fallback: FakeOpenAI) -> str:
@@ -173,7 +218,7 @@ def battery(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         native.fake.in_thread(Behaviour(api_key=FAKE_KEY)) as fake,
         FakeOpenAI.in_thread(Behaviour(api_key=FAKE_KEY)) as fallback,
     ):
-        for name, value in native.environment(tmp).items():
+        for name, value in native.environment(tmp, fake).items():
             patch.setenv(name, value)
         path = tmp / "gateway.yaml"
         path.write_text(_config(kind, native, fake, fallback))
