@@ -1,19 +1,24 @@
-"""Cloud: round-trip latency and time to first token to OpenAI and Anthropic, directly and through
-the gateway, so the difference is what the gateway adds to a cloud call.
+"""Cloud: round-trip latency and time to first token to each cloud provider the gateway has a backend
+type for (OpenAI, Anthropic, Gemini, Azure OpenAI, Amazon Bedrock), directly and through the gateway,
+so the difference is what the gateway adds to a cloud call.
 
-    gateway bench cloud [--requests 10] [--simulate] [--openai-model M] [--anthropic-model M]
+    gateway bench cloud [--requests 10] [--simulate] [--openai-model M] [--anthropic-model M] ...
 
-With `OPENAI_API_KEY` / `ANTHROPIC_API_KEY` in the environment, the provider's real API is called
-(cheap models, `max_tokens` 16, `--requests` per mode and way: a few cents at most). A provider
-without its key is *simulated*: the project's fake server for it, started with realistic cloud
-latency (`--sim-latency-ms` 300 before the first byte, `--sim-token-ms` 20 per streamed token), and
-every row and JSON entry of it says `simulated`. `--simulate` simulates both even with keys.
+With a provider's credentials in the environment (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`,
+`GEMINI_API_KEY`, `AZURE_OPENAI_API_KEY` with `AZURE_OPENAI_RESOURCE`, `AWS_ACCESS_KEY_ID` with
+`AWS_SECRET_ACCESS_KEY`), its real API is called (cheap models, `max_tokens` 16, `--requests` per mode
+and way: a few cents at most). A provider without them is *simulated*: the project's fake server for
+it, started with realistic cloud latency (`--sim-latency-ms` 300 before the first byte,
+`--sim-token-ms` 20 per streamed token), and every row and JSON entry of it says `simulated`.
+`--simulate` simulates every provider even with credentials.
 
-The gateway (`gateway serve`, default config otherwise) has an `openai` and an `anthropic` backend
-(real URLs, or the fakes'); OpenAI is called on `/v1/chat/completions`, Anthropic on `/v1/messages`
-(the same protocol both ways, so the gateway relays the bytes). Requests alternate between direct
-and gateway, one at a time, each way on its own keep-alive connection, after one warm-up request
-each (TLS and connection set-up are not measured).
+The gateway (`gateway serve`, default config otherwise) has one backend of each type (real URLs, or
+the fakes'). OpenAI is called on `/v1/chat/completions` and Anthropic on `/v1/messages` (the same
+protocol both ways, so the gateway relays the bytes); Gemini, Azure OpenAI and Bedrock are called in
+their own protocol directly and through the gateway's `/v1/chat/completions` (which translates, so
+the translation is part of what the gateway adds). Requests alternate between direct and gateway,
+one at a time, each way on its own keep-alive connection, after one warm-up request each (TLS and
+connection set-up are not measured).
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from gateway.bench.harness.client import new_record, record_one, summarize_records
 from gateway.bench.harness.progress import Progress, say
 from gateway.bench.harness.results import markdown_table, ms
 from gateway.bench.harness.servers import Server, start_fake
 
+from gateway.testing.fake_azure_openai import AZURE_API_VERSION
+from gateway.testing.fake_bedrock import TEST_CREDENTIALS, TEST_REGION
 from gateway.testing.process import start_gateway
 
 PROVIDERS = {
@@ -52,7 +60,34 @@ PROVIDERS = {
         "public_model": "claude-haiku",
         "default_model": "claude-3-5-haiku-latest",
     },
+    "gemini": {
+        "label": "Gemini",
+        "key_env": "GEMINI_API_KEY",
+        "base_url": "https://generativelanguage.googleapis.com",
+        "path": "/v1/chat/completions",
+        "public_model": "gemini-flash-lite",
+        "default_model": "gemini-2.5-flash-lite",
+    },
+    "azure_openai": {
+        "label": "Azure OpenAI",
+        "key_env": "AZURE_OPENAI_API_KEY",
+        "also_env": ("AZURE_OPENAI_RESOURCE",),
+        "base_url": "https://{AZURE_OPENAI_RESOURCE}.openai.azure.com",
+        "path": "/v1/chat/completions",
+        "public_model": "azure-mini",
+        "default_model": "gpt-4o-mini",  # the deployment's name
+    },
+    "bedrock": {
+        "label": "Amazon Bedrock",
+        "key_env": "AWS_ACCESS_KEY_ID",
+        "also_env": ("AWS_SECRET_ACCESS_KEY",),
+        "base_url": "https://bedrock-runtime.{AWS_REGION}.amazonaws.com",
+        "path": "/v1/chat/completions",
+        "public_model": "bedrock-haiku",
+        "default_model": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+    },
 }
+PROMPT = "Say hello in a few words."
 MODES = ("non_streaming", "streaming")
 MAX_TOKENS = 16
 FULL = {"requests": 10, "sim_latency_ms": 300.0, "sim_token_ms": 20.0}
@@ -60,40 +95,81 @@ QUICK = {"requests": 3, "sim_latency_ms": 30.0, "sim_token_ms": 2.0}
 SIM_KEY_ENV = "BENCH_SIMULATED_KEY"
 
 
-def _direct_url(provider: str, base_url: str) -> str:
-    # OpenAI's base URL ends in /v1; the path repeats it.
-    path = PROVIDERS[provider]["path"]
-    return base_url.removesuffix("/v1") + path
-
-
 def _body(provider: str, model: str, stream: bool) -> bytes:
+    """An OpenAI or Anthropic request (what the gateway is sent, and OpenAI and Anthropic directly)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": MAX_TOKENS,
-        "messages": [{"role": "user", "content": "Say hello in a few words."}],
+        "messages": [{"role": "user", "content": PROMPT}],
     }
     if stream:
         body["stream"] = True
     return json.dumps(body).encode()
 
 
-def _direct_headers(provider: str, key: str) -> dict[str, str]:
-    if provider == "openai":
-        return {"authorization": f"Bearer {key}"}
-    return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+def _direct(provider: str, target: dict[str, Any], stream: bool) -> tuple[str, bytes, dict[str, str]]:
+    """The URL, body and headers of a request to the provider itself, in its own protocol."""
+    base, key, model = target["base_url"], target["key"], target["model"]
+    if provider == "openai":  # the base URL ends in /v1; the path repeats it
+        return (
+            base.removesuffix("/v1") + PROVIDERS[provider]["path"],
+            _body(provider, model, stream),
+            {"authorization": f"Bearer {key}"},
+        )
+    if provider == "anthropic":
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        return base + PROVIDERS[provider]["path"], _body(provider, model, stream), headers
+    if provider == "azure_openai":
+        deployment = quote(model, safe="")
+        url = f"{base}/openai/deployments/{deployment}/chat/completions?api-version={AZURE_API_VERSION}"
+        return url, _body(provider, model, stream), {"api-key": key}
+    if provider == "gemini":
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        body = {
+            "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
+            "generationConfig": {"maxOutputTokens": MAX_TOKENS},
+        }
+        return f"{base}/v1beta/models/{model}:{method}", json.dumps(body).encode(), {"x-goog-api-key": key}
+    # bedrock: Converse, signed with SigV4 (a signature holds for minutes: one per mode is enough)
+    from botocore.credentials import ReadOnlyCredentials
+
+    from gateway.backends.aws_signing import sign_request
+
+    url = f"{base}/model/{quote(model, safe='')}/{'converse-stream' if stream else 'converse'}"
+    body = {
+        "messages": [{"role": "user", "content": [{"text": PROMPT}]}],
+        "inferenceConfig": {"maxTokens": MAX_TOKENS},
+    }
+    data = json.dumps(body).encode()
+    credentials = ReadOnlyCredentials(key, target["secret"], target.get("token"))
+    signed = sign_request(
+        credentials, target["region"], "POST", url, data, [("content-type", "application/json")]
+    )
+    return url, data, {k: v for k, v in signed.headers.items() if k.lower() != "content-type"}
+
+
+def _gateway_body(provider: str, stream: bool) -> bytes:
+    return _body(provider, PROVIDERS[provider]["public_model"], stream)
+
+
+def _backend_yaml(provider: str, target: dict[str, Any]) -> str:
+    key_env = SIM_KEY_ENV if target["simulated"] else PROVIDERS[provider]["key_env"]
+    fields = f'type: {provider}, base_url: "{target["base_url"]}"'
+    if provider == "bedrock":  # credentials from the AWS chain (the environment)
+        return f"{{{fields}, region: {target['region']}}}"
+    if provider == "azure_openai":
+        fields += f', api_version: "{AZURE_API_VERSION}"'
+    return f'{{{fields}, api_key: "${{{key_env}}}"}}'
 
 
 def gateway_config(targets: dict[str, dict[str, Any]]) -> str:
     lines = ["backends:"]
     for provider, target in targets.items():
-        key_env = SIM_KEY_ENV if target["simulated"] else PROVIDERS[provider]["key_env"]
-        lines.append(
-            f'  {provider}: {{type: {provider}, base_url: "{target["base_url"]}", api_key: "${{{key_env}}}"}}'
-        )
+        lines.append(f"  {provider}: {_backend_yaml(provider, target)}")
     lines.append("models:")
     for provider, target in targets.items():
         public = PROVIDERS[provider]["public_model"]
-        lines.append(f"  {public}: {{chain: [{{backend: {provider}, model: {target['model']}}}]}}")
+        lines.append(f'  {public}: {{chain: [{{backend: {provider}, model: "{target["model"]}"}}]}}')
     lines += ["timeouts:", "  chat: {total: 120, first_byte: 60}", "reload: {watch: false}", ""]
     return "\n".join(lines)
 
@@ -103,6 +179,7 @@ async def _interleaved(
 ) -> dict[str, list[dict[str, Any]]]:
     """`requests` per way, alternating the ways' order each round; one warm-up request each first."""
     import aiohttp
+    import yarl
 
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in ways}
     sessions = {
@@ -121,7 +198,7 @@ async def _interleaved(
                 record = new_record(round=round_)
                 await record_one(
                     sessions[name],
-                    url,
+                    yarl.URL(url, encoded=True),  # sent as signed: Bedrock's %3A stays encoded
                     body,
                     {"content-type": "application/json"} | headers,
                     stream,
@@ -152,16 +229,23 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
         workdir = Path(directory)
         gateway = None
         try:
+            gateway_env = {SIM_KEY_ENV: "simulated"}
             for provider, info in PROVIDERS.items():
                 key = os.environ.get(info["key_env"], "")
                 model = settings[f"{provider}_model"]
-                if key and not settings["simulate"]:
-                    targets[provider] = {
-                        "simulated": False,
-                        "base_url": info["base_url"],
-                        "key": key,
-                        "model": model,
-                    }
+                live = all(os.environ.get(name) for name in (info["key_env"], *info.get("also_env", ())))
+                if live and not settings["simulate"]:
+                    region = (
+                        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+                    )
+                    base = info["base_url"].format_map({**os.environ, "AWS_REGION": region})
+                    targets[provider] = {"simulated": False, "base_url": base, "key": key, "model": model}
+                    if provider == "bedrock":
+                        targets[provider] |= {
+                            "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
+                            "token": os.environ.get("AWS_SESSION_TOKEN"),
+                            "region": region,
+                        }
                     continue
                 fake = fakes[provider] = start_fake(
                     provider,
@@ -173,9 +257,18 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                 )
                 base = f"http://127.0.0.1:{fake.port}" + ("/v1" if provider == "openai" else "")
                 targets[provider] = {"simulated": True, "base_url": base, "key": "simulated", "model": model}
+                if provider == "bedrock":  # the fake's test keys, through the AWS chain of the gateway
+                    targets[provider] |= {"key": TEST_CREDENTIALS[0], "secret": TEST_CREDENTIALS[1]}
+                    targets[provider]["region"] = TEST_REGION
+                    gateway_env |= {
+                        "AWS_ACCESS_KEY_ID": TEST_CREDENTIALS[0],
+                        "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS[1],
+                        "AWS_SESSION_TOKEN": "",
+                        "AWS_EC2_METADATA_DISABLED": "true",
+                    }
             config = workdir / "gateway.yaml"
             config.write_text(gateway_config(targets))
-            gateway = start_gateway(config, env={SIM_KEY_ENV: "simulated"})
+            gateway = start_gateway(config, env=gateway_env)
             for provider, target in targets.items():
                 info = PROVIDERS[provider]
                 entry: dict[str, Any] = {
@@ -199,16 +292,8 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                         else contextlib.nullcontext()
                     ):
                         ways = {
-                            "direct": (
-                                _direct_url(provider, target["base_url"]),
-                                _body(provider, target["model"], stream),
-                                _direct_headers(provider, target["key"]),
-                            ),
-                            "gateway": (
-                                gateway.base_url + info["path"],
-                                _body(provider, info["public_model"], stream),
-                                {},
-                            ),
+                            "direct": _direct(provider, target, stream),
+                            "gateway": (gateway.base_url + info["path"], _gateway_body(provider, stream), {}),
                         }
                         found = asyncio.run(_interleaved(ways, stream, settings["requests"]))
                     direct, through = summarize_records(found["direct"]), summarize_records(found["gateway"])
@@ -285,7 +370,7 @@ def table(result: dict[str, Any]) -> str:
     if result["simulated"]:
         note = (
             "\n\nSimulated rows ran against the project's fake servers with cloud-like latency, not the "
-            "providers: they show what the gateway adds, not what OpenAI or Anthropic take."
+            "providers: they show what the gateway adds, not what the providers take."
         )
     return markdown_table(headers, rows, numeric_from=3) + note
 
@@ -297,6 +382,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simulate", action="store_true", help="use the fake servers even when keys are set")
     parser.add_argument("--openai-model", default=PROVIDERS["openai"]["default_model"])
     parser.add_argument("--anthropic-model", default=PROVIDERS["anthropic"]["default_model"])
+    parser.add_argument("--gemini-model", default=PROVIDERS["gemini"]["default_model"])
+    parser.add_argument(
+        "--azure-deployment", dest="azure_openai_model", default=PROVIDERS["azure_openai"]["default_model"]
+    )
+    parser.add_argument("--bedrock-model", default=PROVIDERS["bedrock"]["default_model"])
     parser.add_argument("--sim-latency-ms", type=float, help="simulated: ms before the first byte (300)")
     parser.add_argument("--sim-token-ms", type=float, help="simulated: ms per streamed token (20)")
 
@@ -311,5 +401,8 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
         "simulate": args.simulate,
         "openai_model": args.openai_model,
         "anthropic_model": args.anthropic_model,
+        "gemini_model": args.gemini_model,
+        "azure_openai_model": args.azure_openai_model,
+        "bedrock_model": args.bedrock_model,
     }
     return run(settings, progress)

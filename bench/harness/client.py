@@ -21,7 +21,9 @@ from gateway.bench.harness.loadgen import percentiles
 __all__ = ["new_record", "record_one", "run_requests", "summarize_records"]
 
 _TEXT = re.compile(rb'"(?:content|text)": ?"[^"]')
-_END = (b"data: [DONE]", b"event: message_stop")
+# The end of a stream: OpenAI's, Anthropic's, Gemini's (its last chunk carries the finish reason) and
+# Bedrock's event stream (a messageStop event).
+_END = (b"data: [DONE]", b"event: message_stop", b'"finishReason"', b"messageStop")
 
 
 def new_record(**fields: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ __all__ = ["BACKEND_TYPES", "STATUSES", "LogFilter", "decode_cursor", "encode_cu
 
 STATUSES = frozenset({"success", "error", "timeout", "rejected"})
 BACKEND_TYPES = frozenset(
-    {"mlx", "openai", "anthropic", "openai_compatible", "gemini", "azure_openai", "bedrock"}
+    {"mlx", "openai", "anthropic", "openai_compatible", "gemini", "azure_openai", "bedrock", "vertex"}
 )
 #: Longest text filter accepted (longer than any stored value).
 _MAX_TEXT = 255

@@ -98,7 +98,7 @@ class AuditEntry:
     endpoint: str  # chat | completions | embeddings | count_tokens | models
     model: str | None = None  # the public model the client asked for
     backend: str | None = None
-    #: mlx | openai | anthropic | openai_compatible | gemini | azure_openai | bedrock
+    #: mlx | openai | anthropic | openai_compatible | gemini | azure_openai | bedrock | vertex
     backend_type: str | None = None
     upstream_model: str | None = None
     stream: bool

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 # botocore is imported where it is used: it takes a while to import, and only bedrock backends need it.
 
-__all__ = ["SIGNING_NAME", "AWSSigner", "MissingCredentials"]
+__all__ = ["SIGNING_NAME", "AWSSigner", "MissingCredentials", "Signed", "sign_request"]
 
 #: The service name Bedrock Runtime is signed under (its API model's `signingName`).
 SIGNING_NAME = "bedrock"
@@ -105,10 +107,43 @@ class AWSSigner:
         """The headers to send with a request to `url` (its path already percent-encoded as sent):
         `headers` plus X-Amz-Date, X-Amz-Security-Token (temporary credentials) and Authorization.
         Raises MissingCredentials."""
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
         frozen = await self._frozen()
-        request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
-        SigV4Auth(frozen, SIGNING_NAME, self.region).add_auth(request)
-        return dict(request.headers.items())
+        return sign_request(frozen, self.region or "", method, url, body, headers.items()).headers
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """A signed request's headers, and the two texts its signature was computed over."""
+
+    headers: dict[str, str]
+    canonical_request: str
+    string_to_sign: str
+
+
+def sign_request(
+    credentials: ReadOnlyCredentials,
+    region: str,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: Iterable[tuple[str, str]],
+    *,
+    service: str = SIGNING_NAME,
+    at: datetime | None = None,
+) -> Signed:
+    """Sign one request with SigV4 at `at` (now when None): the steps of botocore's
+    `SigV4Auth.add_auth`, with the clock passed in so that AWS's published test vectors can check it.
+    A header named twice in `headers` is sent (and signed) twice."""
+    from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(method=method, url=url, data=body)
+    for name, value in headers:
+        request.headers[name] = value  # appends: HTTPHeaders keeps every value
+    request.context["timestamp"] = (at or datetime.now(UTC)).strftime(SIGV4_TIMESTAMP)
+    auth = SigV4Auth(credentials, service, region)
+    auth._modify_request_before_signing(request)  # X-Amz-Date (and the session token) replace any sent
+    canonical_request = auth.canonical_request(request)
+    string_to_sign = auth.string_to_sign(request, canonical_request)
+    auth._inject_signature_to_request(request, auth.signature(string_to_sign, request))
+    return Signed(dict(request.headers.items()), canonical_request, string_to_sign)

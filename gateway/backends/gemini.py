@@ -10,6 +10,7 @@ never in the URL, so it stays out of logs and spans.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -52,27 +53,36 @@ class GeminiBackend(HTTPBackend):
         resource = gemini_protocol.model_path(model)
         if call.endpoint == "embeddings" and isinstance(request, EmbeddingRequest):
             return await self._embed(request, model, resource, limits)
+        return await self.generate(call, model, f"/v1beta/{resource}", limits)
+
+    async def generate(
+        self, call: UpstreamCall, model: str, method_path: str, limits: AttemptLimits
+    ) -> Reply | Stream:
+        """Chat or a token count through the model's `generateContent`, `streamGenerateContent` or
+        `countTokens` method, each at `{method_path}:{method}` (Vertex AI's publisher model paths
+        differ from the Gemini API's)."""
+        request = call.request
         if call.endpoint not in ("chat", "count_tokens") or not isinstance(request, ChatRequest):
             raise UpstreamFailure("unsupported", f"the Gemini API cannot answer {call.endpoint}")
         try:
             if call.endpoint == "count_tokens":
-                body = gemini_protocol.count_tokens_body(request, model)
+                body = self.count_tokens_body(request, model)
             else:
                 body = gemini_protocol.chat_request_to_body(request)
         except gemini_protocol.GeminiRefusal as refusal:
             raise _refused(refusal) from None
         if call.endpoint == "count_tokens":
-            response = await self.post(f"/v1beta/{resource}:countTokens", orjson.dumps(body), limits)
+            response = await self.post(f"{method_path}:countTokens", orjson.dumps(body), limits)
             _, data = await self.read_json(response, limits)
             try:
                 return parse_count_tokens_response(data)
             except UpstreamProtocolError as error:
                 raise UpstreamFailure("http_5xx", f"malformed response: {error}") from None
         if call.stream:
-            path = f"/v1beta/{resource}:streamGenerateContent?alt=sse"
+            path = f"{method_path}:streamGenerateContent?alt=sse"
             response = await self.post(path, orjson.dumps(body), limits)
             return await open_event_stream(response, GeminiStreamDecoder(), limits)
-        response = await self.post(f"/v1beta/{resource}:generateContent", orjson.dumps(body), limits)
+        response = await self.post(f"{method_path}:generateContent", orjson.dumps(body), limits)
         _, data = await self.read_json(response, limits)
         try:
             return parse_generate_response(data)
@@ -82,6 +92,10 @@ class GeminiBackend(HTTPBackend):
             # An answer the gateway cannot use may still have been billed: keep what it reported.
             usage = gemini_usage(data.get("usageMetadata") if isinstance(data, dict) else None)
             raise UpstreamFailure("http_5xx", f"malformed response: {error}", usage=usage) from None
+
+    def count_tokens_body(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        """The `countTokens` body for `request`; raises `GeminiRefusal`."""
+        return gemini_protocol.count_tokens_body(request, model)
 
     async def _embed(
         self, request: EmbeddingRequest, model: str, resource: str, limits: AttemptLimits

@@ -1,4 +1,4 @@
-"""What the HTTP backends (openai, anthropic, openai_compatible, gemini, azure_openai, bedrock) share:
+"""What the HTTP backends (openai, anthropic, openai_compatible, gemini, azure_openai, bedrock, vertex) share:
 one aiohttp pool per backend, the attempt limits applied to a request, and failure classification.
 Streams are read in `gateway.backends.streaming`."""
 

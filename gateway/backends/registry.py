@@ -13,6 +13,7 @@ from gateway.backends.bedrock import BedrockBackend
 from gateway.backends.gemini import GeminiBackend
 from gateway.backends.mlx.backend import LocalModelBackend
 from gateway.backends.openai import OpenAIBackend, OpenAICompatibleBackend
+from gateway.backends.vertex import VertexBackend
 from gateway.config.backends import BackendSettings
 
 __all__ = ["BACKEND_CLASSES", "build_backend"]
@@ -27,6 +28,7 @@ BACKEND_CLASSES: Mapping[str, Callable[..., Backend]] = MappingProxyType(
         "gemini": GeminiBackend,
         "azure_openai": AzureOpenAIBackend,
         "bedrock": BedrockBackend,
+        "vertex": VertexBackend,
     }
 )
 

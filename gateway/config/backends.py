@@ -34,6 +34,7 @@ __all__ = [
     "OpenAICompatibleSettings",
     "OpenAISettings",
     "Price",
+    "VertexSettings",
     "backend_settings",
 ]
 
@@ -337,6 +338,36 @@ class GeminiSettings(HTTPSettings):
 
 
 @dataclass(frozen=True, slots=True)
+class VertexSettings(HTTPSettings):
+    """`vertex`: Google Cloud Vertex AI: Gemini models (publisher google) and Anthropic's Claude
+    models (publisher anthropic, a chain target's `model` starting with `claude-`), with Google's
+    Application Default Credentials (no key in the file)."""
+
+    type: ClassVar[str] = "vertex"
+    #: The Google Cloud project id, in every request's path.
+    project: str
+    #: The Vertex AI location (`us-central1`, `global`), in every request's path.
+    region: str
+
+    @classmethod
+    def _fields_from(cls, source: BackendSource) -> dict[str, Any]:
+        raw = dict(source.raw)
+        region = raw["region"]
+        if raw.get("base_url") is None:
+            host = (
+                "aiplatform.googleapis.com" if region == "global" else f"{region}-aiplatform.googleapis.com"
+            )
+            raw["base_url"] = f"https://{host}"
+        return {
+            **super(VertexSettings, cls)._fields_from(
+                BackendSource(source.name, raw, source.resolve_path, source.api_key_env)
+            ),
+            "project": raw["project"],
+            "region": region,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class MLXSettings(BackendSettings):
     """`mlx`: a local model served in-process with continuous batching."""
 
@@ -380,6 +411,7 @@ SETTINGS_BY_TYPE: Mapping[str, type[BackendSettings]] = MappingProxyType(
             GeminiSettings,
             AzureOpenAISettings,
             BedrockSettings,
+            VertexSettings,
         )
     }
 )

@@ -62,6 +62,9 @@ DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
         # Converse: chat (embeddings from Titan models only, by name below), no completions API, no
         # response_format, n, logprobs, logit_bias, penalties or top_k in its common request.
         "bedrock": frozenset({"chat", "tools", "images"}),
+        # Vertex AI: Gemini models as `gemini`, less embeddings, which Google's embedding models serve
+        # (by name, below, through `:predict`); Claude models (by name) as `anthropic`.
+        "vertex": frozenset({"chat", "tools", "images", "json_object", "json_schema", "penalties", "top_k"}),
     }
 )
 
@@ -74,11 +77,18 @@ EXTRA_FIELDS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
 
 #: Upstream models whose names say what they serve, by backend type and name prefix: OpenAI's
 #: embedding models answer nothing else; Bedrock's Titan text embedding models are served through
-#: InvokeModel (embeddings only), where the type's other models serve chat through Converse.
+#: InvokeModel (embeddings only), where the type's other models serve chat through Converse; on Vertex
+#: AI, Claude models serve what the Anthropic API does, Google's embedding models embeddings only.
 _MODEL_DEFAULTS: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = MappingProxyType(
     {
         "openai": (("text-embedding-", frozenset({"embeddings"})),),
         "bedrock": (("amazon.titan-embed-text-", frozenset({"embeddings"})),),
+        "vertex": (
+            ("claude-", frozenset({"chat", "tools", "images", "top_k"})),
+            ("text-embedding-", frozenset({"embeddings"})),
+            ("text-multilingual-embedding-", frozenset({"embeddings"})),
+            ("gemini-embedding-", frozenset({"embeddings"})),
+        ),
     }
 )
 

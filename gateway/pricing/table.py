@@ -1,7 +1,8 @@
 """Where a model's price comes from: the backend's own `prices` in gateway.yaml first, then the table
 shipped with the gateway (`prices.json`, dated) for the provider the backend type talks to.
 
-Backends of other types (`openai_compatible`: any server) have no shipped prices; a local model
+`openai`, `anthropic`, `gemini` and `bedrock` backends read their provider's shipped prices. Backends of
+other types (`openai_compatible`: any server; `azure_openai`: deployment names) have none; a local model
 (`mlx`) costs nothing unless priced. A model priced nowhere has an unknown cost: None, never a guess.
 """
 
@@ -15,7 +16,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from gateway.config.backends import AnthropicSettings, BackendSettings, MLXSettings, OpenAISettings, Price
+from gateway.config.backends import (
+    AnthropicSettings,
+    BackendSettings,
+    BedrockSettings,
+    GeminiSettings,
+    MLXSettings,
+    OpenAISettings,
+    Price,
+)
 
 __all__ = [
     "PRICES_PATH",
@@ -33,7 +42,12 @@ PRICES_PATH = Path(__file__).with_name("prices.json")
 #: The shipped table's provider each backend settings class bills at (by class, as the registries
 #: choose; a subclass is a type of its own and does not inherit the entry).
 _SHIPPED_PROVIDER: Mapping[type[BackendSettings], str] = MappingProxyType(
-    {OpenAISettings: "openai", AnthropicSettings: "anthropic"}
+    {
+        OpenAISettings: "openai",
+        AnthropicSettings: "anthropic",
+        GeminiSettings: "gemini",
+        BedrockSettings: "bedrock",
+    }
 )
 #: Settings classes whose models run on the operator's own hardware: free unless priced.
 _LOCAL: frozenset[type[BackendSettings]] = frozenset({MLXSettings})
@@ -62,7 +76,7 @@ class ShippedTable:
     #: Provider -> where its prices were read.
     sources: Mapping[str, str]
     notes: tuple[str, ...]
-    #: Provider ("openai", "anthropic") -> model name (aliases included) -> price.
+    #: Provider ("openai", "anthropic", "gemini", "bedrock") -> model name (aliases included) -> price.
     providers: Mapping[str, Mapping[str, Price]]
     #: Provider -> model -> its other names (dated snapshots, `-latest` names), as the file lists them.
     aliases: Mapping[str, Mapping[str, tuple[str, ...]]]

@@ -41,7 +41,11 @@ class RouteTarget:
 
     @property
     def speaks(self) -> str | None:
-        """The wire protocol of the backend (`openai`, `anthropic`), or None for a local model."""
+        """The wire protocol of the backend (`openai`, `anthropic`), or None for a local model; a backend
+        serving models of several protocols (`vertex`) says which this target's model speaks."""
+        protocol_for = getattr(self.backend, "protocol_for", None)
+        if protocol_for is not None:
+            return protocol_for(self.target.model)
         return getattr(self.backend, "protocol", None) or None
 
 

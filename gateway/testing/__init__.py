@@ -1,8 +1,9 @@
-"""Fake OpenAI, Anthropic, Gemini, Azure OpenAI and Bedrock HTTP servers with fault injection, for the
-gateway's tests and benchmarks.
+"""Fake OpenAI, Anthropic, Gemini, Azure OpenAI, Bedrock and Vertex AI HTTP servers with fault injection,
+for the gateway's tests and benchmarks.
 
 Use `async with FakeOpenAI(Behaviour(...)) as fake`, `with FakeAnthropic.in_thread() as fake`, or
-`python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock --port 0` for a separate process.
+`python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock --port 0` for a separate process
+(FakeVertex only in-process: it checks tokens issued to the service accounts it makes).
 """
 
 from gateway.testing.behaviour import Behaviour, FakeServer, Stats, count_tokens
@@ -11,6 +12,7 @@ from gateway.testing.fake_azure_openai import FakeAzureOpenAI
 from gateway.testing.fake_bedrock import FakeBedrock
 from gateway.testing.fake_gemini import FakeGemini
 from gateway.testing.fake_openai import FakeOpenAI
+from gateway.testing.fake_vertex import FakeVertex
 
 __all__ = [
     "Behaviour",
@@ -20,6 +22,7 @@ __all__ = [
     "FakeGemini",
     "FakeOpenAI",
     "FakeServer",
+    "FakeVertex",
     "Stats",
     "count_tokens",
 ]

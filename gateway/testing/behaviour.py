@@ -324,10 +324,11 @@ class FakeServer(abc.ABC):
     @classmethod
     @contextlib.contextmanager
     def in_thread(
-        cls, behaviour: Behaviour | None = None, *, host: str = "127.0.0.1", port: int = 0
+        cls, behaviour: Behaviour | None = None, *, host: str = "127.0.0.1", port: int = 0, **options: Any
     ) -> Iterator[Self]:
-        """Run the fake on its own event loop in a daemon thread, for synchronous clients."""
-        server = cls(behaviour, host=host, port=port)
+        """Run the fake on its own event loop in a daemon thread, for synchronous clients. `options`: the
+        subclass's own constructor arguments (`FakeOpenAI(vendor=...)`)."""
+        server = cls(behaviour, host=host, port=port, **options)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name=f"fake-{cls.provider}", daemon=True)
         thread.start()

@@ -130,9 +130,13 @@ class FakeAnthropic(FakeServer):
         body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
         return self.make_response(body, status, request_id=request_id)
 
+    def api_version(self, request: web.Request) -> str | None:
+        """The API version the request asks for (the `anthropic-version` header)."""
+        return request.headers.get("anthropic-version")
+
     async def _read(self, request: web.Request) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
         """Validate the parts shared by messages and count_tokens; return body, messages, prompt tokens."""
-        if not request.headers.get("anthropic-version"):
+        if not self.api_version(request):
             raise FakeError(400, "anthropic-version: header is required")
         body = await self.read_json(request)
         if not isinstance(body.get("model"), str) or not body["model"]:

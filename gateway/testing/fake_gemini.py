@@ -168,6 +168,11 @@ class FakeGemini(FakeServer):
     provider: ClassVar[str] = "gemini"
     request_id_header: ClassVar[str] = "x-goog-request-id"
 
+    def __init__(self, behaviour: Behaviour | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(behaviour, host=host, port=port)
+        #: The last generateContent request's body (member names in camelCase).
+        self.last_body: dict[str, Any] | None = None
+
     def api_routes(self) -> list[tuple[str, str, Handler]]:
         # The gateway calls v1beta; SDKs may call the stable v1, which takes the same bodies here.
         return [
@@ -247,7 +252,7 @@ class FakeGemini(FakeServer):
     async def _generate(
         self, request: web.Request, behaviour: Behaviour, model: str, *, stream: bool
     ) -> web.StreamResponse:
-        body = await self.read_json(request)
+        body = self.last_body = await self.read_json(request)
         prompt, declarations = self._read_request(body)
         contents = body["contents"]
         config = body.get("generationConfig") or {}

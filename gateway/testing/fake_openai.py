@@ -1,5 +1,9 @@
 """A fake OpenAI API server (chat completions, legacy completions, embeddings, models) on loopback,
 with deterministic replies and the fault injection of `Behaviour`, for tests and benchmarks.
+
+`FakeOpenAI(vendor="groq")` plays an OpenAI-compatible vendor instead (`gateway.testing.vendors`): its
+path prefix, its key (or none, for a local server), the fields it refuses with a 400 or ignores, the
+endpoints it lacks.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from gateway.testing.behaviour import (
     split_fragments,
     tool_arguments,
 )
+from gateway.testing.vendors import VENDORS, Vendor
 
 __all__ = ["FakeOpenAI"]
 
@@ -166,21 +171,44 @@ class FakeOpenAI(FakeServer):
     provider: ClassVar[str] = "openai"
     request_id_header: ClassVar[str] = "x-request-id"
 
+    def __init__(
+        self,
+        behaviour: Behaviour | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        vendor: str | None = None,
+    ) -> None:
+        super().__init__(behaviour, host=host, port=port)
+        #: The vendor played (None: OpenAI itself), and its quirks.
+        self.vendor = vendor
+        self.quirks: Vendor = VENDORS[vendor] if vendor else Vendor()
+        #: The last chat request's body and Authorization header (None when it had none).
+        self.last_body: dict[str, Any] | None = None
+        self.last_authorization: str | None = None
+        #: Fields the vendor ignored, in the order seen (a vendor that `ignores` them drops them silently).
+        self.ignored: list[str] = []
+
     @property
     def base_url(self) -> str:
-        return self.url + "/v1"
+        return self.url + self.quirks.prefix
 
     def api_routes(self) -> list[tuple[str, str, Handler]]:
-        return [
-            ("POST", "/v1/chat/completions", self._chat),
-            ("POST", "/v1/completions", self._completions),
-            ("POST", "/v1/embeddings", self._embeddings),
-            ("GET", "/v1/models", self._models),
-            ("GET", "/v1/models/{model}", self._model),
+        prefix = self.quirks.prefix
+        routes: list[tuple[str, str, Handler]] = [
+            ("POST", "/chat/completions", self._chat),
+            ("POST", "/completions", self._completions),
+            ("POST", "/embeddings", self._embeddings),
+            ("GET", "/models", self._models),
+            ("GET", "/models/{model}", self._model),
         ]
+        lacks = {f"/{endpoint}" for endpoint in self.quirks.lacks}
+        return [(method, prefix + path, handler) for method, path, handler in routes if path not in lacks]
 
     def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
-        if behaviour.api_key is None:
+        if request.path.endswith("/chat/completions"):
+            self.last_authorization = request.headers.get("Authorization")
+        if behaviour.api_key is None or not self.quirks.needs_key:
             return None
         header = request.headers.get("Authorization", "")
         if not header:
@@ -201,8 +229,18 @@ class FakeOpenAI(FakeServer):
 
     # -- chat completions
 
+    def _vendor_checks(self, body: dict[str, Any]) -> None:
+        """The vendor's refusals (a 400 naming the field) and the fields it ignores."""
+        for name, refuses in self.quirks.refuses.items():
+            message = refuses(body)
+            if message is not None:
+                raise FakeError(400, message, param=name)
+        self.ignored.extend(name for name in sorted(self.quirks.ignores) if name in body)
+
     async def _chat(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
         body = await self.read_json(request)
+        self.last_body = body
+        self._vendor_checks(body)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise FakeError(400, "you must provide a model parameter")

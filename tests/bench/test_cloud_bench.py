@@ -12,8 +12,14 @@ from tests.bench.conftest import BenchRun, check_envelope, check_percentiles
 
 @pytest.mark.timeout(120)
 def test_cloud_quick_simulated(run_bench: Callable[..., BenchRun], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_API_KEY",
+        "AZURE_OPENAI_API_KEY",
+        "AWS_ACCESS_KEY_ID",
+    ):
+        monkeypatch.delenv(name, raising=False)
     run = run_bench("cloud", "--simulate")
     assert run.exit_code == 0
     assert "**simulated**" in run.stdout and "live" not in run.stdout.split("\n\n")[0]
@@ -22,7 +28,7 @@ def test_cloud_quick_simulated(run_bench: Callable[..., BenchRun], monkeypatch: 
     check_envelope(result, "cloud")
     assert result["simulated"] is True and result["failed_requests"] == 0
     providers = {p["provider"]: p for p in result["providers"]}
-    assert set(providers) == {"openai", "anthropic"}
+    assert set(providers) == {"openai", "anthropic", "gemini", "azure_openai", "bedrock"}
     latency_ms = result["settings"]["sim_latency_ms"]
     for provider in providers.values():
         assert provider["simulated"] is True and provider["source"].startswith("simulated:")

@@ -214,6 +214,7 @@ def test_the_walk_reaches_every_part_of_the_schema() -> None:
         "GeminiSettings",
         "AzureOpenAISettings",
         "BedrockSettings",
+        "VertexSettings",
     }
 
 

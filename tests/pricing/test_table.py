@@ -46,7 +46,7 @@ def load(tmp_path: Path, text: str = CONFIG) -> Config:
 def test_the_shipped_table_is_dated_sourced_and_consistent() -> None:
     table = shipped_table()
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", table.as_of)
-    assert set(table.providers) == set(table.sources) == {"openai", "anthropic"}
+    assert set(table.providers) == set(table.sources) == {"openai", "anthropic", "gemini", "bedrock"}
     for provider, models in table.providers.items():
         assert models, provider
         for model, price in models.items():
@@ -59,6 +59,37 @@ def test_the_shipped_table_is_dated_sourced_and_consistent() -> None:
         assert price.cache_write == pytest.approx(price.input * 1.25, abs=0.015), model
     for model, price in table.providers["openai"].items():
         assert price.cache_write == price.input, model  # OpenAI charges nothing extra to write the cache
+    for model, price in table.providers["bedrock"].items():
+        if ".anthropic." in f".{model}":  # Claude on Bedrock: Anthropic's multipliers too
+            assert price.cached_input == pytest.approx(price.input * 0.1), model
+            assert price.cache_write == pytest.approx(price.input * 1.25), model
+
+
+def test_gemini_and_bedrock_backends_read_their_shipped_prices(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+backends:
+  gem: {type: gemini, api_key: "${KEY}"}
+  br: {type: bedrock, region: us-east-1}
+  az: {type: azure_openai, resource: contoso, api_version: "2024-10-21", api_key: "${KEY}"}
+models:
+  flash: {chain: [{backend: gem, model: gemini-2.5-flash}]}
+""",
+    )
+    gem, br, az = (config.backend(name) for name in ("gem", "br", "az"))
+    assert gem is not None and br is not None and az is not None
+    flash = resolve_price(gem, "gemini-2.5-flash")
+    assert flash is not None and flash.origin == "shipped"
+    assert flash.price == Price(input=0.3, output=2.5, cached_input=0.03, cache_write=0.3)
+    # An inference profile's id is priced as listed: the geographic one 10% over the global one.
+    regional = resolve_price(br, "us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+    worldwide = resolve_price(br, "global.anthropic.claude-sonnet-4-5-20250929-v1:0")
+    assert regional is not None and worldwide is not None
+    assert (regional.price.input, worldwide.price.input) == (3.3, 3.0)
+    assert resolve_price(br, "gemini-2.5-flash") is None  # each type reads its own provider's prices
+    assert resolve_price(az, "gpt-4o") is None  # Azure's models are deployment names: never shipped
+    assert (fallback_of(gem), fallback_of(br), fallback_of(az)) == ("shipped", "shipped", "unknown")
 
 
 def test_the_shipped_table_names_each_model_once() -> None:

@@ -7,7 +7,7 @@ import { fill, formatMs, formatTime, formatUsd, fromLocalInput, h, toLocalInput 
 
 const FILTERS = ["model", "backend_type", "status", "since", "until", "request_id"];
 const STATUSES = ["success", "error", "timeout", "rejected"];
-const BACKEND_TYPES = ["openai", "anthropic", "openai_compatible", "gemini", "azure_openai", "bedrock", "mlx"];
+const BACKEND_TYPES = ["openai", "anthropic", "openai_compatible", "gemini", "azure_openai", "bedrock", "vertex", "mlx"];
 const RANGES = [["15m", "Last 15 min", 15 * 60], ["1h", "Last hour", 3600], ["24h", "Last 24 h", 86400],
   ["7d", "Last 7 days", 7 * 86400]];
 const PAGE_SIZE = 50;
