@@ -1,12 +1,13 @@
 """Cloud: round-trip latency and time to first token to each cloud provider the gateway has a backend
-type for (OpenAI, Anthropic, Gemini, Azure OpenAI, Amazon Bedrock), directly and through the gateway,
-so the difference is what the gateway adds to a cloud call.
+type for (OpenAI, Anthropic, Gemini, Azure OpenAI, Amazon Bedrock, Google Cloud Vertex AI), directly and
+through the gateway, so the difference is what the gateway adds to a cloud call.
 
     gateway bench cloud [--requests 10] [--simulate] [--openai-model M] [--anthropic-model M] ...
 
 With a provider's credentials in the environment (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`,
 `GEMINI_API_KEY`, `AZURE_OPENAI_API_KEY` with `AZURE_OPENAI_RESOURCE`, `AWS_ACCESS_KEY_ID` with
-`AWS_SECRET_ACCESS_KEY`), its real API is called (cheap models, `max_tokens` 16, `--requests` per mode
+`AWS_SECRET_ACCESS_KEY`, `GOOGLE_APPLICATION_CREDENTIALS` with `GOOGLE_CLOUD_PROJECT` and
+`GOOGLE_CLOUD_LOCATION`), its real API is called (cheap models, `max_tokens` 16, `--requests` per mode
 and way: a few cents at most). A provider without them is *simulated*: the project's fake server for
 it, started with realistic cloud latency (`--sim-latency-ms` 300 before the first byte,
 `--sim-token-ms` 20 per streamed token), and every row and JSON entry of it says `simulated`.
@@ -14,11 +15,13 @@ it, started with realistic cloud latency (`--sim-latency-ms` 300 before the firs
 
 The gateway (`gateway serve`, default config otherwise) has one backend of each type (real URLs, or
 the fakes'). OpenAI is called on `/v1/chat/completions` and Anthropic on `/v1/messages` (the same
-protocol both ways, so the gateway relays the bytes); Gemini, Azure OpenAI and Bedrock are called in
-their own protocol directly and through the gateway's `/v1/chat/completions` (which translates, so
-the translation is part of what the gateway adds). Requests alternate between direct and gateway,
-one at a time, each way on its own keep-alive connection, after one warm-up request each (TLS and
-connection set-up are not measured).
+protocol both ways, so the gateway relays the bytes); Gemini, Azure OpenAI, Bedrock and Vertex AI are
+called in their own protocol directly and through the gateway's `/v1/chat/completions` (which
+translates, so the translation is part of what the gateway adds). Vertex AI's direct calls carry a
+bearer token from the same credentials the gateway uses, fetched once with google-auth as the gateway
+does (the gateway fetches its own during its warm-up request: neither is measured). Requests alternate
+between direct and gateway, one at a time, each way on its own keep-alive connection, after one warm-up
+request each (TLS and connection set-up are not measured).
 """
 
 from __future__ import annotations
@@ -86,6 +89,15 @@ PROVIDERS = {
         "public_model": "bedrock-haiku",
         "default_model": "us.anthropic.claude-3-5-haiku-20241022-v1:0",
     },
+    "vertex": {  # a Gemini model, or Claude with a `claude-` model name (`--vertex-model`)
+        "label": "Vertex AI",
+        "key_env": "GOOGLE_APPLICATION_CREDENTIALS",  # a credentials file (a path, not a secret)
+        "also_env": ("GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION"),
+        "base_url": "https://{GOOGLE_CLOUD_LOCATION}-aiplatform.googleapis.com",
+        "path": "/v1/chat/completions",
+        "public_model": "vertex-flash",
+        "default_model": "gemini-2.5-flash",
+    },
 }
 PROMPT = "Say hello in a few words."
 MODES = ("non_streaming", "streaming")
@@ -93,6 +105,8 @@ MAX_TOKENS = 16
 FULL = {"requests": 10, "sim_latency_ms": 300.0, "sim_token_ms": 20.0}
 QUICK = {"requests": 3, "sim_latency_ms": 30.0, "sim_token_ms": 2.0}
 SIM_KEY_ENV = "BENCH_SIMULATED_KEY"
+#: The simulated Vertex AI's project and region (any will do: the fake takes them from the path).
+SIM_VERTEX = {"project": "bench-project", "region": "us-central1"}
 
 
 def _body(provider: str, model: str, stream: bool) -> bytes:
@@ -125,11 +139,9 @@ def _direct(provider: str, target: dict[str, Any], stream: bool) -> tuple[str, b
         return url, _body(provider, model, stream), {"api-key": key}
     if provider == "gemini":
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        body = {
-            "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
-            "generationConfig": {"maxOutputTokens": MAX_TOKENS},
-        }
-        return f"{base}/v1beta/models/{model}:{method}", json.dumps(body).encode(), {"x-goog-api-key": key}
+        return f"{base}/v1beta/models/{model}:{method}", _gemini_body(), {"x-goog-api-key": key}
+    if provider == "vertex":
+        return _vertex_direct(target, stream)
     # bedrock: Converse, signed with SigV4 (a signature holds for minutes: one per mode is enough)
     from botocore.credentials import ReadOnlyCredentials
 
@@ -148,6 +160,53 @@ def _direct(provider: str, target: dict[str, Any], stream: bool) -> tuple[str, b
     return url, data, {k: v for k, v in signed.headers.items() if k.lower() != "content-type"}
 
 
+def _gemini_body() -> bytes:
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": PROMPT}]}],
+        "generationConfig": {"maxOutputTokens": MAX_TOKENS},
+    }
+    return json.dumps(body).encode()
+
+
+def _vertex_direct(target: dict[str, Any], stream: bool) -> tuple[str, bytes, dict[str, str]]:
+    """Vertex AI: Gemini's `generateContent`, or Claude's `rawPredict` (the Messages API body, less
+    `model`, with Vertex's `anthropic_version`), with the bearer token."""
+    from gateway.backends.vertex import ANTHROPIC_VERSION, publisher_of
+
+    model = target["model"]
+    publisher = publisher_of(model)
+    path = (
+        f"/v1/projects/{target['project']}/locations/{target['region']}"
+        f"/publishers/{publisher}/models/{quote(model, safe='@.-_')}"
+    )
+    headers = {"authorization": f"Bearer {target['key']}"}
+    if publisher == "google":
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{target['base_url']}{path}:{method}", _gemini_body(), headers
+    body: dict[str, Any] = {
+        "anthropic_version": ANTHROPIC_VERSION,
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
+    if stream:
+        body["stream"] = True
+    method = "streamRawPredict" if stream else "rawPredict"
+    return f"{target['base_url']}{path}:{method}", json.dumps(body).encode(), headers
+
+
+def _google_token(credentials_file: str) -> str:
+    """An access token for the credentials in `credentials_file`, as the gateway gets one (google-auth,
+    the cloud-platform scope): what the direct Vertex AI calls carry."""
+    import google.auth
+    from google.auth.transport.requests import Request
+
+    from gateway.backends.google_credentials import SCOPE
+
+    credentials, _ = google.auth.load_credentials_from_file(credentials_file, scopes=[SCOPE])
+    credentials.refresh(Request())
+    return str(credentials.token)
+
+
 def _gateway_body(provider: str, stream: bool) -> bytes:
     return _body(provider, PROVIDERS[provider]["public_model"], stream)
 
@@ -157,9 +216,21 @@ def _backend_yaml(provider: str, target: dict[str, Any]) -> str:
     fields = f'type: {provider}, base_url: "{target["base_url"]}"'
     if provider == "bedrock":  # credentials from the AWS chain (the environment)
         return f"{{{fields}, region: {target['region']}}}"
+    if provider == "vertex":  # Google's Application Default Credentials (the environment)
+        return f'{{{fields}, project: "{target["project"]}", region: "{target["region"]}"}}'
     if provider == "azure_openai":
         fields += f', api_version: "{AZURE_API_VERSION}"'
     return f'{{{fields}, api_key: "${{{key_env}}}"}}'
+
+
+def _credentials_from(provider: str) -> str:
+    info = PROVIDERS[provider]
+    if provider == "vertex":
+        return (
+            "credentials from GOOGLE_APPLICATION_CREDENTIALS, project GOOGLE_CLOUD_PROJECT, "
+            "region GOOGLE_CLOUD_LOCATION"
+        )
+    return f"key from {info['key_env']}"
 
 
 def gateway_config(targets: dict[str, dict[str, Any]]) -> str:
@@ -240,6 +311,15 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                     )
                     base = info["base_url"].format_map({**os.environ, "AWS_REGION": region})
                     targets[provider] = {"simulated": False, "base_url": base, "key": key, "model": model}
+                    if provider == "vertex":
+                        location = os.environ["GOOGLE_CLOUD_LOCATION"]
+                        if location == "global":  # the global endpoint has no region in its host
+                            targets[provider]["base_url"] = "https://aiplatform.googleapis.com"
+                        targets[provider] |= {
+                            "key": _google_token(key),
+                            "project": os.environ["GOOGLE_CLOUD_PROJECT"],
+                            "region": location,
+                        }
                     if provider == "bedrock":
                         targets[provider] |= {
                             "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
@@ -247,6 +327,9 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                             "region": region,
                         }
                     continue
+                account = workdir / "google" / "service-account.json" if provider == "vertex" else None
+                if account is not None:
+                    account.parent.mkdir()
                 fake = fakes[provider] = start_fake(
                     provider,
                     workdir / f"fake-{provider}.log",
@@ -254,6 +337,7 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                     latency_ms=settings["sim_latency_ms"],
                     token_delay_ms=settings["sim_token_ms"],
                     name=f"fake-{provider}",
+                    service_account=account,
                 )
                 base = f"http://127.0.0.1:{fake.port}" + ("/v1" if provider == "openai" else "")
                 targets[provider] = {"simulated": True, "base_url": base, "key": "simulated", "model": model}
@@ -265,6 +349,13 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                         "AWS_SECRET_ACCESS_KEY": TEST_CREDENTIALS[1],
                         "AWS_SESSION_TOKEN": "",
                         "AWS_EC2_METADATA_DISABLED": "true",
+                    }
+                if account is not None:  # the fake's service account, and nothing else of Google's
+                    targets[provider] |= {"key": _google_token(str(account)), **SIM_VERTEX}
+                    gateway_env |= {
+                        "GOOGLE_APPLICATION_CREDENTIALS": str(account),
+                        "CLOUDSDK_CONFIG": str(account.parent / "gcloud"),
+                        "NO_GCE_CHECK": "True",
                     }
             config = workdir / "gateway.yaml"
             config.write_text(gateway_config(targets))
@@ -278,7 +369,7 @@ def run(settings: dict[str, Any], progress: Progress | None = None) -> dict[str,
                         f"simulated: the fake {info['label']} server, {settings['sim_latency_ms']:g} ms "
                         f"to the first byte, {settings['sim_token_ms']:g} ms per streamed token"
                         if target["simulated"]
-                        else f"live: {info['base_url']} (key from {info['key_env']})"
+                        else f"live: {target['base_url']} ({_credentials_from(provider)})"
                     ),
                     "model": target["model"],
                     "requests_per_mode": settings["requests"],
@@ -387,6 +478,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--azure-deployment", dest="azure_openai_model", default=PROVIDERS["azure_openai"]["default_model"]
     )
     parser.add_argument("--bedrock-model", default=PROVIDERS["bedrock"]["default_model"])
+    parser.add_argument(
+        "--vertex-model",
+        default=PROVIDERS["vertex"]["default_model"],
+        help="a Gemini model, or a Claude model (claude-...@version) on Vertex AI",
+    )
     parser.add_argument("--sim-latency-ms", type=float, help="simulated: ms before the first byte (300)")
     parser.add_argument("--sim-token-ms", type=float, help="simulated: ms per streamed token (20)")
 
@@ -404,5 +500,6 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
         "gemini_model": args.gemini_model,
         "azure_openai_model": args.azure_openai_model,
         "bedrock_model": args.bedrock_model,
+        "vertex_model": args.vertex_model,
     }
     return run(settings, progress)

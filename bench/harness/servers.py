@@ -131,10 +131,14 @@ def start_fake(
     latency_ms: float = 0.0,
     token_delay_ms: float = 0.0,
     name: str = "fake",
+    service_account: Path | None = None,
 ) -> Server:
-    """The project's fake OpenAI or Anthropic server in its own process."""
+    """The project's fake server for `provider` (openai, anthropic, gemini, ...) in its own process;
+    `service_account`: where the fake Vertex AI writes the service-account file it accepts tokens of."""
     command = [sys.executable, "-m", "gateway.testing", provider, "--host", "127.0.0.1", "--port", "0"]
     command += ["--reply-tokens", str(reply_tokens)]
+    if service_account is not None:
+        command += ["--service-account", str(service_account)]
     if latency_ms:
         command += ["--latency-ms", str(latency_ms)]
     if token_delay_ms:

@@ -2,8 +2,9 @@
 for the gateway's tests and benchmarks.
 
 Use `async with FakeOpenAI(Behaviour(...)) as fake`, `with FakeAnthropic.in_thread() as fake`, or
-`python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock --port 0` for a separate process
-(FakeVertex only in-process: it checks tokens issued to the service accounts it makes).
+`python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock|vertex --port 0` for a separate
+process (FakeVertex checks tokens issued to the service accounts it makes: in a process of its own,
+`--service-account PATH` writes one).
 """
 
 from gateway.testing.behaviour import Behaviour, FakeServer, Stats, count_tokens

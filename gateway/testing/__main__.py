@@ -1,9 +1,12 @@
 """CLI: run a fake provider in its own process (for benchmarks), until SIGTERM or SIGINT.
 
-    python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock --host 127.0.0.1 --port 0 \
-        [--latency-ms X ...]
+    python -m gateway.testing openai|anthropic|gemini|azure_openai|bedrock|vertex --host 127.0.0.1 \
+        --port 0 [--latency-ms X ...] [--service-account PATH]
 
 Prints `listening on http://HOST:PORT` (the real port when 0 was asked) once it accepts connections.
+The fake Vertex AI accepts only the access tokens it issued to its own service accounts:
+`--service-account PATH` writes one (a JSON file for GOOGLE_APPLICATION_CREDENTIALS whose token_uri is
+this process) before that line is printed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 from gateway.testing.behaviour import Behaviour, FakeServer
 from gateway.testing.fake_anthropic import FakeAnthropic
@@ -19,6 +23,7 @@ from gateway.testing.fake_azure_openai import FakeAzureOpenAI
 from gateway.testing.fake_bedrock import FakeBedrock
 from gateway.testing.fake_gemini import FakeGemini
 from gateway.testing.fake_openai import FakeOpenAI
+from gateway.testing.fake_vertex import FakeVertex
 
 FAKES: dict[str, type[FakeServer]] = {
     "openai": FakeOpenAI,
@@ -26,12 +31,14 @@ FAKES: dict[str, type[FakeServer]] = {
     "gemini": FakeGemini,
     "azure_openai": FakeAzureOpenAI,
     "bedrock": FakeBedrock,
+    "vertex": FakeVertex,
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m gateway.testing", description="Run a fake OpenAI, Anthropic or Gemini API server."
+        prog="python -m gateway.testing",
+        description="Run a fake OpenAI, Anthropic, Gemini, Azure, Bedrock or Vertex AI server.",
     )
     p.add_argument("provider", choices=sorted(FAKES))
     p.add_argument("--host", default="127.0.0.1")
@@ -45,18 +52,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-after-chunks", type=int, default=None, help="cut streams after N SSE frames")
     p.add_argument("--malformed", action="store_true", help="answer 200 with a broken body")
     p.add_argument("--api-key", default=None, help="require this API key")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--service-account",
+        type=Path,
+        default=None,
+        help="vertex: write a service-account JSON file whose tokens this fake accepts",
+    )
+    args = p.parse_args(argv)
+    if args.service_account is not None and args.provider != "vertex":
+        p.error("--service-account is for the vertex fake only")
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:
     fields = vars(args).copy()
     provider, host, port = fields.pop("provider"), fields.pop("host"), fields.pop("port")
+    service_account = fields.pop("service_account")
     server = FAKES[provider](Behaviour(**fields), host=host, port=port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with server:
+        if isinstance(server, FakeVertex) and service_account is not None:
+            server.service_account(service_account)
         print(f"listening on {server.url}", flush=True)
         await stop.wait()
 

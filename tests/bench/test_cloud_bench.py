@@ -1,5 +1,6 @@
 """`gateway bench cloud --quick --simulate`: without calling any provider, the fake servers with
-cloud-like latency, labelled simulated in the table and the JSON."""
+cloud-like latency, labelled simulated in the table and the JSON. Vertex AI's direct calls and the
+gateway's both authenticate with the fake's service account (a real JWT-bearer token exchange)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def test_cloud_quick_simulated(run_bench: Callable[..., BenchRun], monkeypatch: 
         "GEMINI_API_KEY",
         "AZURE_OPENAI_API_KEY",
         "AWS_ACCESS_KEY_ID",
+        "GOOGLE_APPLICATION_CREDENTIALS",
     ):
         monkeypatch.delenv(name, raising=False)
     run = run_bench("cloud", "--simulate")
@@ -28,7 +30,9 @@ def test_cloud_quick_simulated(run_bench: Callable[..., BenchRun], monkeypatch: 
     check_envelope(result, "cloud")
     assert result["simulated"] is True and result["failed_requests"] == 0
     providers = {p["provider"]: p for p in result["providers"]}
-    assert set(providers) == {"openai", "anthropic", "gemini", "azure_openai", "bedrock"}
+    assert set(providers) == {"openai", "anthropic", "gemini", "azure_openai", "bedrock", "vertex"}
+    assert providers["vertex"]["model"] == "gemini-2.5-flash"
+    assert "| Vertex AI gemini-2.5-flash | **simulated** |" in run.stdout
     latency_ms = result["settings"]["sim_latency_ms"]
     for provider in providers.values():
         assert provider["simulated"] is True and provider["source"].startswith("simulated:")
