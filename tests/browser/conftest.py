@@ -23,8 +23,17 @@ if CHROMIUM is None:
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
+from tests.e2e.upstreams import Upstreams, fake_upstreams  # noqa: E402
+
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[Upstreams]:
+    """Fake OpenAI and Anthropic upstreams for a module's gateways."""
+    with fake_upstreams() as upstreams:
+        yield upstreams
 
 
 @pytest.fixture(scope="module")

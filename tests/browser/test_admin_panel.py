@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 from gateway.testing.otlp import FakeCollector
 from gateway.testing.process import GatewayProcess, start_gateway
 from tests.conftest import wait_until
-from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
+from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml
 
 CLIENT_KEY, ADMIN_KEY = "client-key-browser-tests", "admin-key-browser-tests"
 ENV = {**GATEWAY_ENV, "GW_CLIENT_KEY": CLIENT_KEY, "GW_ADMIN_KEY": ADMIN_KEY, "LOGFIRE_TOKEN": ""}
@@ -74,12 +74,6 @@ telemetry:
 admin:
   write_back: {"true" if write_back else "false"}   # GitOps switch
 """
-
-
-@pytest.fixture(scope="module")
-def up() -> Iterator[Upstreams]:
-    with fake_upstreams() as upstreams:
-        yield upstreams
 
 
 @pytest.fixture(scope="module")

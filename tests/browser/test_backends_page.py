@@ -6,8 +6,6 @@ a conflict reapplied on the new file; with write-back off, a patch that `git app
 from __future__ import annotations
 
 import re
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,11 @@ import requests
 from playwright.sync_api import Page, expect
 
 from gateway.testing.process import GatewayProcess
+from tests.browser import editing
+from tests.browser.editing import git_apply, shown_diff
 from tests.browser.test_admin_panel import ADMIN, ADMIN_KEY, CLIENT_KEY, ENV, FAILS, MESSAGES
 from tests.conftest import wait_until
-from tests.e2e.upstreams import Upstreams, config_version, fake_upstreams
+from tests.e2e.upstreams import Upstreams, config_version
 
 #: The line of the backend the switch test turns off and on (a flow mapping with a comment after it).
 PRIMARY = (
@@ -65,15 +65,13 @@ admin:
 
 
 @pytest.fixture(scope="module")
-def up() -> Iterator[Upstreams]:
-    with fake_upstreams() as upstreams:
-        yield upstreams
-
-
-@pytest.fixture(scope="module")
 def shared(gateway_server_module, up: Upstreams) -> GatewayProcess:
     """One gateway for the module's write-back tests; each test starts from the original file."""
     return gateway_server_module(config(up), env=ENV)
+
+
+def sign_in(page: Page, gateway: GatewayProcess) -> None:
+    editing.sign_in(page, gateway, "/admin/backends", ADMIN_KEY, ready=".backend-card")
 
 
 def serving_version(gateway: GatewayProcess) -> str:
@@ -91,14 +89,6 @@ def gateway(shared: GatewayProcess, up: Upstreams) -> GatewayProcess:
     return shared
 
 
-def sign_in(page: Page, gateway: GatewayProcess) -> None:
-    page.goto(gateway.url("/admin/backends"))
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("form button[type=submit]")
-    expect(page.locator(".topbar")).to_be_visible()
-    expect(page.locator(".backend-card").first).to_be_visible()
-
-
 def card(page: Page, name: str):
     return page.locator(f'.backend-card[data-backend="{name}"]')
 
@@ -112,22 +102,6 @@ def served_by(gateway: GatewayProcess, model: str) -> str:
         timeout=10,
     )
     return response.headers.get("x-gateway-backend", f"none ({response.status_code})")
-
-
-def shown(page: Page, selector: str) -> str:
-    """The text of a diff or patch block as the page shows it (one span per line)."""
-    return page.locator(selector).evaluate(
-        "pre => [...pre.querySelectorAll('span')].map(s => s.textContent).join('\\n') + '\\n'"
-    )
-
-
-def git_apply(original: str, patch: str, directory: Path) -> str:
-    """`git apply` the patch on the original file (as gateway.yaml in `directory`); the result."""
-    directory.mkdir(exist_ok=True)
-    (directory / "gateway.yaml").write_text(original)
-    (directory / "change.patch").write_text(patch)
-    subprocess.run(["git", "apply", "change.patch"], cwd=directory, check=True, capture_output=True)
-    return (directory / "gateway.yaml").read_text()
 
 
 def patches_sent(page: Page) -> list[str]:
@@ -169,7 +143,7 @@ def test_the_switch_disables_a_backend_as_the_diff_shows_and_requests_fail_over(
     # solo has no other target: the review says so before anything is written.
     expect(review.locator(".review-warning")).to_contain_text("Model solo has no other enabled target")
     expect(review.locator(".review-warning")).to_have_count(1)  # duo still has secondary
-    diff = shown(page, "#review pre.diff")
+    diff = shown_diff(page, "#review pre.diff")
     assert before == gateway.config_path.read_text()  # nothing written yet
     page.click("#confirm-save")
     expect(page.locator("#saved")).to_contain_text("Saved and applied")
@@ -404,7 +378,7 @@ def test_with_write_back_off_the_page_gives_a_patch_that_git_applies(
     expect(page.locator("#confirm-save")).to_have_text("Show the patch")
     page.click("#confirm-save")
     expect(page.locator("#patch-note")).to_contain_text("Write-back is off")
-    patch = shown(page, "pre.patch")
+    patch = shown_diff(page, "pre.patch")
     expect(card(page, "spare").get_by_role("switch", name="spare enabled")).to_be_checked()  # as the file is
     assert readonly.config_path.read_text() == before
     spare = f'  spare: {{type: openai_compatible, base_url: "{up.openai.base_url}"}}'

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,10 @@ import requests
 from playwright.sync_api import Page, expect
 
 from gateway.testing.process import GatewayProcess
+from tests.browser import editing
+from tests.browser.editing import git_apply, shown_diff
 from tests.conftest import wait_until
-from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
+from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml
 
 CLIENT_KEY, ADMIN_KEY = "client-key-keys-page", "admin-key-keys-page"
 REPORTS_KEY, OLD_KEY, LEGACY_KEY = "reports-key-keys-page", "old-key-keys-page", "legacy-key-keys-page"
@@ -66,16 +66,14 @@ admin:
 
 
 @pytest.fixture(scope="module")
-def up() -> Iterator[Upstreams]:
-    with fake_upstreams() as upstreams:
-        yield upstreams
-
-
-@pytest.fixture(scope="module")
 def gateway(gateway_server_module, up: Upstreams, tmp_path_factory) -> GatewayProcess:
     """One gateway for the tests that write: each edits keys no other test touches."""
     audit = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
     return gateway_server_module(config(up, audit), env=ENV)
+
+
+def sign_in(page: Page, gateway: GatewayProcess) -> None:
+    editing.sign_in(page, gateway, "/admin/keys", ADMIN_KEY, ready="#client-keys")
 
 
 def chat(gateway: GatewayProcess, key: str, model: str = "gpt") -> requests.Response:
@@ -87,29 +85,8 @@ def chat(gateway: GatewayProcess, key: str, model: str = "gpt") -> requests.Resp
     )
 
 
-def sign_in(page: Page, gateway: GatewayProcess) -> None:
-    page.goto(gateway.url("/admin/keys"))
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("form button[type=submit]")
-    expect(page.locator("#client-keys")).to_be_visible()
-
-
 def row(page: Page, name: str):
     return page.locator(f'tr[data-key="{name}"]')
-
-
-def shown_diff(page: Page, selector: str = "#review pre.diff") -> str:
-    return page.locator(selector).inner_text()
-
-
-def git_apply(patch: str, original: bytes, tmp_path: Path) -> bytes:
-    """`git apply` of `patch` onto `original` as gateway.yaml in a fresh directory: the new bytes."""
-    work = tmp_path / "apply"
-    work.mkdir()
-    (work / "gateway.yaml").write_bytes(original)
-    (work / "change.patch").write_text(patch if patch.endswith("\n") else patch + "\n")
-    subprocess.run(["git", "apply", "change.patch"], cwd=work, check=True, capture_output=True)
-    return (work / "gateway.yaml").read_bytes()
 
 
 def test_a_new_client_key_is_stored_as_its_hash_shown_once_and_works_at_once(
@@ -154,7 +131,7 @@ def test_a_new_client_key_is_stored_as_its_hash_shown_once_and_works_at_once(
     after = gateway.config_path.read_bytes()
     assert key.encode() not in after and digest.encode() in after
     # The diff shown before the save is exactly the change written; every comment survived.
-    assert git_apply(diff, before, tmp_path) == after
+    assert git_apply(before, diff, tmp_path) == after
     assert b"# Team gateway. Every comment here must survive" in after
     assert b"requests_per_minute: 1000   # generous" in after
 
@@ -283,7 +260,7 @@ def test_with_write_back_off_the_new_keys_patch_applies_and_the_key_is_shown(
     assert readonly.config_path.read_bytes() == original
     assert chat(readonly, key).status_code == 401  # not applied: the key is worth nothing yet
 
-    applied = git_apply(patch, original, tmp_path)
+    applied = git_apply(original, patch, tmp_path)
     assert applied.decode().count("- name: old-app") == 2  # old and new side by side
     assert sha256(key).encode() in applied and key.encode() not in applied
 

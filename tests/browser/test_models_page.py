@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +15,10 @@ import requests
 from playwright.sync_api import Locator, Page, expect
 
 from gateway.testing.process import GatewayProcess
+from tests.browser import editing
+from tests.browser.editing import git_apply, shown_diff
 from tests.conftest import wait_until
-from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, config_version, fake_upstreams
+from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, config_version
 
 CLIENT_KEY, ADMIN_KEY = "client-key-models-page", "admin-key-models-page"
 ENV = {**GATEWAY_ENV, "GW_CLIENT_KEY": CLIENT_KEY, "GW_ADMIN_KEY": ADMIN_KEY, "SUPPORT_MODEL": "gpt-4o"}
@@ -78,23 +77,10 @@ admin:
 
 
 @pytest.fixture(scope="module")
-def up() -> Iterator[Upstreams]:
-    with fake_upstreams() as upstreams:
-        yield upstreams
-
-
-@pytest.fixture(scope="module")
 def gateway(gateway_server_module, up: Upstreams, tmp_path_factory) -> GatewayProcess:
     """One gateway for the module: each test edits its own model."""
     audit = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
     return gateway_server_module(config(up, audit), env=ENV)
-
-
-def sign_in(page: Page, gateway: GatewayProcess, path: str = "/admin/models") -> None:
-    page.goto(gateway.url(path))
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("form button[type=submit]")
-    expect(page.locator(".model-card").first).to_be_visible()
 
 
 def card(page: Page, model: str) -> Locator:
@@ -120,19 +106,8 @@ def served_by(gateway: GatewayProcess, model: str) -> str:
     return response.headers["x-gateway-backend"]
 
 
-def shown_diff(page: Page, selector: str = "#review pre.diff") -> str:
-    """The diff as the page shows it (one line per block-level span)."""
-    return page.locator(selector).inner_text().rstrip("\n") + "\n"
-
-
-def git_apply(original: bytes, patch: str, tmp_path: Path) -> bytes:
-    """`git apply` of `patch` on a directory holding `original` as gateway.yaml; the result."""
-    assert GIT is not None, "git is needed to check the patch"
-    work = Path(tempfile.mkdtemp(dir=tmp_path))
-    (work / "gateway.yaml").write_bytes(original)
-    (work / "change.patch").write_text(patch)
-    subprocess.run([GIT, "apply", "--verbose", "change.patch"], cwd=work, check=True, capture_output=True)
-    return (work / "gateway.yaml").read_bytes()
+def sign_in(page: Page, gateway: GatewayProcess, path: str = "/admin/models") -> None:
+    editing.sign_in(page, gateway, path, ADMIN_KEY, ready=".model-card")
 
 
 def wait_applied(gateway: GatewayProcess) -> None:

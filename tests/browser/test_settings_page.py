@@ -6,7 +6,6 @@ takes; a file edited meanwhile is a conflict the page reapplies the change to.""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from gateway.testing.otlp import FakeCollector
 from gateway.testing.process import GatewayProcess
+from tests.browser.editing import git_apply, shown_diff
 from tests.browser.test_admin_panel import ADMIN, ENV, chat, config, sign_in
 from tests.conftest import wait_until
 from tests.e2e.upstreams import Upstreams, fake_upstreams
@@ -39,23 +39,6 @@ def upstreams() -> Iterator[Upstreams]:
 @pytest.fixture
 def settings_gateway(gateway_server, upstreams: Upstreams, tmp_path: Path) -> GatewayProcess:
     return gateway_server(config(upstreams, tmp_path / "audit.sqlite3"), env=ENV)
-
-
-def shown_diff(page: Page, where: str) -> str:
-    """The unified diff the page shows in `where` (one line per span of the pre)."""
-    return "\n".join(page.locator(f"{where} span").all_inner_texts()) + "\n"
-
-
-def applied(original: bytes, patch: str, tmp_path: Path, name: str = "gateway.yaml") -> bytes:
-    """`original` with `patch` applied by real `git apply` in a directory of its own."""
-    work = tmp_path / f"apply-{len(list(tmp_path.glob('apply-*')))}"
-    work.mkdir()
-    (work / name).write_bytes(original)
-    (work / "change.patch").write_text(patch)
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    result = subprocess.run(["git", "apply", "change.patch"], cwd=work, capture_output=True, text=True)
-    assert result.returncode == 0, f"git apply refused the patch: {result.stderr}\n{patch}"
-    return (work / name).read_bytes()
 
 
 def circuit(gateway: GatewayProcess, backend: str) -> dict:
@@ -99,7 +82,7 @@ def test_failover_change_is_reviewed_written_as_shown_and_live(
     page.click("#failover #confirm-save")
     expect(section.locator("#saved")).to_contain_text("Saved and applied")
     after = gateway.config_path.read_bytes()
-    assert applied(before, diff, tmp_path) == after  # the file changed exactly as shown
+    assert git_apply(before, diff, tmp_path) == after  # the file changed exactly as shown
     assert all(comment in after.decode() for comment in COMMENTS)
     expect(page.locator("#failover-max-attempts")).to_have_value("1")
     expect(section).to_contain_text("failover.max_attempts · gateway.yaml line")
@@ -203,7 +186,7 @@ def test_with_write_back_off_the_failover_change_is_a_patch_git_applies(
     expect(page.locator("#failover #patch-note")).to_contain_text("Write-back is off")
     patch = shown_diff(page, "#failover pre.patch")
     assert gateway.config_path.read_bytes() == before
-    after = applied(before, patch, tmp_path).decode()
+    after = git_apply(before, patch, tmp_path).decode()
     assert yaml.safe_load(after)["failover"] == {
         "circuit_breaker": {"failure_threshold": 3, "cooldown_seconds": 600},
         "retry_on": ["connect_error", "timeout", "http_5xx", "overloaded"],
