@@ -15,7 +15,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gateway.backends.credential_chain import CredentialChain, MissingCredentials
 
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
@@ -26,24 +28,15 @@ __all__ = ["SIGNING_NAME", "AWSSigner", "MissingCredentials", "Signed", "sign_re
 
 #: The service name Bedrock Runtime is signed under (its API model's `signingName`).
 SIGNING_NAME = "bedrock"
-_RETRY_LOOKUP_SECONDS = 60.0
 
 
-class MissingCredentials(Exception):
-    """No AWS credentials (or no region) could be found; the message says where they are looked for."""
-
-
-class AWSSigner:
+class AWSSigner(CredentialChain):
     """Signs requests for one backend with the credentials its profile (or the default chain) gives."""
 
     def __init__(self, profile: str | None, region: str | None) -> None:
         self.profile = profile
         self.region = region
-        self._credentials: Any = None
-        self._looked_up_at: float | None = None
-        self._lock = asyncio.Lock()
-        #: Why the last lookup found nothing, in words (for the failure a request gets).
-        self._missing = "AWS credentials were not looked up yet"
+        super().__init__("AWS credentials were not looked up yet")
 
     async def start(self) -> None:
         """Walk the credential chain (in a thread). Raises MissingCredentials when no region is known;
@@ -76,16 +69,7 @@ class AWSSigner:
         self._credentials = credentials
 
     async def _frozen(self) -> ReadOnlyCredentials:
-        credentials = self._credentials
-        if credentials is None:
-            looked = self._looked_up_at
-            if looked is None or time.monotonic() - looked >= _RETRY_LOOKUP_SECONDS:
-                async with self._lock:
-                    if self._credentials is None:
-                        await asyncio.to_thread(self._look_up)
-                credentials = self._credentials
-            if credentials is None:
-                raise MissingCredentials(self._missing)
+        credentials = await self._found()
         refresh_needed = getattr(credentials, "refresh_needed", None)
         if refresh_needed is not None and refresh_needed():
             from botocore.exceptions import BotoCoreError, ClientError

@@ -15,29 +15,21 @@ import asyncio
 import time
 from typing import Any
 
+from gateway.backends.credential_chain import CredentialChain, MissingCredentials
+
 # google-auth is imported where it is used: only vertex backends need it.
 
 __all__ = ["SCOPE", "GoogleCredentials", "MissingCredentials"]
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-_RETRY_LOOKUP_SECONDS = 60.0
 
 
-class MissingCredentials(Exception):
-    """No Google credentials could be found, or their token could not be refreshed; the message says
-    where they are looked for."""
-
-
-class GoogleCredentials:
+class GoogleCredentials(CredentialChain):
     """The access token of one backend's Application Default Credentials."""
 
     def __init__(self) -> None:
-        self._credentials: Any = None
+        super().__init__("Google credentials were not looked up yet")
         self._transport: Any = None
-        self._looked_up_at: float | None = None
-        self._lock = asyncio.Lock()
-        #: Why the last lookup found nothing, in words (for the failure a request gets).
-        self._missing = "Google credentials were not looked up yet"
 
     async def start(self) -> None:
         """Look the credentials up (in a thread). Missing credentials are a failure of each request,
@@ -66,16 +58,7 @@ class GoogleCredentials:
     async def token(self) -> str:
         """A valid access token, refreshed first when it is expired or about to be.
         Raises MissingCredentials."""
-        credentials = self._credentials
-        if credentials is None:
-            looked = self._looked_up_at
-            if looked is None or time.monotonic() - looked >= _RETRY_LOOKUP_SECONDS:
-                async with self._lock:
-                    if self._credentials is None:
-                        await asyncio.to_thread(self._look_up)
-                credentials = self._credentials
-            if credentials is None:
-                raise MissingCredentials(self._missing)
+        credentials = await self._found()
         if not credentials.valid:
             from google.auth.exceptions import GoogleAuthError
 
