@@ -73,6 +73,7 @@ CSV_COLUMNS = (
     "cache",
     "saved_tokens",
     "saved_usd",
+    "shadow_of",
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0

@@ -72,21 +72,25 @@ def compile_runtime(
     models = []
     routes: dict[str, ModelRoute] = {}
     prices: dict[tuple[str, str], TokenPrice | None] = {}
-    for model in config.models:
-        chain = tuple(
-            RouteTarget(
-                target=t,
-                backend=backends[t.backend],
-                config=backends[t.backend].config,
-                # This config's settings: a reused backend object keeps the settings it was built
-                # with, and a price change does not rebuild a backend.
-                price=_price(config.backends, t.backend, t.model, prices),
-                quota=quotas.get(t.backend),
-                capabilities=_capabilities(config, t),
-            )
-            for t in model.chain
+
+    def route_target(t: Target) -> RouteTarget:
+        return RouteTarget(
+            target=t,
+            backend=backends[t.backend],
+            config=backends[t.backend].config,
+            # This config's settings: a reused backend object keeps the settings it was built
+            # with, and a price change does not rebuild a backend.
+            price=_price(config.backends, t.backend, t.model, prices),
+            quota=quotas.get(t.backend),
+            capabilities=_capabilities(config, t),
         )
-        route = ModelRoute(name=model.name, config=model, chain=chain)
+
+    for model in config.models:
+        chain = tuple(route_target(t) for t in model.chain)
+        shadow = None
+        if model.shadow is not None:
+            shadow = ModelRoute(name=model.name, config=model, chain=(route_target(model.shadow.target),))
+        route = ModelRoute(name=model.name, config=model, chain=chain, shadow=shadow)
         models.append(route)
         for public in (model.name, *model.aliases):
             routes[public] = route
