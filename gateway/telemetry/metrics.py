@@ -129,9 +129,9 @@ class GatewayMetrics:
         )
         self.shadow_requests = Counter(
             "gateway_shadow_requests",
-            "Shadow copies of model requests (models.<m>.shadow) by outcome: success, error, timeout, "
-            "rejected (refused before the target was asked: circuit open, quota), cancelled (shutdown), "
-            "dropped (max_concurrency copies were already running; never sent).",
+            "Shadow copies of model requests (models.<m>.shadow) by outcome: success, error (circuit "
+            "open and quota included), timeout, cancelled (shutdown), dropped (max_concurrency copies "
+            "were already running; never sent).",
             ["model", "target", "outcome"],
             registry=registry,
         )

@@ -235,6 +235,33 @@ def test_the_logs_api_filters_copies(gateway: InProcessGateway, audit_db: Path) 
     assert wrong.status_code == 400 and "shadow" in wrong.json()["detail"]
 
 
+def test_a_copy_in_flight_finishes_on_the_runtime_it_started_with(
+    gateway: InProcessGateway, audit_db: Path, mirror: FakeOpenAI
+) -> None:
+    live = gateway.app.live
+    original = live.path.read_text()
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    old = live.current
+    mirror.behaviour = Behaviour(hang=True)
+    request_id = chat(gateway).headers["x-request-id"]
+    wait_until(lambda: mirror.stats.in_flight == 1)
+    assert old.usage.active == 1  # the copy holds its Runtime: the reload cannot close its backend
+    # A reload that rebuilds the shadow target's backend while the copy is stuck on it.
+    live.path.write_text(
+        original.replace("    prices: {gpt-next:", "    max_connections: 50\n    prices: {gpt-next:")
+    )
+    try:
+        reloaded = requests.post(gateway.url("/admin/api/config/reload"), headers=admin, timeout=10)
+        assert reloaded.status_code == 200 and live.current is not old
+        assert "mirror" in reloaded.json()["rebuilt_backends"]
+        copy = shadow_of(audit_db, request_id)
+        assert copy["status"] == "timeout" and copy["error_type"] == "timeout"  # not cut by a closed pool
+        wait_until(lambda: old.usage.active == 0)
+    finally:
+        live.path.write_text(original)
+        requests.post(gateway.url("/admin/api/config/reload"), headers=admin, timeout=10)
+
+
 def test_with_the_audit_log_off_copies_still_run_and_nothing_breaks(
     tmp_path: Path, primary: FakeOpenAI, mirror: FakeOpenAI
 ) -> None:
