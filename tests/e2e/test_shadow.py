@@ -11,10 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import logfire
 import pytest
 import requests
+from logfire.testing import CaptureLogfire
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.surfaces.shadow import SHADOW_SPAN
+from gateway.telemetry.requests import REQUEST_SPAN
 from gateway.testing import Behaviour, FakeOpenAI
 from gateway.testing.inprocess import InProcessGateway, gateway_in_thread
 from tests.conftest import wait_until
@@ -274,3 +278,31 @@ def test_with_the_audit_log_off_copies_still_run_and_nothing_breaks(
         wait_until(lambda: mirror.stats.total - before == 2)
         wait_until(lambda: not running.app.shadows.tasks)
     assert not list(tmp_path.glob("*.sqlite3*"))
+
+
+def test_a_copy_has_its_own_span_in_the_client_requests_trace(
+    tmp_path: Path, primary: FakeOpenAI, mirror: FakeOpenAI, capfire: CaptureLogfire
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config(primary, mirror, None))
+    with gateway_in_thread(
+        path, env=ENV, watch=False, logfire_instance=logfire.DEFAULT_LOGFIRE_INSTANCE
+    ) as running:
+        request_id = chat(running).headers["x-request-id"]
+
+        def spans(name: str) -> list[dict[str, Any]]:
+            return [s for s in capfire.exporter.exported_spans_as_dict() if s["name"] == name]
+
+        wait_until(lambda: any(s["attributes"].get("shadow_of") == request_id for s in spans(SHADOW_SPAN)))
+    [copy] = [s for s in spans(SHADOW_SPAN) if s["attributes"]["shadow_of"] == request_id]
+    [request] = [s for s in spans(REQUEST_SPAN) if s["attributes"]["request_id"] == request_id]
+    assert copy["context"]["trace_id"] == request["context"]["trace_id"]
+    attributes = copy["attributes"]
+    assert (attributes["model"], attributes["backend"], attributes["upstream_model"]) == (
+        "gpt",
+        "mirror",
+        "gpt-next",
+    )
+    assert attributes["status"] == "success" and attributes["http.response.status_code"] == 200
+    assert attributes["gen_ai.usage.output_tokens"] == 16 and attributes["latency_ms"] > 0
+    assert attributes["request_id"] != request_id
