@@ -80,6 +80,12 @@ class ShadowTraffic:
 
     def offer(self, runtime: Runtime, route: ModelRoute, call: UpstreamCall, tokens: int) -> None:
         """Maybe copy this request to `route.shadow` (in a task; returns at once, never raises)."""
+        try:
+            self._offer(runtime, route, call, tokens)
+        except Exception:  # a fault here must not fail the client's request
+            log.exception("starting a shadow request failed", extra={"request_id": call.request_id})
+
+    def _offer(self, runtime: Runtime, route: ModelRoute, call: UpstreamCall, tokens: int) -> None:
         shadow, settings = route.shadow, route.config.shadow
         if shadow is None or settings is None or call.endpoint == "count_tokens":
             return
