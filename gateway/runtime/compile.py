@@ -18,7 +18,7 @@ from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.cache import CacheStats, ResponseCache, build_cache_store
 from gateway.config.backends import BackendSettings
-from gateway.config.model import Config, Target
+from gateway.config.model import Config, ModelConfig, Target
 from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
 from gateway.pricing import TokenPrice, resolve_price
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
@@ -72,24 +72,21 @@ def compile_runtime(
     models = []
     routes: dict[str, ModelRoute] = {}
     prices: dict[tuple[str, str], TokenPrice | None] = {}
-
-    def route_target(t: Target) -> RouteTarget:
-        return RouteTarget(
-            target=t,
-            backend=backends[t.backend],
-            config=backends[t.backend].config,
-            # This config's settings: a reused backend object keeps the settings it was built
-            # with, and a price change does not rebuild a backend.
-            price=_price(config.backends, t.backend, t.model, prices),
-            quota=quotas.get(t.backend),
-            capabilities=_capabilities(config, t),
-        )
-
     for model in config.models:
-        chain = tuple(route_target(t) for t in model.chain)
-        shadow = None
-        if model.shadow is not None:
-            shadow = ModelRoute(name=model.name, config=model, chain=(route_target(model.shadow.target),))
+        chain = tuple(
+            RouteTarget(
+                target=t,
+                backend=backends[t.backend],
+                config=backends[t.backend].config,
+                # This config's settings: a reused backend object keeps the settings it was built
+                # with, and a price change does not rebuild a backend.
+                price=_price(config.backends, t.backend, t.model, prices),
+                quota=quotas.get(t.backend),
+                capabilities=_capabilities(config, t),
+            )
+            for t in model.chain
+        )
+        shadow = _shadow_route(config, model, backends, quotas, prices)
         route = ModelRoute(name=model.name, config=model, chain=chain, shadow=shadow)
         models.append(route)
         for public in (model.name, *model.aliases):
@@ -108,6 +105,29 @@ def compile_runtime(
         cache=ResponseCache(config.cache, cache_store, cache_stats, index=cache_index),
     )
     return runtime, created
+
+
+def _shadow_route(
+    config: Config,
+    model: ModelConfig,
+    backends: dict[str, Backend],
+    quotas: dict[str, BackendQuota],
+    prices: dict[tuple[str, str], TokenPrice | None],
+) -> ModelRoute | None:
+    """`models.<m>.shadow` as a one-target route (so a copy meets its target's breaker, quota and
+    concurrency limit as a chain step would), or None."""
+    if model.shadow is None:
+        return None
+    t = model.shadow.target
+    target = RouteTarget(
+        target=t,
+        backend=backends[t.backend],
+        config=backends[t.backend].config,
+        price=_price(config.backends, t.backend, t.model, prices),
+        quota=quotas.get(t.backend),
+        capabilities=_capabilities(config, t),
+    )
+    return ModelRoute(name=model.name, config=model, chain=(target,))
 
 
 def _capabilities(config: Config, target: Target) -> frozenset[str]:
