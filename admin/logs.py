@@ -1,6 +1,6 @@
 """Admin logs API: the audit log, paged (keyset cursor, for infinite scroll), exported, and tailed live.
 
-- `GET /admin/api/logs?model=&backend_type=&status=&since=&until=&request_id=&limit=&cursor=`
+- `GET /admin/api/logs?model=&backend_type=&status=&since=&until=&request_id=&shadow=&limit=&cursor=`
   → `{"records": [...], "next_cursor": "..." | null}`, newest first. Pass `next_cursor` back as
   `cursor` for the next page: pages are stable while new records arrive.
 - `GET /admin/api/logs/export?format=jsonl|csv&<same filters>`: every matching record, streamed. In
@@ -73,6 +73,7 @@ CSV_COLUMNS = (
     "cache",
     "saved_tokens",
     "saved_usd",
+    "shadow_of",
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0

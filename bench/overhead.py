@@ -28,7 +28,9 @@ load generator, so the ceiling is what bounds them there); on request, `keyed` (
 client key), `limits_memory` and `limits_redis` (that key with a limit of every kind, none reached,
 counted in memory or in a private redis-server on loopback): the limits' cost is theirs minus
 `keyed`'s; `cache_memory` and `cache_redis` (the model's answers cached, exact, any temperature:
-after the first request every one is a hit served with no upstream call).
+after the first request every one is a hit served with no upstream call); `shadow` (every request
+also copied, `models.<m>.shadow` with sample_rate 1, to a second backend on the same fake, which so
+answers twice the requests: the client's latency with shadowing on, against the default's, off).
 
 The machine may be shared: each phase waits (up to `--wait-quiet` s) for other processes to leave
 the cores, records the CPU they used meanwhile (`foreign_cpu_cores`), and runs again (`--retries`)
@@ -88,6 +90,8 @@ class Variant:
     #: The model's answers cached in this store (`memory` or `redis`): every request after the first
     #: is an exact hit, answered with no upstream call.
     cache: str | None = None
+    #: Every request also copied to a second backend on the same fake (`models.<m>.shadow`, rate 1).
+    shadow: bool = False
 
 
 #: The gateway variants by target name. "gateway" is the default one.
@@ -108,6 +112,9 @@ VARIANTS: dict[str, Variant] = {
     "gateway_cache_redis": Variant(
         "1 worker, audit on, every answer an exact cache hit, Redis", 1, True, cache="redis"
     ),
+    "gateway_shadow": Variant(
+        "1 worker, audit on, every request shadowed (sample_rate 1) to the same fake", 1, True, shadow=True
+    ),
 }
 VARIANT_OPTIONS = {
     "audit_off": "gateway_audit_off",
@@ -117,6 +124,7 @@ VARIANT_OPTIONS = {
     "limits_redis": "gateway_limits_redis",
     "cache_memory": "gateway_cache_memory",
     "cache_redis": "gateway_cache_redis",
+    "shadow": "gateway_shadow",
 }
 #: What `--variants` runs unless told: the limits variants are asked for by name.
 DEFAULT_VARIANTS = ("audit_off", "2_workers")
@@ -461,6 +469,7 @@ def run(
                     client_key=BENCH_KEY if variant.keyed else None,
                     limits_store=store,
                     cache_store=cache,
+                    shadow=variant.shadow,
                 )
                 headers = {"authorization": f"Bearer {BENCH_KEY}"} if variant.keyed else {}
                 bench.target_headers[name] = headers
@@ -548,7 +557,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="gateway variants besides the default, comma-separated: audit_off, 2_workers (these two "
         "unless told), keyed (a client key), limits_memory and limits_redis (that key with every limit, "
         "counted in memory or in a private redis-server on loopback), cache_memory and cache_redis "
-        "(every answer an exact cache hit), or none",
+        "(every answer an exact cache hit), shadow (every request also copied to a shadow target "
+        "on the same fake: the client's latency with shadowing on against the default's, off), or none",
     )
     parser.add_argument(
         "--retries",

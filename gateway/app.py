@@ -32,6 +32,7 @@ from gateway.problems import install_problem_handlers
 from gateway.runtime.live import LiveRuntime, ReloadEvent
 from gateway.runtime.watch import watch_config
 from gateway.surfaces.model_api import ModelAPI
+from gateway.surfaces.shadow import ShadowTraffic
 from gateway.telemetry.service import Telemetry
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class GatewayApp(Quart):
     live: LiveRuntime
     audit: AuditService
     telemetry: Telemetry
+    #: Shadow copies in flight (`models.<m>.shadow`), cancelled at shutdown.
+    shadows: ShadowTraffic
     admin_sessions: AdminSessions
     #: Set when shutdown begins (SIGTERM): `/ready` answers 503 so load balancers stop sending.
     draining: bool = False
@@ -102,6 +105,7 @@ def create_app(
     install_bench(app)  # the panel's backend benchmark
     install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch
     app.telemetry = Telemetry(logfire_instance)
+    app.shadows = ShadowTraffic(app.audit, app.telemetry.requests)
     app.register_blueprint(telemetry_endpoints)
     app.register_blueprint(openapi_document)
     stop_watching = asyncio.Event()
@@ -150,10 +154,11 @@ def create_app(
         tasks.clear()
         if applying:
             await asyncio.gather(*applying, return_exceptions=True)
+        await app.shadows.close()  # before the audit log closes: cancelled copies are recorded
         await app.audit.close()  # flushes the buffered records (or spills them if the database is down)
         if on_reload in app.live.listeners:
             app.live.listeners.remove(on_reload)
         await app.live.close()
         await app.telemetry.close()
 
-    return ModelAPI(app.live, app, app.audit, app.telemetry.requests)
+    return ModelAPI(app.live, app, app.audit, app.telemetry.requests, app.shadows)

@@ -67,20 +67,29 @@ def gateway_config(
     client_key_env: str | None = None,
     limits_store: str | None = None,
     cache_store: str | None = None,
+    shadow: bool = False,
 ) -> str:
     """One `openai_compatible` backend on the fake (priced, so every request has a cost); the audit log
     as configured by default unless off; with `client_key_env`, one client key read from that variable
     (requests must carry it); with `limits_store` (`memory` or a Redis URL), that key has limits of
     every kind (`BENCH_LIMITS`) counted in that store; with `cache_store`, the model's answers are
-    cached (exact, any temperature: after the first request every one is a hit) in that store."""
+    cached (exact, any temperature: after the first request every one is a hit) in that store; with
+    `shadow`, every request is also copied (`models.<m>.shadow`, sample_rate 1) to a second backend on
+    the same fake."""
     text = f"""backends:
   fake:
     type: openai_compatible
     base_url: "http://127.0.0.1:{upstream_port}/v1"
     prices: {{{MODEL}: {{input: 0.15, output: 0.6, cached_input: 0.075}}}}
 models:
-  {MODEL}: {{chain: [{{backend: fake, model: {MODEL}}}]{_model_cache(cache_store)}}}
+  {MODEL}: {{chain: [{{backend: fake, model: {MODEL}}}]{_model_cache(cache_store)}{_shadow(shadow)}}}
 """
+    if shadow:
+        text = text.replace(
+            "models:\n",
+            f'  fake-shadow: {{type: openai_compatible, base_url: "http://127.0.0.1:{upstream_port}/v1"}}\n'
+            "models:\n",
+        )
     if cache_store:
         text += f'cache: {{store: "{cache_store}"}}\n'
     if client_key_env:
@@ -89,6 +98,10 @@ models:
     if limits_store:
         text += f'limits: {{store: "{limits_store}"}}\n'
     return text if audit else text + "audit: {enabled: false}\n"
+
+
+def _shadow(shadow: bool) -> str:
+    return f", shadow: {{target: {{backend: fake-shadow, model: {MODEL}}}, sample_rate: 1}}" if shadow else ""
 
 
 def _model_cache(store: str | None) -> str:
@@ -106,6 +119,7 @@ def start_gateway_server(
     client_key: str | None = None,
     limits_store: str | None = None,
     cache_store: str | None = None,
+    shadow: bool = False,
 ) -> Server:
     """`gateway serve` on the fake, in its own directory (its audit database lives next to its config)."""
     directory = workdir / name
@@ -119,6 +133,7 @@ def start_gateway_server(
             client_key_env=key_env,
             limits_store=limits_store,
             cache_store=cache_store,
+            shadow=shadow,
         )
     )
     env = {"BENCH_CLIENT_KEY": client_key} if client_key else None

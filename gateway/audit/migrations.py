@@ -43,6 +43,9 @@ _SPEND = (("cost_usd", "DOUBLE PRECISION"), ("limit_name", "VARCHAR(64)"))
 #: rows read as null).
 _RESPONSE_CACHE = (("cache", "VARCHAR(8)"), ("saved_tokens", "BIGINT"), ("saved_usd", "DOUBLE PRECISION"))
 
+#: Version 7: shadow traffic, the request id a shadow copy's record copied (null: a client request).
+_SHADOW = (("shadow_of", "VARCHAR(200)"),)
+
 
 #: Version 6: the admin panel's backend benchmark runs (`gateway/audit/bench_store.py`).
 def _bench_runs(id_column: str, ts: str, json: str) -> tuple[str, ...]:
@@ -129,6 +132,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(
             6, "bench_runs", _bench_runs("INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL", "TIMESTAMP", "JSON")
         ),
+        Migration(7, "shadow", add_columns=_SHADOW),
     ),
     "postgres": (
         Migration(
@@ -146,6 +150,7 @@ MIGRATIONS: dict[str, tuple[Migration, ...]] = {
         Migration(4, "spend", add_columns=_SPEND),
         Migration(5, "response_cache", add_columns=_RESPONSE_CACHE),
         Migration(6, "bench_runs", _bench_runs("BIGSERIAL NOT NULL PRIMARY KEY", "TIMESTAMPTZ", "JSONB")),
+        Migration(7, "shadow", add_columns=_SHADOW),
     ),
 }
 

@@ -32,6 +32,7 @@ TEXT_LIMITS = {
     "client_address": 64,
     "limit_name": 64,
     "cache": 8,
+    "shadow_of": 200,
 }
 
 
@@ -70,6 +71,7 @@ class AuditRecord(Model):
     cache = fields.CharField(max_length=TEXT_LIMITS["cache"], null=True)  # migration 5
     saved_tokens = fields.BigIntField(null=True)  # migration 5
     saved_usd = fields.FloatField(null=True)  # migration 5
+    shadow_of = fields.CharField(max_length=TEXT_LIMITS["shadow_of"], null=True)  # migration 7
 
     class Meta:
         table = "audit_records"

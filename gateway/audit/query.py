@@ -35,6 +35,8 @@ class LogFilter:
     since: datetime | None = None
     until: datetime | None = None
     request_id: str | None = None
+    #: True: only shadow copies' records (`shadow_of` set); False: only client requests'; None: both.
+    shadow: bool | None = None
 
     @classmethod
     def from_query(cls, query: Mapping[str, Any]) -> LogFilter:
@@ -61,6 +63,9 @@ class LogFilter:
             raise ValueError(
                 f"backend_type must be one of {', '.join(sorted(BACKEND_TYPES))}, not {backend_type!r}"
             )
+        shadow = text("shadow")
+        if shadow is not None and shadow not in ("true", "false"):
+            raise ValueError(f"shadow must be true or false, not {shadow!r}")
         since = parse_instant("since", text("since"))
         until = parse_instant("until", text("until"))
         if since is not None and until is not None and since >= until:
@@ -72,6 +77,7 @@ class LogFilter:
             since=since,
             until=until,
             request_id=text("request_id"),
+            shadow=None if shadow is None else shadow == "true",
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,6 +89,7 @@ class LogFilter:
             "since": format_ts(self.since) if self.since else None,
             "until": format_ts(self.until) if self.until else None,
             "request_id": self.request_id,
+            "shadow": self.shadow,
         }
 
     def matches(self, record: Mapping[str, Any]) -> bool:
@@ -91,6 +98,8 @@ class LogFilter:
             wanted = getattr(self, name)
             if wanted is not None and record.get(name) != wanted:
                 return False
+        if self.shadow is not None and (record.get("shadow_of") is not None) != self.shadow:
+            return False
         if self.since is None and self.until is None:
             return True
         ts = record.get("ts")

@@ -133,6 +133,9 @@ class AuditEntry:
     #: hit did not spend.
     saved_tokens: int | None = None
     saved_usd: float | None = None
+    #: A shadow copy (`models.<m>.shadow`): the request id of the client request it copied; None for
+    #: client requests (and on records written before the gateway stored it).
+    shadow_of: str | None = None
     #: The row id, set only on entries read back from the database.
     id: int | None = None
 
@@ -249,6 +252,7 @@ def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRo
                 trail.cache,
                 trail.saved_tokens,
                 trail.saved_usd,
+                trail.shadow_of,
             )
         )
     return rows

@@ -411,6 +411,8 @@ class AuditStore:
             if value is not None:
                 conditions.append(f'"{name}" = ?')
                 params.append(value)
+        if filters.shadow is not None:
+            conditions.append('"shadow_of" IS NOT NULL' if filters.shadow else '"shadow_of" IS NULL')
         if filters.since is not None:
             conditions.append('"ts" >= ?')
             params.append(self._ts_param(filters.since))

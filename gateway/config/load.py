@@ -41,6 +41,7 @@ from gateway.config.model import (
     ReloadConfig,
     ServerConfig,
     ServerTimeouts,
+    ShadowConfig,
     Target,
     TelemetryConfig,
     TimeoutTier,
@@ -167,6 +168,13 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
                     ("models", model_name, "chain", i, "backend"),
                     f"no backend named '{target['backend']}' (backends: {known})",
                 )
+        shadow = model.get("shadow")
+        if shadow is not None and shadow["target"]["backend"] not in backends:
+            known = ", ".join(sorted(backends)) or "none are defined"
+            issue(
+                ("models", model_name, "shadow", "target", "backend"),
+                f"no backend named '{shadow['target']['backend']}' (backends: {known})",
+            )
         cache = model.get("cache") or {}
         if cache.get("mode") == "semantic" and not cache.get("embedding_model"):
             issue(
@@ -274,6 +282,17 @@ def _backend(name: str, raw: dict[str, Any], base: Path, doc: LocatedDocument) -
     return backend_settings(source)
 
 
+def _shadow(model: str, raw: dict[str, Any] | None) -> ShadowConfig | None:
+    if raw is None:
+        return None
+    target = raw["target"]
+    return ShadowConfig(
+        target=Target(backend=target["backend"], model=target.get("model", model)),
+        sample_rate=float(raw["sample_rate"]),
+        max_concurrency=raw["max_concurrency"],
+    )
+
+
 def _key_limits(raw: dict[str, Any] | None) -> KeyLimits | None:
     if raw is None:
         return None
@@ -335,6 +354,7 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
                 ),
                 # A bare `off` is YAML's false.
                 cache=ModelCache(**{**raw["cache"], "mode": raw["cache"]["mode"] or "off"}),
+                shadow=_shadow(name, raw.get("shadow")),
             )
             for name, raw in data["models"].items()
         ),

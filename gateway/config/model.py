@@ -164,12 +164,24 @@ class ModelCache:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowConfig:
+    """`models.<name>.shadow`: a sample of the model's requests copied to `target`, answers discarded."""
+
+    target: Target
+    sample_rate: float
+    #: Most copies in flight at once per worker; past it a sampled copy is dropped (and counted).
+    max_concurrency: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     description: str
     aliases: tuple[str, ...]
     chain: tuple[Target, ...]
     cache: ModelCache = ModelCache()
+    #: `shadow` (None: no shadow traffic).
+    shadow: ShadowConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ class ModelRoute:
     name: str
     config: ModelConfig
     chain: tuple[RouteTarget, ...]
+    #: `shadow`: a one-target route to the shadow target (its breaker, quota and concurrency limit
+    #: apply as to any chain), or None.
+    shadow: ModelRoute | None = None
 
     @property
     def available(self) -> bool:

@@ -59,6 +59,8 @@ class RequestTrail:
     #: On a hit: the stored answer's tokens (input + output) and their cost at its target's price.
     saved_tokens: int | None = None
     saved_usd: float | None = None
+    #: A shadow copy's record: the request id of the client request it copied (None: a client request).
+    shadow_of: str | None = None
 
     def settle(self, usage: Usage | None, price: TokenPrice | None) -> None:
         """The served answer's usage, and the request's cost: that usage at its target's `price`, plus

@@ -18,7 +18,7 @@ from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.cache import CacheStats, ResponseCache, build_cache_store
 from gateway.config.backends import BackendSettings
-from gateway.config.model import Config, Target
+from gateway.config.model import Config, ModelConfig, Target
 from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
 from gateway.pricing import TokenPrice, resolve_price
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
@@ -86,7 +86,8 @@ def compile_runtime(
             )
             for t in model.chain
         )
-        route = ModelRoute(name=model.name, config=model, chain=chain)
+        shadow = _shadow_route(config, model, backends, quotas, prices)
+        route = ModelRoute(name=model.name, config=model, chain=chain, shadow=shadow)
         models.append(route)
         for public in (model.name, *model.aliases):
             routes[public] = route
@@ -104,6 +105,29 @@ def compile_runtime(
         cache=ResponseCache(config.cache, cache_store, cache_stats, index=cache_index),
     )
     return runtime, created
+
+
+def _shadow_route(
+    config: Config,
+    model: ModelConfig,
+    backends: dict[str, Backend],
+    quotas: dict[str, BackendQuota],
+    prices: dict[tuple[str, str], TokenPrice | None],
+) -> ModelRoute | None:
+    """`models.<m>.shadow` as a one-target route (so a copy meets its target's breaker, quota and
+    concurrency limit as a chain step would), or None."""
+    if model.shadow is None:
+        return None
+    t = model.shadow.target
+    target = RouteTarget(
+        target=t,
+        backend=backends[t.backend],
+        config=backends[t.backend].config,
+        price=_price(config.backends, t.backend, t.model, prices),
+        quota=quotas.get(t.backend),
+        capabilities=_capabilities(config, t),
+    )
+    return ModelRoute(name=model.name, config=model, chain=(target,))
 
 
 def _capabilities(config: Config, target: Target) -> frozenset[str]:

@@ -63,6 +63,7 @@ from gateway.routing.trail import RequestTrail
 from gateway.runtime.live import LiveRuntime
 from gateway.surfaces.access import authenticate_client, client_address
 from gateway.surfaces.http import ClientDisconnected, ModelRequest, Receive, Scope, Send
+from gateway.surfaces.shadow import ShadowTraffic
 from gateway.telemetry.requests import RequestTelemetry
 
 __all__ = ["AuditSink", "ModelAPI"]
@@ -173,12 +174,15 @@ class ModelAPI:
         fallback: Callable[[Scope, Receive, Send], Any],
         audit: AuditSink | None = None,
         telemetry: RequestTelemetry | None = None,
+        shadows: ShadowTraffic | None = None,
     ) -> None:
         self.live = live
         self.fallback = fallback
         self.audit: AuditSink = audit or _NoAudit()
         #: Spans, metrics and the per-request log line (None: none of them).
         self.telemetry = telemetry
+        #: Shadow copies of sampled requests (`models.<m>.shadow`), run in tasks it owns.
+        self.shadows = shadows or ShadowTraffic(self.audit, telemetry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" else None
@@ -346,6 +350,8 @@ class ModelAPI:
         )
         attempts: list[Attempt] = trail.attempts
         trail.stream = call.stream
+        if model_route.shadow is not None:
+            self.shadows.offer(runtime, model_route, call, tokens)  # a task; never awaited here
         try:
             async with asyncio.timeout_at(deadline):
                 served = await _unless_disconnected(

@@ -127,6 +127,14 @@ class GatewayMetrics:
             "each admission among them followed limits.on_store_down.",
             registry=registry,
         )
+        self.shadow_requests = Counter(
+            "gateway_shadow_requests",
+            "Shadow copies of model requests (models.<m>.shadow) by outcome: success, error (circuit "
+            "open and quota included), timeout, cancelled (shutdown), dropped (max_concurrency copies "
+            "were already running; never sent).",
+            ["model", "target", "outcome"],
+            registry=registry,
+        )
         self.cache_requests = Counter(
             "gateway_cache_requests",
             "Chat requests by what the response cache did: hit (served from it, no upstream call), "

@@ -214,6 +214,7 @@ def test_filter_from_query() -> None:
         ({"since": "2025-01-02", "until": "2025-01-01"}, "since must be earlier than until"),
         ({"model": "x" * 300}, "model is longer than"),
         ({"request_id": 5}, "request_id must be text"),
+        ({"shadow": "yes"}, "shadow must be true or false"),
     ],
 )
 def test_filter_rejects_bad_values(query: dict[str, object], message: str) -> None:
@@ -230,6 +231,19 @@ def test_filter_matches() -> None:
     assert LogFilter(since=datetime(2025, 1, 1, 12, tzinfo=UTC)).matches(record)  # inclusive
     assert not LogFilter(until=datetime(2025, 1, 1, 12, tzinfo=UTC)).matches(record)  # exclusive
     assert not LogFilter(since=datetime(2025, 1, 1, 12, 0, 1, tzinfo=UTC)).matches(record)
+
+
+def test_filter_tells_shadow_copies_from_client_requests() -> None:
+    client = make_entry(model="m").to_json()
+    copy = make_entry(model="m", shadow_of="req-1").to_json()
+    only_copies, only_clients = (
+        LogFilter.from_query({"shadow": "true"}),
+        LogFilter.from_query({"shadow": "false"}),
+    )
+    assert (only_copies.shadow, only_clients.shadow, LogFilter.from_query({}).shadow) == (True, False, None)
+    assert only_copies.matches(copy) and not only_copies.matches(client)
+    assert only_clients.matches(client) and not only_clients.matches(copy)
+    assert LogFilter().matches(copy) and LogFilter().matches(client)
 
 
 def test_cursor_round_trip_and_rejects_garbage() -> None:

@@ -82,3 +82,20 @@ def test_overhead_quick(run_bench: Callable[..., BenchRun]) -> None:
     assert throughput["hypercorn_trivial_rps"] > 0 and throughput["minimal_proxy_rps"] > 0
     for target in summary["targets"].values():
         assert isinstance(target["met"], bool)
+
+
+@pytest.mark.timeout(300)
+def test_overhead_shadow_variant_quick(run_bench: Callable[..., BenchRun]) -> None:
+    """`--variants shadow`: the same load with every request shadowed, beside the default (off)."""
+    run = run_bench("overhead", "--variants", "shadow", "--no-baselines", "--clients", "1")
+    assert run.exit_code == 0
+    assert "every request shadowed" in run.stdout
+    result = run.result
+    assert result["failed_requests"] == 0
+    variants = {v["variant"]: v for v in result["summary"]["variants"]}
+    assert set(variants) == {"gateway", "gateway_shadow"}
+    for variant in variants.values():
+        assert [(r["mode"], r["clients"]) for r in variant["rows"]] == [
+            ("non_streaming", 1),
+            ("streaming", 1),
+        ]

@@ -52,6 +52,9 @@ models:
   flaky: {{chain: [{{backend: broken, model: gpt-4o}}, {{backend: oa, model: gpt-4o-mini}}]}}
   broken: {{chain: [{{backend: broken, model: gpt-4o}}]}}
   stuck: {{chain: [{{backend: stuck, model: gpt-4o}}]}}
+  mirrored:
+    chain: [{{backend: oa, model: gpt-4o-mini}}]
+    shadow: {{target: {{backend: oa, model: gpt-4o}}, sample_rate: 1}}
 
 timeouts:
   chat:
@@ -499,3 +502,21 @@ audit: {{database_url: "sqlite://{tmp_path / "audit.sqlite3"}"}}
     warning = page.locator("#blas-warning")
     expect(warning).to_contain_text("Slow local model: local")
     expect(warning).to_contain_text("bundled reference BLAS")
+
+
+def test_a_shadow_copy_is_marked_and_links_to_the_request_it_copied(
+    page: Page, gateway: GatewayProcess
+) -> None:
+    assert chat(gateway, "mirrored", "mirrored-0").status_code == 200
+    wait_until(lambda: bool(logs(gateway, shadow="true", model="mirrored")), timeout=10, interval=0.1)
+    [copy] = logs(gateway, shadow="true", model="mirrored")
+    assert copy["shadow_of"] == "mirrored-0" and copy["upstream_model"] == "gpt-4o"
+    sign_in(page, gateway, "/admin/logs?model=mirrored")
+    expect(rows(page)).to_have_count(2)
+    copied = page.locator(f'#records tr[data-request-id="{copy["request_id"]}"]')
+    expect(copied.locator(".badge.shadow")).to_have_text("shadow")
+    expect(page.locator('#records tr[data-request-id="mirrored-0"] .badge.shadow')).to_have_count(0)
+    copied.click()
+    link = page.locator("#drawer").get_by_role("link", name="mirrored-0")
+    expect(link).to_be_visible()
+    assert link.get_attribute("href") == "/admin/logs?request_id=mirrored-0"

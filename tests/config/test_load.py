@@ -309,3 +309,16 @@ def test_a_literal_api_key_is_refused_naming_the_usual_variable(kind: str, varia
         load(f"backends:\n  mine: {backend}\n" + model_on("mine"))
     assert f"${{{variable}}}" in str(raised.value)
     assert "literal-key-123" not in str(raised.value)
+
+
+def test_shadow_is_typed_with_its_defaults() -> None:
+    shadowed = MINIMAL.replace(
+        "m: {chain: [{backend: up}]}",
+        "m: {chain: [{backend: up}], shadow: {target: {backend: up}, sample_rate: 0.25}}",
+    )
+    config = load(shadowed)
+    [model] = config.models
+    assert model.shadow is not None
+    assert (model.shadow.target.backend, model.shadow.target.model) == ("up", "m")  # the public name
+    assert (model.shadow.sample_rate, model.shadow.max_concurrency) == (0.25, 16)
+    assert load(MINIMAL).models[0].shadow is None

@@ -274,9 +274,11 @@ def test_every_exception_names_a_property_the_schema_has() -> None:
 
 def test_a_field_read_through_an_accessor_needs_the_accessor_called() -> None:
     """The timeout tiers are read with `TimeoutTiers.for_kind(kind)`: without its callers (the model
-    API, the admin API, the panel's benchmark and `gateway check`), nothing reads them."""
+    API and its shadow copies, the admin API, the panel's benchmark and `gateway check`), nothing
+    reads them."""
     callers = (
         ROOT / "gateway" / "surfaces" / "model_api.py",
+        ROOT / "gateway" / "surfaces" / "shadow.py",
         ROOT / "gateway" / "cli.py",
         ROOT / "admin" / "api.py",
         ROOT / "admin" / "bench_runner.py",
