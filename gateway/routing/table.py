@@ -1,5 +1,6 @@
 """The routing table request handlers read: a `Runtime` (one compiled config version), its public
-models (`ModelRoute`) and their failover chains of backend objects (`RouteTarget`).
+models (`ModelRoute`) and their failover chains of backend objects (`RouteTarget`), a chain's balanced
+groups (`gateway.routing.groups.RouteGroup`) among its steps.
 
 Built by `gateway.runtime.compile`; immutable once built, replaced whole on reload.
 """
@@ -20,6 +21,7 @@ from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
 from gateway.limits import BackendQuota, Limiter
 from gateway.pricing.cost import TokenPrice
+from gateway.routing.groups import RouteGroup
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 
@@ -55,7 +57,13 @@ class ModelRoute:
 
     name: str
     config: ModelConfig
+    #: Every target in order, a group's members in its place (what the model can do, where it runs).
     chain: tuple[RouteTarget, ...]
+    #: The chain's steps as failover walks them: a target, or a balanced group (empty: the chain's
+    #: targets, each a step).
+    steps: tuple[RouteTarget | RouteGroup, ...] = ()
+    #: Whether a group of the chain routes by a sticky key (the request handler then supplies one).
+    sticky: bool = False
 
     @property
     def available(self) -> bool:
