@@ -4,6 +4,7 @@ what the audit record says), and sticky routing by a header."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections import Counter
@@ -114,10 +115,9 @@ audit:
     assert response.headers["x-gateway-attempts"] == "3"
 
     def paths() -> list[list[dict]]:
-        with sqlite3.connect(database) as db:
-            return [
-                json.loads(p) for (p,) in db.execute("SELECT failover_path FROM audit_records ORDER BY id")
-            ]
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            rows = db.execute("SELECT failover_path FROM audit_records ORDER BY id")
+            return [json.loads(path) for (path,) in rows]
 
     wait_until(lambda: len(paths()) == 5)
     last = paths()[-1]
