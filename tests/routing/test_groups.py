@@ -3,11 +3,14 @@ group's state."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from gateway.backends.upstream import PassThroughReply, PassThroughStream
 from gateway.config.issues import ConfigError
 from gateway.config.load import parse_config
 from gateway.config.model import CircuitBreakerPolicy, Sticky, Target, TargetGroup
@@ -205,3 +208,28 @@ def test_a_reload_keeps_an_unchanged_group_s_state_and_resets_a_changed_one() ->
     changed = runtime(text=TEXT.replace("weight: 3", "weight: 2"), previous=same)
     assert group_of(changed).picker is not group.picker
     assert group_of(changed).picker.current == [0.0, 0.0]  # type: ignore[attr-defined]
+
+
+def test_least_busy_counts_a_stream_in_flight_until_it_closes() -> None:
+    group = group_of(runtime("least_busy"))
+    picker = group.picker
+    assert isinstance(picker, LeastBusy)
+    closed: list[bool] = []
+
+    async def close() -> None:
+        closed.append(True)
+
+    async def nothing() -> AsyncIterator[bytes]:
+        return
+        yield b""
+
+    stream = PassThroughStream(close=close, first=b"data: {}\n\n", rest=nothing())
+    picker.started(1)
+    group.serving(1, stream)
+    assert picker.in_flight == [0, 1]
+    asyncio.run(stream.aclose())
+    asyncio.run(stream.aclose())  # closing twice releases once
+    assert picker.in_flight == [0, 0] and closed == [True, True]
+    picker.started(0)
+    group.serving(0, PassThroughReply(b"{}", None))  # a whole reply: over at once
+    assert picker.in_flight == [0, 0]
