@@ -145,7 +145,8 @@ async def execute(
     needs = call.needs
     refusals: list[Refusal] = []
     tried = 0
-    for step, group, member, pick in _walk(route, affinity, breaker_policy):
+    walk = _walk(route, affinity, breaker_policy) if route.steps else route.plain_walk
+    for step, group, member, pick in walk:
         backend = step.backend
         if not step.config.enabled:
             attempts.append(
@@ -270,7 +271,7 @@ def _walk(
 ) -> Iterator[tuple[RouteTarget, RouteGroup | None, int, GroupPick | None]]:
     """The chain's targets in the order to try them: a group's members in its strategy's order for this
     request (worked out when failover reaches the group), each with its group, index and pick."""
-    for step in route.steps or route.chain:
+    for step in route.steps:
         if type(step) is RouteGroup:
             members = step.members
             for member, pick in step.order(affinity, policy):

@@ -64,6 +64,11 @@ class ModelRoute:
     steps: tuple[RouteTarget | RouteGroup, ...] = ()
     #: Whether a group of the chain routes by a sticky key (the request handler then supplies one).
     sticky: bool = False
+    #: A chain without groups as failover walks it, built once: (target, no group, 0, no pick) each.
+    plain_walk: tuple[tuple[RouteTarget, None, int, None], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain_walk", tuple((t, None, 0, None) for t in self.chain))
 
     @property
     def available(self) -> bool:
