@@ -12,7 +12,8 @@ Strategies, each with its state in the group object of the compiled routing tabl
 - `least_busy`: the fewest requests in flight (from the attempt's start until its answer or stream
   ends); ties go round robin.
 - `latency`: the lowest moving average (EWMA) of the time an attempt took to answer: the first byte
-  of a stream, the whole reply otherwise. A failed attempt doubles its member's average. Members not
+  of a stream, the whole reply otherwise. A failed attempt puts its member behind the others (twice
+the slowest average, 1 s when none is known). Members not
   yet measured come first; every `PROBE_EVERY`-th request tries another member first (in turn), so a
   recovered member is measured again and wins back its traffic.
 
@@ -148,8 +149,9 @@ class Latency(Picker):
 
     def finished(self, member: int, seconds: float, ok: bool) -> None:
         average = self.average[member]
-        if not ok:
-            self.average[member] = None if average is None else average * 2
+        if not ok:  # behind every other member: twice the slowest average known (1 s when none is)
+            slowest = max((a for a in self.average if a is not None), default=0.0)
+            self.average[member] = 2 * max(slowest, seconds) if slowest else max(1.0, 2 * seconds)
         elif average is None:
             self.average[member] = seconds
         else:

@@ -233,3 +233,16 @@ def test_least_busy_counts_a_stream_in_flight_until_it_closes() -> None:
     picker.started(0)
     group.serving(0, PassThroughReply(b"{}", None))  # a whole reply: over at once
     assert picker.in_flight == [0, 0]
+
+
+def test_latency_puts_a_failing_member_behind_the_others_even_before_it_answered_once() -> None:
+    group = group_of(runtime("latency"))
+    picker = group.picker
+    assert picker.order()[0] == 0  # nothing measured: in order
+    picker.finished(0, 0.001, False)  # a fast failure
+    picker.finished(1, 0.200, True)
+    assert picker.order()[0] == 1
+    picker.finished(0, 0.010, True)  # it answers again, fast: it catches up
+    picker.finished(0, 0.010, True)
+    picker.finished(0, 0.010, True)
+    assert picker.order()[0] == 0
