@@ -1,5 +1,5 @@
 """Balanced groups through the real server and fake upstreams over loopback: the weighted split, the
-latency strategy following the faster member, failover within the group then to the next step (and
+latency strategy following the faster member, least_busy under uneven latencies, failover within the group then to the next step (and
 what the audit record says), and sticky routing by a header."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -161,3 +162,18 @@ failover:
     assert set(served_by(gateway, 5, **{"x-session": moved})) == {"b"}
     assert set(served_by(gateway, 5, **{"x-session": stays})) == {"b"}
     assert fakes["a"].stats.requests.get("/v1/chat/completions", 0) == calls  # a not asked again
+
+
+def test_least_busy_sends_more_to_the_member_that_frees_up_sooner(gateway_server_module, fakes) -> None:
+    """Eight clients at once; a answers in 300 ms, b in 30 ms. Each request goes to the member with
+    the fewest in flight, so b, whose requests end sooner, takes most of them."""
+    group = """\
+          strategy: least_busy
+          targets: [{backend: a}, {backend: b}]"""
+    gateway = gateway_server_module(config(fakes, group), name="least-busy.yaml")
+    fakes["a"].behaviour = Behaviour(latency_ms=300)
+    fakes["b"].behaviour = Behaviour(latency_ms=30)
+    with ThreadPoolExecutor(8) as pool:
+        counts = Counter(pool.map(lambda _: post(gateway).headers["x-gateway-backend"], range(80)))
+    assert counts["a"] + counts["b"] == 80
+    assert counts["b"] > 3 * counts["a"]
