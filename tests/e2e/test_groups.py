@@ -1,6 +1,6 @@
 """Balanced groups through the real server and fake upstreams over loopback: the weighted split, the
-latency strategy following the faster member, least_busy under uneven latencies, failover within the group then to the next step (and
-what the audit record says), and sticky routing by a header."""
+latency strategy following the faster member, least_busy under uneven latencies, failover within the
+group then to the next step (and what the audit record says), and sticky routing by a header."""
 
 from __future__ import annotations
 
