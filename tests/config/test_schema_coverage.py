@@ -237,7 +237,7 @@ def _backend_branch(schema: dict[str, Any], kind: str) -> dict[str, Any]:
     [
         (("$defs", "backend"), "backends{}.warm_up_requests: not a field of"),
         (("properties", "audit"), "audit.warm_up_requests: not a field of AuditConfig"),
-        (("$defs", "target"), "models{}.chain[].warm_up_requests: not a field of Target"),
+        (("$defs", "chain_step"), "models{}.chain[].warm_up_requests: not a field of Target"),
         (("$defs", "timeout_tier"), "timeouts.chat.warm_up_requests: not a field of TimeoutTier"),
     ],
 )
