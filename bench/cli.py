@@ -67,6 +67,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "gateway.bench.cache_cost",
         "what the semantic cache's lookup costs: nearest neighbour over 10k and 100k stored vectors",
     ),
+    "routing": (
+        "gateway.bench.routing_cost",
+        "what picking a balanced group's member costs per request, and the split (no network)",
+    ),
     "audit": (
         "gateway.bench.audit_cost",
         "what one request's audit record costs the worker's CPU, SQLite and PostgreSQL (no network)",

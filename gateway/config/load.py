@@ -42,7 +42,9 @@ from gateway.config.model import (
     ServerConfig,
     ServerTimeouts,
     ShadowConfig,
+    Sticky,
     Target,
+    TargetGroup,
     TelemetryConfig,
     TimeoutTier,
     TimeoutTiers,
@@ -139,7 +141,7 @@ def _serves_embeddings(data: dict[str, Any], model: str) -> bool:
     """Whether some target of `model`'s chain has the `embeddings` capability (from the raw document:
     the type's defaults, the backend's overrides, the target's)."""
     backends = data["backends"]
-    for target in data["models"][model]["chain"]:
+    for _, target in _chain_targets(data["models"][model]["chain"]):
         backend = backends.get(target["backend"])
         if backend is None:
             continue  # told elsewhere
@@ -148,6 +150,50 @@ def _serves_embeddings(data: dict[str, Any], model: str) -> bool:
         if "embeddings" in resolve_capabilities(own, target.get("capabilities")):
             return True
     return False
+
+
+def _chain_targets(chain: list[dict[str, Any]]) -> list[tuple[tuple, dict[str, Any]]]:
+    """Every target of a raw chain with its path under the chain (`(1, "group", "targets", 0)`)."""
+    found: list[tuple[tuple, dict[str, Any]]] = []
+    for i, step in enumerate(chain):
+        if "group" in step:
+            found += [((i, "group", "targets", j), t) for j, t in enumerate(step["group"]["targets"])]
+        else:
+            found.append(((i,), step))
+    return found
+
+
+def _target(raw: dict[str, Any], public: str) -> Target:
+    return Target(
+        backend=raw["backend"],
+        model=raw.get("model", public),
+        capabilities=tuple(sorted((raw.get("capabilities") or {}).items())),
+        weight=float(raw.get("weight", 1)),
+    )
+
+
+def _steps(raw_chain: list[dict[str, Any]], public: str) -> tuple[Target | TargetGroup, ...]:
+    steps: list[Target | TargetGroup] = []
+    for step in raw_chain:
+        group = step.get("group")
+        if group is None:
+            steps.append(_target(step, public))
+            continue
+        sticky = group.get("sticky")
+        steps.append(
+            TargetGroup(
+                strategy=group.get("strategy", "weighted"),
+                targets=tuple(_target(t, public) for t in group["targets"]),
+                sticky=None
+                if sticky is None
+                else Sticky(by=sticky["by"], header=(sticky.get("header") or "").lower() or None),
+            )
+        )
+    return tuple(steps)
+
+
+def _flatten(steps: tuple[Target | TargetGroup, ...]) -> tuple[Target, ...]:
+    return tuple(t for s in steps for t in (s.targets if isinstance(s, TargetGroup) else (s,)))
 
 
 def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -> list[ConfigIssue]:
@@ -161,11 +207,11 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
     backends = data["backends"]
     names_in_use: dict[str, str] = {}
     for model_name, model in (data.get("models") or {}).items():
-        for i, target in enumerate(model["chain"]):
+        for where, target in _chain_targets(model["chain"]):
             if target["backend"] not in backends:
                 known = ", ".join(sorted(backends)) or "none are defined"
                 issue(
-                    ("models", model_name, "chain", i, "backend"),
+                    ("models", model_name, "chain", *where, "backend"),
                     f"no backend named '{target['backend']}' (backends: {known})",
                 )
         shadow = model.get("shadow")
@@ -344,14 +390,8 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
                 name=name,
                 description=raw.get("description", ""),
                 aliases=tuple(raw["aliases"]),
-                chain=tuple(
-                    Target(
-                        backend=t["backend"],
-                        model=t.get("model", name),
-                        capabilities=tuple(sorted((t.get("capabilities") or {}).items())),
-                    )
-                    for t in raw["chain"]
-                ),
+                chain=_flatten(steps := _steps(raw["chain"], name)),
+                steps=steps,
                 # A bare `off` is YAML's false.
                 cache=ModelCache(**{**raw["cache"], "mode": raw["cache"]["mode"] or "off"}),
                 shadow=_shadow(name, raw.get("shadow")),

@@ -39,7 +39,9 @@ __all__ = [
     "Secret",
     "ServerConfig",
     "ServerTimeouts",
+    "Sticky",
     "Target",
+    "TargetGroup",
     "TelemetryConfig",
     "TimeoutTier",
     "TimeoutTiers",
@@ -146,6 +148,26 @@ class Target:
     model: str
     #: `models.<m>.chain[i].capabilities` as written: name -> on/off over the backend's capabilities.
     capabilities: tuple[tuple[str, bool], ...] = ()
+    #: A group member's `weight` (its share under the `weighted` strategy); 1 outside a group.
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    """`group.sticky`: what keys a request to one member of its group."""
+
+    by: Literal["key", "user", "header"]
+    #: `by: header`: the header's name, lower case.
+    header: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetGroup:
+    """`models.<m>.chain[i].group`: members sharing one step of the chain by a strategy."""
+
+    strategy: Literal["weighted", "least_busy", "latency"]
+    targets: tuple[Target, ...]
+    sticky: Sticky | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +200,13 @@ class ModelConfig:
     name: str
     description: str
     aliases: tuple[str, ...]
+    #: Every target of the chain in order, a group's members in its place.
     chain: tuple[Target, ...]
     cache: ModelCache = ModelCache()
     #: `shadow` (None: no shadow traffic).
     shadow: ShadowConfig | None = None
+    #: The chain's steps as written: a target, or a group of targets (empty: each target is a step).
+    steps: tuple[Target | TargetGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

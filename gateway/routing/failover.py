@@ -9,6 +9,9 @@ A backend with a quota (`backends.<name>.limits`) past it is skipped (outcome `q
 called, as the provider would only answer 429. A target lacking a capability the request needs, or
 unable to take one of its fields (`gateway.routing.capabilities`), is skipped (outcome `incapable`);
 when no enabled target can serve the request the client gets 400 `unsupported-capability`.
+A balanced group (`gateway.routing.groups`) is one step whose members are tried in the order its
+strategy gives for the request (the pick first), each like a step of its own: skipped when disabled,
+incapable, its circuit open or its quota used up; every member tried counts for `max_attempts`.
 Once `execute` returns, the first byte can go to the client and there is no more failover.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.backends.concurrency import ConcurrencyLimitReached
@@ -30,7 +33,7 @@ from gateway.backends.upstream import (
     UpstreamCall,
     UpstreamFailure,
 )
-from gateway.config.model import FailoverPolicy, TimeoutTier
+from gateway.config.model import CircuitBreakerPolicy, FailoverPolicy, TimeoutTier
 from gateway.errors import (
     BadRequest,
     ContentFiltered,
@@ -45,6 +48,7 @@ from gateway.limits import Admission
 from gateway.pricing.cost import TokenPrice
 from gateway.protocol.canonical import Usage
 from gateway.routing.capabilities import Refusal, refusal
+from gateway.routing.groups import Affinity, GroupPick, RouteGroup
 from gateway.routing.table import ModelRoute, RouteTarget
 from gateway.tracing import span
 
@@ -87,6 +91,8 @@ class Attempt:
 
     #: For a skip: seconds until the step could be taken again (a quota's window, a circuit's cooldown).
     retry_after: float | None = None
+    #: For a member of a balanced group: which group, its strategy, and why this member was tried.
+    pick: GroupPick | None = None
 
     @property
     def tried(self) -> bool:
@@ -125,30 +131,37 @@ async def execute(
     deadline: float,
     attempts: list[Attempt] | None = None,
     tokens: int = 0,
+    affinity: Affinity | None = None,
 ) -> Served:
     """Try the chain's targets in order until one answers. Raises a GatewayError if none does.
 
     Each step is appended to `attempts` (a new list when None) as it ends, so a caller holding the
     list sees the path even when the request fails. `tokens`: the estimate of the request's input,
-    charged to the quotas of the backends it is sent to."""
+    charged to the quotas of the backends it is sent to. `affinity`: finds the request's key for a
+    group's `sticky` setting (None: the request has none)."""
     if attempts is None:
         attempts = []
     breaker_policy = policy.circuit_breaker
     needs = call.needs
     refusals: list[Refusal] = []
     tried = 0
-    for step in route.chain:
+    walk = _walk(route, affinity, breaker_policy) if route.steps else route.plain_walk
+    for step, group, member, pick in walk:
         backend = step.backend
         if not step.config.enabled:
             attempts.append(
-                Attempt(backend.name, step.target.model, "disabled", detail=step.config.disabled_reason)
+                Attempt(
+                    backend.name, step.target.model, "disabled", detail=step.config.disabled_reason, pick=pick
+                )
             )
             continue
         refused = refusal(needs, step)
         if refused is not None:
             # Before any request, and not the backend's fault: no attempt counted, the breaker untouched.
             refusals.append(refused)
-            attempts.append(Attempt(backend.name, step.target.model, "incapable", detail=refused.detail))
+            attempts.append(
+                Attempt(backend.name, step.target.model, "incapable", detail=refused.detail, pick=pick)
+            )
             continue
         if policy.max_attempts and tried >= policy.max_attempts:
             break
@@ -156,7 +169,13 @@ async def execute(
         if not breaker.allow(breaker_policy):
             wait = breaker.retry_in(breaker_policy)
             attempts.append(
-                Attempt(backend.name, step.target.model, "circuit_open", detail=f"retry in {wait:.0f} s")
+                Attempt(
+                    backend.name,
+                    step.target.model,
+                    "circuit_open",
+                    detail=f"retry in {wait:.0f} s",
+                    pick=pick,
+                )
             )
             continue
         if time.monotonic() >= deadline - TIMER_SLACK_S:
@@ -169,9 +188,11 @@ async def execute(
                 charge = taken
             elif taken is not None:  # refused: the quota is used up for now
                 breaker.release_probe()
-                attempts.append(_quota_skip(step, taken.refused, taken.retry_after))  # type: ignore[union-attr]
+                attempts.append(_quota_skip(step, taken.refused, taken.retry_after, pick))  # type: ignore[union-attr]
                 continue
         tried += 1
+        if group is not None:
+            group.picker.started(member)
         limits = AttemptLimits(connect=tier.connect, first_byte=tier.first_byte, deadline=deadline)
         started = time.monotonic()
         with span(
@@ -181,6 +202,10 @@ async def execute(
             upstream_model=step.target.model,
             attempt=tried,
         ) as attempt_span:
+            if pick is not None:
+                attempt_span.set_attribute("group", pick.group)
+                attempt_span.set_attribute("group.strategy", pick.strategy)
+                attempt_span.set_attribute("group.reason", pick.reason)
             try:
                 concurrency = backend.concurrency
                 if concurrency is None:
@@ -195,6 +220,8 @@ async def execute(
             except BaseException:
                 attempt_span.set_attribute("outcome", "cancelled")
                 breaker.release_probe()
+                if group is not None:
+                    group.picker.released(member)
                 raise
             else:
                 attempt_span.set_attribute("outcome", "ok")
@@ -212,8 +239,14 @@ async def execute(
                     failure.detail,
                     usage=failure.usage,
                     price=step.price,
+                    pick=pick,
                 )
             )
+            if group is not None:
+                if failure.kind in BACKEND_FAULTS:
+                    group.picker.finished(member, elapsed / 1000, False)
+                else:
+                    group.picker.released(member)
             if failure.kind in BACKEND_FAULTS and not isinstance(failure, ConcurrencyLimitReached):
                 breaker.record_failure(breaker_policy)
             else:
@@ -225,12 +258,29 @@ async def execute(
             raise _final_error(route, attempts, tier, deadline, last=failure, refusals=refusals) from None
         breaker.record_success()
         elapsed = (time.monotonic() - started) * 1000
-        attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed))
+        attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed, pick=pick))
+        if group is not None:
+            group.picker.finished(member, elapsed / 1000, True)
+            group.serving(member, result)
         return Served(result, step, attempts, charge)
     raise _final_error(route, attempts, tier, deadline, last=None, refusals=refusals)
 
 
-def _quota_skip(step: RouteTarget, limit: str | None, wait: float) -> Attempt:
+def _walk(
+    route: ModelRoute, affinity: Affinity | None, policy: CircuitBreakerPolicy
+) -> Iterator[tuple[RouteTarget, RouteGroup | None, int, GroupPick | None]]:
+    """The chain's targets in the order to try them: a group's members in its strategy's order for this
+    request (worked out when failover reaches the group), each with its group, index and pick."""
+    for step in route.steps:
+        if type(step) is RouteGroup:
+            members = step.members
+            for member, pick in step.order(affinity, policy):
+                yield members[member], step, member, pick
+        else:
+            yield step, None, 0, None  # type: ignore[misc]
+
+
+def _quota_skip(step: RouteTarget, limit: str | None, wait: float, pick: GroupPick | None) -> Attempt:
     assert step.quota is not None
     rules = step.quota.rules
     value = rules.requests_per_minute if limit == "requests_per_minute" else rules.tokens_per_minute
@@ -242,6 +292,7 @@ def _quota_skip(step: RouteTarget, limit: str | None, wait: float) -> Attempt:
         detail=f"quota backends.{rules.name}.limits.{limit} ({value} per minute) used up; "
         f"frees in {seconds} s",
         retry_after=seconds,
+        pick=pick,
     )
 
 

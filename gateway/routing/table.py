@@ -1,5 +1,6 @@
 """The routing table request handlers read: a `Runtime` (one compiled config version), its public
-models (`ModelRoute`) and their failover chains of backend objects (`RouteTarget`).
+models (`ModelRoute`) and their failover chains of backend objects (`RouteTarget`), a chain's balanced
+groups (`gateway.routing.groups.RouteGroup`) among its steps.
 
 Built by `gateway.runtime.compile`; immutable once built, replaced whole on reload.
 """
@@ -20,6 +21,7 @@ from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
 from gateway.limits import BackendQuota, Limiter
 from gateway.pricing.cost import TokenPrice
+from gateway.routing.groups import RouteGroup
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
 
@@ -55,10 +57,21 @@ class ModelRoute:
 
     name: str
     config: ModelConfig
+    #: Every target in order, a group's members in its place (what the model can do, where it runs).
     chain: tuple[RouteTarget, ...]
     #: `shadow`: a one-target route to the shadow target (its breaker, quota and concurrency limit
     #: apply as to any chain), or None.
     shadow: ModelRoute | None = None
+    #: The chain's steps as failover walks them: a target, or a balanced group (empty: the chain's
+    #: targets, each a step).
+    steps: tuple[RouteTarget | RouteGroup, ...] = ()
+    #: Whether a group of the chain routes by a sticky key (the request handler then supplies one).
+    sticky: bool = False
+    #: A chain without groups as failover walks it, built once: (target, no group, 0, no pick) each.
+    plain_walk: tuple[tuple[RouteTarget, None, int, None], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plain_walk", tuple((t, None, 0, None) for t in self.chain))
 
     @property
     def available(self) -> bool:

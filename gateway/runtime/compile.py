@@ -4,7 +4,8 @@ Backend objects are reused from the previous Runtime when their own settings are
 a reload keeps connection pools, loaded model weights, circuit breakers and concurrency counts. The
 limits store is reused likewise when `limits` is unchanged, so counters survive a reload; the limits
 themselves (keys', backends' quotas) are always compiled from the new config. The response cache's
-store is reused when `cache` is unchanged (models' own cache settings are read per request).
+store is reused when `cache` is unchanged (models' own cache settings are read per request). A
+balanced group keeps its strategy's state when it and its backend objects are unchanged.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from gateway.backends.mlx.store import LocalModelStore
 from gateway.backends.registry import build_backend
 from gateway.cache import CacheStats, ResponseCache, build_cache_store
 from gateway.config.backends import BackendSettings
-from gateway.config.model import Config, ModelConfig, Target
+from gateway.config.model import Config, ModelConfig, Target, TargetGroup
 from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
 from gateway.pricing import TokenPrice, resolve_price
+from gateway.routing.groups import RouteGroup
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
 
 __all__ = ["compile_runtime"]
@@ -87,7 +89,15 @@ def compile_runtime(
             for t in model.chain
         )
         shadow = _shadow_route(config, model, backends, quotas, prices)
-        route = ModelRoute(name=model.name, config=model, chain=chain, shadow=shadow)
+        steps = _steps(model, chain, previous)
+        route = ModelRoute(
+            name=model.name,
+            config=model,
+            chain=chain,
+            shadow=shadow,
+            steps=steps,
+            sticky=any(type(s) is RouteGroup and s.config.sticky is not None for s in steps),
+        )
         models.append(route)
         for public in (model.name, *model.aliases):
             routes[public] = route
@@ -128,6 +138,35 @@ def _shadow_route(
         capabilities=_capabilities(config, t),
     )
     return ModelRoute(name=model.name, config=model, chain=(target,))
+def _steps(
+    model: ModelConfig, chain: tuple[RouteTarget, ...], previous: Runtime | None
+) -> tuple[RouteTarget | RouteGroup, ...]:
+    """The chain's steps, each group with its members; empty when the chain has no group. A group
+    equal to the previous Runtime's at its place, on the same backend objects, keeps its strategy's
+    state (counters, averages); any other starts afresh."""
+    if not any(isinstance(s, TargetGroup) for s in model.steps):
+        return ()
+    old = previous.routes.get(model.name) if previous is not None else None
+    steps: list[RouteTarget | RouteGroup] = []
+    at = 0
+    for index, step in enumerate(model.steps):
+        if not isinstance(step, TargetGroup):
+            steps.append(chain[at])
+            at += 1
+            continue
+        members = chain[at : at + len(step.targets)]
+        at += len(step.targets)
+        picker = None
+        if old is not None and index < len(old.steps):
+            before = old.steps[index]
+            if (
+                type(before) is RouteGroup
+                and before.config == step
+                and all(a.backend is b.backend for a, b in zip(before.members, members, strict=True))
+            ):
+                picker = before.picker
+        steps.append(RouteGroup(step, index, members, picker))
+    return tuple(steps)
 
 
 def _capabilities(config: Config, target: Target) -> frozenset[str]:

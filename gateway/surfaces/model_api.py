@@ -41,6 +41,7 @@ from gateway.cache import (
     storable,
 )
 from gateway.config.capabilities import capability_list
+from gateway.config.model import Sticky
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -58,6 +59,7 @@ from gateway.protocol import openai_legacy
 from gateway.protocol.canonical import ChatRequest, ChatResponse, EmbeddingResponse, Usage
 from gateway.protocol.encoding import ClientEncoding, StreamEncoder
 from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
+from gateway.routing.groups import Affinity
 from gateway.routing.table import ModelRoute, Runtime
 from gateway.routing.trail import RequestTrail
 from gateway.runtime.live import LiveRuntime
@@ -355,7 +357,17 @@ class ModelAPI:
         try:
             async with asyncio.timeout_at(deadline):
                 served = await _unless_disconnected(
-                    request, execute(model_route, call, tier, config.failover, deadline, attempts, tokens)
+                    request,
+                    execute(
+                        model_route,
+                        call,
+                        tier,
+                        config.failover,
+                        deadline,
+                        attempts,
+                        tokens,
+                        _affinity(request, principal.name, body) if model_route.sticky else None,
+                    ),
                 )
         except TimeoutError:
             trail.settle_failed()
@@ -637,6 +649,27 @@ def _vector(result: Any) -> Any:
     if isinstance(value, str):
         return np.frombuffer(base64.b64decode(value), dtype="<f4")
     return np.asarray(value, dtype=np.float32)
+
+
+def _affinity(request: ModelRequest, key_name: str | None, body: dict[str, Any]) -> Affinity:
+    """Finds the request's key for a balanced group's `sticky` setting: the client key's name, the
+    request's `user` (Anthropic: `metadata.user_id`), or a header's value."""
+
+    def find(sticky: Sticky) -> str | None:
+        if sticky.by == "key":
+            return key_name
+        if sticky.by == "user":
+            user = body.get("user")
+            if user is None and isinstance(body.get("metadata"), dict):
+                user = body["metadata"].get("user_id")
+            return user if isinstance(user, str) else None
+        wanted = (sticky.header or "").encode("latin-1")
+        for name, value in request.scope["headers"]:
+            if name == wanted:
+                return value.decode("latin-1")
+        return None
+
+    return find
 
 
 def _remember(cache: ResponseCache, plan: CachePlan, served: Served, response: ChatResponse | None) -> None:

@@ -114,6 +114,12 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
         "client": trail.client_key,
         "config_version": trail.config_version,
     }
+    served = trail.attempts[-1] if trail.attempts and trail.attempts[-1].outcome == "ok" else None
+    if served is not None and served.pick is not None:
+        # The member of a balanced group that served, and why it was tried.
+        attributes["group"] = served.pick.group
+        attributes["group.strategy"] = served.pick.strategy
+        attributes["group.reason"] = served.pick.reason
     incapable = trail.skipped_as_incapable()
     if incapable:
         attributes["skipped_incapable"] = incapable
@@ -164,6 +170,12 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
         "client_address": trail.client_address,
         "config_version": trail.config_version,
     }
+    served = trail.attempts[-1] if trail.attempts and trail.attempts[-1].outcome == "ok" else None
+    if served is not None and served.pick is not None:
+        # The member of a balanced group that served, and why it was tried.
+        fields["group"] = served.pick.group
+        fields["group_strategy"] = served.pick.strategy
+        fields["group_reason"] = served.pick.reason
     incapable = trail.skipped_as_incapable()
     if incapable:  # targets that could not serve the request (a capability, a field)
         fields["skipped_incapable"] = incapable

@@ -32,6 +32,7 @@ def test_every_scenario_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
         "streams-held",
         "limits",
         "cache",
+        "routing",
     }
     with pytest.raises(SystemExit) as exit_info:
         gateway_main(["bench", "--help"])

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from gateway.config.backends import SETTINGS_BY_TYPE, BackendSettings
-from gateway.config.model import Config
+from gateway.config.model import Config, TargetGroup
 from gateway.config.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,13 @@ READ_THROUGH: dict[str, str] = {
 }
 
 Owners = tuple[type, ...]
+
+#: Properties whose object loads into a config class other than a field of its parent's class:
+#: property -> that class (its own properties are then checked against it).
+LOADS_INTO: dict[str, Owners] = {
+    # A chain step that is a group: a TargetGroup in ModelConfig.steps (its members also in .chain).
+    "models{}.chain[].group": (TargetGroup,),
+}
 
 
 def _resolve(root: dict[str, Any], ref: str) -> Any:
@@ -124,7 +131,7 @@ def schema_properties(schema: dict[str, Any], root: Owners = (Config,)) -> Itera
                 continue
             here = f"{path}.{name}" if path else name
             yield SchemaProperty(here, name, owners)
-            children = tuple(
+            children = LOADS_INTO.get(here) or tuple(
                 dict.fromkeys(
                     c for o in owners if name in _hints(o) for c in _dataclasses_in(_hints(o)[name])
                 )
@@ -171,7 +178,7 @@ def unread_properties(
     """What is wrong, one line per schema property nothing reads; [] when every one is read."""
     problems = []
     for prop in schema_properties(schema):
-        if prop.path in consumed:
+        if prop.path in consumed or prop.path in LOADS_INTO:
             continue
         if not prop.owners:
             problems.append(f"{prop.path}: its object loads into no config class")
@@ -230,7 +237,7 @@ def _backend_branch(schema: dict[str, Any], kind: str) -> dict[str, Any]:
     [
         (("$defs", "backend"), "backends{}.warm_up_requests: not a field of"),
         (("properties", "audit"), "audit.warm_up_requests: not a field of AuditConfig"),
-        (("$defs", "target"), "models{}.chain[].warm_up_requests: not a field of Target"),
+        (("$defs", "chain_step"), "models{}.chain[].warm_up_requests: not a field of Target"),
         (("$defs", "timeout_tier"), "timeouts.chat.warm_up_requests: not a field of TimeoutTier"),
     ],
 )
