@@ -138,6 +138,8 @@ def _shadow_route(
         capabilities=_capabilities(config, t),
     )
     return ModelRoute(name=model.name, config=model, chain=(target,))
+
+
 def _steps(
     model: ModelConfig, chain: tuple[RouteTarget, ...], previous: Runtime | None
 ) -> tuple[RouteTarget | RouteGroup, ...]:
