@@ -58,6 +58,14 @@ models:
       - backend: an
         model: claude-haiku-4-5   # the cheap one
   claude: {{chain: [{{backend: an, model: claude-haiku-4-5}}]}}
+  # Three requests in four to OpenAI, one to Anthropic (docs/routing.md).
+  balanced:
+    chain:
+      - group:
+          strategy: weighted
+          targets:
+            - {{backend: oa, model: gpt-4o-mini, weight: 3}}
+            - {{backend: an, model: claude-haiku-4-5, weight: 1}}
   gpt: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}   # the default
   writer: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}
   drafts:
@@ -281,6 +289,27 @@ def test_new_aliases_answer_on_the_model_api_and_an_emptied_description_is_remov
     response = chat(gateway, "support-bot")
     assert response.status_code == 200
     assert response.headers["x-gateway-backend"] == "oa-official"
+
+
+def test_a_chain_with_a_balanced_group_is_shown_as_it_is_and_its_other_settings_edited(
+    page: Page, gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    before = gateway.config_path.read_bytes()
+    sign_in(page, gateway)
+    balanced = card(page, "balanced")
+    expect(balanced.locator(".grouped-chain .alert")).to_contain_text("balanced group")
+    expect(balanced.locator(".group-members li")).to_have_text(
+        ["oa (gpt-4o-mini) weight 3", "an (claude-haiku-4-5) weight 1"]
+    )
+    # The target editor's moves, removals and additions are not offered for a grouped chain.
+    expect(balanced.locator(".drag-handle, .move-up, .remove-target, .add-target")).to_have_count(0)
+    balanced.locator("summary", has_text="Description, aliases and cache").click()
+    balanced.get_by_label("Description").fill("Spread over two providers")
+    balanced.locator(".review-settings").click()
+    expect(page.locator("#review pre.diff")).to_contain_text("+    description: Spread over two providers")
+    after = save_and_check(page, gateway, before, tmp_path).decode()
+    assert "strategy: weighted" in after and "# Three requests in four" in after
+    assert served_by(gateway, "balanced") in ("oa", "an")
 
 
 def test_cache_settings_from_the_schema_are_added_then_an_emptied_one_removed(

@@ -27,10 +27,15 @@ export function mount(container, context) {
   return () => page.stop();
 }
 
+/** A chain's targets, a balanced group's members in its place (docs/routing.md). */
+export function chainTargets(chain) {
+  return (chain || []).flatMap((step) => (step && step.group ? step.group.targets || [] : [step]));
+}
+
 /** The names of the models whose chains use `backend`, in the file `config`. */
 export function modelsUsing(config, backend) {
   return Object.entries(config.models || {})
-    .filter(([, model]) => (model.chain || []).some((target) => target.backend === backend))
+    .filter(([, model]) => chainTargets(model.chain).some((target) => target.backend === backend))
     .map(([name]) => name);
 }
 
@@ -449,7 +454,8 @@ export function settingsOps(state, name, changes) {
 /** The models that `name` being off leaves with no enabled target. */
 function stranded(state, name) {
   return modelsUsing(state.config, name).filter((model) =>
-    state.config.models[model].chain.every((target) => target.backend === name || !effectiveEnabled(state, target.backend)));
+    chainTargets(state.config.models[model].chain)
+      .every((target) => target.backend === name || !effectiveEnabled(state, target.backend)));
 }
 
 function fileEnabled(state, name) {

@@ -176,13 +176,38 @@ class ModelsView {
         h("h2", { id: titleId }, name),
         aliases.length ? h("span", { class: "muted" }, "also ", aliases.map((a, i) => [i ? ", " : "", h("code", {}, a)])) : null,
         model.description ? h("p", { class: "model-description" }, model.description) : null),
-      this.chainEditor(name, model.chain || []),
-      this.addTargetForm(name),
+      (model.chain || []).some((step) => step && step.group)
+        ? this.groupedChain(name, model.chain)
+        : [this.chainEditor(name, model.chain || []), this.addTargetForm(name)],
       this.settingsForm(name, model),
       this.renameDeleteForm(name, modelCount));
   }
 
   // -- the chain ----------------------------------------------------------------------------------
+
+  /** A chain with a balanced group (docs/routing.md), shown as it is: this page does not edit groups
+   * yet, and its target editor's positions would not fit them. */
+  groupedChain(name, chain) {
+    const text = (target) => [h("strong", {}, target.backend),
+      target.model !== undefined ? [" (", h("code", {}, target.model), ")"] : null,
+      target.weight !== undefined ? h("span", { class: "muted" }, ` weight ${target.weight}`) : null];
+    return h("div", { class: "chain-wrap grouped-chain" },
+      h("h3", {}, "Failover chain"),
+      h("p", { class: "alert info", id: `grouped-${name.replace(/[^A-Za-z0-9_-]/g, "-")}` },
+        "This chain has a balanced group. Edit its steps in gateway.yaml (see docs/routing.md): this page ",
+        "shows them but does not edit groups yet. The model's other settings below can be edited here."),
+      h("ol", { class: "chain", "aria-label": `Failover chain of ${name}` }, chain.map((step, index) => h("li", {
+        class: "target", dataset: { index: String(index) },
+      }, h("span", { class: "position" }, `${index + 1}.`), h("div", { class: "target-main" },
+        step.group
+          ? [h("div", { class: "target-line" }, h("strong", {}, "Balanced group"),
+            h("span", { class: "badge" }, step.group.strategy || "weighted"),
+            step.group.sticky ? h("span", { class: "badge" }, `sticky by ${step.group.sticky.by}`) : null,
+            h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", index)))),
+          h("ul", { class: "group-members" }, (step.group.targets || []).map((t) => h("li", {}, text(t))))]
+          : h("div", { class: "target-line" }, text(step),
+            h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", index)))))))));
+  }
 
   chainEditor(name, chain) {
     const list = h("ol", { class: "chain", "aria-label": `Failover chain of ${name}` },
