@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import ABC, abstractmethod
 from typing import Any
 
 __all__ = ["RETRY_LOOKUP_SECONDS", "CredentialChain", "MissingCredentials"]
@@ -19,7 +20,7 @@ class MissingCredentials(Exception):
     """No credentials could be found (or refreshed); the message says where they are looked for."""
 
 
-class CredentialChain:
+class CredentialChain(ABC):
     """One backend's credentials. A subclass's `_look_up()` (run in a thread) sets `_credentials`
     and `_looked_up_at`, or `_missing` (why nothing was found, in words, never a secret)."""
 
@@ -30,8 +31,9 @@ class CredentialChain:
         #: Why the last lookup found nothing, in words (for the failure a request gets).
         self._missing = not_yet
 
+    @abstractmethod
     def _look_up(self) -> None:
-        raise NotImplementedError
+        """Walk the provider's chain once (blocking: called in a thread)."""
 
     async def _found(self) -> Any:
         """The credentials, looked up again first when none were found and the last try is a minute

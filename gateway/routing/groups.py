@@ -24,6 +24,7 @@ healthy, and only the keys of a member that goes down move.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -58,22 +59,22 @@ class GroupPick:
     reason: str
 
 
-class Picker:
+class Picker(ABC):
     """A strategy's state over a group's members (by index)."""
 
     __slots__ = ()
 
+    @abstractmethod
     def order(self) -> list[int]:
         """The members' indices for one request, the strategy's pick first."""
-        raise NotImplementedError
 
-    def started(self, member: int) -> None:
+    def started(self, member: int) -> None:  # noqa: B027 (a hook; by default nothing to track)
         """An attempt on `member` begins."""
 
-    def finished(self, member: int, seconds: float, ok: bool) -> None:
+    def finished(self, member: int, seconds: float, ok: bool) -> None:  # noqa: B027 (a hook; by default nothing to track)
         """An attempt on `member` ended (for a stream: its first byte came, or it failed)."""
 
-    def released(self, member: int) -> None:
+    def released(self, member: int) -> None:  # noqa: B027 (a hook; by default nothing to track)
         """The request `member` served is over (a stream closed, or the reply returned)."""
 
 
