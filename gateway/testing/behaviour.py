@@ -389,13 +389,34 @@ class FakeServer(abc.ABC):
             i = 1 if len(frames) > 1 else 0
             data_at = frames[i].find(b"data: ") + 6
             frames[i] = frames[i][: data_at + (len(frames[i]) - data_at) // 2] + b"\n\n"
+        return await self.stream_frames(
+            request,
+            behaviour,
+            frames,
+            first_token,
+            end_token,
+            "text/event-stream",
+            {"cache-control": "no-cache"},
+        )
+
+    async def stream_frames(
+        self,
+        request: web.Request,
+        behaviour: Behaviour,
+        frames: list[bytes],
+        first_token: int,
+        end_token: int,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """Write a stream's frames (SSE events, event-stream messages): `token_delay_ms` before each
+        token frame (`first_token` to `end_token`), cut after `drop_after_chunks` with the connection
+        dropped, else ended cleanly."""
         dropping = behaviour.drop_after_chunks is not None
         if dropping:
             frames = frames[: behaviour.drop_after_chunks]
-        resp = web.StreamResponse(
-            headers={self.request_id_header: self.new_request_id(), "cache-control": "no-cache"}
-        )
-        resp.content_type = "text/event-stream"
+        resp = web.StreamResponse(headers={self.request_id_header: self.new_request_id(), **(headers or {})})
+        resp.content_type = content_type
         await resp.prepare(request)
         delay = behaviour.token_delay_ms / 1000
         if not delay:

@@ -15,7 +15,6 @@ as the service pads them. `stream_exception` makes a stream end with an exceptio
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hmac
 import random
@@ -451,23 +450,4 @@ class FakeBedrock(FakeServer):
             broken = bytearray(frames[i])
             broken[-5] ^= 0xFF  # the payload's last byte: the message CRC no longer matches
             frames[i] = bytes(broken)
-        dropping = behaviour.drop_after_chunks is not None
-        if dropping:
-            frames = frames[: behaviour.drop_after_chunks]
-        response = web.StreamResponse(headers={self.request_id_header: self.new_request_id()})
-        response.content_type = CONTENT_TYPE
-        await response.prepare(request)
-        delay = behaviour.token_delay_ms / 1000
-        for i, frame in enumerate(frames):
-            if delay and first_token <= i < end_token:
-                await asyncio.sleep(delay)
-            await response.write(frame)
-        if dropping:
-            transport = request.transport
-            if transport is not None and transport.get_write_buffer_size():
-                transport.close()
-            elif transport is not None:
-                transport.abort()
-            return response
-        await response.write_eof()
-        return response
+        return await self.stream_frames(request, behaviour, frames, first_token, end_token, CONTENT_TYPE)
