@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,7 +153,10 @@ class AuditStore:
             async with asyncio.timeout(timeout):
                 # Connect now, outside Tortoise's lazy path: a failed SQLite connect there would
                 # leave the client's lock held.
-                await client.create_connection(with_db=True)
+                if dialect == "sqlite":
+                    await _connect_sqlite(client)
+                else:
+                    await client.create_connection(with_db=True)
             async with asyncio.timeout(max(timeout, MIGRATE_TIMEOUT)):
                 applied = await store._migrate()
         except BaseException:
@@ -683,6 +687,23 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+async def _connect_sqlite(client: Any) -> None:
+    """Open the SQLite connection, trying again while the file is locked: two connections opening a
+    new database at once (the writer's and a reader's) race to switch it to WAL, and SQLite answers
+    the loser "database is locked" at once, without its busy handler. The caller bounds the wait."""
+    delay = 0.01
+    while True:
+        try:
+            await client.create_connection(with_db=True)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise
+            await client.close()  # the half-made connection; the next try makes a new one
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 def _parse_url(url: str, timeout: float) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(dialect, Tortoise credentials, asyncpg.connect kwargs) for a database URL."""
     scheme, sep, rest = url.partition("://")
@@ -691,11 +712,11 @@ def _parse_url(url: str, timeout: float) -> tuple[str, dict[str, Any], dict[str,
     if scheme == "sqlite":
         if not rest:
             raise ValueError("sqlite:// needs a path (sqlite:///abs/path.sqlite3)")
-        credentials = {
+        credentials = {  # in the order applied: wait for a lock before anything that takes one
             "file_path": rest,
+            "busy_timeout": _SQLITE_BUSY_MS,
             "journal_mode": "WAL",
             "synchronous": "NORMAL",
-            "busy_timeout": _SQLITE_BUSY_MS,
             "journal_size_limit": 16384,
         }
         return "sqlite", credentials, {}

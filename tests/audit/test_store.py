@@ -373,6 +373,20 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     assert (await query(url, "PRAGMA journal_mode"))[0]["journal_mode"] == "wal"
 
 
+async def test_stores_opening_a_new_sqlite_file_at_once_all_open(tmp_path: Path) -> None:
+    """Two connections switching a new file to WAL at once: SQLite answers the loser "database is
+    locked" without waiting. Each open must get through (once made this lost a gateway's audit)."""
+    for attempt in range(8):
+        url = f"sqlite://{tmp_path / f'audit-{attempt}.sqlite3'}"
+        stores = await asyncio.gather(*(AuditStore.open(url) for _ in range(4)))
+        try:
+            for store in stores:
+                assert await store.ping()
+        finally:
+            for store in stores:
+                await store.close()
+
+
 async def test_listen_gets_the_ids_of_another_instances_batches(database_url: str, dialect: str) -> None:
     listener = await AuditStore.open(database_url)
     writer = await AuditStore.open(database_url)
