@@ -24,11 +24,13 @@ from gateway.admin.logs import blueprint as admin_logs
 from gateway.admin.openapi import blueprint as openapi_document
 from gateway.admin.panel import install_panel
 from gateway.admin.probes import blueprint as telemetry_endpoints
+from gateway.admin.routing import blueprint as admin_routing
 from gateway.admin.session import AdminSessions
 from gateway.admin.usage import blueprint as admin_usage
 from gateway.audit.service import AuditService
 from gateway.limits import Clock, system_clock
 from gateway.problems import install_problem_handlers
+from gateway.runtime.canary import WORKERS_DIR_ENV, CanaryRollbacks
 from gateway.runtime.live import LiveRuntime, ReloadEvent
 from gateway.runtime.watch import watch_config
 from gateway.surfaces.model_api import ModelAPI
@@ -69,6 +71,8 @@ class GatewayApp(Quart):
     telemetry: Telemetry
     #: Shadow copies in flight (`models.<m>.shadow`), cancelled at shutdown.
     shadows: ShadowTraffic
+    #: Canary rollbacks: written back, told to the other workers, kept for the admin API.
+    canaries: CanaryRollbacks
     admin_sessions: AdminSessions
     #: Set when shutdown begins (SIGTERM): `/ready` answers 503 so load balancers stop sending.
     draining: bool = False
@@ -102,10 +106,18 @@ def create_app(
     app.register_blueprint(admin_keys)
     app.register_blueprint(admin_logs)
     app.register_blueprint(admin_usage)
+    app.register_blueprint(admin_routing)
     install_bench(app)  # the panel's backend benchmark
     install_panel(app)  # the browser panel, sign-in, and the admin.enabled switch
     app.telemetry = Telemetry(logfire_instance)
     app.shadows = ShadowTraffic(app.audit, app.telemetry.requests)
+    requests_telemetry = app.telemetry.requests
+
+    def count_rollback(model: str, rule: str) -> None:
+        if requests_telemetry.metrics_on:
+            requests_telemetry.metrics.canary_rollbacks.labels(model, rule).inc()
+
+    app.canaries = CanaryRollbacks(app.live, count_rollback, os.environ.get(WORKERS_DIR_ENV))
     app.register_blueprint(telemetry_endpoints)
     app.register_blueprint(openapi_document)
     stop_watching = asyncio.Event()
@@ -137,8 +149,9 @@ def create_app(
         # What startup built lives as long as the process: keep it out of every future collection.
         gc.collect()
         gc.freeze()
+        stop_watching.clear()
+        tasks.append(asyncio.create_task(app.canaries.watch(stop_watching)))
         if watch if watch is not None else config.reload.watch:
-            stop_watching.clear()
             tasks.append(
                 asyncio.create_task(watch_config(app.live, stop_watching, config.reload.debounce_ms))
             )
@@ -155,6 +168,7 @@ def create_app(
         if applying:
             await asyncio.gather(*applying, return_exceptions=True)
         await app.shadows.close()  # before the audit log closes: cancelled copies are recorded
+        await app.canaries.close()  # a rollback's write-back finishes before the config closes
         await app.audit.close()  # flushes the buffered records (or spills them if the database is down)
         if on_reload in app.live.listeners:
             app.live.listeners.remove(on_reload)

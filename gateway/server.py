@@ -14,8 +14,10 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import resource
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from gateway.config.load import load_config
 from gateway.config.model import ServerTimeouts
 from gateway.connections import ConnectionPolicy, serve_connections
 from gateway.limits import per_worker_warning
+from gateway.runtime.canary import WORKERS_DIR_ENV
 from gateway.telemetry.logging import configure_logging
 from gateway.telemetry.metrics import (
     mark_worker_dead,
@@ -420,6 +423,9 @@ def _supervise(
         extra={"event": "metrics_directory", "directory": str(metrics_dir)},
     )
 
+    # Where the workers tell each other what one decided alone (a canary rolled back).
+    workers_dir = tempfile.mkdtemp(prefix="gateway-workers-")
+    os.environ[WORKERS_DIR_ENV] = workers_dir  # inherited by the workers spawned after this
     readiness, ready_end = context.Pipe(duplex=False)
     ready: set[int] = set()
     announced = False
@@ -497,4 +503,5 @@ def _supervise(
     ready_end.close()
     if made_metrics_dir:
         remove_multiprocess_dir(metrics_dir)
+    shutil.rmtree(workers_dir, ignore_errors=True)
     return exit_code

@@ -267,8 +267,9 @@ def _step(attempt: Attempt) -> dict[str, Any]:
         "status": attempt.status,
         "duration_ms": round(attempt.duration_ms, 2),
     }
-    if attempt.pick is not None:  # a member of a balanced group: which group, and why it was tried
-        step["group"] = attempt.pick.group
+    if attempt.pick is not None:  # a group's member (which group) or the canary, and why it was tried
+        if attempt.pick.group is not None:
+            step["group"] = attempt.pick.group
         step["strategy"] = attempt.pick.strategy
         step["reason"] = attempt.pick.reason
     if attempt.outcome == "incapable":

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from gateway.config.model import (
     BenchmarkConfig,
     Budget,
     CacheConfig,
+    CanaryConfig,
+    CanaryRollback,
     CircuitBreakerPolicy,
     ClientKey,
     Config,
@@ -152,6 +154,36 @@ def _serves_embeddings(data: dict[str, Any], model: str) -> bool:
     return False
 
 
+def _canary_issues(
+    model_name: str, model: dict[str, Any], backends: dict[str, Any], issue: Callable[..., None]
+) -> None:
+    """A canary's target must be a backend of this file, and not the only target of its model: a
+    rollback sends its share back to the stable targets, so there must be one."""
+    canary = model.get("canary")
+    if canary is None:
+        return
+    target = canary["target"]
+    path = ("models", model_name, "canary", "target")
+    if target["backend"] not in backends:
+        known = ", ".join(sorted(backends)) or "none are defined"
+        issue((*path, "backend"), f"no backend named '{target['backend']}' (backends: {known})")
+    own = (target["backend"], target.get("model", model_name))
+    targets = [(t["backend"], t.get("model", model_name)) for _, t in _chain_targets(model["chain"])]
+    if all(t == own for t in targets):
+        issue(
+            path,
+            f"the canary's target ({own[0]}, model {own[1]}) is the model's only target: the chain needs "
+            "a stable target the canary is compared with, and that takes its share back on a rollback",
+        )
+    rollback = canary.get("rollback")
+    if rollback is not None and "error_rate" not in rollback and "p95_latency_ms" not in rollback:
+        issue(
+            ("models", model_name, "canary", "rollback"),
+            "a rollback needs a rule: error_rate, p95_latency_ms or both (without `rollback` the canary "
+            "is never rolled back automatically)",
+        )
+
+
 def _chain_targets(chain: list[dict[str, Any]]) -> list[tuple[tuple, dict[str, Any]]]:
     """Every target of a raw chain with its path under the chain (`(1, "group", "targets", 0)`)."""
     found: list[tuple[tuple, dict[str, Any]]] = []
@@ -221,6 +253,7 @@ def _cross_field_issues(data: dict[str, Any], doc: LocatedDocument, name: str) -
                 ("models", model_name, "shadow", "target", "backend"),
                 f"no backend named '{shadow['target']['backend']}' (backends: {known})",
             )
+        _canary_issues(model_name, model, backends, issue)
         cache = model.get("cache") or {}
         if cache.get("mode") == "semantic" and not cache.get("embedding_model"):
             issue(
@@ -339,6 +372,31 @@ def _shadow(model: str, raw: dict[str, Any] | None) -> ShadowConfig | None:
     )
 
 
+def _canary(model: str, raw: dict[str, Any] | None) -> CanaryConfig | None:
+    if raw is None:
+        return None
+    rollback = raw.get("rollback")
+    return CanaryConfig(
+        target=_target(raw["target"], model),
+        weight=float(raw["weight"]),
+        rollback=None
+        if rollback is None
+        else CanaryRollback(
+            error_rate=rollback.get("error_rate"),
+            p95_latency_ms=rollback.get("p95_latency_ms"),
+            min_requests=rollback["min_requests"],
+            window=_duration_seconds(rollback["window"]),
+        ),
+    )
+
+
+def _duration_seconds(value: float | str) -> float:
+    """A duration as the schema takes it: seconds as a number, or a string such as `90s`, `5m`, `1h`."""
+    if isinstance(value, int | float):
+        return float(value)
+    return float(value[:-1]) * {"s": 1, "m": 60, "h": 3600}[value[-1]]
+
+
 def _key_limits(raw: dict[str, Any] | None) -> KeyLimits | None:
     if raw is None:
         return None
@@ -395,6 +453,7 @@ def _build(data: dict[str, Any], doc: LocatedDocument, file: Path, version: str)
                 # A bare `off` is YAML's false.
                 cache=ModelCache(**{**raw["cache"], "mode": raw["cache"]["mode"] or "off"}),
                 shadow=_shadow(name, raw.get("shadow")),
+                canary=_canary(name, raw.get("canary")),
             )
             for name, raw in data["models"].items()
         ),

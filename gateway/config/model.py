@@ -196,6 +196,31 @@ class ShadowConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CanaryRollback:
+    """`models.<name>.canary.rollback`: when the canary is judged worse than the stable targets."""
+
+    #: Roll back when the canary's error rate exceeds the stable targets' by more (None: not judged).
+    error_rate: float | None = None
+    #: Roll back when the canary's p95 latency exceeds the stable targets' by more (None: not judged).
+    p95_latency_ms: float | None = None
+    #: The canary requests the window must hold before anything is judged.
+    min_requests: int = 20
+    #: The sliding window judged, in seconds.
+    window: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryConfig:
+    """`models.<name>.canary`: `weight` percent of the model's requests try `target` first."""
+
+    target: Target
+    #: Percent of requests (0–100); 0: the canary is off (e.g. rolled back).
+    weight: float
+    #: None: never rolled back automatically.
+    rollback: CanaryRollback | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     description: str
@@ -207,6 +232,8 @@ class ModelConfig:
     shadow: ShadowConfig | None = None
     #: The chain's steps as written: a target, or a group of targets (empty: each target is a step).
     steps: tuple[Target | TargetGroup, ...] = ()
+    #: `canary` (None: no canary).
+    canary: CanaryConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

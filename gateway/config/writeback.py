@@ -24,7 +24,15 @@ from gateway.config.issues import ConfigError, ConfigIssue, Location
 from gateway.config.load import config_version
 from gateway.config.yamlsource import CONTROL_CHARACTER
 
-__all__ = ["Edit", "EditPlan", "WriteBackError", "plan_edits", "scalar_text", "unified_diff"]
+__all__ = [
+    "Edit",
+    "EditPlan",
+    "WriteBackError",
+    "plan_commented_edit",
+    "plan_edits",
+    "scalar_text",
+    "unified_diff",
+]
 
 _PLAIN_SAFE = re.compile(r"^[A-Za-z0-9_./@+-][A-Za-z0-9_ ./@+:-]*$")
 
@@ -78,6 +86,32 @@ def plan_edits(raw: bytes, path: str | os.PathLike[str], edits: Sequence[Edit]) 
         text = _apply(text, edit)
     new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
     _check_applied(text, edits, str(path))
+    return EditPlan(raw, new_raw, unified_diff(original, text, path, bom=bom))
+
+
+def plan_commented_edit(raw: bytes, path: str | os.PathLike[str], edit: Edit, comment: str) -> EditPlan:
+    """`edit` as `plan_edits` makes it, plus a comment line above the edited value's line (in that
+    line's indentation): a change the gateway makes by itself says in the file when and why. Nothing
+    at all when the value already is `edit.value` (so a second worker's same edit changes nothing)."""
+    plan = plan_edits(raw, path, [edit])
+    if not plan.changes:
+        return plan
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    original = raw.decode("utf-8-sig")
+    node = _compose(original)
+    for key in edit.path:
+        found = _child(node, key) if node is not None else None
+        if found is None:  # pragma: no cover - plan_edits found it
+            raise WriteBackError(f"{'.'.join(edit.path)} is not in the file")
+        node = found[1]
+    assert node is not None
+    start = original.rfind("\n", 0, node.start_mark.index) + 1  # the value's line
+    indent = original[start : len(original) - len(original[start:].lstrip(" "))]
+    text = plan.new_raw.decode("utf-8-sig")
+    note = " ".join(comment.split())  # one line, whatever the comment holds
+    text = f"{text[:start]}{indent}# {note}\n{text[start:]}"
+    new_raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+    _check_applied(text, [edit], str(path))
     return EditPlan(raw, new_raw, unified_diff(original, text, path, bom=bom))
 
 

@@ -12,6 +12,8 @@ when no enabled target can serve the request the client gets 400 `unsupported-ca
 A balanced group (`gateway.routing.groups`) is one step whose members are tried in the order its
 strategy gives for the request (the pick first), each like a step of its own: skipped when disabled,
 incapable, its circuit open or its quota used up; every member tried counts for `max_attempts`.
+A model's canary (`gateway.routing.canary`) is tried first for its share of the requests, then the
+chain as always; every attempt's outcome goes into the canary's windows, which may roll it back.
 Once `execute` returns, the first byte can go to the client and there is no more failover.
 """
 
@@ -47,6 +49,7 @@ from gateway.errors import (
 from gateway.limits import Admission
 from gateway.pricing.cost import TokenPrice
 from gateway.protocol.canonical import Usage
+from gateway.routing.canary import CANARY_PICK, RouteCanary
 from gateway.routing.capabilities import Refusal, refusal
 from gateway.routing.groups import Affinity, GroupPick, RouteGroup
 from gateway.routing.table import ModelRoute, RouteTarget
@@ -145,7 +148,13 @@ async def execute(
     needs = call.needs
     refusals: list[Refusal] = []
     tried = 0
-    walk = _walk(route, affinity, breaker_policy) if route.steps else route.plain_walk
+    canary = route.canary
+    if canary is not None:
+        walk = _canary_walk(route, canary, affinity, breaker_policy)
+    elif route.steps:
+        walk = _walk(route, affinity, breaker_policy)
+    else:
+        walk = route.plain_walk
     for step, group, member, pick in walk:
         backend = step.backend
         if not step.config.enabled:
@@ -203,7 +212,8 @@ async def execute(
             attempt=tried,
         ) as attempt_span:
             if pick is not None:
-                attempt_span.set_attribute("group", pick.group)
+                if pick.group is not None:
+                    attempt_span.set_attribute("group", pick.group)
                 attempt_span.set_attribute("group.strategy", pick.strategy)
                 attempt_span.set_attribute("group.reason", pick.reason)
             try:
@@ -247,6 +257,8 @@ async def execute(
                     group.picker.finished(member, elapsed / 1000, False)
                 else:
                     group.picker.released(member)
+            if canary is not None and failure.kind in BACKEND_FAULTS:
+                canary.observe(pick is CANARY_PICK, False, elapsed)
             if failure.kind in BACKEND_FAULTS and not isinstance(failure, ConcurrencyLimitReached):
                 breaker.record_failure(breaker_policy)
             else:
@@ -259,6 +271,8 @@ async def execute(
         breaker.record_success()
         elapsed = (time.monotonic() - started) * 1000
         attempts.append(Attempt(backend.name, step.target.model, "ok", 200, elapsed, pick=pick))
+        if canary is not None:
+            canary.observe(pick is CANARY_PICK, True, elapsed)
         if group is not None:
             group.picker.finished(member, elapsed / 1000, True)
             group.serving(member, result)
@@ -278,6 +292,18 @@ def _walk(
                 yield members[member], step, member, pick
         else:
             yield step, None, 0, None  # type: ignore[misc]
+
+
+def _canary_walk(
+    route: ModelRoute, canary: RouteCanary, affinity: Affinity | None, policy: CircuitBreakerPolicy
+) -> Iterator[tuple[RouteTarget, RouteGroup | None, int, GroupPick | None]]:
+    """The canary's target first when this request is in its share, then the chain as always."""
+    if canary.take():
+        yield canary.target, None, 0, CANARY_PICK  # type: ignore[misc]
+    if route.steps:
+        yield from _walk(route, affinity, policy)
+    else:
+        yield from route.plain_walk
 
 
 def _quota_skip(step: RouteTarget, limit: str | None, wait: float, pick: GroupPick | None) -> Attempt:

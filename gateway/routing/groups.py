@@ -51,11 +51,11 @@ Affinity = Callable[[Sticky], "str | None"]
 class GroupPick:
     """Why a member of a group was tried: for the audit record's failover path and the attempt's span."""
 
-    #: The group's index in the chain.
-    group: int
+    #: The group's index in the chain (None: the model's canary, `gateway.routing.canary`).
+    group: int | None
     strategy: str
     #: `picked` (the strategy's choice), `sticky` (the request's key), `probe` (latency exploration),
-    #: or `failover` (an earlier member failed or was skipped).
+    #: `failover` (an earlier member failed or was skipped), or `canary` (the canary's share).
     reason: str
 
 
@@ -170,7 +170,18 @@ def new_picker(config: TargetGroup) -> Picker:
 class RouteGroup:
     """A group step of a compiled chain: its members (`RouteTarget`s) and the strategy's state."""
 
-    __slots__ = ("_failover", "_ids", "_picked", "_probe", "_sticky", "config", "index", "members", "picker")
+    __slots__ = (
+        "_failover",
+        "_ids",
+        "_picked",
+        "_probe",
+        "_sticky",
+        "config",
+        "index",
+        "members",
+        "picker",
+        "served",
+    )
 
     def __init__(
         self, config: TargetGroup, index: int, members: tuple[RouteTarget, ...], picker: Picker | None = None
@@ -179,6 +190,8 @@ class RouteGroup:
         self.index = index
         self.members = members
         self.picker = picker if picker is not None else new_picker(config)
+        #: Requests each member answered since this group was compiled (in this worker).
+        self.served = [0] * len(members)
         strategy = config.strategy
         self._picked = GroupPick(index, strategy, "picked")
         self._probe = GroupPick(index, strategy, "probe")
@@ -205,6 +218,7 @@ class RouteGroup:
 
     def serving(self, member: int, result: object) -> None:
         """`member` answered: its request is over now for a reply, when the stream closes for a stream."""
+        self.served[member] += 1
         picker = self.picker
         if type(picker) is not LeastBusy:
             return  # the other strategies do not count requests in flight

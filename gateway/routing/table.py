@@ -21,6 +21,7 @@ from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TimeoutTiers
 from gateway.limits import BackendQuota, Limiter
 from gateway.pricing.cost import TokenPrice
+from gateway.routing.canary import RouteCanary
 from gateway.routing.groups import RouteGroup
 
 __all__ = ["ModelRoute", "RouteTarget", "Runtime"]
@@ -67,6 +68,8 @@ class ModelRoute:
     steps: tuple[RouteTarget | RouteGroup, ...] = ()
     #: Whether a group of the chain routes by a sticky key (the request handler then supplies one).
     sticky: bool = False
+    #: `canary`: its target, share and windows (`gateway.routing.canary`), or None.
+    canary: RouteCanary | None = None
     #: A chain without groups as failover walks it, built once: (target, no group, 0, no pick) each.
     plain_walk: tuple[tuple[RouteTarget, None, int, None], ...] = field(init=False, repr=False, compare=False)
 

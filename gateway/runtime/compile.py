@@ -5,7 +5,8 @@ a reload keeps connection pools, loaded model weights, circuit breakers and conc
 limits store is reused likewise when `limits` is unchanged, so counters survive a reload; the limits
 themselves (keys', backends' quotas) are always compiled from the new config. The response cache's
 store is reused when `cache` is unchanged (models' own cache settings are read per request). A
-balanced group keeps its strategy's state when it and its backend objects are unchanged.
+balanced group keeps its strategy's state when it and its backend objects are unchanged, and a
+canary its windows and rollback likewise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gateway.config.backends import BackendSettings
 from gateway.config.model import Config, ModelConfig, Target, TargetGroup
 from gateway.limits import BackendQuota, Clock, Limiter, backend_rules, build_store, key_rules, system_clock
 from gateway.pricing import TokenPrice, resolve_price
+from gateway.routing.canary import RollbackBook, RouteCanary
 from gateway.routing.groups import RouteGroup
 from gateway.routing.table import ModelRoute, RouteTarget, Runtime
 
@@ -34,9 +36,11 @@ def compile_runtime(
     source: str,
     local_models: LocalModelStore | None = None,
     clock: Clock = system_clock,
+    rollbacks: RollbackBook | None = None,
 ) -> tuple[Runtime, list[Backend]]:
     """Build the Runtime for `config`. Returns it and the backends that are new (to be started).
-    `clock`: what the limits read the time from (tests pass a manual one)."""
+    `clock`: what the limits read the time from (tests pass a manual one). `rollbacks`: the canary
+    rollbacks this process knows of, applied to the canaries compiled here (which report theirs to it)."""
     if local_models is None:
         local_models = previous.local_models if previous is not None else LocalModelStore()
     local_models.set_budget(config.local_models.memory_budget_gb)
@@ -90,6 +94,7 @@ def compile_runtime(
         )
         shadow = _shadow_route(config, model, backends, quotas, prices)
         steps = _steps(model, chain, previous)
+        canary = _canary(config, model, backends, quotas, prices, previous, rollbacks)
         route = ModelRoute(
             name=model.name,
             config=model,
@@ -97,6 +102,7 @@ def compile_runtime(
             shadow=shadow,
             steps=steps,
             sticky=any(type(s) is RouteGroup and s.config.sticky is not None for s in steps),
+            canary=canary,
         )
         models.append(route)
         for public in (model.name, *model.aliases):
@@ -138,6 +144,38 @@ def _shadow_route(
         capabilities=_capabilities(config, t),
     )
     return ModelRoute(name=model.name, config=model, chain=(target,))
+
+
+def _canary(
+    config: Config,
+    model: ModelConfig,
+    backends: dict[str, Backend],
+    quotas: dict[str, BackendQuota],
+    prices: dict[tuple[str, str], TokenPrice | None],
+    previous: Runtime | None,
+    rollbacks: RollbackBook | None,
+) -> RouteCanary | None:
+    """`models.<m>.canary` with its target resolved. Unchanged since the previous Runtime (same
+    settings, same backend object), it keeps its windows, share and rollback."""
+    if model.canary is None:
+        return None
+    t = model.canary.target
+    target = RouteTarget(
+        target=t,
+        backend=backends[t.backend],
+        config=backends[t.backend].config,
+        price=_price(config.backends, t.backend, t.model, prices),
+        quota=quotas.get(t.backend),
+        capabilities=_capabilities(config, t),
+    )
+    canary = RouteCanary(model.name, model.canary, target)
+    old = previous.routes.get(model.name) if previous is not None else None
+    before = old.canary if old is not None else None
+    if before is not None and before.config == model.canary and before.target.backend is target.backend:
+        canary.carry_over(before)
+    if rollbacks is not None:
+        rollbacks.attach(canary)
+    return canary
 
 
 def _steps(

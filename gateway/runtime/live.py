@@ -29,6 +29,7 @@ from gateway.config.load import config_version, parse_config
 from gateway.config.model import Config
 from gateway.config.yamlsource import parse_yaml
 from gateway.limits import Clock, system_clock
+from gateway.routing.canary import RollbackBook
 from gateway.routing.table import Runtime
 from gateway.runtime.compile import compile_runtime
 
@@ -108,6 +109,8 @@ class LiveRuntime:
         self.lock = asyncio.Lock()
         #: Loaded local models, shared by every Runtime of this process.
         self.local_models = LocalModelStore()
+        #: Canary rollbacks of this process, applied to every Runtime compiled after them.
+        self.rollbacks = RollbackBook()
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> Runtime:
@@ -174,7 +177,9 @@ class LiveRuntime:
         started = perf_counter() if started is None else started
         config = await self.check(raw)
         previous = self.current
-        runtime, created = compile_runtime(config, previous, source, self.local_models, self.clock)
+        runtime, created = compile_runtime(
+            config, previous, source, self.local_models, self.clock, self.rollbacks
+        )
         running: list[Backend] = []
         failing: Backend | None = None
         try:

@@ -135,6 +135,13 @@ class GatewayMetrics:
             ["model", "target", "outcome"],
             registry=registry,
         )
+        self.canary_rollbacks = Counter(
+            "gateway_canary_rollbacks",
+            "Canaries rolled back (models.<m>.canary) by the rule that held: error_rate or "
+            "p95_latency_ms (decided by this worker), or peer (told by another worker).",
+            ["model", "rule"],
+            registry=registry,
+        )
         self.cache_requests = Counter(
             "gateway_cache_requests",
             "Chat requests by what the response cache did: hit (served from it, no upstream call), "

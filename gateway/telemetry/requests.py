@@ -117,7 +117,8 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
     served = trail.attempts[-1] if trail.attempts and trail.attempts[-1].outcome == "ok" else None
     if served is not None and served.pick is not None:
         # The member of a balanced group that served, and why it was tried.
-        attributes["group"] = served.pick.group
+        if served.pick.group is not None:
+            attributes["group"] = served.pick.group
         attributes["group.strategy"] = served.pick.strategy
         attributes["group.reason"] = served.pick.reason
     incapable = trail.skipped_as_incapable()
@@ -173,7 +174,8 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
     served = trail.attempts[-1] if trail.attempts and trail.attempts[-1].outcome == "ok" else None
     if served is not None and served.pick is not None:
         # The member of a balanced group that served, and why it was tried.
-        fields["group"] = served.pick.group
+        if served.pick.group is not None:
+            fields["group"] = served.pick.group
         fields["group_strategy"] = served.pick.strategy
         fields["group_reason"] = served.pick.reason
     incapable = trail.skipped_as_incapable()

@@ -52,6 +52,7 @@ class Behaviour:
     reply_tokens: int = 16  # words in a generated reply (before max_tokens caps it)
     status: int | None = None  # every request fails with this status, in the provider's error shape
     fail_first_n: int = 0  # only the first N requests fail (with `status`, or 500)
+    fail_every: int = 0  # every Nth request fails (with `status`, or 500): 5 fails one in five, 20 %
     hang: bool = False  # never answer; returns only when the client goes away or the server closes
     drop_after_chunks: int | None = None  # streaming: close the connection after N SSE frames
     malformed: bool = False  # 200 with a truncated JSON body / a broken SSE data line
@@ -74,6 +75,7 @@ class Behaviour:
         for name in (
             "reply_tokens",
             "fail_first_n",
+            "fail_every",
             "drop_after_chunks",
             "cached_tokens",
             "cache_creation_tokens",
@@ -244,6 +246,7 @@ class FakeServer(abc.ABC):
         self.host, self.port = host, port
         self._behaviour = behaviour or Behaviour()
         self._failed = 0  # requests failed so far under fail_first_n
+        self._counted = 0  # requests counted under fail_every
         self._stats = Stats()
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -282,6 +285,7 @@ class FakeServer(abc.ABC):
     def behaviour(self, value: Behaviour) -> None:
         self._behaviour = value
         self._failed = 0  # fail_first_n counts from the moment a behaviour is set
+        self._counted = 0
 
     @property
     def stats(self) -> Stats:
@@ -290,10 +294,12 @@ class FakeServer(abc.ABC):
         return Stats(dict(s.requests), s.in_flight, s.injected_failures)
 
     def reset_stats(self) -> None:
-        """Zero the counters (in_flight stays: those requests are still running) and fail_first_n."""
+        """Zero the counters (in_flight stays: those requests are still running), fail_first_n's and
+        fail_every's."""
         self._stats.requests.clear()
         self._stats.injected_failures = 0
         self._failed = 0
+        self._counted = 0
 
     async def start(self) -> Self:
         self._closing = False
@@ -490,6 +496,9 @@ class FakeServer(abc.ABC):
         return run
 
     def _injected_status(self, behaviour: Behaviour) -> int | None:
+        if behaviour.fail_every:
+            self._counted += 1
+            return (behaviour.status or 500) if self._counted % behaviour.fail_every == 0 else None
         if behaviour.fail_first_n:
             if self._failed < behaviour.fail_first_n:
                 self._failed += 1

@@ -7,12 +7,13 @@ tests/runtime/test_edit.py.
 from __future__ import annotations
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config.issues import ConfigError
 from gateway.config.load import config_version, parse_config
-from gateway.config.writeback import Edit, EditPlan, WriteBackError, plan_edits
+from gateway.config.writeback import Edit, EditPlan, WriteBackError, plan_commented_edit, plan_edits
 from gateway.config.yamlsource import CONTROL_CHARACTER, parse_yaml
 
 COMMENTED = """\
@@ -254,3 +255,47 @@ def test_write_back_then_load_gives_the_same_value(value: object, block: bool) -
 def test_every_valid_timeout_written_back_loads_as_that_timeout(seconds: float) -> None:
     after = plan(COMMENTED, Edit(("timeouts", "embeddings", "total"), seconds)).new_raw
     assert parse_config(after, "gateway.yaml", env=ENV).timeouts.embeddings.total == seconds
+
+
+WEIGHT = Edit(("models", "chat", "canary", "weight"), 0)
+BLOCK_CANARY = """\
+models:
+  chat:
+    chain: [{backend: a}]
+    canary:
+      target: {backend: b}
+      weight: 5   # five percent
+      rollback: {error_rate: 0.05}
+"""
+
+
+def test_a_commented_edit_changes_the_value_and_adds_one_comment_line_above_it() -> None:
+    plan = plan_commented_edit(BLOCK_CANARY.encode(), "gateway.yaml", WEIGHT, "rolled back:\nerror rate 20%")
+    assert plan.new_raw.decode() == BLOCK_CANARY.replace(
+        "      weight: 5", "      # rolled back: error rate 20%\n      weight: 0"
+    )
+    assert [line for line in plan.diff.splitlines() if line[:1] in "+-" and line[1:2] not in "+-"] == [
+        "-      weight: 5   # five percent",
+        "+      # rolled back: error rate 20%",
+        "+      weight: 0   # five percent",
+    ]
+
+
+def test_a_commented_edit_of_a_flow_mapping_puts_the_comment_above_its_line() -> None:
+    text = "models:\n  chat:\n    chain: [{backend: a}]\n    canary: {target: {backend: b}, weight: 5}\n"
+    plan = plan_commented_edit(text.encode("utf-8"), "gateway.yaml", WEIGHT, "why")
+    assert plan.new_raw.decode() == text.replace("    canary:", "    # why\n    canary:").replace("5}", "0}")
+    assert yaml.safe_load(plan.new_raw)["models"]["chat"]["canary"]["weight"] == 0
+
+
+def test_a_commented_edit_already_made_changes_nothing_and_keeps_a_bom() -> None:
+    done = plan_commented_edit(b"\xef\xbb\xbf" + BLOCK_CANARY.encode(), "gateway.yaml", WEIGHT, "why")
+    assert done.changes and done.new_raw.startswith(b"\xef\xbb\xbfmodels:")
+    again = plan_commented_edit(done.new_raw, "gateway.yaml", WEIGHT, "again")
+    assert not again.changes and again.diff == ""
+
+
+def test_a_commented_edit_of_a_value_from_the_environment_is_refused() -> None:
+    text = BLOCK_CANARY.replace("weight: 5", "weight: ${CANARY_WEIGHT}")
+    with pytest.raises(WriteBackError, match="set from the environment"):
+        plan_commented_edit(text.encode(), "gateway.yaml", WEIGHT, "why")

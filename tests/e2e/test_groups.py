@@ -117,7 +117,10 @@ audit:
 
     def paths() -> list[list[dict]]:
         with contextlib.closing(sqlite3.connect(database)) as db:
-            rows = db.execute("SELECT failover_path FROM audit_records ORDER BY id")
+            try:
+                rows = db.execute("SELECT failover_path FROM audit_records ORDER BY id").fetchall()
+            except sqlite3.OperationalError:  # the gateway is still creating the schema
+                return []
             return [json.loads(path) for (path,) in rows]
 
     wait_until(lambda: len(paths()) == 5)
