@@ -1,12 +1,13 @@
 // The status page: the config version being served and how it was applied, the last rejected
 // reload with its file:line:col errors, each backend's circuit and recent error rate, and the
-// reload history, the response cache (hit rate, savings, a button that clears it), and a warning
-// when a local model computes on mlx's slow bundled BLAS. Refreshed every
-// few seconds while open.
+// reload history, the response cache (hit rate, savings, a button that clears it), each model's
+// split (groups, canary against the stable targets, shadow) with an alert per canary rollback (its
+// patch when it was not written), and a warning when a local model computes on mlx's slow bundled
+// BLAS. Refreshed every few seconds while open.
 
 import { api, ApiError } from "./api.js";
 import { benchArea } from "./bench.js";
-import { ago, fill, formatTime, h } from "./dom.js";
+import { ago, diffBlock, fill, formatTime, h } from "./dom.js";
 
 const REFRESH_MS = 5000;
 const WINDOW_MINUTES = 15;
@@ -28,18 +29,19 @@ export function mount(container, context) {
 
   async function refresh() {
     clearTimeout(timer);
-    const [config, backends, outcomes, audit, cache] = await Promise.all([
+    const [config, backends, outcomes, audit, cache, routing] = await Promise.all([
       api("/config").then((r) => r.data),
       api("/backends").then((r) => r.data),
       api(`/logs/backends?minutes=${WINDOW_MINUTES}`).then((r) => r.data, (error) => error),
       api("/logs/stats").then((r) => r.data, () => null),
       api("/cache").then((r) => r.data, () => null),
+      api("/routing").then((r) => r.data, () => null),
     ]).catch((error) => [error]);
     if (stopped) return;
     if (config instanceof Error) {
       fill(body, h("p", { class: "alert bad" }, config.message));
     } else {
-      fill(body, render(config, backends, outcomes, audit, cache, refresh, bench.open));
+      fill(body, render(config, backends, outcomes, audit, cache, routing, refresh, bench.open));
       if (!resumed && backends.backends.length) bench.resume(backends.backends[0].name);
       resumed = true;
       updated.textContent = `Updated ${formatTime(new Date().toISOString())}`;
@@ -55,7 +57,7 @@ export function mount(container, context) {
   };
 }
 
-function render(config, backends, outcomes, audit, cache, refresh, openBench) {
+function render(config, backends, outcomes, audit, cache, routing, refresh, openBench) {
   const rejected = config.last_error || config.history.find((event) => event.outcome === "rejected");
   const slow = backends.backends.filter((backend) => backend.local && backend.local.blas_warning);
   return [
@@ -65,6 +67,7 @@ function render(config, backends, outcomes, audit, cache, refresh, openBench) {
           slow.map((backend) => backend.name).join(", ")),
         h("p", {}, slow[0].local.blas_warning))
       : null,
+    routing ? routing.rollbacks.map(rollbackAlert) : null,
     h("div", { class: "cards" },
       h("section", { class: "card", id: "config-card" },
         h("h2", {}, "Config"),
@@ -86,6 +89,12 @@ function render(config, backends, outcomes, audit, cache, refresh, openBench) {
       ? h("p", { class: "muted" }, `Audit log: ${audit.written} written, ${audit.buffered} buffered, `
         + `${audit.spilled} spilled, ${audit.lost} lost; database ${audit.db_up ? "up" : "down"}.`)
       : null,
+    routing ? [
+      h("h2", {}, "Routing"),
+      h("p", { class: "muted" }, `How each model's requests are split in this worker (pid ${routing.worker}); `
+        + "every worker balances and judges the requests it serves."),
+      h("div", { class: "panel-table" }, routingTable(routing.models)),
+    ] : null,
     h("h2", {}, "Reload history"),
     h("div", { class: "panel-table" }, historyTable(config.history)),
   ];
@@ -194,4 +203,71 @@ function historyTable(history) {
       h("td", {}, event.errors.length
         ? h("span", { class: "muted" }, event.errors.map((e) => e.text).join("; "))
         : event.rebuilt_backends.join(", "))))));
+}
+
+// A target as "backend", or "backend (upstream model)" when it sends another name than the public one.
+function target(t, name) {
+  return t.model && t.model !== name ? `${t.backend} (${t.model})` : t.backend;
+}
+
+function percent(value) {
+  return `${Math.round(value * 1000) / 10}%`;
+}
+
+function side(name, numbers) {
+  const p95 = numbers.p95_ms === null ? "–" : `${Math.round(numbers.p95_ms)} ms`;
+  return `${name}: ${numbers.requests} requests, ${numbers.errors} failed (${percent(numbers.error_rate)}), p95 ${p95}`;
+}
+
+function routingTable(models) {
+  return h("table", { class: "grid", id: "routing" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", {}, "Chain (→ on failure)"), h("th", {}, "Canary"),
+      h("th", {}, "Shadow"))),
+    h("tbody", {}, models.map((model) => h("tr", { dataset: { model: model.model } },
+      h("td", {}, h("strong", {}, model.model)),
+      h("td", { class: "split" }, model.steps.map((step, index) => [
+        index ? " → " : "",
+        step.members
+          ? h("span", { class: "group" }, `${step.strategy}: `, step.members.map((m) =>
+            `${target(m, model.model)}${m.share !== undefined ? ` ${percent(m.share)}` : ""} (${m.served} served)`).join(", "))
+          : target(step, model.model),
+      ])),
+      h("td", { class: "canary" }, model.canary ? canaryCell(model.canary, model.model) : h("span", { class: "muted" }, "none")),
+      h("td", {}, model.shadow
+        ? `${target(model.shadow.target, model.model)}, ${percent(model.shadow.sample_rate)} sampled`
+        : h("span", { class: "muted" }, "none"))))));
+}
+
+function canaryCell(canary, name) {
+  const rolledBack = canary.rolled_back !== null;
+  return [
+    h("div", {}, `${target(canary.target, name)} at `, h("strong", { class: "canary-weight" }, `${canary.effective_weight}%`),
+      canary.effective_weight !== canary.weight ? ` (configured ${canary.weight}%)` : "",
+      rolledBack ? [" ", h("span", { class: "badge open" }, "rolled back")] : null),
+    h("div", { class: "muted" }, side("canary", canary.window.canary)),
+    h("div", { class: "muted" }, side("stable", canary.window.stable)),
+    canary.rollback
+      ? h("div", { class: "muted" }, "rolls back at ", [
+        canary.rollback.error_rate !== null ? `+${percent(canary.rollback.error_rate)} errors` : null,
+        canary.rollback.p95_latency_ms !== null ? `+${canary.rollback.p95_latency_ms} ms p95` : null,
+      ].filter(Boolean).join(" or "), ` over ${canary.rollback.window_seconds} s, from ${canary.rollback.min_requests} requests`)
+      : h("div", { class: "muted" }, "no automatic rollback"),
+  ];
+}
+
+function rollbackAlert(rollback) {
+  const head = h("p", {}, h("strong", {}, `Canary of ${rollback.model} rolled back`),
+    ` at ${formatTime(rollback.at)} (${ago(rollback.at)}): ${rollback.reason}.`);
+  if (rollback.written) {
+    return h("div", { class: "alert info rollback", role: "status" }, head,
+      h("p", {}, "Written into the config file (weight 0, with a comment saying why)."));
+  }
+  if (rollback.written === false) {
+    return h("div", { class: "alert warn rollback", role: "alert" }, head,
+      h("p", {}, rollback.patch
+        ? "Only in memory: the config file was not written (admin.write_back is off). Commit this patch to keep it:"
+        : `Only in memory: writing it into the config file failed${rollback.error ? `: ${rollback.error}` : ""}.`),
+      rollback.patch ? diffBlock(rollback.patch, "patch") : null);
+  }
+  return h("div", { class: "alert warn rollback", role: "alert" }, head, h("p", {}, "Writing it into the config file…"));
 }
