@@ -4,7 +4,9 @@
 `RouteGroup.order` for a request without and with a sticky key (rendezvous hashing over the members).
 CPU µs per pick, best of 5 runs of `--number` picks. The split: the first member of each of
 `--number` picks (least_busy's and latency's as they fall with no request in flight and equal
-latencies; their real split follows the load, which this does not simulate).
+latencies; their real split follows the load, which this does not simulate). Then a canary at
+weight 5 with both rollback rules: its share and what drawing it and recording one attempt per
+request (the window, and the rules judged on the canary's attempts) cost.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.bench.harness.results import markdown_table
 
 from gateway.config.load import parse_config
 from gateway.config.model import CircuitBreakerPolicy
+from gateway.routing.canary import RouteCanary
 from gateway.routing.groups import RouteGroup
 from gateway.runtime.compile import compile_runtime
 
@@ -60,13 +63,52 @@ def _pick_us(group: RouteGroup, number: int, sticky: bool) -> float:
     return best
 
 
+CANARY = """
+backends:
+  a: {type: openai_compatible, base_url: "http://127.0.0.1:1/v1"}
+  b: {type: openai_compatible, base_url: "http://127.0.0.1:2/v1"}
+models:
+  chat:
+    chain: [{backend: a}]
+    canary: {target: {backend: b}, weight: 5, rollback: {error_rate: 0.05, p95_latency_ms: 500, window: 5m}}
+"""
+
+
+def _canary() -> RouteCanary:
+    config = parse_config(CANARY.encode(), Path("bench.yaml"))
+    runtime, _ = compile_runtime(config, None, "bench")
+    canary = runtime.routes["chat"].canary
+    assert canary is not None
+    return canary
+
+
+def _canary_us(number: int) -> tuple[float, float]:
+    """CPU µs per request of a canary's share (`take`) and of recording one attempt and judging the
+    rules (`observe`, the canary's attempt for one request in twenty, as weight 5 gives), the best
+    of 5 runs; and the canary's share."""
+    best = float("inf")
+    share = 0.0
+    for _ in range(5):
+        canary = _canary()
+        take, observe = canary.take, canary.observe
+        taken = 0
+        started = time.process_time()
+        for i in range(number):
+            mine = take()
+            taken += mine
+            observe(mine, True, 100.0 + (i % 50))
+        best = min(best, (time.process_time() - started) / number * 1e6)
+        share = taken / number
+    return best, share
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--number", type=int, default=100_000, help="picks timed per run (100000)")
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     number = 2_000 if args.quick else args.number
-    progress.add(len(STRATEGIES))
+    progress.add(len(STRATEGIES) + 1)
     rows = []
     for strategy in STRATEGIES:
         with progress.step(strategy):
@@ -80,7 +122,11 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
             }
             say(f"  {strategy}: {row['us_per_pick']} µs, sticky {row['us_per_sticky_pick']} µs")
             rows.append(row)
-    return {"number": number, "strategies": rows, "failed_requests": 0}
+    with progress.step("canary"):
+        us, share = _canary_us(number)
+        canary = {"us_per_request": round(us, 2), "share": round(share, 4)}
+        say(f"  canary: {canary['us_per_request']} µs per request, share {share:.2%}")
+    return {"number": number, "strategies": rows, "canary": canary, "failed_requests": 0}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -94,4 +140,11 @@ def table(result: dict[str, Any]) -> str:
         for r in result["strategies"]
     ]
     headers = ["strategy (2 members, 3:1)", "CPU µs per pick", "µs per sticky pick", "first member's share"]
-    return f"RouteGroup.order, best of 5 × {result['number']} picks\n\n" + markdown_table(headers, rows)
+    canary = result.get("canary")
+    text = f"RouteGroup.order, best of 5 × {result['number']} picks\n\n" + markdown_table(headers, rows)
+    if canary is not None:
+        text += "\n\n" + markdown_table(
+            ["canary (weight 5, error and p95 rules)", "CPU µs per request", "canary's share"],
+            [["take + observe", f"{canary['us_per_request']:.2f}", f"{canary['share']:.2%}"]],
+        )
+    return text
