@@ -30,6 +30,7 @@ from gateway.admin.usage import blueprint as admin_usage
 from gateway.audit.service import AuditService
 from gateway.limits import Clock, system_clock
 from gateway.problems import install_problem_handlers
+from gateway.runtime.busy import BusyExchange
 from gateway.runtime.canary import WORKERS_DIR_ENV, CanaryRollbacks
 from gateway.runtime.live import LiveRuntime, ReloadEvent
 from gateway.runtime.watch import watch_config
@@ -73,6 +74,8 @@ class GatewayApp(Quart):
     shadows: ShadowTraffic
     #: Canary rollbacks: written back, told to the other workers, kept for the admin API.
     canaries: CanaryRollbacks
+    #: least_busy's in-flight counts, exchanged with the other workers and instances (Redis store).
+    busy: BusyExchange
     admin_sessions: AdminSessions
     #: Set when shutdown begins (SIGTERM): `/ready` answers 503 so load balancers stop sending.
     draining: bool = False
@@ -118,6 +121,7 @@ def create_app(
             requests_telemetry.metrics.canary_rollbacks.labels(model, rule).inc()
 
     app.canaries = CanaryRollbacks(app.live, count_rollback, os.environ.get(WORKERS_DIR_ENV))
+    app.busy = BusyExchange(app.live)
     app.register_blueprint(telemetry_endpoints)
     app.register_blueprint(openapi_document)
     stop_watching = asyncio.Event()
@@ -151,6 +155,7 @@ def create_app(
         gc.freeze()
         stop_watching.clear()
         tasks.append(asyncio.create_task(app.canaries.watch(stop_watching)))
+        tasks.append(asyncio.create_task(app.busy.run(stop_watching)))
         if watch if watch is not None else config.reload.watch:
             tasks.append(
                 asyncio.create_task(watch_config(app.live, stop_watching, config.reload.debounce_ms))
@@ -165,6 +170,7 @@ def create_app(
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         tasks.clear()
+        await app.busy.leave()
         if applying:
             await asyncio.gather(*applying, return_exceptions=True)
         await app.shadows.close()  # before the audit log closes: cancelled copies are recorded

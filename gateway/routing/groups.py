@@ -10,7 +10,8 @@ Strategies, each with its state in the group object of the compiled routing tabl
   current value, takes the largest, and subtracts the total from it. Over any run of picks the split
   follows the weights, interleaved (3:1 gives a a b a, a a b a, ...). The rest follow by current value.
 - `least_busy`: the fewest requests in flight (from the attempt's start until its answer or stream
-  ends); ties go round robin.
+  ends); ties go round robin. With a shared `limits.store` the other workers' and instances' counts
+  are added (`others`, exchanged through Redis by `gateway.runtime.busy`).
 - `latency`: the lowest moving average (EWMA) of the time an attempt took to answer: the first byte
   of a stream, the whole reply otherwise. A failed attempt puts its member behind the others (twice
 the slowest average, 1 s when none is known). Members not
@@ -101,17 +102,23 @@ class Weighted(Picker):
 
 
 class LeastBusy(Picker):
-    __slots__ = ("in_flight", "turn")
+    __slots__ = ("in_flight", "others", "turn")
 
     def __init__(self, size: int) -> None:
+        #: This worker's requests in flight per member.
         self.in_flight = [0] * size
+        #: The other workers' and instances' (sharing `limits.store`), as last exchanged; else zeros.
+        self.others = [0] * size
         self.turn = 0
+
+    def _busy(self, member: int) -> int:
+        return self.in_flight[member] + self.others[member]
 
     def order(self) -> list[int]:
         size = len(self.in_flight)
         turn = self.turn = (self.turn + 1) % size
         rotated = [*range(turn, size), *range(turn)]
-        return sorted(rotated, key=self.in_flight.__getitem__)  # stable: ties stay in turn
+        return sorted(rotated, key=self._busy)  # stable: ties stay in turn
 
     def started(self, member: int) -> None:
         self.in_flight[member] += 1
