@@ -11,6 +11,8 @@
   `retention_days` and `last_purge` (`{"at", "deleted"}` of this process's last retention purge).
 - `GET /admin/api/logs/backends?minutes=15`: each backend's attempts over the last minutes, by
   outcome, with the share that failed (the status page's recent error rate).
+- `GET /admin/api/logs/shadow?minutes=60`: shadow copies paired with the requests they copied, per
+  model and target: failures, mean latency and time to first byte, tokens and cost on each side.
 - `WS /admin/api/logs/live?<same filters>`: `{"type": "record", "record": {...}}` for each new matching
   record, from every instance sharing a PostgreSQL log; `{"type": "lagged", "dropped": N}` when the
   client read too slowly and missed records.
@@ -154,6 +156,19 @@ async def backend_outcomes() -> Response:
             "outcomes": outcomes,
         }
     return _json({"since": format_ts(since), "minutes": minutes, "backends": backends})
+
+
+@blueprint.get("/shadow")
+async def shadow_comparison() -> Response:
+    """Shadow copies against the requests they copied, per model and target, over the last minutes."""
+    raw = request.args.get("minutes", "60")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10080:
+        raise FieldError("minutes", "must be a whole number from 1 to 10080 (a week)")
+    minutes = int(raw)
+    since = datetime.now(UTC) - timedelta(minutes=minutes)
+    store = await current_app.audit.store()
+    found = await store.shadow_comparison(since)
+    return _json({"since": format_ts(since), "minutes": minutes, "models": found})
 
 
 @blueprint.get("/export")

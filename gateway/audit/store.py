@@ -375,6 +375,52 @@ class AuditStore:
                 counts.setdefault(str(row["backend"]), {})[str(row["outcome"])] = int(row["n"])
         return counts
 
+    async def shadow_comparison(self, since: datetime) -> list[dict[str, Any]]:
+        """Shadow copies from `since` on, each paired with the client request it copied (`shadow_of`
+        = its `request_id`), summed per model and shadow target: the pairs, each side's failures,
+        mean latency and time to first byte, tokens and cost, and how many copies were slower."""
+        sql = (
+            'SELECT s."model" AS model, s."backend" AS backend, s."upstream_model" AS upstream_model, '
+            "COUNT(*) AS pairs, "
+            "SUM(CASE WHEN p.\"status\" = 'success' THEN 0 ELSE 1 END) AS primary_errors, "
+            "SUM(CASE WHEN s.\"status\" = 'success' THEN 0 ELSE 1 END) AS shadow_errors, "
+            'AVG(p."latency_ms") AS primary_latency_ms, AVG(s."latency_ms") AS shadow_latency_ms, '
+            'AVG(p."ttft_ms") AS primary_ttft_ms, AVG(s."ttft_ms") AS shadow_ttft_ms, '
+            'SUM(CASE WHEN s."latency_ms" > p."latency_ms" THEN 1 ELSE 0 END) AS shadow_slower, '
+            'SUM(p."prompt_tokens") AS primary_input_tokens, SUM(s."prompt_tokens") AS shadow_input_tokens, '
+            'SUM(p."completion_tokens") AS primary_output_tokens, '
+            'SUM(s."completion_tokens") AS shadow_output_tokens, '
+            'SUM(p."cost_usd") AS primary_cost_usd, SUM(s."cost_usd") AS shadow_cost_usd '
+            'FROM "audit_records" s JOIN "audit_records" p '
+            'ON p."request_id" = s."shadow_of" AND p."shadow_of" IS NULL '
+            'WHERE s."shadow_of" IS NOT NULL AND s."ts" >= ? '
+            'GROUP BY s."model", s."backend", s."upstream_model" ORDER BY 1, 2, 3'
+        )
+        rows = await self._query(sql, [self._ts_param(since)])
+        found = []
+        for row in rows:
+            pairs = int(row["pairs"])
+            item: dict[str, Any] = {
+                "model": row["model"],
+                "target": {"backend": row["backend"], "model": row["upstream_model"]},
+                "pairs": pairs,
+                "shadow_slower": int(row["shadow_slower"] or 0),
+            }
+            for side in ("primary", "shadow"):
+                errors = int(row[f"{side}_errors"] or 0)
+                cost = row[f"{side}_cost_usd"]
+                item[side] = {
+                    "errors": errors,
+                    "error_rate": round(errors / pairs, 4) if pairs else None,
+                    "mean_latency_ms": _rounded(row[f"{side}_latency_ms"]),
+                    "mean_ttft_ms": _rounded(row[f"{side}_ttft_ms"]),
+                    "input_tokens": int(row[f"{side}_input_tokens"] or 0),
+                    "output_tokens": int(row[f"{side}_output_tokens"] or 0),
+                    "cost_usd": None if cost is None else round(float(cost), 9),
+                }
+            found.append(item)
+        return found
+
     async def usage(self, query: UsageQuery, limit: int = MAX_GROUPS) -> tuple[list[dict[str, Any]], bool]:
         """The query's groups (at most `limit`), each with its counts, token sums and cost, and whether
         more groups were left out. Without `group_by`: one row, the totals. Summed by the database."""
@@ -680,6 +726,10 @@ def _notify_payloads(ids: list[int]) -> Iterable[str]:
         size += len(text) + 1
     if chunk:
         yield "[" + ",".join(chunk) + "]"
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 1)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:

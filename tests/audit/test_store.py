@@ -438,3 +438,31 @@ async def test_listen_reconnects_after_the_connection_drops(outage: Outage) -> N
         await close()
         await direct.close()
         await listener.close()
+
+
+async def test_shadow_copies_are_paired_with_the_requests_they_copied(store: AuditStore) -> None:
+    """Per model and target: each side's failures, latency, tokens and cost, over the pairs only."""
+    old = datetime.now(UTC) - timedelta(hours=2)
+    entries = [
+        make_entry(1, model="chat", backend="primary", latency_ms=100.0, cost_usd=0.01),
+        make_entry(2, model="chat", backend="primary", latency_ms=300.0, cost_usd=0.03),
+        make_entry(3, model="chat", backend="primary", latency_ms=50.0),  # not copied
+        make_entry(11, model="chat", backend="mirror", upstream_model="next", shadow_of="req-1",
+                   client_key=None, latency_ms=150.0, completion_tokens=40, cost_usd=0.5),
+        make_entry(12, model="chat", backend="mirror", upstream_model="next", shadow_of="req-2",
+                   client_key=None, latency_ms=250.0, status="error", http_status=502, cost_usd=None),
+        make_entry(13, model="chat", backend="mirror", upstream_model="next", shadow_of="req-1",
+                   client_key=None, ts=old),  # before the window
+        make_entry(14, model="chat", backend="mirror", upstream_model="next", shadow_of="req-missing",
+                   client_key=None),  # its request is not in the log
+    ]  # fmt: skip
+    await store.insert(entries)
+    [found] = await store.shadow_comparison(datetime.now(UTC) - timedelta(hours=1))
+    assert found["model"] == "chat" and found["target"] == {"backend": "mirror", "model": "next"}
+    assert found["pairs"] == 2 and found["shadow_slower"] == 1
+    primary, shadow = found["primary"], found["shadow"]
+    assert (primary["errors"], shadow["errors"], shadow["error_rate"]) == (0, 1, 0.5)
+    assert (primary["mean_latency_ms"], shadow["mean_latency_ms"]) == (200.0, 200.0)
+    assert (primary["output_tokens"], shadow["output_tokens"]) == (40, 60)
+    assert primary["cost_usd"] == pytest.approx(0.04) and shadow["cost_usd"] == pytest.approx(0.5)
+    assert await store.shadow_comparison(datetime.now(UTC)) == []

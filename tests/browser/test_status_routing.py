@@ -1,6 +1,7 @@
 """The Status page's routing section in Chromium: each model's split (a weighted group with its
-shares), the canary's numbers against the stable targets', and, once a failing canary is rolled back
-with `admin.write_back: false`, an alert holding the patch to commit (the file untouched)."""
+shares), the shadow copies against the requests they copied, the canary's numbers against the stable
+targets', and, once a failing canary is rolled back with `admin.write_back: false`, an alert holding
+the patch to commit (the file untouched)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ models:
       - group:
           strategy: weighted
           targets: [{{backend: stable, weight: 3}}, {{backend: stable-eu, weight: 1}}]
+    shadow: {{target: {{backend: stable-eu, model: chat-next}}, sample_rate: 1}}
     canary:
       target: {{backend: fresh, model: chat-2}}
       weight: 20
@@ -77,5 +79,9 @@ admin: {{write_back: false}}
     expect(patch.locator(".del")).to_have_text("-      weight: 20")
     expect(patch).to_contain_text("+      weight: 0")
     expect(patch.locator(".add").first).to_contain_text("# canary rolled back by the gateway at")
+    shadow = row.locator(".shadow")
+    expect(shadow).to_contain_text("stable-eu (chat-next), 100% sampled")
+    expect(shadow.locator(".shadow-pairs")).to_contain_text("copies in the last 60 min (client → copy)")
+    expect(shadow).to_contain_text("failed 0% → 0%")
     assert gateway.config_path.read_text() == text
     screenshot(page, "status-routing", full_page=True)

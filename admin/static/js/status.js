@@ -11,6 +11,7 @@ import { ago, diffBlock, fill, formatTime, h } from "./dom.js";
 
 const REFRESH_MS = 5000;
 const WINDOW_MINUTES = 15;
+const SHADOW_MINUTES = 60;
 
 export function mount(container, context) {
   let stopped = false;
@@ -29,19 +30,20 @@ export function mount(container, context) {
 
   async function refresh() {
     clearTimeout(timer);
-    const [config, backends, outcomes, audit, cache, routing] = await Promise.all([
+    const [config, backends, outcomes, audit, cache, routing, shadows] = await Promise.all([
       api("/config").then((r) => r.data),
       api("/backends").then((r) => r.data),
       api(`/logs/backends?minutes=${WINDOW_MINUTES}`).then((r) => r.data, (error) => error),
       api("/logs/stats").then((r) => r.data, () => null),
       api("/cache").then((r) => r.data, () => null),
       api("/routing").then((r) => r.data, () => null),
+      api(`/logs/shadow?minutes=${SHADOW_MINUTES}`).then((r) => r.data.models, () => []),
     ]).catch((error) => [error]);
     if (stopped) return;
     if (config instanceof Error) {
       fill(body, h("p", { class: "alert bad" }, config.message));
     } else {
-      fill(body, render(config, backends, outcomes, audit, cache, routing, refresh, bench.open));
+      fill(body, render(config, backends, outcomes, audit, cache, routing, shadows, refresh, bench.open));
       if (!resumed && backends.backends.length) bench.resume(backends.backends[0].name);
       resumed = true;
       updated.textContent = `Updated ${formatTime(new Date().toISOString())}`;
@@ -57,7 +59,7 @@ export function mount(container, context) {
   };
 }
 
-function render(config, backends, outcomes, audit, cache, routing, refresh, openBench) {
+function render(config, backends, outcomes, audit, cache, routing, shadows, refresh, openBench) {
   const rejected = config.last_error || config.history.find((event) => event.outcome === "rejected");
   const slow = backends.backends.filter((backend) => backend.local && backend.local.blas_warning);
   return [
@@ -93,7 +95,7 @@ function render(config, backends, outcomes, audit, cache, routing, refresh, open
       h("h2", {}, "Routing"),
       h("p", { class: "muted" }, `How each model's requests are split in this worker (pid ${routing.worker}); `
         + "every worker balances and judges the requests it serves."),
-      h("div", { class: "panel-table" }, routingTable(routing.models)),
+      h("div", { class: "panel-table" }, routingTable(routing.models, shadows)),
     ] : null,
     h("h2", {}, "Reload history"),
     h("div", { class: "panel-table" }, historyTable(config.history)),
@@ -219,7 +221,7 @@ function side(name, numbers) {
   return `${name}: ${numbers.requests} requests, ${numbers.errors} failed (${percent(numbers.error_rate)}), p95 ${p95}`;
 }
 
-function routingTable(models) {
+function routingTable(models, shadows) {
   return h("table", { class: "grid", id: "routing" },
     h("thead", {}, h("tr", {}, h("th", {}, "Model"), h("th", {}, "Chain (→ on failure)"), h("th", {}, "Canary"),
       h("th", {}, "Shadow"))),
@@ -233,9 +235,31 @@ function routingTable(models) {
           : target(step, model.model),
       ])),
       h("td", { class: "canary" }, model.canary ? canaryCell(model.canary, model.model) : h("span", { class: "muted" }, "none")),
-      h("td", {}, model.shadow
-        ? `${target(model.shadow.target, model.model)}, ${percent(model.shadow.sample_rate)} sampled`
+      h("td", { class: "shadow" }, model.shadow
+        ? shadowCell(model.shadow, shadows.find((s) => s.model === model.model
+          && s.target.backend === model.shadow.target.backend && s.target.model === model.shadow.target.model), model.model)
         : h("span", { class: "muted" }, "none"))))));
+}
+
+function ms(value) {
+  return value === null ? "–" : `${Math.round(value)} ms`;
+}
+
+function usd(value) {
+  return value === null ? "–" : `$${value.toFixed(4)}`;
+}
+
+// The shadow target, and its copies of the last hour against the requests they copied (client → copy).
+function shadowCell(shadow, stats, name) {
+  const head = h("div", {}, `${target(shadow.target, name)}, ${percent(shadow.sample_rate)} sampled`);
+  if (!stats) return [head, h("div", { class: "muted" }, `no copies in the last ${SHADOW_MINUTES} min`)];
+  const [p, c] = [stats.primary, stats.shadow];
+  return [head,
+    h("div", { class: "muted shadow-pairs" }, `${stats.pairs} copies in the last ${SHADOW_MINUTES} min (client → copy):`),
+    h("div", { class: "muted" }, `failed ${percent(p.error_rate)} → ${percent(c.error_rate)}`),
+    h("div", { class: "muted shadow-latency" }, `mean latency ${ms(p.mean_latency_ms)} → ${ms(c.mean_latency_ms)}, `
+      + `copy slower ${stats.shadow_slower} of ${stats.pairs}`),
+    h("div", { class: "muted" }, `output tokens ${p.output_tokens} → ${c.output_tokens}, cost ${usd(p.cost_usd)} → ${usd(c.cost_usd)}`)];
 }
 
 function canaryCell(canary, name) {
