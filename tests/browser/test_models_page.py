@@ -66,6 +66,7 @@ models:
           targets:
             - {{backend: oa, model: gpt-4o-mini, weight: 3}}
             - {{backend: an, model: claude-haiku-4-5, weight: 1}}
+    canary: {{target: {{backend: oa, model: gpt-4o-canary}}, weight: 0, rollback: {{error_rate: 0.2}}}}
   gpt: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}   # the default
   writer: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}
   drafts:
@@ -298,8 +299,8 @@ def test_a_chain_with_a_balanced_group_is_shown_as_it_is_and_its_other_settings_
     sign_in(page, gateway)
     balanced = card(page, "balanced")
     expect(balanced.locator(".grouped-chain .alert")).to_contain_text("balanced group")
-    expect(balanced.locator(".group-members li")).to_have_text(
-        ["oa (gpt-4o-mini) weight 3", "an (claude-haiku-4-5) weight 1"]
+    expect(balanced.locator(".group-members .member-name")).to_have_text(
+        ["oa (gpt-4o-mini)", "an (claude-haiku-4-5)"]
     )
     # The target editor's moves, removals and additions are not offered for a grouped chain.
     expect(balanced.locator(".drag-handle, .move-up, .remove-target, .add-target")).to_have_count(0)
@@ -307,9 +308,36 @@ def test_a_chain_with_a_balanced_group_is_shown_as_it_is_and_its_other_settings_
     balanced.get_by_label("Description").fill("Spread over two providers")
     balanced.locator(".review-settings").click()
     expect(page.locator("#review pre.diff")).to_contain_text("+    description: Spread over two providers")
-    after = save_and_check(page, gateway, before, tmp_path).decode()
+    before = save_and_check(page, gateway, before, tmp_path)
+    after = before.decode()
     assert "strategy: weighted" in after and "# Three requests in four" in after
     assert served_by(gateway, "balanced") in ("oa", "an")
+
+    # A member's weight: exactly that number changes in the file.
+    weight = card(page, "balanced").get_by_label("Weight of an in balanced's group 1")
+    expect(weight).to_have_value("1")
+    weight.fill("2")
+    card(page, "balanced").locator(".group-members li").nth(1).locator(".set-weight").click()
+    expect(page.locator("#review pre.diff")).to_contain_text(
+        "+            - {backend: an, model: claude-haiku-4-5, weight: 2}"
+    )
+    before = save_and_check(page, gateway, before, tmp_path)
+    # The strategy.
+    card(page, "balanced").get_by_label("Strategy of balanced's group 1").select_option("least_busy")
+    card(page, "balanced").locator(".set-strategy").click()
+    expect(page.locator("#review pre.diff")).to_contain_text("+          strategy: least_busy")
+    before = save_and_check(page, gateway, before, tmp_path)
+    expect(card(page, "balanced").locator(".set-weight").first).to_be_visible()
+    expect(card(page, "balanced").locator(".member-weight").first).to_contain_text("weighted strategy only")
+    # The canary's weight: from 0 (off) to 100, and the canary serves.
+    canary = card(page, "balanced").locator(".canary-editor")
+    expect(canary).to_contain_text("oa (gpt-4o-canary)")
+    expect(canary).to_contain_text("Rolled back by itself at +20% errors")
+    canary.get_by_label("Canary weight of balanced").fill("100")
+    canary.locator(".set-canary-weight").click()
+    expect(page.locator("#review pre.diff")).to_contain_text("weight: 100, rollback:")
+    save_and_check(page, gateway, before, tmp_path)
+    assert chat(gateway, "balanced").json()["model"] == "gpt-4o-canary"
 
 
 def test_cache_settings_from_the_schema_are_added_then_an_emptied_one_removed(

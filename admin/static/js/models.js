@@ -179,23 +179,23 @@ class ModelsView {
       (model.chain || []).some((step) => step && step.group)
         ? this.groupedChain(name, model.chain)
         : [this.chainEditor(name, model.chain || []), this.addTargetForm(name)],
+      model.canary && model.canary.target ? this.canaryEditor(name, model.canary) : null,
       this.settingsForm(name, model),
       this.renameDeleteForm(name, modelCount));
   }
 
   // -- the chain ----------------------------------------------------------------------------------
 
-  /** A chain with a balanced group (docs/routing.md), shown as it is: this page does not edit groups
-   * yet, and its target editor's positions would not fit them. */
+  /** A chain with a balanced group (docs/routing.md): its steps as they are (the target editor's
+   * positions would not fit them), each group's strategy and its members' weights editable. */
   groupedChain(name, chain) {
     const text = (target) => [h("strong", {}, target.backend),
-      target.model !== undefined ? [" (", h("code", {}, target.model), ")"] : null,
-      target.weight !== undefined ? h("span", { class: "muted" }, ` weight ${target.weight}`) : null];
+      target.model !== undefined ? [" (", h("code", {}, target.model), ")"] : null];
     return h("div", { class: "chain-wrap grouped-chain" },
       h("h3", {}, "Failover chain"),
       h("p", { class: "alert info", id: `grouped-${name.replace(/[^A-Za-z0-9_-]/g, "-")}` },
-        "This chain has a balanced group. Edit its steps in gateway.yaml (see docs/routing.md): this page ",
-        "shows them but does not edit groups yet. The model's other settings below can be edited here."),
+        "This chain has a balanced group. Its strategy and its members' weights are edited here; add, remove ",
+        "or reorder its steps and members in gateway.yaml (see docs/routing.md)."),
       h("ol", { class: "chain", "aria-label": `Failover chain of ${name}` }, chain.map((step, index) => h("li", {
         class: "target", dataset: { index: String(index) },
       }, h("span", { class: "position" }, `${index + 1}.`), h("div", { class: "target-main" },
@@ -204,9 +204,87 @@ class ModelsView {
             h("span", { class: "badge" }, step.group.strategy || "weighted"),
             step.group.sticky ? h("span", { class: "badge" }, `sticky by ${step.group.sticky.by}`) : null,
             h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", index)))),
-          h("ul", { class: "group-members" }, (step.group.targets || []).map((t) => h("li", {}, text(t))))]
+          this.strategyEditor(name, index, step.group),
+          h("ul", { class: "group-members" }, (step.group.targets || []).map((t, member) => h("li", {},
+            h("span", { class: "member-name" }, text(t)),
+            this.weightEditor(name, index, member, t, (step.group.strategy || "weighted") === "weighted"))))]
           : h("div", { class: "target-line" }, text(step),
             h("span", { class: "source" }, where(nodeAt(this.state.tree, "models", name, "chain", index)))))))));
+  }
+
+  strategyEditor(name, index, group) {
+    const spec = schemaAt(this.schema, ["models", name, "chain", index, "group"]).properties?.strategy || {};
+    const select = h("select", { class: "group-strategy", "aria-label": `Strategy of ${name}'s group ${index + 1}` },
+      (spec.enum || ["weighted", "least_busy", "latency"]).map((value) =>
+        h("option", { value, selected: value === (group.strategy || "weighted") }, value)));
+    return h("div", { class: "field inline" },
+      h("span", { class: "field-label" }, "Strategy"), select,
+      h("button", { type: "button", class: "set-strategy", onclick: () => {
+        if (select.value === (group.strategy || "weighted")) return;
+        this.propose(`${name}: group ${index + 1} balances by ${select.value}`, (state) => {
+          const now = state.config.models?.[name]?.chain?.[index];
+          if (!now || !now.group) throw new Error(`Step ${index + 1} of ${name} is no longer a group.`);
+          return [setOp(state, select.value, "models", name, "chain", index, "group", "strategy")];
+        });
+      } }, "Set strategy"));
+  }
+
+  weightEditor(name, index, member, target, used) {
+    const path = ["models", name, "chain", index, "group", "targets", member];
+    const spec = schemaAt(this.schema, path).properties?.weight || { type: "number", exclusiveMinimum: 0 };
+    const field = schemaField(spec, target.weight, { name: `weight-${index}-${member}`, label: "Weight" });
+    field.input.setAttribute("aria-label", `Weight of ${target.backend} in ${name}'s group ${index + 1}`);
+    field.input.setAttribute("placeholder", "default: 1");
+    return h("span", { class: "member-weight" }, field.element,
+      h("button", { type: "button", class: "set-weight", onclick: () => {
+        const { value, error, changed } = field.read();
+        if (error || !changed) return;
+        this.propose(`${name}: ${target.backend} weighs ${value ?? 1} in group ${index + 1}`, (state) => {
+          const now = state.config.models?.[name]?.chain?.[index]?.group?.targets?.[member];
+          if (!now || now.backend !== target.backend) {
+            throw new Error(`${target.backend} is no longer member ${member + 1} of ${name}'s group ${index + 1}.`);
+          }
+          const op = setOp(state, value, ...path, "weight");
+          return op ? [{ op: "test", path: pointer(...path, "backend"), value: target.backend }, op] : [];
+        });
+      } }, "Set weight"),
+      used ? null : h("small", { class: "muted" }, " (read by the weighted strategy only)"));
+  }
+
+  /** The model's canary (docs/routing.md#canary-releases): its target and rules as they are, its
+   * weight editable (0 turns it off; raising it again after a rollback restarts the canary). */
+  canaryEditor(name, canary) {
+    const spec = schemaAt(this.schema, ["models", name, "canary"]).properties?.weight || { type: "number" };
+    const field = schemaField(spec, canary.weight, { name: "canary-weight", label: "Weight (percent)" });
+    field.input.setAttribute("aria-label", `Canary weight of ${name}`);
+    const rules = canary.rollback || null;
+    const node = nodeAt(this.state.tree, "models", name, "canary", "weight");
+    return h("div", { class: "canary-editor" },
+      h("h3", {}, "Canary"),
+      h("p", {}, h("strong", {}, canary.target.backend),
+        canary.target.model !== undefined ? [" (", h("code", {}, canary.target.model), ")"] : null,
+        h("span", { class: "source" }, ` ${where(node)}`)),
+      h("p", { class: "muted small" }, rules
+        ? `Rolled back by itself at ${[
+          rules.error_rate !== undefined ? `+${Math.round(rules.error_rate * 1000) / 10}% errors` : null,
+          rules.p95_latency_ms !== undefined ? `+${rules.p95_latency_ms} ms p95` : null,
+        ].filter(Boolean).join(" or ")} against the stable targets.`
+        : "No automatic rollback."),
+      h("div", { class: "field inline" }, field.element,
+        h("button", { type: "button", class: "set-canary-weight", onclick: () => {
+          const { value, error, changed } = field.read();
+          if (error || !changed || value === undefined) return;
+          this.propose(`${name}: canary weight ${value}%`, (state) => {
+            const now = state.config.models?.[name]?.canary;
+            if (!now || now.target.backend !== canary.target.backend) {
+              throw new Error(`The canary of ${name} changed in gateway.yaml meanwhile.`);
+            }
+            return [
+              { op: "test", path: pointer("models", name, "canary", "target", "backend"), value: canary.target.backend },
+              setOp(state, value, "models", name, "canary", "weight"),
+            ];
+          });
+        } }, "Set canary weight")));
   }
 
   chainEditor(name, chain) {
