@@ -85,3 +85,15 @@ admin: {{write_back: false}}
     expect(shadow).to_contain_text("failed 0% → 0%")
     assert gateway.config_path.read_text() == text
     screenshot(page, "status-routing", full_page=True)
+
+    # The logs page tells copies from client requests, and filters by it.
+    page.goto(gateway.url("/admin/logs"))
+    records = page.locator("#records tr.record")
+    expect(records.locator(".badge.shadow").first).to_be_visible()
+    page.select_option("select[name=shadow]", "true")
+    expect(page).to_have_url(gateway.url("/admin/logs?shadow=true"))
+    expect(records.first).to_be_visible()
+    expect(records.filter(has_not=page.locator(".badge.shadow"))).to_have_count(0)
+    page.select_option("select[name=shadow]", "false")
+    expect(records.locator(".badge.shadow")).to_have_count(0)
+    expect(records.first).to_be_visible()

@@ -5,7 +5,9 @@
 import { api, ApiError } from "./api.js";
 import { fill, formatMs, formatTime, formatUsd, fromLocalInput, h, toLocalInput } from "./dom.js";
 
-const FILTERS = ["model", "backend_type", "status", "since", "until", "request_id"];
+const FILTERS = ["model", "backend_type", "status", "shadow", "since", "until", "request_id"];
+// The `shadow` filter: client requests, shadow copies (models.<m>.shadow), or both.
+const SHADOW = [["false", "client requests"], ["true", "shadow copies"]];
 const STATUSES = ["success", "error", "timeout", "rejected"];
 const BACKEND_TYPES = ["openai", "anthropic", "openai_compatible", "gemini", "azure_openai", "bedrock", "vertex", "mlx"];
 const RANGES = [["15m", "Last 15 min", 15 * 60], ["1h", "Last hour", 3600], ["24h", "Last 24 h", 86400],
@@ -76,6 +78,9 @@ class LogsView {
       h("datalist", { id: "model-names" }, models.map((name) => h("option", { value: name }))),
       select("backend_type", "Backend type", BACKEND_TYPES, f.backend_type),
       select("status", "Status", STATUSES, f.status),
+      h("label", {}, "Requests", h("select", { name: "shadow" },
+        h("option", { value: "" }, "all"),
+        SHADOW.map(([value, text]) => h("option", { value, selected: value === f.shadow }, text)))),
       h("label", {}, "Time range", h("select", { name: "range", onchange: (event) => this.pickRange(event) },
         h("option", { value: "" }, "custom"),
         RANGES.map(([value, text]) => h("option", { value }, text)))),
@@ -143,6 +148,7 @@ class LogsView {
       model: (data.get("model") || "").trim(),
       backend_type: data.get("backend_type") || "",
       status: data.get("status") || "",
+      shadow: data.get("shadow") || "",
       since: fromLocalInput(data.get("since")),
       until: fromLocalInput(data.get("until")),
       request_id: (data.get("request_id") || "").trim(),
