@@ -13,6 +13,8 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from tests.e2e.upstreams import (
     GATEWAY_ENV,
@@ -64,11 +66,22 @@ STREAM_ORDER_TEXT = [
 ]
 
 
+DROP = """headers: {x-fake-behaviour: '{"drop_after_chunks": 6}'}"""
+
+
 def config(up: Upstreams) -> str:
+    key = '"${FAKE_KEY}"'
+    oa, an = up.openai.base_url, up.anthropic.base_url
     return f"""
 backends:
 {backends_yaml(up)}
+  oa-drop: {{type: openai_compatible, base_url: "{oa}", api_key: {key}, {DROP}}}
+  oa-official-drop: {{type: openai, base_url: "{oa}", api_key: {key}, {DROP}}}
+  an-drop: {{type: anthropic, base_url: "{an}", api_key: {key}, {DROP}}}
 models:
+  gpt-drop: {{chain: [{{backend: oa-drop, model: gpt-4o}}]}}
+  gpt-official-drop: {{chain: [{{backend: oa-official-drop, model: gpt-4o}}]}}
+  claude-drop: {{chain: [{{backend: an-drop, model: claude-sonnet-test}}]}}
   gpt: {{chain: [{{backend: oa, model: gpt-4o}}]}}
   gpt-official: {{chain: [{{backend: oa-official, model: gpt-4o-mini}}]}}
   claude: {{chain: [{{backend: an, model: claude-sonnet-test}}]}}
@@ -98,6 +111,7 @@ def test_text_answer(client: openai.OpenAI, model: str, backend: str) -> None:
     raw = client.responses.with_raw_response.create(model=model, instructions=INSTRUCTIONS, input=PROMPT)
     assert raw.headers["x-gateway-backend"] == backend
     response = raw.parse()
+    Response.model_validate(raw.http_response.json())  # every member the SDK's type requires
     assert response.object == "response" and response.id.startswith("resp_")
     assert response.status == "completed"
     assert response.output_text == REPLY.text
@@ -115,6 +129,9 @@ def test_stream_events_in_order_with_the_same_text_and_usage(
 ) -> None:
     events = list(client.responses.create(model=model, instructions=INSTRUCTIONS, input=PROMPT, stream=True))
     assert [e.type for e in events] == STREAM_ORDER_TEXT
+    strict = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        strict.validate_python(event.model_dump(exclude_unset=True))
     assert [e.sequence_number for e in events] == list(range(len(events)))
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == REPLY.text
@@ -298,3 +315,27 @@ def test_errors_are_the_sdk_exceptions(client: openai.OpenAI) -> None:
     assert "input[0].role" in str(bad.value)
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="claude", input=PROMPT, temperature=3)
+
+
+@pytest.mark.parametrize(
+    ("model", "last"),
+    [
+        ("gpt-official-drop", "error"),
+        ("gpt-drop", "response.failed"),
+        ("claude-drop", "response.failed"),
+    ],
+    ids=["openai-passthrough", "openai-compatible", "anthropic"],
+)
+def test_a_stream_that_breaks_ends_with_a_failure_event(client: openai.OpenAI, model: str, last: str) -> None:
+    events = list(client.responses.create(model=model, input=PROMPT, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == last
+    assert "response.completed" not in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    if last == "error":
+        assert "failed mid-stream" in events[-1].message
+    else:
+        failed = events[-1].response
+        assert failed.status == "failed"
+        assert failed.error is not None and "failed mid-stream" in failed.error.message
