@@ -40,6 +40,8 @@ from gateway.protocol.canonical import (
 
 __all__ = ["parse_responses_request"]
 
+_UNSET = object()  # never equal to a JSON value
+
 #: Members read into the canonical form (or, `metadata` and friends, ignored: they change no answer).
 _READ = frozenset(
     {
@@ -62,6 +64,9 @@ _READ = frozenset(
         "prompt_cache_key",
     }
 )
+#: Values of native members that ask for nothing beyond the plain request (the defaults, which
+#: clients such as the Agents SDK send explicitly): dropped, so no backend is refused for them.
+_INERT: dict[str, Any] = {"truncation": "disabled", "background": False, "include": []}
 _CHOICES = {mode: ToolChoice(mode) for mode in ("auto", "required", "none")}
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
@@ -70,7 +75,9 @@ def parse_responses_request(body: Any) -> ChatRequest:
     """Validate an OpenAI `/v1/responses` body into a `ChatRequest`; raises `FieldError`."""
     body = req_dict(body, "body")
     model = req_str(body, "model")
-    extra: dict[str, Any] = {k: v for k, v in body.items() if k not in _READ and v is not None}
+    extra: dict[str, Any] = {
+        k: v for k, v in body.items() if k not in _READ and v is not None and _INERT.get(k, _UNSET) != v
+    }
     store = opt_bool(body, "store")
     if store:  # the provider keeps the response: only OpenAI itself can; false is what the gateway does
         extra["store"] = True

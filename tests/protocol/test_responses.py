@@ -112,6 +112,8 @@ def test_text_format_becomes_the_structured_output_capability() -> None:
         ({"tools": [{"type": "web_search"}]}, ("built-in tool 'web_search'",)),
         ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, ("'reasoning' content part",)),
         ({"store": False, "metadata": {"k": "v"}, "safety_identifier": "u"}, ()),
+        ({"truncation": "disabled", "background": False, "include": []}, ()),
+        ({"truncation": "auto", "include": ["reasoning.encrypted_content"]}, ("truncation", "include")),
     ],
 )
 def test_openai_only_members_are_native(body: dict, native: tuple[str, ...]) -> None:
