@@ -136,8 +136,7 @@ def _parse_input(value: Any) -> tuple[Message, ...]:
             else:
                 messages.append(Message("assistant", (call,)))
         elif kind == "function_call_output":
-            output = _output_text(item.get("output"), at(path, "output"))
-            result = ToolResultPart(req_str(item, "call_id", path), output)
+            result = _output(req_str(item, "call_id", path), item.get("output"), at(path, "output"))
             if messages and messages[-1].role == "tool":
                 last = messages.pop()
                 messages.append(Message("tool", (*last.content, result)))
@@ -200,21 +199,27 @@ def _arguments(item: dict[str, Any], path: str) -> str:
     return args
 
 
-def _output_text(value: Any, path: str) -> str:
-    """A function call's output as text: a string, or the text of its `input_text` parts."""
+def _output(call_id: str, value: Any, path: str) -> ToolResultPart:
+    """A function call's output: a string, or parts; text parts are canonical, others (an image, a
+    file) native, kept as markers so that only OpenAI itself, which gets the body as sent, takes them."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        texts = []
-        for j, raw in enumerate(value):
-            part = req_dict(raw, f"{path}[{j}]")
-            if part.get("type") != "input_text":
-                raise FieldError(
-                    f"{path}[{j}].type", "must be 'input_text' (other output parts are not supported)"
-                )
-            texts.append(req_str(part, "text", f"{path}[{j}]", empty_ok=True))
-        return "".join(texts)
-    raise FieldError(path, "must be a string or an array of input_text parts")
+        return ToolResultPart(call_id, value)
+    if not isinstance(value, list):
+        raise FieldError(path, "must be a string or an array of input parts")
+    texts: list[str] = []
+    others: list[Part] = []
+    for j, raw in enumerate(value):
+        p = f"{path}[{j}]"
+        part = req_dict(raw, p)
+        kind = req_str(part, "type", p)
+        if kind == "input_text":
+            texts.append(req_str(part, "text", p, empty_ok=True))
+        else:
+            others.append(RawPart("openai", {"type": kind}))
+    text = "".join(texts)
+    if not others:
+        return ToolResultPart(call_id, text)
+    return ToolResultPart(call_id, text, parts=(TextPart(text), *others))
 
 
 # --- tools, tool_choice, text ----------------------------------------------------------------------------

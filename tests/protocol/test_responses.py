@@ -113,6 +113,18 @@ def test_text_format_becomes_the_structured_output_capability() -> None:
         ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, ("'reasoning' content part",)),
         ({"store": False, "metadata": {"k": "v"}, "safety_identifier": "u"}, ()),
         ({"truncation": "disabled", "background": False, "include": []}, ()),
+        (
+            {
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c",
+                        "output": [{"type": "input_image", "file_id": "f"}],
+                    }
+                ]
+            },
+            ("'input_image' content part",),
+        ),
         ({"truncation": "auto", "include": ["reasoning.encrypted_content"]}, ("truncation", "include")),
     ],
 )
