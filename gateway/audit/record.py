@@ -94,7 +94,7 @@ class AuditEntry:
     trace_id: str | None = None
     instance: str  # hostname:pid
     client_key: str | None = None  # the key's name, never the key
-    surface: str  # openai | anthropic
+    surface: str  # openai | anthropic | responses (the client protocol)
     endpoint: str  # chat | completions | embeddings | count_tokens | models
     model: str | None = None  # the public model the client asked for
     backend: str | None = None

@@ -2,7 +2,9 @@
 
 An OpenAI client's request is forwarded with the model replaced and the answer relayed untouched
 (pass-through); any other client's request goes out translated from the canonical form, and the answer
-comes back canonical, for the surface to encode.
+comes back canonical, for the surface to encode. A Responses API client's request is forwarded to
+`/responses` by an `openai` backend (OpenAI's own API has it); an `openai_compatible` server gets it
+translated to chat completions.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from typing import Any
 import orjson
 
 from gateway.backends.http import HTTPBackend
-from gateway.backends.streaming import OpenAIPassThrough, open_event_stream, open_pass_through
+from gateway.backends.streaming import (
+    OpenAIPassThrough,
+    ResponsesPassThrough,
+    open_event_stream,
+    open_pass_through,
+)
 from gateway.backends.upstream import (
     AttemptLimits,
     PassThroughReply,
@@ -24,7 +31,7 @@ from gateway.backends.upstream import (
 from gateway.config.backends import OpenAICompatibleSettings, OpenAISettings
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError
-from gateway.protocol.usage import openai_usage
+from gateway.protocol.usage import openai_usage, responses_usage
 
 __all__ = ["OpenAIBackend", "OpenAICompatibleBackend"]
 
@@ -35,6 +42,8 @@ class OpenAICompatibleBackend(HTTPBackend):
     """`openai_compatible`, and the base of `openai` and `azure_openai`: a server speaking OpenAI's API."""
 
     protocol = "openai"
+    #: Client protocols besides `protocol` whose requests it forwards as sent (`openai`: Responses).
+    also_speaks: frozenset[str] = frozenset()
     #: Reads the upstream's stream when the client speaks another protocol.
     stream_decoder: type[openai_protocol.OpenAIStreamDecoder] = openai_protocol.OpenAIStreamDecoder
 
@@ -63,6 +72,8 @@ class OpenAICompatibleBackend(HTTPBackend):
         return _PATHS.get(endpoint)
 
     async def send(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
+        if call.protocol == "responses" and "responses" in self.also_speaks:
+            return await self._responses(call, model, limits)
         path = self.path_for(call.endpoint, model)
         # Routing never sends count_tokens here (`gateway.routing.capabilities`); a safety net.
         if path is None:
@@ -97,11 +108,23 @@ class OpenAICompatibleBackend(HTTPBackend):
             usage = openai_usage(data.get("usage") if isinstance(data, dict) else None)
             raise UpstreamFailure("http_5xx", f"malformed response: {error}", usage=usage) from None
 
+    async def _responses(self, call: UpstreamCall, model: str, limits: AttemptLimits) -> Reply | Stream:
+        """A Responses API request forwarded to `/responses` with the model replaced; the answer is
+        relayed untouched (usage read on the way)."""
+        body = dict(call.body)
+        body["model"] = model
+        response = await self.post("/responses", orjson.dumps(body), limits)
+        if call.stream:
+            return await open_pass_through(response, ResponsesPassThrough(), limits)
+        raw, data = await self.read_json(response, limits)
+        return PassThroughReply(raw, responses_usage(data.get("usage") if isinstance(data, dict) else None))
+
 
 class OpenAIBackend(OpenAICompatibleBackend):
-    """`openai`: OpenAI's own API, which also takes the organization header."""
+    """`openai`: OpenAI's own API, which also takes the organization header and the Responses API."""
 
     config: OpenAISettings
+    also_speaks = frozenset({"responses"})
 
     def default_headers(self) -> dict[str, str]:
         headers = super().default_headers()

@@ -19,7 +19,7 @@ import orjson
 from gateway.backends.upstream import AttemptLimits, EventStream, PassThroughStream, UpstreamFailure
 from gateway.protocol.canonical import StreamEnd, StreamError, StreamEvent, UpstreamProtocolError, UsageEvent
 from gateway.protocol.sse import SSEEvent, sse_events
-from gateway.protocol.usage import anthropic_usage, openai_usage
+from gateway.protocol.usage import anthropic_usage, openai_usage, responses_usage
 
 __all__ = [
     "AnthropicPassThrough",
@@ -27,6 +27,7 @@ __all__ = [
     "Framing",
     "OpenAIPassThrough",
     "PassThroughRelay",
+    "ResponsesPassThrough",
     "StreamDecoder",
     "open_event_stream",
     "open_pass_through",
@@ -99,6 +100,27 @@ class AnthropicPassThrough(PassThroughRelay):
             self.usage = anthropic_usage(_object(event.data).get("usage"), self.usage)
         elif name == b"message_stop" or name == b"error":
             self.done = True
+        return event.raw
+
+
+#: The events that end a Responses API stream (each but `error` carries the response, usage included).
+_RESPONSES_ENDS = frozenset({b"response.completed", b"response.incomplete", b"response.failed", b"error"})
+
+
+class ResponsesPassThrough(PassThroughRelay):
+    """OpenAI Responses upstream, Responses client: events go out as they came; the usage is in the
+    response object of the final event."""
+
+    def feed(self, event: SSEEvent) -> bytes:
+        name = event.event
+        if name is None:  # an unnamed event: its name is the data's `type`
+            name = str(_object(event.data).get("type", "")).encode()
+        if name in _RESPONSES_ENDS:
+            self.done = True
+            if name != b"error":
+                response = _object(event.data).get("response")
+                if isinstance(response, dict):
+                    self.usage = responses_usage(response.get("usage"))
         return event.raw
 
 

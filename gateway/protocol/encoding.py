@@ -37,6 +37,9 @@ class ClientEncoding:
     #: The protocol's in-stream error event, for a stream that fails after it started (pass-through
     #: streams too): (message, error type). Nothing may follow it.
     error_event: Callable[[str, str], bytes]
+    #: For a protocol whose answers repeat the request's settings (the Responses API): the encoding
+    #: for one request, given its body. None: the same encoding serves every request.
+    bind: Callable[[dict[str, Any]], ClientEncoding] | None = None
 
 
 def whole_reply(

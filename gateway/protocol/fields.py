@@ -31,6 +31,8 @@ __all__ = [
     "OPENAI_COMPLETIONS",
     "OPENAI_EMBEDDINGS",
     "OPENAI_PARTS",
+    "RESPONSES",
+    "RESPONSES_ITEMS",
     "FieldRule",
     "markdown_tables",
 ]
@@ -227,6 +229,69 @@ ANTHROPIC_COUNT_TOKENS: Mapping[str, FieldRule] = MappingProxyType(
     {name: ANTHROPIC_MESSAGES[name] for name in _COUNT_FIELDS}
 )
 
+#: `/v1/responses` (openai.types.responses.response_create_params).
+RESPONSES: Mapping[str, FieldRule] = MappingProxyType(
+    {
+        "model": _canonical("the public model name; each target gets its own upstream model"),
+        "input": _canonical(
+            "a string or items: messages, function_call, function_call_output; others native"
+        ),
+        "instructions": _canonical("the system prompt"),
+        "max_output_tokens": _canonical(),
+        "temperature": _canonical(
+            "Anthropic and Bedrock backends take at most 1, so higher values are sent as 1"
+        ),
+        "top_p": _canonical(),
+        "stream": _canonical(),
+        "stream_options": _ignored("include_obfuscation only pads the stream's events"),
+        "tools": _capability(
+            "tools", "function tools; built-in tools (web_search, file_search...) are native"
+        ),
+        "tool_choice": _canonical("auto, required, none or one function; other forms are native"),
+        "parallel_tool_calls": _canonical("Anthropic backends get disable_parallel_tool_use"),
+        "text": _capability(
+            "json_schema",
+            "format json_schema needs json_schema, json_object needs json_object, text is plain; "
+            "verbosity is native",
+        ),
+        "user": _USER,
+        "metadata": _ignored("tags kept with a stored response; echoed back, no effect on the answer"),
+        "store": _native("false is plain (the gateway stores nothing); true: OpenAI keeps the response"),
+        "previous_response_id": _native("state kept by OpenAI"),
+        "conversation": _native("state kept by OpenAI"),
+        "reasoning": _native(),
+        "include": _native("[] is plain"),
+        "background": _native("false is plain"),
+        "prompt": _native("a prompt template stored at OpenAI"),
+        "truncation": _native('"disabled" is plain'),
+        "service_tier": _native(),
+        "top_logprobs": _native(),
+        "max_tool_calls": _native(),
+        "safety_identifier": _ignored("an end-user id for OpenAI's abuse checks; no effect on the answer"),
+        "prompt_cache_key": _ignored("a hint for OpenAI's prompt cache; no effect on the answer"),
+        "prompt_cache_retention": _native(),
+        "prompt_cache_options": _native(),
+        "context_management": _native(),
+        "background_options": _native(),
+        "access_programs": _native(),
+        "image": _native(),
+        "moderation": _native(),
+    }
+)
+
+#: Responses API input item types (`input[].type`); any other type is native.
+RESPONSES_ITEMS: Mapping[str, FieldRule] = MappingProxyType(
+    {
+        "message": _canonical(
+            "input_text/output_text parts; input_image by URL or data URL (capability images)"
+        ),
+        "function_call": _capability("tools"),
+        "function_call_output": _capability("tools", "a string or input_text parts"),
+        "reasoning": _native(),
+        "item_reference": _native(),
+    }
+)
+
 #: OpenAI user/assistant content part types; any other type is native.
 OPENAI_PARTS: Mapping[str, FieldRule] = MappingProxyType(
     {
@@ -269,6 +334,7 @@ FIELD_TABLES: Mapping[tuple[str, str], Mapping[str, FieldRule]] = MappingProxyTy
         ("openai", "completions"): OPENAI_COMPLETIONS,
         ("openai", "embeddings"): OPENAI_EMBEDDINGS,
         ("anthropic", "chat"): ANTHROPIC_MESSAGES,
+        ("responses", "chat"): RESPONSES,
         ("anthropic", "count_tokens"): ANTHROPIC_COUNT_TOKENS,
     }
 )
@@ -283,10 +349,12 @@ _TITLES = (
     ("OpenAI chat completions: `POST /v1/chat/completions`", OPENAI_CHAT),
     ("OpenAI completions (legacy): `POST /v1/completions`", OPENAI_COMPLETIONS),
     ("OpenAI embeddings: `POST /v1/embeddings`", OPENAI_EMBEDDINGS),
+    ("OpenAI Responses API: `POST /v1/responses`", RESPONSES),
     ("Anthropic messages: `POST /v1/messages`", ANTHROPIC_MESSAGES),
     ("Anthropic token counting: `POST /v1/messages/count_tokens`", ANTHROPIC_COUNT_TOKENS),
     ("OpenAI content part types (`messages[].content[].type`)", OPENAI_PARTS),
     ("Anthropic content block types (`messages[].content[].type`)", ANTHROPIC_BLOCKS),
+    ("OpenAI Responses API input item types (`input[].type`)", RESPONSES_ITEMS),
 )
 
 

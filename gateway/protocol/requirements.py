@@ -33,7 +33,7 @@ _ENDPOINT_CAPABILITY = {
     "embeddings": "embeddings",
 }
 _RESPONSE_FORMATS = {"json_object": "json_object", "json_schema": "json_schema"}
-_PROTOCOL_NAMES = {"openai": "an OpenAI", "anthropic": "an Anthropic"}
+_PROTOCOL_NAMES = {"openai": "an OpenAI", "anthropic": "an Anthropic", "responses": "an OpenAI Responses API"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +110,18 @@ def _extra_needs(
     for name, value in extra.items():
         if value is None:
             continue
-        rule = table.get(name)
-        if rule is None or rule.kind == "canonical":
-            # Unknown, or the part of a canonical field the canonical form does not hold (an OpenAI
-            # tool_choice of type allowed_tools, stream_options members beside include_usage).
-            native.append(name)
-        elif name == "response_format":
+        if name == "response_format":  # the Responses API's `text.format` is read into it too
             kind = value.get("type") if isinstance(value, dict) else None
             if kind in _RESPONSE_FORMATS:
                 needs.add(_RESPONSE_FORMATS[kind])
             elif kind != "text":
                 native.append(name)
+            continue
+        rule = table.get(name)
+        if rule is None or rule.kind == "canonical":
+            # Unknown, or the part of a canonical field the canonical form does not hold (an OpenAI
+            # tool_choice of type allowed_tools, stream_options members beside include_usage).
+            native.append(name)
         elif rule.kind == "capability":
             capability = _active_capability(name, value, rule)
             if capability is not None:

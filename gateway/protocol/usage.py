@@ -6,6 +6,10 @@ and `cache_creation_tokens` (written to it) are subsets of it.
 
 * OpenAI: `prompt_tokens` already counts every input token; cache reads are
   `prompt_tokens_details.cached_tokens`. OpenAI reports no cache writes.
+* OpenAI Responses API: `input_tokens` counts every input token; cache reads are
+  `input_tokens_details.cached_tokens`, writes `input_tokens_details.cache_write_tokens`; reasoning
+  tokens are `output_tokens_details.reasoning_tokens` (part of `output_tokens`). A stream reports usage
+  once, in its final `response.completed` (or `response.incomplete` / `response.failed`) event.
 * Anthropic: `input_tokens` counts only the tokens neither read from nor written to the cache, so
   prompt = `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`. A stream reports
   the input counts in `message_start` and the output count in `message_delta` (which newer API versions
@@ -33,8 +37,10 @@ __all__ = [
     "embedding_usage_to_openai",
     "gemini_usage",
     "openai_usage",
+    "responses_usage",
     "usage_to_anthropic",
     "usage_to_openai",
+    "usage_to_responses",
 ]
 
 
@@ -49,6 +55,21 @@ def openai_usage(usage: Any) -> Usage | None:
     details = usage.get("prompt_tokens_details")
     cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
     return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached)
+
+
+def responses_usage(usage: Any) -> Usage | None:
+    """An OpenAI Responses API `usage` object as canonical Usage; None when it is absent."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details")
+    if not isinstance(details, dict):
+        details = {}
+    return Usage(
+        _int(usage.get("input_tokens")),
+        _int(usage.get("output_tokens")),
+        _int(details.get("cached_tokens")),
+        _int(details.get("cache_write_tokens")),
+    )
 
 
 def anthropic_usage(usage: Any, previous: Usage | None = None) -> Usage | None:
@@ -111,6 +132,22 @@ def usage_to_openai(usage: Usage) -> dict[str, Any]:
     if usage.cached_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     return out
+
+
+def usage_to_responses(usage: Usage) -> dict[str, Any]:
+    """The `usage` object for a Responses API client, every member present as OpenAI writes it.
+    Reasoning tokens: those the canonical usage counts, when it counts them (else 0)."""
+    reasoning = getattr(usage, "reasoning_tokens", 0) or 0
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_creation_tokens,
+        },
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
 
 
 def embedding_usage_to_openai(usage: Usage) -> dict[str, Any]:

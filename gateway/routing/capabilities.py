@@ -29,6 +29,11 @@ class Refusal:
     field: str | None = None
 
 
+def _also_speaks(step: RouteTarget) -> frozenset[str]:
+    """Client protocols the target's backend takes as sent besides its own (`openai`: Responses)."""
+    return getattr(step.backend, "also_speaks", _NO_EXTRAS)
+
+
 def refusal(needs: Requirements, step: RouteTarget) -> Refusal | None:
     """Why `step` cannot serve a request needing `needs`, or None when it can. Costs a set comparison
     for most requests (those with no native field)."""
@@ -44,7 +49,7 @@ def refusal(needs: Requirements, step: RouteTarget) -> Refusal | None:
             )
         return Refusal(f"lacks capability '{missing}'", capability=missing)
     speaks = step.speaks
-    if needs.native and speaks != needs.protocol:
+    if needs.native and speaks != needs.protocol and needs.protocol not in _also_speaks(step):
         extras = EXTRA_FIELDS_BY_TYPE.get(step.config.type, _NO_EXTRAS)
         for name in needs.native:
             if name not in extras:

@@ -1,8 +1,9 @@
 """The model API (OpenAI and Anthropic surfaces) as one ASGI app in front of Quart.
 
 Routes: OpenAI `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `GET /v1/models`;
-Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`. Any other path goes to Quart (admin API,
-problem+json 404s). A request reads the live Runtime once and holds it until its answer is written.
+OpenAI Responses `POST /v1/responses`; Anthropic `POST /v1/messages`, `/v1/messages/count_tokens`.
+Any other path goes to Quart (admin API, problem+json 404s). A request reads the live Runtime once
+and holds it until its answer is written.
 
 Answers are encoded here, at the edge: a backend hands back either pass-through bytes (it speaks the
 client's protocol; they go out untouched) or the canonical form, which the route's `ClientEncoding`
@@ -56,6 +57,7 @@ from gateway.pricing import PICODOLLARS_PER_USD, format_usd
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol import openai_legacy
+from gateway.protocol import responses as responses_protocol
 from gateway.protocol.canonical import ChatRequest, ChatResponse, EmbeddingResponse, Usage
 from gateway.protocol.encoding import ClientEncoding, StreamEncoder
 from gateway.routing.failover import Attempt, Served, deadline_exceeded, execute
@@ -95,6 +97,10 @@ ROUTES: dict[str, Route] = {
         "POST", "openai", "embeddings", openai_legacy.parse_embedding_request, openai_protocol.EMBEDDINGS
     ),
     "/v1/models": Route("GET", "openai", None, None, None),
+    # The Responses API: passed through to `openai` backends, translated for every other.
+    "/v1/responses": Route(
+        "POST", "responses", "chat", responses_protocol.parse_responses_request, responses_protocol.RESPONSES
+    ),
     "/v1/messages": Route(
         "POST", "anthropic", "chat", anthropic_protocol.parse_messages_request, anthropic_protocol.MESSAGES
     ),
@@ -191,7 +197,10 @@ class ModelAPI:
         if route is None:
             await self.fallback(scope, receive, send)
             return
-        request = ModelRequest(scope, receive, send, route.protocol)
+        # Responses clients read OpenAI's error shape.
+        request = ModelRequest(
+            scope, receive, send, "openai" if route.protocol == "responses" else route.protocol
+        )
         runtime = self.live.current
         if runtime is None:  # only before startup finished
             await self.fallback(scope, receive, send)
@@ -278,6 +287,8 @@ class ModelAPI:
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
         assert route.parse is not None and route.endpoint is not None
+        if route.encoding is not None and route.encoding.bind is not None:
+            route = dataclasses.replace(route, encoding=route.encoding.bind(body))
         named = body.get("model")
         if type(named) is str:
             trail.model = named  # kept on the audit record if the request is refused below
@@ -511,11 +522,16 @@ class ModelAPI:
         assembler: PassThroughAssembler | StreamAssembler | None = None
         if plan is not None:
             is_events = type(stream) is EventStream
-            assembler = StreamAssembler() if is_events else PassThroughAssembler(route.protocol)
+            if is_events:
+                assembler = StreamAssembler()
+            elif route.protocol != "responses":  # a relayed Responses stream is not stored
+                assembler = PassThroughAssembler(route.protocol)
         watch = assembler.feed if assembler is not None else None
         finished = False
+        last: bytes = b""  # the last relayed bytes (a Responses error event is numbered after them)
 
         async def pump() -> None:
+            nonlocal last
             encoder: StreamEncoder | None = None
             if type(stream) is EventStream:
                 model = served.target.target.model  # what the gateway asked the backend for
@@ -525,9 +541,11 @@ class ModelAPI:
                 async with asyncio.timeout_at(deadline):
                     if encoder is None:
                         await request.stream_chunk(stream.first)  # type: ignore[arg-type]
+                        last = stream.first
                         if watch is not None:
                             watch(stream.first)  # type: ignore[arg-type]
                         async for chunk in stream.rest:
+                            last = chunk
                             await request.stream_chunk(chunk)  # type: ignore[arg-type]
                             if watch is not None:
                                 watch(chunk)  # type: ignore[arg-type]
@@ -548,14 +566,23 @@ class ModelAPI:
             except TimeoutError:
                 trail.timed_out, trail.error_type = True, "timeout"
                 message = f"{deadline_exceeded(tier).detail} (request {request.request_id})"
-                await request.stream_chunk(self._encoding(route, served).error_event(message, "timeout"))
+                await request.stream_chunk(error_event(encoder, message, "timeout"))
             except UpstreamFailure as failure:
                 trail.error_type = "stream-failed"
                 message = (
                     f"backend '{backend}' failed mid-stream: {failure.detail} (request {request.request_id})"
                 )
-                await request.stream_chunk(self._encoding(route, served).error_event(message, "server_error"))
+                await request.stream_chunk(error_event(encoder, message, "server_error"))
             await request.end_stream()
+
+        def error_event(encoder: StreamEncoder | None, message: str, kind: str) -> bytes:
+            """The protocol's in-stream error: from the encoder, which knows the stream's state, when
+            there is one; a relayed Responses stream's numbered after its last event."""
+            if encoder is not None and route.protocol == "responses":
+                return encoder.error(message, kind)
+            if encoder is None and route.protocol == "responses":
+                return responses_protocol.error_after(last, message, kind)
+            return self._encoding(route, served).error_event(message, kind)
 
         pumping = asyncio.ensure_future(pump())
         disconnect = asyncio.ensure_future(request.wait_disconnect())
@@ -581,6 +608,8 @@ class ModelAPI:
 
 def _decode_reply(protocol: str, body: bytes, usage: Usage | None) -> ChatResponse | None:
     """A pass-through chat answer in the canonical form (for the cache), or None if it is not one."""
+    if protocol == "responses":
+        return None  # a Responses object is not stored: the cache keeps translated answers only
     try:
         data = orjson.loads(body)
         if protocol == "anthropic":

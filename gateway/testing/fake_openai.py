@@ -1,4 +1,5 @@
-"""A fake OpenAI API server (chat completions, legacy completions, embeddings, models) on loopback,
+"""A fake OpenAI API server (chat completions, the Responses API, legacy completions, embeddings, models)
+on loopback,
 with deterministic replies and the fault injection of `Behaviour`, for tests and benchmarks.
 
 `FakeOpenAI(vendor="groq")` plays an OpenAI-compatible vendor instead (`gateway.testing.vendors`): its
@@ -56,6 +57,25 @@ def _text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _item_text(item: dict[str, Any]) -> str:
+    """The text of a Responses input item: a message's content, a function call output's output."""
+    if item.get("type") == "function_call_output":
+        output = item.get("output")
+        if isinstance(output, str):
+            return output
+        return " ".join(p.get("text", "") for p in output or [] if isinstance(p, dict))
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and p.get("type") in ("input_text", "output_text")
+        )
     return ""
 
 
@@ -197,6 +217,7 @@ class FakeOpenAI(FakeServer):
         prefix = self.quirks.prefix
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/chat/completions", self._chat),
+            ("POST", "/responses", self._responses),
             ("POST", "/completions", self._completions),
             ("POST", "/embeddings", self._embeddings),
             ("GET", "/models", self._models),
@@ -206,7 +227,7 @@ class FakeOpenAI(FakeServer):
         return [(method, prefix + path, handler) for method, path, handler in routes if path not in lacks]
 
     def check_auth(self, request: web.Request, behaviour: Behaviour) -> web.Response | None:
-        if request.path.endswith("/chat/completions"):
+        if request.path.endswith(("/chat/completions", "/responses")):
             self.last_authorization = request.headers.get("Authorization")
         if behaviour.api_key is None or not self.quirks.needs_key:
             return None
@@ -314,6 +335,159 @@ class FakeOpenAI(FakeServer):
         if include_usage:
             tail.append(b"data: " + orjson.dumps({**prefix, "choices": [], "usage": usage}) + b"\n\n")
         tail.append(b"data: [DONE]\n\n")
+        return await self.send_sse(request, behaviour, head, tokens, tail)
+
+    # -- the Responses API
+
+    async def _responses(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+        """`POST /v1/responses`: the same deterministic answers as chat (a tool call when function
+        tools are given and the last input is the user's; a tool-result reply after a
+        function_call_output), as a response object or its event stream."""
+        body = await self.read_json(request)
+        self.last_body = body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise FakeError(400, "Missing required parameter: 'model'.", param="model")
+        raw_input = body.get("input")
+        items = [{"role": "user", "content": raw_input}] if isinstance(raw_input, str) else raw_input
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise FakeError(400, "Missing required parameter: 'input'.", param="input")
+        max_tokens = body.get("max_output_tokens")
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 16):
+            raise FakeError(
+                400, "Invalid 'max_output_tokens': integer below minimum value 16.", param="max_output_tokens"
+            )
+        instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else ""
+        tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+        prompt_tokens = count_tokens(instructions) + TOOL_TOKENS * len(tools)
+        prompt_tokens += sum(count_tokens(_item_text(i)) for i in items)
+        last = items[-1]
+        calling = last.get("type", "message") == "message" and last.get("role") == "user"
+        choice = body.get("tool_choice")
+        tool = _pick_tool([{"function": t} for t in tools], choice) if calling else None
+        output: list[dict[str, Any]] = []
+        pieces: list[str] = []
+        fragments: list[str] = []
+        if tool is not None:
+            arguments = orjson.dumps(tool_arguments(tool.get("parameters"))).decode()
+            fragments = split_fragments(arguments)
+            call = {"id": "fc_" + secrets.token_hex(12), "type": "function_call", "status": "completed"}
+            call.update(
+                arguments=arguments, call_id="call_" + secrets.token_hex(12), name=tool.get("name", "")
+            )
+            output.append(call)
+            completion_tokens, status = len(fragments), "completed"
+        else:
+            if last.get("type") == "function_call_output":
+                words = f"Tool result received: {_item_text(last)[:20]}".split()
+            else:
+                seed = next((_item_text(i) for i in reversed(items) if i.get("role") == "user"), "")
+                words = reply_words(seed, behaviour.reply_tokens)
+            plan = plan_text(words, max_tokens)
+            pieces = plan.pieces
+            completion_tokens = plan.tokens
+            status = "incomplete" if plan.finish == "length" else "completed"
+            text = {"type": "output_text", "annotations": [], "logprobs": [], "text": plan.text}
+            output.append(
+                {
+                    "id": "msg_" + secrets.token_hex(12),
+                    "type": "message",
+                    "status": status,
+                    "role": "assistant",
+                    "content": [text],
+                }
+            )
+        cached, _ = behaviour.prompt_cache(prompt_tokens)
+        usage = {
+            "input_tokens": prompt_tokens,
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+            "output_tokens": completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        response: dict[str, Any] = {
+            "id": "resp_" + secrets.token_hex(24),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "background": False,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": max_tokens,
+            "model": model,
+            "output": output,
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "store": body.get("store", True),
+            "temperature": body.get("temperature", 1.0),
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "tool_choice": choice or "auto",
+            "tools": body.get("tools") or [],
+            "top_p": body.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": usage,
+            "user": None,
+            "metadata": body.get("metadata") or {},
+        }
+        if body.get("stream") is not True:
+            return self.json_response(response, behaviour)
+        return await self._responses_stream(request, behaviour, response, pieces, fragments)
+
+    async def _responses_stream(
+        self,
+        request: web.Request,
+        behaviour: Behaviour,
+        response: dict[str, Any],
+        pieces: list[str],
+        fragments: list[str],
+    ) -> web.StreamResponse:
+        sequence = 0
+
+        def event(kind: str, **members: Any) -> bytes:
+            nonlocal sequence
+            obj = {"type": kind, **members, "sequence_number": sequence}
+            sequence += 1
+            return f"event: {kind}\n".encode() + b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        start = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+        head = [event("response.created", response=start), event("response.in_progress", response=start)]
+        item = response["output"][0]
+        where = {"item_id": item["id"], "output_index": 0}
+        if item["type"] == "function_call":
+            head.append(
+                event(
+                    "response.output_item.added",
+                    output_index=0,
+                    item={**item, "arguments": "", "status": "in_progress"},
+                )
+            )
+            tokens = [event("response.function_call_arguments.delta", **where, delta=f) for f in fragments]
+            tail = [event("response.function_call_arguments.done", **where, arguments=item["arguments"])]
+        else:
+            part = item["content"][0]
+            head.append(
+                event(
+                    "response.output_item.added",
+                    output_index=0,
+                    item={**item, "content": [], "status": "in_progress"},
+                )
+            )
+            head.append(
+                event("response.content_part.added", **where, content_index=0, part={**part, "text": ""})
+            )
+            tokens = [
+                event("response.output_text.delta", **where, content_index=0, delta=p, logprobs=[])
+                for p in pieces
+            ]
+            tail = [
+                event("response.output_text.done", **where, content_index=0, text=part["text"], logprobs=[]),
+                event("response.content_part.done", **where, content_index=0, part=part),
+            ]
+        tail.append(event("response.output_item.done", output_index=0, item=item))
+        final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        tail.append(event(final, response=response))
         return await self.send_sse(request, behaviour, head, tokens, tail)
 
     # -- legacy completions

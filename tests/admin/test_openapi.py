@@ -17,6 +17,7 @@ from gateway.errors import FieldError
 from gateway.protocol.anthropic import parse_count_tokens_request, parse_messages_request
 from gateway.protocol.openai import parse_chat_request
 from gateway.protocol.openai_legacy import parse_completion_request, parse_embedding_request
+from gateway.protocol.responses import parse_responses_request
 from gateway.surfaces.model_api import ROUTES
 
 DOC = load_openapi()
@@ -28,6 +29,7 @@ PARSERS: dict[str, tuple[Callable[[Any], Any], dict[str, Any]]] = {
     "EmbeddingRequest": (parse_embedding_request, {"model": "m", "input": "hi"}),
     "MessagesRequest": (parse_messages_request, {"model": "m", "messages": USER, "max_tokens": 16}),
     "CountTokensRequest": (parse_count_tokens_request, {"model": "m", "messages": USER}),
+    "ResponsesRequest": (parse_responses_request, {"model": "m", "input": "hi"}),
 }
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

@@ -74,6 +74,7 @@ backends:
   stuck: {{type: openai_compatible, base_url: "{oa}", api_key: {key}, {hanging}}}
 models:
   gpt: {{chain: [{{backend: oa, model: gpt-4o-mini}}]}}
+  gpt-official: {{chain: [{{backend: oa-official, model: gpt-4o-mini}}]}}
   claude: {{chain: [{{backend: an, model: claude-haiku-4-5}}]}}
   flaky: {{chain: [{{backend: broken, model: gpt-4o}}, {{backend: oa, model: gpt-4o-mini}}]}}
   stuck: {{chain: [{{backend: stuck, model: gpt-4o}}]}}
@@ -239,9 +240,34 @@ def test_no_prompt_tool_argument_or_answer_text_is_ever_stored(gateway_server, u
     claude.messages.count_tokens(model="claude", messages=[{"role": "user", "content": canary}])
     with pytest.raises(openai.BadRequestError):  # a rejected request with the canary in a bad field
         client.chat.completions.create(model="gpt", messages=[{"role": canary, "content": canary}])
-    wait_until(lambda: db.count() >= 5, timeout=10, interval=0.1)
+    # The Responses API: translated (a function call round trip) and passed through (streamed).
+    items = [
+        {"role": "user", "content": f"Find {canary} please"},
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "lookup",
+            "arguments": json.dumps({"q": canary}),
+        },
+        {"type": "function_call_output", "call_id": "call_1", "output": canary},
+    ]
+    function = {"type": "function", **tools[0]["function"]}
+    raw = client.responses.with_raw_response.create(
+        model="claude", instructions=f"Secret {canary}", input=items, tools=[function]
+    )
+    assert canary in raw.parse().output_text
+    record = record_of(gateway, raw.headers["x-request-id"])
+    assert (record["surface"], record["endpoint"], record["backend_type"]) == (
+        "responses",
+        "chat",
+        "anthropic",
+    )
+    assert record["completion_tokens"] == raw.parse().usage.output_tokens
+    events = list(client.responses.create(model="gpt-official", input=items, tools=[function], stream=True))
+    assert canary in "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    wait_until(lambda: db.count() >= 7, timeout=10, interval=0.1)
     gateway.stop()  # everything flushed; the SQLite WAL checkpointed or not, both files are searched
-    assert db.count() == 5
+    assert db.count() == 7
     stored = db.everything_as_text()
     assert "billing-app" in stored  # the search does see the records' text
     assert canary not in stored

@@ -182,6 +182,16 @@ def ask_anthropic(running: Running, model: str, stream: bool, request_id: str) -
     return dict(raw.headers)
 
 
+def ask_responses(running: Running, model: str, stream: bool, request_id: str) -> dict[str, str]:
+    """One Responses API call (passed through to the `openai` backend, translated for the others)."""
+    api = running.openai.responses.with_raw_response
+    raw = api.create(model=model, input=PROMPT, stream=stream, extra_headers={"x-request-id": request_id})
+    parsed = raw.parse()
+    if stream:
+        assert [event.type for event in parsed][-1] == "response.completed"
+    return dict(raw.headers)
+
+
 def trail_of(running: Running, request_id: str) -> RequestTrail:
     """The trail of one request (those of earlier requests, if a failed test left any, are skipped)."""
     while True:
@@ -194,7 +204,8 @@ def ask(
     running: Running, client: str, model: str, stream: bool = False
 ) -> tuple[RequestTrail, dict[str, str]]:
     request_id = f"cost-{next(_SEQUENCE)}"
-    headers = (ask_openai if client == "openai" else ask_anthropic)(running, model, stream, request_id)
+    asker = {"openai": ask_openai, "anthropic": ask_anthropic, "responses": ask_responses}[client]
+    headers = asker(running, model, stream, request_id)
     return trail_of(running, request_id), headers
 
 
@@ -211,14 +222,22 @@ def assert_cost(trail: RequestTrail, headers: dict[str, str], expected: Decimal 
         assert Decimal(headers[COST_HEADER]) == expected
 
 
-PATHS = [(u, c, s) for u in ("openai", "anthropic") for c in ("openai", "anthropic") for s in (False, True)]
+#: (upstream, client) pairs answered by pass-through (an `openai` backend takes the Responses API too).
+SAME_PROTOCOL = {("openai", "openai"), ("anthropic", "anthropic"), ("openai", "responses")}
+PATHS = [
+    (u, c, s)
+    for u in ("openai", "anthropic")
+    for c in ("openai", "anthropic", "responses")
+    for s in (False, True)
+]
 
 
 @pytest.mark.parametrize(
     ("upstream", "client", "stream"),
     PATHS,
     ids=[
-        f"{u}-upstream-{'passthrough' if u == c else 'translated'}-{'stream' if s else 'whole'}"
+        f"{u}-upstream-{'passthrough' if (u, c) in SAME_PROTOCOL else 'translated'}"
+        f"-{'stream' if s else 'whole'}{'-responses-api' if c == 'responses' else ''}"
         for u, c, s in PATHS
     ],
 )

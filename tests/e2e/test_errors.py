@@ -32,6 +32,7 @@ USER = [{"role": "user", "content": "hello there"}]
 
 POST_ROUTES = [
     "/v1/chat/completions",
+    "/v1/responses",
     "/v1/completions",
     "/v1/embeddings",
     "/v1/messages",
@@ -41,6 +42,7 @@ ROUTES = {**dict.fromkeys(POST_ROUTES, "POST"), "/v1/models": "GET"}
 # A valid body per route, for the tests that break one thing at a time.
 VALID: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": "gpt", "messages": USER},
+    "/v1/responses": {"model": "gpt", "input": "hello there"},
     "/v1/completions": {"model": "gpt", "prompt": "hello there"},
     "/v1/embeddings": {"model": "gpt", "input": "hello there"},
     "/v1/messages": {"model": "claude", "max_tokens": 16, "messages": USER},

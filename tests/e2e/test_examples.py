@@ -32,7 +32,13 @@ models:
 
 
 @pytest.mark.parametrize(
-    ("script", "model"), [("openai_sdk.py", "claude-haiku"), ("anthropic_sdk.py", "gpt-4o-mini")]
+    ("script", "model"),
+    [
+        ("openai_sdk.py", "claude-haiku"),
+        ("anthropic_sdk.py", "gpt-4o-mini"),
+        ("openai_responses.py", "claude-haiku"),
+        ("openai_responses.py", "gpt-4o-mini"),
+    ],
 )
 def test_client_example_runs(gateway, script: str, model: str) -> None:
     env = {**os.environ, "GATEWAY_URL": gateway.base_url, "MODEL": model}
@@ -40,3 +46,7 @@ def test_client_example_runs(gateway, script: str, model: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "answer:" in result.stdout and "streamed:" in result.stdout
     assert "error: 404 Model 'no-such-model' not found" in result.stdout
+    if script == "openai_responses.py":
+        assert (
+            "call: get_weather" in result.stdout and "after the call: Tool result received" in result.stdout
+        )

@@ -133,3 +133,19 @@ def test_anthropic_stream_past_the_deadline_ends_with_an_error_event(gateway, sl
     ):
         for _ in stream:
             pass
+
+
+def test_responses_api_uses_the_chat_tier(gateway, slow_openai) -> None:
+    # Whole: a 504 problem naming the chat tier; a started stream: response.failed, nothing after it.
+    slow_openai.behaviour = Behaviour(latency_ms=3000)
+    response = requests.post(
+        gateway.url("/v1/responses"), json={"model": "gpt-twice", "input": "hello there"}, timeout=10
+    )
+    assert_timeout_problem(response, "chat", "1.5")
+    slow_openai.behaviour = Behaviour(token_delay_ms=300, reply_tokens=16)
+    client = openai.OpenAI(base_url=gateway.url("/v1"), api_key="x", max_retries=0)
+    events = list(client.responses.create(model="gpt", input="hello there", stream=True))
+    kinds = [event.type for event in events]
+    assert "response.output_text.delta" in kinds, "the stream had started"
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds
+    assert "chat timeout tier" in events[-1].response.error.message  # type: ignore[union-attr]

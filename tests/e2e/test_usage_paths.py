@@ -50,22 +50,33 @@ class UsagePath:
 
     @property
     def id(self) -> str:
-        how = "passthrough" if self.upstream == self.client else "translated"
+        same = self.upstream == self.client or (self.upstream, self.client) == ("openai", "responses")
+        how = "passthrough" if same else "translated"
         shape = "stream" if self.stream else "whole"
         extra = "" if self.include_usage or not self.stream or self.client != "openai" else "-no-usage-asked"
-        return f"{self.upstream}-upstream-{how}-{shape}{extra}"
+        client = "-responses-api" if self.client == "responses" else ""
+        return f"{self.upstream}-upstream-{how}-{shape}{extra}{client}"
 
 
-PATHS = [
-    UsagePath(upstream, client, stream)
-    for upstream in ("openai", "anthropic")
-    for client in ("openai", "anthropic")
-    for stream in (False, True)
-] + [
-    # The client did not ask for usage: it gets none, the audit log still does.
-    UsagePath("openai", "openai", True, include_usage=False),
-    UsagePath("anthropic", "openai", True, include_usage=False),
-]
+PATHS = (
+    [
+        UsagePath(upstream, client, stream)
+        for upstream in ("openai", "anthropic")
+        for client in ("openai", "anthropic")
+        for stream in (False, True)
+    ]
+    + [
+        # The client did not ask for usage: it gets none, the audit log still does.
+        UsagePath("openai", "openai", True, include_usage=False),
+        UsagePath("anthropic", "openai", True, include_usage=False),
+    ]
+    + [
+        # The Responses API: passed through to an `openai` backend, translated from Anthropic.
+        UsagePath(upstream, "responses", stream)
+        for upstream in ("openai", "anthropic")
+        for stream in (False, True)
+    ]
+)
 
 
 class TrailRecorder:
@@ -101,9 +112,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             f"""
 backends:
   oa: {{type: openai_compatible, base_url: "{oa.base_url}"}}
+  oa-official: {{type: openai, base_url: "{oa.base_url}", api_key: "${{USAGE_KEY}}"}}
   an: {{type: anthropic, base_url: "{an.base_url}", api_key: "${{USAGE_KEY}}"}}
 models:
   gpt: {{chain: [{{backend: oa, model: gpt-4o}}]}}
+  gpt-official: {{chain: [{{backend: oa-official, model: gpt-4o}}]}}
   claude: {{chain: [{{backend: an, model: claude-sonnet-test}}]}}
 reload: {{watch: false}}
 """
@@ -146,10 +159,25 @@ def _anthropic_client(running: Running, path: UsagePath) -> anthropic.types.Usag
         return stream.get_final_message().usage
 
 
+def _responses_client(running: Running, path: UsagePath) -> openai.types.responses.ResponseUsage | None:
+    model = "gpt-official" if path.upstream == "openai" else MODEL[path.upstream]
+    if not path.stream:
+        return running.openai.responses.create(model=model, input=PROMPT).usage
+    events = list(running.openai.responses.create(model=model, input=PROMPT, stream=True))
+    assert events[-1].type == "response.completed"
+    return events[-1].response.usage  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("path", PATHS, ids=[p.id for p in PATHS])
 def test_usage_is_the_same_on_every_path(running: Running, path: UsagePath) -> None:
     expected = EXPECTED[path.upstream]
-    if path.client == "openai":
+    if path.client == "responses":
+        answer = _responses_client(running, path)
+        assert answer is not None
+        assert (answer.input_tokens, answer.output_tokens) == (PROMPT_TOKENS, REPLY_TOKENS)
+        assert answer.input_tokens_details.cached_tokens == CACHE_READ
+        assert answer.total_tokens == PROMPT_TOKENS + REPLY_TOKENS
+    elif path.client == "openai":
         usage = _openai_client(running, path)
         if path.stream and not path.include_usage:
             assert usage is None, "the client did not ask for usage in the stream"
@@ -172,7 +200,7 @@ def test_usage_is_the_same_on_every_path(running: Running, path: UsagePath) -> N
     assert (trail.surface, trail.stream, trail.backend) == (
         path.client,
         path.stream,
-        {"openai": "oa", "anthropic": "an"}[path.upstream],
+        {"openai": "oa-official" if path.client == "responses" else "oa", "anthropic": "an"}[path.upstream],
     )
     assert trail.error_type is None and trail.http_status == 200
     assert trail.usage == expected

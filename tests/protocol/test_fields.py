@@ -13,6 +13,7 @@ from anthropic.types.beta import message_count_tokens_params as beta_count_token
 from anthropic.types.beta import message_create_params as beta_message_create_params
 from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
+from openai.types.responses import response_create_params
 
 from gateway.config.capabilities import CAPABILITIES
 from gateway.protocol.fields import (
@@ -24,6 +25,8 @@ from gateway.protocol.fields import (
     OPENAI_COMPLETIONS,
     OPENAI_EMBEDDINGS,
     OPENAI_PARTS,
+    RESPONSES,
+    RESPONSES_ITEMS,
     markdown_tables,
 )
 
@@ -81,6 +84,26 @@ EXPECTED = {
             "workspace_id": N, "billing_policy": N, "compaction": N,
         },
     ),
+    "responses": (
+        RESPONSES,
+        {
+            "model": C, "input": C, "instructions": C, "max_output_tokens": C, "temperature": C,
+            "top_p": C, "stream": C, "stream_options": I, "tools": "capability:tools", "tool_choice": C,
+            "parallel_tool_calls": C, "text": "capability:json_schema", "user": C, "metadata": I,
+            "store": N, "previous_response_id": N, "conversation": N, "reasoning": N, "include": N,
+            "background": N, "prompt": N, "truncation": N, "service_tier": N, "top_logprobs": N,
+            "max_tool_calls": N, "safety_identifier": I, "prompt_cache_key": I,
+            "prompt_cache_retention": N, "prompt_cache_options": N, "context_management": N,
+            "background_options": N, "access_programs": N, "image": N, "moderation": N,
+        },
+    ),
+    "responses items": (
+        RESPONSES_ITEMS,
+        {
+            "message": C, "function_call": "capability:tools", "function_call_output": "capability:tools",
+            "reasoning": N, "item_reference": N,
+        },
+    ),
     "openai parts": (
         OPENAI_PARTS,
         {"text": C, "image_url": "capability:images", "input_audio": N, "file": N, "refusal": N},
@@ -136,6 +159,13 @@ SDK_PARAMS = [
     ),
     (OPENAI_EMBEDDINGS, (embedding_create_params.EmbeddingCreateParams,)),
     (
+        RESPONSES,
+        (
+            response_create_params.ResponseCreateParamsStreaming,
+            response_create_params.ResponseCreateParamsNonStreaming,
+        ),
+    ),
+    (
         ANTHROPIC_MESSAGES,
         (
             message_create_params.MessageCreateParamsStreaming,
@@ -153,7 +183,9 @@ SDK_PARAMS = [
 
 
 @pytest.mark.parametrize(
-    ("table", "params"), SDK_PARAMS, ids=["chat", "completions", "embeddings", "messages", "count"]
+    ("table", "params"),
+    SDK_PARAMS,
+    ids=["chat", "completions", "embeddings", "responses", "messages", "count"],
 )
 def test_every_field_the_sdk_can_send_is_classified(table, params) -> None:
     missing = sorted(_sdk_fields(*params) - set(table))

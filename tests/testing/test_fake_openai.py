@@ -469,3 +469,50 @@ async def test_no_answer_reports_usage_without_choices(fake: FakeOpenAI, client:
     reply = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert reply.choices == []
     assert reply.usage is not None and reply.usage.completion_tokens == 16
+
+
+# -- the Responses API
+
+
+async def test_responses_answer_and_stream_follow_the_sdk_types(client: openai.AsyncOpenAI) -> None:
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    whole = await client.responses.with_raw_response.create(
+        model="gpt-4o", instructions="You are terse.", input="Tell me about the weather in Paris"
+    )
+    response = Response.model_validate(whole.http_response.json())
+    assert response.status == "completed" and response.output_text
+    assert response.usage is not None and response.usage.input_tokens == 10
+    stream = await client.responses.create(
+        model="gpt-4o", input="Tell me about the weather in Paris", stream=True
+    )
+    events = [event async for event in stream]
+    strict = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        strict.validate_python(event.model_dump(exclude_unset=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == response.output_text
+    assert events[-1].type == "response.completed"
+
+
+async def test_responses_function_call_round_trip(client: openai.AsyncOpenAI) -> None:
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    first = await client.responses.create(model="gpt-4o", input="Weather in Paris?", tools=[tool])
+    [call] = first.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    second = await client.responses.create(
+        model="gpt-4o",
+        tools=[tool],
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "rainy"},
+        ],
+    )
+    assert second.output_text == "Tool result received: rainy"

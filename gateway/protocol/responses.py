@@ -1,0 +1,384 @@
+"""OpenAI Responses API (`POST /v1/responses`) ⇄ canonical form: the response object and the event
+stream written for Responses clients from canonical answers. Requests are parsed in
+`responses_request`.
+
+Mapping rules:
+
+* `input` (a string: one user message; or items) ⇄ `messages`: message items (roles user, assistant,
+  system, developer; `input_text`/`output_text` parts ⇄ `TextPart`, `input_image` by URL or data URL ⇄
+  `ImagePart`), `function_call` items ⇄ an assistant turn's `ToolCallPart`s (`call_id` is the call's id),
+  `function_call_output` items ⇄ a "tool" message's `ToolResultPart`s. Other items (reasoning,
+  item_reference, built-in tool calls) and parts (input_file, images by file_id) are native: only
+  OpenAI itself, which gets the client's body, can take them.
+* `instructions` ⇄ `system`; `max_output_tokens` ⇄ `max_tokens`; `temperature`, `top_p`, `user`,
+  `parallel_tool_calls` one to one; function `tools` ⇄ `Tool`s (built-in tools are native);
+  `tool_choice` modes and `{"type": "function", "name"}` ⇄ `ToolChoice`; `text.format` ⇄ the chat
+  API's `response_format` in `extra` (json_object / json_schema: the structured-output capabilities).
+* `store: false` is what the gateway does anyway (it stores nothing); `store: true`,
+  `previous_response_id`, `reasoning`, `include`, `conversation`, `background`, ... are native.
+  `metadata` changes no answer: it is echoed back in the response object.
+* Answers: one `message` output item per run of text (`output_text` content), one `function_call`
+  item per tool call (arguments as JSON text). Finish `length` ⇄ status `incomplete` with
+  `incomplete_details.reason` `max_output_tokens` (`content_filter` likewise); usage as
+  `input_tokens` / `output_tokens` / `input_tokens_details.cached_tokens` /
+  `output_tokens_details.reasoning_tokens` (`gateway.protocol.usage`).
+* Streams: `response.created`, `response.in_progress`, then per output item `output_item.added`,
+  (`content_part.added`, `output_text.delta`…, `output_text.done`, `content_part.done`) or
+  (`function_call_arguments.delta`…, `function_call_arguments.done`), `output_item.done`; last
+  `response.completed` (`response.incomplete` when cut by max tokens) with the usage, or
+  `response.failed` when the backend fails mid-stream: nothing follows it. Every event carries its
+  `sequence_number`, counted from 0.
+
+`RESPONSES` is how the Responses surface writes canonical answers; it is bound to each request's body
+(`ClientEncoding.bind`), because a response object repeats the request's settings.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import orjson
+
+from gateway.protocol._maps import error_type_to_openai, new_id
+from gateway.protocol.canonical import (
+    ChatResponse,
+    FinishReason,
+    StreamEnd,
+    StreamError,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    Usage,
+    UsageEvent,
+)
+from gateway.protocol.encoding import ClientEncoding, WholeAnswer
+from gateway.protocol.responses_request import parse_responses_request
+from gateway.protocol.usage import responses_usage, usage_to_responses
+
+__all__ = [
+    "RESPONSES",
+    "ResponsesStreamEncoder",
+    "encode_response",
+    "error_after",
+    "parse_responses_request",
+    "request_echo",
+    "responses_usage",
+    "stream_error_event",
+]
+
+_INCOMPLETE: dict[str, str] = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def request_echo(body: dict[str, Any]) -> dict[str, Any]:
+    """The request settings a response object repeats, with OpenAI's defaults for those not sent."""
+
+    def given(name: str, default: Any) -> Any:
+        value = body.get(name)
+        return default if value is None else value
+
+    return {
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "parallel_tool_calls": given("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": False,
+        "temperature": given("temperature", 1.0),
+        "text": given("text", {"format": {"type": "text"}}),
+        "tool_choice": given("tool_choice", "auto"),
+        "tools": given("tools", []),
+        "top_p": given("top_p", 1.0),
+        "truncation": "disabled",
+        "user": body.get("user"),
+        "metadata": given("metadata", {}),
+    }
+
+
+_NO_ECHO = request_echo({})
+
+
+def _response(
+    rid: str,
+    created: int,
+    model: str,
+    echo: dict[str, Any],
+    status: str,
+    output: list[dict[str, Any]],
+    usage: Usage | None,
+    *,
+    incomplete: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "id": rid,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "error": error,
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "model": model,
+        "output": output,
+        **echo,
+        "usage": usage_to_responses(usage) if usage is not None else None,
+    }
+    return obj
+
+
+def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [part] if status != "in_progress" else [],
+    }
+
+
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "arguments": arguments,
+        "call_id": call_id,
+        "name": name,
+    }
+
+
+def _status(finish: FinishReason | None) -> tuple[str, str | None]:
+    incomplete = _INCOMPLETE.get(finish or "stop")
+    return ("incomplete" if incomplete else "completed"), incomplete
+
+
+def encode_response(resp: ChatResponse, model: str, echo: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The response object for a Responses client; `model` is the name to report, `echo` the request's
+    settings (`request_echo`)."""
+    status, incomplete = _status(resp.finish_reason)
+    output: list[dict[str, Any]] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        if texts:
+            output.append(_message_item(new_id("msg_"), "".join(texts), status))
+            texts.clear()
+
+    for part in resp.content:
+        kind = type(part)
+        if kind is TextPart:
+            texts.append(part.text)  # type: ignore[union-attr]
+        elif kind is ToolCallPart:
+            flush()
+            output.append(_call_item(new_id("fc_"), part.id, part.name, part.arguments, "completed"))  # type: ignore[union-attr]
+        # Other parts (another protocol's blocks) have no Responses item of their own.
+    flush()
+    return _response(
+        new_id("resp_"),
+        int(time.time()),
+        model,
+        echo or _NO_ECHO,
+        status,
+        output,
+        resp.usage,
+        incomplete=incomplete,
+    )
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"event: " + obj["type"].encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+def stream_error_event(message: str, error_type: str = "server_error", sequence_number: int = 0) -> bytes:
+    """An `error` event, for a stream that fails where no encoder holds its state (pass-through); the
+    OpenAI SDK yields it as a `ResponseErrorEvent`. Nothing may follow it."""
+    return _sse(
+        {
+            "type": "error",
+            "code": error_type_to_openai(error_type),
+            "message": message,
+            "param": None,
+            "sequence_number": sequence_number,
+        }
+    )
+
+
+_SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
+
+
+def error_after(last: bytes, message: str, error_type: str = "server_error") -> bytes:
+    """The `error` event that ends a relayed stream whose last forwarded bytes were `last`: numbered
+    after the last event's `sequence_number`."""
+    found = _SEQUENCE.findall(last)
+    return stream_error_event(message, error_type, int(found[-1]) + 1 if found else 0)
+
+
+class ResponsesStreamEncoder:
+    """Writes one stream's canonical events as Responses API events (SSE with `event:` names)."""
+
+    def __init__(self, model: str, echo: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.echo = echo or _NO_ECHO
+        self.id = new_id("resp_")
+        self.created = int(time.time())
+        self.sequence = 0
+        self.usage: Usage | None = None
+        #: Every output item so far, in its current state.
+        self.items: list[dict[str, Any]] = []
+        #: The output index of the open message item, and its text so far.
+        self.message: int | None = None
+        self.text: list[str] = []
+        #: Tool call index -> output index of its open function_call item.
+        self.calls: dict[int, int] = {}
+        self.closed = False
+
+    def _event(self, kind: str, **members: Any) -> bytes:
+        obj = {"type": kind, **members, "sequence_number": self.sequence}
+        self.sequence += 1
+        return _sse(obj)
+
+    def _snapshot(self, status: str, **kw: Any) -> dict[str, Any]:
+        return _response(self.id, self.created, self.model, self.echo, status, self.items, self.usage, **kw)
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if self.closed:
+            return b""
+        kind = type(event)
+        if kind is TextDelta:
+            return self._text(event.text)  # type: ignore[union-attr]
+        if kind is ToolCallDelta:
+            index = self.calls.get(event.index)  # type: ignore[union-attr]
+            if index is None or not event.arguments:  # type: ignore[union-attr]
+                return b""
+            item = self.items[index]
+            item["arguments"] += event.arguments  # type: ignore[union-attr]
+            return self._event(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=index,
+                delta=event.arguments,  # type: ignore[union-attr]
+            )
+        if kind is ToolCallStart:
+            out = self._close_message()
+            index = len(self.items)
+            item = _call_item(new_id("fc_"), event.id, event.name, "", "in_progress")  # type: ignore[union-attr]
+            self.items.append(item)
+            self.calls[event.index] = index  # type: ignore[union-attr]
+            return out + self._event("response.output_item.added", output_index=index, item=dict(item))
+        if kind is UsageEvent:
+            self.usage = event.usage  # type: ignore[union-attr]
+            return b""
+        if kind is StreamStart:
+            response = self._snapshot("in_progress")
+            return self._event("response.created", response=response) + self._event(
+                "response.in_progress", response=response
+            )
+        if kind is StreamEnd:
+            status, incomplete = _status(event.finish_reason)  # type: ignore[union-attr]
+            out = self._close_all(status)
+            self.closed = True
+            name = "response.incomplete" if incomplete else "response.completed"
+            return out + self._event(name, response=self._snapshot(status, incomplete=incomplete))
+        if kind is StreamError:
+            return self.error(event.message, event.type)  # type: ignore[union-attr]
+        return b""  # ChoiceEnd: a Responses client asks for one answer
+
+    def _text(self, text: str) -> bytes:
+        out = b""
+        if self.message is None:
+            # Text after a tool call opens a new message item; nothing stays open behind it.
+            out = self._close_calls("completed")
+            self.message = len(self.items)
+            item = _message_item(new_id("msg_"), "", "in_progress")
+            self.items.append(item)
+            self.text = []
+            out += self._event("response.output_item.added", output_index=self.message, item=dict(item))
+            out += self._event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=self.message,
+                content_index=0,
+                part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""},
+            )
+        if not text:
+            return out
+        self.text.append(text)
+        return out + self._event(
+            "response.output_text.delta",
+            item_id=self.items[self.message]["id"],
+            output_index=self.message,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
+
+    def _close_message(self, status: str = "completed") -> bytes:
+        index = self.message
+        if index is None:
+            return b""
+        self.message = None
+        item_id = self.items[index]["id"]
+        text = "".join(self.text)
+        part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+        item = _message_item(item_id, text, status)
+        self.items[index] = item
+        common = {"item_id": item_id, "output_index": index, "content_index": 0}
+        return (
+            self._event("response.output_text.done", **common, text=text, logprobs=[])
+            + self._event("response.content_part.done", **common, part=part)
+            + self._event("response.output_item.done", output_index=index, item=item)
+        )
+
+    def _close_calls(self, status: str) -> bytes:
+        out = b""
+        for index in sorted(self.calls.values()):
+            item = self.items[index]
+            item["status"] = status
+            out += self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+            )
+            out += self._event("response.output_item.done", output_index=index, item=dict(item))
+        self.calls.clear()
+        return out
+
+    def _close_all(self, status: str) -> bytes:
+        return self._close_message(status) + self._close_calls(status)
+
+    def error(self, message: str, type: str = "server_error") -> bytes:
+        """`response.failed` with the error; nothing follows it (open items stay unfinished)."""
+        if self.closed:
+            return b""
+        self.closed = True
+        error = {"code": error_type_to_openai(type), "message": message}
+        return self._event("response.failed", response=self._snapshot("failed", error=error))
+
+
+def _reply(response: WholeAnswer, model: str, echo: dict[str, Any] | None = None) -> bytes:
+    if type(response) is not ChatResponse:
+        raise TypeError(f"a Responses API response cannot carry {type(response).__name__}")
+    return orjson.dumps(encode_response(response, model, echo))
+
+
+def _bound(body: dict[str, Any]) -> ClientEncoding:
+    echo = request_echo(body)
+    return ClientEncoding(
+        reply=lambda response, model: _reply(response, model, echo),
+        stream=lambda model, include_usage: ResponsesStreamEncoder(model, echo),
+        error_event=stream_error_event,
+    )
+
+
+RESPONSES = ClientEncoding(
+    reply=_reply,
+    stream=lambda model, include_usage: ResponsesStreamEncoder(model),
+    error_event=stream_error_event,
+    bind=_bound,
+)
