@@ -79,19 +79,7 @@ def compile_runtime(
     routes: dict[str, ModelRoute] = {}
     prices: dict[tuple[str, str], TokenPrice | None] = {}
     for model in config.models:
-        chain = tuple(
-            RouteTarget(
-                target=t,
-                backend=backends[t.backend],
-                config=backends[t.backend].config,
-                # This config's settings: a reused backend object keeps the settings it was built
-                # with, and a price change does not rebuild a backend.
-                price=_price(config.backends, t.backend, t.model, prices),
-                quota=quotas.get(t.backend),
-                capabilities=_capabilities(config, t),
-            )
-            for t in model.chain
-        )
+        chain = tuple(_target(config, t, backends, quotas, prices) for t in model.chain)
         shadow = _shadow_route(config, model, backends, quotas, prices)
         steps = _steps(model, chain, previous)
         canary = _canary(config, model, backends, quotas, prices, previous, rollbacks)
@@ -123,6 +111,26 @@ def compile_runtime(
     return runtime, created
 
 
+def _target(
+    config: Config,
+    t: Target,
+    backends: dict[str, Backend],
+    quotas: dict[str, BackendQuota],
+    prices: dict[tuple[str, str], TokenPrice | None],
+) -> RouteTarget:
+    """A target of this config resolved to its backend object, price, quota and capabilities."""
+    return RouteTarget(
+        target=t,
+        backend=backends[t.backend],
+        config=backends[t.backend].config,
+        # This config's settings: a reused backend object keeps the settings it was built with, and
+        # a price change does not rebuild a backend.
+        price=_price(config.backends, t.backend, t.model, prices),
+        quota=quotas.get(t.backend),
+        capabilities=_capabilities(config, t),
+    )
+
+
 def _shadow_route(
     config: Config,
     model: ModelConfig,
@@ -134,15 +142,7 @@ def _shadow_route(
     concurrency limit as a chain step would), or None."""
     if model.shadow is None:
         return None
-    t = model.shadow.target
-    target = RouteTarget(
-        target=t,
-        backend=backends[t.backend],
-        config=backends[t.backend].config,
-        price=_price(config.backends, t.backend, t.model, prices),
-        quota=quotas.get(t.backend),
-        capabilities=_capabilities(config, t),
-    )
+    target = _target(config, model.shadow.target, backends, quotas, prices)
     return ModelRoute(name=model.name, config=model, chain=(target,))
 
 
@@ -159,15 +159,7 @@ def _canary(
     settings, same backend object), it keeps its windows, share and rollback."""
     if model.canary is None:
         return None
-    t = model.canary.target
-    target = RouteTarget(
-        target=t,
-        backend=backends[t.backend],
-        config=backends[t.backend].config,
-        price=_price(config.backends, t.backend, t.model, prices),
-        quota=quotas.get(t.backend),
-        capabilities=_capabilities(config, t),
-    )
+    target = _target(config, model.canary.target, backends, quotas, prices)
     canary = RouteCanary(model.name, model.canary, target)
     old = previous.routes.get(model.name) if previous is not None else None
     before = old.canary if old is not None else None
