@@ -119,10 +119,40 @@ async def test_history_records_source_and_versions(config_path: Path) -> None:
     await live.close()
 
 
-async def test_exposure_check_applies_to_reloads(config_path: Path) -> None:
+async def test_exposure_check_applies_at_start(config_path: Path) -> None:
     live = LiveRuntime(config_path, host="0.0.0.0")
     with pytest.raises(ConfigError, match="no client keys"):
         await live.start()
+
+
+KEYED = BASE + 'auth:\n  client_keys: [{name: ci, key: "${CI_CLIENT_KEY}"}]\n'
+
+
+@pytest.mark.parametrize(
+    "exposed",
+    [BASE, BASE + "auth: {client_keys: []}\n"],
+    ids=["auth-removed", "keys-emptied"],
+)
+async def test_exposure_check_applies_to_reloads(config_path: Path, exposed: str) -> None:
+    """On a non-loopback bind, a reload that would drop the last client key is refused like an invalid
+    file: the keyed config keeps serving and the refusal names the fix."""
+    config_path.write_text(KEYED)
+    env = {"CI_CLIENT_KEY": "sk-client-key-for-the-exposure-test"}
+    live = LiveRuntime(config_path, host="0.0.0.0", env=env)
+    first = await live.start()
+    assert [key.name for key in first.config.auth.client_keys] == ["ci"]
+    config_path.write_text(exposed.replace("m2:", "m9:"))
+    event = await live.reload("file")
+    assert event.outcome == "rejected"
+    _rejected_with(live, first, "no client keys are configured")
+    assert event.issues[0].path == "auth"
+    assert set(live.current.routes) == {"m1", "m2", "two"}, "the old config keeps serving"
+    assert [key.name for key in live.current.config.auth.client_keys] == ["ci"]
+    # The same file on a loopback bind is not an exposure: the check is about the bind, not the file.
+    loopback = LiveRuntime(config_path, host="127.0.0.1", env=env)
+    assert "m9" in (await loopback.start()).routes
+    await loopback.close()
+    await live.close()
 
 
 async def test_watcher_applies_a_save(config_path: Path) -> None:

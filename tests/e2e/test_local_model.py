@@ -120,6 +120,25 @@ def test_legacy_completions(gateway) -> None:
     assert streamed == whole.choices[0].text
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_legacy_completion_stream_ends_with_done(gateway, include_usage: bool) -> None:
+    """A local backend's stream is written by the gateway's own encoder (not relayed from an upstream):
+    the last event of a /v1/completions stream is `data: [DONE]`, exactly once, after the finish (and
+    usage) chunks. The SDK does not notice a missing `[DONE]`; clients that wait for it would hang."""
+    body: dict = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 6, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    with requests.post(gateway.url("/v1/completions"), json=body, stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        data = [line[6:] for line in response.iter_lines() if line.startswith(b"data: ")]
+    assert data[-1] == b"[DONE]" and data.count(b"[DONE]") == 1
+    chunks = [json.loads(line) for line in data[:-1]]
+    assert all(chunk["object"] == "text_completion" for chunk in chunks)
+    finishes = [c["finish_reason"] for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
+    assert len(finishes) == 1 and finishes[0] in ("length", "stop")
+    assert (chunks[-1]["choices"] == [] and "usage" in chunks[-1]) is include_usage
+
+
 def test_seed_makes_sampling_reproducible(gateway) -> None:
     client = oai(gateway)
 
