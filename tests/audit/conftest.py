@@ -1,7 +1,8 @@
 """Audit fixtures: every store and writer test runs on SQLite and on PostgreSQL.
 
 PostgreSQL: one throwaway database per test module (`gateway_test_<random>`, dropped afterwards),
-emptied of the audit tables before each test; skipped only when nothing answers at 127.0.0.1:5432.
+emptied of the audit tables before each test; skipped only when nothing answers at 127.0.0.1:5432, and
+then failed instead under CI (`CI` set), where .ci/run promised it.
 `outage` gives a database that refuses connections until `bring_up()`: a SQLite path whose directory
 does not exist yet, or PostgreSQL behind a TCP proxy that is not listening yet (and can go away again).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import secrets
 import socket
 import sqlite3
@@ -30,9 +30,12 @@ from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
 from gateway.routing.trail import RequestTrail
 from gateway.testing.forwarder import TcpForwarder
+from tests.conftest import service_missing, wait_for
+
+__all__ = ["wait_for"]  # re-exported: the audit tests import it from here
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_SKIP = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} (user postgres, trust auth): postgres leg skipped"
+PG_SKIP = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} (user postgres, trust auth)"
 
 
 def postgres_available() -> bool:
@@ -99,7 +102,7 @@ async def uid_counts(url: str) -> dict[str, int]:
 def pg_database() -> Iterator[str]:
     """The name of a PostgreSQL database for this module, dropped at its end."""
     if not postgres_available():
-        pytest.skip(PG_SKIP)
+        service_missing(PG_SKIP)
     name = f"gateway_test_{secrets.token_hex(5)}"
     run_sync(pg_execute(f'CREATE DATABASE "{name}"'))
     yield name
@@ -229,18 +232,3 @@ def audit_config(tmp_path: Path, url: str, **overrides: Any) -> AuditConfig:
     }
     values.update(overrides)
     return AuditConfig(**values)
-
-
-async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Await until `predicate()` (a bool, or an awaitable of one) is true; fail the test on timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
