@@ -90,10 +90,19 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01
         await asyncio.sleep(interval)
 
 
-def wait_watching(gateway: GatewayProcess, timeout: float = 10.0) -> None:
+def wait_watching(
+    gateway: GatewayProcess, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> None:
     """Wait until the gateway's file watcher has its watch in place (`watching` in the admin API's
-    config status): a save from then on is seen. Tests wait for this, never for a while."""
-    wait_until(lambda: gateway.admin("GET", "/admin/api/config").json()["watching"] is True, timeout=timeout)
+    config status): a save from then on is seen. Tests wait for this, never for a while. `headers`:
+    the admin credential, when it is not the local admin token."""
+
+    def watching() -> bool:
+        response = gateway.admin("GET", "/admin/api/config", headers=headers or {})
+        assert response.status_code == 200, response.text
+        return response.json()["watching"] is True
+
+    wait_until(watching, timeout=timeout)
 
 
 def service_missing(reason: str) -> None:

@@ -15,7 +15,7 @@ import secrets
 import socket
 import sqlite3
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from gateway.audit.record import AuditEntry
+from gateway.audit.writer import AuditWriter
 from gateway.config.model import AuditConfig
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
@@ -232,3 +233,20 @@ def audit_config(tmp_path: Path, url: str, **overrides: Any) -> AuditConfig:
     }
     values.update(overrides)
     return AuditConfig(**values)
+
+
+@pytest.fixture
+async def writers() -> AsyncIterator[Callable[..., AuditWriter]]:
+    """`writers(store_factory, config, **options)`: an AuditWriter that is stopped when the test ends,
+    however it ends. A failed assert must not leave a writer's task running (with aiosqlite's
+    non-daemon thread, which would hang pytest at exit instead of reporting the failure)."""
+    made: list[AuditWriter] = []
+
+    def make(*args: Any, **kwargs: Any) -> AuditWriter:
+        writer = AuditWriter(*args, **kwargs)
+        made.append(writer)
+        return writer
+
+    yield make
+    for writer in made:
+        await writer.stop()  # a no-op for a writer the test stopped itself
