@@ -19,7 +19,7 @@ import requests
 
 from gateway.modelgen.presets import PRESETS
 from gateway.testing import FakeOpenAI
-from tests.conftest import wait_until
+from tests.conftest import service_missing, wait_until
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about the sea."}]
 
@@ -391,7 +391,7 @@ reload: {{debounce_ms: 50}}
     gateway = gateway_server(text)
     blas = local_status(gateway, "a")["blas"]
     if not blas.startswith("OpenBLAS"):
-        pytest.skip(f"mlx does not run on OpenBLAS here ({blas}); `apt-get install libopenblas0-pthread`")
+        service_missing(f"mlx does not run on OpenBLAS here ({blas}); `apt-get install libopenblas0-pthread`")
     assert blas.endswith(", 1 thread)"), blas  # read back from OpenBLAS after setting it
     assert "1 thread)" in gateway.log()  # the startup log says it too
     # OpenBLAS's count is process-wide: changed under a loaded model, it waits (and says so).
@@ -443,7 +443,9 @@ def test_a_model_on_openblas_has_no_blas_warning(gateway) -> None:
     oai(gateway).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1, temperature=0)
     status = local_status(gateway, "local")
     if not status["blas"].startswith("OpenBLAS"):
-        pytest.skip(f"mlx is not on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`")
+        service_missing(
+            f"mlx is not on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`"
+        )
     assert status["blas_warning"] is None
     check = requests.get(gateway.url("/ready"), timeout=5).json()["checks"]["local_models"]
     assert check["status"] == "ok" and "detail" not in check
