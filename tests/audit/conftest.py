@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 
 from gateway.audit.record import AuditEntry
+from gateway.audit.service import AuditService
 from gateway.audit.writer import AuditWriter
 from gateway.config.model import AuditConfig
 from gateway.protocol.canonical import Usage
@@ -250,3 +251,11 @@ async def writers() -> AsyncIterator[Callable[..., AuditWriter]]:
     yield make
     for writer in made:
         await writer.stop()  # a no-op for a writer the test stopped itself
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[AuditService]:
+    """An AuditService closed when the test ends, however it ends (its writers with it)."""
+    made = AuditService()
+    yield made
+    await made.close()  # safe after the test closed it itself
