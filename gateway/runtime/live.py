@@ -308,8 +308,8 @@ class LiveRuntime:
     async def retired(self) -> None:
         """Return once every replaced Runtime has been released (its last request finished, the
         backends and stores the new one does not reuse closed). Tests await this instead of a while."""
-        while self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        while pending := [task for task in self._retiring if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def close(self) -> None:
         """Close every backend (at shutdown, after the server stopped taking requests)."""
