@@ -80,6 +80,8 @@ async def config_status() -> Response:
         "write_back": config.admin.write_back,
         "logfire_project_url": config.telemetry.logfire.project_url or None,
         "last_error": live.last_error.as_dict() if live.last_error else None,
+        # Whether the file watcher is in place now (`reload.watch`): a save from then on is seen.
+        "watching": live.watching,
         "history": [event.as_dict() for event in reversed(live.history)],
         # Whether spans are being made now, and where they go (the environment decides that):
         # `telemetry.logfire` applies on reload, after a moment (configuring takes one).

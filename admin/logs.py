@@ -13,8 +13,10 @@
   outcome, with the share that failed (the status page's recent error rate).
 - `GET /admin/api/logs/shadow?minutes=60`: shadow copies paired with the requests they copied, per
   model and target: failures, mean latency and time to first byte, tokens and cost on each side.
-- `WS /admin/api/logs/live?<same filters>`: `{"type": "record", "record": {...}}` for each new matching
-  record, from every instance sharing a PostgreSQL log; `{"type": "lagged", "dropped": N}` when the
+- `WS /admin/api/logs/live?<same filters>`: first `{"type": "ready", "filters", "following"}` (once
+  the feed follows the database, or after a few seconds with `following: false` while it is away),
+  then `{"type": "record", "record": {...}}` for each new matching record, from every instance sharing
+  a PostgreSQL log; `{"type": "lagged", "dropped": N}` when the
   client read too slowly and missed records.
 """
 
@@ -79,6 +81,9 @@ CSV_COLUMNS = (
 )
 #: Seconds between keep-alive pings on a quiet live tail.
 PING_INTERVAL_S = 20.0
+#: How long the live tail's `ready` waits for the feed to follow the database (its LISTEN, or its
+#: polling position) before it says `following: false`.
+LIVE_READY_WAIT_S = 5.0
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -229,7 +234,11 @@ async def live() -> None:
     await websocket.accept()
     subscription = audit.subscribe(filters)
     try:
-        await websocket.send(orjson.dumps({"type": "ready", "filters": filters.as_dict()}).decode())
+        # `following`: the feed follows the database, so every record written from now on is sent
+        # (false: the database is away for now; the feed picks up when it is back).
+        following = await audit.following(LIVE_READY_WAIT_S)
+        ready = {"type": "ready", "filters": filters.as_dict(), "following": following}
+        await websocket.send(orjson.dumps(ready).decode())
         reported = 0
         while True:
             try:

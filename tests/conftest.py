@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +19,26 @@ from gateway.runtime.configlock import lock_file_candidates
 from gateway.testing.process import GatewayProcess, start_gateway
 from gateway.testing.redis_server import RedisServer, redis_server_binary
 
-__all__ = ["start_gateway", "wait_until", "writers_lock_held"]
+__all__ = [
+    "service_missing",
+    "start_gateway",
+    "wait_for",
+    "wait_until",
+    "wait_watching",
+    "writers_lock_held",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect `opt_in(env)` tests unless `env` is set: they are counted as deselected, not skipped,
+    so a skip in a CI run always means something is missing."""
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("opt_in")
+        (dropped if marker is not None and not os.environ.get(marker.args[0]) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def _gateway_factory(directory: Path) -> tuple[Callable[..., GatewayProcess], list[GatewayProcess]]:
@@ -50,6 +73,45 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() - started > timeout:
             pytest.fail(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Await until `predicate()` (a bool, or an awaitable of one) is true; fail the test on timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def wait_watching(
+    gateway: GatewayProcess, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> None:
+    """Wait until the gateway's file watcher has its watch in place (`watching` in the admin API's
+    config status): a save from then on is seen. Tests wait for this, never for a while. `headers`:
+    the admin credential, when it is not the local admin token."""
+
+    def watching() -> bool:
+        response = gateway.admin("GET", "/admin/api/config", headers=headers or {})
+        assert response.status_code == 200, response.text
+        return response.json()["watching"] is True
+
+    wait_until(watching, timeout=timeout)
+
+
+def service_missing(reason: str) -> None:
+    """A service a test needs (PostgreSQL, chromium...) is not there: skip the test on a developer's
+    machine, but fail it under CI (`CI` set), where .ci/run promised the service; a broken service start
+    must not turn into a green run of skips."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: .ci/run starts it, so its absence is a failure)", pytrace=False)
+    pytest.skip(reason)
 
 
 @contextlib.contextmanager

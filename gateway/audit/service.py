@@ -83,6 +83,9 @@ class AuditService:
         self._retention: asyncio.Task[None] | None = None
         self._subscribers: set[LiveSubscription] = set()
         self._feed: asyncio.Task[None] | None = None
+        #: Set while the live feed follows the database (its LISTEN, or its polling position, is in
+        #: place): a record written from then on reaches the subscribers.
+        self._following = asyncio.Event()
         self._apply_lock = asyncio.Lock()
         self._ending = False
         #: Writers replaced by a reload and still writing what they were handed.
@@ -173,6 +176,7 @@ class AuditService:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._retention = self._feed = None
+        self._following.clear()
         if self._reader is not None:
             reader, self._reader = self._reader, None
             with contextlib.suppress(Exception):
@@ -268,6 +272,14 @@ class AuditService:
     def _start_feed(self) -> None:
         self._feed = asyncio.create_task(self._run_feed())
 
+    async def following(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for the live feed to follow the database; whether it does. A
+        subscriber that saw True gets every record written after."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._following.wait()
+        return self._following.is_set()
+
     def _publish(self, records: list[dict[str, Any]]) -> None:
         for record in records:
             for subscriber in list(self._subscribers):
@@ -289,6 +301,7 @@ class AuditService:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the database went away: wait, then pick up again
+                self._following.clear()
                 log.warning(
                     "audit live tail interrupted: %s", type(error).__name__, extra={"event": "audit_tail"}
                 )
@@ -296,6 +309,7 @@ class AuditService:
 
     async def _follow_by_polling(self, store: AuditStore) -> None:
         last = await store.last_id()
+        self._following.set()
         while True:
             await asyncio.sleep(POLL_INTERVAL_S)
             if not self._subscribers:
@@ -308,6 +322,7 @@ class AuditService:
     async def _follow_notifications(self, store: AuditStore) -> None:
         arrived: asyncio.Queue[list[int]] = asyncio.Queue()
         closer = await store.listen(arrived.put_nowait)
+        self._following.set()
         try:
             while True:
                 ids = await arrived.get()

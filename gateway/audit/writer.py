@@ -79,8 +79,12 @@ class AuditWriter:
         retry_initial: float = RETRY_INITIAL_S,
         retry_max: float = RETRY_MAX_S,
         stop_timeout: float = STOP_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        #: Stamps the moment a trail is handed over (its request's end; `time.monotonic` unless a test
+        #: passes its own, to tell that instant from the later one when the row is built).
+        self._clock = clock
         self._factory: StoreFactory = store_factory or (lambda: AuditStore.open(config.database_url))
         #: Called with the records (dicts with ids) this process just inserted; the live tail's fast path.
         self.on_written = on_written
@@ -124,7 +128,7 @@ class AuditWriter:
     def record_trail(self, trail: RequestTrail) -> None:
         """Queue the record of a request that has just ended (its trail is not changed afterwards).
         O(1), no I/O, never blocks, never raises: the row is built later, with its batch's."""
-        self._arrive((trail, time.monotonic()))
+        self._arrive((trail, self._clock()))
 
     def record(self, entry: AuditEntry) -> None:
         """Queue one entry built elsewhere. Same guarantees as `record_trail`."""

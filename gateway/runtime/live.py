@@ -104,6 +104,9 @@ class LiveRuntime:
         self.history: deque[ReloadEvent] = deque(maxlen=history)
         self.last_error: ReloadEvent | None = None
         self.listeners: list[Callable[[ReloadEvent], None]] = []
+        #: True while the file watcher (`gateway.runtime.watch`) has its watch in place: a save made
+        #: after this turned true is seen. Tests and the admin API read it instead of waiting a while.
+        self.watching = False
         #: Held by every change of `current`: reload, and the edit transaction from its read of the
         #: file to its swap. Whoever holds it may call `prepare`, `swap` and `discard`.
         self.lock = asyncio.Lock()
@@ -306,6 +309,12 @@ class LiveRuntime:
         for listener in self.listeners:
             listener(event)
         return event
+
+    async def retired(self) -> None:
+        """Return once every replaced Runtime has been released (its last request finished, the
+        backends and stores the new one does not reuse closed). Tests await this instead of a while."""
+        while pending := [task for task in self._retiring if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def close(self) -> None:
         """Close every backend (at shutdown, after the server stopped taking requests)."""

@@ -21,7 +21,8 @@ log = logging.getLogger("gateway.config")
 
 
 async def watch_config(live: LiveRuntime, stop: asyncio.Event, debounce_ms: int = 100) -> None:
-    """Reload `live` whenever its file (or a Kubernetes `..data` link beside it) changes, until `stop`."""
+    """Reload `live` whenever its file (or a Kubernetes `..data` link beside it) changes, until `stop`.
+    `live.watching` is true while the watch is in place: a change made after it turned true is seen."""
     directory = live.path.parent.absolute()
     name = live.path.name
 
@@ -29,23 +30,32 @@ async def watch_config(live: LiveRuntime, stop: asyncio.Event, debounce_ms: int 
         base = Path(changed).name
         return base == name or base.startswith("..")
 
-    log.info("watching %s for changes to %s", directory, name, extra={"event": "config_watch"})
-    async for _changes in awatch(
-        directory,
-        watch_filter=relevant,
-        debounce=debounce_ms,
-        step=20,
-        stop_event=stop,
-        recursive=False,
-        rust_timeout=200,
-        yield_on_timeout=False,
-    ):
-        try:
-            event = await live.reload("file")
-            if event.outcome == "rejected":
-                await _read_again_if_changed(live, event.version, debounce_ms)
-        except Exception:  # the watcher must outlive any one bad reload
-            log.exception("reload after a file change failed")
+    try:
+        # Quiet rounds (`rust_timeout`) come back as an empty set: the first one, or the first change,
+        # proves the watch is in place, so `live.watching` (and the admin API) can say so.
+        async for changes in awatch(
+            directory,
+            watch_filter=relevant,
+            debounce=debounce_ms,
+            step=20,
+            stop_event=stop,
+            recursive=False,
+            rust_timeout=200,
+            yield_on_timeout=True,
+        ):
+            if not live.watching:
+                live.watching = True
+                log.info("watching %s for changes to %s", directory, name, extra={"event": "config_watch"})
+            if not changes:
+                continue
+            try:
+                event = await live.reload("file")
+                if event.outcome == "rejected":
+                    await _read_again_if_changed(live, event.version, debounce_ms)
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("reload after a file change failed")
+    finally:
+        live.watching = False
 
 
 async def _read_again_if_changed(live: LiveRuntime, rejected: str | None, debounce_ms: int) -> None:

@@ -17,7 +17,7 @@ import requests
 
 from gateway.testing import Behaviour, FakeAnthropic, FakeOpenAI
 from tests.audit.conftest import PG_HOST, PG_PORT, PG_SKIP, pg_execute, postgres_available, run_sync
-from tests.conftest import wait_until
+from tests.conftest import service_missing, wait_until
 
 CLIENT_KEY = "client-key-bench-api"
 ENV = {"GW_CLIENT_KEY": CLIENT_KEY}
@@ -278,7 +278,7 @@ def test_one_run_at_a_time_across_worker_processes(gateway_server, fake: FakeOpe
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL database for the audit log (skipped when nothing answers at 5432)."""
     if not postgres_available():
-        pytest.skip(PG_SKIP)
+        service_missing(PG_SKIP)
     name = f"gateway_test_bench_{secrets.token_hex(4)}"
     run_sync(pg_execute(f'CREATE DATABASE "{name}"'))
     yield f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"

@@ -1,7 +1,8 @@
 """Audit fixtures: every store and writer test runs on SQLite and on PostgreSQL.
 
 PostgreSQL: one throwaway database per test module (`gateway_test_<random>`, dropped afterwards),
-emptied of the audit tables before each test; skipped only when nothing answers at 127.0.0.1:5432.
+emptied of the audit tables before each test; skipped only when nothing answers at 127.0.0.1:5432, and
+then failed instead under CI (`CI` set), where .ci/run promised it.
 `outage` gives a database that refuses connections until `bring_up()`: a SQLite path whose directory
 does not exist yet, or PostgreSQL behind a TCP proxy that is not listening yet (and can go away again).
 """
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import secrets
 import socket
 import sqlite3
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,14 +25,19 @@ import asyncpg
 import pytest
 
 from gateway.audit.record import AuditEntry
+from gateway.audit.service import AuditService
+from gateway.audit.writer import AuditWriter
 from gateway.config.model import AuditConfig
 from gateway.protocol.canonical import Usage
 from gateway.routing.failover import Attempt
 from gateway.routing.trail import RequestTrail
 from gateway.testing.forwarder import TcpForwarder
+from tests.conftest import service_missing, wait_for
+
+__all__ = ["wait_for"]  # re-exported: the audit tests import it from here
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_SKIP = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} (user postgres, trust auth): postgres leg skipped"
+PG_SKIP = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} (user postgres, trust auth)"
 
 
 def postgres_available() -> bool:
@@ -99,7 +104,7 @@ async def uid_counts(url: str) -> dict[str, int]:
 def pg_database() -> Iterator[str]:
     """The name of a PostgreSQL database for this module, dropped at its end."""
     if not postgres_available():
-        pytest.skip(PG_SKIP)
+        service_missing(PG_SKIP)
     name = f"gateway_test_{secrets.token_hex(5)}"
     run_sync(pg_execute(f'CREATE DATABASE "{name}"'))
     yield name
@@ -231,16 +236,26 @@ def audit_config(tmp_path: Path, url: str, **overrides: Any) -> AuditConfig:
     return AuditConfig(**values)
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Await until `predicate()` (a bool, or an awaitable of one) is true; fail the test on timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
+@pytest.fixture
+async def writers() -> AsyncIterator[Callable[..., AuditWriter]]:
+    """`writers(store_factory, config, **options)`: an AuditWriter that is stopped when the test ends,
+    however it ends. A failed assert must not leave a writer's task running (with aiosqlite's
+    non-daemon thread, which would hang pytest at exit instead of reporting the failure)."""
+    made: list[AuditWriter] = []
+
+    def make(*args: Any, **kwargs: Any) -> AuditWriter:
+        writer = AuditWriter(*args, **kwargs)
+        made.append(writer)
+        return writer
+
+    yield make
+    for writer in made:
+        await writer.stop()  # a no-op for a writer the test stopped itself
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[AuditService]:
+    """An AuditService closed when the test ends, however it ends (its writers with it)."""
+    made = AuditService()
+    yield made
+    await made.close()  # safe after the test closed it itself

@@ -14,6 +14,7 @@ from gateway.audit.record import ENTRY_FIELDS, AuditEntry, default_instance, new
 from gateway.protocol.canonical import Usage
 from gateway.request_ids import new_request_id
 from gateway.routing.failover import Attempt
+from tests.conftest import wait_until
 
 from .conftest import make_entry, make_trail
 
@@ -115,7 +116,10 @@ def test_rows_from_trails_hold_what_each_request_did() -> None:
 def test_uids_and_request_ids_are_unique_and_sort_by_time() -> None:
     earlier = new_uids(500)
     earlier_ids = [new_request_id() for _ in range(500)]
-    time.sleep(0.002)  # the next millisecond at least
+    # Both read the epoch clock (uids to the µs, request ids to the ms): wait until it is past the
+    # millisecond the earlier ones were made in.
+    made = time.time_ns() // 1_000_000
+    wait_until(lambda: time.time_ns() // 1_000_000 > made, interval=0.0005)
     later = new_uids(500)
     later_ids = [new_request_id() for _ in range(500)]
     assert len(set(earlier + later)) == 1000 and len(set(earlier_ids + later_ids)) == 1000

@@ -14,7 +14,7 @@ from .conftest import audit_config, make_entries, uid_counts, wait_for
 
 
 async def test_records_spilled_for_a_database_are_replayed_into_that_one(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, service: AuditService
 ) -> None:
     blocker = tmp_path / "later"  # a file where a directory should be: database `first` cannot open
     blocker.write_text("not a directory")
@@ -22,7 +22,6 @@ async def test_records_spilled_for_a_database_are_replayed_into_that_one(
     second = f"sqlite://{tmp_path / 'second.sqlite3'}"
     entries = make_entries(50)
     caplog.set_level(logging.WARNING, logger="gateway.audit")
-    service = AuditService()
     await service.apply(audit_config(tmp_path, first))
     assert service.writer is not None
     for entry in entries[:30]:
@@ -53,15 +52,13 @@ async def test_records_spilled_for_a_database_are_replayed_into_that_one(
     assert not list((tmp_path / "spill").iterdir())
 
 
-async def test_stats_say_the_retention_and_when_its_last_purge_ran(tmp_path: Path) -> None:
+async def test_stats_say_the_retention_and_when_its_last_purge_ran(
+    tmp_path: Path, service: AuditService
+) -> None:
     url = f"sqlite://{tmp_path / 'audit.sqlite3'}"
-    service = AuditService()
     await service.apply(audit_config(tmp_path, url))
-    try:
-        # Retention purges once at start, then daily.
-        await wait_for(lambda: service.stats()["last_purge"] is not None)
-        stats = service.stats()
-        assert stats["retention_days"] == service.config.retention_days  # type: ignore[union-attr]
-        assert stats["last_purge"]["deleted"] == 0 and stats["last_purge"]["at"].endswith("+00:00")
-    finally:
-        await service.close()
+    # Retention purges once at start, then daily.
+    await wait_for(lambda: service.stats()["last_purge"] is not None)
+    stats = service.stats()
+    assert stats["retention_days"] == service.config.retention_days  # type: ignore[union-attr]
+    assert stats["last_purge"]["deleted"] == 0 and stats["last_purge"]["at"].endswith("+00:00")

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from gateway.routing.failover import Attempt
 from .conftest import Outage, audit_config, make_entries, make_entry, make_trail, uid_counts, wait_for
 
 FAST_RETRY = {"retry_initial": 0.05, "retry_max": 0.2}
+Writers = Callable[..., AuditWriter]
 
 
 def _spill_files(spill_path: Path) -> list[Path]:
@@ -43,10 +45,12 @@ def _dead_pid() -> int:
     return process.pid
 
 
-async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tmp_path: Path) -> None:
+async def test_writes_in_batches_and_reports_what_it_wrote(
+    database_url: str, tmp_path: Path, writers: Writers
+) -> None:
     config = audit_config(tmp_path, database_url, batch_size=50, flush_interval_ms=20)
     written: list[list[dict[str, Any]]] = []
-    writer = AuditWriter(None, config, on_written=written.append)
+    writer = writers(None, config, on_written=written.append)
     await writer.start()
     entries = make_entries(230)
     for entry in entries:
@@ -58,11 +62,10 @@ async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tm
     assert sorted(r["uid"] for r in records) == sorted(e.uid for e in entries)
     assert all(isinstance(r["id"], int) for r in records)
     assert await writer.store.fetch_ids([records[0]["id"]]) == [records[0]]
-    # A lone record is written within the flush interval, not held until a batch fills.
-    started = time.monotonic()
+    # A lone record is written after the flush interval, not held until a batch fills (it never
+    # would: nothing else is recorded).
     writer.record(make_entry(999))
-    await wait_for(lambda: writer.written == 231, timeout=2)
-    assert time.monotonic() - started < 1
+    await wait_for(lambda: writer.written == 231)
     await writer.stop()
     counts = await uid_counts(database_url)
     assert len(counts) == 231 and set(counts.values()) == {1}
@@ -80,18 +83,23 @@ async def test_writes_in_batches_and_reports_what_it_wrote(database_url: str, tm
     }
 
 
-async def test_trails_become_records_when_the_batch_is_written(database_url: str, tmp_path: Path) -> None:
+async def test_trails_become_records_when_the_batch_is_written(
+    database_url: str, tmp_path: Path, writers: Writers
+) -> None:
     """The request path hands over the trail; the writer builds the rows later, but what they say
     (the latency above all) is what was true when the request ended."""
     config = audit_config(tmp_path, database_url, batch_size=100, flush_interval_ms=50)
-    writer = AuditWriter(None, config)
+    # The writer's clock says when each request ended: 12.34 ms after it started, an hour ago. Rows
+    # built from the real clock (now) would say an hour.
+    started = time.monotonic() - 3600
+    writer = writers(None, config, clock=lambda: started + 0.01234)
     await writer.start()
     trails = [make_trail(i) for i in range(40)]
     failed = make_trail(99, usage=Usage(), attempts=[Attempt("local", "tiny", "http_5xx", 503, 2.0)])
     failed.http_status, failed.error_type = 503, "upstream-error"
     for trail in [*trails, failed]:
+        trail.started = started
         writer.record_trail(trail)
-    time.sleep(0.5)  # the loop is held: the writer cannot run before these requests' end is half a second old
     await wait_for(lambda: writer.written == 41)
     assert writer.stats["recorded"] == 41 and writer.buffered == 0 and writer.lost == 0
     records, _ = await writer.store.page(LogFilter(), 100)  # type: ignore[union-attr]
@@ -99,7 +107,7 @@ async def test_trails_become_records_when_the_batch_is_written(database_url: str
     assert set(by_request) == {t.request_id for t in [*trails, failed]}
     assert len({record["uid"] for record in records}) == 41
     first = by_request["req-trail-0"]
-    assert first["latency_ms"] < 500  # measured when the request ended, not when the row was built
+    assert first["latency_ms"] == 12.34  # measured when the request ended, not when the row was built
     assert (first["prompt_tokens"], first["completion_tokens"]) == (100, 20)
     assert (first["cached_tokens"], first["cache_creation_tokens"]) == (64, 8)
     assert first["status"] == "success" and first["attempts"] == 1 and first["backend_type"] == "mlx"
@@ -113,10 +121,10 @@ async def test_trails_become_records_when_the_batch_is_written(database_url: str
 
 
 async def test_a_record_that_cannot_be_built_is_counted_lost_and_the_rest_written(
-    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, writers: Writers
 ) -> None:
     config = audit_config(tmp_path, database_url)
-    writer = AuditWriter(None, config)
+    writer = writers(None, config)
     await writer.start()
     broken = make_trail(2)
     broken.attempts = [object()]  # type: ignore[list-item]  # not an Attempt: its row cannot be built
@@ -133,17 +141,17 @@ async def test_a_record_that_cannot_be_built_is_counted_lost_and_the_rest_writte
 
 
 async def test_trails_recorded_during_an_outage_are_spilled_then_written_once(
-    outage: Outage, tmp_path: Path
+    outage: Outage, tmp_path: Path, writers: Writers
 ) -> None:
     """A record's uid is given once, when its row is built: the spill and the replay keep it."""
     config = audit_config(tmp_path, outage.url, buffer_records=100, batch_size=50, flush_interval_ms=10)
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY)
     await writer.start()
     trails = [make_trail(i) for i in range(400)]
     for start in range(0, 400, 50):
         for trail in trails[start : start + 50]:
             writer.record_trail(trail)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # requests keep coming while the writer runs
     # The database is known to be down: records reach the spill file after one flush interval.
     await wait_for(lambda: writer.spilled == 400)
     assert writer.buffered == 0 and writer.written == 0
@@ -159,12 +167,12 @@ async def test_trails_recorded_during_an_outage_are_spilled_then_written_once(
 
 
 async def test_during_an_outage_records_are_spilled_after_one_flush_interval(
-    outage: Outage, tmp_path: Path
+    outage: Outage, tmp_path: Path, writers: Writers
 ) -> None:
     """Not only once the buffer is full: a killed process then loses at most the records of the last
     flush interval, with the database down as with it up."""
     config = audit_config(tmp_path, outage.url, buffer_records=10_000, flush_interval_ms=20)
-    writer = AuditWriter(None, config, retry_initial=30, retry_max=30)  # no retry during the test
+    writer = writers(None, config, retry_initial=30, retry_max=30)  # no retry during the test
     await writer.start()
     await wait_for(lambda: writer.last_error is not None)  # the database was tried and is down
     entries = make_entries(10)
@@ -176,35 +184,35 @@ async def test_during_an_outage_records_are_spilled_after_one_flush_interval(
     assert writer.lost == 0
 
 
-async def test_record_never_blocks_nor_does_io(outage: Outage, tmp_path: Path) -> None:
+async def test_record_never_blocks_nor_does_io(outage: Outage, tmp_path: Path, writers: Writers) -> None:
     config = audit_config(tmp_path, outage.url, buffer_records=100, batch_size=10)
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY)
     await writer.start()
-    await asyncio.sleep(0.05)  # the writer has tried the database and found it down
+    await wait_for(lambda: writer.last_error is not None)  # the writer has tried the database: down
     assert not writer.db_up
     entries = make_entries(20_000)
-    started = time.perf_counter()
     for entry in entries:
         writer.record(entry)
-    elapsed = time.perf_counter() - started
-    # Synchronous and I/O-free: nothing reached the disk before the loop got control back.
+    # Synchronous and I/O-free: nothing reached the disk before the loop got control back. (How fast
+    # record() is: `gateway bench audit`, not a pass/fail here.)
     assert writer.buffered == 20_000 and _spill_files(config.spill_path) == []
-    assert elapsed < 0.5, f"record() took {elapsed / 20_000 * 1e6:.1f} µs each"
     await wait_for(lambda: writer.spilled == 20_000)  # then the writer task spills them
     assert writer.buffered == 0 and _spill_lines(config.spill_path) == 20_000
     await writer.stop()
     assert writer.spilled == 20_000 and writer.lost == 0
 
 
-async def test_outage_buffers_spills_then_replays_everything_once(outage: Outage, tmp_path: Path) -> None:
+async def test_outage_buffers_spills_then_replays_everything_once(
+    outage: Outage, tmp_path: Path, writers: Writers
+) -> None:
     config = audit_config(tmp_path, outage.url, buffer_records=100, batch_size=50, flush_interval_ms=10)
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY)
     await writer.start()
     entries = make_entries(500)
     for start in range(0, 500, 50):  # requests keep coming during the outage
         for entry in entries[start : start + 50]:
             writer.record(entry)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
     await wait_for(lambda: writer.spilled == 500)
     assert writer.buffered == 0 and not writer.db_up and writer.written == 0
     assert _spill_lines(config.spill_path) == 500
@@ -221,10 +229,10 @@ async def test_outage_buffers_spills_then_replays_everything_once(outage: Outage
 
 # Taking a SQLite file away mid-run is not a realistic outage: PostgreSQL only.
 @pytest.mark.parametrize("outage", ["postgres"], indirect=True)
-async def test_database_lost_mid_run_loses_nothing(outage: Outage, tmp_path: Path) -> None:
+async def test_database_lost_mid_run_loses_nothing(outage: Outage, tmp_path: Path, writers: Writers) -> None:
     await outage.bring_up()
     config = audit_config(tmp_path, outage.url, buffer_records=50, batch_size=20, flush_interval_ms=10)
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY)
     await writer.start()
     entries = make_entries(300)
     for entry in entries[:100]:
@@ -242,18 +250,17 @@ async def test_database_lost_mid_run_loses_nothing(outage: Outage, tmp_path: Pat
     await writer.stop()
 
 
-async def test_stop_flushes_the_buffer(database_url: str, tmp_path: Path) -> None:
+async def test_stop_flushes_the_buffer(database_url: str, tmp_path: Path, writers: Writers) -> None:
     # A long flush interval and large batches: without stop() these would sit in memory.
     config = audit_config(tmp_path, database_url, batch_size=10_000, flush_interval_ms=60_000)
-    writer = AuditWriter(None, config)
+    writer = writers(None, config)
     await writer.start()
     writer.record(make_entry(0))
     await wait_for(lambda: writer.written == 1)  # the first record wakes the writer; wait for it
     entries = make_entries(345)
     for entry in entries:
         writer.record(entry)
-    await asyncio.sleep(0.05)
-    assert writer.buffered == 345
+    assert writer.buffered == 345  # no batch is due for a minute: only stop() writes them now
     await writer.stop()
     assert writer.written == 346 and writer.spilled == 0 and writer.buffered == 0
     assert len(await uid_counts(database_url)) == 346
@@ -261,22 +268,24 @@ async def test_stop_flushes_the_buffer(database_url: str, tmp_path: Path) -> Non
     assert writer.lost == 1
 
 
-async def test_stop_with_database_down_spills_and_next_writer_replays(outage: Outage, tmp_path: Path) -> None:
+async def test_stop_with_database_down_spills_and_next_writer_replays(
+    outage: Outage, tmp_path: Path, writers: Writers
+) -> None:
     config = audit_config(tmp_path, outage.url, buffer_records=1000, batch_size=100)
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY, stop_timeout=1)
     await writer.start()
     entries = make_entries(250)
     for entry in entries:
         writer.record(entry)
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: writer.last_error is not None)  # the writer has tried the database: down
     started = time.monotonic()
     await writer.stop()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 3.5  # the deadline under test: stop_timeout (1 s), 3.5x margin
     assert writer.spilled == 250 and writer.written == 0 and writer.lost == 0
     assert _spill_lines(config.spill_path) == 250
     await outage.bring_up()
     replayed: list[dict[str, Any]] = []
-    successor = AuditWriter(None, config, on_written=replayed.extend)
+    successor = writers(None, config, on_written=replayed.extend)
     await successor.start()
     await wait_for(lambda: successor.replayed == 250)
     await wait_for(lambda: _spill_files(config.spill_path) == [])
@@ -285,10 +294,12 @@ async def test_stop_with_database_down_spills_and_next_writer_replays(outage: Ou
     await successor.stop()
 
 
-async def test_stop_is_bounded_when_the_database_stops_answering(outage: Outage, tmp_path: Path) -> None:
+async def test_stop_is_bounded_when_the_database_stops_answering(
+    outage: Outage, tmp_path: Path, writers: Writers
+) -> None:
     await outage.bring_up()
     config = audit_config(tmp_path, outage.url, batch_size=10_000, flush_interval_ms=60_000)
-    writer = AuditWriter(None, config, stop_timeout=1)
+    writer = writers(None, config, stop_timeout=1)
     await writer.start()
     writer.record(make_entry(0))
     await wait_for(lambda: writer.written == 1)
@@ -310,14 +321,16 @@ async def test_stop_is_bounded_when_the_database_stops_answering(outage: Outage,
         locker.close()
     else:
         outage.proxy.thaw()  # type: ignore[union-attr]
-    successor = AuditWriter(None, config)
+    successor = writers(None, config)
     await successor.start()
     await wait_for(lambda: successor.replayed == 120, timeout=15)
     await successor.stop()
     assert len(await uid_counts(outage.url)) == 121
 
 
-async def test_orphaned_spill_files_of_dead_processes_are_adopted(database_url: str, tmp_path: Path) -> None:
+async def test_orphaned_spill_files_of_dead_processes_are_adopted(
+    database_url: str, tmp_path: Path, writers: Writers
+) -> None:
     config = audit_config(tmp_path, database_url, batch_size=40)
     spill = config.spill_path
     spill.parent.mkdir(parents=True)
@@ -334,7 +347,7 @@ async def test_orphaned_spill_files_of_dead_processes_are_adopted(database_url: 
         store = await AuditStore.open(database_url)
         await store.insert(half_replayed[:10])  # that replay had got this far before its process died
         await store.close()
-        writer = AuditWriter(None, config)
+        writer = writers(None, config)
         await writer.start()
         await wait_for(lambda: writer.replayed == 120)
         await wait_for(lambda: _spill_files(spill) == [live_file])
@@ -347,12 +360,12 @@ async def test_orphaned_spill_files_of_dead_processes_are_adopted(database_url: 
 
 
 async def test_spill_failure_is_counted_as_lost_and_logged(
-    outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture, writers: Writers
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     config = audit_config(tmp_path, outage.url, buffer_records=10, spill_path=blocker / "spill.jsonl")
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY)
     with caplog.at_level(logging.ERROR, logger="gateway.audit"):
         await writer.start()
         for entry in make_entries(25):
@@ -364,9 +377,11 @@ async def test_spill_failure_is_counted_as_lost_and_logged(
     assert not any("req-" in r.getMessage() for r in caplog.records)  # counts, never record content
 
 
-async def test_a_record_the_database_refuses_is_dropped_alone(database_url: str, tmp_path: Path) -> None:
+async def test_a_record_the_database_refuses_is_dropped_alone(
+    database_url: str, tmp_path: Path, writers: Writers
+) -> None:
     config = audit_config(tmp_path, database_url, batch_size=50)
-    writer = AuditWriter(None, config)
+    writer = writers(None, config)
     await writer.start()
     good = make_entries(20)
     bad = make_entry(99, http_status="not a number")
@@ -378,12 +393,14 @@ async def test_a_record_the_database_refuses_is_dropped_alone(database_url: str,
     assert await uid_counts(database_url) == {e.uid: 1 for e in good}
 
 
-async def test_writer_keeps_opening_until_the_database_appears(outage: Outage, tmp_path: Path) -> None:
+async def test_writer_keeps_opening_until_the_database_appears(
+    outage: Outage, tmp_path: Path, writers: Writers
+) -> None:
     config = audit_config(tmp_path, outage.url)
-    writer = AuditWriter(None, config, **FAST_RETRY)
+    writer = writers(None, config, **FAST_RETRY)
     await writer.start()
     writer.record(make_entry(1))
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: writer.last_error is not None)  # it tried to open the database: down
     assert writer.store is None and not writer.db_up and writer.buffered + writer.spilled == 1
     await outage.bring_up()
     await wait_for(lambda: writer.written + writer.replayed == 1)
@@ -431,7 +448,7 @@ def test_spill_claims_are_atomic_between_processes(tmp_path: Path) -> None:
 
 
 async def test_stop_before_the_database_was_first_open_writes_rather_than_spills(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, writers: Writers
 ) -> None:
     """A reload may retire a writer that is still connecting: it connects to write what it holds."""
     config = audit_config(tmp_path, database_url)
@@ -439,10 +456,10 @@ async def test_stop_before_the_database_was_first_open_writes_rather_than_spills
 
     async def slow_open() -> AuditStore:
         opening.set()
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a slow connect (simulated latency): stop() is called during it
         return await AuditStore.open(database_url)
 
-    writer = AuditWriter(slow_open, config)
+    writer = writers(slow_open, config)
     await writer.start()
     entries = make_entries(40)
     for entry in entries:

@@ -9,7 +9,6 @@ file, profile or instance metadata is consulted (`aws_env`)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +39,7 @@ from gateway.runtime.live import LiveRuntime
 from gateway.testing import Behaviour
 from gateway.testing.behaviour import plan_text, reply_words
 from gateway.testing.fake_bedrock import TEST_CREDENTIALS, FakeBedrock
+from tests.conftest import wait_for
 
 PROFILE_ARN = (
     "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -319,10 +319,7 @@ async def test_aclose_releases_the_upstream_connection(fake: FakeBedrock, build:
     stream = await backend.send(call(stream=True), MODEL, limits())
     assert fake.stats.in_flight == 1
     await stream.aclose()
-    for _ in range(500):
-        if fake.stats.in_flight == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: fake.stats.in_flight == 0)
     assert fake.stats.in_flight == 0
 
 

@@ -29,6 +29,7 @@ from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatResponse, StreamEnd, StreamStart, TextDelta, Usage
 from gateway.runtime.live import LiveRuntime
 from gateway.testing import Behaviour, FakeAnthropic, FakeOpenAI
+from tests.conftest import wait_for
 
 _HEAD = b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
 OPENAI_STREAM = (
@@ -332,8 +333,6 @@ async def test_aclose_releases_the_upstream_connection(
         stream = await backend.send(call(client, stream=True), "up", limits())
         assert upstream.stats.in_flight == 1
         await stream.aclose()
-        for _ in range(500):  # the fake's handler ends once the connection is gone
-            if upstream.stats.in_flight == 0:
-                break
-            await asyncio.sleep(0.01)
+        # The fake's handler ends once the connection is gone.
+        await wait_for(lambda: upstream.stats.in_flight == 0)
         assert upstream.stats.in_flight == 0

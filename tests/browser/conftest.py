@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = os.environ.get("GATEWAY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None:
-    pytest.skip(
-        "no chromium binary (apt-get install chromium, as .ci/run does; or set GATEWAY_CHROMIUM)",
-        allow_module_level=True,
-    )
+NO_CHROMIUM = "no chromium binary (apt-get install chromium, as .ci/run does; or set GATEWAY_CHROMIUM)"
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip(NO_CHROMIUM, allow_module_level=True)
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
+from tests.conftest import service_missing  # noqa: E402
 from tests.e2e.upstreams import Upstreams, fake_upstreams  # noqa: E402
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -40,6 +39,8 @@ def up() -> Iterator[Upstreams]:
 def browser() -> Iterator[Browser]:
     # Module scope: Playwright's sync API keeps an event loop running on this thread while it is
     # open, which would break asyncio tests in modules that run after this one.
+    if CHROMIUM is None:
+        service_missing(NO_CHROMIUM)  # under CI (else the module was skipped above): a failure
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched

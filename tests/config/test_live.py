@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from watchfiles import Change
 
 from gateway.config.issues import ConfigError
 from gateway.runtime.live import LiveRuntime
 from gateway.runtime.watch import watch_config
+from tests.conftest import wait_for
 
 BASE = """
 backends:
@@ -49,7 +51,7 @@ async def test_unchanged_backends_are_the_same_objects(config_path: Path) -> Non
     assert second.backends["local"] is first.backends["local"]
     assert second.backends["b"] is not first.backends["b"]
     # The replaced backend is closed once the old Runtime is idle; the kept ones stay open.
-    await asyncio.sleep(0.05)
+    await live.retired()
     assert first.backends["b"].session is None
     assert second.backends["a"].session is not None
     await live.close()
@@ -62,9 +64,10 @@ async def test_old_backends_close_only_after_in_flight_requests_finish(config_pa
     with first.lease():
         config_path.write_text(BASE.replace("10/v1", "12/v1"))
         await live.reload("api")
-        await asyncio.sleep(0.05)
+        # The release has run as far as it can: it waits for the old Runtime's last request.
+        await wait_for(lambda: first.usage.idle is not None)
         assert old_b.session is not None, "closed while a request still used it"
-    await asyncio.sleep(0.05)
+    await live.retired()
     assert old_b.session is None
     await live.close()
 
@@ -119,10 +122,40 @@ async def test_history_records_source_and_versions(config_path: Path) -> None:
     await live.close()
 
 
-async def test_exposure_check_applies_to_reloads(config_path: Path) -> None:
+async def test_exposure_check_applies_at_start(config_path: Path) -> None:
     live = LiveRuntime(config_path, host="0.0.0.0")
     with pytest.raises(ConfigError, match="no client keys"):
         await live.start()
+
+
+KEYED = BASE + 'auth:\n  client_keys: [{name: ci, key: "${CI_CLIENT_KEY}"}]\n'
+
+
+@pytest.mark.parametrize(
+    "exposed",
+    [BASE, BASE + "auth: {client_keys: []}\n"],
+    ids=["auth-removed", "keys-emptied"],
+)
+async def test_exposure_check_applies_to_reloads(config_path: Path, exposed: str) -> None:
+    """On a non-loopback bind, a reload that would drop the last client key is refused like an invalid
+    file: the keyed config keeps serving and the refusal names the fix."""
+    config_path.write_text(KEYED)
+    env = {"CI_CLIENT_KEY": "sk-client-key-for-the-exposure-test"}
+    live = LiveRuntime(config_path, host="0.0.0.0", env=env)
+    first = await live.start()
+    assert [key.name for key in first.config.auth.client_keys] == ["ci"]
+    config_path.write_text(exposed.replace("m2:", "m9:"))
+    event = await live.reload("file")
+    assert event.outcome == "rejected"
+    _rejected_with(live, first, "no client keys are configured")
+    assert event.issues[0].path == "auth"
+    assert set(live.current.routes) == {"m1", "m2", "two"}, "the old config keeps serving"
+    assert [key.name for key in live.current.config.auth.client_keys] == ["ci"]
+    # The same file on a loopback bind is not an exposure: the check is about the bind, not the file.
+    loopback = LiveRuntime(config_path, host="127.0.0.1", env=env)
+    assert "m9" in (await loopback.start()).routes
+    await loopback.close()
+    await live.close()
 
 
 async def test_watcher_applies_a_save(config_path: Path) -> None:
@@ -130,16 +163,13 @@ async def test_watcher_applies_a_save(config_path: Path) -> None:
     await live.start()
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_config(live, stop, debounce_ms=50))
-    await asyncio.sleep(0.3)  # let the watch start
+    await wait_for(lambda: live.watching)
     config_path.write_text(BASE.replace("m2:", "renamed:"))
-    for _ in range(100):
-        if "renamed" in live.current.routes:
-            break
-        await asyncio.sleep(0.02)
-    assert "renamed" in live.current.routes
+    await wait_for(lambda: "renamed" in live.current.routes)
     assert live.current.source == "file"
     stop.set()
     await asyncio.wait_for(watcher, 5)
+    assert not live.watching
     await live.close()
 
 
@@ -234,16 +264,8 @@ async def test_an_unexpected_loader_failure_is_still_a_recorded_rejection(
 async def _watching(live: LiveRuntime) -> tuple[asyncio.Event, asyncio.Task[None]]:
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_config(live, stop, debounce_ms=50))
-    await asyncio.sleep(0.3)  # let the watch start
+    await wait_for(lambda: live.watching)
     return stop, watcher
-
-
-async def _until(predicate: Callable[[], bool]) -> None:
-    for _ in range(250):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met within 5 s")
 
 
 async def test_truncate_then_write_the_watcher_applies_the_full_write(config_path: Path) -> None:
@@ -253,11 +275,11 @@ async def test_truncate_then_write_the_watcher_applies_the_full_write(config_pat
     stop, watcher = await _watching(live)
     with config_path.open("r+b") as file:
         file.truncate(0)
-    await _until(lambda: live.last_error is not None)  # the watcher saw the empty file, and refused it
+    await wait_for(lambda: live.last_error is not None)  # the watcher saw the empty file, and refused it
     _rejected_with(live, first, "the file has no settings")
     assert set(live.current.routes) == {"m1", "m2", "two"}, "the old config keeps serving"
     config_path.write_text(BASE.replace("m2:", "rewritten:"))
-    await _until(lambda: "rewritten" in live.current.routes)
+    await wait_for(lambda: "rewritten" in live.current.routes)
     assert live.last_error is None and live.history[-1].outcome == "applied"
     stop.set()
     await asyncio.wait_for(watcher, 5)
@@ -274,7 +296,7 @@ async def test_truncate_then_write_at_once_ends_with_the_full_write(config_path:
             file.flush()
             os.fsync(file.fileno())
             file.write(BASE.replace("m2:", f"{tag}:").encode())
-        await _until(lambda tag=tag: tag in live.current.routes)
+        await wait_for(lambda tag=tag: tag in live.current.routes)
     assert live.last_error is None
     stop.set()
     await asyncio.wait_for(watcher, 5)
@@ -292,7 +314,7 @@ async def test_a_write_folded_into_the_round_that_saw_the_empty_file_is_still_ap
 
     async def one_event(*args: object, **kwargs: object) -> AsyncIterator[set[object]]:
         config_path.write_bytes(b"")  # truncated...
-        yield set()
+        yield {(Change.modified, str(config_path))}
 
     async def reload_then_the_write_lands(source: str) -> object:
         event = await reload(source)

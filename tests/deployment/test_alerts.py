@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from gateway.telemetry.metrics import GatewayMetrics
+from tests.conftest import service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "examples" / "observability"
@@ -22,6 +22,9 @@ RULES = OBSERVABILITY / "alerts.yml"
 UNIT_TESTS = Path(__file__).with_name("alerts_test.yml")
 SEVERITIES = {"critical", "warning", "info"}
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+NO_PROMTOOL = "promtool is not installed (.ci/run installs it)"
 
 
 def exposed_names() -> set[str]:
@@ -92,8 +95,9 @@ def test_both_prometheus_configs_load_the_rules() -> None:
     assert compose["rule_files"] == ["/etc/prometheus/alerts.yml"]  # test_compose.py: mounted from RULES
 
 
-@pytest.mark.skipif(promtool() is None, reason="promtool is not installed (.ci/run installs it)")
 def test_promtool_checks_the_rules_and_the_standalone_config() -> None:
+    if promtool() is None:
+        service_missing(NO_PROMTOOL)
     for command in (
         ["check", "rules", str(RULES)],
         ["check", "config", str(OBSERVABILITY / "prometheus.yml")],
@@ -102,8 +106,9 @@ def test_promtool_checks_the_rules_and_the_standalone_config() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(promtool() is None, reason="promtool is not installed (.ci/run installs it)")
 def test_promtool_unit_tests_fire_each_alert_as_meant(tmp_path: Path) -> None:
+    if promtool() is None:
+        service_missing(NO_PROMTOOL)
     document = yaml.safe_load(RULES.read_text())
     for group in document["groups"]:
         for rule in group["rules"]:

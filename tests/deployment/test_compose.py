@@ -23,7 +23,7 @@ from gateway.config.load import load_config
 from gateway.testing.process import start_gateway
 from gateway.testing.redis_server import RedisServer
 from tests.audit.conftest import PG_HOST, PG_PORT, PG_SKIP, pg_execute, postgres_available, query, run_sync
-from tests.conftest import wait_until
+from tests.conftest import service_missing, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "examples" / "compose"
@@ -150,7 +150,7 @@ def test_the_gateway_config_serves_with_a_real_postgres_and_redis(
     """The stack's gateway.yaml with only the service names pointed at this machine's PostgreSQL and a
     private Redis: a keyed request is served, audited in PostgreSQL, and counted in Redis."""
     if not postgres_available():
-        pytest.skip(PG_SKIP)
+        service_missing(PG_SKIP)
     database = f"gateway_compose_{os.getpid()}"
     run_sync(pg_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     run_sync(pg_execute(f'CREATE DATABASE "{database}"'))

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.testing.process import GatewayProcess, free_port
+from tests.conftest import service_missing
 
 __all__ = [
     "PG_HOST",
@@ -110,7 +109,7 @@ def audit_database(kind: str, directory: Path) -> Iterator[AuditDatabase]:
         yield AuditDatabase("sqlite", str(directory / "audit.sqlite3"))
         return
     if not postgres_available():
-        pytest.skip(f"no PostgreSQL answers at {PG_HOST}:{PG_PORT} (.ci/run starts one)")
+        service_missing(f"no PostgreSQL answers at {PG_HOST}:{PG_PORT} (.ci/run starts one)")
     name = f"gateway_e2e_{secrets.token_hex(6)}"
     _pg(f'CREATE DATABASE "{name}"')
     try:

@@ -333,7 +333,12 @@ def test_database_outage_loses_nothing_and_duplicates_nothing(
             blocker.unlink()
             blocker.mkdir()
         wait_until(lambda: db.count() == before + 40, timeout=30, interval=0.2)
-        time.sleep(1)  # nothing more trickles in
+
+        def accounted() -> bool:  # the writer holds nothing more: what is stored is all there will be
+            now = stats()
+            return now["buffered"] == 0 and now["spill_bytes"] == 0 and now["written"] + now["replayed"] == 40
+
+        wait_until(accounted, timeout=30, interval=0.1)
         rows = db.rows()
         assert len(rows) == before + 40
         assert sorted(r["request_id"] for r in rows[before:]) == sorted(sent)
@@ -456,11 +461,14 @@ def test_switching_the_audit_database_under_load_loses_nothing(
             sender.start()
         try:
             for turn in range(1, 10):
-                time.sleep(0.3)
+                # Traffic between two reloads: a few more answers (or a failure) first.
+                so_far = len(answered)
+                wait_until(lambda so_far=so_far: len(answered) >= so_far + 3 or bool(failures), timeout=30)
                 gateway.config_path.write_text(texts[turn % len(texts)])
                 reload = requests.post(gateway.url("/admin/api/config/reload"), headers=ADMIN, timeout=10)
                 assert reload.json()["outcome"] == "applied", reload.text
-            time.sleep(0.3)
+            so_far = len(answered)
+            wait_until(lambda: len(answered) >= so_far + 3 or bool(failures), timeout=30)
         finally:
             stop.set()
             for sender in senders:
@@ -697,14 +705,18 @@ def test_logs_api_is_for_admins_only(gateway_server, up: Upstreams, tmp_path: Pa
     assert live_tail_handshake(gateway, {**ADMIN, "origin": gateway.base_url}) == 101
 
 
-async def _tail(url: str, query: dict[str, str], want: int, timeout: float) -> list[dict[str, Any]]:
+async def _tail(
+    url: str, query: dict[str, str], want: int, timeout: float, following: threading.Event
+) -> list[dict[str, Any]]:
+    """Up to `want` records from the live tail; sets `following` once the tail said it follows."""
     records: list[dict[str, Any]] = []
     async with (
         aiohttp.ClientSession() as session,
         session.ws_connect(url, params=query, headers=ADMIN) as socket,
     ):
-        ready = await socket.receive_json(timeout=5)
-        assert ready["type"] == "ready"
+        ready = await socket.receive_json(timeout=10)
+        assert ready["type"] == "ready" and ready["following"] is True, ready
+        following.set()
         deadline = time.monotonic() + timeout
         while len(records) < want and time.monotonic() < deadline:
             try:
@@ -722,11 +734,12 @@ def test_live_tail_across_two_gateways_on_one_postgres(gateway_server, up: Upstr
         second = gateway_server(config(up, db.url()), env=ENV, name="second.yaml")
         results: list[list[dict[str, Any]]] = []
         url = first.url("/admin/api/logs/live").replace("http", "ws", 1)
+        following = threading.Event()
         tail = threading.Thread(
-            target=lambda: results.append(asyncio.run(_tail(url, {"model": "claude"}, 4, 20)))
+            target=lambda: results.append(asyncio.run(_tail(url, {"model": "claude"}, 4, 20, following)))
         )
         tail.start()
-        time.sleep(1.0)  # the subscription is up
+        assert following.wait(20), "the live tail never said it follows the database"
         sent = []
         claude = {"first": first, "second": second}
         for name in ("first", "second", "second", "first"):
@@ -747,11 +760,12 @@ def test_live_tail_on_sqlite_shows_every_worker(gateway_server, up: Upstreams, t
     gateway = gateway_server(config(up, f"sqlite://{tmp_path / 'w.sqlite3'}"), env=ENV, workers=2)
     results: list[list[dict[str, Any]]] = []
     url = gateway.url("/admin/api/logs/live").replace("http", "ws", 1)
+    following = threading.Event()
     tail = threading.Thread(
-        target=lambda: results.append(asyncio.run(_tail(url, {"status": "success"}, 12, 20)))
+        target=lambda: results.append(asyncio.run(_tail(url, {"status": "success"}, 12, 20, following)))
     )
     tail.start()
-    time.sleep(1.0)
+    assert following.wait(20), "the live tail never said it follows the database"
     client = oai(gateway)
     sent = []
     for _ in range(12):  # the two workers share the connections: both serve some
@@ -788,15 +802,18 @@ def test_sigterm_ends_live_tails_instead_of_waiting_for_them(
     url = gateway.url("/admin/api/logs/live").replace("http", "ws", 1)
     closed: list[tuple[Any, Any]] = []
 
+    open_tail = threading.Event()
+
     async def watch() -> None:
         async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=ADMIN) as socket:
-            assert (await socket.receive_json(timeout=5))["type"] == "ready"
+            assert (await socket.receive_json(timeout=10))["type"] == "ready"
+            open_tail.set()
             message = await socket.receive(timeout=30)
             closed.append((message.type, socket.close_code))
 
     watcher = threading.Thread(target=lambda: asyncio.run(watch()))
     watcher.start()
-    time.sleep(1.0)
+    assert open_tail.wait(20), "the live tail did not open"
     assert gateway.stop(signal.SIGTERM) == 0
     watcher.join(timeout=10)
     assert closed and closed[0][0] in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)

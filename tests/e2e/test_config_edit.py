@@ -4,14 +4,13 @@ processes lose no update, and an edit that the reload would reject is refused be
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 import requests
 import yaml
 
 from gateway.config.load import config_version
-from tests.conftest import wait_until, writers_lock_held
+from tests.conftest import wait_until, wait_watching, writers_lock_held
 
 ADMIN = "admin-key-for-edit-tests"
 ENV = {"GW_ADMIN_KEY": ADMIN}
@@ -132,7 +131,7 @@ def test_two_workers_same_if_match_one_wins_every_round(gateway_server) -> None:
 def test_an_edit_the_reload_would_reject_is_refused_and_the_file_stays(gateway_server) -> None:
     gateway = gateway_server(CONFIG, env=ENV, ready_path="/health-not-yet")
     live_version = config_version(gateway.config_path.read_bytes())
-    time.sleep(0.5)  # the watcher starts right after the first answer
+    wait_watching(gateway, headers=HEADERS)
     # Someone saves a file that validates but cannot start; the watcher rejects it.
     broken = CONFIG.replace("models:", UNSTARTABLE_BACKEND + "models:")
     gateway.config_path.write_text(broken)

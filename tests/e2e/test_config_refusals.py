@@ -4,11 +4,9 @@ reload in the history and `last_error`, located, and the previous config keeps s
 
 from __future__ import annotations
 
-import time
-
 import requests
 
-from tests.conftest import wait_until
+from tests.conftest import wait_until, wait_watching
 
 ADMIN_KEY = "admin-key-for-refusal-tests"
 ENV = {"GW_ADMIN_KEY": ADMIN_KEY}
@@ -44,7 +42,7 @@ def admin_config(gateway) -> dict:
 def test_an_emptied_file_is_refused_and_the_write_that_follows_is_applied(gateway_server) -> None:
     gateway = gateway_server(config_text("v1"), env=ENV)
     version = admin_config(gateway)["version"]
-    time.sleep(0.3)  # the watcher starts right after the first answer
+    wait_watching(gateway, headers=ADMIN)
     with gateway.config_path.open("r+b") as file:  # an editor truncating the file in place
         file.truncate(0)
     wait_until(lambda: admin_config(gateway)["last_error"] is not None, timeout=5)

@@ -171,6 +171,34 @@ def test_policy_decides_which_failures_move_on(gateway_server, primary, secondar
     assert chat_calls(secondary) == 0
 
 
+@pytest.mark.parametrize("max_attempts", [1, 2])
+def test_max_attempts_caps_the_targets_tried(gateway_server, primary, secondary, max_attempts: int) -> None:
+    """`failover.max_attempts` counts the targets sent the request: with every target failing, a chain
+    of three stops after that many, and the ones past the cap are never called."""
+    with FakeOpenAI.in_thread() as third:
+        text = config(primary.base_url, secondary.base_url).replace(
+            "      - {backend: secondary, model: small}\n",
+            "      - {backend: secondary, model: small}\n      - {backend: third, model: tiny}\n",
+        )
+        text = text.replace(
+            "backends:\n", f'backends:\n  third: {{type: openai_compatible, base_url: "{third.base_url}"}}\n'
+        )
+        text = text.replace("failover:\n", f"failover:\n  max_attempts: {max_attempts}\n")
+        gateway = gateway_server(text)
+        for fake in (primary, secondary, third):
+            fake.behaviour = Behaviour(status=500)
+        response = post(gateway)
+        assert response.status_code == 502
+        tried = [a["backend"] for a in response.json()["attempts"]]
+        assert tried == ["primary", "secondary"][:max_attempts]
+        calls = (chat_calls(primary), chat_calls(secondary), chat_calls(third))
+        assert calls == ((1, 0, 0) if max_attempts == 1 else (1, 1, 0))
+        # The cap is what stopped it: the same chain with every target healthy past it still serves.
+        third.behaviour = Behaviour()
+        assert post(gateway).status_code == 502
+        assert chat_calls(third) == 0
+
+
 def test_anthropic_client_mid_stream_failure_is_an_error_event(gateway_server, claude, secondary) -> None:
     text = f"""
 backends:

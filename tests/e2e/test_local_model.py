@@ -19,7 +19,7 @@ import requests
 
 from gateway.modelgen.presets import PRESETS
 from gateway.testing import FakeOpenAI
-from tests.conftest import wait_until
+from tests.conftest import service_missing, wait_until
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about the sea."}]
 
@@ -118,6 +118,25 @@ def test_legacy_completions(gateway) -> None:
         if c.choices
     )
     assert streamed == whole.choices[0].text
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_legacy_completion_stream_ends_with_done(gateway, include_usage: bool) -> None:
+    """A local backend's stream is written by the gateway's own encoder (not relayed from an upstream):
+    the last event of a /v1/completions stream is `data: [DONE]`, exactly once, after the finish (and
+    usage) chunks. The SDK does not notice a missing `[DONE]`; clients that wait for it would hang."""
+    body: dict = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 6, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    with requests.post(gateway.url("/v1/completions"), json=body, stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        data = [line[6:] for line in response.iter_lines() if line.startswith(b"data: ")]
+    assert data[-1] == b"[DONE]" and data.count(b"[DONE]") == 1
+    chunks = [json.loads(line) for line in data[:-1]]
+    assert all(chunk["object"] == "text_completion" for chunk in chunks)
+    finishes = [c["finish_reason"] for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
+    assert len(finishes) == 1 and finishes[0] in ("length", "stop")
+    assert (chunks[-1]["choices"] == [] and "usage" in chunks[-1]) is include_usage
 
 
 def test_seed_makes_sampling_reproducible(gateway) -> None:
@@ -372,7 +391,7 @@ reload: {{debounce_ms: 50}}
     gateway = gateway_server(text)
     blas = local_status(gateway, "a")["blas"]
     if not blas.startswith("OpenBLAS"):
-        pytest.skip(f"mlx does not run on OpenBLAS here ({blas}); `apt-get install libopenblas0-pthread`")
+        service_missing(f"mlx does not run on OpenBLAS here ({blas}); `apt-get install libopenblas0-pthread`")
     assert blas.endswith(", 1 thread)"), blas  # read back from OpenBLAS after setting it
     assert "1 thread)" in gateway.log()  # the startup log says it too
     # OpenBLAS's count is process-wide: changed under a loaded model, it waits (and says so).
@@ -424,7 +443,9 @@ def test_a_model_on_openblas_has_no_blas_warning(gateway) -> None:
     oai(gateway).chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1, temperature=0)
     status = local_status(gateway, "local")
     if not status["blas"].startswith("OpenBLAS"):
-        pytest.skip(f"mlx is not on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`")
+        service_missing(
+            f"mlx is not on OpenBLAS here ({status['blas']}); `apt-get install libopenblas0-pthread`"
+        )
     assert status["blas_warning"] is None
     check = requests.get(gateway.url("/ready"), timeout=5).json()["checks"]["local_models"]
     assert check["status"] == "ok" and "detail" not in check

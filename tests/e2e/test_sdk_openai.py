@@ -18,6 +18,7 @@ from typing import Any
 
 import openai
 import pytest
+import requests
 
 from gateway.testing.behaviour import split_fragments
 from gateway.testing.fake_openai import embedding
@@ -450,6 +451,33 @@ def test_legacy_completion_stream(client: openai.OpenAI, include_usage: bool | N
     assert with_usage == [chunks[-1]] and chunks[-1].choices == []
     assert chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (count_tokens(PROMPT), 16)
+
+
+@pytest.mark.parametrize("model", ["gpt", "gpt-official"])
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_legacy_completion_stream_ends_with_done(gateway, model: str, include_usage: bool) -> None:
+    """The SDK stops reading at the end of the body, so it would not notice a missing `[DONE]`; clients
+    that wait for it would hang. Read the raw SSE: the last event of a /v1/completions stream is
+    `data: [DONE]`, exactly once, after the finish (and usage) chunks."""
+    body: dict[str, Any] = {"model": model, "prompt": PROMPT, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    with requests.post(
+        gateway.url("/v1/completions"),
+        json=body,
+        headers={"authorization": "Bearer sk-e2e-client"},
+        stream=True,
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        data = [line[6:] for line in response.iter_lines() if line.startswith(b"data: ")]
+    assert data[-1] == b"[DONE]" and data.count(b"[DONE]") == 1
+    chunks = [json.loads(line) for line in data[:-1]]
+    assert all(chunk["object"] == "text_completion" for chunk in chunks)
+    finishes = [c["finish_reason"] for chunk in chunks for c in chunk["choices"] if c["finish_reason"]]
+    assert finishes == ["stop"]
+    assert ("usage" in chunks[-1] and chunks[-1]["choices"] == []) is include_usage
 
 
 def test_legacy_completion_on_an_anthropic_only_chain_is_a_clear_client_error(client: openai.OpenAI) -> None:

@@ -54,7 +54,6 @@ def test_the_directory_holds_config_tokenizer_and_sharded_weights(created_tiny: 
     assert index["metadata"] == {"total_size": plan.weight_bytes, "total_parameters": 4_000_000}
     assert sorted(index["weight_map"]) == sorted(t.name for t in plan.tensors)
     assert created_tiny.parameters == 4_000_000 and created_tiny.weight_bytes == 16_000_000
-    assert created_tiny.seconds < 30  # generous: "a few seconds" on a loaded 2-core machine
 
 
 def test_weights_are_normal_with_std_002_and_norms_are_one(created_tiny: CreatedModel) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 from gateway.config.issues import ConfigError
 from gateway.config.load import config_version
 from gateway.config.writeback import Edit, WriteBackError
+from gateway.runtime import configlock
 from gateway.runtime.configlock import ConfigLockTimeout, config_file_lock, lock_file_candidates
 from gateway.runtime.edit import StaleVersion, WriteBackOff, edit_config, replace_file
 from gateway.runtime.live import LiveRuntime, ReloadEvent
 from gateway.runtime.watch import watch_config
-from tests.conftest import writers_lock_held
+from tests.conftest import wait_for, writers_lock_held
 
 CONFIG = """\
 # Edited by the settings page; comments stay.
@@ -91,12 +93,9 @@ async def test_the_watcher_finds_the_edit_already_live(live: LiveRuntime, config
     live.listeners.append(seen.append)
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_config(live, stop, debounce_ms=20))
-    await asyncio.sleep(0.3)  # let the watch start
+    await wait_for(lambda: live.watching)
     result = await edit_config(live, [Edit(CHAT_TOTAL, 60)], version(config_path))
-    for _ in range(250):
-        if any(e.source == "file" for e in seen):
-            break
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: any(e.source == "file" for e in seen))
     stop.set()
     await asyncio.wait_for(watcher, 5)
     assert [(e.source, e.outcome) for e in seen] == [("api", "applied"), ("file", "unchanged")]
@@ -239,14 +238,24 @@ def holder(config_path: Path) -> Iterator[Callable[[], None]]:
 
 
 async def test_the_edit_waits_for_the_lock_without_blocking_the_loop(
-    live: LiveRuntime, config_path: Path, holder: Callable[[], None]
+    live: LiveRuntime, config_path: Path, holder: Callable[[], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    refused: list[int] = []
+    real_flock = configlock.fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        try:
+            real_flock(fd, operation)
+        except BlockingIOError:
+            refused.append(operation)
+            raise
+
+    monkeypatch.setattr(configlock.fcntl, "flock", flock)
     edit = asyncio.create_task(edit_config(live, [Edit(CHAT_TOTAL, 42)], version(config_path)))
-    ticks = 0
-    for _ in range(10):  # the loop keeps running while the edit waits
-        await asyncio.sleep(0.02)
-        ticks += 1
-    assert ticks == 10 and not edit.done()
+    # The edit tries the lock, is refused and tries again while this coroutine runs on the same loop:
+    # it waits without blocking (a blocking flock would stall the loop and this test with it).
+    await wait_for(lambda: len(refused) >= 2)
+    assert not edit.done() and all(op & fcntl.LOCK_NB for op in refused)
     assert "total: 900" in config_path.read_text(), "nothing written while another writer holds the lock"
     holder()  # the other writer finishes
     result = await asyncio.wait_for(edit, 5)

@@ -11,7 +11,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +21,7 @@ import pytest
 
 import gateway
 from gateway.testing import Behaviour, FakeOpenAI, count_tokens
+from tests.conftest import wait_for
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -62,13 +63,6 @@ async def client(fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.perf_counter() + timeout
-    while not condition():
-        assert time.perf_counter() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def sse_data(raw: str) -> list[str]:

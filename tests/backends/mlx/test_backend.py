@@ -3,8 +3,6 @@ speaks (the surface encodes), with usage on every path, and `aclose()` mid-strea
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from gateway.backends.mlx.backend import LocalModelBackend
@@ -13,6 +11,7 @@ from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatResponse, StreamEnd, StreamStart, TextDelta, TokenCount, UsageEvent
 from tests.backends.mlx.conftest import limits
+from tests.conftest import wait_for
 
 MESSAGES = [{"role": "user", "content": "Tell me a story about the sea."}]
 # One event loop for the module: the engine (loaded once, `local`) posts its events to the loop it
@@ -70,8 +69,5 @@ async def test_aclose_mid_stream_stops_the_generation(local: LocalModelBackend) 
     engine = local.engine
     assert engine is not None and engine.active == 1
     await stream.aclose()  # what the surface does when the client goes away
-    for _ in range(500):
-        if engine.active == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: engine.active == 0)
     assert engine.active == 0

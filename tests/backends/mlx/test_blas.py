@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.blas import BUNDLED, FIX, ensure_fast_blas
+from tests.conftest import service_missing
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="OpenBLAS setup is Linux-only")
 
@@ -68,7 +69,7 @@ def test_openblas_is_mapped_and_serves_cblas_after_ensure_then_import(tiny_model
     offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = probe("--model", str(tiny_model), "--measure", **offline)
     if result["library"] is None:
-        pytest.skip(f"no OpenBLAS on this machine: {result['warning']}")
+        service_missing(f"no OpenBLAS on this machine: {result['warning']}")
     assert result["fast"] and result["warning"] is None and result["same"]
     assert result["description"].startswith("OpenBLAS")
     assert os.path.realpath(result["library"]) in result["mapped"], result["mapped"]

@@ -18,6 +18,7 @@ from gateway.modelgen.presets import PRESETS
 from gateway.protocol.canonical import EmbeddingResponse, Usage
 from gateway.protocol.openai_legacy import parse_embedding_request
 from tests.backends.mlx.conftest import limits
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -152,9 +153,6 @@ async def test_a_request_given_up_leaves_the_queue(local: LocalModelBackend) -> 
     with pytest.raises(UpstreamFailure) as caught:
         await local.send(embed_call(TEXTS), "tiny", gone)
     assert caught.value.kind == "timeout"
-    for _ in range(500):
-        if engine.queued == 0 and engine.active == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: engine.queued == 0 and engine.active == 0)
     assert (engine.queued, engine.active) == (0, 0)
     assert len((await embed(local, TEXTS)).vectors) == len(TEXTS)
