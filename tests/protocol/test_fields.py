@@ -41,7 +41,7 @@ EXPECTED = {
             "logit_bias": "capability:logit_bias", "presence_penalty": "capability:penalties",
             "frequency_penalty": "capability:penalties", "response_format": "capability:json_object",
             "store": N, "metadata": I, "service_tier": N, "prediction": N, "audio": N, "modalities": N,
-            "reasoning_effort": N, "web_search_options": N, "verbosity": N, "prompt_cache_key": N,
+            "reasoning_effort": "capability:reasoning", "web_search_options": N, "verbosity": N, "prompt_cache_key": N,
             "prompt_cache_retention": N, "prompt_cache_options": N, "safety_identifier": N,
             "moderation": N, "function_call": N, "functions": N,
         },
@@ -65,8 +65,8 @@ EXPECTED = {
         {
             "model": C, "messages": C, "system": C, "max_tokens": C, "temperature": C, "top_p": C,
             "stop_sequences": C, "stream": C, "tools": "capability:tools", "tool_choice": C,
-            "metadata": C, "top_k": "capability:top_k", "cache_control": I, "thinking": N,
-            "container": N, "mcp_servers": N, "service_tier": N, "context_management": N,
+            "metadata": C, "top_k": "capability:top_k", "cache_control": I,
+            "thinking": "capability:reasoning", "container": N, "mcp_servers": N, "service_tier": N, "context_management": N,
             "output_config": N, "output_format": N, "inference_geo": N, "speed": N, "diagnostics": N,
             "user_profile_id": N, "workspace_id": N, "billing_policy": N, "compaction": N,
             "fallback_credit_token": N, "fallbacks": N, "thread": N,
@@ -76,7 +76,7 @@ EXPECTED = {
         ANTHROPIC_COUNT_TOKENS,
         {
             "model": C, "messages": C, "system": C, "tools": "capability:tools", "tool_choice": C,
-            "cache_control": I, "thinking": N, "mcp_servers": N, "context_management": N,
+            "cache_control": I, "thinking": "capability:reasoning", "mcp_servers": N, "context_management": N,
             "output_config": N, "output_format": N, "speed": N, "user_profile_id": N,
             "workspace_id": N, "billing_policy": N, "compaction": N,
         },
