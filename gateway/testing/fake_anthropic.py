@@ -209,6 +209,9 @@ class FakeAnthropic(FakeServer):
     request_id_header: ClassVar[str] = "request-id"
     request_id_prefix: ClassVar[str] = "req_011C"
 
+    #: The body of the last `/v1/messages` request (for tests that check what the gateway sent).
+    last_body: dict[str, Any] | None = None
+
     def api_routes(self) -> list[tuple[str, str, Handler]]:
         return [
             ("POST", "/v1/messages", self._messages),
@@ -263,6 +266,7 @@ class FakeAnthropic(FakeServer):
 
     async def _messages(self, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
         body, messages, input_tokens = await self._read(request)
+        self.last_body = body
         max_tokens = body.get("max_tokens")
         if max_tokens is None:
             raise FakeError(400, "max_tokens: Field required")
@@ -285,7 +289,14 @@ class FakeAnthropic(FakeServer):
         blocks: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
         thinking_tokens = 0
         if budget is not None:
-            words = ["Thinking:", *reply_words("think " + seed, behaviour.reply_tokens)]
+            # It opens on the prompt's first words, as a model's thinking restates the question (so tests
+            # can follow a marker through the thinking).
+            words = [
+                "Thinking",
+                "about",
+                *seed.split()[:3],
+                *reply_words("think " + seed, behaviour.reply_tokens),
+            ]
             thought = plan_text(words, min(budget, max_tokens - 1))
             thinking_tokens = thought.tokens
             signature = _sign(b"thinking", thought.text)

@@ -320,7 +320,7 @@ THINKING = {"type": "enabled", "budget_tokens": 1024}
 async def test_thinking_blocks_with_signatures(client: anthropic.AsyncAnthropic) -> None:
     msg = await client.messages.create(model=MODEL, max_tokens=2048, thinking=THINKING, messages=MESSAGES)
     thinking, text = msg.content
-    assert thinking.type == "thinking" and thinking.thinking.startswith("Thinking:")
+    assert thinking.type == "thinking" and thinking.thinking.startswith("Thinking about Tell me about")
     assert thinking.signature and text.type == "text"
     assert msg.usage.output_tokens == count_tokens(thinking.thinking) + count_tokens(text.text)
     plain = await client.messages.create(model=MODEL, max_tokens=2048, messages=MESSAGES)
