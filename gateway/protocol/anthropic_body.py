@@ -53,8 +53,8 @@ def messages_request_to_body(
         mapped = anthropic_thinking(req.reasoning, req.max_tokens, default_max_tokens)
         if mapped is None:
             raise NoThinkingBudget(
-                f"max_tokens {req.max_tokens} leaves no room for Anthropic's smallest thinking budget "
-                f"({MIN_BUDGET} tokens, which must be below max_tokens)"
+                f"a token cap of {req.max_tokens} (max_completion_tokens / max_tokens) leaves no room for "
+                f"Anthropic's smallest thinking budget ({MIN_BUDGET} tokens, which must be below the cap)"
             )
         body["thinking"], body["max_tokens"] = mapped
     if req.temperature is not None:

@@ -253,6 +253,12 @@ def test_what_has_no_mapping_is_a_400_naming_the_field(
     with pytest.raises(anthropic.BadRequestError) as refused:
         claude.messages.create(model="gpt", max_tokens=2048, thinking={"type": "adaptive"}, messages=MESSAGES)
     assert assert_problem(refused.value.response, 400)["field"] == "thinking"
+    # A cap too small for Anthropic's smallest thinking budget.
+    with pytest.raises(openai.BadRequestError, match="smallest thinking budget") as caught:
+        gpt.chat.completions.create(
+            model="claude", messages=MESSAGES, reasoning_effort="low", max_completion_tokens=900
+        )
+    assert_problem(caught.value.response, 400)
     # A target without the capability: named with the field that asked for it.
     with pytest.raises(openai.BadRequestError) as caught:
         gpt.chat.completions.create(model="claude-plain", messages=MESSAGES, reasoning_effort="low")

@@ -408,10 +408,13 @@ def test_no_reasoning_content_in_spans_logs_or_audit(
         database = tmp_path / "gateway-audit.sqlite3"
 
         def audited() -> int:
-            with sqlite3.connect(database) as connection:
-                marks = ",".join("?" * len(ids))
-                query = f'SELECT COUNT(*) FROM "audit_records" WHERE request_id IN ({marks})'
-                return connection.execute(query, ids).fetchone()[0]
+            marks = ",".join("?" * len(ids))
+            query = f'SELECT COUNT(*) FROM "audit_records" WHERE request_id IN ({marks})'
+            try:
+                with sqlite3.connect(database) as connection:
+                    return connection.execute(query, ids).fetchone()[0]
+            except sqlite3.OperationalError:  # the writer has not created its table yet
+                return 0
 
         wait_until(lambda: audited() == len(ids))
     everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
