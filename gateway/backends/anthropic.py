@@ -24,6 +24,7 @@ from gateway.backends.upstream import (
 )
 from gateway.config.backends import AnthropicSettings
 from gateway.protocol import anthropic as anthropic_protocol
+from gateway.protocol.anthropic_body import NoThinkingBudget
 from gateway.protocol.canonical import ChatRequest, UpstreamProtocolError
 from gateway.protocol.usage import anthropic_usage
 
@@ -63,7 +64,10 @@ def messages_body(call: UpstreamCall, model: str) -> tuple[dict[str, Any], bool]
         raise UpstreamFailure(
             "unsupported", f"the Anthropic API cannot answer {call.endpoint} in translation"
         )
-    body = anthropic_protocol.messages_request_to_body(call.request, model)
+    try:
+        body = anthropic_protocol.messages_request_to_body(call.request, model)
+    except NoThinkingBudget as error:
+        raise UpstreamFailure("unsupported", str(error)) from None
     body["stream"] = call.stream
     return body, False
 

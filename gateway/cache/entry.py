@@ -87,6 +87,7 @@ class CachedAnswer:
                     usage.completion_tokens,
                     usage.cached_tokens,
                     usage.cache_creation_tokens,
+                    usage.reasoning_tokens,
                 ],
             }
         )

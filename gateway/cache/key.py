@@ -32,6 +32,8 @@ def deterministic(request: ChatRequest) -> bool:
 def cacheable(request: ChatRequest) -> str | None:
     """None when the answer to `request` fits the stored form; else why not (several choices, logprobs,
     audio or thinking blocks have no place in the one canonical answer a cache entry holds)."""
+    if request.reasoning is not None:
+        return "reasoning"
     extra = request.extra
     if not extra:
         return None

@@ -37,6 +37,7 @@ CAPABILITIES: tuple[str, ...] = (
     "logit_bias",
     "penalties",
     "top_k",
+    "reasoning",
 )
 
 _ALL = frozenset(CAPABILITIES)
@@ -48,14 +49,17 @@ _ALL = frozenset(CAPABILITIES)
 #: carries no `response_format`, `n`, `logprobs`, `logit_bias` or penalties, and the Anthropic API has no
 #: completions or embeddings; local models read no images and report no logprobs; the Gemini translation
 #: (`gateway.protocol.gemini`) asks for one candidate, no logprobs and no logit bias, and the API has no
-#: completions endpoint.
+#: completions endpoint. `reasoning` (OpenAI `reasoning_effort`, Anthropic `thinking`, mapped between
+#: the two by `gateway.protocol.reasoning`) is claimed by the OpenAI-protocol and Anthropic types (and
+#: Vertex's Claude models), whose upstream decides whether the model reasons; the Gemini, Bedrock and
+#: local translations carry none.
 DEFAULTS_BY_TYPE: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "openai": _ALL - {"top_k"},
         "openai_compatible": _ALL - {"top_k"},
         "azure_openai": _ALL - {"top_k"},
-        "anthropic": frozenset({"chat", "tools", "images", "top_k"}),
-        "mlx": _ALL - {"images", "logprobs"},
+        "anthropic": frozenset({"chat", "tools", "images", "top_k", "reasoning"}),
+        "mlx": _ALL - {"images", "logprobs", "reasoning"},
         "gemini": frozenset(
             {"chat", "embeddings", "tools", "images", "json_object", "json_schema", "penalties", "top_k"}
         ),
@@ -84,7 +88,7 @@ _MODEL_DEFAULTS: Mapping[str, tuple[tuple[str, frozenset[str]], ...]] = MappingP
         "openai": (("text-embedding-", frozenset({"embeddings"})),),
         "bedrock": (("amazon.titan-embed-text-", frozenset({"embeddings"})),),
         "vertex": (
-            ("claude-", frozenset({"chat", "tools", "images", "top_k"})),
+            ("claude-", frozenset({"chat", "tools", "images", "top_k", "reasoning"})),
             ("text-embedding-", frozenset({"embeddings"})),
             ("text-multilingual-embedding-", frozenset({"embeddings"})),
             ("gemini-embedding-", frozenset({"embeddings"})),

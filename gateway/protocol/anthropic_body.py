@@ -13,14 +13,27 @@ from gateway.protocol.canonical import (
     ImagePart,
     Message,
     Part,
+    ReasoningPart,
     TextPart,
     Tool,
     ToolCallPart,
     ToolResultPart,
     join_text,
 )
+from gateway.protocol.reasoning import MIN_BUDGET, anthropic_thinking
 
-__all__ = ["arguments_to_input", "count_tokens_request_to_body", "messages_request_to_body", "tool_id"]
+__all__ = [
+    "NoThinkingBudget",
+    "arguments_to_input",
+    "count_tokens_request_to_body",
+    "messages_request_to_body",
+    "tool_id",
+]
+
+
+class NoThinkingBudget(ValueError):
+    """A request's reasoning cannot be written as an Anthropic thinking budget under its max_tokens."""
+
 
 _BAD_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 _CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
@@ -31,10 +44,19 @@ def messages_request_to_body(
 ) -> dict[str, Any]:
     """The `/v1/messages` body to send an Anthropic backend for `req`.
 
-    `default_max_tokens` is used when the client (an OpenAI one) gave no `max_tokens`.
+    `default_max_tokens` is used when the client (an OpenAI one) gave no `max_tokens`. Raises
+    `NoThinkingBudget` when the client's reasoning does not fit under its own `max_tokens`.
     """
     body = _body(req, upstream_model)
     body["max_tokens"] = req.max_tokens if req.max_tokens is not None else default_max_tokens
+    if req.reasoning is not None and "thinking" not in body:
+        mapped = anthropic_thinking(req.reasoning, req.max_tokens, default_max_tokens)
+        if mapped is None:
+            raise NoThinkingBudget(
+                f"a token cap of {req.max_tokens} (max_completion_tokens / max_tokens) leaves no room for "
+                f"Anthropic's smallest thinking budget ({MIN_BUDGET} tokens, which must be below the cap)"
+            )
+        body["thinking"], body["max_tokens"] = mapped
     if req.temperature is not None:
         body["temperature"] = min(req.temperature, 1.0)
     if req.top_p is not None:
@@ -163,6 +185,8 @@ def _encode_block(part: Part) -> Any:
         else:
             source = {"type": "url", "url": part.url}
         block = {"type": "image", "source": source}
+    elif kind is ReasoningPart:
+        return part.block if part.protocol == "anthropic" else None
     else:
         return part.data if part.protocol == "anthropic" else None
     if part.cache_control is not None:

@@ -29,6 +29,7 @@ from gateway.protocol.canonical import (
     Message,
     Part,
     RawPart,
+    ReasoningPart,
     TextPart,
     Tool,
     ToolCallPart,
@@ -36,6 +37,7 @@ from gateway.protocol.canonical import (
     ToolResultPart,
     join_text,
 )
+from gateway.protocol.reasoning import anthropic_reasoning
 
 __all__ = ["parse_count_tokens_request", "parse_messages_request"]
 
@@ -120,6 +122,7 @@ def _parse(body: Any, *, count_tokens: bool) -> ChatRequest:
         source="anthropic",
         extra=extra,
         system_blocks=system_blocks,
+        reasoning=anthropic_reasoning(extra.get("thinking")),
     )
 
 
@@ -191,6 +194,10 @@ def _parse_block(raw: Any, path: str, role: str) -> Part:
         if role != "user":
             raise FieldError(at(path, "type"), "tool_result blocks may only appear in user messages")
         return _parse_tool_result(block, path)
+    if kind == "thinking" and role == "assistant":
+        return ReasoningPart(req_str(block, "thinking", path, empty_ok=True), block)
+    if kind == "redacted_thinking" and role == "assistant":
+        return ReasoningPart("", block)
     return RawPart("anthropic", block)
 
 

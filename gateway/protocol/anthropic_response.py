@@ -12,12 +12,14 @@ from gateway.protocol.canonical import (
     ChatResponse,
     Part,
     RawPart,
+    ReasoningPart,
     TextPart,
     TokenCount,
     ToolCallPart,
     UpstreamProtocolError,
     Usage,
 )
+from gateway.protocol.reasoning import thinking_text
 from gateway.protocol.usage import anthropic_usage, usage_to_anthropic
 
 __all__ = ["encode_count_tokens_response", "encode_messages_response", "parse_messages_response"]
@@ -38,6 +40,8 @@ def parse_messages_response(body: Any) -> ChatResponse:
             elif kind == "tool_use":
                 args = block.get("input")
                 parts.append(ToolCallPart(block["id"], block["name"], orjson.dumps(args or {}).decode()))
+            elif kind == "thinking" or kind == "redacted_thinking":
+                parts.append(ReasoningPart(thinking_text(block), block))
             else:
                 parts.append(RawPart("anthropic", block))
         stop_sequence = body.get("stop_sequence")
@@ -74,6 +78,8 @@ def encode_messages_response(resp: ChatResponse, model: str) -> dict[str, Any]:
             )
         elif kind is RawPart and part.protocol == "anthropic":
             content.append(part.data)
+        elif kind is ReasoningPart and part.protocol == "anthropic":
+            content.append(part.block)
     stop_reason = finish_to_anthropic(resp.finish_reason, resp.stop_sequence)
     return {
         "id": resp.id or new_id("msg_"),

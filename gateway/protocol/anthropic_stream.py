@@ -2,8 +2,9 @@
 writes `event: X\\ndata: {...}` bytes for Anthropic clients.
 
 Anthropic numbers content blocks (text and tool_use alike) from 0; canonical tool calls are numbered among
-tool calls only, so both sides keep a block-index ⇄ tool-index map. Thinking and citation deltas have no
-canonical form and are skipped.
+tool calls only, so both sides keep a block-index ⇄ tool-index map. Thinking blocks become
+`ReasoningDelta`s (their text) and, at their end, a `ReasoningBlock` (the whole block, signature included);
+citation deltas have no canonical form and are skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from gateway.protocol._maps import error_type_to_anthropic, finish_from_anthropi
 from gateway.protocol.anthropic_body import tool_id
 from gateway.protocol.canonical import (
     FinishReason,
+    ReasoningBlock,
+    ReasoningDelta,
     StreamEnd,
     StreamError,
     StreamEvent,
@@ -62,12 +65,14 @@ class AnthropicStreamDecoder:
     upstream body ends; `finish()` raises `UpstreamProtocolError` if no `message_stop` (or error) arrived.
     """
 
-    __slots__ = ("_done", "_reason", "_started", "_stop_sequence", "_tools", "_usage")
+    __slots__ = ("_done", "_reason", "_reasoning", "_started", "_stop_sequence", "_tools", "_usage")
 
     def __init__(self) -> None:
         self._started = False
         self._done = False
         self._tools: dict[int, int] = {}  # content block index -> canonical tool-call index
+        # content block index -> the thinking block being streamed: its members, the text in pieces
+        self._reasoning: dict[int, dict[str, Any]] = {}
         # Usage arrives as cumulative counts, some only in message_start and some only in message_delta.
         self._usage: Usage | None = None
         self._reason: Any = None
@@ -103,8 +108,26 @@ class AnthropicStreamDecoder:
                 tool = self._tools.get(event["index"])
                 fragment = delta["partial_json"]
                 return [ToolCallDelta(tool, fragment)] if tool is not None and fragment else []
+            if delta_kind == "thinking_delta":
+                block = self._reasoning.get(event["index"])
+                text = delta["thinking"]
+                if block is None or not text:
+                    return []
+                block["thinking"].append(text)
+                return [ReasoningDelta(text)]
+            if delta_kind == "signature_delta":
+                block = self._reasoning.get(event["index"])
+                if block is not None:
+                    block["signature"] = delta["signature"]
             return []
-        if kind == "ping" or kind == "content_block_stop":
+        if kind == "content_block_stop":
+            block = self._reasoning.pop(event["index"], None)
+            if block is None:
+                return []
+            if block["type"] == "thinking":
+                block = {**block, "thinking": "".join(block["thinking"])}
+            return [ReasoningBlock(block)]
+        if kind == "ping":
             return []
         if kind == "error":
             self._done = True
@@ -145,6 +168,12 @@ class AnthropicStreamDecoder:
             if block.get("input"):
                 out.append(ToolCallDelta(tool, orjson.dumps(block["input"]).decode()))
             return out
+        if kind == "thinking":
+            text = block.get("thinking") or ""
+            self._reasoning[index] = {**block, "thinking": [text] if text else []}
+            return [ReasoningDelta(text)] if text else []
+        if kind == "redacted_thinking":
+            self._reasoning[index] = dict(block)
         return []
 
     def _report(self, usage: dict[str, Any]) -> UsageEvent:
@@ -168,7 +197,18 @@ class AnthropicStreamEncoder:
     start is in it. `error()` ends the stream with an `error` event and no `message_stop`.
     """
 
-    __slots__ = ("_closed", "_id", "_model", "_next", "_open", "_open_text", "_started", "_tools", "_usage")
+    __slots__ = (
+        "_closed",
+        "_id",
+        "_model",
+        "_next",
+        "_open",
+        "_open_text",
+        "_open_thinking",
+        "_started",
+        "_tools",
+        "_usage",
+    )
 
     def __init__(self, model: str, *, id: str | None = None) -> None:
         self._model = model
@@ -178,6 +218,7 @@ class AnthropicStreamEncoder:
         self._next = 0  # index of the next content block
         self._open: int | None = None
         self._open_text = False
+        self._open_thinking = False
         self._tools: dict[int, int] = {}  # canonical tool-call index -> content block index
         self._usage: Usage | None = None
 
@@ -193,6 +234,16 @@ class AnthropicStreamEncoder:
             if not self._open_text:
                 out += self._open_block({"type": "text", "text": ""}, text=True)
             return out + (_TEXT_DELTA % self._open) + orjson.dumps(event.text) + b"}}\n\n"
+        if kind is ReasoningDelta:
+            if not event.text:
+                return b""
+            out = b"" if self._started else self._message_start()
+            if not self._open_thinking:
+                out += self._open_block({"type": "thinking", "thinking": "", "signature": ""}, text=False)
+                self._open_thinking = True
+            return out + self._delta({"type": "thinking_delta", "thinking": event.text})
+        if kind is ReasoningBlock:
+            return self._reasoning_block(event)
         if kind is ToolCallDelta:
             if not event.arguments:
                 return b""
@@ -237,10 +288,31 @@ class AnthropicStreamEncoder:
         }
         return _event(b"message_start", {"type": "message_start", "message": message})
 
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        payload = {"type": "content_block_delta", "index": self._open, "delta": delta}
+        return _event(b"content_block_delta", payload)
+
+    def _reasoning_block(self, event: ReasoningBlock) -> bytes:
+        """A whole thinking block: ends the one its deltas opened (with its signature), or is written
+        whole (a redacted block, or thinking that came without deltas)."""
+        if event.protocol != "anthropic":
+            return b""
+        block = event.block
+        out = b"" if self._started else self._message_start()
+        if block.get("type") == "thinking":
+            if not self._open_thinking:
+                out += self._open_block({"type": "thinking", "thinking": "", "signature": ""}, text=False)
+                if block.get("thinking"):
+                    out += self._delta({"type": "thinking_delta", "thinking": block["thinking"]})
+            if block.get("signature"):
+                out += self._delta({"type": "signature_delta", "signature": block["signature"]})
+            return out + self._close_block()
+        return out + self._open_block(dict(block), text=False) + self._close_block()
+
     def _close_block(self) -> bytes:
         if self._open is None:
             return b""
-        index, self._open, self._open_text = self._open, None, False
+        index, self._open, self._open_text, self._open_thinking = self._open, None, False, False
         return _BLOCK_STOP % index
 
     def _open_block(self, block: dict[str, Any], *, text: bool) -> bytes:

@@ -214,8 +214,9 @@ def _encode_part(part: Part, where: str) -> list[dict[str, Any]]:
     elif kind is ToolResultPart:
         block = {"toolResult": _encode_tool_result(part, where)}
     else:
-        assert isinstance(part, RawPart)
-        raise Untranslatable(where, f"a '{part.data.get('type')}' content part has no Converse form")
+        # RawPart, ReasoningPart: routing sends neither here (native to the client's protocol).
+        data = part.data if isinstance(part, RawPart) else part.block  # type: ignore[union-attr]
+        raise Untranslatable(where, f"a '{data.get('type')}' content part has no Converse form")
     if part.cache_control is not None:
         return [block, _cache_point(part.cache_control)]
     return [block]

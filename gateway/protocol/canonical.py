@@ -14,6 +14,14 @@ Design notes:
   `ToolCallStart` i); `UsageEvent`s anywhere after the start, each carrying cumulative totals (the last one
   wins); and last either `StreamEnd` or `StreamError`. Decoders hold `StreamEnd` back until the upstream
   is complete, so every usage report precedes it.
+* Reasoning (`gateway.protocol.reasoning` holds the mapping between the protocols): a request's
+  `ChatRequest.reasoning` says how much the model should think, as an OpenAI effort or an Anthropic
+  thinking budget, whichever the client gave; an answer's thinking is a `ReasoningPart` (its readable
+  text, and the provider's own block verbatim, signature included, for the multi-turn use that needs it
+  back unchanged); in a stream, `ReasoningDelta`s carry the thinking text and a `ReasoningBlock` the
+  complete block once it has ended. `Usage.reasoning_tokens` counts the output tokens spent reasoning,
+  when the backend reports them. None of it is message metadata: like the text, it never enters the
+  audit log, spans or log lines.
 * Several choices (OpenAI `n` > 1): a `ChatResponse` holds the first choice in its own fields and the
   others in `extra_choices`; in a stream, `TextDelta.choice` says which choice a delta belongs to, each
   choice's end is a `ChoiceEnd`, and the final `StreamEnd` repeats choice 0's finish reason. Only OpenAI
@@ -42,6 +50,11 @@ __all__ = [
     "Part",
     "Protocol",
     "RawPart",
+    "Reasoning",
+    "ReasoningBlock",
+    "ReasoningDelta",
+    "ReasoningEffort",
+    "ReasoningPart",
     "Role",
     "StreamEnd",
     "StreamError",
@@ -131,7 +144,23 @@ class RawPart:
     data: Mapping[str, Any]
 
 
-Part: TypeAlias = TextPart | ImagePart | ToolCallPart | ToolResultPart | RawPart
+@dataclass(frozen=True, slots=True)
+class ReasoningPart:
+    """The model's thinking before its answer (Anthropic `thinking` / `redacted_thinking` blocks).
+
+    `text` is the readable thinking ("" for a redacted block); `block` is the provider's block exactly as
+    it came (the signature or encrypted data included), which a later turn must send back unchanged:
+    Anthropic checks the signature, and with thinking on it requires the block before the tool calls of
+    the turn whose results follow. Only a backend of `protocol` can take it back.
+    """
+
+    text: str
+    block: Mapping[str, Any]
+    protocol: Protocol = "anthropic"
+    cache_control: Mapping[str, Any] | None = None
+
+
+Part: TypeAlias = TextPart | ImagePart | ToolCallPart | ToolResultPart | RawPart | ReasoningPart
 
 
 def join_text(parts: tuple[Part, ...], sep: str = "") -> str:
@@ -165,6 +194,22 @@ class Tool:
     #: The provider-native definition of a built-in tool (Anthropic `web_search_...`, OpenAI `custom`);
     #: sent verbatim to `ChatRequest.source`'s protocol and dropped for the other.
     raw: Mapping[str, Any] | None = None
+
+
+#: The efforts with a faithful mapping to an Anthropic thinking budget (`gateway.protocol.reasoning`).
+ReasoningEffort: TypeAlias = Literal["low", "medium", "high"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """How much the model should reason before answering, in the terms the client used: an OpenAI
+    `reasoning_effort` (`effort`) or an Anthropic `thinking` budget (`budget_tokens`); exactly one is set.
+    Each encoder writes its own protocol's form, mapped by `gateway.protocol.reasoning` when the client
+    spoke the other. Values with no faithful mapping (OpenAI `minimal`/`xhigh`, Anthropic `adaptive`) are
+    not held here: they stay native fields of the client's protocol, refused elsewhere."""
+
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +250,8 @@ class ChatRequest:
     system_blocks: tuple[TextPart, ...] | None = None
     #: Which OpenAI spelling carried `max_tokens`, kept because reasoning models accept only the newer one.
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    #: The reasoning the client asked for (OpenAI `reasoning_effort`, Anthropic `thinking`), or None.
+    reasoning: Reasoning | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +296,10 @@ class Usage:
     #: Input tokens written to the prompt cache (a subset of `prompt_tokens`; Anthropic's
     #: `cache_creation_input_tokens`, billed above the plain input rate).
     cache_creation_tokens: int = 0
+    #: Output tokens spent reasoning (a subset of `completion_tokens`; OpenAI's
+    #: `completion_tokens_details.reasoning_tokens`, Gemini's `thoughtsTokenCount`). Anthropic reports
+    #: none apart: its thinking is counted in `output_tokens` only.
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -331,6 +382,22 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A fragment of the model's readable thinking (Anthropic `thinking_delta`)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningBlock:
+    """A thinking block has ended: the provider's whole block (thinking text and signature, or a
+    `redacted_thinking` block's data), for the encoders that hand it to the client whole."""
+
+    block: Mapping[str, Any]
+    protocol: Protocol = "anthropic"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallStart:
     #: Position of this call among the response's tool calls (0, 1, ...), not a content-block index.
     index: int
@@ -375,5 +442,14 @@ class StreamError:
 
 
 StreamEvent: TypeAlias = (
-    StreamStart | TextDelta | ToolCallStart | ToolCallDelta | UsageEvent | ChoiceEnd | StreamEnd | StreamError
+    StreamStart
+    | TextDelta
+    | ReasoningDelta
+    | ReasoningBlock
+    | ToolCallStart
+    | ToolCallDelta
+    | UsageEvent
+    | ChoiceEnd
+    | StreamEnd
+    | StreamError
 )

@@ -115,7 +115,11 @@ OPENAI_CHAT: Mapping[str, FieldRule] = MappingProxyType(
         "prediction": _native(),
         "audio": _native(),
         "modalities": _native('["text"] is plain'),
-        "reasoning_effort": _native(),
+        "reasoning_effort": _capability(
+            "reasoning",
+            "low, medium and high map to an Anthropic thinking budget (docs/reasoning.md); none is plain; "
+            "other values (minimal, xhigh...) are native",
+        ),
         "web_search_options": _native(),
         "verbosity": _native(),
         "prompt_cache_key": _native(),
@@ -185,7 +189,11 @@ ANTHROPIC_MESSAGES: Mapping[str, FieldRule] = MappingProxyType(
         "metadata": _canonical("metadata.user_id is the end-user id (OpenAI's user)"),
         "top_k": _capability("top_k"),
         "cache_control": _CACHE_CONTROL,
-        "thinking": _native(),
+        "thinking": _capability(
+            "reasoning",
+            "type enabled maps to an OpenAI reasoning_effort (docs/reasoning.md); disabled is plain; "
+            "adaptive is native",
+        ),
         "container": _native(),
         "mcp_servers": _native(),
         "service_tier": _native(),
@@ -312,8 +320,11 @@ ANTHROPIC_BLOCKS: Mapping[str, FieldRule] = MappingProxyType(
         "tool_result": _capability("tools"),
         "document": _native(),
         "search_result": _native(),
-        "thinking": _native(),
-        "redacted_thinking": _native(),
+        "thinking": _native(
+            "an assistant's thinking, sent back verbatim (signature intact); OpenAI clients send it as "
+            "the message's thinking_blocks"
+        ),
+        "redacted_thinking": _native("as thinking"),
         "server_tool_use": _native(),
         "web_search_tool_result": _native(),
         "web_fetch_tool_result": _native(),

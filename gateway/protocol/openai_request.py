@@ -31,6 +31,7 @@ from gateway.protocol.canonical import (
     Message,
     Part,
     RawPart,
+    ReasoningPart,
     TextPart,
     Tool,
     ToolCallPart,
@@ -38,6 +39,7 @@ from gateway.protocol.canonical import (
     ToolResultPart,
     join_text,
 )
+from gateway.protocol.reasoning import openai_effort, openai_reasoning
 
 __all__ = ["chat_request_to_body", "parse_chat_request"]
 
@@ -120,6 +122,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         source="openai",
         extra=extra,
         max_tokens_field=field,
+        reasoning=openai_reasoning(extra.get("reasoning_effort")),
     )
 
 
@@ -132,6 +135,7 @@ def _check_extra(extra: dict[str, Any]) -> None:
     response_format = extra.get("response_format")
     if response_format is not None:
         req_str(req_dict(response_format, "response_format"), "type", "response_format")
+    opt_str(extra, "reasoning_effort")
 
 
 def _parse_message(raw: Any, path: str) -> Message:
@@ -212,7 +216,7 @@ def _image(part: dict[str, Any], path: str) -> ImagePart:
 
 def _assistant_content(msg: dict[str, Any], path: str) -> tuple[Part, ...]:
     content = msg.get("content")
-    parts: list[Part] = []
+    parts: list[Part] = _thinking_blocks(msg.get("thinking_blocks"), at(path, "thinking_blocks"))
     if isinstance(content, str):
         if content or not msg.get("tool_calls"):
             parts.append(TextPart(content))
@@ -235,6 +239,29 @@ def _assistant_content(msg: dict[str, Any], path: str) -> tuple[Part, ...]:
     if not parts and content is None and not calls and msg.get("function_call") is None:
         raise FieldError(at(path, "content"), "is required unless the message has tool_calls")
     return tuple(parts)
+
+
+def _thinking_blocks(value: Any, path: str) -> list[Part]:
+    """An assistant message's `thinking_blocks`, as the gateway gave them (docs/reasoning.md): Anthropic
+    thinking blocks, sent back verbatim so an Anthropic backend finds their signatures intact. The
+    message's `reasoning_content` is their display copy and is not read."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FieldError(path, "must be an array of thinking blocks")
+    parts: list[Part] = []
+    for i, raw in enumerate(value):
+        p = f"{path}[{i}]"
+        block = req_dict(raw, p)
+        kind = req_str(block, "type", p)
+        if kind == "thinking":
+            parts.append(ReasoningPart(req_str(block, "thinking", p, empty_ok=True), block))
+        elif kind == "redacted_thinking":
+            req_str(block, "data", p)
+            parts.append(ReasoningPart("", block))
+        else:
+            raise FieldError(at(p, "type"), "must be 'thinking' or 'redacted_thinking'")
+    return parts
 
 
 def _tool_call(raw: Any, path: str) -> Part:
@@ -329,8 +356,12 @@ def chat_request_to_body(
     for msg in req.messages:
         _encode_message(msg, messages)
     body["messages"] = messages
+    if req.reasoning is not None and not same:
+        body["reasoning_effort"] = openai_effort(req.reasoning)
     if req.max_tokens is not None:
-        body[max_tokens_key or (req.max_tokens_field if same else "max_tokens")] = req.max_tokens
+        # Reasoning models take only the newer spelling.
+        translated = "max_completion_tokens" if req.reasoning is not None else "max_tokens"
+        body[max_tokens_key or (req.max_tokens_field if same else translated)] = req.max_tokens
     if req.temperature is not None:
         body["temperature"] = req.temperature
     if req.top_p is not None:

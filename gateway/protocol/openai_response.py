@@ -11,6 +11,7 @@ from gateway.protocol._maps import finish_from_openai, finish_to_openai, new_id
 from gateway.protocol.canonical import (
     ChatResponse,
     Part,
+    ReasoningPart,
     TextPart,
     ToolCallPart,
     UpstreamProtocolError,
@@ -64,11 +65,14 @@ def parse_chat_response(body: Any) -> ChatResponse:
 def _encode_choice(index: int, content: tuple[Part, ...], finish_reason: Any) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[ReasoningPart] = []
     for part in content:
         if type(part) is TextPart:
             texts.append(part.text)
         elif type(part) is ToolCallPart:
             calls.append(_encode_call(part))
+        elif type(part) is ReasoningPart:
+            thinking.append(part)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts else (None if calls else ""),
@@ -76,6 +80,11 @@ def _encode_choice(index: int, content: tuple[Part, ...], finish_reason: Any) ->
     }
     if calls:
         message["tool_calls"] = calls
+    if thinking:
+        # OpenAI's chat API shows no reasoning: the de facto form of OpenAI-compatible servers (DeepSeek,
+        # vLLM, LiteLLM) carries it, text and blocks (signatures intact, to be sent back) (docs/reasoning.md).
+        message["reasoning_content"] = "".join(p.text for p in thinking)
+        message["thinking_blocks"] = [p.block for p in thinking]
     return {
         "index": index,
         "message": message,

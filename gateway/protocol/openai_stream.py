@@ -19,6 +19,8 @@ from gateway.protocol._maps import error_type_to_openai, finish_from_openai, fin
 from gateway.protocol.canonical import (
     ChoiceEnd,
     FinishReason,
+    ReasoningBlock,
+    ReasoningDelta,
     StreamEnd,
     StreamError,
     StreamEvent,
@@ -226,6 +228,12 @@ class OpenAIStreamEncoder:
             if event.choice:
                 return prefix + self._other_choice(event.choice, {"content": event.text}, None)
             return prefix + self._head + orjson.dumps({"content": event.text}) + self._tail
+        if kind is ReasoningDelta:
+            if not event.text:
+                return prefix
+            return prefix + self._head + orjson.dumps({"reasoning_content": event.text}) + self._tail
+        if kind is ReasoningBlock:
+            return prefix + self._head + orjson.dumps({"thinking_blocks": [event.block]}) + self._tail
         if kind is ChoiceEnd:
             reason = finish_to_openai(event.finish_reason)
             if event.choice == 0:

@@ -19,10 +19,12 @@ from gateway.protocol.canonical import (
     EmbeddingRequest,
     ImagePart,
     RawPart,
+    ReasoningPart,
     ToolCallPart,
     ToolResultPart,
 )
 from gateway.protocol.fields import FIELD_TABLES, INERT_VALUES, FieldRule
+from gateway.protocol.reasoning import REASONING_FIELDS, reasoning_need
 
 __all__ = ["Requirements", "requirements"]
 
@@ -47,6 +49,16 @@ class Requirements:
     #: Top-level field names, or descriptions of content parts and tools (`'input_audio' content
     #: part`), that only a backend speaking `protocol` can take; in the order met.
     native: tuple[str, ...] = ()
+    #: The request field that asks for each capability a field asks for: (capability, field), so a
+    #: refusal names the field.
+    capability_fields: tuple[tuple[str, str], ...] = ()
+    #: Parts carried from the *other* protocol, which only a backend speaking it can take (an OpenAI
+    #: client's `thinking_blocks`, Anthropic's): (protocol, what), or None.
+    foreign: tuple[str, str] | None = None
+
+    def field_for(self, capability: str) -> str | None:
+        """The request field that asked for `capability`, if a field did."""
+        return next((f for c, f in self.capability_fields if c == capability), None)
 
     def describe_native(self, name: str) -> str:
         """`name` as a refusal names it: "an OpenAI field 'service_tier'"."""
@@ -62,15 +74,18 @@ def requirements(
     """The capabilities and native fields `request` (of `endpoint`, from a `protocol` client) needs."""
     needs = {_ENDPOINT_CAPABILITY.get(endpoint, endpoint)}
     native: list[str] = []
+    asked: list[tuple[str, str]] = []
+    foreign = None
     if type(request) is ChatRequest:
-        _chat_needs(request, needs, native)
+        foreign = _chat_needs(request, needs, native)
     table = FIELD_TABLES.get((protocol, endpoint), {})
     if request.extra:
-        _extra_needs(request.extra, table, needs, native)
-    return Requirements(endpoint, protocol, frozenset(needs), tuple(native))
+        _extra_needs(request.extra, table, needs, native, asked)
+    return Requirements(endpoint, protocol, frozenset(needs), tuple(native), tuple(asked), foreign)
 
 
-def _chat_needs(request: ChatRequest, needs: set[str], native: list[str]) -> None:
+def _chat_needs(request: ChatRequest, needs: set[str], native: list[str]) -> tuple[str, str] | None:
+    foreign = None
     for tool in request.tools:
         needs.add("tools")
         if tool.raw is not None:
@@ -93,6 +108,13 @@ def _chat_needs(request: ChatRequest, needs: set[str], native: list[str]) -> Non
                         native.append(_raw_name(inner))
             elif kind is RawPart:
                 native.append(_raw_name(part))
+            elif kind is ReasoningPart:
+                what = f"'{part.block.get('type')}' content part"
+                if part.protocol == request.source:
+                    native.append(what)
+                elif foreign is None:
+                    foreign = (part.protocol, what)
+    return foreign
 
 
 def _raw_name(part: RawPart) -> str:
@@ -105,8 +127,13 @@ def _raw_name(part: RawPart) -> str:
 
 
 def _extra_needs(
-    extra: Mapping[str, Any], table: Mapping[str, FieldRule], needs: set[str], native: list[str]
+    extra: Mapping[str, Any],
+    table: Mapping[str, FieldRule],
+    needs: set[str],
+    native: list[str],
+    asked: list[tuple[str, str]],
 ) -> None:
+    reasoning_fields = REASONING_FIELDS.values()
     for name, value in extra.items():
         if value is None:
             continue
@@ -114,11 +141,20 @@ def _extra_needs(
             kind = value.get("type") if isinstance(value, dict) else None
             if kind in _RESPONSE_FORMATS:
                 needs.add(_RESPONSE_FORMATS[kind])
+                asked.append((_RESPONSE_FORMATS[kind], name))
             elif kind != "text":
                 native.append(name)
             continue
         rule = table.get(name)
-        if rule is None or rule.kind == "canonical":
+        if name in reasoning_fields and rule is not None:
+            # Mapped across protocols when the value has a faithful counterpart (gateway.protocol.reasoning).
+            need = reasoning_need(name, value)
+            if need == "native":
+                native.append(name)
+            elif need is not None:
+                needs.add(need)
+                asked.append((need, name))
+        elif rule is None or rule.kind == "canonical":
             # Unknown, or the part of a canonical field the canonical form does not hold (an OpenAI
             # tool_choice of type allowed_tools, stream_options members beside include_usage).
             native.append(name)
@@ -126,6 +162,7 @@ def _extra_needs(
             capability = _active_capability(name, value, rule)
             if capability is not None:
                 needs.add(capability)
+                asked.append((capability, name))
         elif rule.kind == "native":
             inert = INERT_VALUES.get(name)
             if inert is None or value not in inert:

@@ -5,19 +5,22 @@ Canonical `Usage.prompt_tokens` counts every input token; `cached_tokens` (read 
 and `cache_creation_tokens` (written to it) are subsets of it.
 
 * OpenAI: `prompt_tokens` already counts every input token; cache reads are
-  `prompt_tokens_details.cached_tokens`. OpenAI reports no cache writes.
+  `prompt_tokens_details.cached_tokens`. OpenAI reports no cache writes. Reasoning tokens are
+  `completion_tokens_details.reasoning_tokens`, counted in `completion_tokens`.
 * OpenAI Responses API: `input_tokens` counts every input token; cache reads are
   `input_tokens_details.cached_tokens`, writes `input_tokens_details.cache_write_tokens`; reasoning
   tokens are `output_tokens_details.reasoning_tokens` (part of `output_tokens`). A stream reports usage
   once, in its final `response.completed` (or `response.incomplete` / `response.failed`) event.
-* Anthropic: `input_tokens` counts only the tokens neither read from nor written to the cache, so
+* Anthropic: thinking is counted in `output_tokens`, with no member of its own (reasoning_tokens 0).
+  `input_tokens` counts only the tokens neither read from nor written to the cache, so
   prompt = `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`. A stream reports
   the input counts in `message_start` and the output count in `message_delta` (which newer API versions
   also give updated input counts): each report is merged over the previous one, member by member.
 * Gemini (`usageMetadata`): `promptTokenCount` already counts every input token (the cached content
   included), cache reads are `cachedContentTokenCount`; tokens the model spent thinking
   (`thoughtsTokenCount`) are billed as output, so output = `candidatesTokenCount` + `thoughtsTokenCount`;
-  input a built-in tool's prompt added (`toolUsePromptTokenCount`) is billed as input. Gemini reports no
+  input a built-in tool's prompt added (`toolUsePromptTokenCount`) is billed as input. The thoughts are
+  the reasoning tokens. Gemini reports no
   cache writes. A stream repeats the cumulative counts in every chunk: the last one wins.
 * Bedrock (Converse): as Anthropic's, `inputTokens` counts only the tokens neither read from nor
   written to the cache (`totalTokens` = input + output + `cacheReadInputTokens` +
@@ -54,7 +57,14 @@ def openai_usage(usage: Any) -> Usage | None:
         return None
     details = usage.get("prompt_tokens_details")
     cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached)
+    details = usage.get("completion_tokens_details")
+    reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
+    return Usage(
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        cached,
+        reasoning_tokens=reasoning,
+    )
 
 
 def responses_usage(usage: Any) -> Usage | None:
@@ -99,7 +109,8 @@ def anthropic_usage(usage: Any, previous: Usage | None = None) -> Usage | None:
     value = usage.get("output_tokens")
     if type(value) is int:
         output = value
-    return Usage(plain + read + written, output, read, written)
+    reasoning = previous.reasoning_tokens if previous is not None else 0
+    return Usage(plain + read + written, output, read, written, reasoning)
 
 
 def gemini_usage(usage: Any) -> Usage | None:
@@ -107,8 +118,9 @@ def gemini_usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     prompt = _int(usage.get("promptTokenCount")) + _int(usage.get("toolUsePromptTokenCount"))
-    output = _int(usage.get("candidatesTokenCount")) + _int(usage.get("thoughtsTokenCount"))
-    return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")))
+    thoughts = _int(usage.get("thoughtsTokenCount"))
+    output = _int(usage.get("candidatesTokenCount")) + thoughts
+    return Usage(prompt, output, _int(usage.get("cachedContentTokenCount")), reasoning_tokens=thoughts)
 
 
 def bedrock_usage(usage: Any) -> Usage | None:
@@ -131,6 +143,8 @@ def usage_to_openai(usage: Usage) -> dict[str, Any]:
     }
     if usage.cached_tokens:
         out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
     return out
 
 

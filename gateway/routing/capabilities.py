@@ -47,8 +47,17 @@ def refusal(needs: Requirements, step: RouteTarget) -> Refusal | None:
                 capability=missing,
                 field=CAPABILITY_FIELDS.get(missing),
             )
-        return Refusal(f"lacks capability '{missing}'", capability=missing)
+        # Named with the request field that asks for it, if one does (the 400 names both).
+        return Refusal(f"lacks capability '{missing}'", missing, needs.field_for(missing))
     speaks = step.speaks
+    if needs.foreign is not None and speaks != needs.foreign[0]:
+        # An OpenAI client's `thinking_blocks` (Anthropic blocks sent back): only Anthropic takes them.
+        protocol, what = needs.foreign
+        return Refusal(
+            f"cannot take the {protocol} {what}s of a message's thinking_blocks: only a backend "
+            f"speaking {protocol} can",
+            field="thinking_blocks",
+        )
     if needs.native and speaks != needs.protocol and needs.protocol not in _also_speaks(step):
         extras = EXTRA_FIELDS_BY_TYPE.get(step.config.type, _NO_EXTRAS)
         for name in needs.native:

@@ -81,7 +81,8 @@ class GatewayMetrics:
         )
         self.tokens = Counter(
             "gateway_tokens",
-            "Tokens as reported by the backends: direction input (prompt) or output (completion).",
+            "Tokens as reported by the backends: direction input (prompt) or output (completion); "
+            "reasoning: the part of output spent reasoning (already counted in output).",
             ["model", "backend", "direction"],
             registry=registry,
         )
@@ -307,6 +308,8 @@ class GatewayMetrics:
                 tokens_in.inc(usage.prompt_tokens)
             if usage.completion_tokens:
                 tokens_out.inc(usage.completion_tokens)
+            if usage.reasoning_tokens:  # rare: a child looked up only when there is something to count
+                self.tokens.labels(model, backend, "reasoning").inc(usage.reasoning_tokens)
         cost = trail.cost_usd
         if cost is not None:
             spender = (model, backend, trail.client_key or "")

@@ -130,6 +130,8 @@ def _finish_span(request_span: Any, trail: RequestTrail, status: str) -> None:
     if usage is not None:
         attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
         attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        if usage.reasoning_tokens:  # the part of the output spent reasoning (a count, never the text)
+            attributes["gen_ai.usage.reasoning_tokens"] = usage.reasoning_tokens
     if trail.cost_usd is not None:
         attributes["gateway.cost_usd"] = trail.cost_usd
     if trail.cache is not None:
@@ -181,6 +183,8 @@ def _log_request(trail: RequestTrail, status: str, latency: float) -> None:
     incapable = trail.skipped_as_incapable()
     if incapable:  # targets that could not serve the request (a capability, a field)
         fields["skipped_incapable"] = incapable
+    if usage is not None and usage.reasoning_tokens:  # of completion_tokens, spent reasoning
+        fields["reasoning_tokens"] = usage.reasoning_tokens
     if trail.cache_similarity is not None:  # a semantic hit
         fields["cache_similarity"] = round(trail.cache_similarity, 4)
     writer = json_line_writer(access_log)

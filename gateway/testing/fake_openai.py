@@ -101,19 +101,56 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     return None
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, behaviour: Behaviour) -> dict[str, Any]:
+#: Tokens a reasoning model spends thinking, by `reasoning_effort` (hidden; reported in usage only).
+REASONING_TOKENS = {"none": 0, "minimal": 8, "low": 16, "medium": 32, "high": 64, "xhigh": 128}
+
+
+def _reasoning_tokens(body: dict[str, Any], max_tokens: int | None) -> int:
+    """What a reasoning model thinks for this request's `reasoning_effort`, refusing what OpenAI does."""
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return 0
+    if effort not in REASONING_TOKENS:
+        raise FakeError(
+            400,
+            f"Invalid value: {effort!r}. Supported values are: {', '.join(map(repr, REASONING_TOKENS))}.",
+            param="reasoning_effort",
+            code="invalid_value",
+        )
+    if "max_tokens" in body:
+        raise FakeError(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+            "'max_completion_tokens' instead.",
+            param="max_tokens",
+            code="unsupported_parameter",
+        )
+    tokens = REASONING_TOKENS[effort]
+    return tokens if max_tokens is None else min(tokens, max_tokens - 1)
+
+
+def _usage(
+    prompt_tokens: int, completion_tokens: int, behaviour: Behaviour, reasoning_tokens: int = 0
+) -> dict[str, Any]:
     """OpenAI's usage object. With a prompt cache, the details members OpenAI sends: cached tokens are
-    part of `prompt_tokens`."""
+    part of `prompt_tokens`; reasoning tokens are part of `completion_tokens`."""
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if reasoning_tokens:
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
     if behaviour.cached_tokens or behaviour.cache_creation_tokens:
         cached, _ = behaviour.prompt_cache(prompt_tokens)
         usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
         usage["completion_tokens_details"] = {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -274,6 +311,9 @@ class FakeOpenAI(FakeServer):
                 code="missing_required_parameter",
             )
         max_tokens, stops = _max_tokens(body), _stops(body)
+        reasoning = _reasoning_tokens(body, max_tokens)
+        if max_tokens is not None:
+            max_tokens -= reasoning  # reasoning counts in max_completion_tokens
         tools = body.get("tools") or []
         prompt_tokens = sum(count_tokens(_text(m.get("content"))) for m in messages)
         prompt_tokens += TOOL_TOKENS * (len(tools) if isinstance(tools, list) else 0)
@@ -299,7 +339,7 @@ class FakeOpenAI(FakeServer):
                 words = reply_words(seed, behaviour.reply_tokens)
             plan = plan_text(words, max_tokens, stops)
             completion_tokens, finish = plan.tokens, _FINISH[plan.finish]
-        usage = _usage(prompt_tokens, completion_tokens, behaviour)
+        usage = _usage(prompt_tokens, completion_tokens + reasoning, behaviour, reasoning)
         cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
 
         if body.get("stream") is not True:

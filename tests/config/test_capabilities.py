@@ -39,8 +39,8 @@ def config(text: str = TEXT) -> Config:
 def test_the_defaults_of_each_type() -> None:
     assert DEFAULTS_BY_TYPE["openai"] == ALL - {"top_k"}
     assert DEFAULTS_BY_TYPE["openai_compatible"] == ALL - {"top_k"}
-    assert DEFAULTS_BY_TYPE["anthropic"] == {"chat", "tools", "images", "top_k"}
-    assert DEFAULTS_BY_TYPE["mlx"] == ALL - {"images", "logprobs"}
+    assert DEFAULTS_BY_TYPE["anthropic"] == {"chat", "tools", "images", "top_k", "reasoning"}
+    assert DEFAULTS_BY_TYPE["mlx"] == ALL - {"images", "logprobs", "reasoning"}
     # Every backend type of the schema has defaults.
     assert set(DEFAULTS_BY_TYPE) == set(load_schema()["$defs"]["backend"]["properties"]["type"]["enum"])
 
@@ -59,7 +59,7 @@ def test_the_schema_enum_is_the_list_of_names() -> None:
 def test_backend_overrides_resolve_over_the_type_defaults() -> None:
     backends = {b.name: b for b in config().backends}
     assert backends["vllm"].capabilities == ALL - {"logprobs"}
-    assert backends["an"].capabilities == {"chat", "tools", "top_k"}
+    assert backends["an"].capabilities == {"chat", "tools", "top_k", "reasoning"}
     assert backends["oa"].capabilities == ALL - {"top_k"}
     assert dict(backends["vllm"].capability_overrides) == {"top_k": True, "logprobs": False}
 
@@ -72,8 +72,8 @@ def test_target_overrides_apply_on_top_of_the_backend_s() -> None:
         ALL - {"logprobs", "tools", "images"},
         ALL - {"top_k"},
         frozenset({"embeddings"}),
-        frozenset({"chat", "tools", "top_k"}),
-        ALL - {"logprobs"},
+        frozenset({"chat", "tools", "top_k", "reasoning"}),
+        ALL - {"logprobs", "reasoning"},
     ]
     assert chain[0].capabilities == (("images", False), ("tools", False))
 

@@ -159,7 +159,7 @@ def test_deepseek_refuses_json_schema_by_naming_response_format() -> None:
 def test_a_plain_server_s_missing_capability_names_no_vendor() -> None:
     step = target('{type: openai_compatible, base_url: "http://h/v1", capabilities: {n: false}}')
     refused = refusal(needs(n=2), step)
-    assert refused is not None and refused.detail == "lacks capability 'n'" and refused.field is None
+    assert refused is not None and refused.detail == "lacks capability 'n'" and refused.field == "n"
 
 
 def test_gateway_check_names_an_unknown_provider_with_the_list(tmp_path: Path) -> None:

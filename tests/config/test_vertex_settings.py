@@ -46,7 +46,7 @@ def test_capabilities_follow_the_publisher() -> None:
     gemini = settings.capabilities_for("gemini-2.5-pro")
     claude = settings.capabilities_for("claude-sonnet-4-5@20250929")
     assert {"json_schema", "penalties", "top_k"} <= gemini and "embeddings" not in gemini
-    assert claude == {"chat", "tools", "images", "top_k"}
+    assert claude == {"chat", "tools", "images", "top_k", "reasoning"}
     assert settings.capabilities_for("text-embedding-005") == {"embeddings"}
     assert settings.capabilities_for("gemini-embedding-001") == {"embeddings"}
 

@@ -58,6 +58,11 @@ NEEDS: dict[str, tuple[tuple[str, str], str, dict[str, Any]]] = {
     "logit_bias": (("oa", "oa2"), "/v1/chat/completions", {"messages": USER, "logit_bias": {"50256": -100}}),
     "penalties": (("oa", "oa2"), "/v1/chat/completions", {"messages": USER, "presence_penalty": 0.5}),
     "top_k": (("an", "an2"), "/v1/messages", {"messages": USER, "max_tokens": 16, "top_k": 5}),
+    "reasoning": (
+        ("an", "an2"),
+        "/v1/messages",
+        {"messages": USER, "max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024}},
+    ),
 }
 
 
@@ -209,7 +214,7 @@ def test_anthropic_top_k_skips_an_openai_target_by_default(running: Running) -> 
     ("field", "kwargs"),
     [
         ("service_tier", {"service_tier": "flex"}),  # a typed parameter of the SDK
-        ("reasoning_effort", {"reasoning_effort": "low"}),
+        ("reasoning_effort", {"reasoning_effort": "minimal"}),  # low/medium/high map (test_reasoning.py)
         ("vendor_knob", {"extra_body": {"vendor_knob": 1}}),  # not in the table: native
     ],
 )
@@ -234,7 +239,7 @@ def test_an_openai_native_field_skips_an_anthropic_target(running: Running, fiel
 
 
 def test_an_anthropic_native_field_skips_an_openai_target(running: Running) -> None:
-    thinking = {"type": "enabled", "budget_tokens": 1024}
+    thinking = {"type": "adaptive"}  # no OpenAI counterpart (type enabled maps: test_reasoning.py)
     raw = running.anthropic.messages.with_raw_response.create(
         model="gpt-then-claude", max_tokens=2048, messages=USER, thinking=thinking
     )
@@ -301,7 +306,7 @@ def test_the_admin_api_and_the_models_list_show_capabilities(running: Running) -
     headers = {"authorization": f"Bearer {ADMIN}"}
     backends = requests.get(running.gateway.url("/admin/api/backends"), headers=headers, timeout=10).json()
     by_name = {b["name"]: b["capabilities"] for b in backends["backends"]}
-    assert by_name["an"] == ["chat", "tools", "images", "top_k"]
+    assert by_name["an"] == ["chat", "tools", "images", "top_k", "reasoning"]
     assert by_name["oa"] == [c for c in CAPABILITIES if c != "top_k"]
     status = requests.get(running.gateway.url("/admin/api/config"), headers=headers, timeout=10).json()
     models = {m["name"]: m for m in status["models"]}

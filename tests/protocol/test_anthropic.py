@@ -16,6 +16,10 @@ from gateway.protocol import (
     ChatResponse,
     ImagePart,
     RawPart,
+    Reasoning,
+    ReasoningBlock,
+    ReasoningDelta,
+    ReasoningPart,
     StreamEnd,
     StreamError,
     StreamStart,
@@ -229,7 +233,8 @@ def test_parse_full_request() -> None:
         ImagePart(url="https://x.test/a.jpg"),
     )
     assert type(first.content[3]) is RawPart
-    assert type(second.content[0]) is RawPart and second.content[0].data["type"] == "thinking"
+    thinking = {"type": "thinking", "thinking": "hmm", "signature": "sig"}
+    assert second.content[0] == ReasoningPart("hmm", thinking)
     assert second.content[2] == ToolCallPart("toolu_1", "read", '{"path":"a.py"}')
     assert third.content == (ToolResultPart("toolu_1", "print(1)"), TextPart("Go on."))
     assert (req.max_tokens, req.temperature, req.top_p, req.stop) == (1024, 0.5, 0.8, ("\n\nHuman:",))
@@ -237,6 +242,7 @@ def test_parse_full_request() -> None:
     assert req.tool_choice == ToolChoice("required") and req.parallel_tool_calls is False
     assert req.tools[0].parameters == {"type": "object"} and req.tools[1].raw is not None
     assert req.extra == {"top_k": 40, "thinking": {"type": "enabled", "budget_tokens": 2000}}
+    assert req.reasoning == Reasoning(budget_tokens=2000)
 
     # Same-protocol re-encoding loses nothing (the only rewrite is the model name).
     assert messages_request_to_body(req, "claude-sonnet-4-5-20250929") == dict(
@@ -489,10 +495,13 @@ def test_decode_tool_stream_with_usage() -> None:
     ]
 
 
-def test_decode_skips_thinking_and_reports_stop_sequence() -> None:
+def test_decode_thinking_and_stop_sequence() -> None:
+    thinking = {"type": "thinking", "thinking": "Let me think", "signature": "EqQB"}
     assert decode(THINKING_STREAM) == [
         StreamStart("msg_01", "claude-sonnet-4-5"),
         UsageEvent(Usage(12, 1)),
+        ReasoningDelta("Let me think"),
+        ReasoningBlock(thinking),
         TextDelta("42"),
         UsageEvent(Usage(12, 30)),
         StreamEnd("stop", "END"),
@@ -517,6 +526,17 @@ def test_decode_error_event_and_truncation() -> None:
         AnthropicStreamDecoder().feed({"type": "message_delta", "delta": {}})  # before message_start
     with pytest.raises(UpstreamProtocolError):
         AnthropicStreamDecoder().feed_data("{", "message_start")
+
+
+def test_encoder_writes_thinking_as_anthropic_does() -> None:
+    """Decoded and encoded again, a thinking stream's blocks are the upstream's, signature included."""
+    out = AnthropicStreamEncoder("claude-sonnet-4-5").encode_all(decode(THINKING_STREAM))
+    blocks = [(n, p) for n, p in sse_events(out) if n.startswith("content_block")]
+    assert blocks == [(n, p) for n, p in sse_events(THINKING_STREAM) if n.startswith("content_block")]
+    redacted = {"type": "redacted_thinking", "data": "EmwKAhgB"}
+    again = AnthropicStreamEncoder("m").encode_all([StreamStart("m1", "m"), ReasoningBlock(redacted)])
+    starts = [p["content_block"] for n, p in sse_events(again) if n == "content_block_start"]
+    assert starts == [redacted]
 
 
 def test_encoder_reproduces_anthropic_transcript() -> None:

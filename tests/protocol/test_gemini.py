@@ -309,7 +309,7 @@ def test_a_whole_answer_is_read() -> None:
         "Hello there",
         "stop",
     )
-    assert reply.usage == Usage(120, 42, cached_tokens=100)
+    assert reply.usage == Usage(120, 42, cached_tokens=100, reasoning_tokens=12)
 
 
 def test_a_function_call_answer_is_a_tool_call() -> None:
@@ -372,7 +372,7 @@ def test_a_malformed_answer_is_a_protocol_error(body: object) -> None:
 
 
 def test_usage_counts_thoughts_as_output_and_cached_content_as_cached_input() -> None:
-    assert gemini_usage(USAGE) == Usage(120, 42, cached_tokens=100)
+    assert gemini_usage(USAGE) == Usage(120, 42, cached_tokens=100, reasoning_tokens=12)
     assert gemini_usage({"promptTokenCount": 5, "toolUsePromptTokenCount": 3}) == Usage(8, 0)
     assert gemini_usage(None) is None
 

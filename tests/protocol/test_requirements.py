@@ -99,8 +99,34 @@ def test_an_image_in_an_anthropic_tool_result_needs_images_and_tools() -> None:
 
 def test_anthropic_top_k_and_native_fields() -> None:
     needs = anthropic_chat(top_k=5, thinking={"type": "enabled", "budget_tokens": 1024}, cache_control={})
-    assert needs.capabilities == {"chat", "top_k"}
-    assert needs.native == ("thinking",)
+    assert needs.capabilities == {"chat", "top_k", "reasoning"}
+    assert needs.native == ()
+    assert needs.field_for("reasoning") == "thinking" and needs.field_for("top_k") == "top_k"
+    assert anthropic_chat(thinking={"type": "adaptive"}).native == ("thinking",)
+    assert anthropic_chat(thinking={"type": "disabled"}).capabilities == {"chat"}
+
+
+def test_reasoning_effort_maps_or_is_native() -> None:
+    for effort in ("low", "medium", "high"):
+        needs = openai_chat(reasoning_effort=effort)
+        assert needs.capabilities == {"chat", "reasoning"} and needs.native == ()
+        assert needs.field_for("reasoning") == "reasoning_effort"
+    assert openai_chat(reasoning_effort="none").capabilities == {"chat"}
+    for effort in ("minimal", "xhigh"):
+        needs = openai_chat(reasoning_effort=effort)
+        assert needs.capabilities == {"chat"} and needs.native == ("reasoning_effort",)
+
+
+def test_thinking_blocks_sent_back_need_their_protocol() -> None:
+    block = {"type": "thinking", "thinking": "hmm", "signature": "sig"}
+    assistant = {"role": "assistant", "content": "x", "thinking_blocks": [block]}
+    needs = openai_chat(
+        messages=[{"role": "user", "content": "q"}, assistant, {"role": "user", "content": "more"}]
+    )
+    assert needs.foreign == ("anthropic", "'thinking' content part") and needs.native == ()
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": [block]}]
+    needs = anthropic_chat(messages=[*history, {"role": "user", "content": "more"}])
+    assert needs.native == ("'thinking' content part",) and needs.foreign is None
 
 
 def test_native_fields_parts_and_tools_are_named() -> None:

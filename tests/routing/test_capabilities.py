@@ -60,9 +60,9 @@ def test_a_plain_request_goes_anywhere() -> None:
 def test_the_first_missing_capability_in_documentation_order_is_named() -> None:
     steps = targets()
     call = openai_call(n=2, logprobs=True)
-    assert refusal(call.needs, steps["an"]) == Refusal("lacks capability 'n'", capability="n")
+    assert refusal(call.needs, steps["an"]) == Refusal("lacks capability 'n'", capability="n", field="n")
     assert refusal(call.needs, steps["local"]) == Refusal(
-        "lacks capability 'logprobs'", capability="logprobs"
+        "lacks capability 'logprobs'", capability="logprobs", field="logprobs"
     )
     assert refusal(call.needs, steps["oa"]) is None
 
@@ -101,5 +101,7 @@ def test_anthropic_top_k_goes_to_anthropic_and_local_models() -> None:
     steps = targets()
     body = {"model": "m", "max_tokens": 8, "messages": USER, "top_k": 3}
     call = UpstreamCall("chat", "anthropic", body, parse_messages_request(body), False, "r", "m")
-    assert refusal(call.needs, steps["oa"]) == Refusal("lacks capability 'top_k'", capability="top_k")
+    assert refusal(call.needs, steps["oa"]) == Refusal(
+        "lacks capability 'top_k'", capability="top_k", field="top_k"
+    )
     assert refusal(call.needs, steps["an"]) is None and refusal(call.needs, steps["local"]) is None

@@ -44,6 +44,18 @@ def metrics() -> GatewayMetrics:
     return GatewayMetrics(multiprocess_dir=None)
 
 
+def test_reasoning_tokens_are_counted_apart_as_part_of_output(metrics: GatewayMetrics) -> None:
+    reasoned = trail(
+        backend="oa",
+        http_status=200,
+        usage=Usage(prompt_tokens=7, completion_tokens=21, reasoning_tokens=16),
+        attempts=[Attempt("oa", "m", "ok", 200)],
+    )
+    metrics.observe(reasoned, reasoned.status(), 0.25, ROUTES)
+    assert value(metrics, "gateway_tokens_total", model="chat", backend="oa", direction="output") == 21
+    assert value(metrics, "gateway_tokens_total", model="chat", backend="oa", direction="reasoning") == 16
+
+
 def test_a_success_counts_latency_and_tokens(metrics: GatewayMetrics) -> None:
     done = trail(
         backend="oa",
@@ -63,6 +75,7 @@ def test_a_success_counts_latency_and_tokens(metrics: GatewayMetrics) -> None:
     assert value(metrics, "gateway_request_duration_seconds_bucket", le="0.1", **bucket) == 0
     assert value(metrics, "gateway_tokens_total", model="chat", backend="oa", direction="input") == 7
     assert value(metrics, "gateway_tokens_total", model="chat", backend="oa", direction="output") == 5
+    assert value(metrics, "gateway_tokens_total", model="chat", backend="oa", direction="reasoning") == 0
     assert value(metrics, "gateway_time_to_first_token_seconds_count", model="chat", backend="oa") == 0
     assert value(metrics, "gateway_failovers_total", model="chat") == 0
     assert value(metrics, "gateway_backend_attempts_total", backend="oa", outcome="ok") == 1

@@ -354,3 +354,75 @@ def assert_canary_nowhere(
     assert not [line for line in lines if canary in line]
     audit = b"".join(p.read_bytes() for p in tmp_path.glob("gateway-audit.sqlite3*"))
     assert b"hit" in audit and canary.encode() not in audit
+
+
+def fragments(secret: str, size: int = 8) -> set[str]:
+    """Every `size`-character window of `secret`: a part of it leaked (a prefix cut short, a suffix, a
+    middle) is found as surely as the whole."""
+    return {secret[i : i + size] for i in range(0, max(len(secret) - size, 0) + 1)}
+
+
+def test_no_reasoning_content_in_spans_logs_or_audit(
+    tmp_path: Path,
+    openai_fake: FakeOpenAI,
+    anthropic_fake: FakeAnthropic,
+    capfire: CaptureLogfire,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Thinking carries the canary (the fake's thinking restates the prompt's first words), and comes
+    with signatures: through Anthropic and OpenAI clients, streamed and not, sent back in a second
+    turn; neither the canary, nor a signature, nor any 8-character piece of either is in a span, a log
+    line or the audit database."""
+    caplog.set_level(logging.DEBUG)
+    canary = "Tk" + secrets.token_hex(12)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(gateway_yaml(openai_fake.base_url, anthropic_fake.base_url))
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    question = [{"role": "user", "content": f"{canary} weather"}]
+    ids: list[str] = []
+    secrets_seen: list[str] = []
+    with gateway_in_thread(path, env=ENV, logfire_instance=logfire.DEFAULT_LOGFIRE_INSTANCE) as running:
+        for stream in (False, True):
+            body = {"model": "claude", "max_tokens": 2048, "thinking": thinking, "messages": question}
+            answer = requests.post(running.url("/v1/messages"), json={**body, "stream": stream}, timeout=30)
+            assert answer.status_code == 200 and canary in answer.text  # in the thinking, and only there
+            ids.append(answer.headers["x-request-id"])
+            chat_body = {"model": "claude", "messages": question, "reasoning_effort": "low", "stream": stream}
+            answer = requests.post(running.url("/v1/chat/completions"), json=chat_body, timeout=30)
+            assert answer.status_code == 200 and canary in answer.text
+            ids.append(answer.headers["x-request-id"])
+        first = requests.post(running.url("/v1/messages"), json=body, timeout=30).json()
+        block = first["content"][0]
+        assert block["type"] == "thinking" and canary in block["thinking"]
+        secrets_seen.append(block["signature"])
+        history = [
+            *question,
+            {"role": "assistant", "content": first["content"]},
+            {"role": "user", "content": "go"},
+        ]
+        again = requests.post(running.url("/v1/messages"), json={**body, "messages": history}, timeout=30)
+        assert again.status_code == 200
+        ids.append(again.headers["x-request-id"])
+        for request_id in ids:
+            trace_of(capfire, request_id)
+        database = tmp_path / "gateway-audit.sqlite3"
+
+        def audited() -> int:
+            marks = ",".join("?" * len(ids))
+            query = f'SELECT COUNT(*) FROM "audit_records" WHERE request_id IN ({marks})'
+            try:
+                with sqlite3.connect(database) as connection:
+                    return connection.execute(query, ids).fetchone()[0]
+            except sqlite3.OperationalError:  # the writer has not created its table yet
+                return 0
+
+        wait_until(lambda: audited() == len(ids))
+    everything = json.dumps(capfire.exporter.exported_spans_as_dict(), default=str)
+    lines = "\n".join(JSONFormatter().format(record) for record in caplog.records)
+    audit = b"".join(p.read_bytes() for p in tmp_path.glob("gateway-audit.sqlite3*")).decode("latin-1")
+    assert '"event": "request"' in lines or '"event":"request"' in lines
+    for secret in (canary, *secrets_seen):
+        for piece in fragments(secret):
+            assert piece not in everything, f"a piece of reasoning content in a span: {piece!r}"
+            assert piece not in lines, f"a piece of reasoning content in a log line: {piece!r}"
+            assert piece not in audit, f"a piece of reasoning content in the audit log: {piece!r}"

@@ -310,3 +310,113 @@ async def test_no_answer_reports_usage_without_content(
     body = raw.http_response.json()
     assert "content" not in body
     assert body["usage"]["output_tokens"] == 16
+
+
+# --- extended thinking -----------------------------------------------------------------------------
+
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_thinking_blocks_with_signatures(client: anthropic.AsyncAnthropic) -> None:
+    msg = await client.messages.create(model=MODEL, max_tokens=2048, thinking=THINKING, messages=MESSAGES)
+    thinking, text = msg.content
+    assert thinking.type == "thinking" and thinking.thinking.startswith("Thinking about Tell me about")
+    assert thinking.signature and text.type == "text"
+    assert msg.usage.output_tokens == count_tokens(thinking.thinking) + count_tokens(text.text)
+    plain = await client.messages.create(model=MODEL, max_tokens=2048, messages=MESSAGES)
+    assert [b.type for b in plain.content] == ["text"] and plain.content[0].text == text.text
+    off = await client.messages.create(
+        model=MODEL, max_tokens=2048, thinking={"type": "disabled"}, messages=MESSAGES
+    )
+    assert [b.type for b in off.content] == ["text"]
+
+
+async def test_thinking_streams_thinking_and_signature_deltas(
+    client: anthropic.AsyncAnthropic, http: aiohttp.ClientSession, fake: FakeAnthropic
+) -> None:
+    whole = await client.messages.create(model=MODEL, max_tokens=2048, thinking=THINKING, messages=MESSAGES)
+    async with client.messages.stream(
+        model=MODEL, max_tokens=2048, thinking=THINKING, messages=MESSAGES
+    ) as stream:
+        final = await stream.get_final_message()
+    assert [b.model_dump() for b in final.content] == [b.model_dump() for b in whole.content]
+    body = {"model": MODEL, "max_tokens": 2048, "thinking": THINKING, "messages": MESSAGES, "stream": True}
+    async with http.post(f"{fake.base_url}/v1/messages", json=body, headers=HEADERS) as resp:
+        events = sse_events(await resp.text())
+    deltas = [e["delta"]["type"] for name, e in events if name == "content_block_delta" and e["index"] == 0]
+    assert deltas[-1] == "signature_delta" and set(deltas[:-1]) == {"thinking_delta"}
+    starts = [e["content_block"] for name, e in events if name == "content_block_start"]
+    assert starts[0] == {"type": "thinking", "thinking": "", "signature": ""} and starts[1]["type"] == "text"
+
+
+async def test_thinking_refusals_as_the_api(client: anthropic.AsyncAnthropic) -> None:
+    cases = [
+        ({"type": "enabled", "budget_tokens": 1000}, 2048, {}, "greater than or equal to 1024"),
+        ({"type": "enabled", "budget_tokens": 2048}, 2048, {}, "`max_tokens` must be greater"),
+        (THINKING, 2048, {"extra_body": {"temperature": 0.5}}, "`temperature` may only be set to 1"),
+    ]
+    for thinking, max_tokens, extra, message in cases:
+        with pytest.raises(anthropic.BadRequestError, match=message):
+            await client.messages.create(
+                model=MODEL, max_tokens=max_tokens, thinking=thinking, messages=MESSAGES, **extra
+            )
+
+
+async def test_thinking_tool_use_needs_the_block_back_intact(client: anthropic.AsyncAnthropic) -> None:
+    first = await client.messages.create(
+        model=MODEL, max_tokens=2048, thinking=THINKING, tools=[WEATHER_TOOL], messages=MESSAGES
+    )
+    thinking, call = first.content
+    assert (thinking.type, call.type, first.stop_reason) == ("thinking", "tool_use", "tool_use")
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}],
+    }
+
+    def turn(blocks: list) -> list:
+        return [*MESSAGES, {"role": "assistant", "content": blocks}, result]
+
+    second = await client.messages.create(
+        model=MODEL,
+        max_tokens=2048,
+        thinking=THINKING,
+        tools=[WEATHER_TOOL],
+        messages=turn([b.model_dump() for b in first.content]),
+    )
+    assert second.content[-1].text.startswith("Tool result received: sunny")
+    tampered = {**thinking.model_dump(), "thinking": thinking.thinking + " (edited)"}
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.1\.content\.0: Invalid `signature`"):
+        await client.messages.create(
+            model=MODEL,
+            max_tokens=2048,
+            thinking=THINKING,
+            tools=[WEATHER_TOOL],
+            messages=turn([tampered, call.model_dump()]),
+        )
+    with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
+        await client.messages.create(
+            model=MODEL,
+            max_tokens=2048,
+            thinking=THINKING,
+            tools=[WEATHER_TOOL],
+            messages=turn([call.model_dump()]),
+        )
+
+
+async def test_redacted_thinking_on_the_documented_trigger(client: anthropic.AsyncAnthropic) -> None:
+    from gateway.testing.fake_anthropic import REDACTED_TRIGGER
+
+    messages = [{"role": "user", "content": REDACTED_TRIGGER}]
+    msg = await client.messages.create(model=MODEL, max_tokens=2048, thinking=THINKING, messages=messages)
+    assert [b.type for b in msg.content] == ["thinking", "redacted_thinking", "text"]
+    history = [*messages, {"role": "assistant", "content": [b.model_dump() for b in msg.content]}]
+    again = await client.messages.create(
+        model=MODEL, max_tokens=2048, messages=[*history, {"role": "user", "content": "more"}]
+    )
+    assert again.content[0].type == "text"
+    broken = {"type": "redacted_thinking", "data": msg.content[1].data[:-4] + "AAAA"}
+    history[1] = {"role": "assistant", "content": [msg.content[0].model_dump(), broken]}
+    with pytest.raises(anthropic.BadRequestError, match="Invalid `data` in `redacted_thinking`"):
+        await client.messages.create(
+            model=MODEL, max_tokens=2048, messages=[*history, {"role": "user", "content": "more"}]
+        )

@@ -465,6 +465,29 @@ async def test_no_answer_reports_usage_without_choices(fake: FakeOpenAI, client:
     assert reply.usage is not None and reply.usage.completion_tokens == 16
 
 
+async def test_reasoning_effort_reports_reasoning_tokens(client: openai.AsyncOpenAI) -> None:
+    plain = await client.chat.completions.create(model="o4-mini", messages=MESSAGES)
+    assert plain.usage is not None and plain.usage.completion_tokens_details is None
+    reasoned = await client.chat.completions.create(
+        model="o4-mini", messages=MESSAGES, reasoning_effort="low"
+    )
+    usage = reasoned.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 16
+    assert usage.completion_tokens == plain.usage.completion_tokens + 16
+    assert reasoned.choices[0].message.content == plain.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="max_completion_tokens") as caught:
+        await client.chat.completions.create(
+            model="o4-mini", messages=MESSAGES, reasoning_effort="high", max_tokens=100
+        )
+    assert caught.value.param == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(
+            model="o4-mini", messages=MESSAGES, extra_body={"reasoning_effort": "lots"}
+        )
+    assert caught.value.param == "reasoning_effort"
+
+
 # -- the Responses API
 
 
