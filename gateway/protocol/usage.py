@@ -74,11 +74,13 @@ def responses_usage(usage: Any) -> Usage | None:
     details = usage.get("input_tokens_details")
     if not isinstance(details, dict):
         details = {}
+    output = usage.get("output_tokens_details")
     return Usage(
         _int(usage.get("input_tokens")),
         _int(usage.get("output_tokens")),
         _int(details.get("cached_tokens")),
         _int(details.get("cache_write_tokens")),
+        reasoning_tokens=_int(output.get("reasoning_tokens")) if isinstance(output, dict) else 0,
     )
 
 

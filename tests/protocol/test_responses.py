@@ -180,6 +180,9 @@ def test_usage_round_trips() -> None:
     usage = Usage(100, 20, 40)
     assert responses_usage(usage_to_responses(usage)) == usage
     assert usage_to_responses(usage)["output_tokens_details"] == {"reasoning_tokens": 0}
+    reasoned = Usage(100, 20, 40, reasoning_tokens=12)
+    assert usage_to_responses(reasoned)["output_tokens_details"] == {"reasoning_tokens": 12}
+    assert responses_usage(usage_to_responses(reasoned)) == reasoned  # read back on pass-through
 
 
 def _decode(raw: bytes) -> list[dict]:
