@@ -267,7 +267,11 @@ RESPONSES: Mapping[str, FieldRule] = MappingProxyType(
         "store": _native("false is plain (the gateway stores nothing); true: OpenAI keeps the response"),
         "previous_response_id": _native("state kept by OpenAI"),
         "conversation": _native("state kept by OpenAI"),
-        "reasoning": _native(),
+        "reasoning": _capability(
+            "reasoning",
+            "effort low, medium and high map to an Anthropic thinking budget (docs/reasoning.md); none "
+            "is plain; summary is accepted; other values are native",
+        ),
         "include": _native("[] is plain"),
         "background": _native("false is plain"),
         "prompt": _native("a prompt template stored at OpenAI"),
@@ -295,7 +299,10 @@ RESPONSES_ITEMS: Mapping[str, FieldRule] = MappingProxyType(
         ),
         "function_call": _capability("tools"),
         "function_call_output": _capability("tools", "a string or input_text parts"),
-        "reasoning": _native(),
+        "reasoning": _native(
+            "one the gateway wrote (encrypted_content gw1:...) carries an Anthropic thinking block back "
+            "to an Anthropic backend (docs/reasoning.md)"
+        ),
         "item_reference": _native(),
     }
 )

@@ -356,7 +356,8 @@ def chat_request_to_body(
     for msg in req.messages:
         _encode_message(msg, messages)
     body["messages"] = messages
-    if req.reasoning is not None and not same:
+    if req.reasoning is not None and "reasoning_effort" not in body:
+        # Another protocol's reasoning, or the Responses API's `reasoning.effort`.
         body["reasoning_effort"] = openai_effort(req.reasoning)
     if req.max_tokens is not None:
         # Reasoning models take only the newer spelling.

@@ -36,6 +36,7 @@ __all__ = [
     "openai_effort",
     "openai_reasoning",
     "reasoning_need",
+    "responses_reasoning",
     "thinking_text",
 ]
 
@@ -45,8 +46,11 @@ EFFORT_BUDGETS: Mapping[ReasoningEffort, int] = MappingProxyType({"low": 1024, "
 MIN_BUDGET = 1024
 #: The request fields that ask for reasoning, by client protocol.
 REASONING_FIELDS: Mapping[str, str] = MappingProxyType(
-    {"openai": "reasoning_effort", "anthropic": "thinking"}
+    {"openai": "reasoning_effort", "anthropic": "thinking", "responses": "reasoning"}
 )
+#: The Responses API's `reasoning.summary` (and its deprecated alias `generate_summary`) values: all
+#: accepted off OpenAI, where the thinking itself is returned as the item's `content`, not a summary.
+SUMMARIES = frozenset({"auto", "concise", "detailed"})
 
 Need = Literal["reasoning", "native"] | None
 
@@ -74,6 +78,25 @@ def anthropic_reasoning(value: Any) -> Reasoning | None:
     return None
 
 
+def responses_reasoning(value: Any) -> tuple[Reasoning | None, bool]:
+    """The canonical reasoning of a Responses API `reasoning` object, and whether the object maps at all:
+    (None, True) asks for nothing (no effort, or `none`); (_, False) has no faithful counterpart (an
+    effort such as `minimal`, an unknown member or summary value): it stays native."""
+    if not isinstance(value, dict):
+        return None, False
+    for key, given in value.items():
+        if key in ("summary", "generate_summary"):
+            if given is not None and given not in SUMMARIES:
+                return None, False
+        elif key != "effort":
+            return None, False
+    effort = value.get("effort")
+    if effort is None or effort == "none":
+        return None, True
+    reasoning = openai_reasoning(effort)
+    return reasoning, reasoning is not None
+
+
 def reasoning_need(field: str, value: Any) -> Need:
     """What a reasoning field's value asks of a backend: the `reasoning` capability (it maps), nothing
     (`none`, `disabled`), or `native` (no faithful mapping: only the client's protocol takes it)."""
@@ -81,6 +104,11 @@ def reasoning_need(field: str, value: Any) -> Need:
         if value == "none":
             return None
         return "reasoning" if openai_reasoning(value) is not None else "native"
+    if field == "reasoning":
+        reasoning, maps = responses_reasoning(value)
+        if not maps:
+            return "native"
+        return "reasoning" if reasoning is not None else None
     if isinstance(value, dict) and value.get("type") == "disabled":
         return None
     return "reasoning" if anthropic_reasoning(value) is not None else "native"

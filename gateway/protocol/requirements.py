@@ -81,6 +81,10 @@ def requirements(
     table = FIELD_TABLES.get((protocol, endpoint), {})
     if request.extra:
         _extra_needs(request.extra, table, needs, native, asked)
+    if type(request) is ChatRequest and request.reasoning is not None and "reasoning" not in needs:
+        # The Responses API's `reasoning`, read into the canonical form (the chat fields stay in `extra`).
+        needs.add("reasoning")
+        asked.append(("reasoning", REASONING_FIELDS.get(protocol, "reasoning")))
     return Requirements(endpoint, protocol, frozenset(needs), tuple(native), tuple(asked), foreign)
 
 

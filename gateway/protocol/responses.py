@@ -35,6 +35,7 @@ Mapping rules:
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from typing import Any
@@ -45,6 +46,9 @@ from gateway.protocol._maps import error_type_to_openai, new_id
 from gateway.protocol.canonical import (
     ChatResponse,
     FinishReason,
+    ReasoningBlock,
+    ReasoningDelta,
+    ReasoningPart,
     StreamEnd,
     StreamError,
     StreamEvent,
@@ -58,7 +62,8 @@ from gateway.protocol.canonical import (
     UsageEvent,
 )
 from gateway.protocol.encoding import ClientEncoding, WholeAnswer
-from gateway.protocol.responses_request import parse_responses_request
+from gateway.protocol.reasoning import thinking_text
+from gateway.protocol.responses_request import REASONING_MARKER, parse_responses_request
 from gateway.protocol.usage import responses_usage, usage_to_responses
 
 __all__ = [
@@ -87,7 +92,7 @@ def request_echo(body: dict[str, Any]) -> dict[str, Any]:
         "max_output_tokens": body.get("max_output_tokens"),
         "parallel_tool_calls": given("parallel_tool_calls", True),
         "previous_response_id": None,
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": _reasoning_echo(body.get("reasoning")),
         "store": False,
         "temperature": given("temperature", 1.0),
         "text": given("text", {"format": {"type": "text"}}),
@@ -98,6 +103,11 @@ def request_echo(body: dict[str, Any]) -> dict[str, Any]:
         "user": body.get("user"),
         "metadata": given("metadata", {}),
     }
+
+
+def _reasoning_echo(value: Any) -> dict[str, Any]:
+    given = value if isinstance(value, dict) else {}
+    return {"effort": given.get("effort"), "summary": given.get("summary", given.get("generate_summary"))}
 
 
 _NO_ECHO = request_echo({})
@@ -141,6 +151,29 @@ def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
+def _reasoning_item(
+    item_id: str, text: str, block: Any, status: str, *, has_text: bool = True
+) -> dict[str, Any]:
+    """A reasoning item: the thinking as `reasoning_text` content (none for a redacted block), no summary
+    (the provider gives its thinking, not a summary of it), and in `encrypted_content` the provider's block,
+    which the client sends back for the gateway to restore (`REASONING_MARKER`)."""
+    item: dict[str, Any] = {
+        "id": item_id,
+        "type": "reasoning",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}] if has_text else [],
+        "status": status,
+    }
+    if block is not None:
+        data = base64.urlsafe_b64encode(orjson.dumps(block)).rstrip(b"=").decode()
+        item["encrypted_content"] = REASONING_MARKER + data
+    return item
+
+
+def _has_text(block: Any) -> bool:
+    return block.get("type") != "redacted_thinking"
+
+
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
     return {
         "id": item_id,
@@ -176,6 +209,18 @@ def encode_response(resp: ChatResponse, model: str, echo: dict[str, Any] | None 
         elif kind is ToolCallPart:
             flush()
             output.append(_call_item(new_id("fc_"), part.id, part.name, part.arguments, "completed"))  # type: ignore[union-attr]
+        elif kind is ReasoningPart:
+            flush()
+            block = part.block  # type: ignore[union-attr]
+            output.append(
+                _reasoning_item(
+                    new_id("rs_"),
+                    part.text,
+                    block,
+                    "completed",
+                    has_text=_has_text(block),  # type: ignore[union-attr]
+                )
+            )
         # Other parts (another protocol's blocks) have no Responses item of their own.
     flush()
     return _response(
@@ -235,6 +280,11 @@ class ResponsesStreamEncoder:
         self.text: list[str] = []
         #: Tool call index -> output index of its open function_call item.
         self.calls: dict[int, int] = {}
+        #: The output index of the open reasoning item, its thinking so far, and whether its
+        #: reasoning_text part was opened (by a delta).
+        self.reasoning: int | None = None
+        self.thinking: list[str] = []
+        self.thinking_part = False
         self.closed = False
 
     def _event(self, kind: str, **members: Any) -> bytes:
@@ -263,8 +313,12 @@ class ResponsesStreamEncoder:
                 output_index=index,
                 delta=event.arguments,  # type: ignore[union-attr]
             )
+        if kind is ReasoningDelta:
+            return self._reasoning_delta(event.text)  # type: ignore[union-attr]
+        if kind is ReasoningBlock:
+            return self._reasoning_block(event.block)  # type: ignore[union-attr]
         if kind is ToolCallStart:
-            out = self._close_message()
+            out = self._close_message() + self._close_reasoning(None, "incomplete")
             index = len(self.items)
             item = _call_item(new_id("fc_"), event.id, event.name, "", "in_progress")  # type: ignore[union-attr]
             self.items.append(item)
@@ -292,7 +346,7 @@ class ResponsesStreamEncoder:
         out = b""
         if self.message is None:
             # Text after a tool call opens a new message item; nothing stays open behind it.
-            out = self._close_calls("completed")
+            out = self._close_reasoning(None, "incomplete") + self._close_calls("completed")
             self.message = len(self.items)
             item = _message_item(new_id("msg_"), "", "in_progress")
             self.items.append(item)
@@ -316,6 +370,63 @@ class ResponsesStreamEncoder:
             delta=text,
             logprobs=[],
         )
+
+    def _open_reasoning(self) -> bytes:
+        # Thinking after text or tool calls (interleaved thinking) closes them, as text after a call does.
+        out = self._close_message() + self._close_calls("completed")
+        self.reasoning = len(self.items)
+        item = _reasoning_item(new_id("rs_"), "", None, "in_progress", has_text=False)
+        self.items.append(item)
+        self.thinking = []
+        self.thinking_part = False
+        return out + self._event("response.output_item.added", output_index=self.reasoning, item=dict(item))
+
+    def _reasoning_delta(self, text: str) -> bytes:
+        out = self._open_reasoning() if self.reasoning is None else b""
+        index = self.reasoning
+        item_id = self.items[index]["id"]  # type: ignore[index]
+        if not self.thinking_part:
+            self.thinking_part = True
+            out += self._event(
+                "response.content_part.added",
+                item_id=item_id,
+                output_index=index,
+                content_index=0,
+                part={"type": "reasoning_text", "text": ""},
+            )
+        if not text:
+            return out
+        self.thinking.append(text)
+        return out + self._event(
+            "response.reasoning_text.delta", item_id=item_id, output_index=index, content_index=0, delta=text
+        )
+
+    def _reasoning_block(self, block: Any) -> bytes:
+        out = self._open_reasoning() if self.reasoning is None else b""
+        return out + self._close_reasoning(block, "completed")
+
+    def _close_reasoning(self, block: Any, status: str) -> bytes:
+        """Close the open reasoning item: with its provider `block` (its thinking text then comes from the
+        block when no delta carried it), or, cut short, without (it cannot be sent back)."""
+        index = self.reasoning
+        if index is None:
+            return b""
+        self.reasoning = None
+        item_id = self.items[index]["id"]
+        text = "".join(self.thinking)
+        if not text and block is not None:
+            text = thinking_text(block)
+        has_text = self.thinking_part or (block is not None and _has_text(block))
+        item = _reasoning_item(item_id, text, block, status, has_text=has_text)
+        self.items[index] = item
+        out = b""
+        if self.thinking_part:
+            common = {"item_id": item_id, "output_index": index, "content_index": 0}
+            out += self._event("response.reasoning_text.done", **common, text=text)
+            out += self._event(
+                "response.content_part.done", **common, part={"type": "reasoning_text", "text": text}
+            )
+        return out + self._event("response.output_item.done", output_index=index, item=item)
 
     def _close_message(self, status: str = "completed") -> bytes:
         index = self.message
@@ -350,7 +461,11 @@ class ResponsesStreamEncoder:
         return out
 
     def _close_all(self, status: str) -> bytes:
-        return self._close_message(status) + self._close_calls(status)
+        return (
+            self._close_reasoning(None, "incomplete")
+            + self._close_message(status)
+            + self._close_calls(status)
+        )
 
     def error(self, message: str, type: str = "server_error") -> bytes:
         """`response.failed` with the error; nothing follows it (open items stay unfinished)."""

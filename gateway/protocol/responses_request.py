@@ -10,6 +10,7 @@ capability and every translating encoder read) and the Responses-native members 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -31,16 +32,21 @@ from gateway.protocol.canonical import (
     Message,
     Part,
     RawPart,
+    ReasoningPart,
     TextPart,
     Tool,
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
 )
+from gateway.protocol.reasoning import responses_reasoning, thinking_text
 
-__all__ = ["parse_responses_request"]
+__all__ = ["REASONING_MARKER", "parse_responses_request"]
 
 _UNSET = object()  # never equal to a JSON value
+#: How the `encrypted_content` of a reasoning item the gateway wrote begins: the provider's block as
+#: base64url JSON follows (docs/reasoning.md).
+REASONING_MARKER = "gw1:"
 
 #: Members read into the canonical form (or, `metadata` and friends, ignored: they change no answer).
 _READ = frozenset(
@@ -85,6 +91,9 @@ def parse_responses_request(body: Any) -> ChatRequest:
     messages = _parse_input(body.get("input"))
     tools = _parse_tools(body.get("tools"))
     _parse_text(body.get("text"), extra)
+    reasoning, maps = responses_reasoning(body.get("reasoning"))
+    if maps:  # read into `reasoning` (or asking for nothing); otherwise native, OpenAI only
+        extra.pop("reasoning", None)
     options = opt_dict(body, "stream_options")
     if options:
         opt_bool(options, "include_obfuscation", "stream_options")
@@ -104,6 +113,9 @@ def parse_responses_request(body: Any) -> ChatRequest:
         user=opt_str(body, "user"),
         source="openai",
         extra=extra,
+        # Reasoning models take only the newer spelling (an OpenAI-compatible chat backend's).
+        max_tokens_field="max_completion_tokens" if reasoning is not None else "max_tokens",
+        reasoning=reasoning,
     )
 
 
@@ -125,7 +137,17 @@ def _parse_input(value: Any) -> tuple[Message, ...]:
         item = req_dict(raw, path)
         kind = item.get("type", "message")
         if kind == "message":
-            messages.append(_message(item, path))
+            message = _message(item, path)
+            last = messages[-1] if messages else None
+            if (
+                message.role == "assistant"
+                and last is not None
+                and last.role == "assistant"
+                and all(type(p) is ReasoningPart for p in last.content)
+            ):  # the reasoning before it is of the same turn
+                messages[-1] = Message("assistant", (*last.content, *message.content))
+            else:
+                messages.append(message)
         elif kind == "function_call":
             call = ToolCallPart(
                 req_str(item, "call_id", path), req_str(item, "name", path), _arguments(item, path)
@@ -142,13 +164,39 @@ def _parse_input(value: Any) -> tuple[Message, ...]:
                 messages.append(Message("tool", (*last.content, result)))
             else:
                 messages.append(Message("tool", (result,)))
+        elif kind == "reasoning" and _is_gateway_reasoning(item):
+            part = _reasoning_part(item, path)
+            if messages and messages[-1].role == "assistant":  # its turn's calls follow it
+                last = messages.pop()
+                messages.append(Message("assistant", (*last.content, part)))
+            else:
+                messages.append(Message("assistant", (part,)))
         elif isinstance(kind, str):
-            # reasoning, item_reference, built-in tool calls and their outputs: state of the Responses
-            # API, which only OpenAI itself can take (the item stays in the body it gets).
+            # OpenAI's own reasoning, item_reference, built-in tool calls and their outputs: state of the
+            # Responses API, which only OpenAI itself can take (the item stays in the body it gets).
             messages.append(Message("user", (RawPart("openai", {"type": kind}),)))
         else:
             raise FieldError(at(path, "type"), "must be a string")
     return tuple(messages)
+
+
+def _is_gateway_reasoning(item: dict[str, Any]) -> bool:
+    data = item.get("encrypted_content")
+    return isinstance(data, str) and data.startswith(REASONING_MARKER)
+
+
+def _reasoning_part(item: dict[str, Any], path: str) -> ReasoningPart:
+    """A reasoning item the gateway wrote (`gateway.protocol.responses`): the provider's block it carries,
+    restored exactly as the provider gave it."""
+    data = item["encrypted_content"][len(REASONING_MARKER) :]
+    try:
+        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        block = orjson.loads(raw)
+    except (ValueError, orjson.JSONDecodeError):
+        raise FieldError(at(path, "encrypted_content"), "is not a reasoning item the gateway wrote") from None
+    if not isinstance(block, dict) or block.get("type") not in ("thinking", "redacted_thinking"):
+        raise FieldError(at(path, "encrypted_content"), "is not a reasoning item the gateway wrote")
+    return ReasoningPart(thinking_text(block), block, "anthropic")
 
 
 def _message(item: dict[str, Any], path: str) -> Message:

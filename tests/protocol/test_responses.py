@@ -13,6 +13,10 @@ from gateway.protocol._fields import FieldError
 from gateway.protocol.canonical import (
     ChatResponse,
     ImagePart,
+    Reasoning,
+    ReasoningBlock,
+    ReasoningDelta,
+    ReasoningPart,
     StreamEnd,
     StreamError,
     StreamStart,
@@ -108,7 +112,7 @@ def test_text_format_becomes_the_structured_output_capability() -> None:
     [
         ({"store": True}, ("store",)),
         ({"previous_response_id": "resp_1"}, ("previous_response_id",)),
-        ({"reasoning": {"effort": "low"}}, ("reasoning",)),
+        ({"reasoning": {"effort": "minimal"}}, ("reasoning",)),
         ({"tools": [{"type": "web_search"}]}, ("built-in tool 'web_search'",)),
         ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, ("'reasoning' content part",)),
         ({"store": False, "metadata": {"k": "v"}, "safety_identifier": "u"}, ()),
@@ -254,3 +258,172 @@ def test_a_relayed_stream_error_is_numbered_after_its_last_event() -> None:
     last = b'event: response.output_text.delta\ndata: {"type":"x","sequence_number":41}\n\n'
     (event,) = _decode(error_after(last, "gone", "server_error"))
     assert (event["type"], event["sequence_number"], event["message"]) == ("error", 42, "gone")
+
+
+# --- reasoning -------------------------------------------------------------------------------------------
+
+THINKING = {"type": "thinking", "thinking": "Let me think: 2+2.", "signature": "sig+/=="}
+REDACTED = {"type": "redacted_thinking", "data": "opaque/data+=="}
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "expected"),
+    [
+        ({"effort": "low"}, Reasoning(effort="low")),
+        ({"effort": "high", "summary": "auto"}, Reasoning(effort="high")),
+        ({"effort": "medium", "generate_summary": "detailed"}, Reasoning(effort="medium")),
+        ({"effort": "none"}, None),
+        ({"summary": "concise"}, None),
+        ({}, None),
+    ],
+)
+def test_a_reasoning_effort_is_canonical(reasoning: dict, expected: Reasoning | None) -> None:
+    req = parse_responses_request(
+        {"model": "m", "input": "x", "reasoning": reasoning, "max_output_tokens": 9}
+    )
+    assert req.reasoning == expected
+    assert req.extra == {}
+    needs = requirements("chat", "responses", req)
+    assert needs.native == ()
+    assert ("reasoning" in needs.capabilities) is (expected is not None)
+    if expected is not None:
+        assert needs.field_for("reasoning") == "reasoning"
+        assert req.max_tokens_field == "max_completion_tokens"  # what a reasoning chat model takes
+
+
+@pytest.mark.parametrize(
+    "reasoning",
+    [
+        {"effort": "minimal"},
+        {"effort": "xhigh"},
+        {"effort": "low", "summary": "verbose"},
+        {"effort": "low", "x": 1},
+    ],
+)
+def test_reasoning_without_a_mapping_stays_native(reasoning: dict) -> None:
+    req = parse_responses_request({"model": "m", "input": "x", "reasoning": reasoning})
+    assert req.reasoning is None
+    assert req.extra == {"reasoning": reasoning}
+    assert requirements("chat", "responses", req).native == ("reasoning",)
+
+
+def test_the_effort_reaches_a_chat_backend_in_its_spelling() -> None:
+    from gateway.protocol.openai_request import chat_request_to_body
+
+    req = parse_responses_request(
+        {"model": "m", "input": "x", "reasoning": {"effort": "high"}, "max_output_tokens": 500}
+    )
+    body = chat_request_to_body(req, "up")
+    assert (body["reasoning_effort"], body["max_completion_tokens"]) == ("high", 500)
+    assert "reasoning" not in body and "max_tokens" not in body
+
+
+def test_thinking_is_a_reasoning_item_before_the_answer() -> None:
+    answer = ChatResponse(
+        "x",
+        "m",
+        (
+            ReasoningPart("Let me think: 2+2.", THINKING),
+            ReasoningPart("", REDACTED),
+            TextPart("4"),
+            ToolCallPart("call_1", "f", "{}"),
+        ),
+        "tool_calls",
+        Usage(10, 5, reasoning_tokens=4),
+    )
+    obj = encode_response(answer, "m", request_echo({"reasoning": {"effort": "low", "summary": "auto"}}))
+    response = Response.model_validate(obj)
+    assert [i.type for i in response.output] == ["reasoning", "reasoning", "message", "function_call"]
+    thought, redacted = response.output[0], response.output[1]
+    assert thought.id.startswith("rs_") and thought.summary == [] and thought.status == "completed"  # type: ignore[union-attr]
+    assert [(c.type, c.text) for c in thought.content] == [("reasoning_text", "Let me think: 2+2.")]  # type: ignore[union-attr]
+    assert redacted.content == []  # type: ignore[union-attr]
+    assert thought.encrypted_content.startswith("gw1:")  # type: ignore[union-attr]
+    assert response.reasoning is not None and response.reasoning.effort == "low"
+    assert response.usage is not None and response.usage.output_tokens_details.reasoning_tokens == 4
+    # Sent back (as the SDK's `model_dump` writes it), the items give back the blocks byte for byte.
+    items = [i.model_dump(exclude_none=True) for i in response.output]
+    req = parse_responses_request(
+        {
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "q"},
+                *items,
+                {"type": "function_call_output", "call_id": "call_1", "output": "ok"},
+            ],
+        }
+    )
+    user, assistant, tool = req.messages
+    assert (user.role, assistant.role, tool.role) == ("user", "assistant", "tool")
+    first, second, text, call = assistant.content
+    assert first == ReasoningPart("Let me think: 2+2.", THINKING, "anthropic")
+    assert orjson.dumps(first.block) == orjson.dumps(THINKING)  # type: ignore[union-attr]
+    assert second == ReasoningPart("", REDACTED, "anthropic")
+    assert (type(text), type(call)) == (TextPart, ToolCallPart)
+    needs = requirements("chat", "responses", req)
+    assert needs.native == ()
+    assert needs.foreign == ("anthropic", "'thinking' content part")  # Anthropic backends only
+
+
+def test_a_reasoning_item_with_a_forged_marker_is_a_400() -> None:
+    with pytest.raises(FieldError) as caught:
+        parse_responses_request(
+            {
+                "model": "m",
+                "input": [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gw1:!!"}],
+            }
+        )
+    assert "input[0].encrypted_content" in str(caught.value)
+
+
+def test_streamed_thinking_is_a_reasoning_item_then_the_message() -> None:
+    encoder = ResponsesStreamEncoder("public", request_echo({"reasoning": {"effort": "low"}}))
+    raw = b"".join(
+        encoder.encode(e)
+        for e in (
+            StreamStart("x", "m"),
+            ReasoningDelta("Let me think: "),
+            ReasoningDelta("2+2."),
+            ReasoningBlock(THINKING),
+            ReasoningBlock(REDACTED),
+            TextDelta("4"),
+            UsageEvent(Usage(7, 3, reasoning_tokens=2)),
+            StreamEnd("stop"),
+        )
+    )
+    events = _decode(raw)
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[2]["item"]["type"] == "reasoning" and events[2]["output_index"] == 0
+    assert {e["item_id"] for e in events[3:8]} == {events[2]["item"]["id"]}
+    assert events[6]["text"] == "Let me think: 2+2."
+    done = events[8]["item"]
+    assert done["encrypted_content"].startswith("gw1:") and done["status"] == "completed"
+    assert events[10]["item"]["content"] == [] and events[10]["output_index"] == 1
+    assert events[11]["output_index"] == 2 and events[13]["output_index"] == 2
+    final = Response.model_validate(events[-1]["response"])
+    assert [i.type for i in final.output] == ["reasoning", "reasoning", "message"]
+    assert final.output_text == "4"
+    assert final.output[0].content[0].text == "Let me think: 2+2."  # type: ignore[union-attr]
+    # The streamed item restores the same block as the whole answer's.
+    req = parse_responses_request({"model": "m", "input": [{"role": "user", "content": "q"}, done]})
+    assert req.messages[1].content == (ReasoningPart("Let me think: 2+2.", THINKING, "anthropic"),)
