@@ -6,6 +6,7 @@ works (the fake checks the signature as the API does). OpenAI `reasoning_effort`
 OpenAI backend, its reasoning tokens reported in usage. Across protocols the effort maps to a thinking
 budget and back, an Anthropic backend's thinking reaches an OpenAI client as `reasoning_content` and
 `thinking_blocks` (which it sends back for tool use), and what has no mapping is a 400 naming the field.
+A Responses API client gets the thinking as reasoning items, which it sends back for tool use.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MESSAGES: list[dict[str, Any]] = [{"role": "user", "content": PROMPT}]
 THINKING = {"type": "enabled", "budget_tokens": 1024}
 ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Forecast", "input_schema": WEATHER_SCHEMA}]
 OPENAI_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}]
+RESPONSES_TOOLS: list[Any] = [{"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}]
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +272,84 @@ def test_what_has_no_mapping_is_a_400_naming_the_field(
     with pytest.raises(openai.BadRequestError) as caught:
         gpt.chat.completions.create(model="gpt", messages=[*history, {"role": "user", "content": "more"}])
     assert assert_problem(caught.value.response, 400)["field"] == "thinking_blocks"
+
+
+# ------------------------------------------------------------------ the Responses API
+
+
+def test_a_responses_effort_gives_reasoning_items(gpt: openai.OpenAI, up: Upstreams) -> None:
+    response = gpt.responses.create(
+        model="claude", input=PROMPT, reasoning={"effort": "low", "summary": "auto"}
+    )
+    sent = up.anthropic.last_body
+    assert sent is not None and sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert sent["max_tokens"] == 1024 + 4096
+    thought, message = response.output
+    assert thought.type == "reasoning" and message.type == "message"
+    assert thought.summary == [] and thought.status == "completed"
+    [content] = thought.content or []
+    assert content.type == "reasoning_text" and content.text.startswith("Thinking about")
+    assert (thought.encrypted_content or "").startswith("gw1:")
+    assert response.output_text == expected_reply(PROMPT).text
+    assert response.reasoning is not None and response.reasoning.effort == "low"
+
+    events = list(
+        gpt.responses.create(model="claude", input=PROMPT, reasoning={"effort": "low"}, stream=True)
+    )
+    kinds = [e.type for e in events]
+    assert kinds[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert "response.reasoning_text.done" in kinds and kinds[-1] == "response.completed"
+    streamed = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert streamed == content.text
+    final = events[-1].response
+    assert [i.type for i in final.output] == ["reasoning", "message"]
+    assert (
+        final.output[0].encrypted_content == thought.encrypted_content
+    )  # the same block, signature included
+    assert final.output_text == response.output_text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_responses_tool_loop_sends_the_reasoning_item_back(gpt: openai.OpenAI, stream: bool) -> None:
+    asked: dict[str, Any] = {"model": "claude", "tools": RESPONSES_TOOLS, "reasoning": {"effort": "low"}}
+    if stream:
+        events = list(gpt.responses.create(input=PROMPT, stream=True, **asked))
+        first = events[-1].response
+    else:
+        first = gpt.responses.create(input=PROMPT, **asked)
+    assert [i.type for i in first.output] == ["reasoning", "function_call"]
+    call = first.output[1]
+    returned = [i.model_dump(exclude_none=True) for i in first.output]
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}  # type: ignore[union-attr]
+    user = {"role": "user", "content": PROMPT}
+    second = gpt.responses.create(input=[user, *returned, result], **asked)
+    assert second.output_text == tool_result_reply("sunny")
+    assert [i.type for i in second.output] == ["reasoning", "message"]
+    # Without the reasoning item, Anthropic refuses the turn, as it does for its own clients.
+    with pytest.raises(openai.BadRequestError, match="must start with a thinking block"):
+        gpt.responses.create(input=[user, returned[1], result], **asked)
+
+
+def test_responses_reasoning_without_a_mapping_is_a_400_naming_it(gpt: openai.OpenAI, up: Upstreams) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        gpt.responses.create(model="claude", input=PROMPT, reasoning={"effort": "minimal"})
+    assert assert_problem(caught.value.response, 400, sdk_error=caught.value)["field"] == "reasoning"
+    with pytest.raises(openai.BadRequestError) as caught:
+        gpt.responses.create(model="claude-plain", input=PROMPT, reasoning={"effort": "low"})
+    body = assert_problem(caught.value.response, 400)
+    assert (body["capability"], body["field"]) == ("reasoning", "reasoning")
+    # OpenAI's own reasoning items (no gateway marker) go to OpenAI only.
+    theirs = {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        gpt.responses.create(model="claude", input=[{"role": "user", "content": PROMPT}, theirs])
+    assert "reasoning" in assert_problem(caught.value.response, 400)["detail"]
+    # The gateway's go to Anthropic only.
+    ours = gpt.responses.create(model="claude", input=PROMPT, reasoning={"effort": "low"}).output[0]
+    history = [{"role": "user", "content": PROMPT}, ours.model_dump(exclude_none=True)]
+    with pytest.raises(openai.BadRequestError) as caught:
+        gpt.responses.create(model="gpt", input=[*history, {"role": "user", "content": "more"}])
+    assert_problem(caught.value.response, 400)
+    # To OpenAI itself, `reasoning` passes untouched.
+    gpt.responses.create(model="gpt", input=PROMPT, reasoning={"effort": "minimal", "summary": "auto"})
+    assert up.openai.last_body is not None
+    assert up.openai.last_body["reasoning"] == {"effort": "minimal", "summary": "auto"}

@@ -266,7 +266,7 @@ def test_json_schema_on_a_backend_without_structured_output_is_a_400(client: ope
     [
         ("store", {"store": True}),
         ("previous_response_id", {"previous_response_id": "resp_0123"}),
-        ("reasoning", {"reasoning": {"effort": "low"}}),
+        ("reasoning", {"reasoning": {"effort": "minimal"}}),  # low, medium, high map (docs/reasoning.md)
         ("web_search", {"tools": [{"type": "web_search"}]}),
     ],
 )
