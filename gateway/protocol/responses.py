@@ -7,23 +7,30 @@ Mapping rules:
 * `input` (a string: one user message; or items) ⇄ `messages`: message items (roles user, assistant,
   system, developer; `input_text`/`output_text` parts ⇄ `TextPart`, `input_image` by URL or data URL ⇄
   `ImagePart`), `function_call` items ⇄ an assistant turn's `ToolCallPart`s (`call_id` is the call's id),
-  `function_call_output` items ⇄ a "tool" message's `ToolResultPart`s. Other items (reasoning,
-  item_reference, built-in tool calls) and parts (input_file, images by file_id) are native: only
-  OpenAI itself, which gets the client's body, can take them.
+  `function_call_output` items ⇄ a "tool" message's `ToolResultPart`s, `reasoning` items the gateway
+  wrote (`encrypted_content` starting `REASONING_MARKER`) ⇄ an assistant turn's `ReasoningPart`s. Other
+  items (OpenAI's own reasoning, item_reference, built-in tool calls) and parts (input_file, images by
+  file_id) are native: only OpenAI itself, which gets the client's body, can take them.
 * `instructions` ⇄ `system`; `max_output_tokens` ⇄ `max_tokens`; `temperature`, `top_p`, `user`,
   `parallel_tool_calls` one to one; function `tools` ⇄ `Tool`s (built-in tools are native);
   `tool_choice` modes and `{"type": "function", "name"}` ⇄ `ToolChoice`; `text.format` ⇄ the chat
   API's `response_format` in `extra` (json_object / json_schema: the structured-output capabilities).
+* `reasoning.effort` low / medium / high ⇄ `ChatRequest.reasoning` (`gateway.protocol.reasoning`); none
+  or no effort asks for nothing; `summary` is accepted (the thinking itself is returned, not a summary);
+  other values are native.
 * `store: false` is what the gateway does anyway (it stores nothing); `store: true`,
-  `previous_response_id`, `reasoning`, `include`, `conversation`, `background`, ... are native.
+  `previous_response_id`, `include`, `conversation`, `background`, ... are native.
   `metadata` changes no answer: it is echoed back in the response object.
-* Answers: one `message` output item per run of text (`output_text` content), one `function_call`
-  item per tool call (arguments as JSON text). Finish `length` ⇄ status `incomplete` with
-  `incomplete_details.reason` `max_output_tokens` (`content_filter` likewise); usage as
+* Answers: one `reasoning` item per `ReasoningPart` (the thinking as `reasoning_text` content, `summary`
+  empty, the provider's block in `encrypted_content`), one `message` output item per run of text
+  (`output_text` content), one `function_call` item per tool call (arguments as JSON text). Finish
+  `length` ⇄ status `incomplete` with `incomplete_details.reason` `max_output_tokens` (`content_filter`
+  likewise); usage as
   `input_tokens` / `output_tokens` / `input_tokens_details.cached_tokens` /
   `output_tokens_details.reasoning_tokens` (`gateway.protocol.usage`).
 * Streams: `response.created`, `response.in_progress`, then per output item `output_item.added`,
   (`content_part.added`, `output_text.delta`…, `output_text.done`, `content_part.done`) or
+  (`content_part.added`, `reasoning_text.delta`…, `reasoning_text.done`, `content_part.done`) or
   (`function_call_arguments.delta`…, `function_call_arguments.done`), `output_item.done`; last
   `response.completed` (`response.incomplete` when cut by max tokens) with the usage, or
   `response.failed` when the backend fails mid-stream: nothing follows it. Every event carries its

@@ -5,7 +5,8 @@ The canonical request is what a translating backend (Anthropic, OpenAI-compatibl
 models) serves; an `openai` backend gets the client's body itself. Its `extra` holds what the canonical
 form lacks: `response_format` (from `text.format`, in the chat API's spelling, which the structured-output
 capability and every translating encoder read) and the Responses-native members (`store: true`,
-`previous_response_id`, `reasoning`, ...), which only a backend speaking the Responses API can take.
+`previous_response_id`, a `reasoning` with no mapping, ...), which only a backend speaking the Responses
+API can take. A mapped `reasoning` is `ChatRequest.reasoning` (docs/reasoning.md).
 """
 
 from __future__ import annotations

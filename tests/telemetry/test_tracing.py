@@ -370,9 +370,10 @@ def test_no_reasoning_content_in_spans_logs_or_audit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Thinking carries the canary (the fake's thinking restates the prompt's first words), and comes
-    with signatures: through Anthropic and OpenAI clients, streamed and not, sent back in a second
-    turn; neither the canary, nor a signature, nor any 8-character piece of either is in a span, a log
-    line or the audit database."""
+    with signatures: through Anthropic, OpenAI chat and Responses clients, streamed and not, sent back in
+    a second turn (a Responses reasoning item too); neither the canary, nor a signature or reasoning
+    item's encrypted_content, nor any 8-character piece of them is in a span, a log line or the audit
+    database."""
     caplog.set_level(logging.DEBUG)
     canary = "Tk" + secrets.token_hex(12)
     path = tmp_path / "gateway.yaml"
@@ -391,6 +392,28 @@ def test_no_reasoning_content_in_spans_logs_or_audit(
             answer = requests.post(running.url("/v1/chat/completions"), json=chat_body, timeout=30)
             assert answer.status_code == 200 and canary in answer.text
             ids.append(answer.headers["x-request-id"])
+            responses_body = {
+                "model": "claude",
+                "input": question,
+                "reasoning": {"effort": "low"},
+                "stream": stream,
+            }
+            answer = requests.post(running.url("/v1/responses"), json=responses_body, timeout=30)
+            assert answer.status_code == 200 and canary in answer.text
+            ids.append(answer.headers["x-request-id"])
+        # A Responses client's reasoning item, sent back in a second turn.
+        responses_body = {"model": "claude", "input": question, "reasoning": {"effort": "low"}}
+        item = requests.post(running.url("/v1/responses"), json=responses_body, timeout=30).json()["output"][
+            0
+        ]
+        assert item["type"] == "reasoning" and canary in item["content"][0]["text"]
+        secrets_seen.append(item["encrypted_content"])
+        turns = [*question, item, {"role": "user", "content": "go"}]
+        again = requests.post(
+            running.url("/v1/responses"), json={**responses_body, "input": turns}, timeout=30
+        )
+        assert again.status_code == 200
+        ids.append(again.headers["x-request-id"])
         first = requests.post(running.url("/v1/messages"), json=body, timeout=30).json()
         block = first["content"][0]
         assert block["type"] == "thinking" and canary in block["thinking"]
