@@ -303,10 +303,14 @@ def test_a_responses_effort_gives_reasoning_items(gpt: openai.OpenAI, up: Upstre
     assert streamed == content.text
     final = events[-1].response
     assert [i.type for i in final.output] == ["reasoning", "message"]
-    assert (
-        final.output[0].encrypted_content == thought.encrypted_content
-    )  # the same block, signature included
+    # The same block, signature included.
+    assert final.output[0].encrypted_content == thought.encrypted_content
     assert final.output_text == response.output_text
+    # The SDK's stream helper assembles the same response from the events.
+    with gpt.responses.stream(model="claude", input=PROMPT, reasoning={"effort": "low"}) as helped:
+        assembled = helped.get_final_response()
+    assert [i.type for i in assembled.output] == ["reasoning", "message"]
+    assert assembled.output[0].content == thought.content  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
