@@ -5,13 +5,17 @@ error the client gets when the chain is exhausted."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import logfire
 import pytest
+from logfire.testing import CaptureLogfire
 
+from gateway import tracing
 from gateway.backends import breaker as breaker_module
 from gateway.backends.breaker import CircuitBreaker
 from gateway.backends.concurrency import ConcurrencyLimitReached
@@ -28,7 +32,7 @@ from gateway.backends.upstream import (
 )
 from gateway.config.backends import BackendSettings
 from gateway.config.load import parse_config
-from gateway.config.model import Config
+from gateway.config.model import Config, TargetGroup
 from gateway.errors import (
     BadRequest,
     ContentFiltered,
@@ -44,9 +48,12 @@ from gateway.limits.memory import MemoryStore
 from gateway.limits.rules import Rules
 from gateway.limits.store import Verdict
 from gateway.pricing.cost import TokenPrice
+from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatRequest, Usage
 from gateway.routing import failover
-from gateway.routing.failover import TIMER_SLACK_S, Attempt, execute
+from gateway.routing.capabilities import Refusal
+from gateway.routing.failover import ATTEMPT_SPAN, TIMER_SLACK_S, Attempt, execute
+from gateway.routing.groups import LeastBusy, Picker, RouteGroup
 from gateway.routing.table import ModelRoute, RouteTarget
 
 KINDS = (
@@ -753,3 +760,280 @@ def test_seconds_of_retry_after() -> None:
     assert failover._seconds("-3") == 0.0
     assert failover._seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 1.0
     assert math.isclose(failover._seconds("0"), 0.0)
+
+
+# -- boundaries -------------------------------------------------------------------------------------
+
+
+async def test_exactly_at_the_deadline_less_the_slack_is_past_it(chain: Chain, clock: Clock) -> None:
+    chain.deadline = 2000.0
+    clock.now = chain.deadline - TIMER_SLACK_S
+    with pytest.raises(GatewayTimeout):
+        await chain.run()
+    assert chain.called() == []
+
+
+async def test_a_final_failure_exactly_at_the_deadline_less_the_slack_is_a_timeout(
+    chain: Chain, clock: Clock
+) -> None:
+    chain.with_policy(retry_on=frozenset())
+    chain.deadline = 2000.0
+    clock.now = 1990.0
+    chain.a().takes = chain.deadline - TIMER_SLACK_S - clock.now
+    chain.a().script = [failure("http_5xx")]
+    with pytest.raises(GatewayTimeout):
+        await chain.run()
+
+
+async def test_max_attempts_stops_the_walk_before_later_skips(chain: Chain) -> None:
+    chain.with_policy(max_attempts=1)
+    chain.a().script = [failure("http_5xx")]
+    chain.disable("c")
+    attempts: list[Attempt] = []
+    with pytest.raises(UpstreamError):
+        await chain.run(attempts=attempts)
+    assert [(x.backend, x.outcome) for x in attempts] == [("a", "http_5xx")]  # c not even listed
+
+
+async def test_skips_take_no_time(chain: Chain, clock: Clock) -> None:
+    set_circuit(chain.a().breaker, "open", clock)
+    served = await chain.run()
+    assert served.attempts[0].duration_ms == 0.0
+
+
+@pytest.mark.parametrize("status", [500, 399])
+async def test_a_client_error_with_a_non_4xx_status_answers_400(chain: Chain, status: int) -> None:
+    chain.a().script = [UpstreamFailure("client_error", "odd", status=status)]
+    with pytest.raises(BadRequest) as raised:
+        await chain.run()
+    assert raised.value.status == 400
+    assert raised.value.extensions["upstream_status"] == status
+
+
+async def test_a_quota_and_an_overload_are_429(chain: Chain) -> None:
+    chain.alter("a", quota=FakeQuota("a", "requests_per_minute", retry_after=9))
+    chain.backends["b"].script = [failure("overloaded")]
+    with pytest.raises(RateLimited) as raised:
+        await chain.run(("a", "b"))
+    assert "over its quota" in raised.value.detail
+
+
+# -- what an incapable chain says -------------------------------------------------------------------
+
+
+async def test_targets_lacking_different_things_say_none_has_everything(chain: Chain) -> None:
+    chain.alter("a", capabilities=frozenset())
+    chain.alter("b", capabilities=frozenset({"chat"}))
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+    }
+    request = openai_protocol.parse_chat_request(body)
+    call = UpstreamCall("chat", "openai", body, request, False, "r", "chat")
+    assert "tools" in call.needs.capabilities
+    with pytest.raises(UnsupportedCapability) as raised:
+        await execute(chain.route(("a", "b")), call, chain.tier, chain.policy, chain.deadline)
+    assert "none of its backends has everything it needs" in raised.value.detail
+    assert raised.value.extensions["capability"] == "chat"  # the first target's refusal names it
+
+
+async def test_an_incapable_target_is_named_with_its_reason(chain: Chain) -> None:
+    chain.alter("a", capabilities=frozenset())
+    chain.disable("b")
+    with pytest.raises(UnsupportedCapability) as raised:
+        await chain.run(("a", "b"))
+    assert "(a: lacks capability 'chat'; b: disabled (off for test))" in raised.value.detail
+    assert "field" not in raised.value.extensions
+
+
+def test_a_refused_field_is_named() -> None:
+    route = ModelRoute("chat", None, ())  # type: ignore[arg-type]
+    attempts = [Attempt("a", "m", "incapable", detail="cannot take an OpenAI field 'service_tier'")]
+    path = [{"backend": "a", "model": "m", "outcome": "incapable", "status": None}]
+    error = failover._incapable_error(route, attempts, path, [Refusal("x", field="service_tier")])
+    assert "it carries 'service_tier', which none of its backends can take" in error.detail
+    assert error.extensions["field"] == "service_tier"
+    assert "capability" not in error.extensions
+    both = failover._incapable_error(
+        route, attempts, path, [Refusal("x", capability="vision", field="image_url")]
+    )
+    assert "it needs capability 'vision'" in both.detail
+    assert (both.extensions["capability"], both.extensions["field"]) == ("vision", "image_url")
+    mixed = failover._incapable_error(
+        route, attempts * 2, path, [Refusal("x", field="service_tier"), Refusal("y", field="store")]
+    )
+    assert "none of its backends has everything it needs" in mixed.detail
+    same_capability = failover._incapable_error(
+        route,
+        attempts * 2,
+        path,
+        [Refusal("x", capability="vision"), Refusal("y", capability="vision", field="f")],
+    )
+    assert "none of its backends has everything it needs" in same_capability.detail
+
+
+# -- balanced groups ------------------------------------------------------------------------------
+
+
+class Recorder(Picker):
+    """A strategy that always orders the members as listed, and records the hooks failover calls."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.events: list[tuple[object, ...]] = []
+
+    def order(self) -> list[int]:
+        return list(range(self.size))
+
+    def started(self, member: int) -> None:
+        self.events.append(("started", member))
+
+    def finished(self, member: int, seconds: float, ok: bool) -> None:
+        self.events.append(("finished", member, seconds, ok))
+
+    def released(self, member: int) -> None:
+        self.events.append(("released", member))
+
+
+def grouped(
+    chain: Chain, picker: Picker | None = None, strategy: str = "weighted"
+) -> tuple[ModelRoute, RouteGroup]:
+    """Route `chat`: a group of a and b (its strategy's order: a, b), then c."""
+    members = (chain.steps["a"], chain.steps["b"])
+    config = TargetGroup(strategy, tuple(m.target for m in members))  # type: ignore[arg-type]
+    group = RouteGroup(config, 0, members, picker)
+    model = chain.config.models[0]
+    route = ModelRoute(model.name, model, (*members, chain.steps["c"]), steps=(group, chain.steps["c"]))
+    return route, group
+
+
+async def run_route(
+    chain: Chain, route: ModelRoute, attempts: list[Attempt] | None = None
+) -> failover.Served:
+    return await execute(route, CALL, chain.tier, chain.policy, chain.deadline, attempts)
+
+
+async def test_a_group_reports_each_attempt_to_its_strategy(chain: Chain) -> None:
+    picker = Recorder(2)
+    route, _ = grouped(chain, picker)
+    chain.a().takes = 0.25
+    chain.a().script = [failure("http_5xx")]
+    chain.backends["b"].takes = 0.5
+    served = await run_route(chain, route)
+    assert served.target is chain.steps["b"]
+    assert picker.events == [
+        ("started", 0),
+        ("finished", 0, 0.25, False),
+        ("started", 1),
+        ("finished", 1, 0.5, True),
+    ]
+    assert [(x.backend, x.pick.reason if x.pick else None) for x in served.attempts] == [
+        ("a", "picked"),
+        ("b", "failover"),
+    ]
+    assert {x.pick.group for x in served.attempts if x.pick} == {0}
+    assert {x.pick.strategy for x in served.attempts if x.pick} == {"weighted"}
+
+
+@pytest.mark.parametrize("kind", ["client_error", "unsupported"])
+async def test_a_member_failing_through_no_fault_of_its_own_is_released(chain: Chain, kind: str) -> None:
+    picker = Recorder(2)
+    route, _ = grouped(chain, picker)
+    chain.a().script = [failure(kind)]
+    with pytest.raises(GatewayError) if kind == "client_error" else contextlib.nullcontext():
+        await run_route(chain, route)
+    assert picker.events[:2] == [("started", 0), ("released", 0)]
+
+
+async def test_a_cancelled_member_is_released(chain: Chain) -> None:
+    picker = Recorder(2)
+    route, _ = grouped(chain, picker)
+
+    class Cancelled(BaseException):
+        pass
+
+    chain.a().script = [Cancelled()]  # type: ignore[list-item]
+    with pytest.raises(Cancelled):
+        await run_route(chain, route)
+    assert picker.events == [("started", 0), ("released", 0)]
+
+
+async def test_group_members_skipped_then_the_next_step(chain: Chain, clock: Clock) -> None:
+    chain.disable("a")
+    set_circuit(chain.backends["b"].breaker, "open", clock)
+    picker = Recorder(2)
+    route, _ = grouped(chain, picker)
+    served = await run_route(chain, route)
+    assert served.target is chain.steps["c"]
+    assert [(x.backend, x.outcome) for x in served.attempts] == [
+        ("a", "disabled"),
+        ("b", "circuit_open"),
+        ("c", "ok"),
+    ]
+    assert served.attempts[2].pick is None
+    assert picker.events == []
+
+
+async def test_least_busy_counts_the_request_until_the_reply_is_served(chain: Chain) -> None:
+    route, group = grouped(chain, strategy="least_busy")
+    assert isinstance(group.picker, LeastBusy)
+    chain.a().script = [failure("http_5xx")]
+    await run_route(chain, route)
+    assert group.picker.in_flight == [0, 0]  # the failed one finished, the served one released
+
+
+async def test_max_attempts_counts_group_members(chain: Chain) -> None:
+    chain.with_policy(max_attempts=2)
+    route, _ = grouped(chain, Recorder(2))
+    for b in chain.backends.values():
+        b.script = [failure("http_5xx")]
+    with pytest.raises(UpstreamError):
+        await run_route(chain, route)
+    assert chain.called() == ["a", "b"]
+
+
+# -- the attempt spans -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spans(capfire: CaptureLogfire) -> Iterator[CaptureLogfire]:
+    tracing.install(logfire.DEFAULT_LOGFIRE_INSTANCE, owned=False)
+    yield capfire
+    tracing.uninstall()
+
+
+def attempt_spans(capfire: CaptureLogfire) -> list[dict[str, object]]:
+    return [s["attributes"] for s in capfire.exporter.exported_spans_as_dict() if s["name"] == ATTEMPT_SPAN]
+
+
+async def test_each_attempt_is_a_span_with_its_outcome(chain: Chain, spans: CaptureLogfire) -> None:
+    chain.a().script = [failure("http_429")]
+    chain.backends["b"].script = [failure("connect_error")]
+    await chain.run()
+    found = attempt_spans(spans)
+    assert [(s["backend"], s["attempt"], s["outcome"]) for s in found] == [
+        ("a", 1, "http_429"),
+        ("b", 2, "connect_error"),
+        ("c", 3, "ok"),
+    ]
+    assert found[0]["http.response.status_code"] == 429
+    assert "http.response.status_code" not in found[1]
+    assert found[0]["backend_type"] == "openai_compatible"
+
+
+async def test_a_cancelled_attempt_span_says_so(chain: Chain, spans: CaptureLogfire) -> None:
+    class Cancelled(BaseException):
+        pass
+
+    chain.a().script = [Cancelled()]  # type: ignore[list-item]
+    with pytest.raises(Cancelled):
+        await chain.run()
+    assert [s["outcome"] for s in attempt_spans(spans)] == ["cancelled"]
+
+
+async def test_a_group_members_span_names_its_group(chain: Chain, spans: CaptureLogfire) -> None:
+    route, _ = grouped(chain, Recorder(2))
+    await run_route(chain, route)
+    [found] = attempt_spans(spans)
+    assert (found["group"], found["group.strategy"], found["group.reason"]) == (0, "weighted", "picked")
