@@ -73,7 +73,7 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "280:0 → 1": "a plain step's member index is read only for a group's members (group is None here)",
         "308:<= → <": "status 400 is then not copied, but BadRequest's own status is 400: the same answer",
         "308:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
-        "341:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`), so `or 1.0` never applies",
+        "341:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
     },
 }
 
