@@ -399,6 +399,11 @@ def run_module(
 ) -> dict[str, Any]:
     """Every mutant of `module` (or `max_mutants` of them, evenly spread) against `tests`."""
     path = module_path(module)
+    missing = [t for t in tests if not (ROOT / t).is_file()]
+    if missing:
+        raise SystemExit(
+            f"mutation testing runs in a checkout of the gateway: {', '.join(missing)} not found"
+        )
     found = mutants(path)
     chosen = found
     if max_mutants is not None and max_mutants < len(found):
