@@ -50,7 +50,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/routing/test_failover_unit.py",
         "tests/routing/test_failover_concurrency.py",
     ),
-    "gateway.routing.groups": ("tests/routing/test_groups.py",),
+    "gateway.routing.groups": ("tests/routing/test_groups.py", "tests/routing/test_failover_unit.py"),
     "gateway.auth": (
         "tests/test_auth.py",
         "tests/test_auth_keys_unit.py",
