@@ -347,6 +347,16 @@ def apply(source):
             for attr, value in vars(fresh[name]).items():
                 if isinstance(value, (int, float, str, bool)) and vars(cls).get(attr, value) != value:
                     setattr(cls, attr, value)
+            # A dataclass field's default lives in its generated __init__'s defaults, not in code.
+            old_init, new_init = vars(cls).get("__init__"), vars(fresh[name]).get("__init__")
+            if isinstance(old_init, types.FunctionType) and isinstance(new_init, types.FunctionType):
+                for attr in ("__defaults__", "__kwdefaults__"):
+                    try:
+                        differs = getattr(old_init, attr) != getattr(new_init, attr)
+                    except Exception:
+                        differs = False
+                    if differs:
+                        setattr(old_init, attr, getattr(new_init, attr))
 
 def run(key):
     pid = os.fork()
@@ -396,6 +406,7 @@ def run_module(
     timeout: float,
     max_mutants: int | None,
     progress: Progress | None = None,
+    only: list[int] | None = None,
 ) -> dict[str, Any]:
     """Every mutant of `module` (or `max_mutants` of them, evenly spread) against `tests`."""
     path = module_path(module)
@@ -406,7 +417,9 @@ def run_module(
         )
     found = mutants(path)
     chosen = found
-    if max_mutants is not None and max_mutants < len(found):
+    if only:
+        chosen = [m for m in found if m.index in only]
+    elif max_mutants is not None and max_mutants < len(found):
         step = len(found) / max_mutants
         chosen = [found[int(i * step)] for i in range(max_mutants)]
     sources = {"-1": mutated_source(path, -1)}
@@ -477,6 +490,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=60.0, help="seconds per mutant before it counts as killed"
     )
     parser.add_argument("--list", action="store_true", help="list the mutants only (nothing runs)")
+    parser.add_argument(
+        "--mutant", type=int, action="append", help="run only this mutant (its number in --list; repeatable)"
+    )
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -490,7 +506,7 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
     results = []
     for module in modules:
         say(f"mutating {module}")
-        results.append(run_module(module, MODULES[module], args.timeout, max_mutants, progress))
+        results.append(run_module(module, MODULES[module], args.timeout, max_mutants, progress, args.mutant))
     return {"modules": results}
 
 
