@@ -50,7 +50,11 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/routing/test_failover_unit.py",
         "tests/routing/test_failover_concurrency.py",
     ),
-    "gateway.routing.groups": ("tests/routing/test_groups.py", "tests/routing/test_failover_unit.py"),
+    "gateway.routing.groups": (
+        "tests/routing/test_groups.py",
+        "tests/routing/test_pickers_unit.py",
+        "tests/routing/test_failover_unit.py",
+    ),
     "gateway.auth": (
         "tests/test_auth.py",
         "tests/test_auth_keys_unit.py",
@@ -74,6 +78,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "308:<= → <": "status 400 is then not copied, but BadRequest's own status is 400: the same answer",
         "308:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
         "341:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
+    },
+    "gateway.routing.groups": {
+        "231:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
+        "236:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
     },
 }
 
