@@ -79,6 +79,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "308:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
         "341:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
     },
+    "gateway.surfaces.access": {
+        "17:or → and": "TrustedProxies.client_address returns the peer itself without proxies, and for a "
+        "peer of None (no address to trust)",
+    },
     "gateway.routing.groups": {
         "231:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
         "236:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
