@@ -84,6 +84,7 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "peer of None (no address to trust)",
     },
     "gateway.routing.groups": {
+        "138:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
         "231:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
         "236:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
     },

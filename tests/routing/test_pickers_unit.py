@@ -115,12 +115,13 @@ def test_a_single_member_is_never_probed() -> None:
         ((None, None), 3.0, 6.0),  # or twice what it took
         ((None, 0.4), 0.1, 0.8),  # twice the slowest known
         ((None, 0.4), 0.5, 1.0),  # or twice what it took, when longer
+        ((None, 0.1, 0.4), 0.05, 0.8),  # the slowest, not the fastest
     ],
 )
 def test_a_failure_ranks_a_member_behind_the_others(
     known: tuple[float | None, ...], seconds: float, average: float
 ) -> None:
-    picker = Latency(2)
+    picker = Latency(len(known))
     picker.average = list(known)
     picker.finished(0, seconds, False)
     assert picker.average[0] == pytest.approx(average)
