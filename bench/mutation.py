@@ -63,10 +63,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "gateway.surfaces.access": ("tests/surfaces/test_access_unit.py",),
     "gateway.config.load": (
         "tests/config/test_load.py",
+        "tests/config/test_load_checks_unit.py",
         "tests/config/test_backend_settings.py",
         "tests/config/test_capabilities.py",
-        "tests/config/test_providers.py",
-        "tests/test_schema.py",
     ),
     "gateway.config.writeback": ("tests/config/test_writeback.py",),
     "gateway.protocol.openai_request": ("tests/protocol/test_openai.py", "tests/protocol/test_fields.py"),

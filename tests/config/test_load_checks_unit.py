@@ -137,3 +137,93 @@ def test_key_names_are_unique_per_section() -> None:
 def test_sqlite_urls_resolve_from_the_config_directory(url: str, stored: str) -> None:
     config = load(BACKENDS + MODELS + f"audit: {{database_url: '{url}'}}\n")
     assert config.audit.database_url == stored
+
+
+def test_an_unreadable_file_says_why_at_its_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "missing.yaml")
+    text = str(error.value.issues[0])
+    assert "missing.yaml:1:1:" in text
+    assert "cannot read file: No such file or directory" in text
+
+
+@pytest.mark.parametrize(("raw", "where", "byte"), [(b"\n\xff", "2:1", "ff"), (b"ab\xfe\xff", "1:3", "fe")])
+def test_the_first_bad_byte_is_named_exactly(raw: bytes, where: str, byte: str) -> None:
+    [found] = issues(raw)
+    assert f"gateway.yaml:{where}: the file is not UTF-8 text: byte 0x{byte} here" in found
+
+
+def test_unknown_backends_are_listed_with_the_known_ones() -> None:
+    [found] = issues(BACKENDS + "models:\n  m: {chain: [{backend: nope}]}\n")
+    assert "no backend named 'nope' (backends: a, b)" in found
+    shadow = issues(
+        BACKENDS + "models:\n  m:\n    chain: [{backend: a}]\n    shadow: {target: {backend: gone}}\n"
+    )
+    assert any("models.m.shadow.target.backend" in s and "(backends: a, b)" in s for s in shadow), shadow
+
+
+def test_an_embedding_model_whose_first_target_is_unknown_is_judged_by_the_rest() -> None:
+    found = issues(
+        BACKENDS
+        + "models:\n  m:\n    chain: [{backend: a}]\n    cache: {mode: semantic, embedding_model: e}\n"
+        + "  e:\n    chain:\n      - {backend: nope}\n"
+        + "      - {backend: a, model: text-embedding-3-small, capabilities: {embeddings: true}}\n"
+    )
+    assert len(found) == 1 and "no backend named 'nope'" in found[0]
+
+
+def test_a_sticky_header_is_kept_lower_case() -> None:
+    text = BACKENDS + (
+        "models:\n  m:\n    chain:\n      - group:\n          strategy: weighted\n"
+        "          targets: [{backend: a}, {backend: b}]\n          sticky: {by: header, header: X-Session}\n"
+        "  k:\n    chain:\n      - group:\n          targets: [{backend: a}, {backend: b}]\n"
+        "          sticky: {by: key}\n"
+    )
+    config = load(text)
+    by_header, by_key = (next(s for s in m.steps if hasattr(s, "sticky")) for m in config.models)
+    assert by_header.sticky.header == "x-session"  # type: ignore[union-attr]
+    assert by_key.sticky.header is None  # type: ignore[union-attr]
+
+
+def test_a_public_name_used_twice_is_placed_on_its_second_use() -> None:
+    alias = issues(
+        BACKENDS + "models:\n  m: {chain: [{backend: a}]}\n  n: {chain: [{backend: a}], aliases: [m]}\n"
+    )
+    assert any("models.n.aliases[0]" in s and "already used by model 'm'" in s for s in alias), alias
+    name = issues(
+        BACKENDS + "models:\n  m: {chain: [{backend: a}], aliases: [n]}\n  n: {chain: [{backend: a}]}\n"
+    )
+    assert any("models.n:" in s and "'n' is already used by model 'm'" in s for s in name), name
+
+
+def test_every_key_is_checked_after_a_bad_one() -> None:
+    text = (
+        BACKENDS
+        + MODELS
+        + (
+            "auth:\n  client_keys:\n    - {name: lit, key: literal-secret-value}\n"
+            "    - {name: empty, key: '${E}'}\n"
+            "    - {name: empty, key: '${F}'}\n"
+        )
+    )
+    found = issues(text, env={"E": "", "F": "another-key-value"})
+    assert any("auth.client_keys[0].key" in s and "literal key is refused" in s for s in found)
+    assert any("auth.client_keys[1].key" in s and "the key is empty" in s for s in found)
+    assert any("auth.client_keys[2].name" in s for s in found)
+
+
+def test_key_limits_are_loaded() -> None:
+    text = (
+        BACKENDS
+        + MODELS
+        + ("auth:\n  client_keys:\n    - {name: app, key: '${K}', limits: {requests_per_minute: 5}}\n")
+    )
+    key = load(text, env={"K": "app-key-value"}).auth.client_keys[0]
+    assert key.limits is not None and key.limits.requests_per_minute == 5
+
+
+def test_values_from_unset_variables_are_unknown_not_wrong_when_not_strict() -> None:
+    text = BACKENDS + MODELS + "server: {port: '${GW_PORT}'}\n"
+    assert issues(text)  # strict: an unset variable is an error
+    config = parse_config(text.encode(), Path("/srv/gw/gateway.yaml"), env={}, strict_env=False)
+    assert config.models[0].name == "m"
