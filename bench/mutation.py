@@ -88,6 +88,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "17:or → and": "TrustedProxies.client_address returns the peer itself without proxies, and for a "
         "peer of None (no address to trust)",
     },
+    "gateway.config.load": {
+        "152:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
+        "171:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
+    },
     "gateway.routing.groups": {
         "138:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
         "231:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",

@@ -227,3 +227,18 @@ def test_values_from_unset_variables_are_unknown_not_wrong_when_not_strict() -> 
     assert issues(text)  # strict: an unset variable is an error
     config = parse_config(text.encode(), Path("/srv/gw/gateway.yaml"), env={}, strict_env=False)
     assert config.models[0].name == "m"
+
+
+def test_a_model_name_used_as_an_alias_is_marked_on_its_key() -> None:
+    [found] = issues(
+        BACKENDS + "models:\n  m: {chain: [{backend: a}], aliases: [n]}\n  n: {chain: [{backend: a}]}\n"
+    )
+    assert found.endswith("gateway.yaml:7:3: models.n: the public name 'n' is already used by model 'm'")
+
+
+def test_a_key_from_a_variable_with_a_literal_default_is_refused() -> None:
+    text = (
+        BACKENDS + MODELS + "auth:\n  client_keys:\n    - {name: app, key: '${APP_KEY:-a-literal-secret}'}\n"
+    )
+    found = issues(text)
+    assert any("auth.client_keys[0].key" in s and "literal key is refused" in s for s in found), found
