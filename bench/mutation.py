@@ -72,6 +72,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "gateway.protocol.anthropic_request": (
         "tests/protocol/test_anthropic.py",
         "tests/protocol/test_fields.py",
+        "tests/protocol/test_anthropic_request_unit.py",
     ),
     "gateway.audit.writer": ("tests/audit/test_writer.py",),
 }
