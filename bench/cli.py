@@ -75,6 +75,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "gateway.bench.audit_cost",
         "what one request's audit record costs the worker's CPU, SQLite and PostgreSQL (no network)",
     ),
+    "mutation": (
+        "gateway.bench.mutation",
+        "mutation testing: bugs planted one at a time in the critical modules, against their unit tests",
+    ),
 }
 
 

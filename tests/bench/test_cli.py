@@ -33,6 +33,7 @@ def test_every_scenario_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
         "limits",
         "cache",
         "routing",
+        "mutation",
     }
     with pytest.raises(SystemExit) as exit_info:
         gateway_main(["bench", "--help"])
