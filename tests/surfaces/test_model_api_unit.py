@@ -179,6 +179,7 @@ def test_the_routing_table() -> None:
         "/v1/models": ("GET", "openai", None),
         "/v1/messages": ("POST", "anthropic", "chat"),
         "/v1/messages/count_tokens": ("POST", "anthropic", "count_tokens"),
+        "/v1/responses": ("POST", "responses", "chat"),
     }
 
 
