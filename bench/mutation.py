@@ -80,23 +80,23 @@ MODULES: dict[str, tuple[str, ...]] = {
 #: module → {mutant key: why it is equivalent}. A key is `line:description` as the table lists it.
 EQUIVALENT: dict[str, dict[str, str]] = {
     "gateway.routing.failover": {
-        "280:0 → 1": "a plain step's member index is read only for a group's members (group is None here)",
-        "308:<= → <": "status 400 is then not copied, but BadRequest's own status is 400: the same answer",
-        "308:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
-        "341:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
+        "294:0 → 1": "a plain step's member index is read only for a group's members (group is None here)",
+        "334:<= → <": "status 400 is then not copied, but BadRequest's own status is 400: the same answer",
+        "334:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
+        "367:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
     },
     "gateway.surfaces.access": {
         "17:or → and": "TrustedProxies.client_address returns the peer itself without proxies, and for a "
         "peer of None (no address to trust)",
     },
     "gateway.config.load": {
-        "152:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
-        "171:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
+        "154:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
+        "203:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
     },
     "gateway.routing.groups": {
-        "138:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
-        "231:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
-        "236:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
+        "145:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
+        "252:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
+        "257:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
     },
 }
 
