@@ -82,10 +82,14 @@ def status(gateway, backend: str = "up") -> dict[str, Any]:
 
 
 def ended(gateway, backend: str, run_id: str) -> dict[str, Any]:
-    """Wait for the run to end; its record as this process reports it."""
-    wait_until(
-        lambda: (status(gateway, backend)["latest"] or {}).get("id") == run_id, timeout=30, interval=0.1
-    )
+    """Wait for the run to end and to be stored (or not: `stored` false); its record as this process
+    reports it. An ended run is the latest while it is still being stored (`stored` null)."""
+
+    def done() -> bool:
+        latest = status(gateway, backend)["latest"] or {}
+        return latest.get("id") == run_id and latest.get("stored") is not None
+
+    wait_until(done, timeout=30, interval=0.1)
     return status(gateway, backend)["latest"]
 
 

@@ -212,7 +212,11 @@ def _audit_addresses(gateway: GatewayProcess) -> list[str | None]:
 
     connection = sqlite3.connect(gateway.config_path.parent / "audit.sqlite3")
     try:
-        return [row[0] for row in connection.execute("SELECT client_address FROM audit_records ORDER BY id")]
+        try:
+            rows = connection.execute("SELECT client_address FROM audit_records ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # the gateway is still creating the schema
+            return []
+        return [row[0] for row in rows]
     finally:
         connection.close()
 
