@@ -439,7 +439,7 @@ def _supervise(
         log.info("worker %s started", process.pid, extra=started)
         return process
 
-    workers = [spawn() for _ in range(options.workers)]
+    workers: list[multiprocessing.process.BaseProcess] = []
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -455,8 +455,16 @@ def _supervise(
             if process.pid and process.is_alive():
                 os.kill(process.pid, signum)
 
+    # The handlers come first: a SIGTERM while the workers are being spawned (a deploy rolled back at
+    # once) must stop them, not kill this process and leave them running.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    for _ in range(options.workers):
+        if stopping:
+            break
+        workers.append(spawn())
+    if stopping:  # a signal that came while one was starting did not reach that one
+        forward(signal.SIGTERM, None)
 
     exit_code = 0
     while workers:
