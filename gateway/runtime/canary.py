@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -210,21 +211,38 @@ class CanaryRollbacks:
             self.history.appendleft(entry)
             route = runtime.routes.get(entry["model"])
             canary = route.canary if route is not None else None
-            if canary is None or fingerprint(canary.model, canary.config) != entry["fingerprint"]:
+            if canary is None:
                 continue  # that canary is no longer in this config
+            if fingerprint(canary.model, canary.config) != entry["fingerprint"]:
+                if _written_here(canary, entry):
+                    # The decider's write-back reached this worker (reloaded) before its note did.
+                    self._heard(canary.model, entry, via="config")
+                continue  # otherwise a changed canary: a new one, not the one judged
             if self.live.rollbacks.told(canary, _rollback(entry)):
-                log.info(
-                    "canary of model %s rolled back, as worker %s decided",
-                    canary.model,
-                    entry["decided_by"],
-                    extra={"event": "canary_rolled_back_by_peer", "model": canary.model},
-                )
-                if self.count is not None:
-                    self.count(canary.model, "peer")
+                self._heard(canary.model, entry, via="peer")
+
+    def _heard(self, model: str, entry: dict[str, Any], *, via: str) -> None:
+        log.info(
+            "canary of model %s rolled back, as worker %s decided",
+            model,
+            entry["decided_by"],
+            extra={"event": "canary_rolled_back_by_peer", "model": model, "via": via},
+        )
+        if self.count is not None:
+            self.count(model, "peer")
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _written_here(canary: RouteCanary, entry: dict[str, Any]) -> bool:
+    """This worker's canary is the judged one with its weight set to 0 in the file: the rollback's
+    write-back, reloaded here."""
+    if canary.config.weight != 0:
+        return False
+    judged = dataclasses.replace(canary.config, weight=float(entry["weight"]))
+    return fingerprint(canary.model, judged) == entry["fingerprint"]
 
 
 def _plan(raw: bytes, path: Path, *, model: str, comment: str) -> EditPlan:

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from gateway.testing.process import GatewayProcess
+from tests.conftest import wait_until
 from tests.e2e.upstreams import GATEWAY_ENV, Upstreams, backends_yaml, fake_upstreams
 
 TEAM, OTHER = "sk-semantic-team-0123456789", "sk-semantic-other-0123456789"
@@ -97,11 +98,17 @@ def test_a_paraphrase_hits_above_the_threshold_with_no_upstream_chat_call(
     assert hit.headers["x-gateway-attempts"] == "0" and "x-gateway-backend" not in hit.headers
     assert text(hit) == text(first)
     request_id = hit.headers["x-request-id"]
-    line = next(
-        json.loads(line)
-        for line in reversed(gateway.log().splitlines())
-        if request_id in line and '"event": "request"' in line.replace('":"', '": "')
-    )
+
+    def logged() -> list[dict]:
+        # The request's log line is written once the answer has gone out: it may come a moment later.
+        return [
+            json.loads(line)
+            for line in gateway.log().splitlines()
+            if request_id in line and '"event": "request"' in line.replace('":"', '": "')
+        ]
+
+    wait_until(logged, timeout=10)
+    [line] = logged()
     assert line["cache"] == "hit" and line["cache_similarity"] == pytest.approx(
         float(hit.headers["x-gateway-cache-similarity"]), abs=1e-4
     )
