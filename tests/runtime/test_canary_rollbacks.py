@@ -110,7 +110,9 @@ async def test_the_write_back_reloaded_before_the_note_counts_as_heard(
         await after.close()
 
 
-async def test_a_changed_canary_is_not_the_one_judged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_changed_canary_is_not_the_one_judged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "before").mkdir()
     before = await started(tmp_path / "before", 50)
     (tmp_path / "now").mkdir()
