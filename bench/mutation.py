@@ -75,6 +75,8 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/protocol/test_anthropic_request_unit.py",
     ),
     "gateway.audit.writer": ("tests/audit/test_writer.py",),
+    "gateway.backends.streaming": ("tests/backends/test_streaming_unit.py",),
+    "gateway.backends.upstream": ("tests/backends/test_upstream_unit.py",),
 }
 
 #: module → {mutant key: why it is equivalent}. A key is `line:description` as the table lists it.
