@@ -22,6 +22,7 @@ from gateway.config.backends import HTTPSettings
 __all__ = ["HTTPBackend"]
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_SHORTEST_REDACTED = 8
 
 
 class HTTPBackend:
@@ -154,7 +155,18 @@ class HTTPBackend:
             raw = b""
         finally:
             response.release()
-        return self.status_failure(status, raw, response.headers)
+        return self.status_failure(status, self._redacted(raw), response.headers)
+
+    def _redacted(self, raw: bytes) -> bytes:
+        """An error body with every credential this backend sends replaced by `***`: an upstream may
+        quote the key it refused, and a failure's detail reaches the logs and the client's problem
+        detail. Values under 8 characters are left alone (no real key is that short; replacing them
+        would garble the message)."""
+        for secret in (self.config.api_key, *(value for _, value in self.config.headers)):
+            value = secret.reveal().encode()
+            if len(value) >= _SHORTEST_REDACTED:
+                raw = raw.replace(value, b"***")
+        return raw
 
     def status_failure(self, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamFailure:
         """What an error answer (its status, the start of its body, its headers) is as a failure; a
