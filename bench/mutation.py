@@ -95,6 +95,16 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "154:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
         "203:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
     },
+    "gateway.backends.streaming": {
+        "49:0 → 1": "the position in a not-an-object error: the whole value is wrong, only the column the "
+        "malformed-stream detail quotes changes",
+        "171:removed `await events.aclose()`": "`response.release()` next closes the connection; the frames "
+        "generator is finished already or holds only the body iterator release ends (the loop finalizes it)",
+        "200:removed `relay.finish()`": "reached only with the relay not done, so finish() always raises; "
+        "without it the next line raises the same kind (http_5xx), worded otherwise",
+        "206:removed `await events.aclose()`": "as 171: `response.release()` next closes the connection",
+        "260:removed `await events.aclose()`": "as 171: `response.release()` next closes the connection",
+    },
     "gateway.routing.groups": {
         "145:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
         "252:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",

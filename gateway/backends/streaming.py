@@ -80,10 +80,15 @@ class OpenAIPassThrough(PassThroughRelay):
             self.done = True
         elif data.startswith(b'{"error"'):
             self.done = True  # the backend's own error event ends the stream; relay it
-        elif b'"usage":{' in data:
-            self.usage = openai_usage(_object(data).get("usage"))
-            if not self.client_wants_usage and b'"choices":[]' in data:
-                return b""
+        elif b'"usage"' in data and b'"usage":null' not in data:
+            # Parsed only when a usage may be there: OpenAI sends `"usage":null` on every other chunk.
+            # Servers that write JSON with spaces (`"usage": {`) are read too.
+            chunk = _object(data)
+            usage = openai_usage(chunk.get("usage"))
+            if usage is not None:
+                self.usage = usage
+                if not self.client_wants_usage and chunk.get("choices") == []:
+                    return b""
         return event.raw
 
 

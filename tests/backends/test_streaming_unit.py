@@ -8,6 +8,7 @@ on cancel and on failure."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -115,6 +116,19 @@ def test_openai_relay_reads_the_usage_chunk_and_drops_it_unless_asked(wants: boo
     assert not relay.done
 
 
+@pytest.mark.parametrize("wants", [True, False])
+def test_openai_relay_reads_usage_written_with_spaces(wants: bool) -> None:
+    """JSON as Python's `json.dumps` writes it (`"usage": {`), as some OpenAI-compatible servers send."""
+    usage = {"prompt_tokens": 20, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 5}}
+    relay = OpenAIPassThrough(client_wants_usage=wants)
+    spaced = b"data: " + json.dumps({"id": "c", "choices": [], "usage": usage}).encode() + b"\n\n"
+    assert relay.feed(parse_block(spaced)) == (spaced if wants else b"")
+    assert relay.usage == OPENAI_USAGE
+    quiet = b"data: " + json.dumps({"id": "c", "choices": [{"delta": {}}], "usage": None}).encode() + b"\n\n"
+    assert relay.feed(parse_block(quiet)) == quiet
+    assert relay.usage == OPENAI_USAGE  # a later `"usage": null` does not erase it
+
+
 def test_openai_relay_keeps_a_chunk_with_choices_and_usage() -> None:
     """Only the usage-only chunk (`choices: []`) is the gateway's own addition; a chunk that also carries
     an answer goes out whatever the client asked."""
@@ -163,8 +177,9 @@ def test_a_relay_refuses_an_event_that_is_not_a_json_object() -> None:
         AnthropicPassThrough().feed(parse_block(b"event: message_start\ndata: [1]\n\n"))
 
 
-def test_the_base_relay_is_done_only_when_told() -> None:
+def test_the_base_relay_forwards_events_as_they_came_and_is_done_only_when_told() -> None:
     relay = PassThroughRelay()
+    assert relay.feed(parse_block(HI)) == HI
     with pytest.raises(UpstreamFailure):
         relay.finish()
     relay.done = True
