@@ -96,6 +96,8 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "203:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
     },
     "gateway.backends.streaming": {
+        "49:or → and": "the document a not-an-object error quotes: its position is 0, so the detail reads "
+        "line 1 column 1 whatever the document",
         "49:0 → 1": "the position in a not-an-object error: the whole value is wrong, only the column the "
         "malformed-stream detail quotes changes",
         "171:removed `await events.aclose()`": "`response.release()` next closes the connection; the frames "

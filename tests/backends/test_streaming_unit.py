@@ -99,6 +99,8 @@ ANTHROPIC_USAGE = Usage(12, 7)
 def test_openai_relay_forwards_chunks_and_ends_at_done() -> None:
     relay = OpenAIPassThrough(client_wants_usage=True)
     assert relay.feed(parse_block(ROLE)) == ROLE
+    # A chunk with no usage in it is not parsed, only forwarded: the client judges its own protocol.
+    assert relay.feed(parse_block(NOT_JSON)) == NOT_JSON
     assert (relay.done, relay.usage) == (False, None)
     with pytest.raises(UpstreamFailure) as failure:
         relay.finish()
