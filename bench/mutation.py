@@ -94,7 +94,6 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     },
     "gateway.config.load": {
         "154:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
-        "203:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
     },
     "gateway.routing.groups": {
         "111:0 → 1": "the other workers' counts start at 1 for every member: the same offset for all leaves "
