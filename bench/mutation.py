@@ -14,7 +14,8 @@ How a mutant runs: one server process per module imports pytest and collects the
 once (the module loaded from its `ast.unparse` form, so a mutant differs from it only where mutated),
 then forks a child per mutant. The child swaps the mutated functions' code objects into the live
 functions (so every `from … import f` elsewhere runs the mutant too) and module constants into the
-module, then runs the tests (`-x`). A child past `--timeout` is killed and counts as killed (a
+module (a module-level dict, list or set of plain data is changed in place, so importers see it
+too), then runs the tests (`-x`). A child past `--timeout` is killed and counts as killed (a
 mutant that hangs is caught by the suite's own timeout). A mutated module-level constant that
 another module imported by value is not seen there: such mutants may survive falsely (listed).
 
@@ -66,6 +67,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/config/test_load_checks_unit.py",
         "tests/config/test_backend_settings.py",
         "tests/config/test_capabilities.py",
+        "tests/routing/test_canary.py",
     ),
     "gateway.config.writeback": ("tests/config/test_writeback.py",),
     "gateway.protocol.openai_request": ("tests/protocol/test_openai.py", "tests/protocol/test_fields.py"),
@@ -83,6 +85,7 @@ MODULES: dict[str, tuple[str, ...]] = {
 EQUIVALENT: dict[str, dict[str, str]] = {
     "gateway.routing.failover": {
         "294:0 → 1": "a plain step's member index is read only for a group's members (group is None here)",
+        "302:0 → 1": "the canary's member index, likewise: read only for a group's members (group is None)",
         "334:<= → <": "status 400 is then not copied, but BadRequest's own status is 400: the same answer",
         "334:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
         "367:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
@@ -93,7 +96,6 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     },
     "gateway.config.load": {
         "154:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
-        "203:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
     },
     "gateway.backends.streaming": {
         "49:or → and": "the document a not-an-object error quotes: its position is 0, so the detail reads "
@@ -113,6 +115,8 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "UpstreamCall(...) in the tests would fail)",
     },
     "gateway.routing.groups": {
+        "111:0 → 1": "the other workers' counts start at 1 for every member: the same offset for all leaves "
+        "least_busy's order as it was (gateway.runtime.busy replaces the list, reading only its length)",
         "145:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
         "252:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
         "257:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
@@ -372,6 +376,16 @@ def functions(namespace, prefix=""):
         if isinstance(value, types.FunctionType) and value.__code__.co_filename == filename:
             yield prefix + name, value
 
+def plain(value):
+    # Data only (no functions, classes or other objects whose fresh copy differs by identity alone).
+    if value is None or isinstance(value, (int, float, str, bytes)):
+        return True
+    if isinstance(value, dict):
+        return all(plain(k) and plain(v) for k, v in value.items())
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return all(plain(v) for v in value)
+    return False
+
 def apply(source):
     live = sys.modules[module]
     fresh = {"__name__": module, "__file__": filename}
@@ -384,6 +398,13 @@ def apply(source):
         old = vars(live).get(name)
         if isinstance(value, (int, float, str, bool, frozenset, tuple)) and value != old:
             setattr(live, name, value)
+        elif type(value) in (dict, list, set) and type(value) is type(old) and plain(value) and value != old:
+            # Changed in place, so every module that imported this dict, list or set sees the mutant too.
+            if isinstance(old, list):
+                old[:] = value
+            else:
+                old.clear()
+                old.update(value)
     for name, cls in vars(live).items():
         if isinstance(cls, type) and cls.__module__ == module and isinstance(fresh.get(name), type):
             for attr, value in vars(fresh[name]).items():

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.errors import FieldError
 from gateway.protocol import anthropic as anthropic_protocol
+from gateway.protocol.canonical import RawPart, ReasoningPart, TextPart, ToolResultPart
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -84,3 +85,66 @@ def test_tools_custom_and_server_tools() -> None:
     assert [t.name for t in request.tools] == ["f", "web_search", "g"]
     assert request.tools[1].raw == tools[1]
     assert request.tools[0].raw is None and request.tools[2].raw is None
+
+
+def refused_field(body: dict[str, Any]) -> FieldError:
+    with pytest.raises(FieldError) as refused:
+        anthropic_protocol.parse_messages_request(body)
+    return refused.value
+
+
+def test_max_tokens_and_top_p_bounds() -> None:
+    assert parse(max_tokens=1).max_tokens == 1
+    assert refused_field({"model": "m", "max_tokens": 0, "messages": USER}).field == "max_tokens"
+    assert parse(top_p=1.0).top_p == 1.0
+    with pytest.raises(FieldError) as refused:
+        parse(top_p=1.5)
+    assert refused.value.field == "top_p"
+
+
+def test_empty_text_blocks_are_kept_everywhere() -> None:
+    empty = {"type": "text", "text": ""}
+    messages = [
+        {"role": "user", "content": [empty]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [empty]}]},
+    ]
+    request = parse(messages=messages, system=[empty])
+    assert request.system == "" and request.system_blocks == (TextPart(""),)
+    assert request.messages[0].content == (TextPart(""),)
+    result = request.messages[2].content[0]
+    assert isinstance(result, ToolResultPart) and result.parts == (TextPart(""),) and result.content == ""
+
+
+def test_a_missing_role_is_required_and_a_wrong_one_named() -> None:
+    missing = refused_field({"model": "m", "max_tokens": 1, "messages": [{"content": "hi"}]})
+    assert missing.field == "messages[0].role" and missing.detail == "messages[0].role: is required"
+    wrong = refused_field({"model": "m", "max_tokens": 1, "messages": [{"role": "system", "content": "hi"}]})
+    assert wrong.field == "messages[0].role" and "got 'system'" in wrong.detail
+
+
+def test_thinking_blocks_are_reasoning_only_in_assistant_messages() -> None:
+    thinking = {"type": "thinking", "thinking": "", "signature": "sig"}
+    redacted = {"type": "redacted_thinking", "data": "opaque"}
+    other = {"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {}}
+    messages = [
+        {"role": "user", "content": [thinking, redacted]},
+        {"role": "assistant", "content": [thinking, redacted, other]},
+    ]
+    request = parse(messages=messages)
+    assert request.messages[0].content == (RawPart("anthropic", thinking), RawPart("anthropic", redacted))
+    assert request.messages[1].content == (
+        ReasoningPart("", thinking),
+        ReasoningPart("", redacted),
+        RawPart("anthropic", other),
+    )
+
+
+def test_an_image_from_the_files_api_is_kept_verbatim() -> None:
+    image = {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    request = parse(messages=[{"role": "user", "content": [image]}])
+    assert request.messages[0].content == (RawPart("anthropic", image),)
+
+
+def test_no_tools_is_an_empty_tuple() -> None:
+    assert parse().tools == ()

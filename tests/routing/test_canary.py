@@ -231,3 +231,16 @@ def test_a_peer_rollback_is_taken_once() -> None:
     assert book.told(made, rollback) is False
     assert made.weight == 0 and not calls  # told, not decided: the hook is not called
     assert book.entries[("chat", replace(made.config))] is rollback
+
+
+@pytest.mark.parametrize(
+    ("window", "seconds"), [("90s", 90.0), ("1.5m", 90.0), ("1h", 3600.0), ("45", 45.0), ("2.5", 2.5)]
+)
+def test_a_window_in_seconds_minutes_or_hours(window: str, seconds: float) -> None:
+    canary = load(B + f", rollback: {{error_rate: 0.1, window: {window}}}}}").routes["chat"].canary
+    assert canary is not None and canary.config.rollback is not None
+    assert canary.config.rollback.window == seconds
+
+
+def test_an_unknown_canary_backend_lists_the_known_ones() -> None:
+    assert any("(backends: a, b)" in error for error in errors_of("{target: {backend: nope}, weight: 5}"))

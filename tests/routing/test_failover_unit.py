@@ -32,7 +32,7 @@ from gateway.backends.upstream import (
 )
 from gateway.config.backends import BackendSettings
 from gateway.config.load import parse_config
-from gateway.config.model import Config, TargetGroup
+from gateway.config.model import CanaryConfig, CanaryRollback, Config, TargetGroup
 from gateway.errors import (
     BadRequest,
     ContentFiltered,
@@ -51,6 +51,7 @@ from gateway.pricing.cost import TokenPrice
 from gateway.protocol import openai as openai_protocol
 from gateway.protocol.canonical import ChatRequest, Usage
 from gateway.routing import failover
+from gateway.routing.canary import CANARY_PICK, RouteCanary
 from gateway.routing.capabilities import Refusal
 from gateway.routing.failover import ATTEMPT_SPAN, TIMER_SLACK_S, Attempt, execute
 from gateway.routing.groups import LeastBusy, Picker, RouteGroup
@@ -1037,3 +1038,84 @@ async def test_a_group_members_span_names_its_group(chain: Chain, spans: Capture
     await run_route(chain, route)
     [found] = attempt_spans(spans)
     assert (found["group"], found["group.strategy"], found["group.reason"]) == (0, "weighted", "picked")
+
+
+# -- a model's canary --------------------------------------------------------------------------------
+
+
+def with_canary(
+    chain: Chain, weight: float, route: ModelRoute | None = None
+) -> tuple[ModelRoute, RouteCanary]:
+    """`route` (default: a, b) with backend c as its canary for `weight` percent of the requests; its
+    rollback rules make both windows record, with too few requests to judge."""
+    c = chain.steps["c"]
+    rules = CanaryRollback(error_rate=0.5, min_requests=1000, window=60)
+    canary = RouteCanary("chat", CanaryConfig(c.target, weight, rules), c, clock=chain.clock.monotonic)
+    return dataclasses.replace(route or chain.route(("a", "b")), canary=canary), canary
+
+
+def outcomes(canary: RouteCanary) -> tuple[list[bool], list[bool]]:
+    """The canary's window, then the stable side's: each attempt's ok."""
+    return [ok for _, ok, _ in canary.canary.samples], [ok for _, ok, _ in canary.stable.samples]
+
+
+async def test_a_request_in_the_canarys_share_tries_it_first(chain: Chain, spans: CaptureLogfire) -> None:
+    route, canary = with_canary(chain, 100)
+    served = await run_route(chain, route)
+    assert served.target is chain.steps["c"]
+    assert [(x.backend, x.pick) for x in served.attempts] == [("c", CANARY_PICK)]
+    assert outcomes(canary) == ([True], [])
+    [found] = attempt_spans(spans)
+    assert "group" not in found
+    assert (found["group.strategy"], found["group.reason"]) == ("canary", "canary")
+
+
+async def test_a_failing_canary_fails_over_to_the_chain_and_each_side_counts(chain: Chain) -> None:
+    route, canary = with_canary(chain, 100)
+    chain.backends["c"].script = [failure("http_5xx")]
+    chain.a().script = [failure("timeout")]
+    served = await run_route(chain, route)
+    assert served.target is chain.steps["b"]
+    assert [(x.backend, x.outcome, x.pick) for x in served.attempts] == [
+        ("c", "http_5xx", CANARY_PICK),
+        ("a", "timeout", None),
+        ("b", "ok", None),
+    ]
+    assert outcomes(canary) == ([False], [False, True])
+
+
+async def test_a_client_error_on_the_canary_is_not_held_against_it(chain: Chain) -> None:
+    route, canary = with_canary(chain, 100)
+    chain.backends["c"].script = [failure("client_error")]
+    with pytest.raises(BadRequest):
+        await run_route(chain, route)
+    assert outcomes(canary) == ([], [])
+
+
+async def test_requests_outside_the_share_go_down_the_chain(chain: Chain) -> None:
+    route, canary = with_canary(chain, 50)
+    served = [(await run_route(chain, route)).target for _ in range(4)]
+    assert served == [chain.steps["a"], chain.steps["c"], chain.steps["a"], chain.steps["c"]]
+    assert outcomes(canary) == ([True, True], [True, True])
+
+
+async def test_a_canary_before_a_group(chain: Chain) -> None:
+    grouped_route, _ = grouped(chain, Recorder(2))
+    route, canary = with_canary(chain, 100, grouped_route)
+    chain.backends["c"].script = [failure("overloaded")]
+    served = await run_route(chain, route)
+    assert served.target is chain.steps["a"]
+    assert [(x.backend, x.pick.reason if x.pick else None) for x in served.attempts] == [
+        ("c", "canary"),
+        ("a", "picked"),
+    ]
+    assert outcomes(canary) == ([False], [True])
+
+
+async def test_a_group_counts_the_requests_each_member_served(chain: Chain) -> None:
+    route, group = grouped(chain, Recorder(2))
+    assert group.served == [0, 0]
+    chain.a().script = [failure("http_5xx")]
+    await run_route(chain, route)
+    await run_route(chain, route)
+    assert group.served == [1, 1]

@@ -185,3 +185,12 @@ def test_no_key_keeps_the_strategys_order() -> None:
     chosen = group("m0", "m1")
     order = chosen.order(lambda _: None, POLICY)
     assert [(i, p.reason) for i, p in order] == [(0, "picked"), (1, "failover")]
+
+
+def test_least_busy_adds_the_other_workers_counts() -> None:
+    picker = LeastBusy(2)
+    picker.started(1)
+    picker.others = [3, 1]  # member 0: 0 + 3 here and elsewhere, member 1: 1 + 1
+    assert [picker.order() for _ in range(2)] == [[1, 0], [1, 0]]
+    picker.others = [0, 0]
+    assert picker.order() == [0, 1]
