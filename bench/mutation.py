@@ -67,8 +67,13 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/config/test_backend_settings.py",
         "tests/config/test_capabilities.py",
     ),
-    "gateway.config.writeback": ("tests/config/test_writeback.py",),
-    "gateway.protocol.openai_request": ("tests/protocol/test_openai.py", "tests/protocol/test_fields.py"),
+    "gateway.config.writeback": ("tests/config/test_writeback_unit.py", "tests/config/test_writeback.py"),
+    "gateway.protocol.openai_request": (
+        "tests/protocol/test_openai_request_unit.py",
+        "tests/protocol/test_openai.py",
+        "tests/protocol/test_fields.py",
+        "tests/protocol/test_reasoning.py",
+    ),
     "gateway.protocol.anthropic_request": (
         "tests/protocol/test_anthropic.py",
         "tests/protocol/test_fields.py",
@@ -92,6 +97,15 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     "gateway.config.load": {
         "154:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
         "203:1 → 2": "the schema's default (`weight: 1`) is filled in before `_target` reads the member",
+    },
+    "gateway.config.writeback": {
+        "114:removed `_check_applied(text, [edit], str(path))`": "the commented plan is plan_edits' checked "
+        "one plus a comment line before the value's line: it cannot change the value at the path (PyYAML "
+        "keys are one line)",
+        "278:< → <=": "code 0x100 is never escaped: below 0x100 _NEEDS_ESCAPE matches C0, DEL, C1",
+        "278:256 → 257": "the same: no escaped character has code 0x100",
+        "280:< → <=": "code 0x10000 is never escaped: _NEEDS_ESCAPE matches above 0xffff nothing",
+        "280:65536 → 65537": "the same: no escaped character has code 0x10000",
     },
     "gateway.routing.groups": {
         "145:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
@@ -353,6 +367,10 @@ def functions(namespace, prefix=""):
         if isinstance(value, types.FunctionType) and value.__code__.co_filename == filename:
             yield prefix + name, value
 
+def plain_dict(value):
+    plain = (int, float, str, bool, frozenset, tuple, type(None))
+    return isinstance(value, dict) and all(isinstance(v, plain) for v in value.values())
+
 def apply(source):
     live = sys.modules[module]
     fresh = {"__name__": module, "__file__": filename}
@@ -365,6 +383,9 @@ def apply(source):
         old = vars(live).get(name)
         if isinstance(value, (int, float, str, bool, frozenset, tuple)) and value != old:
             setattr(live, name, value)
+        elif plain_dict(value) and plain_dict(old) and value != old:
+            old.clear()  # in place: whoever holds the dict (a default, another module) sees the mutant
+            old.update(value)
     for name, cls in vars(live).items():
         if isinstance(cls, type) and cls.__module__ == module and isinstance(fresh.get(name), type):
             for attr, value in vars(fresh[name]).items():
