@@ -69,8 +69,13 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/config/test_capabilities.py",
         "tests/routing/test_canary.py",
     ),
-    "gateway.config.writeback": ("tests/config/test_writeback.py",),
-    "gateway.protocol.openai_request": ("tests/protocol/test_openai.py", "tests/protocol/test_fields.py"),
+    "gateway.config.writeback": ("tests/config/test_writeback_unit.py", "tests/config/test_writeback.py"),
+    "gateway.protocol.openai_request": (
+        "tests/protocol/test_openai_request_unit.py",
+        "tests/protocol/test_openai.py",
+        "tests/protocol/test_fields.py",
+        "tests/protocol/test_reasoning.py",
+    ),
     "gateway.protocol.anthropic_request": (
         "tests/protocol/test_anthropic.py",
         "tests/protocol/test_fields.py",
@@ -113,6 +118,15 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "75:False → True": "never applied: a dataclass reads `field(init=False)` once, when the class is "
         "made, and the bench swaps functions' code and module constants only (live, every 7-argument "
         "UpstreamCall(...) in the tests would fail)",
+    },
+    "gateway.config.writeback": {
+        "114:removed `_check_applied(text, [edit], str(path))`": "the commented plan is plan_edits' checked "
+        "one plus a comment line before the value's line: it cannot change the value at the path (PyYAML "
+        "keys are one line)",
+        "278:< → <=": "code 0x100 is never escaped: below 0x100 _NEEDS_ESCAPE matches C0, DEL, C1",
+        "278:256 → 257": "the same: no escaped character has code 0x100",
+        "280:< → <=": "code 0x10000 is never escaped: _NEEDS_ESCAPE matches above 0xffff nothing",
+        "280:65536 → 65537": "the same: no escaped character has code 0x10000",
     },
     "gateway.routing.groups": {
         "111:0 → 1": "the other workers' counts start at 1 for every member: the same offset for all leaves "
