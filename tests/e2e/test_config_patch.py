@@ -56,6 +56,12 @@ def gateway(gateway_server):
     return gateway_server(CONFIG.replace("WRITE_BACK", "true"), env=ENV, ready_path="/health-not-yet")
 
 
+@pytest.fixture(scope="module")
+def unchanged(gateway_server_module):
+    """One gateway for every rejected patch: each must leave it (file and version) as it found it."""
+    return gateway_server_module(CONFIG.replace("WRITE_BACK", "true"), env=ENV, ready_path="/health-not-yet")
+
+
 def tree(gateway) -> requests.Response:
     response = requests.get(gateway.url("/admin/api/config/tree"), headers=admin(), timeout=10)
     assert response.status_code == 200, response.text
@@ -164,7 +170,8 @@ def test_a_dry_run_returns_the_diff_and_writes_nothing(gateway) -> None:
         ([{"op": "replace", "path": "/timeouts/chat/total", "value": -5}], 422, "config-rejected", None),
     ],
 )
-def test_a_rejected_patch_changes_nothing(gateway, ops, status: int, slug: str, op_index) -> None:
+def test_a_rejected_patch_changes_nothing(unchanged, ops, status: int, slug: str, op_index) -> None:
+    gateway = unchanged
     etag = tree(gateway).headers["etag"]
     before = gateway.config_path.read_bytes()
     body = problem(patch(gateway, ops, etag), status)
