@@ -81,7 +81,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/protocol/test_fields.py",
         "tests/protocol/test_anthropic_request_unit.py",
     ),
-    "gateway.audit.writer": ("tests/audit/test_writer.py",),
+    "gateway.audit.writer": ("tests/audit/test_writer_unit.py", "tests/audit/test_writer.py"),
     "gateway.backends.streaming": ("tests/backends/test_streaming_unit.py",),
     "gateway.backends.upstream": ("tests/backends/test_upstream_unit.py",),
 }
