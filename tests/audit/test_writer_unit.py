@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import selectors
 from collections.abc import Callable, Coroutine
@@ -118,6 +119,8 @@ class FakeStore:
         self.down_after: int | None = None
         self.stall = False
         self.commit_when_cancelled = False
+        #: While set and not yet open, writes wait for it (a write in flight).
+        self.gate: asyncio.Event | None = None
         self.refuse: set[str] = set()
         self.closed_with: list[float | None] = []
         self.hang_close = False
@@ -130,6 +133,8 @@ class FakeStore:
     async def write(self, rows: list[AuditRow], *, ids: bool = False) -> dict[str, int]:
         self.batches.append([row[_UID] for row in rows])
         self.times.append(now())
+        if self.gate is not None:
+            await self.gate.wait()
         if self.down_after is not None:
             self.down, self.down_after = self.down_after == 0, self.down_after - 1
         if self.down:
@@ -178,12 +183,14 @@ class Opener:
         if isinstance(outcome, tuple):  # (seconds, store): an open that takes that long
             await let_pass(outcome[0])
             return outcome[1]
-        if outcome == "hang":
+        if outcome in ("hang", "hang, then fail when cancelled"):
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 self.cancelled += 1
-                raise
+                if outcome == "hang":
+                    raise
+                raise OSError("connection reset while giving up") from None
         return outcome
 
 
@@ -990,3 +997,92 @@ async def test_stop_of_a_writer_never_started_spills_what_was_recorded(tmp_path:
     await writer.stop()
     assert spilled_uids(tmp_path) == uids and writer.spilled == 2
     assert opener.times == []
+
+
+@virtual_time
+async def test_a_full_buffer_while_down_spills_nothing_until_it_overflows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    opener = Opener(StoreDown("refused"))
+    writer = await started(AuditWriter(opener, config(tmp_path, buffer_records=3, flush_interval_ms=60_000)))
+    await until(lambda: writer.last_error is not None)
+    record_all(writer, entries(3))
+    await let_pass(1.0)
+    assert writer.spilled == 0 and writer.buffered == 3
+    assert not SpillFiles(config(tmp_path).spill_path, database=DB_URL).path.exists()
+    assert [m for m in messages(caplog) if m.startswith("audit database down")] == []
+    await writer.stop()
+
+
+@virtual_time
+async def test_after_a_failed_write_the_batch_waits_its_interval_then_spills(tmp_path: Path) -> None:
+    store = FakeStore()
+    writer = await started(AuditWriter(Opener(store), config(tmp_path, batch_size=2, flush_interval_ms=1000)))
+    await until(lambda: writer.db_up)
+    store.down = True
+    uids = record_all(writer, entries(1))
+    await until(lambda: writer.failed_batches == 1)
+    failed_at = store.times[0]
+    # The retry (0.5 s) comes before the interval is up (1 s): nothing is due then; at the interval
+    # the record, still unwritten, is spilled.
+    await until(lambda: writer.spilled == 1)
+    assert now() == pytest.approx(failed_at + 1.0, abs=0.02)
+    assert spilled_uids(tmp_path) == uids
+    await writer.stop()
+
+
+@virtual_time
+async def test_rows_that_arrive_during_a_pass_wait_for_the_next(tmp_path: Path) -> None:
+    store = FakeStore()
+    store.gate = asyncio.Event()
+    writer = AuditWriter(
+        Opener(store), config(tmp_path, batch_size=3, buffer_records=2, flush_interval_ms=60_000)
+    )
+    writer.hold_replay()  # a spill's replay would start the next pass at once
+    await writer.start()
+    await until(lambda: writer.db_up)
+    uids = record_all(writer, entries(3))
+    await until(lambda: len(store.batches) == 1)
+    uids += record_all(writer, entries(3, start=3))  # while the first batch is being written
+    store.gate.set()
+    await until(lambda: writer.written == 3)
+    await let_pass(1.0)
+    # Past the buffer: the oldest newcomer spilled; the two left (less than a batch) wait for the
+    # flush interval rather than being written in the same pass.
+    assert writer.spilled == 1 and writer.written == 3 and writer.buffered == 2
+    assert store.batches == [uids[0:3]] and spilled_uids(tmp_path) == uids[3:4]
+    await writer.stop()
+    assert store.batches == [uids[0:3], uids[4:6]]
+
+
+@virtual_time
+async def test_an_open_given_up_is_not_reported_as_a_lost_exception(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    opener = Opener("hang, then fail when cancelled")
+    writer = await started(AuditWriter(opener, config(tmp_path), stop_timeout=2.0))
+    await until(lambda: writer.last_error is not None)  # the open given up after 90 s
+    await writer.stop()
+    assert opener.cancelled == 1
+    fresh = AuditWriter(opener, config(tmp_path), stop_timeout=2.0)
+    await fresh.start()
+    fresh.record(make_entry(0))
+    await until(lambda: len(opener.times) == 2)
+    await fresh.stop()  # the open in the loop, then the one at stop, both given up
+    assert opener.cancelled == 3
+    gc.collect()
+    await let_pass(0.1)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+@virtual_time
+async def test_a_replayed_record_the_database_refuses_is_lost_not_replayed(tmp_path: Path) -> None:
+    items = entries(3)
+    SpillFiles(config(tmp_path).spill_path, database=DB_URL).append([entry.to_line() for entry in items])
+    store = FakeStore()
+    store.refuse = {items[1].uid}
+    writer = await started(AuditWriter(Opener(store), config(tmp_path)))
+    await until(lambda: writer.lost == 1)
+    await until(lambda: spilled_uids(tmp_path) == [])
+    assert writer.replayed == 2 and store.uids == [items[0].uid, items[2].uid]
+    await writer.stop()
