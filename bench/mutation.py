@@ -119,6 +119,13 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "made, and the bench swaps functions' code and module constants only (live, every 7-argument "
         "UpstreamCall(...) in the tests would fail)",
     },
+    "gateway.audit.writer": {
+        "271:> → >=": "a wait of 0 s on the wake event only yields one turn of the event loop before "
+        "the same decision (the event, if set, returns at once either way); nothing the loop decides "
+        "reads that turn",
+        "325:return x → return None": "`_work`'s result is read only as a truth value (`if ok:`): "
+        "False and None alike",
+    },
     "gateway.config.writeback": {
         "114:removed `_check_applied(text, [edit], str(path))`": "the commented plan is plan_edits' checked "
         "one plus a comment line before the value's line: it cannot change the value at the path (PyYAML "

@@ -1086,3 +1086,22 @@ async def test_a_replayed_record_the_database_refuses_is_lost_not_replayed(tmp_p
     await until(lambda: spilled_uids(tmp_path) == [])
     assert writer.replayed == 2 and store.uids == [items[0].uid, items[2].uid]
     await writer.stop()
+
+
+@virtual_time
+async def test_a_full_batch_that_arrived_during_a_write_is_written_straight_after(tmp_path: Path) -> None:
+    store = FakeStore()
+    store.gate = asyncio.Event()
+    writer = await started(
+        AuditWriter(Opener(store), config(tmp_path, batch_size=2, flush_interval_ms=60_000))
+    )
+    await until(lambda: writer.db_up)
+    uids = record_all(writer, entries(2))
+    await until(lambda: len(store.batches) == 1)
+    uids += record_all(writer, entries(2, start=2))  # no wake: the count passes 3 and 4, not 1 or 2
+    at = now()
+    store.gate.set()
+    await until(lambda: writer.written == 4)
+    assert store.batches == [uids[0:2], uids[2:4]]
+    assert store.times[1] == pytest.approx(at)
+    await writer.stop()
