@@ -28,6 +28,7 @@ from gateway.config.load import parse_config
 from gateway.protocol import anthropic as anthropic_protocol
 from gateway.protocol import openai as openai_protocol
 from gateway.testing import Behaviour, FakeAnthropic, FakeOpenAI
+from tests.backends.loopback import serving
 
 KEY = "sk-test-0123456789abcdef"
 TEAM = "team-secret-42"
@@ -107,15 +108,9 @@ class Upstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     recording = Upstream()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", recording.answer)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recording.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    yield recording
-    await runner.cleanup()
+    async with serving(recording.answer) as base:
+        recording.url = f"{base}/v1"
+        yield recording
 
 
 # ---------------------------------------------------------------- the pool

@@ -42,6 +42,7 @@ from gateway.protocol.canonical import (
 from gateway.protocol.openai_stream import OpenAIStreamDecoder
 from gateway.protocol.sse import parse_block
 from gateway.testing import Behaviour, FakeAnthropic, FakeOpenAI
+from tests.backends.loopback import serving
 
 # ---------------------------------------------------------------- upstream events
 
@@ -87,6 +88,8 @@ MESSAGE_DELTA = anthropic_event(
     {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
 )
 MESSAGE_STOP = anthropic_event("message_stop", {"type": "message_stop"})
+#: A whole Anthropic message, start to stop.
+ANTHROPIC_MESSAGE = (MESSAGE_START, BLOCK_START, BLOCK_DELTA, BLOCK_STOP, MESSAGE_DELTA, MESSAGE_STOP)
 ANTHROPIC_ERROR = anthropic_event(
     "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 )
@@ -260,15 +263,9 @@ class ScriptedUpstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[ScriptedUpstream]:
     scripted = ScriptedUpstream()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", scripted.answer)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    scripted.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/stream"
-    yield scripted
-    await runner.cleanup()
+    async with serving(scripted.answer) as base:
+        scripted.url = f"{base}/v1/stream"
+        yield scripted
 
 
 @pytest.fixture
@@ -390,15 +387,7 @@ async def test_an_error_event_mid_stream_ends_the_relay(
 async def test_pass_through_anthropic_reads_usage_to_the_end(
     upstream: ScriptedUpstream, session: aiohttp.ClientSession
 ) -> None:
-    upstream.steps = [
-        MESSAGE_START,
-        BLOCK_START,
-        BLOCK_DELTA,
-        BLOCK_STOP,
-        MESSAGE_DELTA,
-        MESSAGE_STOP,
-        never(),
-    ]
+    upstream.steps = [*ANTHROPIC_MESSAGE, never()]
     stream = await pass_through(session, upstream.url, AnthropicPassThrough())
     assert await rest_of(stream) == [BLOCK_START, BLOCK_DELTA, BLOCK_STOP, MESSAGE_DELTA, MESSAGE_STOP]
     assert stream.usage == ANTHROPIC_USAGE
@@ -477,15 +466,7 @@ async def test_event_stream_decodes_up_to_the_end_without_waiting_for_the_body_t
 async def test_event_stream_has_the_usage_of_its_first_events(
     upstream: ScriptedUpstream, session: aiohttp.ClientSession
 ) -> None:
-    upstream.steps = [
-        MESSAGE_START,
-        BLOCK_START,
-        BLOCK_DELTA,
-        BLOCK_STOP,
-        MESSAGE_DELTA,
-        MESSAGE_STOP,
-        never(),
-    ]
+    upstream.steps = [*ANTHROPIC_MESSAGE, never()]
     stream = await event_stream(session, upstream.url, AnthropicStreamDecoder())
     assert stream.first == (StreamStart("msg_1", "claude-x"), UsageEvent(Usage(12, 1)))
     assert stream.usage == Usage(12, 1)
