@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from gateway.runtime.configlock import lock_file_candidates
-from gateway.testing.process import GatewayProcess, start_gateway
+from gateway.testing.process import GatewayProcess, start_gateway, use_fork_server
 from gateway.testing.redis_server import RedisServer, redis_server_binary
 
 __all__ = [
@@ -27,6 +27,11 @@ __all__ = [
     "wait_watching",
     "writers_lock_held",
 ]
+
+
+# Gateways start as forks of a process that has imported the gateway once (gateway.testing.forkserver):
+# the same `gateway serve`, without 1.5 s of imports each. GATEWAY_TEST_FORK_SERVER=0 turns it off.
+use_fork_server()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -195,8 +195,17 @@ ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry) if f.name != "id")
 _PATH = ENTRY_FIELDS.index("failover_path")
 
 
-#: This process, as audit records name it (several gateway processes may share one database).
+#: This process, as audit records name it (several gateway processes may share one database); kept
+#: current across a fork.
 _INSTANCE = default_instance()
+
+
+def _forked() -> None:
+    global _INSTANCE
+    _INSTANCE = default_instance()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def rows_from_trails(finished: list[tuple[RequestTrail, float]]) -> list[AuditRow]:

@@ -14,8 +14,18 @@ from pathlib import Path
 import requests
 
 from gateway.admin.secret import TOKEN_ENV_VAR, TOKEN_FILE
+from gateway.testing.forkserver import ForkedProcess, fork_server, forkable
 
-__all__ = ["GatewayProcess", "free_port", "start_gateway"]
+__all__ = ["GatewayProcess", "free_port", "start_gateway", "use_fork_server"]
+
+_use_fork_server = False
+
+
+def use_fork_server(on: bool = True) -> None:
+    """Start gateways by forking a process that has imported the gateway already (the test suite's
+    choice: `gateway.testing.forkserver`), not with a fresh interpreter each (the default)."""
+    global _use_fork_server
+    _use_fork_server = on
 
 
 def free_port() -> int:
@@ -26,7 +36,7 @@ def free_port() -> int:
 
 @dataclass
 class GatewayProcess:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | ForkedProcess
     config_path: Path
     port: int
     log_path: Path
@@ -91,18 +101,21 @@ def start_gateway(
     """
     port = port or free_port()
     log_path = config_path.parent / f"gateway-{port}.log"
-    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)]
-    command += ["--port", str(port), "--workers", str(workers)]
-    if cpu is not None:
-        command = ["taskset", "-c", str(cpu), *command]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=config_path.parent,
-        )
+    arguments = ["serve", "--config", str(config_path), "--port", str(port), "--workers", str(workers)]
+    environment = {**os.environ, **(env or {})}
+    server = fork_server() if _use_fork_server and cpu is None and forkable(environment) else None
+    process: subprocess.Popen[bytes] | ForkedProcess
+    if server is not None:
+        log_path.write_bytes(b"")
+        process = server.spawn(arguments, env=environment, cwd=str(config_path.parent), log=str(log_path))
+    else:
+        command = [sys.executable, "-m", "gateway.cli", *arguments]
+        if cpu is not None:
+            command = ["taskset", "-c", str(cpu), *command]
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=environment, cwd=config_path.parent
+            )
     gateway = GatewayProcess(process, config_path, port, log_path, dict(env or {}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
