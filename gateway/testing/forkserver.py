@@ -278,7 +278,9 @@ def _spawn(request: dict[str, Any], server_files: Sequence[Any]) -> int:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.argv = ["gateway", *request["argv"]]
-        # What `python -m gateway.cli` runs: the module as __main__ (it ends in sys.exit(main())).
+        # What `python -m gateway.cli` runs: the module as __main__ (it ends in sys.exit(main())),
+        # and, as there, not also as `gateway.cli` (its imports stay loaded).
+        sys.modules.pop(_CLI, None)
         runpy.run_module(_CLI, run_name="__main__", alter_sys=True)
     except SystemExit:
         raise
