@@ -56,7 +56,13 @@ JSON = "JSON encode/decode (orjson, json)"
 LOOP = "asyncio event loop itself (polling, scheduling)"
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _JSON_CALL = re.compile(r"\b(or)?json\.(loads|dumps)\(")
-_ROOT_FRAME = "run_forever (asyncio/base_events.py"
+#: The event loop's outermost frame: asyncio's own loop, or (uvloop, whose loop is C code) the
+#: runner that started it. A sample without one is another thread's.
+_ROOT_FRAMES = ("run_forever (asyncio/base_events.py", "Runner.run (asyncio/runners.py")
+
+
+def _is_root(frame: str) -> bool:
+    return frame.startswith(_ROOT_FRAMES)
 
 
 def _frame(frame: str) -> tuple[str, str, int]:
@@ -99,7 +105,7 @@ def _categorize(frames: list[str], sources: _Sources) -> tuple[str, str]:
     where = behalf = None
     leaf = True
     for frame in reversed(frames):
-        if _ROOT_FRAME in frame:
+        if _is_root(frame):
             break
         _, file, number = _frame(frame)
         component = _component(file)
@@ -132,7 +138,7 @@ def summarize_profile(raw: Path, top: int = 25) -> dict[str, Any]:
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
-        if not any(_ROOT_FRAME in f for f in frames):
+        if not any(_is_root(f) for f in frames):
             continue  # idle helper threads (the default executor, the file watcher)
         n = int(count)
         total += n
