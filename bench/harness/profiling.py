@@ -62,7 +62,7 @@ _ROOT_FRAMES = ("run_forever (asyncio/base_events.py", "Runner.run (asyncio/runn
 
 
 def _is_root(frame: str) -> bool:
-    return frame.startswith(_ROOT_FRAMES)
+    return any(root in frame for root in _ROOT_FRAMES)  # py-spy may prefix the class: BaseEventLoop.
 
 
 def _frame(frame: str) -> tuple[str, str, int]:
