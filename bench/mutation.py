@@ -86,61 +86,100 @@ MODULES: dict[str, tuple[str, ...]] = {
     "gateway.backends.upstream": ("tests/backends/test_upstream_unit.py",),
 }
 
-#: module → {mutant key: why it is equivalent}. A key is `line:description` as the table lists it.
+#: module → {mutant key: why it is equivalent}. A key is `scope: description` as the table lists it.
 EQUIVALENT: dict[str, dict[str, str]] = {
     "gateway.routing.failover": {
-        "294:0 → 1": "a plain step's member index is read only for a group's members (group is None here)",
-        "302:0 → 1": "the canary's member index, likewise: read only for a group's members (group is None)",
-        "334:<= → <": "status 400 is then not copied, but BadRequest's own status is 400: the same answer",
-        "334:400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
-        "367:1.0 → 2.0": "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies",
+        "_walk: 0 → 1": "a plain step's member index is read only for a group's members (group is None here)",
+        "_canary_walk: 0 → 1": (
+            "the canary's member index, likewise: read only for a group's members (group is None)"
+        ),
+        "_client_error: <= → <": (
+            "status 400 is then not copied, but BadRequest's own status is 400: the same answer"
+        ),
+        "_client_error: 400 → 401": "as above: only status 400 changes path, and the default it keeps is 400",
+        "_final_error: 1.0 → 2.0": (
+            "a quota skip always has retry_after >= 1 (`_quota_skip`): `or 1.0` never applies"
+        ),
     },
     "gateway.surfaces.access": {
-        "17:or → and": "TrustedProxies.client_address returns the peer itself without proxies, and for a "
-        "peer of None (no address to trust)",
+        "client_address: or → and": (
+            "TrustedProxies.client_address returns the peer itself without proxies, and for a peer of None "
+            "(no address to trust)"
+        ),
     },
     "gateway.config.load": {
-        "154:return x → return None": "`_serves_embeddings` is read only as a truth value: False, None alike",
+        "_serves_embeddings: return x → return None #2": (
+            "`_serves_embeddings` is read only as a truth value: False, None alike"
+        ),
     },
     "gateway.backends.streaming": {
-        "49:or → and": "the document a not-an-object error quotes: its position is 0, so the detail reads "
-        "line 1 column 1 whatever the document",
-        "49:0 → 1": "the position in a not-an-object error: the whole value is wrong, only the column the "
-        "malformed-stream detail quotes changes",
-        "171:removed `await events.aclose()`": "`response.release()` next closes the connection; the frames "
-        "generator is finished already or holds only the body iterator release ends (the loop finalizes it)",
-        "200:removed `relay.finish()`": "reached only with the relay not done, so finish() always raises; "
-        "without it the next line raises the same kind (http_5xx), worded otherwise",
-        "206:removed `await events.aclose()`": "as 171: `response.release()` next closes the connection",
-        "260:removed `await events.aclose()`": "as 171: `response.release()` next closes the connection",
+        "_object: or → and #2": (
+            "the document a not-an-object error quotes: its position is 0, so the detail reads line 1 column "
+            "1 whatever the document"
+        ),
+        "_object: 0 → 1": (
+            "the position in a not-an-object error: the whole value is wrong, only the column the malformed-"
+            "stream detail quotes changes"
+        ),
+        "_first: removed `await events.aclose()`": (
+            "`response.release()` next closes the connection; the frames generator is finished already or "
+            "holds only the body iterator release ends (the loop finalizes it)"
+        ),
+        "open_pass_through.until: removed `relay.finish()`": (
+            "reached only with the relay not done, so finish() always raises; without it the next line raises"
+            " the same kind (http_5xx), worded otherwise"
+        ),
+        "open_pass_through.close: removed `await events.aclose()`": (
+            "as in `_first`: `response.release()` next closes the connection"
+        ),
+        "open_event_stream.close: removed `await events.aclose()`": (
+            "as in `_first`: `response.release()` next closes the connection"
+        ),
     },
     "gateway.backends.upstream": {
-        "75:False → True": "never applied: a dataclass reads `field(init=False)` once, when the class is "
-        "made, and the bench swaps functions' code and module constants only (live, every 7-argument "
-        "UpstreamCall(...) in the tests would fail)",
+        "UpstreamCall: False → True": (
+            "never applied: a dataclass reads `field(init=False)` once, when the class is made, and the bench"
+            " swaps functions' code and module constants only (live, every 7-argument UpstreamCall(...) in "
+            "the tests would fail)"
+        ),
     },
     "gateway.audit.writer": {
-        "271:> → >=": "a wait of 0 s on the wake event only yields one turn of the event loop before "
-        "the same decision (the event, if set, returns at once either way); nothing the loop decides "
-        "reads that turn",
-        "325:return x → return None": "`_work`'s result is read only as a truth value (`if ok:`): "
-        "False and None alike",
+        "AuditWriter._run: > → >=": (
+            "a wait of 0 s on the wake event only yields one turn of the event loop before the same decision "
+            "(the event, if set, returns at once either way); nothing the loop decides reads that turn"
+        ),
+        "AuditWriter._work: return x → return None #2": (
+            "`_work`'s result is read only as a truth value (`if ok:`): False and None alike"
+        ),
     },
     "gateway.config.writeback": {
-        "114:removed `_check_applied(text, [edit], str(path))`": "the commented plan is plan_edits' checked "
-        "one plus a comment line before the value's line: it cannot change the value at the path (PyYAML "
-        "keys are one line)",
-        "278:< → <=": "code 0x100 is never escaped: below 0x100 _NEEDS_ESCAPE matches C0, DEL, C1",
-        "278:256 → 257": "the same: no escaped character has code 0x100",
-        "280:< → <=": "code 0x10000 is never escaped: _NEEDS_ESCAPE matches above 0xffff nothing",
-        "280:65536 → 65537": "the same: no escaped character has code 0x10000",
+        "plan_commented_edit: removed `_check_applied(text, [edit], str(path))`": (
+            "the commented plan is plan_edits' checked one plus a comment line before the value's line: it "
+            "cannot change the value at the path (PyYAML keys are one line)"
+        ),
+        "_double_quoted.escape: < → <=": (
+            "code 0x100 is never escaped: below 0x100 _NEEDS_ESCAPE matches C0, DEL, C1"
+        ),
+        "_double_quoted.escape: 256 → 257": "the same: no escaped character has code 0x100",
+        "_double_quoted.escape: < → <= #2": (
+            "code 0x10000 is never escaped: _NEEDS_ESCAPE matches above 0xffff nothing"
+        ),
+        "_double_quoted.escape: 65536 → 65537": "the same: no escaped character has code 0x10000",
     },
     "gateway.routing.groups": {
-        "111:0 → 1": "the other workers' counts start at 1 for every member: the same offset for all leaves "
-        "least_busy's order as it was (gateway.runtime.busy replaces the list, reading only its length)",
-        "145:1.0 → 2.0": "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)",
-        "252:1 → 2": "the starting best score -1 → -2: a digest's score is >= 0, above either",
-        "257:> → >=": "differs only when two members' 64-bit blake2b scores tie for a key (never seen)",
+        "LeastBusy.__init__: 0 → 1 #2": (
+            "the other workers' counts start at 1 for every member: the same offset for all leaves "
+            "least_busy's order as it was (gateway.runtime.busy replaces the list, reading only its length)"
+        ),
+        "Latency._key: 1.0 → 2.0": (
+            "an unknown member's key -1.0 → -2.0: either sorts before every average (>= 0)"
+        ),
+        "RouteGroup.sticky_member: 1 → 2": (
+            "the starting best score -1 → -2: a digest's score is >= 0, above either"
+        ),
+        "RouteGroup.sticky_member: > → >=": (
+            "differs only when two members' 64-bit blake2b scores tie for a key (never seen)"
+        ),
     },
 }
 
@@ -174,10 +213,14 @@ class Mutant:
     index: int
     line: int
     description: str
+    #: Where it is: the enclosing class and function (`AuditWriter._run`), `<module>` at the top.
+    scope: str = "<module>"
 
     @property
     def key(self) -> str:
-        return f"{self.line}:{self.description}"
+        """`scope: description`, the same change twice in one scope numbered (`#2`): a key survives
+        edits elsewhere in the module, which line numbers did not."""
+        return f"{self.scope}: {self.description}"
 
 
 class _Mutator(ast.NodeTransformer):
@@ -187,14 +230,16 @@ class _Mutator(ast.NodeTransformer):
         self.target = target
         self.found: list[Mutant] = []
         self._compared: set[int] = set()  # ids of string constants a comparison reads
+        self._scope: list[str] = []  # the enclosing classes and functions
 
     def _site(self, node: ast.AST, description: str) -> bool:
         index = len(self.found)
         line = getattr(node, "lineno", 0)
-        twins = sum(m.line == line and m.description.split(" #")[0] == description for m in self.found)
-        if twins:  # the same change twice on one line: number them, so each has its own key
+        scope = ".".join(self._scope) or "<module>"
+        twins = sum(m.scope == scope and m.description.split(" #")[0] == description for m in self.found)
+        if twins:  # the same change twice in one scope: number them, so each has its own key
             description = f"{description} #{twins + 1}"
-        self.found.append(Mutant(index, line, description))
+        self.found.append(Mutant(index, line, description, scope))
         return index == self.target
 
     # Left alone: docstrings, annotations, argument defaults, decorators.
@@ -214,14 +259,18 @@ class _Mutator(ast.NodeTransformer):
         return node
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.AST:
+        self._scope.append(node.name)
         node.body = self._body(node.body)
+        self._scope.pop()
         return node
 
     visit_FunctionDef = _function
     visit_AsyncFunctionDef = _function
 
     def visit_ClassDef(self, node: ast.ClassDef) -> ast.ClassDef:
+        self._scope.append(node.name)
         node.body = self._body(node.body)
+        self._scope.pop()
         return node
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AnnAssign:
@@ -585,7 +634,7 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
     if args.list:
         for module in modules:
             for m in mutants(module_path(module)):
-                print(f"{module} #{m.index} line {m.key}")
+                print(f"{module} #{m.index} line {m.line} {m.key}")
         return {"modules": []}
     results = []
     for module in modules:
@@ -607,7 +656,7 @@ def table(result: dict[str, Any]) -> str:
     for m in result["modules"]:
         if m["survived"]:
             lines.append(f"\nSurvivors in `{m['module']}`:")
-            lines.extend(f"- line {s['key']}" for s in m["survived"])
+            lines.extend(f"- line {s['line']}, {s['key']}" for s in m["survived"])
     return "\n".join(lines)
 
 

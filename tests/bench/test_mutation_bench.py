@@ -27,15 +27,15 @@ def test_mutants_are_numbered_and_applied_one_at_a_time(tmp_path: Path) -> None:
     path = tmp_path / "sample.py"
     path.write_text(SAMPLE)
     found = mutation.mutants(path)
-    assert [m.key for m in found] == [
-        "6:and → or",
-        "6:not x → x",
-        "6:< → <=",
-        "6:2 → 3",
-        "7:removed `g()`",
-        "8:return x → return None",
-        "8:+ → -",
-        "8:1 → 2",
+    assert [(m.line, m.key) for m in found] == [
+        (6, "f: and → or"),
+        (6, "f: not x → x"),
+        (6, "f: < → <="),
+        (6, "f: 2 → 3"),
+        (7, "f: removed `g()`"),
+        (8, "f: return x → return None"),
+        (8, "f: + → -"),
+        (8, "f: 1 → 2"),
     ]
     assert mutation.mutants(path) == found
     baseline = mutation.mutated_source(path, -1)
@@ -43,6 +43,19 @@ def test_mutants_are_numbered_and_applied_one_at_a_time(tmp_path: Path) -> None:
     changed = mutation.mutated_source(path, 2)
     assert "x <= 2" in changed and "x < 2" not in changed
     assert "x: int=3" in changed  # argument defaults and annotations are left alone
+
+
+def test_a_key_names_its_scope_and_survives_edits_elsewhere(tmp_path: Path) -> None:
+    path = tmp_path / "sample.py"
+    path.write_text(SAMPLE)
+    before = [m.key for m in mutation.mutants(path)]
+    path.write_text(SAMPLE.replace('"""A docstring stays."""', '"""A docstring stays."""\n\nLIMIT = 1 < 2\n'))
+    after = mutation.mutants(path)
+    assert [m.key for m in after][:2] == ["<module>: < → <=", "<module>: 1 → 2"]
+    assert [m.key for m in after][3:] == before  # f's mutants keep their keys, not their lines
+    path.write_text("class C:\n    def m(self, x):\n        return x < 1 or x < 2\n")
+    keys = [m.key for m in mutation.mutants(path)]
+    assert "C.m: < → <=" in keys and "C.m: < → <= #2" in keys
 
 
 def test_every_module_mapped_exists_with_its_tests() -> None:
