@@ -56,7 +56,7 @@ def forkable(env: Mapping[str, str]) -> bool:
     return all(
         env.get(name) == os.environ.get(name)
         for name in {*env, *os.environ}
-        if name.startswith(_INTERPRETER_ENV_PREFIX) and name != "PYTHONPATH"
+        if name.startswith(_INTERPRETER_ENV_PREFIX)  # PYTHONPATH too: it decides what is imported
     )
 
 

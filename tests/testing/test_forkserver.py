@@ -75,4 +75,5 @@ def test_settings_read_at_import_are_not_forked() -> None:
     assert forkable(dict(os.environ))
     assert not forkable({**os.environ, "PROMETHEUS_MULTIPROC_DIR": "/tmp/elsewhere"})
     assert not forkable({**os.environ, "PYTHONHASHSEED": "123"})
-    assert forkable({**os.environ, "PYTHONPATH": "/somewhere"})
+    assert not forkable({**os.environ, "PYTHONPATH": "/somewhere"})
+    assert forkable({**os.environ, "UPSTREAM_URL": "http://127.0.0.1:9/v1"})
