@@ -40,10 +40,16 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-t
         ready = super().select(0)
         if ready or timeout == 0:
             return ready
-        if timeout is None or self.loop.threads:
+        if self.loop.threads:
             return super().select(timeout)  # a thread's result wakes the loop through its self-pipe
+        if timeout is None:  # nothing scheduled and no thread at work: nothing can ever wake it
+            raise Deadlock("the event loop waits with no timer, no ready callback and no thread at work")
         self.loop.now += timeout
         return []
+
+
+class Deadlock(RuntimeError):
+    """The test's event loop can never wake again: fail at once rather than hang until a timeout."""
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -65,6 +71,14 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def _thread_done(self, _future: asyncio.Future[Any]) -> None:
         self.threads -= 1
+
+    async def shutdown_default_executor(self, *args: Any) -> None:
+        # Its own thread, outside run_in_executor: the wait for it is real, not a deadlock.
+        self.threads += 1
+        try:
+            await super().shutdown_default_executor(*args)
+        finally:
+            self.threads -= 1
 
 
 def virtual_time(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
