@@ -151,6 +151,26 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "AuditWriter._work: return x → return None #2": (
             "`_work`'s result is read only as a truth value (`if ok:`): False and None alike"
         ),
+        "AuditWriter._work: return x → return None": (
+            "the same: `_work`'s False (the open failed) read as a truth value"
+        ),
+        "AuditWriter._write: return x → return None": (
+            "`_write`'s result is read only as a truth value (`if not await self._write(...)`)"
+        ),
+        "AuditWriter._replay_step: return x → return None #3": (
+            "`_replay_step`'s False is `_work`'s result, read only as a truth value"
+        ),
+        "AuditWriter._arrive: > → >=": (
+            "one more wake, at a buffer exactly full: the loop finds nothing over the buffer to spill and "
+            "nothing newly due (a full batch has its own wake), and waits again for the same deadline"
+        ),
+        "AuditWriter._rows: is → is not": (
+            "the one-pass path for trails and the per-record path build the same rows in the same order; "
+            "only their speed differs (`gateway bench audit` measures it)"
+        ),
+        "AuditWriter._run: break → continue": (
+            "`continue` re-tests `while not self._stopping`, which ends the loop as the `break` does"
+        ),
     },
     "gateway.config.writeback": {
         "plan_commented_edit: removed `_check_applied(text, [edit], str(path))`": (
@@ -456,6 +476,20 @@ def plain(value):
         return all(plain(v) for v in value)
     return False
 
+def defaults(old, new):
+    # A default is evaluated once, when the def runs: a mutated constant it names (`timeout=LIMIT`)
+    # lives in the fresh function's defaults, not in its code. Plain values only, one by one.
+    if old.__defaults__ and new.__defaults__ and len(old.__defaults__) == len(new.__defaults__):
+        values = tuple(
+            n if plain(n) and n != o else o for o, n in zip(old.__defaults__, new.__defaults__)
+        )
+        if values != old.__defaults__:
+            old.__defaults__ = values
+    if old.__kwdefaults__ and new.__kwdefaults__:
+        for key, n in new.__kwdefaults__.items():
+            if key in old.__kwdefaults__ and plain(n) and n != old.__kwdefaults__[key]:
+                old.__kwdefaults__[key] = n
+
 def apply(source):
     live = sys.modules[module]
     fresh = {"__name__": module, "__file__": filename}
@@ -464,6 +498,8 @@ def apply(source):
     for name, old in functions(vars(live)):
         if name in new and old.__code__ != new[name].__code__:
             old.__code__ = new[name].__code__
+        if name in new:
+            defaults(old, new[name])
     for name, value in fresh.items():
         old = vars(live).get(name)
         if isinstance(value, (int, float, str, bool, frozenset, tuple)) and value != old:

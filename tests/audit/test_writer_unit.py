@@ -16,6 +16,7 @@ import functools
 import gc
 import logging
 import selectors
+import warnings
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from gateway.audit.record import ENTRY_FIELDS, AuditEntry, AuditRow
-from gateway.audit.spill import SpillFiles
+from gateway.audit.spill import SpillFiles, SpillReader
 from gateway.audit.writer import AuditWriter
 from gateway.config.model import AuditConfig
 
@@ -52,15 +53,34 @@ class Deadlock(RuntimeError):
     """The test's event loop can never wake again: fail at once rather than hang until a timeout."""
 
 
+class Livelock(BaseException):
+    """Code spins at one virtual instant (asks the clock again and again, and it never moves): a loop
+    that should have waited. A `BaseException`, so the writer's `except Exception` cannot absorb it;
+    once raised, the loop's own next read of the clock raises it too, so the test fails even when
+    the spinning task was one the test does not await."""
+
+
+#: Reads of the clock at one virtual instant before it counts as a busy loop. The unit tests read it
+#: at most 57 times at one instant; a spinning loop passes 100,000 in about a tenth of a second.
+SPIN_LIMIT = 100_000
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         selector = _VirtualSelector()
         selector.loop = self
         self.now = 0.0
         self.threads = 0
+        self._read_at = -1.0
+        self._reads = 0
         super().__init__(selector)
 
     def time(self) -> float:
+        if self.now != self._read_at:
+            self._read_at, self._reads = self.now, 0
+        self._reads += 1
+        if self._reads > SPIN_LIMIT:
+            raise Livelock(f"the clock was read {self._reads:,} times at virtual {self.now} s: a busy loop")
         return self.now
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
@@ -728,6 +748,7 @@ async def test_an_unreadable_spill_directory_is_logged_and_writing_goes_on(
     await writer.stop()
     assert store.uids == uids
     assert any(m.startswith("audit spill directory unreadable: ") for m in messages(caplog))
+    assert not any(m.startswith("audit spill replay") for m in messages(caplog))  # none known: none tried
 
 
 # -- stop ------------------------------------------------------------------------------------------
@@ -1119,3 +1140,306 @@ async def test_a_full_batch_that_arrived_during_a_write_is_written_straight_afte
     assert store.batches == [uids[0:2], uids[2:4]]
     assert store.times[1] == pytest.approx(at)
     await writer.stop()
+
+
+# -- found by the full mutation run (each test names what a planted bug changed) ---------------------
+
+
+@contextlib.contextmanager
+def no_file_left_open(directory: Path) -> Any:
+    """Fails when the block leaves a file under `directory` open, or drops a file object without
+    closing it (CPython then closes it as it frees it, with a ResourceWarning): a reader the writer
+    forgot to close. Whether the forgotten reader is freed (a warning) or still referenced (an open
+    descriptor: a log record may hold the traceback that holds it), one of the two shows."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    fds = Path("/proc/self/fd")
+    targets = [str(link.readlink()) for link in fds.iterdir() if (link.is_symlink())]
+    assert [t for t in targets if t.startswith(str(directory))] == []
+
+
+@virtual_time
+async def test_stop_gives_the_database_10_s_by_default(tmp_path: Path) -> None:
+    store = FakeStore()
+    writer = await started(AuditWriter(Opener(store), config(tmp_path, flush_interval_ms=60_000)))
+    await until(lambda: writer.db_up)
+    uids = record_all(writer, entries(2))
+    store.stall = True
+    at = now()
+    await writer.stop()
+    assert now() - at == pytest.approx(10.0, abs=0.01)
+    assert spilled_uids(tmp_path) == uids
+
+
+@virtual_time
+async def test_while_down_a_record_past_the_buffer_spills_at_once_when_rows_wait(tmp_path: Path) -> None:
+    # Rows already built (a failed batch) and new arrivals count together against the buffer.
+    store = FakeStore()
+    cfg = config(tmp_path, buffer_records=5, flush_interval_ms=60_000)
+    writer = await started(AuditWriter(Opener(store), cfg, retry_initial=30.0, retry_max=30.0))
+    await until(lambda: writer.db_up)
+    store.down = True
+    uids = record_all(writer, entries(3))
+    await until(lambda: writer.failed_batches == 1)  # at 60 s: the 3 rows stay in the buffer
+    await let_pass(5.0)
+    at = now()
+    record_all(writer, entries(3, start=3))
+    await until(lambda: writer.spilled == 1)
+    assert now() == pytest.approx(at, abs=0.02)  # not at the retry, 25 s later
+    assert spilled_uids(tmp_path) == uids[:1]
+    await writer.stop()
+
+
+@virtual_time
+async def test_starting_twice_runs_one_loop(tmp_path: Path) -> None:
+    store = FakeStore()
+    store.gate = asyncio.Event()
+    opener = Opener(store)
+    writer = AuditWriter(opener, config(tmp_path, batch_size=2))
+    await writer.start()
+    await writer.start()
+    await until(lambda: writer.db_up)
+    uids = record_all(writer, entries(2))
+    await until(lambda: len(store.batches) == 1)
+    await let_pass(1.0)
+    store.gate.set()
+    await until(lambda: writer.written == 2)
+    await writer.stop()
+    assert opener.times == [0.0] and store.batches == [uids]
+
+
+@virtual_time
+async def test_stop_when_the_loops_write_is_slow_to_give_up_is_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The loop is stuck in a write that ignores stop: stop waits stop_timeout + 5 s, cancels, and
+    # gives the cancelled write 1 s more (a driver slow to give up), then spills.
+    store = FakeStore()
+    writer = await started(AuditWriter(Opener(store), config(tmp_path, batch_size=1), stop_timeout=2.0))
+    await until(lambda: writer.db_up)
+    in_flight = asyncio.Event()
+    release = asyncio.Event()
+
+    async def write(rows: list[AuditRow], *, ids: bool = False) -> dict[str, int]:
+        in_flight.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await release.wait()
+            raise
+        return {}
+
+    store.write = write  # type: ignore[method-assign]
+    uids = record_all(writer, entries(1))
+    await in_flight.wait()
+    at = now()
+    await writer.stop()
+    assert now() - at == pytest.approx(2.0 + 5.0 + 1.0, abs=0.01)
+    assert spilled_uids(tmp_path) == uids
+    assert "audit writer did not stop in time; cancelling it" in messages(caplog)
+    release.set()
+    await let_pass(0.1)
+
+
+@virtual_time
+async def test_an_open_slow_to_give_up_gets_1_s_before_the_next_try(tmp_path: Path) -> None:
+    store = FakeStore()
+    calls: list[float] = []
+
+    async def factory() -> FakeStore:
+        calls.append(now())
+        if len(calls) == 1:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await let_pass(3.0)  # closing what it had opened takes a while
+                raise
+        return store
+
+    writer = await started(AuditWriter(factory, config(tmp_path), retry_initial=0.5))
+    await until(lambda: writer.db_up)
+    assert calls == [0.0, pytest.approx(90.0 + 1.0 + 0.5)]
+    await writer.stop()
+
+
+@virtual_time
+async def test_the_warning_names_at_most_5_spill_files_of_other_databases(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(7):
+        SpillFiles(config(tmp_path).spill_path, database=f"sqlite:///elsewhere{i}.sqlite3").append(
+            [make_entry(i).to_line()]
+        )
+    writer = await started(AuditWriter(Opener(FakeStore()), config(tmp_path)))
+    await until(lambda: writer.db_up)
+    await writer.stop()
+    (record,) = [r for r in caplog.records if "wait for another audit database" in r.getMessage()]
+    named = record.getMessage().split("(", 2)[2].rsplit(")", 1)[0].split(", ")
+    assert record.getMessage().startswith("7 audit spill file(s)")
+    assert len(named) == 5 and len(record.files) == 7  # type: ignore[attr-defined]
+
+
+@virtual_time
+async def test_the_listener_is_not_called_for_a_batch_the_database_refused_whole(tmp_path: Path) -> None:
+    calls: list[list[dict[str, Any]]] = []
+    store = FakeStore()
+    items = entries(2)
+    store.refuse = {items[0].uid}
+    writer = await started(
+        AuditWriter(Opener(store), config(tmp_path, batch_size=1), on_written=calls.append)
+    )
+    record_all(writer, items)
+    await until(lambda: writer.written == 1 and writer.lost == 1)
+    await writer.stop()
+    assert [[r["uid"] for r in call] for call in calls] == [[items[1].uid]]
+
+
+@virtual_time
+async def test_a_write_that_succeeds_after_a_failed_one_brings_the_database_back_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    store = FakeStore()
+    cfg = config(tmp_path, batch_size=1, flush_interval_ms=60_000)
+    writer = await started(AuditWriter(Opener(store), cfg, retry_initial=1.0))
+    await until(lambda: writer.db_up)
+    store.down_after = 0  # the next write fails, the one after succeeds
+    record_all(writer, entries(1))
+    await until(lambda: writer.failed_batches == 1)
+    assert not writer.db_up
+    await until(lambda: writer.written == 1)
+    assert writer.db_up and writer.spilled == 0
+    assert "audit database reachable again" in messages(caplog)
+    await writer.stop()
+
+
+@virtual_time
+async def test_a_replay_after_an_outage_brings_the_database_back_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    store = FakeStore()
+    cfg = config(tmp_path, flush_interval_ms=1000)
+    writer = await started(AuditWriter(Opener(store), cfg, retry_initial=1.0, retry_max=1.0))
+    await until(lambda: writer.db_up)
+    store.down = True
+    uids = record_all(writer, entries(2))
+    await until(lambda: writer.spilled == 2)
+    assert not writer.db_up
+    store.down = False
+    await until(lambda: writer.replayed == 2)
+    assert writer.db_up and store.uids == uids  # up through the replay alone: no new record came
+    assert "audit database reachable again" in messages(caplog)
+    # Up again, a lone record waits its flush interval and is written, not spilled.
+    record_all(writer, entries(1, start=2))
+    await until(lambda: writer.written == 1)
+    assert writer.spilled == 2
+    await writer.stop()
+
+
+@virtual_time
+async def test_records_refused_at_stop_are_not_counted_written(tmp_path: Path) -> None:
+    store = FakeStore()
+    items = entries(3)
+    store.refuse = {items[1].uid}
+    writer = await started(AuditWriter(Opener(store), config(tmp_path, flush_interval_ms=60_000)))
+    await until(lambda: writer.db_up)
+    record_all(writer, items)
+    await writer.stop()
+    assert writer.written == 2 and writer.lost == 1
+    assert store.uids == [items[0].uid, items[2].uid]
+
+
+@virtual_time
+async def test_a_spill_file_that_fails_mid_read_is_closed_and_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SpillFiles(config(tmp_path).spill_path, database=DB_URL).append([e.to_line() for e in entries(2)])
+
+    def read(self: SpillReader, count: int) -> tuple[list[AuditEntry], int]:
+        raise OSError(5, "Input/output error")  # a disk error after the file opened
+
+    monkeypatch.setattr(SpillReader, "read", read)
+    with no_file_left_open(tmp_path):
+        writer = await started(AuditWriter(Opener(FakeStore()), config(tmp_path)))
+        await until(lambda: any(m.startswith("audit spill replay failed: ") for m in messages(caplog)))
+        await writer.stop()
+
+
+@virtual_time
+async def test_stop_in_the_middle_of_a_replay_closes_the_file(tmp_path: Path) -> None:
+    items = entries(3)
+    SpillFiles(config(tmp_path).spill_path, database=DB_URL).append([e.to_line() for e in items])
+    store = FakeStore()
+    store.down_after = 1  # the first chunk is stored, then the database goes down
+    with no_file_left_open(tmp_path):
+        writer = await started(AuditWriter(Opener(store), config(tmp_path, batch_size=1)))
+        await until(lambda: writer.replayed == 1 and writer.failed_batches == 1)
+        await writer.stop()
+    assert store.uids == [items[0].uid]
+    assert sorted(spilled_uids(tmp_path)) == sorted(e.uid for e in items)  # the file stays, whole
+
+
+@virtual_time
+async def test_a_flush_at_stop_that_fails_as_it_is_abandoned_is_not_reported_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FakeStore()
+    writer = await started(
+        AuditWriter(Opener(store), config(tmp_path, flush_interval_ms=60_000), stop_timeout=1.0)
+    )
+    await until(lambda: writer.db_up)
+    uids = record_all(writer, entries(2))
+
+    async def write(rows: list[AuditRow], *, ids: bool = False) -> dict[str, int]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise StoreDown("connection closed while cancelling") from None  # as some drivers do
+        return {}
+
+    store.write = write  # type: ignore[method-assign]
+    await writer.stop()
+    assert spilled_uids(tmp_path) == uids
+    await let_pass(0.1)
+    gc.collect()
+    await let_pass(0.1)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+# The virtual clock itself: a loop that can never wake, and one that never waits, fail the test at
+# once (a mutant of the writer that spins would otherwise hold the test until a real-time timeout).
+
+
+def test_a_wait_that_nothing_can_end_fails_at_once() -> None:
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(Deadlock), asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(forever())
+
+
+def test_a_busy_loop_at_one_instant_fails_at_once_even_in_a_task_nobody_awaits() -> None:
+    spins = 0
+
+    async def spin() -> None:
+        nonlocal spins
+        loop = asyncio.get_running_loop()
+        while True:  # waits for time that only a wait could make pass
+            try:
+                if loop.time() >= 1.0:
+                    return
+            except Exception:  # as the writer's loop does: a Livelock is not one
+                pass
+            spins += 1
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().create_task(spin())
+        await let_pass(5.0)
+
+    with pytest.raises(Livelock), asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(scenario())
+    assert SPIN_LIMIT - 10 < spins < SPIN_LIMIT  # the loop's own reads count too
