@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -73,8 +74,13 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        """Signal the process (SIGTERM: graceful) and wait for it; kill it if it does not exit."""
+        """Signal the process (SIGTERM: graceful) and wait for it; kill it if it does not exit.
+
+        First free what the caller dropped: a response left in a reference cycle still holds its
+        keep-alive connection, and a draining gateway gives an idle connection `drain_idle_seconds`
+        (2 s by default) before it closes it, so the stop would wait that long for nothing."""
         if self.process.poll() is None:
+            gc.collect()
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)

@@ -48,7 +48,9 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
+def context(browser: Browser, gateway_server: Callable[..., object]) -> Iterator[BrowserContext]:
+    # After `gateway_server`, so it is closed before the test's gateways stop: a context still open
+    # holds kept-alive connections, which a draining gateway keeps `drain_idle_seconds` (2 s).
     opened = browser.new_context(viewport=VIEWPORT, accept_downloads=True, locale="en-GB", timezone_id="UTC")
     opened.set_default_timeout(15_000)
     yield opened

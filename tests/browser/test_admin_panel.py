@@ -141,8 +141,10 @@ SEEDED = [
 
 
 @pytest.fixture(scope="module")
-def gateway(gateway_server_module, up: Upstreams, sink: FakeCollector, tmp_path_factory) -> GatewayProcess:
+def gateway(sink: FakeCollector, up: Upstreams, gateway_server_module, tmp_path_factory) -> GatewayProcess:
     """A gateway with 60 records: successes, failovers, errors (and the broken backend's circuit open)."""
+    # `sink` and `up` first: set up before the gateways, they are torn down after them (a gateway
+    # sends its last spans as it exits, and retries while no collector answers).
     audit = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
     started = gateway_server_module(
         config(up, audit), env={**ENV, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": sink.traces_url}

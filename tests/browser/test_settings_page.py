@@ -286,6 +286,7 @@ def test_traces_are_switched_off_and_on_and_renamed_without_a_restart(
     page: Page, gateway_server, upstreams: Upstreams, tmp_path: Path
 ) -> None:
     collector = FakeCollector()
+    gateway: GatewayProcess | None = None
     try:
         env = {**ENV, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.traces_url}
         env["OTEL_BSP_SCHEDULE_DELAY"] = "50"
@@ -327,6 +328,8 @@ def test_traces_are_switched_off_and_on_and_renamed_without_a_restart(
         assert "gw-from-the-panel" in {r.get("service.name") for r in list(collector.resources)}
         assert gateway.process.poll() is None
     finally:
+        if gateway is not None:  # first: at exit it sends its last spans, retrying while none answers
+            gateway.stop()
         collector.close()
 
 

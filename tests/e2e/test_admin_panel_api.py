@@ -291,12 +291,14 @@ def test_sessions_hold_across_workers_and_restarts(gateway_server, up: Upstreams
     secret = tmp_path / SECRET_FILE
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     before = secret.read_bytes()
+    session.close()  # its kept-alive connections (a draining gateway holds idle ones 2 s); cookies stay
     first.stop()
     second = start_gateway(first.config_path, env=ENV, port=first.port)
     try:
         assert session.get(second.url("/admin/api/config"), timeout=5).status_code == 200
         assert secret.read_bytes() == before
     finally:
+        session.close()
         second.stop()
 
 

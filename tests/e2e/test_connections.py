@@ -280,7 +280,7 @@ def test_sigterm_answers_every_request_on_kept_alive_connections(gateway_server,
 
 
 def test_sigterm_lets_a_stream_finish_and_answers_new_requests_503(gateway_server, upstream) -> None:
-    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=40)
+    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=20)  # 3 s: outlasts the checks below
     gateway = gateway_server(config(upstream, "{graceful_shutdown_seconds: 30}"))
     other = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
     other.request("GET", "/v1/models")
@@ -365,7 +365,7 @@ def test_during_the_drain_an_idle_connection_is_closed_after_drain_idle_seconds(
 ) -> None:
     """server.timeouts.drain_idle_seconds: while a stream keeps the drain going, an idle kept-alive
     connection stays open that long (to answer a request already on its way), then is closed."""
-    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=60)
+    upstream.behaviour = Behaviour(token_delay_ms=150, reply_tokens=30)  # 4.5 s: past the 1.5 s bound
     settings = "{graceful_shutdown_seconds: 30, timeouts: {drain_idle_seconds: 0.5, keep_alive_seconds: 60}}"
     gateway = gateway_server(config(upstream, settings))
     idle = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)

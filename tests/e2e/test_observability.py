@@ -261,6 +261,7 @@ def test_an_otlp_endpoint_in_the_environment_receives_the_traces(
     gateway_server: Callable[..., GatewayProcess], upstreams: tuple[FakeOpenAI, FakeAnthropic]
 ) -> None:
     collector = FakeCollector()
+    gateway: GatewayProcess | None = None
     try:
         env = {
             "FAKE_KEY": FAKE_KEY,
@@ -292,6 +293,8 @@ def test_an_otlp_endpoint_in_the_environment_receives_the_traces(
         assert line["trace_id"] == request.trace_id.hex()
         assert any(ln.get("event") == "tracing_on" for ln in log_lines(gateway))
     finally:
+        if gateway is not None:  # first: at exit it sends its last spans, retrying while none answers
+            gateway.stop()
         collector.close()
 
 
