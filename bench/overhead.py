@@ -130,7 +130,7 @@ VARIANT_OPTIONS = {
 DEFAULT_VARIANTS = ("audit_off", "2_workers")
 #: The client key of the keyed variants.
 BENCH_KEY = "bench-client-key-0123456789"
-QUICK = {"duration": 0.3, "warmup": 0.15, "rps_clients": []}
+QUICK = {"duration": 0.2, "warmup": 0.1, "rps_clients": []}
 
 
 def start_baseline(kind: str, cpu: int | None, upstream: str, log: Path) -> Server:

@@ -29,6 +29,11 @@ __all__ = [
 ]
 
 
+# The test modules' compiled (assert-rewritten) code is cached in __pycache__ (git ignores it) even
+# where PYTHONDONTWRITEBYTECODE is set, as it is on our CI machines: without the cache every worker
+# of every run rewrites the asserts of all ~400 modules again (collection 14 s instead of 8 s).
+sys.dont_write_bytecode = False
+
 # Gateways start as forks of a process that has imported the gateway once (gateway.testing.forkserver):
 # the same `gateway serve`, without 1.5 s of imports each. GATEWAY_TEST_FORK_SERVER=0 turns it off.
 use_fork_server()
