@@ -1157,7 +1157,7 @@ def no_file_left_open(directory: Path) -> Any:
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
     fds = Path("/proc/self/fd")
-    targets = [str(link.readlink()) for link in fds.iterdir() if (link.is_symlink())]
+    targets = [str(link.readlink()) for link in fds.iterdir() if link.is_symlink()]
     assert [t for t in targets if t.startswith(str(directory))] == []
 
 
