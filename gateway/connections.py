@@ -1,4 +1,5 @@
-"""A worker's connections: Hypercorn parses HTTP; this module owns the sockets around it.
+"""A worker's connections: this module owns the sockets; `gateway.http1` speaks HTTP/1.1 on them
+(Hypercorn's protocol takes over a connection that upgrades or speaks HTTP/2).
 
 It accepts (at most `server.max_client_connections` open at once), bounds how long the gateway waits to
 *receive* from a client (`server.timeouts`: the request head, the body, the idle keep-alive wait), and
@@ -6,7 +7,7 @@ drains on SIGTERM without resetting a request: what arrives after the signal is 
 `draining` with `Connection: close`. Hypercorn's own `worker_serve` and `TCPServer` offer only a
 per-read timeout (a client trickling a byte at a time passes it forever) and close every idle
 keep-alive connection the instant shutdown starts (a request already on its way meets a reset).
-Built on Hypercorn 0.18's `ProtocolWrapper` (h11/h2), `Lifespan` and `WorkerContext`.
+Built on Hypercorn 0.18's `ProtocolWrapper` (for the hand-over), `Lifespan` and `WorkerContext`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from gateway.errors import (
     RequestTimeout,
     problem_body,
 )
+from gateway.http1 import HTTP1, problem_response
 from gateway.request_ids import new_request_id
 from gateway.surfaces.http import ModelRequest
 
@@ -189,16 +191,11 @@ async def _answer(scope: dict[str, Any], receive: Any, send: Any, error: Gateway
 def _head_timeout_response(header_seconds: float) -> bytes:
     """The raw HTTP/1.1 408 for a request head that did not arrive in time (h11 has no request to
     answer yet, so the bytes are written beside it, and the connection closed right after)."""
-    request_id = new_request_id()
-    error = RequestTimeout(
-        f"the request head was not received within {header_seconds:g} s (server.timeouts.header_seconds)"
+    return problem_response(
+        RequestTimeout(
+            f"the request head was not received within {header_seconds:g} s (server.timeouts.header_seconds)"
+        )
     )
-    body = orjson.dumps(problem_body(error, request_id=request_id, instance=""))
-    head = (
-        f"HTTP/1.1 408 Request Timeout\r\ncontent-type: {PROBLEM_CONTENT_TYPE}\r\n"
-        f"content-length: {len(body)}\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 async def _send_problem_response(self: H11Protocol, status_code: int) -> None:
@@ -253,7 +250,7 @@ class Connection:
         self.cutting: asyncio.Task[None] | None = None
         self.closed = False
         self.kept_alive = False  # has answered a request and waits for the next
-        self.protocol: ProtocolWrapper
+        self.protocol: HTTP1
 
     async def run(self) -> None:
         sock = self.writer.get_extra_info("socket")
@@ -261,19 +258,34 @@ class Connection:
             client = parse_socket_addr(sock.family, sock.getpeername())
             local = parse_socket_addr(sock.family, sock.getsockname())
             async with TaskGroup(self.loop) as task_group:
-                self.protocol = ProtocolWrapper(
-                    self.server.app,
+
+                async def handover() -> ProtocolWrapper:
+                    # Upgrades (WebSocket, h2c) and HTTP/2: Hypercorn's protocol takes the connection.
+                    wrapper = ProtocolWrapper(
+                        self.server.app,
+                        self.server.config,
+                        self.server.context,
+                        task_group,
+                        ConnectionState(self.server.lifespan_state),
+                        False,
+                        client,
+                        local,
+                        self._protocol_send,
+                        "http/1.1",
+                    )
+                    await wrapper.initiate()
+                    return wrapper
+
+                self.protocol = HTTP1(
+                    self.server.asgi_app,
                     self.server.config,
-                    self.server.context,
                     task_group,
-                    ConnectionState(self.server.lifespan_state),
-                    False,
+                    self.server.lifespan_state,
                     client,
                     local,
                     self._protocol_send,
-                    "http/1.1",
+                    handover,
                 )
-                await self.protocol.initiate()
                 # A fresh connection has `header_seconds` to deliver its first request head.
                 self._wait(_WAITING, self.server.timeouts.header_seconds)
                 await self._read()
@@ -343,7 +355,7 @@ class Connection:
     async def _cut_off(self, *, answer: bool) -> None:
         """Close a connection that waited too long: silently when it was idle, with a 408 when a
         request head had begun (over HTTP/1.1; an h2 connection just closes)."""
-        if answer and isinstance(self.protocol.protocol, H11Protocol):
+        if answer and not self.protocol.http2:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self.writer.write(_head_timeout_response(self.server.timeouts.header_seconds))
             self.server.drain.refused("head_timeout")
@@ -376,12 +388,15 @@ class ConnectionServer:
     def __init__(
         self,
         app: Any,
+        asgi_app: Any,
         config: HypercornConfig,
         policy: ConnectionPolicy,
         drain: Drain,
         lifespan_state: dict[str, Any],
     ) -> None:
         self.app = app
+        #: The app itself, for gateway.http1 (`app` is Hypercorn's wrapper of it, for its protocols).
+        self.asgi_app = asgi_app
         self.config = config
         self.policy = policy
         self.timeouts = policy.timeouts
@@ -489,7 +504,8 @@ async def serve_connections(
     app has started and connections are being accepted."""
     loop = asyncio.get_running_loop()
     drain = Drain(refused)
-    wrapped = wrap_app(RequestGuard(app, policy.timeouts.body_seconds, drain), 0, "asgi")
+    guarded = RequestGuard(app, policy.timeouts.body_seconds, drain)
+    wrapped = wrap_app(guarded, 0, "asgi")
     lifespan_state: dict[str, Any] = {}
     lifespan = Lifespan(wrapped, config, loop, lifespan_state)
     lifespan_task = loop.create_task(lifespan.handle_lifespan())
@@ -497,7 +513,7 @@ async def serve_connections(
     if lifespan_task.done() and lifespan_task.exception() is not None:
         raise lifespan_task.exception()  # type: ignore[misc]
 
-    server = ConnectionServer(wrapped, config, policy, drain, lifespan_state)
+    server = ConnectionServer(wrapped, guarded, config, policy, drain, lifespan_state)
     acceptors = [loop.create_task(server.accept(listener)) for listener in listeners]
     if on_ready is not None and not stop.is_set():
         on_ready()

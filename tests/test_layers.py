@@ -38,6 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         {"surfaces"},  # the model API over ASGI: parse, authenticate, route, encode at the edge
         {"admin"},  # admin API, panel, probes
         {"app"},  # wiring
+        {"http1"},  # HTTP/1.1 over llhttp: requests parsed, responses framed, ASGI to the app
         {"connections"},  # accepting, per-connection deadlines and the drain, around Hypercorn's protocol
         {"server", "starter"},  # Hypercorn and the worker supervisor; the first run's config and `init`
         {"testing"},  # fake upstreams and gateway processes for tests and benchmarks

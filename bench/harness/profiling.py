@@ -1,5 +1,5 @@
 """Where the gateway's time goes under load, from py-spy samples: for `gateway bench overhead
---profile DIR`, its event loop split by component (Hypercorn/h11, our handler, parsing,
+--profile DIR`, its event loop split by component (the HTTP server, our handler, parsing,
 failover/backend, aiohttp, JSON, asyncio); for `gateway bench local --profile DIR`, the engine thread
 and the event loop split by activity."""
 
@@ -40,7 +40,18 @@ __all__ = [
 
 #: Components, matched on a frame's file. A sample belongs to the innermost frame that matches.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("Hypercorn/h11", ("hypercorn/", "h11/", "wsproto/", "priority/")),
+    (
+        "HTTP server (llhttp, Hypercorn, connections)",
+        (
+            "gateway/http1.py",
+            "gateway/connections.py",
+            "httptools/",
+            "hypercorn/",
+            "h11/",
+            "wsproto/",
+            "priority/",
+        ),
+    ),
     ("aiohttp client", ("aiohttp/", "multidict/", "yarl/", "propcache/", "aiohappyeyeballs/", "frozenlist/")),
     (
         "our request parsing/validation",
@@ -228,7 +239,10 @@ ENGINE_PARTS: list[tuple[str, tuple[str, ...]]] = [
 LOOP_PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("idle: waiting in select()", ("select (selectors.py",)),
     ("SSE encoding (gateway/protocol)", ("(gateway/protocol/",)),
-    ("Hypercorn/h11 (HTTP)", ("(hypercorn/", "(h11/")),
+    (
+        "HTTP server (llhttp, Hypercorn)",
+        ("(gateway/http1.py", "(gateway/connections.py", "(hypercorn/", "(h11/"),
+    ),
     ("our relay and handler (gateway/)", ("(gateway/",)),
     ("asyncio (callbacks, queues, sockets)", ("(asyncio/", "selectors.py", "socket.py")),
 ]

@@ -22,7 +22,8 @@ def test_samples_under_uvloop_and_under_asyncio_are_the_loops_and_a_helper_threa
     raw = tmp_path / "raw.txt"
     raw.write_text(
         f"{UVLOOP};H11Protocol.handle (hypercorn/protocol/h11.py:116) 6\n"
-        f"{UVLOOP};ModelAPI._serve (gateway/surfaces/model_api.py:370) 3\n"
+        f"{UVLOOP};ModelAPI._serve (gateway/surfaces/model_api.py:370) 2\n"
+        f"{UVLOOP};HTTP1._received (gateway/http1.py:260) 1\n"
         f"{ASYNCIO};ClientSession._request (aiohttp/client.py:700) 1\n"
         f"{HELPER} 50\n"
         "H11Protocol._handle_events (hypercorn/protocol/h11.py:178) 7\n"  # a partial stack: no root
@@ -30,4 +31,8 @@ def test_samples_under_uvloop_and_under_asyncio_are_the_loops_and_a_helper_threa
     summary = summarize_profile(raw)
     assert summary["samples"] == 10
     shares = {c["name"]: c["samples"] for c in summary["categories"]}
-    assert shares == {"Hypercorn/h11": 6, "our ASGI handler": 3, "aiohttp client": 1}
+    assert shares == {
+        "HTTP server (llhttp, Hypercorn, connections)": 7,
+        "our ASGI handler": 2,
+        "aiohttp client": 1,
+    }
