@@ -53,6 +53,8 @@ __all__ = ["ConnectionPolicy", "RequestGuard", "serve_connections"]
 log = logging.getLogger("gateway.server")
 
 _MAX_RECV = 2**16
+#: Unsent response bytes past which a writer waits for the client to read (asyncio's default mark).
+_WRITE_HIGH_WATER = 2**16
 #: accept() failures that concern one client only: accept the next at once.
 _TRANSIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 
@@ -243,6 +245,7 @@ class Connection:
         self.server = server
         self.reader = reader
         self.writer = writer
+        self.transport = writer.transport
         self.loop = server.loop
         self.send_lock = asyncio.Lock()
         self.phase = _WAITING
@@ -284,6 +287,7 @@ class Connection:
                     client,
                     local,
                     self._protocol_send,
+                    self._write,
                     handover,
                 )
                 # A fresh connection has `header_seconds` to deliver its first request head.
@@ -306,17 +310,22 @@ class Connection:
                     self._wait(_HEAD, self.server.timeouts.header_seconds)
                 else:  # the first request's: the timer running since the connection opened
                     self.phase = _HEAD
-            await self.protocol.handle(RawData(data))
-        await self.protocol.handle(Closed())
+            await self.protocol.received(data)
+        await self.protocol.lost()
+
+    async def _write(self, data: bytes) -> None:
+        """Send bytes; wait only while more than the transport's high-water mark is unsent."""
+        try:
+            self.writer.write(data)
+            if self.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                async with self.send_lock:
+                    await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            await self.protocol.lost()
 
     async def _protocol_send(self, event: Event) -> None:
         if isinstance(event, RawData):
-            async with self.send_lock:
-                try:
-                    self.writer.write(event.data)
-                    await self.writer.drain()
-                except (ConnectionError, RuntimeError):
-                    await self.protocol.handle(Closed())
+            await self._write(event.data)
         elif isinstance(event, Closed):
             await self._close()
         elif isinstance(event, Updated):
@@ -359,7 +368,7 @@ class Connection:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self.writer.write(_head_timeout_response(self.server.timeouts.header_seconds))
             self.server.drain.refused("head_timeout")
-        await self.protocol.handle(Closed())
+        await self.protocol.lost()
         self.writer.close()
 
     async def _close(self) -> None:

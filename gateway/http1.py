@@ -70,6 +70,10 @@ def _good_name(name: bytes) -> bool:
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: The connection's events (immutable: one of each serves every request).
+_BUSY = Updated(idle=False)
+_IDLE = Updated(idle=True)
+_CLOSED = Closed()
 _H2_PREFACE = b"PRI * HTTP/2.0"
 
 _date_second = 0
@@ -153,9 +157,10 @@ class _Exchange:
 
 
 class HTTP1:
-    """HTTP/1.1 on one connection. `handle(RawData | Closed)` feeds it; `send` (the connection's)
-    takes `RawData` to write, `Closed` to close and `Updated(idle)` when a request head completes
-    (`idle=False`) or the connection waits for the next request (`idle=True`).
+    """HTTP/1.1 on one connection. `received(data)` and `lost()` feed it (or `handle(RawData | Closed)`,
+    as Hypercorn's protocols are fed); `write(data)` (the connection's) sends bytes, and `send` takes
+    `Closed` to close the connection and `Updated(idle)` when a request starts (`idle=False`) or
+    the connection waits for the next request (`idle=True`).
 
     `handover()` builds Hypercorn's protocol for a connection this module does not run (Upgrade,
     HTTP/2)."""
@@ -169,6 +174,7 @@ class HTTP1:
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
         send: Callable[[Any], Awaitable[None]],
+        write: Callable[[bytes], Awaitable[None]],
         handover: Callable[[], Awaitable[Any]],
     ) -> None:
         self.app = app
@@ -178,6 +184,7 @@ class HTTP1:
         self.client = client
         self.server = server
         self.send = send
+        self.write = write
         self._handover = handover
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
@@ -216,14 +223,24 @@ class HTTP1:
     # -- input -----------------------------------------------------------------------------------
 
     async def handle(self, event: Any) -> None:
-        if self.delegate is not None:
-            await self.delegate.handle(event)
-        elif type(event) is RawData:
-            await self._received(event.data)
+        """Hypercorn's protocol interface (`RawData` or `Closed`)."""
+        if type(event) is RawData:
+            await self.received(event.data)
         elif type(event) is Closed:
+            await self.lost()
+
+    async def lost(self) -> None:
+        """The client closed the connection (or it broke)."""
+        if self.delegate is not None:
+            await self.delegate.handle(_CLOSED)
+        else:
             self._lost()
 
-    async def _received(self, data: bytes) -> None:
+    async def received(self, data: bytes) -> None:
+        """Bytes from the client."""
+        if self.delegate is not None:
+            await self.delegate.handle(RawData(data))
+            return
         if self.closed or self.refusal is not None:
             return
         idle_raw = self.idle_raw
@@ -298,14 +315,14 @@ class HTTP1:
                 await self._advance()
             return
         if not self.closed:
-            await self.send(RawData(problem_response(error)))
+            await self.write(problem_response(error))
         await self._close()
 
     async def _close(self) -> None:
         if not self.closed:
             self.closed = True
             self._resume_reading()
-            await self.send(Closed())
+            await self.send(_CLOSED)
 
     def _lost(self) -> None:
         self.closed = True
@@ -404,7 +421,7 @@ class HTTP1:
         exchange = self.queued.popleft()
         self.current = exchange
         self.requests += 1
-        await self.send(Updated(idle=False))
+        await self.send(_BUSY)
         self.task_group.spawn(self._run, exchange)
         if not self.queued:
             self._resume_reading()
@@ -434,7 +451,7 @@ class HTTP1:
                     return {"type": "http.disconnect"}
                 if exchange.expect_continue and not exchange.continue_sent and not exchange.response_started:
                     exchange.continue_sent = True
-                    await self.send(RawData(_CONTINUE))
+                    await self.write(_CONTINUE)
                 waiter = self.loop.create_future()
                 exchange.waiters.append(waiter)  # a body reader and a disconnect watch may both wait
                 await waiter
@@ -526,7 +543,7 @@ class HTTP1:
             elif exchange.length is not None and exchange.sent != exchange.length and not exchange.head_only:
                 exchange.keep_alive = False  # the client cannot tell where the answer ended
         if out and not exchange.disconnected:
-            await self.send(RawData(out))
+            await self.write(out)
         if not more:
             await self._finish(exchange)
 
@@ -562,12 +579,12 @@ class HTTP1:
             await self._close()
             return
         if self.refusal is not None and not self.queued:
-            await self.send(RawData(problem_response(self.refusal)))
+            await self.write(problem_response(self.refusal))
             await self._close()
             return
         if not self.queued and self.parsing is None and not self.in_head:
             self.idle_raw = bytearray()
-        await self.send(Updated(idle=True))
+        await self.send(_IDLE)
         if self.queued:
             await self._advance()
 

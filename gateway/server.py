@@ -96,8 +96,7 @@ def _say_fatal(message: str, debug: bool) -> None:
         traceback.print_exc(file=sys.stderr)
     elif logging.getLogger().handlers:
         log.critical("not starting: %s", message, extra={"event": "start_failed"})
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+        _flush_logs()
         return
     print(f"gateway: not starting: {message}", file=sys.stderr, flush=True)
 
@@ -246,8 +245,7 @@ class ReadyAnnouncement:
             self.workers,
             extra={"event": "ready", "model_api": f"{base}/v1", "admin_panel": f"{base}/admin/"},
         )
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+        _flush_logs()
         if self.sign_in:
             print(f"gateway: sign in to the admin panel: {self.sign_in}", file=sys.stderr, flush=True)
 
@@ -325,7 +323,14 @@ def _run_worker(
         for issue in issues:
             print(f"  {issue}", file=sys.stderr)
         return 1
+    finally:
+        _flush_logs()  # the last lines wait for the handler's next write; a worker exits with os._exit
     return 0
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 class RefusalReport:

@@ -123,20 +123,28 @@ def resolve_format(fmt: str, stream: TextIO | None = None) -> str:
         return "json"
 
 
-class CoalescingStreamHandler(logging.StreamHandler):
-    """A stream handler that writes the lines logged during one turn of the event loop with one
-    `write`, at the end of that turn.
+#: How long an INFO line logged on the event loop may wait to be written with the lines after it.
+FLUSH_INTERVAL_S = 0.05
+#: Pending text past this many characters is written at once.
+FLUSH_SIZE = 64 * 1024
 
-    Under load a worker finishes many requests per loop turn, each logging a line; one system call
-    per line (stderr is line-buffered) costs far more than formatting the line, and each call lets
-    another thread take the GIL. Lines logged outside the event loop's thread, and warnings and
-    errors, are written at once (after any pending ones, so the order is kept). At most the lines of
-    the current loop turn are pending at any moment; `flush` (logging.shutdown at exit) writes them.
+
+class CoalescingStreamHandler(logging.StreamHandler):
+    """A stream handler that writes the lines logged on the event loop within `FLUSH_INTERVAL_S`
+    (50 ms) with one `write`.
+
+    Under load a worker finishes a request every few hundred microseconds, each logging a line; one
+    system call per line (stderr is line-buffered) costs far more than formatting the line, and each
+    call lets another thread (the audit writer's) take the GIL. Lines logged outside the event
+    loop's thread, and warnings and errors, are written at once (after any pending ones, so the
+    order is kept); so is pending text past `FLUSH_SIZE`. `flush` (logging.shutdown at exit, the
+    worker's own stop) writes what is pending.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
+        self._pending_size = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -147,7 +155,7 @@ class CoalescingStreamHandler(logging.StreamHandler):
         self.write_line(line, urgent=record.levelno >= logging.WARNING)
 
     def write_line(self, line: str, *, urgent: bool = False) -> None:
-        """Write one formatted line: at the end of this loop turn, or now (`urgent`, or no loop here)."""
+        """Write one formatted line: within `FLUSH_INTERVAL_S`, or now (`urgent`, or no loop here)."""
         if not urgent:
             try:
                 loop = asyncio.get_running_loop()
@@ -156,8 +164,12 @@ class CoalescingStreamHandler(logging.StreamHandler):
             if loop is not None:
                 with self.lock:  # type: ignore[union-attr]
                     if not self._pending:
-                        loop.call_soon(self.flush)
+                        loop.call_later(FLUSH_INTERVAL_S, self.flush)
                     self._pending.append(line + self.terminator)
+                    self._pending_size += len(line)
+                    if self._pending_size < FLUSH_SIZE:
+                        return
+                self.flush()  # the timer then finds nothing to write
                 return
         with self.lock:  # type: ignore[union-attr]
             self._pending.append(line + self.terminator)
@@ -167,6 +179,7 @@ class CoalescingStreamHandler(logging.StreamHandler):
         with self.lock:  # type: ignore[union-attr]
             if self._pending:
                 lines, self._pending = self._pending, []
+                self._pending_size = 0
                 with contextlib.suppress(Exception):  # a broken stderr must not break a request
                     self.stream.write("".join(lines))
             if self.stream and hasattr(self.stream, "flush"):

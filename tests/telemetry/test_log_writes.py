@@ -1,4 +1,4 @@
-"""The log handler `configure_logging` installs: the lines of one event-loop turn go out in one write,
+"""The log handler `configure_logging` installs: the lines logged within 50 ms go out in one write,
 warnings at once, and the per-request line built without a LogRecord equals the formatter's."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import orjson
 from gateway.routing.trail import RequestTrail
 from gateway.telemetry import logging as gateway_logging
 from gateway.telemetry.requests import _log_request, access_log
+from tests.conftest import wait_for
 
 
 class CountingStream(io.StringIO):
@@ -32,33 +33,68 @@ def _install(stream: CountingStream) -> logging.Handler:
     return handler
 
 
-def test_one_loop_turn_is_one_write_and_warnings_go_at_once() -> None:
+def test_lines_of_one_interval_are_one_write_and_warnings_go_at_once() -> None:
     stream = CountingStream()
     saved = logging.getLogger().handlers[:]
     try:
         _install(stream)
         log = logging.getLogger("gateway.test")
 
-        async def turn() -> int:
+        async def lines() -> tuple[int, int]:
             for i in range(5):
                 log.info("line %d", i)
-            pending = stream.writes
-            await asyncio.sleep(0)  # the end of this turn
+            await asyncio.sleep(0)  # several loop turns: still pending
             await asyncio.sleep(0)
-            log.warning("now")
-            return pending
+            pending = stream.writes
+            log.warning("now")  # written at once, after the lines before it
+            after_warning = stream.writes
+            log.info("later")
+            await wait_for(lambda: stream.writes == 2)  # within FLUSH_INTERVAL_S, by the timer
+            return pending, after_warning
 
-        assert asyncio.run(turn()) == 0  # nothing written during the turn
-        lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
-        assert [line["message"] for line in lines] == [
-            "line 0",
-            "line 1",
-            "line 2",
-            "line 3",
-            "line 4",
-            "now",
-        ]
-        assert stream.writes == 2  # the five lines together, then the warning
+        assert asyncio.run(lines()) == (0, 1)
+        messages = [orjson.loads(line)["message"] for line in stream.getvalue().splitlines()]
+        assert messages == ["line 0", "line 1", "line 2", "line 3", "line 4", "now", "later"]
+    finally:
+        logging.getLogger().handlers[:] = saved
+
+
+def test_pending_text_past_the_size_mark_is_written_at_once() -> None:
+    stream = CountingStream()
+    saved = logging.getLogger().handlers[:]
+    try:
+        _install(stream)
+        log = logging.getLogger("gateway.test")
+        line = "x" * 1000
+
+        async def many() -> int:
+            for _ in range(gateway_logging.FLUSH_SIZE // 1000 + 1):
+                log.info(line)
+            return stream.writes
+
+        assert asyncio.run(many()) == 1  # no timer ran: the loop never yielded
+        written = stream.getvalue()
+        assert gateway_logging.FLUSH_SIZE <= len(written) < gateway_logging.FLUSH_SIZE + 2000
+        assert all(orjson.loads(text)["message"] == line for text in written.splitlines())
+    finally:
+        logging.getLogger().handlers[:] = saved
+
+
+def test_a_worker_writes_its_pending_lines_when_it_stops() -> None:
+    """The lines logged just before a worker's loop ends (its last request, the drain) are written at
+    its exit, not lost with the loop's timer."""
+    stream = CountingStream()
+    saved = logging.getLogger().handlers[:]
+    try:
+        _install(stream)
+
+        async def last_words() -> None:
+            logging.getLogger("gateway.test").info("draining")
+
+        asyncio.run(last_words())  # the loop is gone before the timer fires
+        assert stream.getvalue() == ""
+        logging.getLogger().handlers[0].flush()  # what gateway/server.py does as a worker ends
+        assert orjson.loads(stream.getvalue())["message"] == "draining"
     finally:
         logging.getLogger().handlers[:] = saved
 
