@@ -84,6 +84,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "gateway.audit.writer": ("tests/audit/test_writer_unit.py", "tests/audit/test_writer.py"),
     "gateway.backends.streaming": ("tests/backends/test_streaming_unit.py",),
     "gateway.backends.upstream": ("tests/backends/test_upstream_unit.py",),
+    "gateway.http1": ("tests/test_http1_unit.py", "tests/test_http1.py"),
 }
 
 #: module → {mutant key: why it is equivalent}. A key is `scope: description` as the table lists it.

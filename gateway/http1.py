@@ -35,6 +35,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 from hypercorn.events import Closed, RawData, Updated
+from hypercorn.protocol.h2 import H2Protocol
 
 from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, HeadersTooLarge, problem_body
 from gateway.request_ids import new_request_id
@@ -157,10 +158,9 @@ class _Exchange:
 
 
 class HTTP1:
-    """HTTP/1.1 on one connection. `received(data)` and `lost()` feed it (or `handle(RawData | Closed)`,
-    as Hypercorn's protocols are fed); `write(data)` (the connection's) sends bytes, and `send` takes
-    `Closed` to close the connection and `Updated(idle)` when a request starts (`idle=False`) or
-    the connection waits for the next request (`idle=True`).
+    """HTTP/1.1 on one connection. `received(data)` and `lost()` feed it; `write(data)` (the
+    connection's) sends bytes, and `send` takes `Closed` to close the connection and `Updated(idle)`
+    when a request starts (`idle=False`) or the connection waits for the next one (`idle=True`).
 
     `handover()` builds Hypercorn's protocol for a connection this module does not run (Upgrade,
     HTTP/2)."""
@@ -215,19 +215,13 @@ class HTTP1:
 
     @property
     def http2(self) -> bool:
-        return self.delegate is not None and type(self.delegate.protocol).__name__ != "H11Protocol"
+        """The connection was handed to Hypercorn's HTTP/2 protocol."""
+        return self.delegate is not None and isinstance(self.delegate.protocol, H2Protocol)
 
     async def initiate(self) -> None:
         return None
 
     # -- input -----------------------------------------------------------------------------------
-
-    async def handle(self, event: Any) -> None:
-        """Hypercorn's protocol interface (`RawData` or `Closed`)."""
-        if type(event) is RawData:
-            await self.received(event.data)
-        elif type(event) is Closed:
-            await self.lost()
 
     async def lost(self) -> None:
         """The client closed the connection (or it broke)."""
@@ -276,6 +270,8 @@ class HTTP1:
                 await self._hand_over()
             else:  # an upgrade pipelined behind other requests: answer those, then close
                 self.close_after = True
+                if self.current is None and self.queued:
+                    await self._advance()
             return
         if self.in_head:
             if continued:  # the whole chunk was head

@@ -263,9 +263,10 @@ def test_head_answers_carry_no_body() -> None:
         assert reader.response().json()["method"] == "GET"
 
 
-def test_no_content_has_no_body_and_no_framing() -> None:
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_content_and_not_modified_have_no_body_and_no_framing(status: int) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     with served(app) as port, connect(port) as sock:
@@ -273,7 +274,7 @@ def test_no_content_has_no_body_and_no_framing() -> None:
         for _ in range(2):
             sock.sendall(b"DELETE /x HTTP/1.1\r\nHost: gw\r\n\r\n")
             answer = reader.response()
-            assert answer.status == 204
+            assert answer.status == status
             assert "transfer-encoding" not in answer.headers and "content-length" not in answer.headers
 
 
