@@ -202,6 +202,75 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "differs only when two members' 64-bit blake2b scores tie for a key (never seen)"
         ),
     },
+    "gateway.http1": {
+        "<module>: False → True": (
+            "never applied: `_BUSY = Updated(idle=False)` is an object built once at import, and the bench "
+            "swaps functions' code and module constants only (live, the events test would fail)"
+        ),
+        "<module>: True → False": "never applied: `_IDLE = Updated(idle=True)`, likewise",
+        "<module>: 0 → 1": (
+            "`_date_second`'s start: any value but the current second makes the first answer format its date"
+        ),
+        "_good_name: return x → return None": "`return False` → None: read only as a truth value",
+        "_good_name: < → <=": "the checked-names cache holds 1,025 names instead of 1,024: a cache only",
+        "_good_name: 1024 → 1025": "the same bound, moved the same way",
+        "_good_name: removed `_GOOD_NAMES.add(name)`": (
+            "the cache stays empty: every name is then checked with the regex each time, with the same result"
+        ),
+        "_Exchange.__init__: False → True #6": (
+            "`head_only`: set by `_start_response` before anything reads it"
+        ),
+        "_Exchange.wake: removed `waiters.clear()`": (
+            "woken futures stay listed; a later wake skips them (`if not waiter.done()`); an exchange's "
+            "list lives one request"
+        ),
+        "HTTP1.__init__: 0 → 1 #2": (
+            "`head_size`: `on_message_begin` sets it before anything counts or compares it"
+        ),
+        "HTTP1.__init__: False → True #4": (
+            "`expect_continue`: set again by `on_message_begin` for every request"
+        ),
+        "HTTP1.__init__: False → True #5": "`has_host`: likewise",
+        "HTTP1.__init__: False → True #8": (
+            "`holding` at the start: the preface test then fails for any first bytes that are not HTTP/2's, "
+            "and what it parses, the bytes since idle, are exactly the bytes received"
+        ),
+        "HTTP1.received: and → or": (
+            "the `P`-and-not-in-a-head test only spares the preface comparison; the comparison decides"
+        ),
+        "HTTP1._lost: removed `self.queued.clear()`": (
+            "requests left in line never start: nothing advances a closed connection"
+        ),
+        "HTTP1._run.receive: and → or #2": (
+            "marks `continue_sent` on requests that did not ask for a 100 too; only those that asked read it"
+        ),
+        "HTTP1._run.receive: True → False #3": (
+            "after the 100 the next wake-up always brings body bytes (or the body's end), and that branch "
+            "marks `continue_sent` itself"
+        ),
+        "HTTP1._body: False → True": (
+            "the body past its content-length: `_unfinished` clears keep-alive again before the 500"
+        ),
+        "HTTP1._unfinished: or → and": (
+            "`disconnected` and `closed` are set together (`_lost`), and a connection closed otherwise runs "
+            "no app any more"
+        ),
+        "HTTP1._unfinished: True → False": (
+            "`response_done` of an exchange on a closed connection: nothing reads it any more"
+        ),
+        "HTTP1._unfinished: removed `self._done(exchange)`": (
+            "`current` stays set on a closed connection: nothing advances it any more"
+        ),
+        "HTTP1._unfinished: False → True #2": (
+            "the 500 carries `connection: close`, which ends keep-alive too"
+        ),
+        "HTTP1._unfinished: False → True #4": (
+            "the connection is closed two lines later whatever keep-alive says"
+        ),
+        "HTTP1._unfinished: removed `self._done(exchange)` #2": (
+            "likewise: closed at once, nothing advances it"
+        ),
+    },
 }
 
 SWAPS: dict[type, type] = {

@@ -270,8 +270,11 @@ class HTTP1:
                 await self._hand_over()
             else:  # an upgrade pipelined behind other requests: answer those, then close
                 self.close_after = True
-                if self.current is None and self.queued:
-                    await self._advance()
+                if self.current is None:
+                    if self.queued:
+                        await self._advance()
+                    else:  # its head began before the connection was idle: its bytes are gone
+                        await self._close()
             return
         if self.in_head:
             if continued:  # the whole chunk was head

@@ -5,6 +5,7 @@ exact bound, when reading stops for an unread body, 100-continue, the hand-over,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
@@ -323,3 +324,257 @@ async def test_the_connection_hears_when_a_request_starts_and_when_it_is_idle_ag
     await harness.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
     await harness.settle()
     assert harness.events == [Updated(idle=False), Updated(idle=True)]
+
+
+# -- found by the mutation run (gateway bench mutation --module gateway.http1) --------------------
+
+
+async def _past(harness: Harness, data: bytes) -> asyncio.Future[None]:
+    """Feed `data` in a task; after some loop turns, the task is done unless reading stopped."""
+    reading = asyncio.ensure_future(harness.http.received(data))
+    await turns()
+    return reading
+
+
+@pytest.mark.parametrize(("waiting", "stops"), [(BODY_HIGH_WATER, False), (BODY_HIGH_WATER + 1, True)])
+async def test_the_body_high_water_mark_is_exact(waiting: int, stops: bool) -> None:
+    go = asyncio.Event()
+
+    async def late_reader(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await go.wait()
+        await ok(scope, receive, send)
+
+    harness = Harness(late_reader)
+    head = b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % (waiting + 10)
+    reading = await _past(harness, head + b"x" * waiting)
+    assert reading.done() is not stops
+    go.set()
+    await asyncio.wait_for(reading, 10)
+    await harness.http.received(b"x" * 10)
+    await harness.settle()
+    assert harness.written.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize(("more", "refused"), [(8_373, False), (8_374, True)])
+async def test_the_head_limit_is_exact_over_several_reads(more: int, refused: bool) -> None:
+    harness = Harness(ok)
+    await harness.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\nX-Big: a")  # counts 11
+    await harness.http.received(b"a" * 8_000)
+    await harness.http.received(b"a" * more)  # 16,384 in all, or one more
+    assert harness.written.startswith(b"HTTP/1.1 431 ") is refused
+
+
+async def test_exactly_http2s_preface_is_handed_over_at_once() -> None:
+    harness = Harness(ok, protocol=H2Protocol.__new__(H2Protocol))
+    await harness.http.received(b"PRI * HTTP/2.0")  # its first line, all of it, nothing more yet
+    assert harness.delegate is not None
+
+
+async def test_no_request_is_served_after_an_early_answer_closed_the_connection() -> None:
+    """The app answered before reading the body: the connection closes, and bytes still arriving
+    (the rest of that body, a next request) are not parsed into requests."""
+    started: list[str] = []
+
+    async def early(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.append(scope["path"])
+        await answer(send)
+
+    harness = Harness(early)
+    await harness.http.received(b"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n12345")
+    await harness.settle()
+    assert harness.closed
+    await harness.http.received(b"67890GET /b HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await turns()
+    assert started == ["/a"]
+    assert [type(e) for e in harness.events].count(Closed) == 1
+
+
+async def test_a_refused_connection_answers_and_closes_once() -> None:
+    harness = Harness(ok)
+    await harness.http.received(b"GET / HTTP/1.1\r\nHost gw\r\n\r\n")
+    await harness.http.received(b"GET / HTTP/1.1\r\nHost gw\r\n\r\n")  # more, before the socket closed
+    assert harness.written.count(b"HTTP/1.1 400 ") == 1
+    assert [type(e) for e in harness.events].count(Closed) == 1
+
+
+async def test_closing_or_losing_the_connection_lets_a_stopped_reader_go_on() -> None:
+    """Reading stopped for an unread body; the connection closing (an early answer) or breaking (a
+    failed write) must end that wait, or the connection's task would never finish."""
+    for how in ("answer", "lost"):
+        go = asyncio.Event()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any, go: asyncio.Event = go) -> None:
+            await go.wait()
+            await answer(send)
+
+        harness = Harness(app)
+        big = BODY_HIGH_WATER + 1
+        reading = await _past(
+            harness, b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % (2 * big) + b"x" * big
+        )
+        assert not reading.done()
+        if how == "answer":
+            go.set()
+            await harness.settle()
+        else:
+            await harness.http.lost()
+        await asyncio.wait_for(reading, 10)
+        go.set()
+        await harness.settle()
+
+
+async def test_after_the_client_is_gone_nothing_is_written_or_announced() -> None:
+    go = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await go.wait()
+        await answer(send)
+
+    harness = Harness(app)
+    await harness.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await turns()
+    await harness.http.lost()
+    go.set()
+    await harness.settle()
+    assert not harness.written
+    assert harness.events == [Updated(idle=False)]  # no "idle again" on a connection that is gone
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"", b"X-Note: 100-continue\r\n", b"Expect: something-else\r\n"],
+    ids=["no-expect", "another-header-with-that-value", "another-expectation"],
+)
+async def test_100_continue_only_when_asked_for(header: bytes) -> None:
+    harness = Harness(ok)
+    await harness.http.received(b"POST / HTTP/1.1\r\nHost: gw\r\n" + header + b"Content-Length: 4\r\n\r\n")
+    await turns()  # the app waits for the body
+    await harness.http.received(b"body")
+    await harness.settle()
+    assert b"100 Continue" not in harness.written
+    assert harness.written.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_pipelined_requests_do_not_stop_reading_once_their_turn_came() -> None:
+    go = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/a":
+            await go.wait()
+        await ok(scope, receive, send)
+
+    harness = Harness(app)
+    reading = await _past(harness, b"GET /a HTTP/1.1\r\nHost: gw\r\n\r\nGET /b HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert not reading.done()  # /b waits for /a: reading stops meanwhile
+    go.set()
+    await asyncio.wait_for(reading, 10)  # /b's turn came: reading goes on
+    await harness.settle()
+    assert harness.written.count(b"HTTP/1.1 200 ") == 2
+
+
+async def test_an_upgrade_arriving_while_a_request_runs_waits_its_turn_and_then_closes() -> None:
+    go = asyncio.Event()
+    started: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.append(scope["path"])
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await go.wait()
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    harness = Harness(app)
+    await harness.http.received(b"GET /a HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await turns()
+    await harness.http.received(
+        b"GET /b HTTP/1.1\r\nHost: gw\r\n\r\n"
+        b"GET /live HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    await turns()
+    assert started == ["/a"]  # one at a time, whatever arrived meanwhile
+    go.set()
+    await harness.settle()
+    await turns()
+    await harness.settle()
+    assert started == ["/a", "/b"]
+    assert harness.delegate is None and harness.closed  # the upgrade is not served on this connection
+
+
+async def test_an_upgrade_whose_head_began_during_an_answer_is_not_handed_over_in_part() -> None:
+    go = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await go.wait()
+        await ok(scope, receive, send)
+
+    harness = Harness(app)
+    await harness.http.received(b"GET /a HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await turns()
+    await harness.http.received(b"GET /live HTTP/1.1\r\nHost: gw\r\n")  # half a head, while /a runs
+    go.set()
+    await harness.settle()
+    await harness.http.received(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    assert harness.delegate is None  # Hypercorn would have seen half a request
+    assert harness.closed
+
+
+async def test_body_before_the_start_or_after_the_end_is_refused() -> None:
+    async def body_first(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def body_after(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await answer(send)
+        await send({"type": "http.response.body", "body": b"more"})
+
+    first = Harness(body_first)
+    await first.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await first.settle()
+    assert first.written.startswith(b"HTTP/1.1 500 ")
+    after = Harness(body_after)
+    await after.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await after.settle()
+    assert after.written.endswith(b"\r\n\r\nok")  # nothing after the answer's end
+
+
+async def test_an_app_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    harness = Harness(failing)
+    with caplog.at_level(logging.ERROR, logger="gateway.server"):
+        await harness.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        await harness.settle()
+    assert [r.message for r in caplog.records] == ["the ASGI application failed"]
+    assert caplog.records[0].exc_info is not None
+
+
+async def test_the_apps_date_and_transfer_encoding_are_replaced_not_the_headers_after_them() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [
+            (b"date", b"Thu, 01 Jan 1970 00:00:00 GMT"),
+            (b"x-one", b"1"),
+            (b"transfer-encoding", b"chunked"),
+            (b"x-two", b"2"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    harness = Harness(app)
+    await harness.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await harness.settle()
+    head = bytes(harness.written).partition(b"\r\n\r\n")[0].lower()
+    assert b"x-one: 1" in head and b"x-two: 2" in head
+    assert head.count(b"date: ") == 1 and b"1970" not in head
+    assert head.count(b"transfer-encoding: chunked") == 1  # ours: no length was given
+
+
+async def test_an_answer_shorter_than_its_content_length_closes_the_connection() -> None:
+    async def short(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"four"})
+
+    harness = Harness(short)
+    await harness.http.received(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await harness.settle()
+    assert harness.written.endswith(b"four") and harness.closed  # the client cannot find the end
