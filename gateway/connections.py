@@ -37,14 +37,12 @@ from hypercorn.utils import parse_socket_addr, wrap_app
 from gateway.config.model import ServerTimeouts
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
-    BadRequest,
     Draining,
     GatewayError,
-    HeadersTooLarge,
     RequestTimeout,
     problem_body,
 )
-from gateway.http1 import HTTP1, problem_response
+from gateway.http1 import HTTP1, problem_response, unparsable
 from gateway.request_ids import new_request_id
 from gateway.surfaces.http import ModelRequest
 
@@ -203,14 +201,7 @@ def _head_timeout_response(header_seconds: float) -> bytes:
 async def _send_problem_response(self: H11Protocol, status_code: int) -> None:
     """What Hypercorn's h11 protocol answers to a request it cannot parse (a head past h11's 16 KiB,
     broken framing): a problem with a request id, like every other error, instead of an empty body."""
-    if status_code == 431:
-        error: GatewayError = HeadersTooLarge(
-            "the request head is larger than the server accepts (16 KiB of headers); send fewer or "
-            "shorter headers"
-        )
-    else:
-        error = BadRequest("the request is not valid HTTP/1.1 (its head or framing could not be parsed)")
-        error.status = status_code
+    error = unparsable(status_code)
     request_id = new_request_id()
     body = orjson.dumps(problem_body(error, request_id=request_id, instance=""))
     headers = [

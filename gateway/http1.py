@@ -40,7 +40,7 @@ from hypercorn.protocol.h2 import H2Protocol
 from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, HeadersTooLarge, problem_body
 from gateway.request_ids import new_request_id
 
-__all__ = ["BODY_HIGH_WATER", "HTTP1", "MAX_HEAD_BYTES", "problem_response"]
+__all__ = ["BODY_HIGH_WATER", "HTTP1", "MAX_HEAD_BYTES", "problem_response", "unparsable"]
 
 log = logging.getLogger("gateway.server")
 
@@ -96,10 +96,22 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
-def problem_response(error: GatewayError, request_id: str | None = None) -> bytes:
+def unparsable(status: int) -> GatewayError:
+    """The error for a request that could not be parsed: 431 (its head is too large) or another 4xx."""
+    if status == 431:
+        return HeadersTooLarge(
+            "the request head is larger than the server accepts (16 KiB of headers); send fewer or "
+            "shorter headers"
+        )
+    error = BadRequest("the request is not valid HTTP/1.1 (its head or framing could not be parsed)")
+    error.status = status
+    return error
+
+
+def problem_response(error: GatewayError) -> bytes:
     """A whole HTTP/1.1 problem response that closes the connection, for errors met before any
     request reached the app (an unparsable or too-large head, a head that did not arrive in time)."""
-    request_id = request_id or new_request_id()
+    request_id = new_request_id()
     body = orjson.dumps(problem_body(error, request_id=request_id, instance=""))
     head = (
         f"{_status_line(error.status).decode()}content-type: {PROBLEM_CONTENT_TYPE}\r\n"
@@ -260,10 +272,10 @@ class HTTP1:
             if self.upgrade:
                 pass
             elif self.too_large:
-                await self._refuse(HeadersTooLarge(_TOO_LARGE))
+                await self._refuse(unparsable(431))
                 return
             else:
-                await self._refuse(BadRequest(_BAD_REQUEST))
+                await self._refuse(unparsable(400))
                 return
         if self.upgrade:
             if self.idle_raw is not None and self.current is None and not self.queued:
@@ -280,7 +292,7 @@ class HTTP1:
             if continued:  # the whole chunk was head
                 self.head_size = size_before + len(data)
             if self.head_size > MAX_HEAD_BYTES:
-                await self._refuse(HeadersTooLarge(_TOO_LARGE))
+                await self._refuse(unparsable(431))
                 return
         if self.current is None and self.queued:
             await self._advance()
@@ -602,9 +614,3 @@ class _MissingHost(Exception):
 
 class _BadTarget(Exception):
     pass
-
-
-_TOO_LARGE = (
-    "the request head is larger than the server accepts (16 KiB of headers); send fewer or shorter headers"
-)
-_BAD_REQUEST = "the request is not valid HTTP/1.1 (its head or framing could not be parsed)"
