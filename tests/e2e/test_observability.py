@@ -173,7 +173,12 @@ def test_exact_counts_after_a_known_sequence(
 
     wait_until(all_written)
 
-    # One JSON line per request, with its id, and the lifecycle events; no key anywhere.
+    # One JSON line per request, with its id, and the lifecycle events; no key anywhere. Request
+    # lines are info: written within the log's 50 ms coalescing window, so they may trail the answer.
+    def request_lines_written() -> bool:
+        return sum(1 for line in log_lines(gateway) if line.get("event") == "request") >= 8
+
+    wait_until(request_lines_written, timeout=10)
     lines = log_lines(gateway)
     request_lines = [line for line in lines if line.get("event") == "request"]
     assert len(request_lines) == 8
@@ -289,7 +294,14 @@ def test_an_otlp_endpoint_in_the_environment_receives_the_traces(
         assert {"service.name": "gw-under-test", "deployment.environment.name": "ci"}.items() <= {
             k: v for resource in collector.resources for k, v in resource.items()
         }.items()
-        [line] = [ln for ln in log_lines(gateway) if ln.get("request_id") == response.headers["x-request-id"]]
+
+        # The request's log line (info, coalesced for up to 50 ms) may come after its span.
+        def request_line() -> list[dict[str, Any]]:
+            request_id = response.headers["x-request-id"]
+            return [ln for ln in log_lines(gateway) if ln.get("request_id") == request_id]
+
+        wait_until(lambda: bool(request_line()), timeout=10)
+        [line] = request_line()
         assert line["trace_id"] == request.trace_id.hex()
         assert any(ln.get("event") == "tracing_on" for ln in log_lines(gateway))
     finally:
