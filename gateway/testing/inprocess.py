@@ -1,13 +1,16 @@
-"""Run the gateway app inside this process (Hypercorn on its own event loop in a thread), for tests
-that need to see what the app does from the inside: spans captured by a test exporter, log records.
+"""Run the gateway app inside this process (its connection server on its own event loop in a
+thread), for tests that need to see what the app does from the inside: spans captured by a test
+exporter, log records.
 
-Same app and server as `gateway serve` (one worker), on a free loopback port, over real HTTP.
+Same app and server as `gateway serve` (one worker: `gateway.connections` and `gateway.http1`), on a
+free loopback port, over real HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
 from gateway.app import create_app
+from gateway.config.model import ServerTimeouts
+from gateway.connections import ConnectionPolicy, serve_connections
 from gateway.surfaces.model_api import AuditSink, ModelAPI
 from gateway.testing.process import free_port
 
@@ -52,10 +56,13 @@ def gateway_in_thread(
     if trails is not None:
         app = ModelAPI(app.live, app.fallback, trails, app.telemetry)
     config = HypercornConfig()
-    config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.errorlog = None
-    config.graceful_timeout = 5
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    policy = ConnectionPolicy(ServerTimeouts(10, 30, 30, 1), 1000, 5)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     failure: list[BaseException] = []
@@ -63,7 +70,7 @@ def gateway_in_thread(
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+            loop.run_until_complete(serve_connections(app, config, [listener], policy, stop))
         except BaseException as error:  # reported to the test below
             failure.append(error)
         finally:
