@@ -22,6 +22,8 @@ import requests
 from hypercorn.config import Config as HypercornConfig
 
 from gateway.app import create_app
+from gateway.config.issues import ConfigError
+from gateway.config.load import load_config
 from gateway.config.model import ServerTimeouts
 from gateway.connections import ConnectionPolicy, serve_connections
 from gateway.surfaces.model_api import AuditSink, ModelAPI
@@ -43,6 +45,16 @@ class InProcessGateway:
         return self.base_url + path
 
 
+def _policy(config_path: Path, env: Any) -> ConnectionPolicy:
+    """The connection policy `gateway serve` would run this file with (`server:`); for a file that
+    does not load (a test of the fallback app), generous fixed limits."""
+    try:
+        server = load_config(config_path, env=env).server
+    except ConfigError:
+        return ConnectionPolicy(ServerTimeouts(10, 30, 30, 1), 1000, 5)
+    return ConnectionPolicy(server.timeouts, server.max_client_connections, server.graceful_shutdown_seconds)
+
+
 @contextlib.contextmanager
 def gateway_in_thread(
     config_path: Path, *, timeout: float = 30, trails: AuditSink | None = None, **app_options: Any
@@ -62,7 +74,7 @@ def gateway_in_thread(
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen()
-    policy = ConnectionPolicy(ServerTimeouts(10, 30, 30, 1), 1000, 5)
+    policy = _policy(config_path, app_options.get("env"))
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     failure: list[BaseException] = []

@@ -249,7 +249,9 @@ def test_a_copy_in_flight_finishes_on_the_runtime_it_started_with(
     mirror.behaviour = Behaviour(hang=True)
     request_id = chat(gateway).headers["x-request-id"]
     wait_until(lambda: mirror.stats.in_flight == 1)
-    assert old.usage.active == 1  # the copy holds its Runtime: the reload cannot close its backend
+    # The copy holds its Runtime, so the reload cannot close its backend. (The client request's own
+    # lease ends when its handler returns, a moment after its answer went out.)
+    wait_until(lambda: old.usage.active == 1)
     # A reload that rebuilds the shadow target's backend while the copy is stuck on it.
     live.path.write_text(
         original.replace("    prices: {gpt-next:", "    max_connections: 50\n    prices: {gpt-next:")
