@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -435,6 +436,7 @@ def run(
     profile: Path | None = None,
     retries: int = 2,
     wait_quiet: float = 0.0,
+    pairs: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     variants = list(variants or [])
@@ -442,7 +444,7 @@ def run(
     if progress:
         per_target = 2 * len(clients) + len(extra)
         baseline_phases = 2 * len(sorted({1, *rps_clients, max(clients)})) if baselines else 0
-        progress.add(per_target * (2 + len(variants)) + baseline_phases - 1)
+        progress.add(per_target * (2 + len(variants)) + baseline_phases + 2 * pairs - 1)
     with (
         tempfile.TemporaryDirectory(prefix="bench-overhead-") as directory,
         contextlib.ExitStack() as stack,
@@ -478,6 +480,8 @@ def run(
                     _measure_target(bench, name, clients, extra)
                 finally:
                     servers.pop(name).stop()
+            top = max(rps_clients or clients)
+            paired = _pairs(bench, servers, workdir, cpus, top, pairs) if pairs else None
             if baselines:
                 for target in ("hypercorn_trivial", "minimal_proxy"):
                     for n in sorted({1, *rps_clients, max(clients)}):
@@ -509,7 +513,56 @@ def run(
     }
     if profiles:
         result["profile"] = profiles
+    if paired:
+        result["summary"]["audit_pairs"] = paired
     return result
+
+
+def _pairs(
+    bench: LoadBench,
+    servers: dict[str, Any],
+    workdir: Path,
+    cpus: dict[str, int | None],
+    clients: int,
+    count: int,
+) -> dict[str, Any]:
+    """The audit log's cost as paired phases: the default gateway (audit log on) and one with it off,
+    both running, measured one right after the other `count` times at `clients` non-streaming clients.
+    Each pair's two phases are seconds apart, so a drift of the machine's speed (minutes long on a
+    shared virtual machine) moves both; the medians over the pairs are the figures."""
+    name = "gateway_audit_off_paired"
+    servers[name] = start_gateway_server(
+        name, workdir, servers["fake"].port, workers=1, audit=False, cpu=cpus["gateway"]
+    )
+    bench.target_headers[name] = {}
+    rows = []
+    try:
+        check_answers(servers, (name,))
+        for _ in range(count):
+            on = bench.measure("gateway", False, clients, record=False)
+            off = bench.measure(name, False, clients, record=False)
+            rows.append(
+                {
+                    "on_rps": on["rps"],
+                    "off_rps": off["rps"],
+                    "on_cpu_us_per_request": on["cpu"]["server"]["us_per_request"],
+                    "off_cpu_us_per_request": off["cpu"]["server"]["us_per_request"],
+                    "ratio": round(on["rps"] / off["rps"], 4) if off["rps"] else None,
+                    "audit_us_per_request": round(
+                        on["cpu"]["server"]["us_per_request"] - off["cpu"]["server"]["us_per_request"], 1
+                    ),
+                }
+            )
+    finally:
+        servers.pop(name).stop()
+    return {
+        "clients": clients,
+        "pairs": rows,
+        "median_on_rps": statistics.median(r["on_rps"] for r in rows),
+        "median_off_rps": statistics.median(r["off_rps"] for r in rows),
+        "median_ratio": statistics.median(r["ratio"] or 0.0 for r in rows),
+        "median_audit_us_per_request": statistics.median(r["audit_us_per_request"] for r in rows),
+    }
 
 
 def _redis(stack: contextlib.ExitStack, started: list[RedisServer]) -> RedisServer:
@@ -577,6 +630,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream-cpu", type=int, default=1, help="core for the fake server (1)")
     parser.add_argument("--loadgen-cpu", type=int, default=1, help="core for the load generator (1)")
     parser.add_argument("--profile", type=Path, help="also profile the gateway with py-spy; files go here")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="also measure the audit log's cost as N pairs of phases, audit log on then off, seconds "
+        "apart, at the largest --rps-clients; the medians of the pairs are reported (0: none)",
+    )
 
 
 def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -597,11 +657,35 @@ def run_scenario(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
         profile=args.profile,
         retries=0 if args.quick else args.retries,
         wait_quiet=0.0 if args.quick else args.wait_quiet,
+        pairs=args.pairs,
         progress=progress,
     )
 
 
 def print_extra(result: dict[str, Any]) -> None:
+    paired = result["summary"].get("audit_pairs")
+    if paired:
+        rows = [
+            [
+                str(i),
+                f"{r['on_rps']:,.0f}",
+                f"{r['off_rps']:,.0f}",
+                f"{r['ratio']:.0%}" if r["ratio"] is not None else "",
+                f"{r['audit_us_per_request']:.0f}",
+            ]
+            for i, r in enumerate(paired["pairs"], 1)
+        ]
+        rows.append(
+            [
+                "**median**",
+                f"{paired['median_on_rps']:,.0f}",
+                f"{paired['median_off_rps']:,.0f}",
+                f"**{paired['median_ratio']:.0%}**",
+                f"**{paired['median_audit_us_per_request']:.0f}**",
+            ]
+        )
+        print(f"\nAudit log on and off in pairs ({paired['clients']} clients, non-streaming, one worker):\n")
+        print(markdown_table(["pair", "on req/s", "off req/s", "on / off", "audit CPU µs / request"], rows))
     if "profile" in result:
         from gateway.bench.harness.profiling import print_profile
 

@@ -99,3 +99,23 @@ def test_overhead_shadow_variant_quick(run_bench: Callable[..., BenchRun]) -> No
             ("non_streaming", 1),
             ("streaming", 1),
         ]
+
+
+@pytest.mark.timeout(300)
+def test_overhead_audit_pairs_quick(run_bench: Callable[..., BenchRun]) -> None:
+    """`--pairs N`: the audit log's cost as N pairs of phases (on, then off), with the medians."""
+    run = run_bench("overhead", "--variants", "none", "--no-baselines", "--clients", "1", "--pairs", "2")
+    assert run.exit_code == 0
+    assert "Audit log on and off in pairs (1 clients" in run.stdout
+    paired = run.result["summary"]["audit_pairs"]
+    assert paired["clients"] == 1 and len(paired["pairs"]) == 2
+    for pair in paired["pairs"]:
+        assert pair["on_rps"] > 0 and pair["off_rps"] > 0
+        assert pair["ratio"] == round(pair["on_rps"] / pair["off_rps"], 4)
+        assert pair["audit_us_per_request"] == round(
+            pair["on_cpu_us_per_request"] - pair["off_cpu_us_per_request"], 1
+        )
+    ratios = sorted(pair["ratio"] for pair in paired["pairs"])
+    assert paired["median_ratio"] == pytest.approx(sum(ratios) / 2)
+    # The pairs are not phases of the run's tables: those hold the default gateway's rows only.
+    assert {phase["target"] for phase in run.result["phases"]} == {"direct", "gateway"}
